@@ -1,0 +1,697 @@
+"""Load, resolve and validate scenarios and policy packs.
+
+Every problem is reported as ``file:line: key: problem — how to fix`` so an author can
+go straight to it. Loading never half-succeeds: a library with errors raises
+:class:`ContentError` listing all of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot import paths
+from bot.i18n import LANGS, Lang
+from bot.scenario import (
+    DIFFICULTIES,
+    PAYMENT_CHANNELS,
+    REACTION_KEYS,
+    Clause,
+    Difficulty,
+    DifficultyProfile,
+    Line,
+    PhraseCheck,
+    PolicyPack,
+    PolicyParams,
+    ReactionKey,
+    Scenario,
+    SharedCustomer,
+    placeholders,
+)
+
+DOCS_HINT = "see docs/scenarios.md"
+PHOTO_MARKERS: dict[Lang, tuple[str, ...]] = {
+    "zh": ("[图片]", "[照片]", "[视频]", "[截图]"),
+    "en": ("[photo]", "[image]", "[video]", "[screenshot]"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem in a content file."""
+
+    file: str
+    key: str
+    problem: str
+    fix: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.problem} — {self.fix}"
+
+
+class ContentError(Exception):
+    """Raised when content files are invalid; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UnknownScenario(LookupError):
+    """Raised for a scenario id that does not exist; the message suggests close ids."""
+
+    def __init__(self, scenario_id: str, known: Iterable[str]):
+        self.scenario_id = scenario_id
+        self.suggestions = difflib.get_close_matches(scenario_id, list(known), n=3, cutoff=0.4)
+        hint = (
+            f" Did you mean: {', '.join(self.suggestions)}?"
+            if self.suggestions
+            else " Run `trainer scenarios list` to see the ids."
+        )
+        super().__init__(f"Unknown scenario '{scenario_id}'.{hint}")
+
+
+# --- YAML with line numbers and duplicate-key detection ------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key '{key}' (first on line {seen[key]})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+@dataclass
+class _Doc:
+    path: Path
+    data: Any
+    root: yaml.Node | None
+
+    def line_of(self, loc: Sequence[int | str]) -> int | None:
+        """Line (1-based) of the YAML node at ``loc``, or of its nearest existing parent."""
+        node = self.root
+        line = node.start_mark.line + 1 if node is not None else None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                match = [(k, v) for k, v in node.value if k.value == str(part)]
+                if not match:
+                    break
+                node = match[0][1]
+                line = match[0][0].start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    break
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+
+def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(display, "", f"not UTF-8 ({exc.reason})", "save it as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(display, "", f"cannot read ({exc.strerror})", "check the path")]
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        return None, [Problem(display, "", f"invalid YAML: {reason}", "fix the syntax", line)]
+    if not isinstance(data, dict):
+        return None, [Problem(display, "", "the file is not a mapping", "start with 'id: ...'")]
+    return _Doc(path, data, root), []
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """Field names of the model found by walking ``loc`` (for 'did you mean' hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return []
+            current = info.annotation
+        while get_origin(current) is not None:
+            args = [a for a in get_args(current) if a is not type(None)]
+            origin = get_origin(current)
+            if origin in (list, tuple):
+                current = args[0] if isinstance(part, int) else current
+                break
+            if origin is dict:
+                current = args[1]
+                break
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = models[0] if models else args[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _validation_problems(
+    exc: ValidationError, model: type[BaseModel], doc: _Doc, display: str
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        key = ".".join(str(p) for p in loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "remove it"
+            if allowed:
+                fix += f" (allowed here: {', '.join(allowed)})"
+            problem = "unknown key"
+        elif kind == "missing":
+            problem, fix = "required key is missing", f"add it ({DOCS_HINT})"
+        elif kind in ("literal_error", "enum"):
+            problem = f"invalid value {err.get('input')!r}"
+            fix = str(err["msg"]).replace("Input should be", "use")
+        else:
+            problem = str(err["msg"]).removeprefix("Value error, ")
+            fix = "correct the value" if kind != "value_error" else DOCS_HINT
+            if kind == "value_error":
+                problem, _, fix_part = problem.partition(" — ")
+                fix = fix_part or f"correct the value ({DOCS_HINT})"
+        problems.append(Problem(display, key, problem, fix, doc.line_of(loc)))
+    return problems
+
+
+_UNION_TAGS = {"SimpleCheck", "PhraseCheck", "simple", "forbidden_phrases"}
+
+
+# --- resolved content -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy pack with inheritance applied: full params and all clauses by id."""
+
+    id: str
+    title: dict[Lang, str]
+    params: PolicyParams
+    clauses: dict[str, Clause]
+    source: Path
+
+    def clause_text(self, clause_id: str, lang: Lang) -> str:
+        """Return the clause text in ``lang`` with the pack's parameters filled in."""
+        return self.clauses[clause_id].text.get(lang).format(**self.template_values())
+
+    def template_values(self) -> dict[str, object]:
+        """Values for clause-text placeholders."""
+        values: dict[str, object] = {
+            k: v for k, v in self.params.model_dump().items() if k != "refund_days"
+        }
+        for channel in PAYMENT_CHANNELS:
+            lo, hi = self.params.refund_days.for_channel(channel)
+            values[f"refund_days_{channel}"] = f"{lo}–{hi}" if lo != hi else str(lo)
+        return values
+
+
+@dataclass(frozen=True)
+class ResolvedScenario:
+    """A scenario joined with its policy, difficulty profiles and merged customer lines."""
+
+    scenario: Scenario
+    policy: ResolvedPolicy
+    profiles: dict[Difficulty, DifficultyProfile]
+    lines: dict[ReactionKey, tuple[Line, ...]]
+    source: Path
+    applicable_clauses: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        """The scenario id."""
+        return self.scenario.id
+
+    def lines_for(self, key: ReactionKey, difficulty: Difficulty) -> list[Line]:
+        """Lines for a reaction usable at ``difficulty``."""
+        return [line for line in self.lines.get(key, ()) if line.usable_at(difficulty)]
+
+    def template_values(self, lang: Lang) -> dict[str, str]:
+        """Values for ``{placeholder}`` in customer lines, in ``lang``."""
+        from graders.lexicon import courier_name  # local: graders imports bot.scenario
+
+        order = self.scenario.order
+        key = self.scenario.answer_key
+        values = {
+            "order_id": order.order_id,
+            "item": order.item.get(lang),
+            "price": _money(order.price),
+            "courier": courier_name(order.courier, lang),
+            "receiver_name": order.receiver.name.get(lang),
+            "phone_last4": order.receiver.phone[-4:],
+            "address": order.receiver.address.get(lang),
+            "ordered_on": _date(order.ordered_on, lang),
+        }
+        optional = {
+            "tracking_no": order.tracking_no,
+            "shipped_on": order.shipped_on and _date(order.shipped_on, lang),
+            "signed_on": order.signed_on and _date(order.signed_on, lang),
+            "promised_by": order.promised_by and _date(order.promised_by, lang),
+            "eta": key.eta and _date(key.eta, lang),
+            "price_difference": key.price_difference and _money(key.price_difference),
+            "refund_amount": _money(key.refund_amount or order.price),
+        }
+        values.update({k: v for k, v in optional.items() if v})
+        return values
+
+    def render(self, template: str, lang: Lang) -> str:
+        """Fill a customer-line template."""
+        return template.format(**self.template_values(lang))
+
+
+def _money(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _date(value: Any, lang: Lang) -> str:
+    if lang == "zh":
+        return f"{value.month}月{value.day}日"
+    return value.strftime("%b ") + str(value.day)
+
+
+# --- the library ------------------------------------------------------------------
+
+
+class ScenarioLibrary:
+    """All scenarios and policy packs under one directory, validated together."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else paths.scenarios_dir()
+        self.packs: dict[str, ResolvedPolicy] = {}
+        self.scenarios: dict[str, ResolvedScenario] = {}
+        self.shared: SharedCustomer | None = None
+        self.problems: list[Problem] = []
+        self._load()
+
+    # public API
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> ScenarioLibrary:
+        """Load a library and raise :class:`ContentError` if anything is invalid."""
+        library = cls(root)
+        if library.problems:
+            raise ContentError(library.problems)
+        return library
+
+    def ids(self) -> list[str]:
+        """Scenario ids, sorted."""
+        return sorted(self.scenarios)
+
+    def get(self, id_or_path: str) -> ResolvedScenario:
+        """Return a scenario by id, or load one from a YAML path (outside the library too)."""
+        if id_or_path in self.scenarios:
+            return self.scenarios[id_or_path]
+        candidate = Path(id_or_path)
+        if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+            return self.load_file(candidate)
+        raise UnknownScenario(id_or_path, self.scenarios)
+
+    def load_file(self, path: Path) -> ResolvedScenario:
+        """Load one scenario file, resolving its policy from its own folder or the library."""
+        if not path.exists():
+            raise ContentError([Problem(str(path), "", "file not found", "check the path")])
+        extra_packs = path.parent / "policies"
+        if extra_packs.is_dir() and extra_packs.resolve() != (self.root / "policies").resolve():
+            problems = self._load_packs(sorted(extra_packs.glob("*.y*ml")))
+            if problems:
+                raise ContentError(problems)
+        scenario, problems = self._load_scenario(path)
+        if problems or scenario is None:
+            raise ContentError(problems)
+        return scenario
+
+    # loading
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve().parent))
+        except ValueError:
+            return str(path)
+
+    def _load(self) -> None:
+        if not self.root.is_dir():
+            self.problems.append(
+                Problem(str(self.root), "", "scenario folder not found", "set TRAINER_SCENARIOS")
+            )
+            return
+        self.problems += self._load_shared(self.root / "shared" / "customer.yaml")
+        self.problems += self._load_packs(sorted((self.root / "policies").glob("*.y*ml")))
+        for path in sorted(self.root.glob("*.y*ml")):
+            scenario, problems = self._load_scenario(path)
+            self.problems += problems
+            if scenario is None:
+                continue
+            if scenario.id in self.scenarios:
+                first = self.scenarios[scenario.id].source.name
+                self.problems.append(
+                    Problem(self._display(path), "id", f"'{scenario.id}' is also used by {first}",
+                            "give each scenario a unique id")
+                )
+                continue
+            self.scenarios[scenario.id] = scenario
+
+    def _parse(
+        self, path: Path, model: type[BaseModel]
+    ) -> tuple[Any, _Doc | None, list[Problem]]:
+        display = self._display(path)
+        doc, problems = _read_yaml(path, display)
+        if doc is None:
+            return None, None, problems
+        try:
+            return model.model_validate(doc.data), doc, []
+        except ValidationError as exc:
+            return None, doc, _validation_problems(exc, model, doc, display)
+
+    def _load_shared(self, path: Path) -> list[Problem]:
+        if not path.exists():
+            return [Problem(self._display(path), "", "shared customer defaults missing",
+                            "restore scenarios/shared/customer.yaml")]
+        shared, doc, problems = self._parse(path, SharedCustomer)
+        if shared is None or doc is None:
+            return problems
+        self.shared = shared
+        return self._check_lines(shared.lines, doc, ["lines"], None)
+
+    def _load_packs(self, files: list[Path]) -> list[Problem]:
+        raw: dict[str, tuple[PolicyPack, _Doc]] = {}
+        problems: list[Problem] = []
+        for path in files:
+            pack, doc, errs = self._parse(path, PolicyPack)
+            problems += errs
+            if pack is not None and doc is not None:
+                raw[pack.id] = (pack, doc)
+        for pack_id in raw:
+            resolved, errs = self._resolve_pack(pack_id, raw)
+            problems += errs
+            if resolved is not None:
+                self.packs[pack_id] = resolved
+        return problems
+
+    def _resolve_pack(
+        self, pack_id: str, raw: dict[str, tuple[PolicyPack, _Doc]]
+    ) -> tuple[ResolvedPolicy | None, list[Problem]]:
+        from graders.lexicon import LEXICON  # local: graders imports bot.scenario
+
+        pack, doc = raw[pack_id]
+        display = self._display(doc.path)
+        chain = [pack]
+        while chain[-1].extends:
+            parent_id = chain[-1].extends
+            if parent_id in (p.id for p in chain):
+                return None, [Problem(display, "extends", f"inheritance cycle via '{parent_id}'",
+                                      "remove the cycle", doc.line_of(["extends"]))]
+            parent = raw.get(parent_id) or self._known_pack(parent_id)
+            if parent is None:
+                close = difflib.get_close_matches(parent_id, [*raw, *self.packs], n=1)
+                fix = f"did you mean '{close[0]}'?" if close else "name an existing pack id"
+                return None, [Problem(display, "extends", f"unknown pack '{parent_id}'", fix,
+                                      doc.line_of(["extends"]))]
+            chain.append(parent[0])
+        params: dict[str, Any] = {}
+        clauses: dict[str, Clause] = {}
+        for link in reversed(chain):
+            params.update(link.params.model_dump(exclude_none=True))
+            clauses.update({c.id: c for c in link.clauses})
+        missing = [name for name in PolicyParams.model_fields if name not in params]
+        if missing:
+            return None, [Problem(display, "params", f"missing parameters {', '.join(missing)}",
+                                  "set them here or 'extends' a pack that does",
+                                  doc.line_of(["params"]))]
+        problems = []
+        for index, clause in enumerate(pack.clauses):
+            for check_index, check in enumerate(clause.checks):
+                if isinstance(check, PhraseCheck) and check.lexicon is not None:
+                    if check.lexicon not in LEXICON.forbidden:
+                        loc = ["clauses", index, "checks", check_index, "lexicon"]
+                        problems.append(Problem(
+                            display, ".".join(map(str, loc)),
+                            f"unknown lexicon category '{check.lexicon}'",
+                            "use one of " + ", ".join(sorted(LEXICON.forbidden)),
+                            doc.line_of(loc)))
+        resolved = ResolvedPolicy(
+            id=pack.id,
+            title={"zh": pack.title.zh, "en": pack.title.en},
+            params=PolicyParams.model_validate(params),
+            clauses=clauses,
+            source=doc.path,
+        )
+        return resolved, problems
+
+    def _known_pack(self, pack_id: str) -> tuple[PolicyPack, _Doc] | None:
+        known = self.packs.get(pack_id)
+        if known is None:
+            return None
+        doc, _ = _read_yaml(known.source, str(known.source))
+        if doc is None:
+            return None
+        return PolicyPack.model_validate(doc.data), doc
+
+    def _load_scenario(self, path: Path) -> tuple[ResolvedScenario | None, list[Problem]]:
+        scenario, doc, problems = self._parse(path, Scenario)
+        if scenario is None or doc is None:
+            return None, problems
+        display = self._display(path)
+        pack = self.packs.get(scenario.policy)
+        if pack is None:
+            close = difflib.get_close_matches(scenario.policy, list(self.packs), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "add the pack to scenarios/policies/"
+            return None, [Problem(display, "policy", f"unknown policy pack '{scenario.policy}'",
+                                  fix, doc.line_of(["policy"]))]
+        if self.shared is None:
+            return None, [Problem(display, "", "shared customer defaults are invalid",
+                                  "fix scenarios/shared/customer.yaml first")]
+        profiles = {
+            level: self.shared.difficulty[level].model_copy(
+                update=scenario.difficulty[level].model_dump(exclude_none=True)
+                if level in scenario.difficulty
+                else {}
+            )
+            for level in DIFFICULTIES
+        }
+        lines = {
+            key: tuple(scenario.customer.lines.get(key) or self.shared.lines.get(key) or ())
+            for key in REACTION_KEYS
+        }
+        always = [cid for cid, c in pack.clauses.items() if c.scope == "always"]
+        resolved = ResolvedScenario(
+            scenario=scenario,
+            policy=pack,
+            profiles=profiles,
+            lines=lines,
+            source=path,
+            applicable_clauses=tuple(dict.fromkeys([*always, *scenario.clauses])),
+        )
+        problems = _ScenarioChecker(resolved, doc, display).run()
+        problems += self._check_lines(scenario.customer.lines, doc, ["customer", "lines"], resolved)
+        return (None if problems else resolved), problems
+
+    def _check_lines(
+        self,
+        lines: dict[ReactionKey, list[Line]],
+        doc: _Doc,
+        base: list[int | str],
+        scenario: ResolvedScenario | None,
+    ) -> list[Problem]:
+        display = self._display(doc.path)
+        problems = []
+        allowed = _allowed_placeholders(scenario)
+        for key, variants in lines.items():
+            for index, line in enumerate(variants):
+                for lang in LANGS:
+                    unknown = placeholders(line.get(lang)) - allowed
+                    if unknown:
+                        loc = [*base, key, index, lang]
+                        problems.append(Problem(
+                            display, ".".join(map(str, loc)),
+                            f"placeholder {{{sorted(unknown)[0]}}} has no value here",
+                            "use one of " + ", ".join(sorted(allowed)), doc.line_of(loc)))
+        if scenario is not None:
+            for key in REACTION_KEYS:
+                for level in DIFFICULTIES:
+                    if not scenario.lines_for(key, level):
+                        loc = [*base, key]
+                        problems.append(Problem(
+                            display, ".".join(map(str, loc)),
+                            f"no '{key}' line usable at difficulty '{level}'",
+                            "add one here or in scenarios/shared/customer.yaml",
+                            doc.line_of(loc)))
+        return problems
+
+
+def _allowed_placeholders(scenario: ResolvedScenario | None) -> set[str]:
+    from bot.scenario import LINE_PLACEHOLDERS
+
+    if scenario is None:  # shared lines may only use facts every order has
+        return {"order_id", "item", "price", "courier", "ordered_on", "refund_amount"}
+    values = set(scenario.template_values("zh"))
+    return values & LINE_PLACEHOLDERS
+
+
+class _ScenarioChecker:
+    """Cross-reference checks that need the whole scenario and its policy."""
+
+    def __init__(self, resolved: ResolvedScenario, doc: _Doc, display: str):
+        self.r = resolved
+        self.s = resolved.scenario
+        self.doc = doc
+        self.display = display
+        self.problems: list[Problem] = []
+
+    def add(self, loc: list[int | str], problem: str, fix: str) -> None:
+        self.problems.append(
+            Problem(self.display, ".".join(map(str, loc)), problem, fix, self.doc.line_of(loc))
+        )
+
+    def run(self) -> list[Problem]:
+        self.check_clauses()
+        self.check_graders()
+        self.check_facts()
+        self.check_answer_key()
+        self.check_difficulty()
+        self.check_agenda()
+        return self.problems
+
+    def check_clauses(self) -> None:
+        known = self.r.policy.clauses
+        for index, clause_id in enumerate(self.s.clauses):
+            if clause_id not in known:
+                close = difflib.get_close_matches(clause_id, list(known), n=1)
+                fix = f"did you mean '{close[0]}'?" if close else f"define it in {self.s.policy}"
+                self.add(["clauses", index], f"unknown clause '{clause_id}'", fix)
+
+    def check_graders(self) -> None:
+        from graders import available_graders
+
+        names = available_graders()
+        for index, name in enumerate(self.s.graders):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                fix = f"did you mean '{close[0]}'?" if close else "use one of " + ", ".join(names)
+                self.add(["graders", index], f"unknown grader '{name}'", fix)
+
+    def check_facts(self) -> None:
+        seen: set[str] = set()
+        values = {lang: self.r.template_values(lang) for lang in LANGS}
+        for index, fact in enumerate(self.s.customer.facts):
+            base: list[int | str] = ["customer", "facts", index]
+            if fact.id in seen:
+                self.add([*base, "id"], f"fact id '{fact.id}' appears twice", "make ids unique")
+            seen.add(fact.id)
+            if fact.kind == "detail" and not (fact.markers.zh and fact.markers.en):
+                self.add([*base, "markers"], "a 'detail' fact needs markers in zh and en",
+                         "list words that show the fact was given")
+            for line_index, line in enumerate(fact.say):
+                for lang in LANGS:
+                    template = line.get(lang)
+                    unknown = placeholders(template) - set(values[lang])
+                    loc = [*base, "say", line_index, lang]
+                    if unknown:
+                        self.add(loc, f"placeholder {{{sorted(unknown)[0]}}} has no value here",
+                                 "use one of " + ", ".join(sorted(values[lang])))
+                        continue
+                    text = template.format(**values[lang])
+                    if not self._detectable(fact.kind, fact.markers.get(lang), text, lang):
+                        self.add(loc, f"this reveal of '{fact.id}' would not be recognised",
+                                 self._marker_fix(fact.kind, lang))
+
+    def _detectable(self, kind: str, markers: list[str], text: str, lang: Lang) -> bool:
+        order = self.s.order
+        if kind == "order_id":
+            return order.order_id in text
+        if kind == "identity":
+            name = order.receiver.name.get(lang)
+            return order.receiver.phone[-4:] in text or name in text
+        if kind == "photos":
+            return any(m in text for m in PHOTO_MARKERS[lang])
+        if kind == "signed_time":
+            return order.signed_on is not None and _date(order.signed_on, lang) in text
+        return any(m in text for m in markers)
+
+    def _marker_fix(self, kind: str, lang: Lang) -> str:
+        return {
+            "order_id": "include {order_id}",
+            "identity": "include {phone_last4} or {receiver_name}",
+            "photos": "include a marker such as " + PHOTO_MARKERS[lang][0],
+            "signed_time": "include {signed_on} (and set order.signed_on)",
+        }.get(kind, "include one of the fact's markers")
+
+    def check_answer_key(self) -> None:
+        key = self.s.answer_key
+        facts = {f.id for f in self.s.customer.facts}
+        both = set(key.acceptable_resolutions) & set(key.forbidden_resolutions)
+        if both:
+            self.add(["answer_key", "forbidden_resolutions"],
+                     f"{', '.join(sorted(both))} is both acceptable and forbidden", "pick one")
+        for index, fact_id in enumerate(key.evidence_required):
+            if fact_id not in facts:
+                self.add(["answer_key", "evidence_required", index], f"no fact '{fact_id}'",
+                         "name a fact id from customer.facts")
+        for resolution, required in key.required_facts.items():
+            loc: list[int | str] = ["answer_key", "required_facts", resolution]
+            if resolution not in key.acceptable_resolutions:
+                self.add(loc, f"'{resolution}' is not an acceptable resolution",
+                         "add it to acceptable_resolutions or remove this entry")
+            if "price_difference" in required and key.price_difference is None:
+                self.add(loc, "requires price_difference but answer_key has none",
+                         "set answer_key.price_difference")
+            if "eta" in required and key.eta is None:
+                self.add(loc, "requires eta but answer_key has none", "set answer_key.eta")
+        for lang in LANGS:
+            if not key.problem_terms.get(lang):
+                self.add(["answer_key", "problem_terms", lang], "no problem terms",
+                         "list words that name the customer's problem")
+
+    def check_difficulty(self) -> None:
+        facts = {f.id for f in self.s.customer.facts}
+        for level, profile in self.r.profiles.items():
+            for index, fact_id in enumerate(profile.volunteers):
+                if fact_id not in facts:
+                    self.add(["difficulty", level, "volunteers", index], f"no fact '{fact_id}'",
+                             "name a fact id from customer.facts")
+
+    def check_agenda(self) -> None:
+        seen: set[str] = set()
+        for index, item in enumerate(self.s.customer.agenda):
+            if item.id in seen:
+                self.add(["customer", "agenda", index, "id"], f"agenda id '{item.id}' repeats",
+                         "make ids unique")
+            seen.add(item.id)
+
+
+_WORD = re.compile(r"\w+")

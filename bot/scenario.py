@@ -1,0 +1,537 @@
+"""Scenario and policy-pack models: the content format, loaded from YAML with strict validation.
+
+Scenarios live in ``scenarios/*.yaml`` (one per file), policy packs in
+``scenarios/policies/*.yaml`` and the customer defaults shared by every scenario in
+``scenarios/shared/customer.yaml``. The format is documented in ``docs/scenarios.md``;
+``docs/scenario.schema.json`` is generated from these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bot.i18n import Lang, Phrases, Strict, Text
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", max_length=64)]
+ClauseId = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$", max_length=40)]
+
+Severity = Literal["critical", "major", "minor"]
+Difficulty = Literal["easy", "normal", "hard"]
+DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "normal", "hard")
+
+Category = Literal[
+    "damaged_shipment",
+    "wrong_item",
+    "refund_dispute",
+    "missing_item",
+    "price_protection",
+    "delivery_delay",
+    "quality_defect",
+]
+PaymentChannel = Literal[
+    "alipay", "wechat_pay", "bank_card", "credit_card", "huabei", "jd_baitiao", "balance"
+]
+PAYMENT_CHANNELS: tuple[PaymentChannel, ...] = (
+    "alipay",
+    "wechat_pay",
+    "bank_card",
+    "credit_card",
+    "huabei",
+    "jd_baitiao",
+    "balance",
+)
+Courier = Literal["sf", "jd", "zto", "yto", "sto", "yunda", "ems", "jt", "deppon"]
+
+AskIntent = Literal[
+    "order_id",
+    "identity",
+    "photos",
+    "signed_time",
+    "problem_detail",
+    "item_received",
+    "tracking",
+    "preference",
+    "payment",
+]
+"""What a trainee can ask the customer for; each has a phrase list in the graders' lexicon."""
+
+ResolutionKind = Literal[
+    "refund",
+    "price_difference",
+    "reship",
+    "exchange",
+    "repair",
+    "compensation",
+    "escalate",
+    "urge_courier",
+    "cancel",
+]
+"""What a trainee can offer; each has a phrase list in the graders' lexicon."""
+
+FactKind = Literal["order_id", "identity", "photos", "signed_time", "detail"]
+ReactionKey = Literal[
+    "opening",
+    "press",
+    "hurry",
+    "calmer",
+    "stock_phrase",
+    "deflected",
+    "blamed",
+    "insulted",
+    "repeat_ask",
+    "unknown",
+    "offer_rejected",
+    "want_timeline",
+    "want_ownership",
+    "overpromise",
+    "threat",
+    "accept",
+    "escalate",
+    "leave",
+    "turn_limit",
+]
+REACTION_KEYS: tuple[ReactionKey, ...] = ReactionKey.__args__  # type: ignore[attr-defined]
+
+RequiredFact = Literal[
+    "refund_amount",
+    "refund_channel",
+    "refund_timing",
+    "reship_timing",
+    "price_difference",
+    "shipping_payer",
+    "eta",
+]
+Stage = Literal["opening", "investigate", "resolve", "follow_up"]
+STAGES: tuple[Stage, ...] = ("opening", "investigate", "resolve", "follow_up")
+
+ACCURACY_CHECKS = (
+    "order_facts",
+    "refund_channel",
+    "refund_timing",
+    "return_window",
+    "exchange_window",
+    "damage_report_window",
+    "price_protection_window",
+    "reship_timing",
+    "shipping_fee_payer",
+    "eligibility",
+    "resolution_fit",
+)
+POLICY_CHECKS = (
+    "promise_beyond_authority",
+    "compensation_cap",
+    "identity_before_disclosure",
+    "evidence_before_commitment",
+    "forbidden_resolution",
+)
+SimpleCheckKind = Literal[
+    "order_facts",
+    "refund_channel",
+    "refund_timing",
+    "return_window",
+    "exchange_window",
+    "damage_report_window",
+    "price_protection_window",
+    "reship_timing",
+    "shipping_fee_payer",
+    "eligibility",
+    "resolution_fit",
+    "promise_beyond_authority",
+    "compensation_cap",
+    "identity_before_disclosure",
+    "evidence_before_commitment",
+    "forbidden_resolution",
+]
+
+LINE_PLACEHOLDERS = frozenset(
+    {
+        "order_id",
+        "item",
+        "price",
+        "courier",
+        "tracking_no",
+        "ordered_on",
+        "shipped_on",
+        "signed_on",
+        "promised_by",
+        "receiver_name",
+        "phone_last4",
+        "address",
+        "eta",
+        "price_difference",
+        "refund_amount",
+    }
+)
+
+
+def placeholders(template: str) -> set[str]:
+    """Return the ``{name}`` placeholders used in a format string."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+# --- policy packs -----------------------------------------------------------------
+
+
+def clause_placeholders() -> set[str]:
+    """Placeholders a clause text may use: flat params plus ``refund_days_<channel>``."""
+    flat = {name for name in PolicyParams.model_fields if name != "refund_days"}
+    return flat | {f"refund_days_{channel}" for channel in PAYMENT_CHANNELS}
+
+
+class SimpleCheck(Strict):
+    """A rule check whose parameters come from the pack's ``params`` and the scenario."""
+
+    kind: SimpleCheckKind = Field(description="Which rule the graders apply for this clause.")
+
+
+class PhraseCheck(Strict):
+    """Forbidden wording: a lexicon category of the graders and/or extra phrases."""
+
+    kind: Literal["forbidden_phrases"] = "forbidden_phrases"
+    lexicon: str | None = Field(
+        default=None, description="A forbidden-phrase category in graders/data/lexicon.yaml."
+    )
+    phrases: Phrases = Field(
+        default_factory=Phrases,
+        description="Extra phrases; a phrase starting with 're:' is a regular expression.",
+    )
+    negatable: bool = Field(
+        default=True, description="Whether a preceding negation (无法/不会/not) cancels a hit."
+    )
+
+    @model_validator(mode="after")
+    def _needs_source(self) -> PhraseCheck:
+        if self.lexicon is None and not (self.phrases.zh or self.phrases.en):
+            raise ValueError("give a 'lexicon' category or some 'phrases'")
+        return self
+
+
+Check = Annotated[SimpleCheck | PhraseCheck, Field(discriminator="kind")]
+
+
+class RefundDays(Strict):
+    """Business days until a refund arrives, per original payment channel: [min, max]."""
+
+    alipay: tuple[int, int]
+    wechat_pay: tuple[int, int]
+    bank_card: tuple[int, int]
+    credit_card: tuple[int, int]
+    huabei: tuple[int, int]
+    jd_baitiao: tuple[int, int]
+    balance: tuple[int, int]
+
+    def for_channel(self, channel: PaymentChannel) -> tuple[int, int]:
+        """Return the [min, max] days for ``channel``."""
+        value: tuple[int, int] = getattr(self, channel)
+        return value
+
+
+class PolicyParams(Strict):
+    """Shop parameters the clauses and graders use; every pack resolves to a full set."""
+
+    no_reason_return_days: int = Field(ge=0, description="No-reason return window after sign-for.")
+    quality_exchange_days: int = Field(ge=0, description="Quality-problem exchange window.")
+    damage_report_hours: int = Field(ge=0, description="Hours after sign-for to report damage.")
+    reship_within_hours: int = Field(ge=0, description="Hours to ship a replacement.")
+    price_protection_days: int = Field(ge=0, description="Price-protection window after purchase.")
+    compensation_cap: int = Field(ge=0, description="Largest goodwill compensation (yuan).")
+    delay_compensation_days: int = Field(
+        ge=0, description="Days past the promised date after which a delay earns compensation."
+    )
+    refund_days: RefundDays = Field(description="Refund arrival time per payment channel.")
+
+
+class PolicyParamsPatch(Strict):
+    """Parameters a pack sets; a pack that ``extends`` another may set only some."""
+
+    no_reason_return_days: int | None = Field(default=None, ge=0)
+    quality_exchange_days: int | None = Field(default=None, ge=0)
+    damage_report_hours: int | None = Field(default=None, ge=0)
+    reship_within_hours: int | None = Field(default=None, ge=0)
+    price_protection_days: int | None = Field(default=None, ge=0)
+    compensation_cap: int | None = Field(default=None, ge=0)
+    delay_compensation_days: int | None = Field(default=None, ge=0)
+    refund_days: RefundDays | None = None
+
+
+class Clause(Strict):
+    """One policy rule with a stable id that grades cite."""
+
+    id: ClauseId = Field(description="Stable id, e.g. RET-7D. Never reuse an id for a new rule.")
+    title: Text
+    text: Text = Field(description="The rule; may use {param} placeholders from the pack params.")
+    severity: Severity = Field(
+        description="critical = red line that fails the session; major; minor."
+    )
+    scope: Literal["always", "scenario"] = Field(
+        default="scenario",
+        description="'always' applies to every scenario; 'scenario' only where a scenario lists it.",
+    )
+    checks: list[Check] = Field(default_factory=list, description="Rules the graders apply.")
+
+    @field_validator("text")
+    @classmethod
+    def _known_params(cls, text: Text) -> Text:
+        known = clause_placeholders()
+        for lang_text in (text.zh, text.en):
+            unknown = placeholders(lang_text) - known
+            if unknown:
+                raise ValueError(
+                    f"unknown placeholder {{{sorted(unknown)[0]}}}; use one of "
+                    + ", ".join(sorted(known))
+                )
+        return text
+
+
+class PolicyPack(Strict):
+    """A shop's policy: parameters and clauses. May extend another pack."""
+
+    id: Slug
+    title: Text
+    extends: Slug | None = Field(default=None, description="Pack whose params/clauses to inherit.")
+    params: PolicyParamsPatch = Field(default_factory=PolicyParamsPatch)
+    clauses: list[Clause] = Field(default_factory=list)
+
+    @field_validator("clauses")
+    @classmethod
+    def _unique_ids(cls, clauses: list[Clause]) -> list[Clause]:
+        seen: set[str] = set()
+        for clause in clauses:
+            if clause.id in seen:
+                raise ValueError(f"clause id {clause.id} appears twice; ids must be unique")
+            seen.add(clause.id)
+        return clauses
+
+
+# --- scenarios --------------------------------------------------------------------
+
+
+class Receiver(Strict):
+    """Who the order ships to: the data identity verification protects."""
+
+    name: Text
+    phone: str = Field(pattern=r"^1\d{10}$", description="11-digit mainland mobile number.")
+    address: Text
+
+
+class Order(Strict):
+    """The order facts, as the shop's back office shows them."""
+
+    order_id: str = Field(pattern=r"^[A-Z]{0,4}\d{8,20}$")
+    item: Text
+    quantity: int = Field(default=1, ge=1)
+    price: float = Field(gt=0, description="Amount the customer paid for the item (yuan).")
+    shipping_fee: float = Field(default=0, ge=0)
+    freight_insurance: bool = Field(default=False, description="运费险 bought with the order.")
+    payment: PaymentChannel
+    courier: Courier
+    tracking_no: str | None = Field(default=None, pattern=r"^[A-Z0-9]{8,20}$")
+    ordered_on: dt.date
+    shipped_on: dt.date | None = None
+    signed_on: dt.date | None = Field(default=None, description="Sign-for date; None = not yet.")
+    promised_by: dt.date | None = Field(default=None, description="Promised delivery date.")
+    receiver: Receiver
+
+    @model_validator(mode="after")
+    def _date_order(self) -> Order:
+        dates = [("ordered_on", self.ordered_on), ("shipped_on", self.shipped_on)]
+        dates.append(("signed_on", self.signed_on))
+        known = [(k, v) for k, v in dates if v is not None]
+        for (k1, v1), (k2, v2) in zip(known, known[1:], strict=False):
+            if v2 < v1:
+                raise ValueError(f"{k2} ({v2}) is before {k1} ({v1})")
+        return self
+
+
+class Line(Strict):
+    """One customer line in both languages; ``only`` limits it to some difficulties."""
+
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+    only: list[Difficulty] | None = Field(
+        default=None, description="Difficulties this line is used at; all when omitted."
+    )
+
+    def get(self, lang: Lang) -> str:
+        """Return the line in ``lang``."""
+        return self.zh if lang == "zh" else self.en
+
+    def usable_at(self, difficulty: Difficulty) -> bool:
+        """Whether this line may be said at ``difficulty``."""
+        return self.only is None or difficulty in self.only
+
+
+Lines = dict[ReactionKey, list[Line]]
+
+
+class CustomerFact(Strict):
+    """Something the customer knows and reveals only when the trainee asks for it."""
+
+    id: Slug
+    kind: FactKind = Field(
+        description="order_id, identity, photos and signed_time are detected in text "
+        "automatically; 'detail' uses 'markers'."
+    )
+    asked_by: list[AskIntent] = Field(min_length=1, description="Questions that reveal it.")
+    say: list[Line] = Field(min_length=1, description="How the customer reveals it.")
+    markers: Phrases = Field(
+        default_factory=Phrases,
+        description="Words whose presence in a customer message shows this fact was given "
+        "(required for kind 'detail').",
+    )
+
+
+class AgendaItem(Strict):
+    """A curveball the customer raises once: at a turn or after an event."""
+
+    id: Slug
+    after_turn: int | None = Field(default=None, ge=1, description="After this trainee reply.")
+    after_event: Literal["resolution_offered", "evidence_given"] | None = None
+    only: list[Difficulty] | None = None
+    say: Text
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> AgendaItem:
+        if (self.after_turn is None) == (self.after_event is None):
+            raise ValueError("set exactly one of 'after_turn' and 'after_event'")
+        return self
+
+
+class Persona(Strict):
+    """Who the customer is: shown to LLM players and mentors, not graded."""
+
+    name: Text
+    description: Text = Field(description="Temper, habits, how they write.")
+
+
+class Customer(Strict):
+    """The customer's knowledge, goals and lines."""
+
+    persona: Persona
+    wants: Text = Field(description="What the customer wants out of the chat.")
+    facts: list[CustomerFact] = Field(default_factory=list)
+    unknown: list[Text] = Field(
+        default_factory=list, description="Things the customer does not know and must not invent."
+    )
+    lines: Lines = Field(
+        default_factory=dict, description="Scenario lines; keys missing here come from shared."
+    )
+    agenda: list[AgendaItem] = Field(default_factory=list)
+
+
+class DifficultyProfile(Strict):
+    """How a customer behaves at one difficulty: the numbers, not a label."""
+
+    anger: float = Field(ge=0, le=10, description="Starting anger, 0 calm to 10 furious.")
+    patience: int = Field(ge=1, description="Unproductive replies tolerated before giving up.")
+    ack_calm: float = Field(ge=0, description="Anger removed by the first real acknowledgement.")
+    ack_decay: float = Field(ge=0, le=1, description="Each further acknowledgement calms × this.")
+    resolution_calm: float = Field(ge=0, description="Anger removed by an acceptable offer.")
+    concede_at: float = Field(ge=0, le=10, description="Accepts an offer only at this anger or below.")
+    needs_timeline: bool = Field(description="Accepts only once a timeline has been stated.")
+    needs_ownership: bool = Field(description="Accepts only once the trainee has taken ownership.")
+    on_exhausted: Literal["escalate", "leave"] = Field(description="What happens at zero patience.")
+    max_turns: int = Field(ge=2, description="Trainee replies before the session ends anyway.")
+    volunteers: list[Slug] = Field(
+        default_factory=list, description="Fact ids the customer gives in the opening message."
+    )
+
+
+class DifficultyPatch(Strict):
+    """Per-scenario overrides of the shared difficulty profile."""
+
+    anger: float | None = Field(default=None, ge=0, le=10)
+    patience: int | None = Field(default=None, ge=1)
+    ack_calm: float | None = Field(default=None, ge=0)
+    ack_decay: float | None = Field(default=None, ge=0, le=1)
+    resolution_calm: float | None = Field(default=None, ge=0)
+    concede_at: float | None = Field(default=None, ge=0, le=10)
+    needs_timeline: bool | None = None
+    needs_ownership: bool | None = None
+    on_exhausted: Literal["escalate", "leave"] | None = None
+    max_turns: int | None = Field(default=None, ge=2)
+    volunteers: list[Slug] | None = None
+
+
+class AnswerKey(Strict):
+    """What the graders check replies against."""
+
+    problem_terms: Phrases = Field(
+        description="Words naming this customer's problem; an apology that names it is specific."
+    )
+    acceptable_resolutions: list[ResolutionKind] = Field(min_length=1)
+    forbidden_resolutions: list[ResolutionKind] = Field(
+        default_factory=list, description="Offers that break policy here."
+    )
+    evidence_required: list[Slug] = Field(
+        default_factory=list,
+        description="Fact ids to ask for before committing to a refund, reship or exchange.",
+    )
+    shipping_payer: Literal["merchant", "customer", "insurance"] = Field(
+        description="Who pays return shipping in this case."
+    )
+    return_eligible: bool | None = Field(default=None, description="No-reason return allowed?")
+    price_protection_eligible: bool | None = None
+    refund_amount: float | None = Field(default=None, gt=0)
+    price_difference: float | None = Field(default=None, gt=0)
+    eta: dt.date | None = Field(default=None, description="Delivery date the back office shows.")
+    required_facts: dict[ResolutionKind, list[RequiredFact]] = Field(
+        default_factory=dict,
+        description="Facts the trainee must state when offering each resolution.",
+    )
+    exemplars: dict[Stage, Text] = Field(description="A model reply for each stage of the chat.")
+
+    @field_validator("exemplars")
+    @classmethod
+    def _all_stages(cls, exemplars: dict[Stage, Text]) -> dict[Stage, Text]:
+        missing = [s for s in STAGES if s not in exemplars]
+        if missing:
+            raise ValueError(f"add exemplars for stages {', '.join(missing)}")
+        return exemplars
+
+
+class Scenario(Strict):
+    """One practice case: an angry customer, an order, the policy and the answer key."""
+
+    id: Slug
+    version: int = Field(default=1, ge=1, description="Bump when grading-relevant content changes.")
+    category: Category
+    title: Text
+    briefing: Text = Field(description="What the trainee is told before the chat starts.")
+    policy: Slug = Field(default="default-shop", description="Policy pack id.")
+    clauses: list[ClauseId] = Field(description="Clauses of the pack that apply here.")
+    graders: list[str] = Field(
+        default_factory=lambda: ["empathy", "accuracy", "policy"],
+        description="Registered grader names run on every reply.",
+    )
+    player: Literal["scripted"] = "scripted"
+    today: dt.date = Field(description="The date the chat takes place.")
+    order: Order
+    customer: Customer
+    difficulty: dict[Difficulty, DifficultyPatch] = Field(default_factory=dict)
+    answer_key: AnswerKey
+
+    def fact(self, fact_id: str) -> CustomerFact | None:
+        """Return the customer fact with ``fact_id``, if any."""
+        return next((f for f in self.customer.facts if f.id == fact_id), None)
+
+
+class SharedCustomer(Strict):
+    """Defaults every scenario inherits: difficulty profiles and generic customer lines."""
+
+    difficulty: dict[Difficulty, DifficultyProfile]
+    lines: Lines
+
+    @field_validator("difficulty")
+    @classmethod
+    def _all_levels(
+        cls, profiles: dict[Difficulty, DifficultyProfile]
+    ) -> dict[Difficulty, DifficultyProfile]:
+        missing = [d for d in DIFFICULTIES if d not in profiles]
+        if missing:
+            raise ValueError(f"add profiles for {', '.join(missing)}")
+        return profiles

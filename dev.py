@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Bootstrap and run the trainer from a fresh clone with nothing but Python 3.11.
+
+    python3 dev.py play [ARGS...]   install into .venv, then `trainer play ARGS...`
+    python3 dev.py test [ARGS...]   install with test extras, then lint, type-check and test
+    python3 dev.py bench            install, then run every benchmark in bench/
+
+The virtual environment is created in .venv beside this file and re-installed only
+when pyproject.toml changes. Set TRAINER_VENV to use another location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("TRAINER_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _run(*cmd: str | Path) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    code = subprocess.call([str(c) for c in cmd], cwd=ROOT)
+    if code:
+        sys.exit(code)
+
+
+def ensure_venv(extras: str = "") -> None:
+    """Create .venv and install the project (editable) unless already up to date."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
+    if not PY.exists():
+        print(f"Creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / ".dev-install-stamp"
+    installed = stamp.read_text().split(":") if stamp.exists() else ["", ""]
+    if installed[0] == digest and extras in ("", installed[1]):
+        return
+    target = f".[{extras}]" if extras else "."
+    _run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target)
+    stamp.write_text(f"{digest}:{extras}")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in {"play", "test", "bench"}:
+        print(__doc__)
+        sys.exit(2)
+    command, rest = argv[0], argv[1:]
+    if command == "play":
+        ensure_venv()
+        os.execv(str(BIN / "trainer"), [str(BIN / "trainer"), "play", *rest])
+    elif command == "test":
+        ensure_venv("test")
+        _run(PY, "-m", "ruff", "check", ".")
+        _run(PY, "-m", "ruff", "format", "--check", ".")
+        _run(PY, "-m", "mypy")
+        _run(PY, "-m", "pytest", *rest)
+    else:
+        ensure_venv()
+        for script in sorted((ROOT / "bench").glob("bench_*.py")):
+            _run(PY, script)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,41 @@
+"""Graders: a small protocol, a registry by name, and the built-in rule graders.
+
+Every grade carries a score (or is N/A / unscored and flagged), a reason in Chinese and
+English, the quoted evidence and the policy clause ids involved. See docs/graders.md.
+"""
+
+from graders import accuracy as _accuracy
+from graders import empathy as _empathy
+from graders import policy as _policy
+from graders._base import (
+    Deduction,
+    Grade,
+    Grader,
+    Status,
+    UnknownGrader,
+    available_graders,
+    get_grader,
+    grader,
+)
+from graders.context import DialogueTracker, GradingContext, RuleGrader, grade_reply
+from graders.dialogue import DialogueState
+from graders.findings import Findings
+
+del _accuracy, _empathy, _policy  # imported for their registrations
+
+__all__ = [
+    "Deduction",
+    "DialogueState",
+    "DialogueTracker",
+    "Findings",
+    "Grade",
+    "Grader",
+    "GradingContext",
+    "RuleGrader",
+    "Status",
+    "UnknownGrader",
+    "available_graders",
+    "get_grader",
+    "grade_reply",
+    "grader",
+]

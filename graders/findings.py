@@ -1,0 +1,720 @@
+"""What one trainee reply does, read against its scenario and the dialogue so far.
+
+:func:`find` runs once per reply; the empathy, accuracy and policy graders and the
+scripted customer all read the same :class:`Findings`, so they never disagree about what
+the reply said. Every check is tied to the policy clauses that declare it: a shop whose
+pack has no ``refund_timing`` check is not graded on refund timing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bot.content import ResolvedScenario
+from bot.i18n import LANGS, Lang
+from bot.scenario import PhraseCheck, Severity, SimpleCheck
+from graders.dialogue import DialogueState, sentence_key
+from graders.lexicon import LEXICON, courier_name, payment_name
+from graders.numbers import Amount, Duration, Numbers, extract
+from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
+
+Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
+NEUTRAL_RESOLUTIONS = frozenset({"escalate", "urge_courier", "compensation"})
+COMMITTING_RESOLUTIONS = frozenset({"refund", "reship", "exchange", "price_difference"})
+_DISMISSIVE = ("forbidden.insult", "forbidden.blame", "forbidden.dismissive",
+               "forbidden.courier_deflection")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A factual statement in the reply and whether the order/policy bears it out."""
+
+    fact: str
+    verdict: Verdict
+    stated: str
+    expected: dict[Lang, str] | None
+    clause_ids: tuple[str, ...]
+    required_fact: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A policy clause the reply breaks, with the words that break it."""
+
+    clause_id: str
+    severity: Severity
+    code: str
+    quote: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Findings:
+    """Everything the graders and the customer need to know about one reply."""
+
+    analysis: Analysis
+    courtesy: bool = False
+    apologies: int = 0
+    ack_quote: str | None = None
+    ack_repeated_from: int | None = None
+    ownership_quote: str | None = None
+    dismissive_quote: str | None = None
+    blamed: bool = False
+    insulted: bool = False
+    deflected: bool = False
+    asks: frozenset[str] = frozenset()
+    offers: dict[str, str] = field(default_factory=dict)
+    commitment_quote: str | None = None
+    timeline: bool = False
+    stonewall: bool = False
+    repeated_from: int | None = None
+    sentence_keys: tuple[str, ...] = ()
+    claims: list[Claim] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    injection_quote: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        """A specific acknowledgement that is not a repeat of an earlier one."""
+        return self.ack_quote is not None and self.ack_repeated_from is None
+
+    @property
+    def wrong_facts(self) -> bool:
+        """Whether any stated fact contradicts the order or policy."""
+        return any(c.verdict == "wrong" for c in self.claims)
+
+    @property
+    def stated_facts(self) -> frozenset[str]:
+        """Required facts this reply states correctly."""
+        return frozenset(
+            c.required_fact for c in self.claims if c.verdict == "correct" and c.required_fact
+        )
+
+    def violates(self, *codes: str) -> bool:
+        """Whether a violation with one of the message ``codes`` (or any, if none) exists."""
+        return any(not codes or v.code in codes for v in self.violations)
+
+
+# --- per-scenario rules, built once --------------------------------------------------
+
+
+class ScenarioRules:
+    """The checks a scenario's applicable clauses declare, compiled for matching."""
+
+    def __init__(self, resolved: ResolvedScenario):
+        self.resolved = resolved
+        scenario = resolved.scenario
+        self.by_kind: dict[str, list[str]] = {}
+        self.phrase_checks: list[tuple[str, PhraseCheck]] = []
+        categories: list[tuple[str, list[str]]] = [
+            ("problem", [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en])
+        ]
+        for clause_id in resolved.applicable_clauses:
+            clause = resolved.policy.clauses[clause_id]
+            for check in clause.checks:
+                if isinstance(check, SimpleCheck):
+                    self.by_kind.setdefault(check.kind, []).append(clause_id)
+                else:
+                    self.phrase_checks.append((clause_id, check))
+                    categories.append((f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en]))
+        self.matcher = Matcher(categories)
+        order = scenario.order
+        key = scenario.answer_key
+        self.refund_amounts = {_round(key.refund_amount or order.price), _round(order.price)}
+        if key.price_difference:
+            self.refund_amounts.add(_round(key.price_difference))
+        if order.shipping_fee:
+            self.refund_amounts |= {_round(order.price + order.shipping_fee), _round(order.shipping_fee)}
+        params = resolved.policy.params
+        self.known_amounts = self.refund_amounts | {
+            _round(order.price), _round(order.shipping_fee), float(params.compensation_cap)
+        }
+        self.address_windows = _windows(order.receiver.address)
+
+    def clauses(self, kind: str) -> tuple[str, ...]:
+        """Applicable clause ids that declare check ``kind``."""
+        return tuple(self.by_kind.get(kind, ()))
+
+    def severity(self, clause_id: str) -> Severity:
+        """Severity of a clause."""
+        return self.resolved.policy.clauses[clause_id].severity
+
+    def title(self, clause_id: str) -> dict[Lang, str]:
+        """Title of a clause in both languages."""
+        title = self.resolved.policy.clauses[clause_id].title
+        return {"zh": title.zh, "en": title.en}
+
+
+_RULES: dict[int, tuple[ResolvedScenario, ScenarioRules]] = {}
+
+
+def rules_for(resolved: ResolvedScenario) -> ScenarioRules:
+    """The compiled rules of a scenario (cached per loaded scenario)."""
+    cached = _RULES.get(id(resolved))
+    if cached is None or cached[0] is not resolved:
+        cached = (resolved, ScenarioRules(resolved))
+        _RULES[id(resolved)] = cached
+    return cached[1]
+
+
+def _round(value: float) -> float:
+    return round(float(value), 2)
+
+
+def _windows(address: Any) -> tuple[str, ...]:
+    """Distinctive pieces of an address: any 6 consecutive characters (zh) or 12 (en)."""
+    pieces: list[str] = []
+    for lang, size in (("zh", 6), ("en", 12)):
+        text = address.get(lang).lower().replace(" ", "")
+        pieces += [text[i : i + size] for i in range(max(0, len(text) - size + 1))]
+    return tuple(dict.fromkeys(pieces))
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+class _Reader:
+    """Position helpers over one analysis."""
+
+    def __init__(self, analysis: Analysis):
+        self.a = analysis
+        self.topics: list[tuple[str, int, int]] = [
+            (f"topics.{key}", hit.start, hit.end)
+            for key, hits in analysis.prefixed("topics.").items()
+            for hit in hits
+        ]
+
+    def topic(self, start: int, end: int, allowed: Iterable[str]) -> str | None:
+        """The nearest allowed topic in the same clause.
+
+        Falls back to the sentence only when it holds exactly one allowed topic, so a
+        number is never read against a topic that belongs to another part of the sentence.
+        """
+        allowed = set(allowed)
+        clause = self.a.clause_of(start)
+        best: tuple[int, str] | None = None
+        for key, t_start, t_end in self.topics:
+            if key not in allowed or self.a.clause_of(t_start) != clause:
+                continue
+            overlap = t_start < end and start < t_end
+            distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
+            if best is None or distance < best[0]:
+                best = (distance, key)
+        if best is not None:
+            return best[1]
+        sentence = self.a.sentence_of(start)
+        keys = {k for k, t_start, _ in self.topics
+                if k in allowed and self.a.sentence_of(t_start) == sentence}  # fmt: skip
+        return keys.pop() if len(keys) == 1 else None
+
+    def in_clause_with(self, pos: int, key: str, negated: bool | None = False) -> bool:
+        """Whether a ``key`` hit sits in the same clause as ``pos``."""
+        clause = self.a.clause_of(pos)
+        return any(
+            self.a.clause_of(h.start) == clause and (negated is None or h.negated == negated)
+            for h in self.a.get(key)
+        )
+
+    def in_sentence_with(self, pos: int, key: str, negated: bool | None = False) -> bool:
+        """Whether a ``key`` hit sits in the same sentence as ``pos``."""
+        sentence = self.a.sentence_of(pos)
+        return any(
+            self.a.sentence_of(h.start) == sentence and (negated is None or h.negated == negated)
+            for h in self.a.get(key)
+        )
+
+    def quote(self, start: int, end: int) -> str:
+        """Original characters of a span."""
+        return self.a.norm.quote(start, end)
+
+
+def _money(value: float) -> dict[Lang, str]:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return {"zh": f"{text}元", "en": f"¥{text}"}
+
+
+def _days(lo: float, hi: float, unit_zh: str = "天", unit_en: str = "days") -> dict[Lang, str]:
+    def fmt(v: float) -> str:
+        return f"{v:g}"
+
+    span = fmt(hi) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+    return {"zh": f"{span}{unit_zh}", "en": f"{span} {unit_en}"}
+
+
+def _hours_text(hours: float) -> dict[Lang, str]:
+    if hours % 24 == 0:
+        return _days(hours / 24, hours / 24)
+    return {"zh": f"{hours:g}小时", "en": f"{hours:g} hours"}
+
+
+def _date_text(value: dt.date) -> dict[Lang, str]:
+    return {"zh": f"{value.month}月{value.day}日", "en": value.strftime("%b ") + str(value.day)}
+
+
+# --- the checks -------------------------------------------------------------------------
+
+
+def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findings:
+    """Read one trainee reply against its scenario and the dialogue before it."""
+    analysis = analyze(reply)
+    rules = rules_for(resolved)
+    extra = scan_extra(analysis, rules.matcher) if not rules.matcher.empty else {}
+    reader = _Reader(analysis)
+    numbers = extract(analysis.text)
+    findings = Findings(analysis=analysis)
+    _empathy_signals(findings, reader, extra, state)
+    _dialogue_signals(findings, reader, numbers)
+    _claims(findings, reader, rules, numbers)
+    _violations(findings, reader, rules, numbers, extra, state)
+    injection = analysis.get("signals.grader_directed")
+    if injection:
+        findings.injection_quote = analysis.sentence_quote(injection[0].start)
+    return findings
+
+
+def _by_sentence(analysis: Analysis, hits: Iterable[Hit]) -> dict[int, list[Hit]]:
+    grouped: dict[int, list[Hit]] = {}
+    for hit in hits:
+        grouped.setdefault(analysis.sentence_of(hit.start), []).append(hit)
+    return grouped
+
+
+def _empathy_signals(
+    f: Findings, r: _Reader, extra: dict[str, list[Hit]], state: DialogueState
+) -> None:
+    a = r.a
+    f.courtesy = a.has("signals.courtesy", negated=None)
+    f.apologies = len(a.get("signals.apology"))
+    for key in _DISMISSIVE:
+        hits = [h for h in a.get(key) if not h.negated]
+        if hits:
+            f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
+            f.blamed = f.blamed or key == "forbidden.blame"
+            f.insulted = f.insulted or key == "forbidden.insult"
+            f.deflected = f.deflected or key in ("forbidden.courier_deflection",
+                                                 "forbidden.dismissive")  # fmt: skip
+    soothing = _by_sentence(a, [*a.get("signals.apology"), *a.get("signals.understanding")])
+    feelings = _by_sentence(a, a.get("signals.feeling"))
+    problems = _by_sentence(a, extra.get("problem", []))
+    restates = _by_sentence(a, a.get("signals.restate"))
+    keys = []
+    for start, end in a.sentences():
+        sentence = a.sentence_of(start)
+        key = sentence_key(a.text[start:end])
+        keys.append(key)
+        is_ack = bool(
+            restates.get(sentence)
+            or (soothing.get(sentence) and (feelings.get(sentence) or problems.get(sentence)))
+            or (feelings.get(sentence) and problems.get(sentence))
+        )
+        repeated = state.sentences.get(key) if len(key) >= 5 else None
+        if repeated is not None and f.repeated_from is None:
+            f.repeated_from = repeated
+        if is_ack:
+            if f.ack_quote is None or f.ack_repeated_from is not None and repeated is None:
+                f.ack_quote = a.sentence_quote(start)
+                f.ack_repeated_from = repeated
+    f.sentence_keys = tuple(keys)
+    actions = [h for h in a.get("signals.action") if not h.negated]
+    actions += [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
+    action_sentences = {a.sentence_of(h.start) for h in actions}
+    for hit in a.get("signals.ownership"):
+        if not hit.negated and a.sentence_of(hit.start) in action_sentences:
+            f.ownership_quote = a.sentence_quote(hit.start)
+            break
+    offers = [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
+    if f.ownership_quote is None and offers:  # a concrete offer is ownership with a next step
+        f.ownership_quote = a.sentence_quote(min(h.start for h in offers))
+
+
+def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
+    a = r.a
+    asking = {
+        a.sentence_of(h.start)
+        for key in ("signals.question", "signals.request")
+        for h in a.get(key)
+    }
+    f.asks = frozenset(
+        intent
+        for intent, hits in a.prefixed("intents.").items()
+        if any(a.sentence_of(h.start) in asking for h in hits)
+    )
+    questions = {a.sentence_of(h.start) for h in a.get("signals.question")}
+    conditional = {a.sentence_of(h.start) for h in a.get("signals.conditional")}
+    for kind, hits in a.prefixed("resolutions.").items():
+        live = [h for h in hits if not h.negated]
+        if live:
+            f.offers[kind] = a.sentence_quote(live[0].start)
+        if kind in COMMITTING_RESOLUTIONS and f.commitment_quote is None:
+            for hit in live:
+                sentence = a.sentence_of(hit.start)
+                if sentence not in questions and sentence not in conditional:
+                    f.commitment_quote = a.sentence_quote(hit.start)
+                    break
+    f.timeline = a.has("signals.timeline") or bool(numbers.durations) or any(
+        d.relative_days is not None or d.month is not None for d in numbers.dates
+    )
+    f.stonewall = (
+        a.has("signals.stonewall")
+        and not f.offers
+        and not f.asks
+        and f.ownership_quote is None
+    )
+
+
+def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> None:
+    resolved = rules.resolved
+    scenario = resolved.scenario
+    order = scenario.order
+    key = scenario.answer_key
+    params = resolved.policy.params
+    claims = f.claims
+    a = r.a
+
+    order_clauses = rules.clauses("order_facts")
+    if order_clauses:
+        for amount in numbers.amounts:
+            claims.extend(_amount_claim(amount, r, rules, order_clauses))
+        for token in numbers.ids:
+            valid = {order.order_id.lower(), (order.tracking_no or "").lower()}
+            verdict: Verdict = "correct" if token.value in valid else "wrong"
+            claims.append(Claim("order_id", verdict, r.quote(token.start, token.end),
+                                {"zh": order.order_id, "en": order.order_id}, order_clauses))
+        for courier, hits in a.prefixed("couriers.").items():
+            for hit in hits:
+                if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
+                    continue
+                verdict = "correct" if courier == order.courier else "wrong"
+                expected = {lang: courier_name(order.courier, lang) for lang in LANGS}
+                claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
+        for date in numbers.dates:
+            if date.month is None:
+                continue
+            topic = r.topic(date.start, date.end, ("topics.signed", "topics.ordered",
+                                                   "topics.shipped", "topics.delivery"))
+            field_name, actual = {
+                "topics.signed": ("signed_on", order.signed_on),
+                "topics.ordered": ("ordered_on", order.ordered_on),
+                "topics.shipped": ("shipped_on", order.shipped_on),
+                "topics.delivery": ("eta", key.eta),
+            }.get(topic or "", ("", None))
+            if not field_name:
+                continue
+            stated = r.quote(date.start, date.end)
+            if actual is None:
+                claims.append(Claim(field_name, "unsupported", stated, None, order_clauses))
+                continue
+            verdict = "correct" if (date.month, date.day) == (actual.month, actual.day) else "wrong"
+            required = "eta" if field_name == "eta" else None
+            claims.append(Claim(field_name, verdict, stated, _date_text(actual), order_clauses,
+                                required))
+        for channel, hits in a.prefixed("payments.").items():
+            for hit in hits:
+                if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
+                    r.in_sentence_with(hit.start, "topics.refund", None)
+                ):
+                    verdict = "correct" if channel == order.payment else "wrong"
+                    expected = {lang: payment_name(order.payment, lang) for lang in LANGS}
+                    claims.append(Claim("payment", verdict, a.quote(hit), expected, order_clauses))
+
+    channel_clauses = rules.clauses("refund_channel")
+    if channel_clauses:
+        expected = {lang: payment_name(order.payment, lang) for lang in LANGS}
+        for channel, hits in a.prefixed("payments.").items():
+            for hit in hits:
+                if not r.in_sentence_with(hit.start, "topics.refund", None):
+                    continue
+                if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
+                    r.in_clause_with(hit.start, "topics.refund", None)
+                ):
+                    continue
+                verdict = "correct" if channel == order.payment else "wrong"
+                claims.append(Claim("refund_channel", verdict, a.sentence_quote(hit.start),
+                                    expected, channel_clauses, "refund_channel"))
+        for hit in a.get("claims.original_route"):
+            if not hit.negated:
+                claims.append(Claim("refund_channel", "correct", a.quote(hit), expected,
+                                    channel_clauses, "refund_channel"))
+
+    timing_clauses = rules.clauses("refund_timing")
+    if timing_clauses:
+        lo, hi = params.refund_days.for_channel(order.payment)
+        expected = _days(lo, hi, "个工作日", "business days")
+        for duration in numbers.durations:
+            if _qualified(r, duration) or r.topic(
+                duration.start, duration.end, _CLAIM_TOPICS
+            ) != "topics.refund":
+                continue
+            days = duration.hi_hours / 24
+            verdict = "correct" if days == hi or (lo == 0 and days <= hi) else "wrong"
+            claims.append(Claim("refund_timing", verdict, r.quote(duration.start, duration.end),
+                                expected, timing_clauses, "refund_timing"))
+        for hit in a.get("claims.immediate"):
+            if not hit.negated:
+                verdict = "correct" if lo == 0 else "wrong"
+                claims.append(Claim("refund_timing", verdict, a.quote(hit), expected,
+                                    timing_clauses, "refund_timing"))
+
+    windows = {
+        "return_window": ("topics.return_window", params.no_reason_return_days * 24),
+        "exchange_window": ("topics.exchange_window", params.quality_exchange_days * 24),
+        "damage_report_window": ("topics.damage_report", params.damage_report_hours),
+        "price_protection_window": ("topics.price_protection", params.price_protection_days * 24),
+        "reship_timing": ("topics.reship", params.reship_within_hours),
+    }
+    for kind, (topic, hours) in windows.items():
+        clauses = rules.clauses(kind)
+        if not clauses:
+            continue
+        for duration in numbers.durations:
+            if _qualified(r, duration) or r.topic(
+                duration.start, duration.end, _CLAIM_TOPICS
+            ) != topic:
+                continue
+            verdict = "correct" if duration.hi_hours == hours else "wrong"
+            required = "reship_timing" if kind == "reship_timing" else None
+            claims.append(Claim(kind, verdict, r.quote(duration.start, duration.end),
+                                _hours_text(hours), clauses, required))
+
+    if order_clauses and any(k == "topics.delivery" for k, _, _ in r.topics):
+        for duration in numbers.durations:
+            if r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery":
+                continue
+            stated = r.quote(duration.start, duration.end)
+            if key.eta is None:
+                claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
+                continue
+            days = (key.eta - scenario.today).days
+            verdict = "correct" if duration.hi_hours == days * 24 else "wrong"
+            claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
+        for date in numbers.dates:
+            if date.relative_days is None or not r.in_clause_with(date.start, "topics.delivery"):
+                continue
+            stated = r.quote(date.start, date.end)
+            if key.eta is None:
+                claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
+                continue
+            verdict = "correct" if date.relative_days == (key.eta - scenario.today).days else "wrong"
+            claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
+
+    payer_clauses = rules.clauses("shipping_fee_payer")
+    if payer_clauses:
+        expected_payer = key.shipping_payer
+        names = {
+            "merchant": {"zh": "商家承担运费", "en": "the shop pays return shipping"},
+            "customer": {"zh": "客户自付运费", "en": "the customer pays return shipping"},
+            "insurance": {"zh": "运费险理赔", "en": "freight insurance covers it"},
+        }
+        for payer in ("customer", "merchant", "insurance"):
+            for hit in a.get(f"claims.payer_{payer}"):
+                if hit.negated:
+                    continue
+                verdict = "correct" if payer == expected_payer else "wrong"
+                claims.append(Claim("shipping_payer", verdict, a.sentence_quote(hit.start),
+                                    names[expected_payer], payer_clauses, "shipping_payer"))
+
+    eligibility_clauses = rules.clauses("eligibility")
+    if eligibility_clauses:
+        yes, no = {"zh": "可以", "en": "yes"}, {"zh": "不可以", "en": "no"}
+        checks = [
+            ("refuse_return", "return_eligibility", key.return_eligible is True, yes),
+            ("offer_return", "return_eligibility", key.return_eligible is False, no),
+            ("refuse_price_protection", "price_protection_eligibility",
+             key.price_protection_eligible is True, yes),
+            ("offer_price_protection", "price_protection_eligibility",
+             key.price_protection_eligible is False, no),
+            ("refuse_refund", "refund_eligibility", "refund" in key.acceptable_resolutions, yes),
+            ("refuse_exchange", "exchange_eligibility", "exchange" in key.acceptable_resolutions,
+             yes),
+        ]  # fmt: skip
+        for claim_key, fact, is_wrong, expected_text in checks:
+            if not is_wrong:
+                continue
+            for hit in a.get(f"claims.{claim_key}"):
+                if not hit.negated:
+                    claims.append(Claim(fact, "wrong", a.sentence_quote(hit.start), expected_text,
+                                        eligibility_clauses))
+
+    fit_clauses = rules.clauses("resolution_fit")
+    if fit_clauses:
+        acceptable = set(key.acceptable_resolutions)
+        unfit = set(f.offers) - acceptable - NEUTRAL_RESOLUTIONS - set(key.forbidden_resolutions)
+        if unfit:
+            from graders.lexicon import LEXICON as lex
+
+            options = {
+                lang: "、".join(lex.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions)
+                if lang == "zh"
+                else ", ".join(lex.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions)
+                for lang in LANGS
+            }
+            for kind in sorted(unfit):
+                claims.append(Claim("resolution", "unfit", f.offers[kind], options, fit_clauses))
+
+
+_CLAIM_TOPICS = (
+    "topics.refund", "topics.return_window", "topics.exchange_window", "topics.damage_report",
+    "topics.price_protection", "topics.reship", "topics.delivery", "topics.difference",
+    "topics.compensation",
+)  # fmt: skip
+
+
+def _qualified(r: _Reader, duration: Duration) -> bool:
+    """Durations after 最快/usually are estimates, not commitments: not checked."""
+    return r.in_clause_with(duration.start, "signals.most_quickly", None) and any(
+        h.end <= duration.start for h in r.a.get("signals.most_quickly")
+    )
+
+
+def _amount_claim(
+    amount: Amount, r: _Reader, rules: ScenarioRules, clauses: tuple[str, ...]
+) -> list[Claim]:
+    order = rules.resolved.scenario.order
+    key = rules.resolved.scenario.answer_key
+    value = _round(amount.value)
+    stated = r.quote(amount.start, amount.end)
+    topic = r.topic(
+        amount.start,
+        amount.end,
+        ("topics.refund", "topics.difference", "topics.compensation", "topics.price",
+         "topics.shipping_fee"),
+    )  # fmt: skip
+    if topic == "topics.compensation":
+        return []  # judged by the compensation cap (policy), not accuracy
+    if topic == "topics.refund":
+        expected = _money(key.refund_amount or order.price)
+        ok = value in rules.refund_amounts
+        return [Claim("refund_amount", "correct" if ok else "wrong", stated, expected, clauses,
+                      "refund_amount")]
+    if topic == "topics.difference":
+        if key.price_difference is None:
+            return [Claim("price_difference", "unsupported", stated, None, clauses)]
+        ok = value == _round(key.price_difference)
+        return [Claim("price_difference", "correct" if ok else "wrong", stated,
+                      _money(key.price_difference), clauses, "price_difference")]
+    if topic == "topics.price":
+        ok = value == _round(order.price)
+        return [Claim("price", "correct" if ok else "wrong", stated, _money(order.price), clauses)]
+    if topic == "topics.shipping_fee":
+        ok = value in (_round(order.shipping_fee), 0.0)
+        return [Claim("shipping_fee", "correct" if ok else "wrong", stated,
+                      _money(order.shipping_fee), clauses)]
+    ok = value in rules.known_amounts
+    return [Claim("amount", "correct" if ok else "unsupported", stated, None, clauses)]
+
+
+def _violations(
+    f: Findings,
+    r: _Reader,
+    rules: ScenarioRules,
+    numbers: Numbers,
+    extra: dict[str, list[Hit]],
+    state: DialogueState,
+) -> None:
+    a = r.a
+    out = f.violations
+    resolved = rules.resolved
+    key = resolved.scenario.answer_key
+
+    for clause_id, check in rules.phrase_checks:
+        hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
+        hits += extra.get(f"clause:{clause_id}", [])
+        for hit in hits:
+            if hit.negated and check.negatable:
+                continue
+            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
+                                 a.sentence_quote(hit.start)))
+
+    for clause_id in rules.clauses("promise_beyond_authority"):
+        outcome_clauses = {a.clause_of(h.start) for h in a.get("signals.promise_outcome")
+                           if not h.negated}  # fmt: skip
+        seen: set[int] = set()
+        for hit in a.get("signals.promise"):
+            clause = a.clause_of(hit.start)
+            if hit.negated or clause not in outcome_clauses or clause in seen:
+                continue
+            seen.add(clause)
+            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
+                                 a.sentence_quote(hit.start)))
+
+    cap = resolved.policy.params.compensation_cap
+    for clause_id in rules.clauses("compensation_cap"):
+        for amount in numbers.amounts:
+            topic = r.topic(amount.start, amount.end, ("topics.compensation", "topics.refund",
+                                                       "topics.difference", "topics.price"))
+            if topic != "topics.compensation" or amount.value <= cap:
+                continue
+            if r.in_sentence_with(amount.start, "signals.escalation_framing", None):
+                continue
+            out.append(Violation(clause_id, rules.severity(clause_id), "policy.over_cap",
+                                 a.sentence_quote(amount.start),
+                                 {"amount": f"{amount.value:g}", "cap": cap}))
+        for hit in a.get("forbidden.excessive_compensation"):
+            if hit.negated or r.in_sentence_with(hit.start, "signals.escalation_framing", None):
+                continue
+            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
+                                 a.sentence_quote(hit.start)))
+
+    identity_clauses = rules.clauses("identity_before_disclosure")
+    if identity_clauses and not state.identity_verified:
+        receiver = resolved.scenario.order.receiver
+        quotes: list[str] = []
+        compact = a.text.replace(" ", "")
+        for phone in numbers.phones:
+            quotes.append(r.quote(phone.start, phone.end))
+        if any(window in compact for window in rules.address_windows):
+            quotes.append(a.excerpt())
+        for lang in LANGS:
+            name = receiver.name.get(lang).lower()
+            if len(name) >= 2 and name in a.text:
+                index = a.text.index(name)
+                quotes.append(r.quote(index, index + len(name)))
+        quotes += [a.sentence_quote(h.start) for h in a.get("forbidden.change_order_data")
+                   if not h.negated]  # fmt: skip
+        for clause_id in identity_clauses:
+            for quote in dict.fromkeys(quotes):
+                out.append(Violation(clause_id, rules.severity(clause_id), "policy.identity_first",
+                                     quote))
+
+    evidence_clauses = rules.clauses("evidence_before_commitment")
+    if evidence_clauses and f.commitment_quote and key.evidence_required:
+        missing = []
+        for fact_id in key.evidence_required:
+            fact = resolved.scenario.fact(fact_id)
+            intents = set(fact.asked_by) if fact else set()
+            if fact_id in state.revealed or intents & (set(state.asked) | set(f.asks)):
+                continue
+            missing.append(fact_id)
+        if missing:
+            names = [_evidence_name(resolved, m) for m in missing]
+            evidence = {"zh": "、".join(n[0] for n in names), "en": ", ".join(n[1] for n in names)}
+            for clause_id in evidence_clauses:
+                out.append(Violation(clause_id, rules.severity(clause_id), "policy.evidence_first",
+                                     f.commitment_quote, {"evidence": evidence}))
+
+    for clause_id in rules.clauses("forbidden_resolution"):
+        for kind in key.forbidden_resolutions:
+            if kind in f.offers:
+                out.append(Violation(clause_id, rules.severity(clause_id),
+                                     "policy.forbidden_resolution", f.offers[kind]))
+    unique = {(v.clause_id, v.code, v.quote): v for v in out}
+    out[:] = list(unique.values())
+
+
+_EVIDENCE_NAMES = {
+    "photos": ("照片", "photos"),
+    "order_id": ("订单号", "the order number"),
+    "identity": ("身份核验信息", "identity details"),
+    "signed_time": ("签收时间", "the sign-for date"),
+}
+
+
+def _evidence_name(resolved: ResolvedScenario, fact_id: str) -> tuple[str, str]:
+    fact = resolved.scenario.fact(fact_id)
+    kind = fact.kind if fact else fact_id
+    return _EVIDENCE_NAMES.get(kind, (fact_id, fact_id))
+
+__all__ = ["LEXICON", "Claim", "Findings", "ScenarioRules", "Violation", "find", "rules_for"]

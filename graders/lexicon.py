@@ -1,0 +1,104 @@
+"""The rule graders' lexicon: phrase lists by category, compiled for fast matching.
+
+Data lives in ``graders/data/lexicon.yaml`` (format: ``docs/graders.md``); the jieba
+user dictionary for e-commerce words in ``graders/data/ecommerce_dict.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from bot.i18n import Lang, Phrases
+from bot.scenario import AskIntent, Courier, PaymentChannel, ResolutionKind
+
+
+class _Lexicon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signals: dict[str, Phrases]
+    forbidden: dict[str, Phrases]
+    intents: dict[AskIntent, Phrases]
+    resolutions: dict[ResolutionKind, Phrases]
+    topics: dict[str, Phrases]
+    claims: dict[str, Phrases]
+    couriers: dict[Courier, Phrases]
+    payments: dict[PaymentChannel, Phrases]
+
+    @field_validator("signals", "forbidden", "topics", "claims")
+    @classmethod
+    def _regexes_compile(cls, value: dict[str, Phrases]) -> dict[str, Phrases]:
+        for name, phrases in value.items():
+            for phrase in [*phrases.zh, *phrases.en]:
+                if phrase.startswith("re:"):
+                    try:
+                        re.compile(phrase[3:])
+                    except re.error as exc:
+                        raise ValueError(f"{name}: bad regular expression {phrase!r}: {exc}")
+        return value
+
+    def sections(self) -> dict[str, dict[Any, Phrases]]:
+        """Every category keyed by ``section``; used to build one matcher."""
+        return {
+            "signals": self.signals,
+            "forbidden": self.forbidden,
+            "intents": dict(self.intents),
+            "resolutions": dict(self.resolutions),
+            "topics": self.topics,
+            "claims": self.claims,
+            "couriers": dict(self.couriers),
+            "payments": dict(self.payments),
+        }
+
+
+def _load() -> _Lexicon:
+    text = resources.files("graders").joinpath("data/lexicon.yaml").read_text(encoding="utf-8")
+    return _Lexicon.model_validate(yaml.safe_load(text))
+
+
+LEXICON = _load()
+"""The loaded lexicon (validated at import time)."""
+
+_SIGNAL_KEYS = {
+    "courtesy", "apology", "understanding", "feeling", "restate", "ownership", "action",
+    "timeline", "negation", "promise", "promise_outcome", "conditional", "stonewall",
+    "compensation_context", "escalation_framing", "question", "request", "most_quickly",
+    "grader_directed",
+}  # fmt: skip
+_missing = _SIGNAL_KEYS - set(LEXICON.signals)
+if _missing:  # the graders read these by name
+    raise RuntimeError(f"graders/data/lexicon.yaml: signals lack {sorted(_missing)}")
+
+
+def courier_name(courier: Courier, lang: Lang) -> str:
+    """Display name of a courier in ``lang`` (the first phrase of its entry)."""
+    return LEXICON.couriers[courier].get(lang)[0]
+
+
+def payment_name(channel: PaymentChannel, lang: Lang) -> str:
+    """Display name of a payment channel in ``lang``."""
+    return LEXICON.payments[channel].get(lang)[0]
+
+
+@cache
+def tokenizer() -> Any:
+    """The jieba tokenizer with the e-commerce user dictionary (built once per process).
+
+    Lexicon phrases are deliberately not added as words: a phrase such as 非常抱歉 would
+    then swallow the 抱歉 that other categories look for. HMM is never used, so cutting
+    is deterministic.
+    """
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tok = jieba.Tokenizer()
+    tok.initialize()
+    with resources.as_file(resources.files("graders").joinpath("data/ecommerce_dict.txt")) as p:
+        tok.load_userdict(str(p))
+    return tok

@@ -1,0 +1,221 @@
+"""Numbers in Chinese and Arabic forms: amounts, durations, dates, ids and phone numbers.
+
+Works on normalised text (see :mod:`graders.text`): half-width digits, lower-case ASCII.
+``¥299``, ``299元``, ``两百九十九元`` and ``RMB 299`` are all 299; ``1-3个工作日``,
+``两三天`` and ``1 to 3 business days`` are ranges in hours.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_CN_DIGITS = {
+    "零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4,
+    "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
+}  # fmt: skip
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CN_BIG = {"万": 10_000, "亿": 100_000_000}
+_EN_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15,
+    "twenty": 20, "twenty-four": 24, "thirty": 30, "forty-eight": 48, "seventy-two": 72,
+    "a": 1, "an": 1,
+}  # fmt: skip
+
+_CN_NUM = "[零〇一二两三四五六七八九十百千万亿]+(?:点[零〇一二三四五六七八九]+)?"
+_AR_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?[万千]?"
+NUM = f"(?:{_AR_NUM}|{_CN_NUM})"
+_EN_NUM = "(?:" + "|".join(sorted((re.escape(w) for w in _EN_WORDS), key=len, reverse=True)) + ")"
+
+_AMOUNT = re.compile(
+    rf"(?:¥|rmb|cny)\s*(?P<a>{_AR_NUM})"
+    rf"|(?P<b>{NUM})\s*(?:元|块钱|块(?![\u4e00-\u9fff])|圆|\s?rmb\b|\s?yuan\b|\s?cny\b)"
+)
+_RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
+_DURATION_ZH = re.compile(
+    rf"(?<!第)(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
+    r"(?P<unit>工作日|自然日|天|日(?!期)|小时|钟头|分钟|周|星期|个月)"
+)
+_DURATION_EN = re.compile(
+    rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?\s*"
+    r"(?P<unit>business days?|working days?|days?|hours?|hrs?|weeks?|minutes?|mins?)\b"
+)
+_UNIT_HOURS = {
+    "工作日": 24, "自然日": 24, "天": 24, "日": 24, "小时": 1, "钟头": 1, "分钟": 1 / 60,
+    "周": 168, "星期": 168, "个月": 720, "business day": 24, "working day": 24, "day": 24,
+    "hour": 1, "hr": 1, "week": 168, "minute": 1 / 60, "min": 1 / 60,
+}  # fmt: skip
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
+_DATE_ZH = re.compile(
+    rf"(?:(?P<y>\d{{4}})年)?(?P<m>{NUM})月(?P<d>{NUM})[日号]"
+)
+_MONTH_RE = r"(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_DATE_EN = re.compile(
+    rf"\b{_MONTH_RE}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b"
+    rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon2>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b"
+)
+_RELATIVE = re.compile(r"大后天|后天|明天|今天|今日|明日|day after tomorrow|tomorrow|today")
+_RELATIVE_DAYS = {
+    "今天": 0, "今日": 0, "today": 0, "明天": 1, "明日": 1, "tomorrow": 1,
+    "后天": 2, "day after tomorrow": 2, "大后天": 3,
+}  # fmt: skip
+_ID = re.compile(r"(?<![a-z0-9])[a-z]{0,4}\d{8,20}(?![a-z0-9])")
+_PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def parse_chinese_int(text: str) -> int | None:
+    """Parse a Chinese integer such as 两百九十九, 十五 or 二零二六; None if it is not one."""
+    if not text or any(c not in _CN_DIGITS and c not in _CN_UNITS and c not in _CN_BIG for c in text):
+        return None
+    if all(c in _CN_DIGITS for c in text):
+        if len(text) == 1:
+            return _CN_DIGITS[text]
+        return int("".join(str(_CN_DIGITS[c]) for c in text))
+    total = section = number = 0
+    for char in text:
+        if char in _CN_DIGITS:
+            number = _CN_DIGITS[char]
+        elif char in _CN_UNITS:
+            section += (number or 1) * _CN_UNITS[char]
+            number = 0
+        else:
+            total += (section + number) * _CN_BIG[char]
+            section = number = 0
+    return total + section + number
+
+
+def parse_number(text: str) -> float | None:
+    """Parse an Arabic, Chinese or mixed number (299, 1,299.00, 两百九十九, 1.5万, 九十九点九)."""
+    text = text.strip().replace(",", "")
+    if not text:
+        return None
+    multiplier = 1
+    if text[-1] in "万千" and text[:-1].replace(".", "", 1).isdigit():
+        multiplier = _CN_BIG.get(text[-1]) or _CN_UNITS[text[-1]]
+        text = text[:-1]
+    try:
+        return float(text) * multiplier
+    except ValueError:
+        pass
+    whole, _, fraction = text.partition("点")
+    value = parse_chinese_int(whole)
+    if value is None:
+        return None
+    if fraction:
+        digits = "".join(str(_CN_DIGITS.get(c, "")) for c in fraction)
+        return float(f"{value}.{digits}") if digits else float(value)
+    return float(value)
+
+
+def _parse_range(text: str) -> tuple[float, float] | None:
+    """Like :func:`parse_number` but reads 两三 / 三五 / 一两 as a range."""
+    if len(text) == 2 and all(c in _CN_DIGITS for c in text):
+        lo, hi = _CN_DIGITS[text[0]], _CN_DIGITS[text[1]]
+        if 0 < lo < hi:
+            return float(lo), float(hi)
+    value = parse_number(text) if text not in _EN_WORDS else float(_EN_WORDS[text])
+    return None if value is None else (value, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """A money amount in yuan."""
+
+    value: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A time span as a range in hours (``lo_hours`` == ``hi_hours`` for a single value)."""
+
+    lo_hours: float
+    hi_hours: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class DateRef:
+    """A calendar date (month, day) or a relative day (today = 0, tomorrow = 1)."""
+
+    month: int | None
+    day: int | None
+    relative_days: int | None
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An id-like or phone-like string."""
+
+    value: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """All numeric mentions in a text."""
+
+    amounts: tuple[Amount, ...]
+    durations: tuple[Duration, ...]
+    dates: tuple[DateRef, ...]
+    ids: tuple[Token, ...]
+    phones: tuple[Token, ...]
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def extract(text: str) -> Numbers:
+    """Find amounts, durations, dates, ids and phone numbers in normalised ``text``."""
+    if not any(c.isdigit() or c in _CN_DIGITS or c in "十百千两" for c in text) and not any(
+        w in text for w in ("today", "tomorrow", "今天", "明天", "后天", "今日", "明日")
+    ):
+        return Numbers((), (), (), (), ())
+    dates: list[DateRef] = []
+    for match in _DATE_ZH.finditer(text):
+        month, day = parse_number(match["m"]), parse_number(match["d"])
+        if month and day and 1 <= month <= 12 and 1 <= day <= 31:
+            dates.append(DateRef(int(month), int(day), None, match.start(), match.end()))
+    for match in _DATE_EN.finditer(text):
+        mon = (match["mon"] or match["mon2"])[:3]
+        day_text = match["d"] or match["d2"]
+        if 1 <= int(day_text) <= 31:
+            dates.append(DateRef(_MONTHS[mon], int(day_text), None, match.start(), match.end()))
+    for match in _RELATIVE.finditer(text):
+        dates.append(DateRef(None, None, _RELATIVE_DAYS[match.group()], match.start(), match.end()))
+    phones = [Token(m.group(), m.start(), m.end()) for m in _PHONE.finditer(text)]
+    ids = [Token(m.group(), m.start(), m.end()) for m in _ID.finditer(text)]
+    ids = [t for t in ids if not _PHONE.fullmatch(t.value)]
+    masked = _mask(text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids])
+    amounts = []
+    for match in _AMOUNT.finditer(masked):
+        value = parse_number(match["a"] or match["b"])
+        if value is not None:
+            amounts.append(Amount(value, match.start(), match.end()))
+    masked = _mask(masked, [(a.start, a.end) for a in amounts])
+    durations = []
+    for pattern in (_DURATION_ZH, _DURATION_EN):
+        for match in pattern.finditer(masked):
+            lo = _parse_range(match["lo"])
+            hi = _parse_range(match["hi"]) if match["hi"] else lo
+            if lo is None or hi is None:
+                continue
+            unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
+            hours = _UNIT_HOURS[unit]
+            durations.append(Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end()))
+    return Numbers(tuple(amounts), tuple(durations), tuple(dates), tuple(ids), tuple(phones))

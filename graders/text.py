@@ -1,0 +1,334 @@
+"""Text normalisation and lexicon matching for Chinese (Simplified or Traditional) and English.
+
+``analyze(text)`` is the single pass every rule grader and the scripted customer share:
+normalise (Traditional → Simplified with OpenCC, full width → half width, ASCII lower
+case), find every lexicon phrase with one Aho-Corasick scan, keep Chinese hits only on
+jieba token boundaries and English hits only on word boundaries, and mark hits that a
+negation (无法, 不会, can't, …) governs. Offsets map back to the original text, so
+evidence quotes are the trainee's own characters.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from typing import Any
+
+import ahocorasick
+
+from graders.lexicon import LEXICON, tokenizer
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_ASCII_FOLD = str.maketrans(
+    {**{chr(c): chr(c + 32) for c in range(65, 91)}, "\u2018": "'", "\u2019": "'",
+     "\u201c": '"', "\u201d": '"'}
+)  # fmt: skip
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
+_CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s-\s")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_WORD_CHAR = re.compile(r"[a-z0-9']")
+_NOT_NEGATABLE = frozenset(
+    f"signals.{name}"
+    for name in ("courtesy", "apology", "question", "request", "negation", "conditional",
+                 "most_quickly", "grader_directed", "stonewall", "understanding", "feeling")
+)  # fmt: skip
+
+
+def clean(text: str) -> str:
+    """Remove control and invisible formatting characters (keeps newlines and tabs)."""
+    return _CONTROL.sub("", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """Normalised text with a map from each of its characters to the original offset."""
+
+    text: str
+    original: str
+    origin: tuple[int, ...] | None  # None: same length, offsets are identical
+
+    def quote(self, start: int, end: int) -> str:
+        """The original characters behind ``text[start:end]``."""
+        if self.origin is None:
+            return self.original[start:end]
+        if start >= len(self.origin):
+            return ""
+        first = self.origin[start]
+        last = self.origin[end - 1] + 1 if end > start else first
+        return self.original[first:last]
+
+
+@cache
+def _t2s() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalize(text: str) -> Normalized:
+    """Fold to Simplified Chinese, half width and ASCII lower case, keeping an offset map."""
+    if text.isascii():
+        return Normalized(text.translate(_ASCII_FOLD), text, None)
+    folded = unicodedata.normalize("NFKC", text)
+    origin: tuple[int, ...] | None = None
+    if len(folded) != len(text):
+        chars: list[str] = []
+        offsets: list[int] = []
+        for index, char in enumerate(text):
+            part = unicodedata.normalize("NFKC", char)
+            chars.append(part)
+            offsets.extend([index] * len(part))
+        folded = "".join(chars)
+        origin = tuple(offsets)
+    folded = folded.translate(_ASCII_FOLD)
+    simplified = _t2s().convert(folded)
+    if len(simplified) != len(folded):  # phrase conversion changed length: go char by char
+        simplified = "".join(_t2s().convert(c) or c for c in folded)
+        if len(simplified) != len(folded):
+            simplified = folded
+    return Normalized(simplified, text, origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One lexicon phrase found in the normalised text."""
+
+    key: str
+    start: int
+    end: int
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str
+    length: int
+    cjk: bool
+
+
+class Matcher:
+    """All phrases of a set of categories, found in one pass."""
+
+    def __init__(self, categories: Iterable[tuple[str, Sequence[str]]]):
+        self._automaton = ahocorasick.Automaton()
+        self._regexes: list[tuple[str, re.Pattern[str]]] = []
+        table: dict[str, list[_Entry]] = {}
+        for key, phrases in categories:
+            for phrase in phrases:
+                if phrase.startswith("re:"):
+                    self._regexes.append((key, re.compile(phrase[3:])))
+                    continue
+                term = normalize(phrase).text
+                if not term:
+                    continue
+                entries = table.setdefault(term, [])
+                if all(e.key != key for e in entries):
+                    entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
+        for term, entries in table.items():
+            self._automaton.add_word(term, tuple(entries))
+        self.empty = not table and not self._regexes
+        if table:
+            self._automaton.make_automaton()
+
+    def scan(self, text: str) -> list[tuple[str, int, int, bool]]:
+        """Raw hits ``(key, start, end, needs_token_boundary)`` before boundary checks."""
+        found: list[tuple[str, int, int, bool]] = []
+        if self.empty:
+            return found
+        if len(self._automaton):
+            for end, entries in self._automaton.iter(text):
+                for entry in entries:
+                    found.append((entry.key, end + 1 - entry.length, end + 1, entry.cjk))
+        for key, pattern in self._regexes:
+            for match in pattern.finditer(text):
+                if match.end() > match.start():
+                    cjk = _CJK.search(match.group()) is not None
+                    found.append((key, match.start(), match.end(), cjk))
+        return found
+
+
+@cache
+def _lexicon_matcher() -> Matcher:
+    categories: list[tuple[str, Sequence[str]]] = []
+    for section, entries in LEXICON.sections().items():
+        for name, phrases in entries.items():
+            categories.append((f"{section}.{name}", [*phrases.zh, *phrases.en]))
+    return Matcher(categories)
+
+
+_NEGATION_GAP = {True: 4, False: 14}  # chars allowed between a negation and its target
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Everything the rule graders read from one text, independent of any scenario."""
+
+    norm: Normalized
+    hits: dict[str, list[Hit]]
+    sentence_bounds: list[int]
+    clause_bounds: list[int]
+
+    @property
+    def text(self) -> str:
+        """The normalised text."""
+        return self.norm.text
+
+    def get(self, key: str) -> list[Hit]:
+        """Hits of one category, e.g. ``signals.apology``."""
+        return self.hits.get(key, [])
+
+    def has(self, key: str, *, negated: bool | None = False) -> bool:
+        """Whether the category occurs (by default: not under a negation)."""
+        return any(negated is None or h.negated == negated for h in self.hits.get(key, ()))
+
+    def prefixed(self, prefix: str) -> dict[str, list[Hit]]:
+        """Categories of one section, e.g. ``intents.`` → ``{"order_id": [...]}``."""
+        return {k[len(prefix) :]: v for k, v in self.hits.items() if k.startswith(prefix)}
+
+    def sentence_of(self, pos: int) -> int:
+        """Index of the sentence containing ``pos``."""
+        return bisect.bisect_right(self.sentence_bounds, pos)
+
+    def clause_of(self, pos: int) -> int:
+        """Index of the clause containing ``pos`` (clauses also end at sentence ends)."""
+        return bisect.bisect_right(self.clause_bounds, pos)
+
+    def sentences(self) -> list[tuple[int, int]]:
+        """``(start, end)`` spans of the sentences, without their end punctuation."""
+        spans = []
+        start = 0
+        for match in _SENTENCE_END.finditer(self.text):
+            if match.start() > start:
+                spans.append((start, match.start()))
+            start = match.end()
+        if start < len(self.text):
+            spans.append((start, len(self.text)))
+        return [(s, e) for s, e in spans if self.text[s:e].strip()]
+
+    def quote(self, hit: Hit) -> str:
+        """The original characters of a hit."""
+        return self.norm.quote(hit.start, hit.end)
+
+    def sentence_quote(self, pos: int, limit: int = 80) -> str:
+        """The original sentence around ``pos``, shortened to ``limit`` characters."""
+        for start, end in self.sentences():
+            if start <= pos < end:
+                quote = self.norm.quote(start, end).strip()
+                return quote if len(quote) <= limit else quote[: limit - 1] + "…"
+        return self.excerpt(limit)
+
+    def excerpt(self, limit: int = 80) -> str:
+        """The start of the original text, for deductions about something missing."""
+        text = self.norm.original.strip()
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _token_bounds(text: str) -> tuple[int, ...]:
+    bounds = [0]
+    position = 0
+    for token in tokenizer().cut(text, HMM=False):
+        position += len(token)
+        bounds.append(position)
+    return tuple(bounds)
+
+
+def _on_word_boundary(text: str, start: int, end: int) -> bool:
+    if start > 0 and _WORD_CHAR.match(text[start]) and _WORD_CHAR.match(text[start - 1]):
+        return False
+    return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
+
+
+def _filter(text: str, raw: list[tuple[str, int, int, bool]]) -> list[tuple[str, int, int]]:
+    tokens: frozenset[int] | None = None
+    kept = []
+    for key, start, end, cjk in raw:
+        if cjk:
+            if tokens is None:
+                tokens = frozenset(_token_bounds(text))
+            if start not in tokens or end not in tokens:
+                continue
+        elif not _on_word_boundary(text, start, end):
+            continue
+        kept.append((key, start, end))
+    return kept
+
+
+def _dedupe(hits: list[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
+    """Per category, keep the longest of overlapping hits."""
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for key, start, end in sorted(hits, key=lambda h: (h[0], h[1], h[1] - h[2])):
+        spans = by_key.setdefault(key, [])
+        if spans and start < spans[-1][1]:
+            continue
+        spans.append((start, end))
+    return by_key
+
+
+def _bounds(pattern: re.Pattern[str], text: str) -> list[int]:
+    return [m.end() for m in pattern.finditer(text)]
+
+
+def _negated(
+    start: int, negations: list[tuple[int, int]], clause_bounds: list[int], cjk: bool
+) -> bool:
+    clause = bisect.bisect_right(clause_bounds, start)
+    for neg_start, neg_end in negations:
+        if neg_end <= start and start - neg_end <= _NEGATION_GAP[cjk]:
+            if bisect.bisect_right(clause_bounds, neg_start) == clause:
+                return True
+    return False
+
+
+def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, bool]]) -> Analysis:
+    """Turn raw matches into an :class:`Analysis` (boundary checks, dedupe, negation)."""
+    text = norm.text
+    sentence_bounds = _bounds(_SENTENCE_END, text)
+    clause_bounds = sorted(set(sentence_bounds) | set(_bounds(_CLAUSE_END, text)))
+    spans = _dedupe(_filter(text, raw))
+    negations = spans.get("signals.negation", [])
+    hits: dict[str, list[Hit]] = {}
+    for key, key_spans in spans.items():
+        hits[key] = [
+            Hit(
+                key,
+                start,
+                end,
+                bool(negations)
+                and key not in _NOT_NEGATABLE
+                and _negated(start, negations, clause_bounds, _CJK.match(text[start]) is not None),
+            )
+            for start, end in key_spans
+        ]
+    return Analysis(norm, hits, sentence_bounds, clause_bounds)
+
+
+@lru_cache(maxsize=4096)
+def analyze(text: str) -> Analysis:
+    """Analyse ``text`` with the graders' lexicon (cached: graders and customer share it)."""
+    norm = normalize(clean(text))
+    return build_analysis(norm, _lexicon_matcher().scan(norm.text))
+
+
+def scan_extra(analysis: Analysis, matcher: Matcher) -> dict[str, list[Hit]]:
+    """Match a scenario-specific :class:`Matcher` on an existing analysis."""
+    extra = build_analysis(analysis.norm, matcher.scan(analysis.text))
+    if not extra.hits:
+        return {}
+    negations = [(h.start, h.end) for h in analysis.get("signals.negation")]
+    return {
+        key: [
+            Hit(
+                h.key,
+                h.start,
+                h.end,
+                _negated(h.start, negations, analysis.clause_bounds,
+                         _CJK.match(analysis.text[h.start]) is not None),
+            )
+            for h in hits
+        ]
+        for key, hits in extra.hits.items()
+    }
