@@ -33,8 +33,6 @@ def _run(*cmd: str | Path) -> None:
 
 def ensure_venv(extras: str = "") -> None:
     """Create .venv and install the project (editable) unless already up to date."""
-    if sys.version_info < (3, 11):
-        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
     if not PY.exists():
         print(f"Creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)

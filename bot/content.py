@@ -7,6 +7,7 @@ go straight to it. Loading never half-succeeds: a library with errors raises
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from collections.abc import Iterable, Sequence
@@ -91,7 +92,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -105,7 +106,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -144,7 +145,7 @@ def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
     except OSError as exc:
         return None, [Problem(display, "", f"cannot read ({exc.strerror})", "check the path")]
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -292,14 +293,14 @@ class ResolvedScenario:
 
     def render(self, template: str, lang: Lang) -> str:
         """Fill a customer-line template."""
-        return template.format(**self.template_values(lang))
+        return str(template.format(**self.template_values(lang)))
 
 
 def _money(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _date(value: Any, lang: Lang) -> str:
+def _date(value: dt.date, lang: Lang) -> str:
     if lang == "zh":
         return f"{value.month}月{value.day}日"
     return value.strftime("%b ") + str(value.day)
@@ -380,15 +381,17 @@ class ScenarioLibrary:
             if scenario.id in self.scenarios:
                 first = self.scenarios[scenario.id].source.name
                 self.problems.append(
-                    Problem(self._display(path), "id", f"'{scenario.id}' is also used by {first}",
-                            "give each scenario a unique id")
+                    Problem(
+                        self._display(path),
+                        "id",
+                        f"'{scenario.id}' is also used by {first}",
+                        "give each scenario a unique id",
+                    )
                 )
                 continue
             self.scenarios[scenario.id] = scenario
 
-    def _parse(
-        self, path: Path, model: type[BaseModel]
-    ) -> tuple[Any, _Doc | None, list[Problem]]:
+    def _parse(self, path: Path, model: type[BaseModel]) -> tuple[Any, _Doc | None, list[Problem]]:
         display = self._display(path)
         doc, problems = _read_yaml(path, display)
         if doc is None:
@@ -400,8 +403,14 @@ class ScenarioLibrary:
 
     def _load_shared(self, path: Path) -> list[Problem]:
         if not path.exists():
-            return [Problem(self._display(path), "", "shared customer defaults missing",
-                            "restore scenarios/shared/customer.yaml")]
+            return [
+                Problem(
+                    self._display(path),
+                    "",
+                    "shared customer defaults missing",
+                    "restore scenarios/shared/customer.yaml",
+                )
+            ]
         shared, doc, problems = self._parse(path, SharedCustomer)
         if shared is None or doc is None:
             return problems
@@ -434,14 +443,28 @@ class ScenarioLibrary:
         while chain[-1].extends:
             parent_id = chain[-1].extends
             if parent_id in (p.id for p in chain):
-                return None, [Problem(display, "extends", f"inheritance cycle via '{parent_id}'",
-                                      "remove the cycle", doc.line_of(["extends"]))]
+                return None, [
+                    Problem(
+                        display,
+                        "extends",
+                        f"inheritance cycle via '{parent_id}'",
+                        "remove the cycle",
+                        doc.line_of(["extends"]),
+                    )
+                ]
             parent = raw.get(parent_id) or self._known_pack(parent_id)
             if parent is None:
                 close = difflib.get_close_matches(parent_id, [*raw, *self.packs], n=1)
                 fix = f"did you mean '{close[0]}'?" if close else "name an existing pack id"
-                return None, [Problem(display, "extends", f"unknown pack '{parent_id}'", fix,
-                                      doc.line_of(["extends"]))]
+                return None, [
+                    Problem(
+                        display,
+                        "extends",
+                        f"unknown pack '{parent_id}'",
+                        fix,
+                        doc.line_of(["extends"]),
+                    )
+                ]
             chain.append(parent[0])
         params: dict[str, Any] = {}
         clauses: dict[str, Clause] = {}
@@ -450,20 +473,33 @@ class ScenarioLibrary:
             clauses.update({c.id: c for c in link.clauses})
         missing = [name for name in PolicyParams.model_fields if name not in params]
         if missing:
-            return None, [Problem(display, "params", f"missing parameters {', '.join(missing)}",
-                                  "set them here or 'extends' a pack that does",
-                                  doc.line_of(["params"]))]
+            return None, [
+                Problem(
+                    display,
+                    "params",
+                    f"missing parameters {', '.join(missing)}",
+                    "set them here or 'extends' a pack that does",
+                    doc.line_of(["params"]),
+                )
+            ]
         problems = []
         for index, clause in enumerate(pack.clauses):
             for check_index, check in enumerate(clause.checks):
-                if isinstance(check, PhraseCheck) and check.lexicon is not None:
-                    if check.lexicon not in LEXICON.forbidden:
-                        loc = ["clauses", index, "checks", check_index, "lexicon"]
-                        problems.append(Problem(
-                            display, ".".join(map(str, loc)),
+                if (
+                    isinstance(check, PhraseCheck)
+                    and check.lexicon is not None
+                    and check.lexicon not in LEXICON.forbidden
+                ):
+                    loc: list[int | str] = ["clauses", index, "checks", check_index, "lexicon"]
+                    problems.append(
+                        Problem(
+                            display,
+                            ".".join(map(str, loc)),
                             f"unknown lexicon category '{check.lexicon}'",
                             "use one of " + ", ".join(sorted(LEXICON.forbidden)),
-                            doc.line_of(loc)))
+                            doc.line_of(loc),
+                        )
+                    )
         resolved = ResolvedPolicy(
             id=pack.id,
             title={"zh": pack.title.zh, "en": pack.title.en},
@@ -491,11 +527,24 @@ class ScenarioLibrary:
         if pack is None:
             close = difflib.get_close_matches(scenario.policy, list(self.packs), n=1)
             fix = f"did you mean '{close[0]}'?" if close else "add the pack to scenarios/policies/"
-            return None, [Problem(display, "policy", f"unknown policy pack '{scenario.policy}'",
-                                  fix, doc.line_of(["policy"]))]
+            return None, [
+                Problem(
+                    display,
+                    "policy",
+                    f"unknown policy pack '{scenario.policy}'",
+                    fix,
+                    doc.line_of(["policy"]),
+                )
+            ]
         if self.shared is None:
-            return None, [Problem(display, "", "shared customer defaults are invalid",
-                                  "fix scenarios/shared/customer.yaml first")]
+            return None, [
+                Problem(
+                    display,
+                    "",
+                    "shared customer defaults are invalid",
+                    "fix scenarios/shared/customer.yaml first",
+                )
+            ]
         profiles = {
             level: self.shared.difficulty[level].model_copy(
                 update=scenario.difficulty[level].model_dump(exclude_none=True)
@@ -537,20 +586,29 @@ class ScenarioLibrary:
                     unknown = placeholders(line.get(lang)) - allowed
                     if unknown:
                         loc = [*base, key, index, lang]
-                        problems.append(Problem(
-                            display, ".".join(map(str, loc)),
-                            f"placeholder {{{sorted(unknown)[0]}}} has no value here",
-                            "use one of " + ", ".join(sorted(allowed)), doc.line_of(loc)))
+                        problems.append(
+                            Problem(
+                                display,
+                                ".".join(map(str, loc)),
+                                f"placeholder {{{sorted(unknown)[0]}}} has no value here",
+                                "use one of " + ", ".join(sorted(allowed)),
+                                doc.line_of(loc),
+                            )
+                        )
         if scenario is not None:
             for key in REACTION_KEYS:
                 for level in DIFFICULTIES:
                     if not scenario.lines_for(key, level):
                         loc = [*base, key]
-                        problems.append(Problem(
-                            display, ".".join(map(str, loc)),
-                            f"no '{key}' line usable at difficulty '{level}'",
-                            "add one here or in scenarios/shared/customer.yaml",
-                            doc.line_of(loc)))
+                        problems.append(
+                            Problem(
+                                display,
+                                ".".join(map(str, loc)),
+                                f"no '{key}' line usable at difficulty '{level}'",
+                                "add one here or in scenarios/shared/customer.yaml",
+                                doc.line_of(loc),
+                            )
+                        )
         return problems
 
 
@@ -614,21 +672,30 @@ class _ScenarioChecker:
                 self.add([*base, "id"], f"fact id '{fact.id}' appears twice", "make ids unique")
             seen.add(fact.id)
             if fact.kind == "detail" and not (fact.markers.zh and fact.markers.en):
-                self.add([*base, "markers"], "a 'detail' fact needs markers in zh and en",
-                         "list words that show the fact was given")
+                self.add(
+                    [*base, "markers"],
+                    "a 'detail' fact needs markers in zh and en",
+                    "list words that show the fact was given",
+                )
             for line_index, line in enumerate(fact.say):
                 for lang in LANGS:
                     template = line.get(lang)
                     unknown = placeholders(template) - set(values[lang])
                     loc = [*base, "say", line_index, lang]
                     if unknown:
-                        self.add(loc, f"placeholder {{{sorted(unknown)[0]}}} has no value here",
-                                 "use one of " + ", ".join(sorted(values[lang])))
+                        self.add(
+                            loc,
+                            f"placeholder {{{sorted(unknown)[0]}}} has no value here",
+                            "use one of " + ", ".join(sorted(values[lang])),
+                        )
                         continue
                     text = template.format(**values[lang])
                     if not self._detectable(fact.kind, fact.markers.get(lang), text, lang):
-                        self.add(loc, f"this reveal of '{fact.id}' would not be recognised",
-                                 self._marker_fix(fact.kind, lang))
+                        self.add(
+                            loc,
+                            f"this reveal of '{fact.id}' would not be recognised",
+                            self._marker_fix(fact.kind, lang),
+                        )
 
     def _detectable(self, kind: str, markers: list[str], text: str, lang: Lang) -> bool:
         order = self.s.order
@@ -656,41 +723,62 @@ class _ScenarioChecker:
         facts = {f.id for f in self.s.customer.facts}
         both = set(key.acceptable_resolutions) & set(key.forbidden_resolutions)
         if both:
-            self.add(["answer_key", "forbidden_resolutions"],
-                     f"{', '.join(sorted(both))} is both acceptable and forbidden", "pick one")
+            self.add(
+                ["answer_key", "forbidden_resolutions"],
+                f"{', '.join(sorted(both))} is both acceptable and forbidden",
+                "pick one",
+            )
         for index, fact_id in enumerate(key.evidence_required):
             if fact_id not in facts:
-                self.add(["answer_key", "evidence_required", index], f"no fact '{fact_id}'",
-                         "name a fact id from customer.facts")
+                self.add(
+                    ["answer_key", "evidence_required", index],
+                    f"no fact '{fact_id}'",
+                    "name a fact id from customer.facts",
+                )
         for resolution, required in key.required_facts.items():
             loc: list[int | str] = ["answer_key", "required_facts", resolution]
             if resolution not in key.acceptable_resolutions:
-                self.add(loc, f"'{resolution}' is not an acceptable resolution",
-                         "add it to acceptable_resolutions or remove this entry")
+                self.add(
+                    loc,
+                    f"'{resolution}' is not an acceptable resolution",
+                    "add it to acceptable_resolutions or remove this entry",
+                )
             if "price_difference" in required and key.price_difference is None:
-                self.add(loc, "requires price_difference but answer_key has none",
-                         "set answer_key.price_difference")
+                self.add(
+                    loc,
+                    "requires price_difference but answer_key has none",
+                    "set answer_key.price_difference",
+                )
             if "eta" in required and key.eta is None:
                 self.add(loc, "requires eta but answer_key has none", "set answer_key.eta")
         for lang in LANGS:
             if not key.problem_terms.get(lang):
-                self.add(["answer_key", "problem_terms", lang], "no problem terms",
-                         "list words that name the customer's problem")
+                self.add(
+                    ["answer_key", "problem_terms", lang],
+                    "no problem terms",
+                    "list words that name the customer's problem",
+                )
 
     def check_difficulty(self) -> None:
         facts = {f.id for f in self.s.customer.facts}
         for level, profile in self.r.profiles.items():
             for index, fact_id in enumerate(profile.volunteers):
                 if fact_id not in facts:
-                    self.add(["difficulty", level, "volunteers", index], f"no fact '{fact_id}'",
-                             "name a fact id from customer.facts")
+                    self.add(
+                        ["difficulty", level, "volunteers", index],
+                        f"no fact '{fact_id}'",
+                        "name a fact id from customer.facts",
+                    )
 
     def check_agenda(self) -> None:
         seen: set[str] = set()
         for index, item in enumerate(self.s.customer.agenda):
             if item.id in seen:
-                self.add(["customer", "agenda", index, "id"], f"agenda id '{item.id}' repeats",
-                         "make ids unique")
+                self.add(
+                    ["customer", "agenda", index, "id"],
+                    f"agenda id '{item.id}' repeats",
+                    "make ids unique",
+                )
             seen.add(item.id)
 
 

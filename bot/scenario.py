@@ -9,6 +9,7 @@ Scenarios live in ``scenarios/*.yaml`` (one per file), policy packs in
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import string
 from typing import Annotated, Literal
 
@@ -341,7 +342,7 @@ class Order(Strict):
         dates = [("ordered_on", self.ordered_on), ("shipped_on", self.shipped_on)]
         dates.append(("signed_on", self.signed_on))
         known = [(k, v) for k, v in dates if v is not None]
-        for (k1, v1), (k2, v2) in zip(known, known[1:], strict=False):
+        for (k1, v1), (k2, v2) in itertools.pairwise(known):
             if v2 < v1:
                 raise ValueError(f"{k2} ({v2}) is before {k1} ({v1})")
         return self
@@ -393,6 +394,12 @@ class AgendaItem(Strict):
     after_event: Literal["resolution_offered", "evidence_given"] | None = None
     only: list[Difficulty] | None = None
     say: Text
+    expects: list[ResolutionKind | AskIntent] = Field(
+        default_factory=list,
+        description="Offers or questions that answer this curveball (e.g. [compensation, "
+        "escalate] or [identity]); until a later reply gives one, the customer will not "
+        "accept any offer and repeats the demand.",
+    )
 
     @model_validator(mode="after")
     def _one_trigger(self) -> AgendaItem:
@@ -431,7 +438,9 @@ class DifficultyProfile(Strict):
     ack_calm: float = Field(ge=0, description="Anger removed by the first real acknowledgement.")
     ack_decay: float = Field(ge=0, le=1, description="Each further acknowledgement calms × this.")
     resolution_calm: float = Field(ge=0, description="Anger removed by an acceptable offer.")
-    concede_at: float = Field(ge=0, le=10, description="Accepts an offer only at this anger or below.")
+    concede_at: float = Field(
+        ge=0, le=10, description="Accepts an offer only at this anger or below."
+    )
     needs_timeline: bool = Field(description="Accepts only once a timeline has been stated.")
     needs_ownership: bool = Field(description="Accepts only once the trainee has taken ownership.")
     on_exhausted: Literal["escalate", "leave"] = Field(description="What happens at zero patience.")

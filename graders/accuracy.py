@@ -28,8 +28,15 @@ class AccuracyGrader(RuleGrader):
         f = ctx.findings(reply)
         claims = f.claims
         if not claims:
-            return Grade(self.dimension, self.name, "not_applicable", None, MAX,
-                         message("accuracy.na"), flags=ctx.flags(reply))  # fmt: skip
+            return Grade(
+                self.dimension,
+                self.name,
+                "not_applicable",
+                None,
+                MAX,
+                message("accuracy.na"),
+                flags=ctx.flags(reply),
+            )
         deductions: list[Deduction] = []
         remaining = MAX
         for claim in sorted(claims, key=lambda c: -_POINTS.get(c.verdict, 0)):
@@ -41,26 +48,50 @@ class AccuracyGrader(RuleGrader):
             if claim.verdict == "unfit":
                 reason = message("accuracy.unfit", stated=claim.stated, expected=expected)
             elif claim.verdict == "unsupported":
-                note = {lang: (f"（应为{expected[lang]}）" if lang == "zh" else
-                               f" (it is {expected[lang]})") if expected[lang] else ""
-                        for lang in LANGS}  # fmt: skip
-                reason = message("accuracy.unsupported", fact=fact_name(claim.fact),
-                                 stated=claim.stated, expected_note=note)
+                note = {
+                    lang: (
+                        f"（应为{expected[lang]}）"
+                        if lang == "zh"
+                        else f" (it is {expected[lang]})"
+                    )
+                    if expected[lang]
+                    else ""
+                    for lang in LANGS
+                }
+                reason = message(
+                    "accuracy.unsupported",
+                    fact=fact_name(claim.fact),
+                    stated=claim.stated,
+                    expected_note=note,
+                )
             else:
-                reason = message("accuracy.wrong", fact=fact_name(claim.fact),
-                                 stated=claim.stated, expected=expected)
-            deductions.append(Deduction(f"accuracy.{claim.verdict}.{claim.fact}", points, reason,
-                                        claim.stated, claim.clause_ids))
+                reason = message(
+                    "accuracy.wrong",
+                    fact=fact_name(claim.fact),
+                    stated=claim.stated,
+                    expected=expected,
+                )
+            deductions.append(
+                Deduction(
+                    f"accuracy.{claim.verdict}.{claim.fact}",
+                    points,
+                    reason,
+                    claim.stated,
+                    claim.clause_ids,
+                )
+            )
         correct = [c for c in claims if c.verdict == "correct"]
         if deductions:
             reason = deductions[0].reason
             if len(deductions) > 1:
                 reason = {lang: " ".join(d.reason[lang] for d in deductions) for lang in LANGS}
         else:
-            names = {lang: "、".join(dict.fromkeys(fact_name(c.fact)[lang] for c in correct))
-                     if lang == "zh" else
-                     ", ".join(dict.fromkeys(fact_name(c.fact)[lang] for c in correct))
-                     for lang in LANGS}  # fmt: skip
+            names = {
+                lang: "、".join(dict.fromkeys(fact_name(c.fact)[lang] for c in correct))
+                if lang == "zh"
+                else ", ".join(dict.fromkeys(fact_name(c.fact)[lang] for c in correct))
+                for lang in LANGS
+            }
             reason = message("accuracy.correct", facts=names)
         clause_ids = tuple(dict.fromkeys(cid for c in claims for cid in c.clause_ids))
         return Grade(

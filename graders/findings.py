@@ -9,6 +9,7 @@ pack has no ``refund_timing`` check is not graded on refund timing.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,8 +25,12 @@ from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
 NEUTRAL_RESOLUTIONS = frozenset({"escalate", "urge_courier", "compensation"})
 COMMITTING_RESOLUTIONS = frozenset({"refund", "reship", "exchange", "price_difference"})
-_DISMISSIVE = ("forbidden.insult", "forbidden.blame", "forbidden.dismissive",
-               "forbidden.courier_deflection")  # fmt: skip
+_DISMISSIVE = (
+    "forbidden.insult",
+    "forbidden.blame",
+    "forbidden.dismissive",
+    "forbidden.courier_deflection",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,10 @@ class ScenarioRules:
         self.by_kind: dict[str, list[str]] = {}
         self.phrase_checks: list[tuple[str, PhraseCheck]] = []
         categories: list[tuple[str, list[str]]] = [
-            ("problem", [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en])
+            (
+                "problem",
+                [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en],
+            )
         ]
         for clause_id in resolved.applicable_clauses:
             clause = resolved.policy.clauses[clause_id]
@@ -119,19 +127,28 @@ class ScenarioRules:
                     self.by_kind.setdefault(check.kind, []).append(clause_id)
                 else:
                     self.phrase_checks.append((clause_id, check))
-                    categories.append((f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en]))
+                    categories.append(
+                        (f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en])
+                    )
         self.matcher = Matcher(categories)
         order = scenario.order
         key = scenario.answer_key
-        self.refund_amounts = {_round(key.refund_amount or order.price), _round(order.price)}
+        self.refund_amounts = {_round(key.refund_amount or order.price)}
         if key.price_difference:
             self.refund_amounts.add(_round(key.price_difference))
-        if order.shipping_fee:
-            self.refund_amounts |= {_round(order.price + order.shipping_fee), _round(order.shipping_fee)}
+        if order.shipping_fee and key.refund_amount is None:
+            self.refund_amounts |= {
+                _round(order.price + order.shipping_fee),
+                _round(order.shipping_fee),
+            }
         params = resolved.policy.params
         self.known_amounts = self.refund_amounts | {
-            _round(order.price), _round(order.shipping_fee), float(params.compensation_cap)
+            _round(order.price),
+            _round(order.shipping_fee),
+            float(params.compensation_cap),
         }
+        if key.price_difference:
+            self.known_amounts.add(_round(order.price - key.price_difference))
         self.address_windows = _windows(order.receiver.address)
 
     def clauses(self, kind: str) -> tuple[str, ...]:
@@ -193,22 +210,36 @@ class _Reader:
         Falls back to the sentence only when it holds exactly one allowed topic, so a
         number is never read against a topic that belongs to another part of the sentence.
         """
-        allowed = set(allowed)
+        priority = {key: rank for rank, key in enumerate(allowed)}
         clause = self.a.clause_of(start)
-        best: tuple[int, str] | None = None
+        best: tuple[int, int, str] | None = None
         for key, t_start, t_end in self.topics:
-            if key not in allowed or self.a.clause_of(t_start) != clause:
+            if key not in priority or self.a.clause_of(t_start) != clause:
                 continue
             overlap = t_start < end and start < t_end
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
-            if best is None or distance < best[0]:
-                best = (distance, key)
+            if best is None or (distance, priority[key]) < best[:2]:
+                best = (distance, priority[key], key)
         if best is not None:
-            return best[1]
+            return best[2]
         sentence = self.a.sentence_of(start)
-        keys = {k for k, t_start, _ in self.topics
-                if k in allowed and self.a.sentence_of(t_start) == sentence}  # fmt: skip
+        keys = {
+            k
+            for k, t_start, _ in self.topics
+            if k in priority and self.a.sentence_of(t_start) == sentence
+        }
         return keys.pop() if len(keys) == 1 else None
+
+    def negated_clause(self, pos: int) -> bool:
+        """Whether a negation comes before ``pos`` in its clause (不能保证…, can't promise…).
+
+        Numbers in such a clause are not asserted, so they are not checked as claims.
+        """
+        clause = self.a.clause_of(pos)
+        return any(
+            h.end <= pos and self.a.clause_of(h.start) == clause
+            for h in self.a.get("signals.negation")
+        )
 
     def in_clause_with(self, pos: int, key: str, negated: bool | None = False) -> bool:
         """Whether a ``key`` hit sits in the same clause as ``pos``."""
@@ -294,8 +325,10 @@ def _empathy_signals(
             f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
             f.blamed = f.blamed or key == "forbidden.blame"
             f.insulted = f.insulted or key == "forbidden.insult"
-            f.deflected = f.deflected or key in ("forbidden.courier_deflection",
-                                                 "forbidden.dismissive")  # fmt: skip
+            f.deflected = f.deflected or key in (
+                "forbidden.courier_deflection",
+                "forbidden.dismissive",
+            )
     soothing = _by_sentence(a, [*a.get("signals.apology"), *a.get("signals.understanding")])
     feelings = _by_sentence(a, a.get("signals.feeling"))
     problems = _by_sentence(a, extra.get("problem", []))
@@ -313,10 +346,11 @@ def _empathy_signals(
         repeated = state.sentences.get(key) if len(key) >= 5 else None
         if repeated is not None and f.repeated_from is None:
             f.repeated_from = repeated
-        if is_ack:
-            if f.ack_quote is None or f.ack_repeated_from is not None and repeated is None:
-                f.ack_quote = a.sentence_quote(start)
-                f.ack_repeated_from = repeated
+        if is_ack and (
+            f.ack_quote is None or (f.ack_repeated_from is not None and repeated is None)
+        ):
+            f.ack_quote = a.sentence_quote(start)
+            f.ack_repeated_from = repeated
     f.sentence_keys = tuple(keys)
     actions = [h for h in a.get("signals.action") if not h.negated]
     actions += [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
@@ -344,8 +378,22 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
     )
     questions = {a.sentence_of(h.start) for h in a.get("signals.question")}
     conditional = {a.sentence_of(h.start) for h in a.get("signals.conditional")}
-    for kind, hits in a.prefixed("resolutions.").items():
-        live = [h for h in hits if not h.negated]
+    resolutions = a.prefixed("resolutions.")
+    spans = [(k, h.start, h.end) for k, hs in resolutions.items() for h in hs]
+    inquiring = {a.clause_of(h.start) for h in a.get("signals.inquiry")}
+    for kind, hits in resolutions.items():
+        # a more specific offer wins ("refund the difference" is price_difference, not
+        # refund), and a resolution only asked about (退款进度, whether…) is not offered
+        live = [
+            h
+            for h in hits
+            if not h.negated
+            and a.clause_of(h.start) not in inquiring
+            and not any(
+                k != kind and s <= h.start and h.end <= e and e - s > h.end - h.start
+                for k, s, e in spans
+            )
+        ]
         if live:
             f.offers[kind] = a.sentence_quote(live[0].start)
         if kind in COMMITTING_RESOLUTIONS and f.commitment_quote is None:
@@ -354,14 +402,13 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
                 if sentence not in questions and sentence not in conditional:
                     f.commitment_quote = a.sentence_quote(hit.start)
                     break
-    f.timeline = a.has("signals.timeline") or bool(numbers.durations) or any(
-        d.relative_days is not None or d.month is not None for d in numbers.dates
+    f.timeline = (
+        a.has("signals.timeline")
+        or bool(numbers.durations)
+        or any(d.relative_days is not None or d.month is not None for d in numbers.dates)
     )
     f.stonewall = (
-        a.has("signals.stonewall")
-        and not f.offers
-        and not f.asks
-        and f.ownership_quote is None
+        a.has("signals.stonewall") and not f.offers and not f.asks and f.ownership_quote is None
     )
 
 
@@ -381,8 +428,15 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         for token in numbers.ids:
             valid = {order.order_id.lower(), (order.tracking_no or "").lower()}
             verdict: Verdict = "correct" if token.value in valid else "wrong"
-            claims.append(Claim("order_id", verdict, r.quote(token.start, token.end),
-                                {"zh": order.order_id, "en": order.order_id}, order_clauses))
+            claims.append(
+                Claim(
+                    "order_id",
+                    verdict,
+                    r.quote(token.start, token.end),
+                    {"zh": order.order_id, "en": order.order_id},
+                    order_clauses,
+                )
+            )
         for courier, hits in a.prefixed("couriers.").items():
             for hit in hits:
                 if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
@@ -391,11 +445,21 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 expected = {lang: courier_name(order.courier, lang) for lang in LANGS}
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
         for date in numbers.dates:
-            if date.month is None:
+            if date.month is None or r.negated_clause(date.start):
                 continue
-            topic = r.topic(date.start, date.end, ("topics.signed", "topics.ordered",
-                                                   "topics.shipped", "topics.delivery"))
+            topic = r.topic(
+                date.start,
+                date.end,
+                (
+                    "topics.promised",
+                    "topics.signed",
+                    "topics.ordered",
+                    "topics.shipped",
+                    "topics.delivery",
+                ),
+            )
             field_name, actual = {
+                "topics.promised": ("promised_by", order.promised_by),
                 "topics.signed": ("signed_on", order.signed_on),
                 "topics.ordered": ("ordered_on", order.ordered_on),
                 "topics.shipped": ("shipped_on", order.shipped_on),
@@ -409,8 +473,9 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 continue
             verdict = "correct" if (date.month, date.day) == (actual.month, actual.day) else "wrong"
             required = "eta" if field_name == "eta" else None
-            claims.append(Claim(field_name, verdict, stated, _date_text(actual), order_clauses,
-                                required))
+            claims.append(
+                Claim(field_name, verdict, stated, _date_text(actual), order_clauses, required)
+            )
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
                 if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
@@ -425,6 +490,8 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         expected = {lang: payment_name(order.payment, lang) for lang in LANGS}
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
+                if hit.negated or r.negated_clause(hit.start):
+                    continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if not r.in_sentence_with(hit.start, "topics.refund", None):
                     continue
                 if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
@@ -432,31 +499,65 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 ):
                     continue
                 verdict = "correct" if channel == order.payment else "wrong"
-                claims.append(Claim("refund_channel", verdict, a.sentence_quote(hit.start),
-                                    expected, channel_clauses, "refund_channel"))
+                claims.append(
+                    Claim(
+                        "refund_channel",
+                        verdict,
+                        a.sentence_quote(hit.start),
+                        expected,
+                        channel_clauses,
+                        "refund_channel",
+                    )
+                )
         for hit in a.get("claims.original_route"):
             if not hit.negated:
-                claims.append(Claim("refund_channel", "correct", a.quote(hit), expected,
-                                    channel_clauses, "refund_channel"))
+                claims.append(
+                    Claim(
+                        "refund_channel",
+                        "correct",
+                        a.quote(hit),
+                        expected,
+                        channel_clauses,
+                        "refund_channel",
+                    )
+                )
 
     timing_clauses = rules.clauses("refund_timing")
     if timing_clauses:
         lo, hi = params.refund_days.for_channel(order.payment)
         expected = _days(lo, hi, "个工作日", "business days")
         for duration in numbers.durations:
-            if _qualified(r, duration) or r.topic(
-                duration.start, duration.end, _CLAIM_TOPICS
-            ) != "topics.refund":
+            if (
+                _qualified(r, duration)
+                or r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.refund"
+                or r.negated_clause(duration.start)
+            ):
                 continue
             days = duration.hi_hours / 24
             verdict = "correct" if days == hi or (lo == 0 and days <= hi) else "wrong"
-            claims.append(Claim("refund_timing", verdict, r.quote(duration.start, duration.end),
-                                expected, timing_clauses, "refund_timing"))
+            claims.append(
+                Claim(
+                    "refund_timing",
+                    verdict,
+                    r.quote(duration.start, duration.end),
+                    expected,
+                    timing_clauses,
+                    "refund_timing",
+                )
+            )
         for hit in a.get("claims.immediate"):
             if not hit.negated:
                 verdict = "correct" if lo == 0 else "wrong"
-                claims.append(Claim("refund_timing", verdict, a.quote(hit), expected,
-                                    timing_clauses, "refund_timing"))
+                claims.append(
+                    Claim(
+                        "refund_timing",
+                        verdict,
+                        a.quote(hit),
+                        expected,
+                        timing_clauses,
+                        "refund_timing",
+                    )
+                )
 
     windows = {
         "return_window": ("topics.return_window", params.no_reason_return_days * 24),
@@ -470,18 +571,30 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         if not clauses:
             continue
         for duration in numbers.durations:
-            if _qualified(r, duration) or r.topic(
-                duration.start, duration.end, _CLAIM_TOPICS
-            ) != topic:
+            if (
+                _qualified(r, duration)
+                or r.topic(duration.start, duration.end, _CLAIM_TOPICS) != topic
+                or r.negated_clause(duration.start)
+            ):
                 continue
             verdict = "correct" if duration.hi_hours == hours else "wrong"
             required = "reship_timing" if kind == "reship_timing" else None
-            claims.append(Claim(kind, verdict, r.quote(duration.start, duration.end),
-                                _hours_text(hours), clauses, required))
+            claims.append(
+                Claim(
+                    kind,
+                    verdict,
+                    r.quote(duration.start, duration.end),
+                    _hours_text(hours),
+                    clauses,
+                    required,
+                )
+            )
 
     if order_clauses and any(k == "topics.delivery" for k, _, _ in r.topics):
         for duration in numbers.durations:
-            if r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery":
+            if r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery" or (
+                r.negated_clause(duration.start)
+            ):
                 continue
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
@@ -493,17 +606,21 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         for date in numbers.dates:
             if date.relative_days is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
+            if r.negated_clause(date.start):
+                continue
             stated = r.quote(date.start, date.end)
             if key.eta is None:
                 claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
                 continue
-            verdict = "correct" if date.relative_days == (key.eta - scenario.today).days else "wrong"
+            verdict = (
+                "correct" if date.relative_days == (key.eta - scenario.today).days else "wrong"
+            )
             claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
 
     payer_clauses = rules.clauses("shipping_fee_payer")
     if payer_clauses:
         expected_payer = key.shipping_payer
-        names = {
+        names: dict[str, dict[Lang, str]] = {
             "merchant": {"zh": "商家承担运费", "en": "the shop pays return shipping"},
             "customer": {"zh": "客户自付运费", "en": "the customer pays return shipping"},
             "insurance": {"zh": "运费险理赔", "en": "freight insurance covers it"},
@@ -513,30 +630,65 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 if hit.negated:
                     continue
                 verdict = "correct" if payer == expected_payer else "wrong"
-                claims.append(Claim("shipping_payer", verdict, a.sentence_quote(hit.start),
-                                    names[expected_payer], payer_clauses, "shipping_payer"))
+                claims.append(
+                    Claim(
+                        "shipping_payer",
+                        verdict,
+                        a.sentence_quote(hit.start),
+                        names[expected_payer],
+                        payer_clauses,
+                        "shipping_payer",
+                    )
+                )
 
     eligibility_clauses = rules.clauses("eligibility")
     if eligibility_clauses:
-        yes, no = {"zh": "可以", "en": "yes"}, {"zh": "不可以", "en": "no"}
+        yes: dict[Lang, str] = {"zh": "可以", "en": "yes"}
+        no: dict[Lang, str] = {"zh": "不可以", "en": "no"}
         checks = [
             ("refuse_return", "return_eligibility", key.return_eligible is True, yes),
             ("offer_return", "return_eligibility", key.return_eligible is False, no),
-            ("refuse_price_protection", "price_protection_eligibility",
-             key.price_protection_eligible is True, yes),
-            ("offer_price_protection", "price_protection_eligibility",
-             key.price_protection_eligible is False, no),
+            (
+                "refuse_price_protection",
+                "price_protection_eligibility",
+                key.price_protection_eligible is True,
+                yes,
+            ),
+            (
+                "offer_price_protection",
+                "price_protection_eligibility",
+                key.price_protection_eligible is False,
+                no,
+            ),
             ("refuse_refund", "refund_eligibility", "refund" in key.acceptable_resolutions, yes),
-            ("refuse_exchange", "exchange_eligibility", "exchange" in key.acceptable_resolutions,
-             yes),
-        ]  # fmt: skip
+            (
+                "refuse_exchange",
+                "exchange_eligibility",
+                "exchange" in key.acceptable_resolutions,
+                yes,
+            ),
+        ]
         for claim_key, fact, is_wrong, expected_text in checks:
             if not is_wrong:
                 continue
             for hit in a.get(f"claims.{claim_key}"):
-                if not hit.negated:
-                    claims.append(Claim(fact, "wrong", a.sentence_quote(hit.start), expected_text,
-                                        eligibility_clauses))
+                if hit.negated or r.in_clause_with(hit.start, "signals.inquiry", None):
+                    continue
+                if claim_key == "refuse_refund" and any(
+                    a.clause_of(p.start) == a.clause_of(hit.start)
+                    for ps in a.prefixed("payments.").values()
+                    for p in ps
+                ):
+                    continue  # refusing a channel ("can't refund to Alipay"), not the refund
+                claims.append(
+                    Claim(
+                        fact,
+                        "wrong",
+                        a.sentence_quote(hit.start),
+                        expected_text,
+                        eligibility_clauses,
+                    )
+                )
 
     fit_clauses = rules.clauses("resolution_fit")
     if fit_clauses:
@@ -556,10 +708,15 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
 
 
 _CLAIM_TOPICS = (
-    "topics.refund", "topics.return_window", "topics.exchange_window", "topics.damage_report",
-    "topics.price_protection", "topics.reship", "topics.delivery", "topics.difference",
-    "topics.compensation",
-)  # fmt: skip
+    "topics.refund",
+    "topics.return_window",
+    "topics.exchange_window",
+    "topics.damage_report",
+    "topics.price_protection",
+    "topics.reship",
+    "topics.delivery",
+)
+"""Topics a duration can be a claim about (amounts use their own list)."""
 
 
 def _qualified(r: _Reader, duration: Duration) -> bool:
@@ -579,29 +736,60 @@ def _amount_claim(
     topic = r.topic(
         amount.start,
         amount.end,
-        ("topics.refund", "topics.difference", "topics.compensation", "topics.price",
-         "topics.shipping_fee"),
-    )  # fmt: skip
+        (
+            "topics.refund",
+            "topics.difference",
+            "topics.compensation",
+            "topics.price",
+            "topics.shipping_fee",
+        ),
+    )
     if topic == "topics.compensation":
         return []  # judged by the compensation cap (policy), not accuracy
     if topic == "topics.refund":
         expected = _money(key.refund_amount or order.price)
         ok = value in rules.refund_amounts
-        return [Claim("refund_amount", "correct" if ok else "wrong", stated, expected, clauses,
-                      "refund_amount")]
+        return [
+            Claim(
+                "refund_amount",
+                "correct" if ok else "wrong",
+                stated,
+                expected,
+                clauses,
+                "refund_amount",
+            )
+        ]
     if topic == "topics.difference":
         if key.price_difference is None:
             return [Claim("price_difference", "unsupported", stated, None, clauses)]
         ok = value == _round(key.price_difference)
-        return [Claim("price_difference", "correct" if ok else "wrong", stated,
-                      _money(key.price_difference), clauses, "price_difference")]
+        return [
+            Claim(
+                "price_difference",
+                "correct" if ok else "wrong",
+                stated,
+                _money(key.price_difference),
+                clauses,
+                "price_difference",
+            )
+        ]
     if topic == "topics.price":
-        ok = value == _round(order.price)
+        prices = {_round(order.price)}
+        if key.price_difference:
+            prices.add(_round(order.price - key.price_difference))  # the price after the drop
+        ok = value in prices
         return [Claim("price", "correct" if ok else "wrong", stated, _money(order.price), clauses)]
     if topic == "topics.shipping_fee":
         ok = value in (_round(order.shipping_fee), 0.0)
-        return [Claim("shipping_fee", "correct" if ok else "wrong", stated,
-                      _money(order.shipping_fee), clauses)]
+        return [
+            Claim(
+                "shipping_fee",
+                "correct" if ok else "wrong",
+                stated,
+                _money(order.shipping_fee),
+                clauses,
+            )
+        ]
     ok = value in rules.known_amounts
     return [Claim("amount", "correct" if ok else "unsupported", stated, None, clauses)]
 
@@ -625,38 +813,66 @@ def _violations(
         for hit in hits:
             if hit.negated and check.negatable:
                 continue
-            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
-                                 a.sentence_quote(hit.start)))
+            out.append(
+                Violation(
+                    clause_id,
+                    rules.severity(clause_id),
+                    "policy.violation",
+                    a.sentence_quote(hit.start),
+                )
+            )
 
     for clause_id in rules.clauses("promise_beyond_authority"):
-        outcome_clauses = {a.clause_of(h.start) for h in a.get("signals.promise_outcome")
-                           if not h.negated}  # fmt: skip
+        outcome_clauses = {
+            a.clause_of(h.start) for h in a.get("signals.promise_outcome") if not h.negated
+        }
         seen: set[int] = set()
         for hit in a.get("signals.promise"):
             clause = a.clause_of(hit.start)
             if hit.negated or clause not in outcome_clauses or clause in seen:
                 continue
             seen.add(clause)
-            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
-                                 a.sentence_quote(hit.start)))
+            out.append(
+                Violation(
+                    clause_id,
+                    rules.severity(clause_id),
+                    "policy.violation",
+                    a.sentence_quote(hit.start),
+                )
+            )
 
     cap = resolved.policy.params.compensation_cap
     for clause_id in rules.clauses("compensation_cap"):
         for amount in numbers.amounts:
-            topic = r.topic(amount.start, amount.end, ("topics.compensation", "topics.refund",
-                                                       "topics.difference", "topics.price"))
+            topic = r.topic(
+                amount.start,
+                amount.end,
+                ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
+            )
             if topic != "topics.compensation" or amount.value <= cap:
                 continue
             if r.in_sentence_with(amount.start, "signals.escalation_framing", None):
                 continue
-            out.append(Violation(clause_id, rules.severity(clause_id), "policy.over_cap",
-                                 a.sentence_quote(amount.start),
-                                 {"amount": f"{amount.value:g}", "cap": cap}))
+            out.append(
+                Violation(
+                    clause_id,
+                    rules.severity(clause_id),
+                    "policy.over_cap",
+                    a.sentence_quote(amount.start),
+                    {"amount": f"{amount.value:g}", "cap": cap},
+                )
+            )
         for hit in a.get("forbidden.excessive_compensation"):
             if hit.negated or r.in_sentence_with(hit.start, "signals.escalation_framing", None):
                 continue
-            out.append(Violation(clause_id, rules.severity(clause_id), "policy.violation",
-                                 a.sentence_quote(hit.start)))
+            out.append(
+                Violation(
+                    clause_id,
+                    rules.severity(clause_id),
+                    "policy.violation",
+                    a.sentence_quote(hit.start),
+                )
+            )
 
     identity_clauses = rules.clauses("identity_before_disclosure")
     if identity_clauses and not state.identity_verified:
@@ -672,12 +888,23 @@ def _violations(
             if len(name) >= 2 and name in a.text:
                 index = a.text.index(name)
                 quotes.append(r.quote(index, index + len(name)))
-        quotes += [a.sentence_quote(h.start) for h in a.get("forbidden.change_order_data")
-                   if not h.negated]  # fmt: skip
+        last4 = receiver.phone[-4:]
+        for match in re.finditer(rf"(?<!\d){last4}(?!\d)", a.text):
+            if r.in_clause_with(match.start(), "intents.identity", None) or _PHONE_WORDS.search(
+                a.text[max(0, match.start() - 8) : match.start()]
+            ):
+                quotes.append(a.sentence_quote(match.start()))
+        surname = receiver.name.zh[0]
+        for match in re.finditer(rf"(收货人|收件人)(是|为|:)?{surname}(先生|女士|小姐)?", a.text):
+            quotes.append(a.sentence_quote(match.start()))
+        quotes += [
+            a.sentence_quote(h.start) for h in a.get("forbidden.change_order_data") if not h.negated
+        ]
         for clause_id in identity_clauses:
             for quote in dict.fromkeys(quotes):
-                out.append(Violation(clause_id, rules.severity(clause_id), "policy.identity_first",
-                                     quote))
+                out.append(
+                    Violation(clause_id, rules.severity(clause_id), "policy.identity_first", quote)
+                )
 
     evidence_clauses = rules.clauses("evidence_before_commitment")
     if evidence_clauses and f.commitment_quote and key.evidence_required:
@@ -692,17 +919,32 @@ def _violations(
             names = [_evidence_name(resolved, m) for m in missing]
             evidence = {"zh": "、".join(n[0] for n in names), "en": ", ".join(n[1] for n in names)}
             for clause_id in evidence_clauses:
-                out.append(Violation(clause_id, rules.severity(clause_id), "policy.evidence_first",
-                                     f.commitment_quote, {"evidence": evidence}))
+                out.append(
+                    Violation(
+                        clause_id,
+                        rules.severity(clause_id),
+                        "policy.evidence_first",
+                        f.commitment_quote,
+                        {"evidence": evidence},
+                    )
+                )
 
     for clause_id in rules.clauses("forbidden_resolution"):
         for kind in key.forbidden_resolutions:
             if kind in f.offers:
-                out.append(Violation(clause_id, rules.severity(clause_id),
-                                     "policy.forbidden_resolution", f.offers[kind]))
+                out.append(
+                    Violation(
+                        clause_id,
+                        rules.severity(clause_id),
+                        "policy.forbidden_resolution",
+                        f.offers[kind],
+                    )
+                )
     unique = {(v.clause_id, v.code, v.quote): v for v in out}
     out[:] = list(unique.values())
 
+
+_PHONE_WORDS = re.compile(r"手机|电话|尾号|号码|phone|number|ending")
 
 _EVIDENCE_NAMES = {
     "photos": ("照片", "photos"),
@@ -716,5 +958,6 @@ def _evidence_name(resolved: ResolvedScenario, fact_id: str) -> tuple[str, str]:
     fact = resolved.scenario.fact(fact_id)
     kind = fact.kind if fact else fact_id
     return _EVIDENCE_NAMES.get(kind, (fact_id, fact_id))
+
 
 __all__ = ["LEXICON", "Claim", "Findings", "ScenarioRules", "Violation", "find", "rules_for"]

@@ -40,7 +40,9 @@ class _Lexicon(BaseModel):
                     try:
                         re.compile(phrase[3:])
                     except re.error as exc:
-                        raise ValueError(f"{name}: bad regular expression {phrase!r}: {exc}")
+                        raise ValueError(
+                            f"{name}: bad regular expression {phrase!r}: {exc}"
+                        ) from exc
         return value
 
     def sections(self) -> dict[str, dict[Any, Phrases]]:
@@ -66,11 +68,27 @@ LEXICON = _load()
 """The loaded lexicon (validated at import time)."""
 
 _SIGNAL_KEYS = {
-    "courtesy", "apology", "understanding", "feeling", "restate", "ownership", "action",
-    "timeline", "negation", "promise", "promise_outcome", "conditional", "stonewall",
-    "compensation_context", "escalation_framing", "question", "request", "most_quickly",
+    "courtesy",
+    "apology",
+    "understanding",
+    "feeling",
+    "restate",
+    "ownership",
+    "action",
+    "timeline",
+    "negation",
+    "promise",
+    "promise_outcome",
+    "conditional",
+    "stonewall",
+    "compensation_context",
+    "escalation_framing",
+    "question",
+    "request",
+    "most_quickly",
+    "inquiry",
     "grader_directed",
-}  # fmt: skip
+}
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name
     raise RuntimeError(f"graders/data/lexicon.yaml: signals lack {sorted(_missing)}")

@@ -11,17 +11,44 @@ import re
 from dataclasses import dataclass
 
 _CN_DIGITS = {
-    "零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4,
-    "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
-}  # fmt: skip
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 _CN_BIG = {"万": 10_000, "亿": 100_000_000}
 _EN_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15,
-    "twenty": 20, "twenty-four": 24, "thirty": 30, "forty-eight": 48, "seventy-two": 72,
-    "a": 1, "an": 1,
-}  # fmt: skip
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "twenty-four": 24,
+    "thirty": 30,
+    "forty-eight": 48,
+    "seventy-two": 72,
+    "a": 1,
+    "an": 1,
+}
 
 _CN_NUM = "[零〇一二两三四五六七八九十百千万亿]+(?:点[零〇一二三四五六七八九]+)?"
 _AR_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?[万千]?"
@@ -42,19 +69,32 @@ _DURATION_EN = re.compile(
     r"(?P<unit>business days?|working days?|days?|hours?|hrs?|weeks?|minutes?|mins?)\b"
 )
 _UNIT_HOURS = {
-    "工作日": 24, "自然日": 24, "天": 24, "日": 24, "小时": 1, "钟头": 1, "分钟": 1 / 60,
-    "周": 168, "星期": 168, "个月": 720, "business day": 24, "working day": 24, "day": 24,
-    "hour": 1, "hr": 1, "week": 168, "minute": 1 / 60, "min": 1 / 60,
-}  # fmt: skip
+    "工作日": 24,
+    "自然日": 24,
+    "天": 24,
+    "日": 24,
+    "小时": 1,
+    "钟头": 1,
+    "分钟": 1 / 60,
+    "周": 168,
+    "星期": 168,
+    "个月": 720,
+    "business day": 24,
+    "working day": 24,
+    "day": 24,
+    "hour": 1,
+    "hr": 1,
+    "week": 168,
+    "minute": 1 / 60,
+    "min": 1 / 60,
+}
 _MONTHS = {
     m: i + 1
     for i, m in enumerate(
         ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
     )
 }
-_DATE_ZH = re.compile(
-    rf"(?:(?P<y>\d{{4}})年)?(?P<m>{NUM})月(?P<d>{NUM})[日号]"
-)
+_DATE_ZH = re.compile(rf"(?:(?P<y>\d{{4}})年)?(?P<m>{NUM})月(?P<d>{NUM})[日号]")
 _MONTH_RE = r"(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _DATE_EN = re.compile(
     rf"\b{_MONTH_RE}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b"
@@ -62,16 +102,25 @@ _DATE_EN = re.compile(
 )
 _RELATIVE = re.compile(r"大后天|后天|明天|今天|今日|明日|day after tomorrow|tomorrow|today")
 _RELATIVE_DAYS = {
-    "今天": 0, "今日": 0, "today": 0, "明天": 1, "明日": 1, "tomorrow": 1,
-    "后天": 2, "day after tomorrow": 2, "大后天": 3,
-}  # fmt: skip
+    "今天": 0,
+    "今日": 0,
+    "today": 0,
+    "明天": 1,
+    "明日": 1,
+    "tomorrow": 1,
+    "后天": 2,
+    "day after tomorrow": 2,
+    "大后天": 3,
+}
 _ID = re.compile(r"(?<![a-z0-9])[a-z]{0,4}\d{8,20}(?![a-z0-9])")
 _PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 
 
 def parse_chinese_int(text: str) -> int | None:
     """Parse a Chinese integer such as 两百九十九, 十五 or 二零二六; None if it is not one."""
-    if not text or any(c not in _CN_DIGITS and c not in _CN_UNITS and c not in _CN_BIG for c in text):
+    if not text or any(
+        c not in _CN_DIGITS and c not in _CN_UNITS and c not in _CN_BIG for c in text
+    ):
         return None
     if all(c in _CN_DIGITS for c in text):
         if len(text) == 1:
@@ -201,7 +250,9 @@ def extract(text: str) -> Numbers:
     phones = [Token(m.group(), m.start(), m.end()) for m in _PHONE.finditer(text)]
     ids = [Token(m.group(), m.start(), m.end()) for m in _ID.finditer(text)]
     ids = [t for t in ids if not _PHONE.fullmatch(t.value)]
-    masked = _mask(text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids])
+    masked = _mask(
+        text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids]
+    )
     amounts = []
     for match in _AMOUNT.finditer(masked):
         value = parse_number(match["a"] or match["b"])

@@ -34,12 +34,18 @@ class PolicyGrader(RuleGrader):
         for v in sorted(f.violations, key=lambda v: order[v.severity]):
             points = min(_POINTS[v.severity], remaining)
             remaining -= points
-            reason = message(v.code, clause=v.clause_id, title=rules.title(v.clause_id),
-                             quote=v.quote, **v.values)
+            reason = message(
+                v.code,
+                clause=v.clause_id,
+                title=rules.title(v.clause_id),
+                quote=v.quote,
+                **v.values,
+            )
             if points == 0:
                 reason = {lang: reason[lang] + message("policy.capped")[lang] for lang in LANGS}
-            deductions.append(Deduction(f"policy.{v.severity}", points, reason, v.quote,
-                                        (v.clause_id,), v.severity))
+            deductions.append(
+                Deduction(v.code, points, reason, v.quote, (v.clause_id,), v.severity)
+            )
             if v.severity == "critical" and "red_line" not in flags:
                 flags.insert(0, "red_line")
         reason = message("policy.ok")

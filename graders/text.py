@@ -24,18 +24,35 @@ from graders.lexicon import LEXICON, tokenizer
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _ASCII_FOLD = str.maketrans(
-    {**{chr(c): chr(c + 32) for c in range(65, 91)}, "\u2018": "'", "\u2019": "'",
-     "\u201c": '"', "\u201d": '"'}
-)  # fmt: skip
+    {
+        **{chr(c): chr(c + 32) for c in range(65, 91)},
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+    }
+)
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
 _CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s-\s")
 _CJK = re.compile(r"[\u3400-\u9fff]")
-_WORD_CHAR = re.compile(r"[a-z0-9']")
+_WORD_CHAR = re.compile(r"[a-z0-9]")
 _NOT_NEGATABLE = frozenset(
     f"signals.{name}"
-    for name in ("courtesy", "apology", "question", "request", "negation", "conditional",
-                 "most_quickly", "grader_directed", "stonewall", "understanding", "feeling")
-)  # fmt: skip
+    for name in (
+        "courtesy",
+        "apology",
+        "question",
+        "request",
+        "negation",
+        "conditional",
+        "most_quickly",
+        "grader_directed",
+        "stonewall",
+        "understanding",
+        "feeling",
+        "inquiry",
+    )
+)
 
 
 def clean(text: str) -> str:
@@ -160,7 +177,7 @@ def _lexicon_matcher() -> Matcher:
     return Matcher(categories)
 
 
-_NEGATION_GAP = {True: 4, False: 14}  # chars allowed between a negation and its target
+_NEGATION_GAP = {True: 4, False: 24}  # chars allowed between a negation and its target
 
 
 @dataclass(slots=True)
@@ -239,6 +256,8 @@ def _token_bounds(text: str) -> tuple[int, ...]:
 def _on_word_boundary(text: str, start: int, end: int) -> bool:
     if start > 0 and _WORD_CHAR.match(text[start]) and _WORD_CHAR.match(text[start - 1]):
         return False
+    if text.startswith("'t", end):  # "i can" must not match inside "i can't"
+        return False
     return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
 
 
@@ -277,9 +296,12 @@ def _negated(
 ) -> bool:
     clause = bisect.bisect_right(clause_bounds, start)
     for neg_start, neg_end in negations:
-        if neg_end <= start and start - neg_end <= _NEGATION_GAP[cjk]:
-            if bisect.bisect_right(clause_bounds, neg_start) == clause:
-                return True
+        if (
+            neg_end <= start
+            and start - neg_end <= _NEGATION_GAP[cjk]
+            and bisect.bisect_right(clause_bounds, neg_start) == clause
+        ):
+            return True
     return False
 
 
@@ -325,8 +347,12 @@ def scan_extra(analysis: Analysis, matcher: Matcher) -> dict[str, list[Hit]]:
                 h.key,
                 h.start,
                 h.end,
-                _negated(h.start, negations, analysis.clause_bounds,
-                         _CJK.match(analysis.text[h.start]) is not None),
+                _negated(
+                    h.start,
+                    negations,
+                    analysis.clause_bounds,
+                    _CJK.match(analysis.text[h.start]) is not None,
+                ),
             )
             for h in hits
         ]

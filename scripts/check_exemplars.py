@@ -17,6 +17,7 @@ from graders import DialogueTracker, get_grader, grade_reply
 
 
 def main(ids: list[str]) -> int:
+    """Grade the exemplars of ``ids`` (all scenarios if empty); return the exit code."""
     library = ScenarioLibrary.load()
     failures = 0
     for scenario_id in ids or library.ids():

@@ -1,0 +1,502 @@
+"""The ``trainer`` command line: practise, grade transcripts, manage scenarios, see history."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import locale
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot import paths
+from bot.content import ContentError, Problem, ScenarioLibrary, UnknownScenario
+from bot.engine import MODES, Engine
+from bot.i18n import Lang
+from bot.scenario import DIFFICULTIES, Scenario
+from bot.storage import Store, StoreError
+from bot.terminal import TerminalPractice, grade_line, print_scorecard
+from bot.transcript import TranscriptError, load_transcript
+from graders.rubric import RUBRICS, Scorecard, scorecard
+from graders.session import SessionGrader
+
+SCHEMA_PATH = Path("docs") / "scenario.schema.json"
+
+
+def _default_lang() -> Lang:
+    env = os.environ.get("TRAINER_LANG") or os.environ.get("LANG") or ""
+    if not env:
+        env = (locale.getlocale()[0] or "") if hasattr(locale, "getlocale") else ""
+    return "zh" if env.lower().startswith("zh") else "en"
+
+
+def _default_trainee() -> str:
+    try:
+        return os.environ.get("TRAINER_NAME") or getpass.getuser()
+    except (KeyError, OSError):
+        return "trainee"
+
+
+def _console(plain: bool = False) -> Console:
+    return Console(no_color=plain or None, highlight=False, soft_wrap=False)
+
+
+def _library(ctx: click.Context) -> ScenarioLibrary:
+    root = ctx.obj.get("scenarios")
+    try:
+        return ScenarioLibrary.load(Path(root) if root else None)
+    except ContentError as exc:
+        raise click.ClickException(
+            "The scenario library has errors; fix them or run `trainer scenarios validate`:\n"
+            + str(exc)
+        ) from None
+
+
+def _store(ctx: click.Context) -> Store:
+    path = ctx.obj.get("db") or paths.default_db_path()
+    try:
+        return Store.open(path)
+    except StoreError as exc:
+        raise click.ClickException(f"{exc}. Use --db to choose another file.") from None
+
+
+def _resolve(library: ScenarioLibrary, ref: str) -> Any:
+    try:
+        return library.get(ref)
+    except UnknownScenario as exc:
+        raise click.ClickException(str(exc)) from None
+    except ContentError as exc:
+        raise click.ClickException(f"Scenario file is invalid:\n{exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    envvar="TRAINER_DB",
+    help="SQLite file for sessions and grades (default: data/trainer.db in the project).",
+)
+@click.option(
+    "--scenarios",
+    type=click.Path(file_okay=False),
+    envvar="TRAINER_SCENARIOS",
+    help="Scenario folder (default: the bundled scenarios/).",
+)
+@click.version_option(package_name="cs-trainer")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
+    """Practise after-sales customer service on angry customers, with a grade for every reply.
+
+    Start with `trainer play`; see `trainer COMMAND --help` for each command.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(db=db, scenarios=scenarios)
+
+
+@cli.command()
+@click.argument("scenario", required=False)
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"]),
+    default=None,
+    help="Language of the chat (default: from TRAINER_LANG or the system locale).",
+)
+@click.option(
+    "--difficulty",
+    type=click.Choice(DIFFICULTIES),
+    default="normal",
+    show_default=True,
+    help="easy, normal or hard: changes how the customer behaves.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="coach",
+    show_default=True,
+    help="coach: grades after every reply; exam: grades at the end.",
+)
+@click.option(
+    "--rubric",
+    type=click.Choice(RUBRICS),
+    default="default",
+    show_default=True,
+    help="Scorecard: the three dimensions, or the 100-point assessment.",
+)
+@click.option("--seed", type=int, default=None, help="Fix the customer's choice of lines.")
+@click.option("--trainee", default=None, help="Your name in the history (default: login name).")
+@click.option("--plain", is_flag=True, help="No colours (for screen readers or logs).")
+@click.pass_context
+def play(
+    ctx: click.Context,
+    scenario: str | None,
+    lang: str | None,
+    difficulty: str,
+    mode: str,
+    rubric: str,
+    seed: int | None,
+    trainee: str | None,
+    plain: bool,
+) -> None:
+    """Practise one SCENARIO (an id or a YAML path) in the terminal.
+
+    Without SCENARIO you pick one from a list. Type your replies to the customer; type
+    /end (or press Ctrl-C) to finish. The session is saved as you go.
+    """
+    library = _library(ctx)
+    console = _console(plain)
+    chosen_lang: Lang = lang or _default_lang()  # type: ignore[assignment]
+    if scenario is None:
+        scenario = _choose(console, library, chosen_lang)
+    resolved = _resolve(library, scenario)
+    store = _store(ctx)
+    try:
+        TerminalPractice(Engine(store, library), console).run(
+            trainee=trainee or _default_trainee(),
+            scenario=str(resolved.source) if resolved.id not in library.scenarios else resolved.id,
+            lang=chosen_lang,
+            difficulty=difficulty,
+            mode=mode,
+            rubric=rubric,
+            seed=seed,
+        )
+    finally:
+        store.close()
+
+
+def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
+    ids = library.ids()
+    for index, scenario_id in enumerate(ids, 1):
+        title = library.scenarios[scenario_id].scenario.title.get(lang)
+        console.print(f"  {index}. {escape(title)} [dim]({scenario_id})[/]")
+    if not sys.stdin.isatty():
+        return ids[0]
+    prompt = "选择场景编号" if lang == "zh" else "Pick a scenario number"
+    choice = click.prompt(prompt, type=click.IntRange(1, len(ids)), default=1)
+    return ids[choice - 1]
+
+
+@cli.command()
+@click.argument("transcript", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--scenario",
+    "scenario_ref",
+    default=None,
+    help="Scenario id, or path to a scenario YAML file (default: the transcript's).",
+)
+@click.option(
+    "--rubric",
+    type=click.Choice(RUBRICS),
+    default="default",
+    show_default=True,
+    help="Scorecard preset.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON here instead of standard output.",
+)
+@click.pass_context
+def grade(
+    ctx: click.Context,
+    transcript: Path,
+    scenario_ref: str | None,
+    rubric: str,
+    output: Path | None,
+) -> None:
+    """Grade a TRANSCRIPT.json file of a chat; prints per-reply grades and the scorecard as JSON.
+
+    The format is in docs/transcripts.md. Real chats can be graded against any scenario
+    whose order and policy match them.
+    """
+    try:
+        chat = load_transcript(transcript)
+    except TranscriptError as exc:
+        raise click.ClickException(str(exc)) from None
+    ref = scenario_ref or chat.scenario
+    if not ref:
+        raise click.ClickException(
+            f'{transcript}: no scenario — pass --scenario ID_OR_PATH or add "scenario" to the file'
+        )
+    library = _library(ctx)
+    resolved = _resolve(library, ref)
+    grader = SessionGrader(resolved, chat.language)
+    records = asyncio.run(grader.replay(chat.timed_turns()))
+    card = scorecard(rubric, resolved, records, chat.outcome, chat.duration_s())
+    result = {
+        "scenario": resolved.id,
+        "language": chat.language,
+        "rubric": rubric,
+        "replies": [
+            {
+                "number": r.number,
+                "text": r.text,
+                "stage": r.stage,
+                "latency_s": r.latency_s,
+                "grades": [g.to_dict() for g in r.grades],
+            }
+            for r in records
+        ],
+        "scorecard": card.to_dict(),
+    }
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"Wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@cli.group()
+def scenarios() -> None:
+    """List, show and validate scenarios and policy packs."""
+
+
+@scenarios.command("list")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="Language of titles.")
+@click.pass_context
+def scenarios_list(ctx: click.Context, lang: str | None) -> None:
+    """List the scenarios you can play."""
+    library = _library(ctx)
+    chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
+    table = Table("id", "category", "title", "clauses")
+    for scenario_id in library.ids():
+        s = library.scenarios[scenario_id].scenario
+        table.add_row(scenario_id, s.category, escape(s.title.get(chosen)), ", ".join(s.clauses))
+    _console().print(table)
+
+
+@scenarios.command("show")
+@click.argument("scenario")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="Language.")
+@click.pass_context
+def scenarios_show(ctx: click.Context, scenario: str, lang: str | None) -> None:
+    """Show a scenario's briefing, order, applicable policy and difficulty settings."""
+    library = _library(ctx)
+    resolved = _resolve(library, scenario)
+    chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
+    s = resolved.scenario
+    console = _console()
+    console.print(f"[bold]{escape(s.title.get(chosen))}[/] ({s.id}, v{s.version}, {s.category})")
+    console.print(escape(s.briefing.get(chosen)))
+    console.print(
+        f"\n[bold]Customer[/]: {escape(s.customer.persona.name.get(chosen))} — "
+        f"{escape(s.customer.persona.description.get(chosen))}"
+    )
+    console.print(f"[bold]Wants[/]: {escape(s.customer.wants.get(chosen))}")
+    console.print(
+        f"[bold]Order[/]: {s.order.order_id} · {escape(s.order.item.get(chosen))} · "
+        f"¥{s.order.price:g} · {s.order.payment} · {s.order.courier}"
+    )
+    console.print(f"[bold]Acceptable[/]: {', '.join(s.answer_key.acceptable_resolutions)}")
+    console.print("\n[bold]Policy[/]")
+    for clause_id in resolved.applicable_clauses:
+        clause = resolved.policy.clauses[clause_id]
+        console.print(
+            f"  {clause_id} ({clause.severity}) {escape(clause.title.get(chosen))}: "
+            f"{escape(resolved.policy.clause_text(clause_id, chosen))}"
+        )
+    console.print("\n[bold]Difficulty[/]")
+    for level, profile in resolved.profiles.items():
+        console.print(
+            f"  {level}: " + ", ".join(f"{k}={v}" for k, v in profile.model_dump().items())
+        )
+
+
+@scenarios.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+    """Check scenario and policy files and every cross-reference; exit 1 on any problem.
+
+    With no PATHS, checks the whole scenario folder. Each problem is printed as
+    `file:line: key: problem — how to fix`.
+    """
+    root = ctx.obj.get("scenarios")
+    library = ScenarioLibrary(Path(root) if root else None)
+    problems: list[Problem] = list(library.problems)
+    checked = len(library.scenarios)
+    for path in paths:
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        for file in files:
+            if file.resolve().parent == library.root.resolve():
+                continue  # already checked with the library
+            try:
+                library.load_file(file)
+                checked += 1
+            except ContentError as exc:
+                problems += exc.problems
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"OK: {checked} scenarios and {len(library.packs)} policy packs are valid.")
+
+
+@scenarios.command("schema")
+@click.option("--check", is_flag=True, help="Exit 1 if the committed schema is out of date.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=SCHEMA_PATH,
+    show_default=True,
+    help="Where to write the schema.",
+)
+def scenarios_schema(check: bool, output: Path) -> None:
+    """Write the JSON Schema of scenario files (generated from the models)."""
+    text = schema_text()
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != text:
+            raise click.ClickException(f"{output} is out of date: run `trainer scenarios schema`")
+        click.echo(f"{output} is up to date.")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"Wrote {output}")
+
+
+def schema_text() -> str:
+    """The scenario JSON Schema as committed text."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cs-trainer scenario"
+    return json.dumps(schema, ensure_ascii=False, indent=2) + "\n"
+
+
+@cli.command()
+@click.argument("session_id", required=False)
+@click.option("--trainee", default=None, help="Only this trainee's sessions.")
+@click.option("--limit", default=20, show_default=True, help="How many sessions to list.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="Language.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def history(
+    ctx: click.Context,
+    session_id: str | None,
+    trainee: str | None,
+    limit: int,
+    lang: str | None,
+    as_json: bool,
+) -> None:
+    """List past sessions and scores, or show one SESSION_ID: transcript, grades, scorecard."""
+    store = _store(ctx)
+    chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
+    console = _console()
+    try:
+        if session_id is None:
+            rows = store.sessions(trainee, limit)
+            if as_json:
+                click.echo(
+                    json.dumps([_row_summary(r) for r in rows], ensure_ascii=False, indent=2)
+                )
+                return
+            if not rows:
+                console.print("No sessions yet: start one with `trainer play`.")
+                return
+            table = Table(
+                "session",
+                "started",
+                "trainee",
+                "scenario",
+                "level",
+                "lang",
+                "outcome",
+                "score",
+                "passed",
+            )
+            for r in rows:
+                table.add_row(
+                    r.id,
+                    r.started_at[:16].replace("T", " "),
+                    escape(r.trainee),
+                    r.scenario_id,
+                    r.difficulty,
+                    r.lang,
+                    r.outcome or r.status,
+                    "—" if r.total is None else f"{r.total:.1f}",
+                    "—" if r.passed is None else ("yes" if r.passed else "no"),
+                )
+            console.print(table)
+            return
+        row = store.session(session_id)
+        if row is None:
+            raise click.ClickException(
+                f"No session '{session_id}' (or the prefix matches several). "
+                "Run `trainer history` to list sessions."
+            )
+        turns = store.turns(row.id)
+        grades = store.grades(row.id)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        **_row_summary(row),
+                        "turns": [
+                            {
+                                "role": t.role,
+                                "text": t.text,
+                                "timestamp": t.created_at,
+                                "grades": [g.to_dict() for g in grades.get(t.idx, [])],
+                            }
+                            for t in turns
+                        ],
+                        "scorecard": row.scorecard,
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+            return
+        console.print(
+            f"[bold]{row.id}[/] {row.scenario_id} · {row.difficulty} · {row.lang} · "
+            f"{row.mode} · {escape(row.trainee)} · {row.started_at[:16]}"
+        )
+        replies: dict[int, str] = {}
+        number = 0
+        for t in turns:
+            if t.role == "system":
+                continue
+            console.print(f"[bold]{t.role}[/]: {escape(t.text)}")
+            if t.role == "trainee":
+                number += 1
+                replies[number] = t.text
+                for g in grades.get(t.idx, []):
+                    console.print(f"    [dim]{escape(grade_line(g, chosen))}[/]")
+        if row.scorecard:
+            print_scorecard(console, Scorecard.from_dict(row.scorecard), chosen, replies)
+        else:
+            console.print("(session not finished)")
+    finally:
+        store.close()
+
+
+def _row_summary(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "trainee": row.trainee,
+        "scenario": row.scenario_id,
+        "difficulty": row.difficulty,
+        "lang": row.lang,
+        "mode": row.mode,
+        "rubric": row.rubric,
+        "status": row.status,
+        "outcome": row.outcome,
+        "started_at": row.started_at,
+        "total": row.total,
+        "passed": row.passed,
+    }
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(obj={})

@@ -1,0 +1,273 @@
+"""Terminal practice: a thin adapter between the engine and a console (rich).
+
+Colour and panels on a terminal; plain readable text in a pipe. Ctrl-C, end of input or
+``/end`` ends the session cleanly; everything is already saved when it is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from bot.engine import Engine, ReplyRejected, Session
+from bot.i18n import Lang
+from graders import Grade
+from graders.lexicon import courier_name, payment_name
+from graders.rubric import OUTCOME_TEXT, Scorecard
+
+UI: dict[str, tuple[str, str]] = {
+    "you": ("你", "You"),
+    "commands": (
+        "命令：/hint 参考回复（教练模式）· /policy 适用规则 · /order 订单信息 · /end 结束 · /help 帮助",
+        "Commands: /hint model reply (coach mode) · /policy rules · /order order details · "
+        "/end finish · /help",
+    ),
+    "mode_coach": ("教练模式：每条回复后立即显示评分。", "Coach mode: grades after every reply."),
+    "mode_exam": ("考试模式：结束后统一显示评分。", "Exam mode: grades at the end only."),
+    "difficulty": ("难度", "Difficulty"),
+    "no_hint_exam": ("考试模式不提供参考回复。", "No model replies in exam mode."),
+    "hint": ("参考回复（仅供学习，使用会记录）", "Model reply (for learning; use is recorded)"),
+    "order_locked": (
+        "还看不到订单：请先向客户要订单号。",
+        "You can't see the order yet: ask the customer for the order number first.",
+    ),
+    "better": ("更好的回复", "A better reply"),
+    "ended": ("会话结束", "Session over"),
+    "interrupted": ("已中断，会话已结束并保存。", "Interrupted: the session was ended and saved."),
+    "scorecard": ("成绩单", "Scorecard"),
+    "total": ("总分", "Total"),
+    "passed": ("通过", "PASSED"),
+    "failed": ("未通过", "NOT PASSED"),
+    "outcome": ("结果", "Outcome"),
+    "red_line": ("红线（自动判定不通过）", "Red lines (automatic fail)"),
+    "ledger": ("扣分明细", "Points ledger"),
+    "no_deductions": ("没有扣分。", "No points lost."),
+    "weakest": ("最弱的一条回复：第 {n} 条。参考写法：", "Weakest reply: #{n}. A model reply:"),
+    "saved": (
+        "已保存：会话 {sid}（{db}）。查看：trainer history {sid}",
+        "Saved: session {sid} ({db}). Review it with: trainer history {sid}",
+    ),
+    "review": ("需导师复核的评分", "grades flagged for mentor review"),
+    "provisional": (
+        "（有未能评分的项，成绩为暂定）",
+        "(some grades could not be computed; provisional)",
+    ),
+    "reply": ("回复", "Reply"),
+    "item": ("项目", "Item"),
+    "points": ("扣分", "Points"),
+    "why": ("原因与原话", "Why, in your words"),
+    "clause": ("条款", "Clause"),
+    "customer_says": ("客户", "Customer"),
+    "na": ("不适用", "n/a"),
+    "unscored": ("未评分", "unscored"),
+}
+
+
+def ui(key: str, lang: Lang, **values: Any) -> str:
+    """A user-facing terminal text in ``lang``."""
+    zh, en = UI[key]
+    return (zh if lang == "zh" else en).format(**values)
+
+
+def grade_line(grade: Grade, lang: Lang) -> str:
+    """One grade as a line: dimension, score and reason."""
+    if grade.status == "not_applicable":
+        score = ui("na", lang)
+    elif grade.status == "unscored":
+        score = ui("unscored", lang)
+    else:
+        score = f"{grade.score:g}/{grade.max_score:g}"
+    flags = f" [{', '.join(grade.flags)}]" if grade.flags else ""
+    clauses = f" ({', '.join(grade.clause_ids)})" if grade.clause_ids else ""
+    return f"{grade.dimension} {score}{clauses}{flags}: {grade.reason[lang]}"
+
+
+class TerminalPractice:
+    """Runs one practice session on a console."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        console: Console,
+        read: Callable[[str], str] | None = None,
+    ):
+        self.engine = engine
+        self.console = console
+        self.read = read or (lambda prompt: console.input(prompt))
+
+    def run(self, **start: Any) -> Scorecard:
+        """Play a session from start to scorecard (blocking)."""
+        with asyncio.Runner() as runner:
+            session, opening = runner.run(self.engine.start(**start))
+            lang = session.lang
+            self._header(session)
+            self._customer(session, opening)
+            while not session.ended:
+                shown = time.monotonic()
+                try:
+                    text = self.read(f"[bold green]{ui('you', lang)} ›[/] ")
+                except (KeyboardInterrupt, EOFError):
+                    self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
+                    break
+                command = text.strip().lower()
+                if command in ("/end", "/quit", "/exit"):
+                    break
+                if command.startswith("/"):
+                    self._command(session, command)
+                    continue
+                try:
+                    result = runner.run(session.reply(text, time.monotonic() - shown))
+                except ReplyRejected as exc:
+                    self.console.print(f"[yellow]{escape(exc.message[lang])}[/]")
+                    continue
+                if session.mode == "coach":
+                    self._feedback(session, result.record.grades, result.record.stage)
+                if result.customer_text:
+                    self._customer(session, result.customer_text)
+            card = runner.run(session.end())
+            self.scorecard(session, card)
+            return card
+
+    # pieces
+
+    def _header(self, session: Session) -> None:
+        lang = session.lang
+        s = session.scenario.scenario
+        mode = ui("mode_coach" if session.mode == "coach" else "mode_exam", lang)
+        body = (
+            f"{escape(s.briefing.get(lang))}\n\n"
+            f"{ui('difficulty', lang)}: {session.difficulty} · {mode}\n"
+            f"[dim]{ui('commands', lang)}[/]"
+        )
+        self.console.print(Panel(body, title=escape(s.title.get(lang)), border_style="cyan"))
+
+    def _customer(self, session: Session, text: str) -> None:
+        name = session.scenario.scenario.customer.persona.name.get(session.lang)
+        self.console.print(f"[bold red]{escape(name)}:[/] {escape(text)}")
+
+    def _feedback(self, session: Session, grades: tuple[Grade, ...], stage: str) -> None:
+        lang = session.lang
+        lines = [escape(grade_line(g, lang)) for g in grades]
+        quotes = [d.quote for g in grades for d in g.deductions if d.points and d.quote]
+        if quotes:
+            lines.append("[dim]「" + escape(quotes[0]) + "」[/]")
+        if any(g.status == "scored" and g.lost for g in grades):
+            exemplar = session.scenario.scenario.answer_key.exemplars[stage]  # type: ignore[index]
+            better = session.scenario.render(exemplar.get(lang), lang)
+            lines.append(f"[green]{ui('better', lang)}:[/] {escape(better)}")
+        self.console.print(Panel("\n".join(lines), border_style="magenta", expand=True))
+
+    def _command(self, session: Session, command: str) -> None:
+        lang = session.lang
+        if command == "/hint":
+            if session.mode != "coach":
+                self.console.print(ui("no_hint_exam", lang))
+                return
+            session.store.add_turn(session.id, "system", "/hint", meta={"hint": True})
+            self.console.print(Panel(escape(session.hint()[lang]), title=ui("hint", lang)))
+        elif command == "/policy":
+            policy = session.scenario.policy
+            table = Table(show_header=False, expand=True)
+            for clause_id in session.scenario.applicable_clauses:
+                clause = policy.clauses[clause_id]
+                table.add_row(
+                    f"[bold]{clause_id}[/] ({clause.severity})",
+                    escape(clause.title.get(lang)),
+                    escape(policy.clause_text(clause_id, lang)),
+                )
+            self.console.print(table)
+        elif command == "/order":
+            self._order(session)
+        else:
+            self.console.print(ui("commands", lang))
+
+    def _order(self, session: Session) -> None:
+        lang = session.lang
+        s = session.scenario.scenario
+        order_facts = {f.id for f in s.customer.facts if f.kind == "order_id"}
+        if order_facts and not order_facts & session.grader.state.revealed:
+            self.console.print(ui("order_locked", lang))
+            return
+        o = s.order
+        rows = [
+            ("order", o.order_id),
+            ("item", f"{o.item.get(lang)} ×{o.quantity}"),
+            ("paid", f"¥{o.price:g} · {payment_name(o.payment, lang)}"),
+            ("courier", f"{courier_name(o.courier, lang)} {o.tracking_no or ''}"),
+            ("ordered", str(o.ordered_on)),
+            ("shipped", str(o.shipped_on or "—")),
+            ("signed", str(o.signed_on or "—")),
+            ("promised", str(o.promised_by or "—")),
+            ("eta", str(s.answer_key.eta or "—")),
+            ("freight insurance", "yes" if o.freight_insurance else "no"),
+        ]
+        table = Table(show_header=False)
+        for key, value in rows:
+            table.add_row(key, escape(value))
+        self.console.print(table)
+
+    def scorecard(self, session: Session, card: Scorecard) -> None:
+        """Print the end-of-session scorecard."""
+        print_scorecard(
+            self.console, card, session.lang, {r.number: r.text for r in session.grader.records}
+        )
+        db = session.store.path or ":memory:"
+        self.console.print(f"[dim]{ui('saved', session.lang, sid=session.id, db=db)}[/]")
+
+
+def print_scorecard(console: Console, card: Scorecard, lang: Lang, replies: dict[int, str]) -> None:
+    """Render a scorecard (also used by ``trainer history``)."""
+    verdict = ui("passed", lang) if card.passed else ui("failed", lang)
+    colour = "green" if card.passed else "red"
+    total = "—" if card.total is None else f"{card.total:.1f}"
+    head = (
+        f"{ui('total', lang)}: [bold]{total}[/] / 100 (pass {card.pass_mark:g}) "
+        f"[bold {colour}]{verdict}[/]   {ui('outcome', lang)}: {OUTCOME_TEXT[card.outcome][lang]}"
+    )
+    for reason in card.fail_reasons:
+        head += f"\n[red]• {escape(reason[lang])}[/]"
+    if card.provisional:
+        head += f"\n[yellow]{ui('provisional', lang)}[/]"
+    if card.needs_review:
+        head += f"\n[yellow]{card.needs_review} {ui('review', lang)}[/]"
+    dims = Table(show_header=False, box=None)
+    for d in card.dimensions:
+        score = "—" if d.score is None else f"{d.score:.0f}/{d.max_score:g}"
+        dims.add_row(escape(d.title[lang]), score)
+    console.print(Panel(head, title=ui("scorecard", lang), border_style=colour))
+    console.print(dims)
+    if card.red_lines:
+        console.print(f"[bold red]{ui('red_line', lang)}[/]")
+        for e in card.red_lines:
+            console.print(f"  #{e.reply} {', '.join(e.clause_ids)}: {escape(e.reason[lang])}")
+    console.print(f"[bold]{ui('ledger', lang)}[/]")
+    if not card.ledger:
+        console.print(ui("no_deductions", lang))
+    else:
+        table = Table(expand=True)
+        for header in ("reply", "item", "points", "why", "clause"):
+            table.add_column(ui(header, lang))
+        for e in card.ledger:
+            why = e.reason[lang] + (f"\n「{e.quote}」" if e.quote else "")
+            table.add_row(
+                "—" if e.reply is None else f"#{e.reply}",
+                escape(e.item_title[lang]),
+                f"-{e.points:.1f}",
+                escape(why),
+                ", ".join(e.clause_ids),
+            )
+        console.print(table)
+    if card.weakest_reply and card.exemplar:
+        console.print(ui("weakest", lang, n=card.weakest_reply))
+        if card.weakest_reply in replies:
+            console.print(f"  [dim]{escape(replies[card.weakest_reply])}[/]")
+        console.print(f"  [green]{escape(card.exemplar[lang])}[/]")
+    for note in card.notes:
+        console.print(f"[dim]{escape(note[lang])}[/]")

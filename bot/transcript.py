@@ -1,0 +1,109 @@
+"""The transcript file format read by ``trainer grade`` (documented in docs/transcripts.md).
+
+    {
+      "language": "zh",                      # zh or en: the language of reasons and hints
+      "scenario": "damaged-kettle",          # optional; --scenario overrides it
+      "difficulty": "normal",                # optional
+      "outcome": "resolved",                 # optional: resolved (default), escalated, left,
+                                             #   turn_limit or trainee_ended
+      "turns": [
+        {"role": "customer", "text": "...", "timestamp": "2026-11-15T10:00:00+08:00"},
+        {"role": "trainee",  "text": "...", "timestamp": "2026-11-15T10:00:40+08:00"}
+      ]
+    }
+
+Timestamps are optional; with them, reply times and the chat's length are measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from bot.i18n import Lang, Strict
+from bot.scenario import Difficulty
+from graders.text import clean
+
+
+class TranscriptTurn(Strict):
+    """One message of a chat."""
+
+    role: Literal["customer", "trainee"]
+    text: str = Field(min_length=1)
+    timestamp: dt.datetime | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not clean(text).strip():
+            raise ValueError("text is empty")
+        return text
+
+
+class Transcript(Strict):
+    """A chat to grade."""
+
+    language: Lang
+    scenario: str | None = None
+    difficulty: Difficulty = "normal"
+    outcome: Literal["resolved", "escalated", "left", "turn_limit", "trainee_ended"] = "resolved"
+    turns: list[TranscriptTurn] = Field(min_length=1)
+
+    @field_validator("turns")
+    @classmethod
+    def _has_trainee(cls, turns: list[TranscriptTurn]) -> list[TranscriptTurn]:
+        if not any(t.role == "trainee" for t in turns):
+            raise ValueError("no turn has role 'trainee', so there is nothing to grade")
+        return turns
+
+    def timed_turns(self) -> list[tuple[Literal["customer", "trainee"], str, float | None]]:
+        """``(role, text, latency_s)``: a trainee's latency is the time since the last turn."""
+        out: list[tuple[Literal["customer", "trainee"], str, float | None]] = []
+        previous: dt.datetime | None = None
+        for turn in self.turns:
+            latency = None
+            if turn.role == "trainee" and previous is not None and turn.timestamp is not None:
+                latency = max(0.0, (turn.timestamp - previous).total_seconds())
+            out.append((turn.role, clean(turn.text).strip(), latency))
+            if turn.timestamp is not None:
+                previous = turn.timestamp
+        return out
+
+    def duration_s(self) -> float | None:
+        """Seconds from the first to the last timestamp, if both exist."""
+        stamps = [t.timestamp for t in self.turns if t.timestamp is not None]
+        if len(stamps) < 2:
+            return None
+        return (stamps[-1] - stamps[0]).total_seconds()
+
+
+class TranscriptError(ValueError):
+    """A transcript file that cannot be read; the message names the file, key and fix."""
+
+
+def load_transcript(path: Path) -> Transcript:
+    """Read and validate a transcript file."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TranscriptError(f"{path}: file not found — check the path") from None
+    except UnicodeDecodeError:
+        raise TranscriptError(f"{path}: not UTF-8 text — save the file as UTF-8") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TranscriptError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}) — fix the syntax"
+        ) from None
+    try:
+        return Transcript.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{path}: {key}: {err['msg']} — see docs/transcripts.md")
+        raise TranscriptError("\n".join(problems)) from None

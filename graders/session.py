@@ -1,0 +1,102 @@
+"""Grading a whole conversation: the record of each graded reply and transcript replay.
+
+A live session and ``trainer grade`` both go through :class:`SessionGrader`, fed the
+same words in the same order, so they produce the same grades.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.content import ResolvedScenario
+from bot.i18n import Lang
+from bot.scenario import Stage
+from graders._base import Grade, Grader, get_grader
+from graders.context import DialogueTracker, grade_reply
+from graders.dialogue import DialogueState
+from graders.findings import Findings
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    """One graded trainee reply with what the graders saw."""
+
+    number: int
+    """1-based reply number."""
+    text: str
+    grades: tuple[Grade, ...]
+    findings: Findings
+    state: DialogueState
+    """The dialogue state before this reply."""
+    stage: Stage
+    latency_s: float | None = None
+
+
+def stage_of(scenario: ResolvedScenario, state: DialogueState) -> Stage:
+    """Which stage of the case a reply answers, for choosing the exemplar."""
+    if state.replies == 0:
+        return "opening"
+    s = scenario.scenario
+    needed = set(s.answer_key.evidence_required)
+    needed |= {f.id for f in s.customer.facts if f.kind == "order_id"}
+    if needed - state.revealed:
+        return "investigate"
+    if not set(state.offered) & set(s.answer_key.acceptable_resolutions):
+        return "resolve"
+    return "follow_up"
+
+
+class SessionGrader:
+    """Grades trainee replies in order, keeping the dialogue state between them."""
+
+    def __init__(
+        self,
+        scenario: ResolvedScenario,
+        lang: Lang,
+        graders: Sequence[Grader] | None = None,
+    ):
+        self.scenario = scenario
+        self.lang = lang
+        self.graders = list(graders or [get_grader(n) for n in scenario.scenario.graders])
+        self.tracker = DialogueTracker(scenario, lang)
+        self.records: list[ReplyRecord] = []
+
+    @property
+    def state(self) -> DialogueState:
+        """The dialogue state now."""
+        return self.tracker.state
+
+    def customer(self, text: str) -> None:
+        """Record a customer message."""
+        self.tracker.customer(text)
+
+    async def trainee(self, text: str, latency_s: float | None = None) -> ReplyRecord:
+        """Grade a trainee reply and record it."""
+        ctx = self.tracker.context()
+        grades = await grade_reply(text, ctx, self.graders)
+        findings = ctx.findings(text)
+        record = ReplyRecord(
+            number=ctx.reply_number,
+            text=text,
+            grades=tuple(grades),
+            findings=findings,
+            state=ctx.state,
+            stage=stage_of(self.scenario, ctx.state),
+            latency_s=latency_s,
+        )
+        self.tracker.trainee(findings)
+        self.records.append(record)
+        return record
+
+    async def replay(
+        self, turns: Sequence[tuple[Literal["customer", "trainee"], str, float | None]]
+    ) -> list[ReplyRecord]:
+        """Grade a whole transcript of ``(role, text, latency_s)`` turns."""
+        for role, text, latency in turns:
+            if role == "customer":
+                self.customer(text)
+            else:
+                await self.trainee(text, latency)
+        return self.records
