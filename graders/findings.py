@@ -207,8 +207,9 @@ class _Reader:
     def topic(self, start: int, end: int, allowed: Iterable[str]) -> str | None:
         """The nearest allowed topic in the same clause.
 
-        Falls back to the sentence only when it holds exactly one allowed topic, so a
-        number is never read against a topic that belongs to another part of the sentence.
+        Falls back to a neighbouring clause of the same sentence only when that gives
+        exactly one allowed topic ("预计1–3个工作日，退款原路退回"), so a number is never
+        read against a topic from an unrelated part of the sentence.
         """
         priority = {key: rank for rank, key in enumerate(allowed)}
         clause = self.a.clause_of(start)
@@ -226,7 +227,9 @@ class _Reader:
         keys = {
             k
             for k, t_start, _ in self.topics
-            if k in priority and self.a.sentence_of(t_start) == sentence
+            if k in priority
+            and self.a.sentence_of(t_start) == sentence
+            and abs(self.a.clause_of(t_start) - clause) == 1
         }
         return keys.pop() if len(keys) == 1 else None
 

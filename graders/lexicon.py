@@ -117,6 +117,6 @@ def tokenizer() -> Any:
     jieba.setLogLevel(logging.WARNING)
     tok = jieba.Tokenizer()
     tok.initialize()
-    with resources.as_file(resources.files("graders").joinpath("data/ecommerce_dict.txt")) as p:
-        tok.load_userdict(str(p))
+    with resources.files("graders").joinpath("data/ecommerce_dict.txt").open("rb") as words:
+        tok.load_userdict(words)
     return tok

@@ -45,6 +45,7 @@ class _Dimension(_Strict):
 
 class _DefaultRubric(_Strict):
     pass_mark: float
+    dimension_floor: float
     dimensions: dict[str, _Dimension]
 
 
@@ -583,6 +584,14 @@ def _default(
         )
     weakest, exemplar = _weakest(scenario, records)
     reasons = _fail_reasons(total, config.pass_mark, red_lines, outcome)
+    reasons += tuple(
+        {
+            "zh": f"{d.title['zh']} {d.score:.0f} 分，低于单项最低分 {config.dimension_floor:g}。",
+            "en": f"{d.title['en']} is {d.score:.0f}, below the {config.dimension_floor:g} floor for any dimension.",
+        }
+        for d in dimensions
+        if d.score is not None and d.score < config.dimension_floor
+    )
     return Scorecard(
         "default",
         total,

@@ -1,0 +1,81 @@
+"""Shared fixtures. Tests never touch the internet: any connection attempt to a
+non-loopback address fails the test (servers the product talks to are stood up on
+127.0.0.1 by the tests that need them)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.content import ResolvedScenario, ScenarioLibrary
+from bot.storage import Store
+from graders import DialogueTracker, Grade, get_grader, grade_reply
+
+ROOT = Path(__file__).resolve().parent.parent
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: object) -> None:
+    host = address[0] if isinstance(address, tuple) else address
+    if (
+        isinstance(host, str)
+        and host not in ("127.0.0.1", "::1", "localhost")
+        and not (self.family == socket.AF_UNIX)
+    ):
+        raise RuntimeError(f"test tried to reach {address!r}: tests must stay offline")
+    _real_connect(self, address)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(scope="session")
+def library() -> ScenarioLibrary:
+    return ScenarioLibrary.load()
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    s = Store.open(None)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def kettle(library: ScenarioLibrary) -> ResolvedScenario:
+    return library.get("damaged-kettle")
+
+
+class Grading:
+    """Grade replies in a scenario after a scripted conversation prefix."""
+
+    def __init__(self, scenario: ResolvedScenario, lang: str = "zh"):
+        self.scenario = scenario
+        self.lang = lang
+        self.tracker = DialogueTracker(scenario, lang)  # type: ignore[arg-type]
+        self.graders = [get_grader(n) for n in scenario.scenario.graders]
+
+    def customer(self, text: str) -> Grading:
+        self.tracker.customer(text)
+        return self
+
+    def reply(self, text: str) -> dict[str, Grade]:
+        """Grade ``text`` and record it; returns grades by dimension."""
+        ctx = self.tracker.context()
+        grades = asyncio.run(grade_reply(text, ctx, self.graders))
+        self.tracker.trainee(ctx.findings(text))
+        return {g.dimension: g for g in grades}
+
+
+@pytest.fixture
+def grading(library: ScenarioLibrary):  # type: ignore[no-untyped-def]
+    def make(scenario_id: str = "damaged-kettle", lang: str = "zh") -> Grading:
+        return Grading(library.get(scenario_id), lang)
+
+    return make
