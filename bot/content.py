@@ -199,6 +199,11 @@ def _validation_problems(
             problem = "unknown key"
         elif kind == "missing":
             problem, fix = "required key is missing", f"add it ({DOCS_HINT})"
+        elif kind == "string_pattern_mismatch":
+            problem = f"{err.get('input')!r} is not in the expected form"
+            fix = _PATTERN_HINTS.get(
+                str((err.get("ctx") or {}).get("pattern")), "see docs/scenarios.md"
+            )
         elif kind in ("literal_error", "enum"):
             problem = f"invalid value {err.get('input')!r}"
             fix = str(err["msg"]).replace("Input should be", "use")
@@ -212,6 +217,12 @@ def _validation_problems(
     return problems
 
 
+_PATTERN_HINTS = {
+    r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$": "use upper-case words joined by dashes, e.g. DMG-TRANSIT",
+    r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$": "use lower-case letters, digits and dashes, e.g. damaged-kettle",
+    r"^[A-Z]{0,4}\d{8,20}$": "use up to 4 capital letters then 8–20 digits, e.g. JD2026111100123",
+    r"^1\d{10}$": "use an 11-digit mainland mobile number starting with 1",
+}
 _UNION_TAGS = {"SimpleCheck", "PhraseCheck", "simple", "forbidden_phrases"}
 
 

@@ -394,11 +394,11 @@ class AgendaItem(Strict):
     after_event: Literal["resolution_offered", "evidence_given"] | None = None
     only: list[Difficulty] | None = None
     say: Text
-    expects: list[ResolutionKind | AskIntent] = Field(
+    expects: list[ResolutionKind | AskIntent | RequiredFact] = Field(
         default_factory=list,
-        description="Offers or questions that answer this curveball (e.g. [compensation, "
-        "escalate] or [identity]); until a later reply gives one, the customer will not "
-        "accept any offer and repeats the demand.",
+        description="What answers this curveball: an offer (e.g. compensation, escalate), a "
+        "question (e.g. identity) or a fact stated correctly (e.g. shipping_payer). Until a "
+        "later reply gives one, the customer will not accept any offer and repeats the demand.",
     )
 
     @model_validator(mode="after")
@@ -438,6 +438,9 @@ class DifficultyProfile(Strict):
     ack_calm: float = Field(ge=0, description="Anger removed by the first real acknowledgement.")
     ack_decay: float = Field(ge=0, le=1, description="Each further acknowledgement calms × this.")
     resolution_calm: float = Field(ge=0, description="Anger removed by an acceptable offer.")
+    progress_calm: float = Field(
+        ge=0, description="Anger removed by every reply that moves the case forward."
+    )
     concede_at: float = Field(
         ge=0, le=10, description="Accepts an offer only at this anger or below."
     )
@@ -458,6 +461,7 @@ class DifficultyPatch(Strict):
     ack_calm: float | None = Field(default=None, ge=0)
     ack_decay: float | None = Field(default=None, ge=0, le=1)
     resolution_calm: float | None = Field(default=None, ge=0)
+    progress_calm: float | None = Field(default=None, ge=0)
     concede_at: float | None = Field(default=None, ge=0, le=10)
     needs_timeline: bool | None = None
     needs_ownership: bool | None = None

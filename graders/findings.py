@@ -120,7 +120,11 @@ class ScenarioRules:
                 [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en],
             )
         ]
-        for clause_id in resolved.applicable_clauses:
+        scenario_first = sorted(
+            resolved.applicable_clauses,
+            key=lambda cid: resolved.policy.clauses[cid].scope == "always",
+        )
+        for clause_id in scenario_first:
             clause = resolved.policy.clauses[clause_id]
             for check in clause.checks:
                 if isinstance(check, SimpleCheck):
@@ -149,7 +153,19 @@ class ScenarioRules:
         }
         if key.price_difference:
             self.known_amounts.add(_round(order.price - key.price_difference))
-        self.address_windows = _windows(order.receiver.address)
+        self.address = re.compile("|".join(map(re.escape, _windows(order.receiver.address))))
+        receiver = order.receiver
+        self.last4 = re.compile(rf"(?<!\d){receiver.phone[-4:]}(?!\d)")
+        self.recipient = re.compile(
+            rf"(收货人|收件人)(是|为|:)?{re.escape(receiver.name.zh[0])}(先生|女士|小姐)?"
+        )
+        self.names = tuple(n.lower() for n in (receiver.name.zh, receiver.name.en) if len(n) >= 2)
+        self.payment_names: dict[Lang, str] = {
+            lang: payment_name(order.payment, lang) for lang in LANGS
+        }
+        self.courier_names: dict[Lang, str] = {
+            lang: courier_name(order.courier, lang) for lang in LANGS
+        }
 
     def clauses(self, kind: str) -> tuple[str, ...]:
         """Applicable clause ids that declare check ``kind``."""
@@ -204,7 +220,9 @@ class _Reader:
             for hit in hits
         ]
 
-    def topic(self, start: int, end: int, allowed: Iterable[str]) -> str | None:
+    def topic(
+        self, start: int, end: int, allowed: Iterable[str], fallback: bool = True
+    ) -> str | None:
         """The nearest allowed topic in the same clause.
 
         Falls back to a neighbouring clause of the same sentence only when that gives
@@ -223,6 +241,8 @@ class _Reader:
                 best = (distance, priority[key], key)
         if best is not None:
             return best[2]
+        if not fallback:
+            return None
         sentence = self.a.sentence_of(start)
         keys = {
             k
@@ -377,26 +397,37 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
     f.asks = frozenset(
         intent
         for intent, hits in a.prefixed("intents.").items()
-        if any(a.sentence_of(h.start) in asking for h in hits)
+        if any(not h.negated and a.sentence_of(h.start) in asking for h in hits)
     )
     questions = {a.sentence_of(h.start) for h in a.get("signals.question")}
     conditional = {a.sentence_of(h.start) for h in a.get("signals.conditional")}
     resolutions = a.prefixed("resolutions.")
     spans = [(k, h.start, h.end) for k, hs in resolutions.items() for h in hs]
     inquiring = {a.clause_of(h.start) for h in a.get("signals.inquiry")}
-    for kind, hits in resolutions.items():
-        # a more specific offer wins ("refund the difference" is price_difference, not
-        # refund), and a resolution only asked about (退款进度, whether…) is not offered
-        live = [
-            h
-            for h in hits
-            if not h.negated
-            and a.clause_of(h.start) not in inquiring
-            and not any(
-                k != kind and s <= h.start and h.end <= e and e - s > h.end - h.start
+    # a resolution named while stonewalling ("退款已审核，请耐心等待") or inside an
+    # off-platform deal is not an offer
+    void = {
+        a.sentence_of(h.start)
+        for key in ("signals.stonewall", "forbidden.off_platform", "forbidden.review_inducement")
+        for h in a.get(key)
+    }
+    difference = {a.sentence_of(h.start) for h in resolutions.get("price_difference", [])}
+
+    def offered(kind: str, hit: Hit) -> bool:
+        sentence = a.sentence_of(hit.start)
+        return (
+            not hit.negated
+            and a.clause_of(hit.start) not in inquiring  # only asked about (退款进度, whether…)
+            and sentence not in void
+            and not (kind == "refund" and sentence in difference)  # it is the difference
+            and not any(  # a more specific offer wins: "refund the difference"
+                k != kind and s <= hit.start and hit.end <= e and e - s > hit.end - hit.start
                 for k, s, e in spans
             )
-        ]
+        )
+
+    for kind, hits in resolutions.items():
+        live = [h for h in hits if offered(kind, h)]
         if live:
             f.offers[kind] = a.sentence_quote(live[0].start)
         if kind in COMMITTING_RESOLUTIONS and f.commitment_quote is None:
@@ -426,8 +457,14 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
 
     order_clauses = rules.clauses("order_facts")
     if order_clauses:
+        tainted = {
+            a.sentence_of(h.start)
+            for key in ("forbidden.off_platform", "forbidden.review_inducement")
+            for h in a.get(key)
+        }
         for amount in numbers.amounts:
-            claims.extend(_amount_claim(amount, r, rules, order_clauses))
+            if a.sentence_of(amount.start) not in tainted:  # a red line, judged by policy
+                claims.extend(_amount_claim(amount, r, rules, order_clauses))
         for token in numbers.ids:
             valid = {order.order_id.lower(), (order.tracking_no or "").lower()}
             verdict: Verdict = "correct" if token.value in valid else "wrong"
@@ -445,7 +482,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
                     continue
                 verdict = "correct" if courier == order.courier else "wrong"
-                expected = {lang: courier_name(order.courier, lang) for lang in LANGS}
+                expected = rules.courier_names
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
         for date in numbers.dates:
             if date.month is None or r.negated_clause(date.start):
@@ -460,6 +497,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                     "topics.shipped",
                     "topics.delivery",
                 ),
+                fallback=False,
             )
             field_name, actual = {
                 "topics.promised": ("promised_by", order.promised_by),
@@ -485,12 +523,12 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                     r.in_sentence_with(hit.start, "topics.refund", None)
                 ):
                     verdict = "correct" if channel == order.payment else "wrong"
-                    expected = {lang: payment_name(order.payment, lang) for lang in LANGS}
+                    expected = rules.payment_names
                     claims.append(Claim("payment", verdict, a.quote(hit), expected, order_clauses))
 
     channel_clauses = rules.clauses("refund_channel")
     if channel_clauses:
-        expected = {lang: payment_name(order.payment, lang) for lang in LANGS}
+        expected = rules.payment_names
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
                 if hit.negated or r.negated_clause(hit.start):
@@ -810,12 +848,14 @@ def _violations(
     resolved = rules.resolved
     key = resolved.scenario.answer_key
 
-    for clause_id, check in rules.phrase_checks:
+    counted: set[tuple[str, int]] = set()
+    for clause_id, check in rules.phrase_checks:  # scenario clauses first: most specific
         hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
         hits += extra.get(f"clause:{clause_id}", [])
         for hit in hits:
-            if hit.negated and check.negatable:
+            if (hit.negated and check.negatable) or (hit.key, hit.start) in counted:
                 continue
+            counted.add((hit.key, hit.start))
             out.append(
                 Violation(
                     clause_id,
@@ -829,10 +869,13 @@ def _violations(
         outcome_clauses = {
             a.clause_of(h.start) for h in a.get("signals.promise_outcome") if not h.negated
         }
+        disclaimed = {a.sentence_of(h.start) for h in a.get("signals.promise") if h.negated}
         seen: set[int] = set()
         for hit in a.get("signals.promise"):
             clause = a.clause_of(hit.start)
             if hit.negated or clause not in outcome_clauses or clause in seen:
+                continue
+            if a.sentence_of(hit.start) in disclaimed:
                 continue
             seen.add(clause)
             out.append(
@@ -879,26 +922,22 @@ def _violations(
 
     identity_clauses = rules.clauses("identity_before_disclosure")
     if identity_clauses and not state.identity_verified:
-        receiver = resolved.scenario.order.receiver
         quotes: list[str] = []
         compact = a.text.replace(" ", "")
         for phone in numbers.phones:
             quotes.append(r.quote(phone.start, phone.end))
-        if any(window in compact for window in rules.address_windows):
+        if rules.address.search(compact):
             quotes.append(a.excerpt())
-        for lang in LANGS:
-            name = receiver.name.get(lang).lower()
-            if len(name) >= 2 and name in a.text:
-                index = a.text.index(name)
+        for name in rules.names:
+            index = a.text.find(name)
+            if index >= 0:
                 quotes.append(r.quote(index, index + len(name)))
-        last4 = receiver.phone[-4:]
-        for match in re.finditer(rf"(?<!\d){last4}(?!\d)", a.text):
+        for match in rules.last4.finditer(a.text):
             if r.in_clause_with(match.start(), "intents.identity", None) or _PHONE_WORDS.search(
                 a.text[max(0, match.start() - 8) : match.start()]
             ):
                 quotes.append(a.sentence_quote(match.start()))
-        surname = receiver.name.zh[0]
-        for match in re.finditer(rf"(收货人|收件人)(是|为|:)?{surname}(先生|女士|小姐)?", a.text):
+        for match in rules.recipient.finditer(a.text):
             quotes.append(a.sentence_quote(match.start()))
         quotes += [
             a.sentence_quote(h.start) for h in a.get("forbidden.change_order_data") if not h.negated

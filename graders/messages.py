@@ -140,12 +140,33 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
+INTENT_NAMES: dict[str, tuple[str, str]] = {
+    "order_id": ("订单号", "the order number"),
+    "identity": ("身份核验信息", "identity details"),
+    "photos": ("照片", "photos"),
+    "signed_time": ("签收时间", "the sign-for date"),
+    "problem_detail": ("问题细节", "details of the problem"),
+    "item_received": ("收到的商品", "what arrived"),
+    "tracking": ("物流信息", "the tracking details"),
+    "preference": ("处理方式偏好", "their preference"),
+    "payment": ("付款方式", "the payment method"),
+}
+
+
+def intent_name(intent: str) -> dict[Lang, str]:
+    """Display name of an ask intent in both languages."""
+    zh, en = INTENT_NAMES.get(intent, (intent, intent))
+    return {"zh": zh, "en": en}
+
+
 def message(code: str, **values: Any) -> dict[Lang, str]:
     """The message ``code`` in both languages, filled with ``values``.
 
     A value may itself be a ``{"zh": ..., "en": ...}`` dict, used per language.
     """
     zh, en = _MESSAGES[code]
+    if not values:
+        return {"zh": zh, "en": en}
     return {
         "zh": zh.format(**{k: _pick(v, "zh") for k, v in values.items()}),
         "en": en.format(**{k: _pick(v, "en") for k, v in values.items()}),

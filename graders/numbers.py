@@ -229,18 +229,27 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
+_DIGITISH = re.compile(r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天")
+_EN_NUMBERISH = re.compile(
+    rf"\btoday\b|\btomorrow\b|\b(?:{'|'.join(w for w in _EN_WORDS if w not in ('a', 'an'))})\b"
+    r"|\ban? (?:day|hour|week|business day|working day)"
+)
+_HAS_CJK = re.compile(r"[\u3400-\u9fff]")
+_HAS_LATIN = re.compile(r"[a-z]")
+
+
 def extract(text: str) -> Numbers:
     """Find amounts, durations, dates, ids and phone numbers in normalised ``text``."""
-    if not any(c.isdigit() or c in _CN_DIGITS or c in "十百千两" for c in text) and not any(
-        w in text for w in ("today", "tomorrow", "今天", "明天", "后天", "今日", "明日")
-    ):
+    cjk = _HAS_CJK.search(text) is not None
+    latin = _HAS_LATIN.search(text) is not None
+    if not _DIGITISH.search(text) and not (latin and _EN_NUMBERISH.search(text)):
         return Numbers((), (), (), (), ())
     dates: list[DateRef] = []
-    for match in _DATE_ZH.finditer(text):
+    for match in _DATE_ZH.finditer(text) if cjk else ():
         month, day = parse_number(match["m"]), parse_number(match["d"])
         if month and day and 1 <= month <= 12 and 1 <= day <= 31:
             dates.append(DateRef(int(month), int(day), None, match.start(), match.end()))
-    for match in _DATE_EN.finditer(text):
+    for match in _DATE_EN.finditer(text) if latin else ():
         mon = (match["mon"] or match["mon2"])[:3]
         day_text = match["d"] or match["d2"]
         if 1 <= int(day_text) <= 31:
@@ -260,7 +269,8 @@ def extract(text: str) -> Numbers:
             amounts.append(Amount(value, match.start(), match.end()))
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
     durations = []
-    for pattern in (_DURATION_ZH, _DURATION_EN):
+    patterns = [p for p, on in ((_DURATION_ZH, cjk), (_DURATION_EN, latin)) if on]
+    for pattern in patterns:
         for match in pattern.finditer(masked):
             lo = _parse_range(match["lo"])
             hi = _parse_range(match["hi"]) if match["hi"] else lo

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.content import ResolvedScenario
 from bot.i18n import LANGS, Text
 from graders._base import Bilingual
-from graders.messages import fact_name
+from graders.messages import fact_name, intent_name
 from graders.session import ReplyRecord
 
 Outcome = Literal["resolved", "escalated", "left", "turn_limit", "trainee_ended"]
@@ -265,8 +265,8 @@ def _session_findings(
                         "session.reasked",
                         r.number,
                         {
-                            "zh": f"客户已经提供过的信息又问了一遍（{intent}）。",
-                            "en": f"Asked again for something the customer had already given ({asked}).",
+                            "zh": f"客户已经提供过的{intent_name(asked)['zh']}又问了一遍。",
+                            "en": f"Asked again for {intent_name(asked)['en']}, which the customer had already given.",
                         },
                         excerpt,
                     )

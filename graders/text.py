@@ -14,7 +14,7 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
@@ -177,7 +177,7 @@ def _lexicon_matcher() -> Matcher:
     return Matcher(categories)
 
 
-_NEGATION_GAP = {True: 4, False: 24}  # chars allowed between a negation and its target
+_NEGATION_GAP = {True: 4, False: 32}  # chars allowed between a negation and its target
 
 
 @dataclass(slots=True)
@@ -188,6 +188,7 @@ class Analysis:
     hits: dict[str, list[Hit]]
     sentence_bounds: list[int]
     clause_bounds: list[int]
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def text(self) -> str:
@@ -204,7 +205,13 @@ class Analysis:
 
     def prefixed(self, prefix: str) -> dict[str, list[Hit]]:
         """Categories of one section, e.g. ``intents.`` → ``{"order_id": [...]}``."""
-        return {k[len(prefix) :]: v for k, v in self.hits.items() if k.startswith(prefix)}
+        key = "prefixed:" + prefix
+        if key not in self._memo:
+            self._memo[key] = {
+                k[len(prefix) :]: v for k, v in self.hits.items() if k.startswith(prefix)
+            }
+        result: dict[str, list[Hit]] = self._memo[key]
+        return result
 
     def sentence_of(self, pos: int) -> int:
         """Index of the sentence containing ``pos``."""
@@ -216,6 +223,9 @@ class Analysis:
 
     def sentences(self) -> list[tuple[int, int]]:
         """``(start, end)`` spans of the sentences, without their end punctuation."""
+        if "sentences" in self._memo:
+            cached: list[tuple[int, int]] = self._memo["sentences"]
+            return cached
         spans = []
         start = 0
         for match in _SENTENCE_END.finditer(self.text):
@@ -224,7 +234,8 @@ class Analysis:
             start = match.end()
         if start < len(self.text):
             spans.append((start, len(self.text)))
-        return [(s, e) for s, e in spans if self.text[s:e].strip()]
+        self._memo["sentences"] = [(s, e) for s, e in spans if self.text[s:e].strip()]
+        return self.sentences()
 
     def quote(self, hit: Hit) -> str:
         """The original characters of a hit."""
@@ -261,13 +272,16 @@ def _on_word_boundary(text: str, start: int, end: int) -> bool:
     return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
 
 
+@lru_cache(maxsize=4096)
+def _token_set(text: str) -> frozenset[int]:
+    return frozenset(_token_bounds(text))
+
+
 def _filter(text: str, raw: list[tuple[str, int, int, bool]]) -> list[tuple[str, int, int]]:
-    tokens: frozenset[int] | None = None
     kept = []
     for key, start, end, cjk in raw:
         if cjk:
-            if tokens is None:
-                tokens = frozenset(_token_bounds(text))
+            tokens = _token_set(text)
             if start not in tokens or end not in tokens:
                 continue
         elif not _on_word_boundary(text, start, end):
@@ -337,24 +351,22 @@ def analyze(text: str) -> Analysis:
 
 def scan_extra(analysis: Analysis, matcher: Matcher) -> dict[str, list[Hit]]:
     """Match a scenario-specific :class:`Matcher` on an existing analysis."""
-    extra = build_analysis(analysis.norm, matcher.scan(analysis.text))
-    if not extra.hits:
+    raw = matcher.scan(analysis.text)
+    if not raw:
         return {}
+    text = analysis.text
     negations = [(h.start, h.end) for h in analysis.get("signals.negation")]
     return {
         key: [
             Hit(
-                h.key,
-                h.start,
-                h.end,
+                key,
+                start,
+                end,
                 _negated(
-                    h.start,
-                    negations,
-                    analysis.clause_bounds,
-                    _CJK.match(analysis.text[h.start]) is not None,
+                    start, negations, analysis.clause_bounds, _CJK.match(text[start]) is not None
                 ),
             )
-            for h in hits
+            for start, end in spans
         ]
-        for key, hits in extra.hits.items()
+        for key, spans in _dedupe(_filter(text, raw)).items()
     }

@@ -145,25 +145,37 @@ class CustomerMind:
         settled = [
             a.id
             for a in self._agenda_items()
-            if a.id in m.pending and set(a.expects) & (offers | f.asks)
+            if a.id in m.pending and set(a.expects) & (offers | f.asks | f.stated_facts)
         ]
         if settled:
             m.pending = [a for a in m.pending if a not in settled]
             m.anger -= 0.5
             progress = True
-        if f.timeline and (good or m.offered_ok) and not m.timeline:
+        if f.timeline and not m.timeline:  # a concrete time, even before the offer
             m.timeline = True
-            m.anger -= 1.0
+            m.anger -= 1.0 if (good or m.offered_ok) else 0.5
             progress = True
         if any(v.clause_id in self.promise_clauses for v in f.violations):
             keys.append("overpromise")
         if f.stonewall:
             m.anger += 1
             keys.append("press")
-        if not progress:
+        if progress:
+            m.anger -= p.progress_calm  # the case moving forward calms a little every time
+        else:
             m.patience -= 1
         m.anger = min(10.0, max(0.0, m.anger))
         return self._decide(keys, tuple(reveals))
+
+    def _already_answered(self, item: AgendaItem) -> bool:
+        """A curveball that only expects questions whose answers were already given.
+
+        ("Read me my address" once identity is verified, "no unboxing video" once the
+        photos are in): the trainee just answers; asking again is not required.
+        """
+        facts = self.scenario.scenario.customer.facts
+        given = {i for f in facts if f.id in self.mood.revealed for i in f.asked_by}
+        return set(item.expects) <= given
 
     def _agenda_items(self) -> list[AgendaItem]:
         return self.scenario.scenario.customer.agenda
@@ -171,7 +183,7 @@ class CustomerMind:
     def _decide(self, keys: list[ReactionKey], reveals: tuple[CustomerFact, ...]) -> Reaction:
         m, p = self.mood, self.profile
         agenda = self._agenda()
-        m.pending += [a.id for a in agenda if a.expects]
+        m.pending += [a.id for a in agenda if a.expects and not self._already_answered(a)]
         accepted = (
             m.offered_ok
             and not m.pending
@@ -208,22 +220,26 @@ class CustomerMind:
         return Reaction(tuple(dict.fromkeys(keys)), reveals, agenda)
 
     def _agenda(self) -> tuple[AgendaItem, ...]:
+        """The curveball due now, if any: one per message, blocking ones first."""
         m = self.mood
         key = self.scenario.scenario.answer_key
         evidence_in = bool(key.evidence_required) and set(key.evidence_required) <= set(m.revealed)
-        due = []
-        for item in self._agenda_items():
-            if item.id in m.agenda_done or (item.only and self.difficulty not in item.only):
-                continue
-            if (
+        due = [
+            item
+            for item in self._agenda_items()
+            if item.id not in m.agenda_done
+            and (not item.only or self.difficulty in item.only)
+            and (
                 (item.after_turn is not None and item.after_turn <= m.turn)
                 or (item.after_event == "resolution_offered" and m.offered_ok)
                 or (item.after_event == "evidence_given" and evidence_in)
-            ):
-                due.append(item)
-                m.agenda_done.append(item.id)
-                break  # one curveball per message
-        return tuple(due)
+            )
+        ]
+        if not due:
+            return ()
+        due.sort(key=lambda item: not (item.expects and not self._already_answered(item)))
+        m.agenda_done.append(due[0].id)
+        return (due[0],)
 
 
 def _reactive(keys: list[ReactionKey]) -> tuple[ReactionKey, ...]:

@@ -1,0 +1,206 @@
+"""The trainer CLI, driven as a user would: piped input, files, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_ZH = (
+    "王女士您好，新水壶到手就是裂的，真的很抱歉。麻烦发一下订单号，再拍两张照片，我马上为您处理。\n"
+    "照片收到了，确实摔裂了，给您添麻烦了。48小时内免费补发，或全额退款299元，1–3个工作日原路退回支付宝。\n"
+    "为了保护您的信息，麻烦先提供收货人姓名或手机号后四位，我核实后为您确认地址。\n"
+)
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = tmp_path / "t.db"
+
+    def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(cli, ["--db", str(db), *args], input=input, obj={})
+
+    return invoke
+
+
+def test_play_a_whole_session_from_a_pipe(run) -> None:
+    result = run("play", "damaged-kettle", "--lang", "zh", "--seed", "1", input=GOOD_ZH)
+    assert result.exit_code == 0, result.output
+    assert "王女士" in result.output and "empathy 3/3" in result.output
+    assert "通过" in result.output and "问题已解决" in result.output
+    history = run("history", "--json")
+    sessions = json.loads(history.output)
+    assert sessions[0]["outcome"] == "resolved" and sessions[0]["passed"] is True
+
+
+def test_exam_mode_shows_grades_only_at_the_end(run) -> None:
+    result = run("play", "damaged-kettle", "--lang", "en", "--mode", "exam", "--seed", "1",
+                 input="I'm so sorry your kettle arrived cracked. I'll sort it out.\n/end\n")  # fmt: skip
+    assert result.exit_code == 0
+    assert "empathy 3/3" not in result.output
+    assert "Scorecard" in result.output and "NOT PASSED" in result.output
+
+
+def test_end_of_input_ends_cleanly_and_saves(run) -> None:
+    result = run("play", "damaged-kettle", "--lang", "zh", input="王女士您好，真的很抱歉。\n")
+    assert result.exit_code == 0 and "已中断" in result.output and "已保存" in result.output
+    assert json.loads(run("history", "--json").output)[0]["status"] == "ended"
+
+
+def test_ctrl_c_ends_cleanly_and_saves(tmp_path: Path, library) -> None:
+    from rich.console import Console
+
+    from bot.engine import Engine
+    from bot.storage import Store
+    from bot.terminal import TerminalPractice
+
+    replies = iter(["王女士您好，真的很抱歉，我马上为您处理。"])
+
+    def read(prompt: str) -> str:
+        try:
+            return next(replies)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    store = Store.open(tmp_path / "c.db")
+    console = Console(record=True, width=100)
+    card = TerminalPractice(Engine(store, library), console, read).run(
+        trainee="t", scenario="damaged-kettle", lang="zh"
+    )
+    assert card.outcome == "trainee_ended"
+    session = store.sessions()[0]
+    assert session.status == "ended" and len(store.turns(session.id)) == 3
+
+
+def test_bad_replies_get_messages_and_the_session_goes_on(run) -> None:
+    long_reply = "抱歉" * 5001
+    result = run("play", "damaged-kettle", "--lang", "zh",
+                 input=f"\n{long_reply}\n/hint\n/policy\n/order\n/whatever\n/end\n")  # fmt: skip
+    assert result.exit_code == 0
+    output = "".join(result.output.split())  # rich wraps long lines
+    assert "回复是空的" in output
+    assert "超过了2000的上限" in output
+    assert "PRIV-VERIFY" in output  # /policy
+    assert "请先向客户要订单号" in output  # /order before the order number is known
+    assert "Traceback" not in output
+
+
+def test_unknown_scenario_suggests_close_ids(run) -> None:
+    result = run("play", "damaged-ketle")
+    assert result.exit_code != 0 and "damaged-kettle" in result.output
+
+
+def _transcript(tmp_path: Path, **extra) -> Path:  # type: ignore[no-untyped-def]
+    data = {
+        "language": "zh",
+        "scenario": "damaged-kettle",
+        "turns": [
+            {"role": "customer", "text": "水壶裂了！", "timestamp": "2026-11-15T10:00:00+08:00"},
+            {
+                "role": "trainee",
+                "text": "亲，您自己联系快递吧。",
+                "timestamp": "2026-11-15T10:02:00+08:00",
+            },
+        ],
+    } | extra
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_grade_a_transcript_prints_grades_and_scorecard_as_json(run, tmp_path: Path) -> None:
+    result = run("grade", str(_transcript(tmp_path)), "--rubric", "assessment100")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    reply = data["replies"][0]
+    assert reply["latency_s"] == 120.0
+    assert {g["dimension"]: g["score"] for g in reply["grades"]}["empathy"] == 0
+    assert data["scorecard"]["rubric"] == "assessment100"
+    assert any(e["code"] == "session.slow_reply" for e in data["scorecard"]["ledger"])
+
+
+def test_grade_with_a_scenario_file_outside_the_repo(run, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "case.yaml"
+    outside.parent.mkdir()
+    shutil.copy(ROOT / "scenarios" / "damaged-kettle.yaml", outside)
+    result = run("grade", str(_transcript(tmp_path, scenario=None)), "--scenario", str(outside))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["scenario"] == "damaged-kettle"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        (json.dumps({"language": "fr", "turns": []}), "language"),
+        (
+            json.dumps({"language": "zh", "turns": [{"role": "customer", "text": "hi"}]}),
+            "nothing to grade",
+        ),
+        (
+            json.dumps(
+                {"language": "zh", "turns": [{"role": "trainee", "text": "hi", "extra": 1}]}
+            ),
+            "turns.0.extra",
+        ),
+    ],
+)
+def test_grade_explains_bad_transcripts(run, tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    result = run("grade", str(path), "--scenario", "damaged-kettle")
+    assert result.exit_code != 0 and message in result.output
+    assert str(path) in result.output and "Traceback" not in result.output
+
+
+def test_grade_missing_file_and_missing_scenario(run, tmp_path: Path) -> None:
+    assert "file not found" in run("grade", str(tmp_path / "nope.json")).output
+    result = run("grade", str(_transcript(tmp_path, scenario=None)))
+    assert result.exit_code != 0 and "--scenario" in result.output
+
+
+def test_scenarios_list_show_validate(run, tmp_path: Path) -> None:
+    listed = run("scenarios", "list", "--lang", "en")
+    assert listed.exit_code == 0 and "damaged-kettle" in listed.output
+    shown = run("scenarios", "show", "damaged-kettle", "--lang", "en")
+    assert "DMG-TRANSIT" in shown.output and "patience" in shown.output
+    assert run("scenarios", "validate").exit_code == 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: Bad Id\n", encoding="utf-8")
+    result = run("scenarios", "validate", str(broken))
+    assert result.exit_code == 1 and "broken.yaml" in result.output and "id:" in result.output
+
+
+def test_history_shows_a_session_in_detail(run) -> None:
+    run("play", "damaged-kettle", "--lang", "en", "--seed", "2",
+        input="Sorry, I'll check it for you.\n/end\n")  # fmt: skip
+    sid = json.loads(run("history", "--json").output)[0]["id"]
+    shown = run("history", sid, "--lang", "en")
+    assert shown.exit_code == 0 and "customer:" in shown.output and "Scorecard" in shown.output
+    assert run("history", "nosuchsession").exit_code != 0
+
+
+def _commands(group: click.Group, prefix: str = "trainer") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found += _commands(command, path)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), _commands(cli), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_command_has_help_and_is_documented(path: str, command: click.Command) -> None:
+    assert command.help, f"{path} has no help"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert path in readme, f"{path} is not documented in README.md"

@@ -1,0 +1,117 @@
+"""Empathy (0–3): acknowledgement, ownership, next step; not sentiment, not keywords."""
+
+import pytest
+
+OPENING = "你们发的水壶到手就是裂的！"
+
+
+def codes(grade) -> list[str]:  # type: ignore[no-untyped-def]
+    return [d.code for d in grade.deductions]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        (
+            "zh",
+            "王女士您好，新水壶到手就裂了，换谁都会生气，真的很抱歉。麻烦发一下订单号，我马上为您处理。",
+        ),
+        ("zh", "王女士您好，新水壺到手就裂了，真的很抱歉，我馬上為您處理。"),  # Traditional
+        (
+            "en",
+            "I'm so sorry your new kettle arrived cracked. I'll sort it out for you right away.",
+        ),
+        (
+            "en",
+            "I understand how frustrating a broken kettle is. Let me arrange a replacement for you.",
+        ),
+    ],
+)
+def test_acknowledge_own_and_next_step_is_full_marks(grading, lang: str, reply: str) -> None:
+    grade = grading(lang=lang).customer(OPENING).reply(reply)["empathy"]
+    assert grade.score == 3
+    assert grade.evidence  # quotes the acknowledgement
+
+
+def test_courtesy_without_acknowledging_this_problem_is_one(grading) -> None:
+    grade = (
+        grading().customer(OPENING).reply("亲，给您带来不便非常抱歉，请问订单号是多少？")["empathy"]
+    )
+    assert grade.score == 1
+    assert codes(grade) == ["empathy.no_acknowledgement"]
+
+
+def test_acknowledgement_without_ownership_is_two(grading) -> None:
+    grade = grading().customer(OPENING).reply("水壶到手就裂了，真的很抱歉。")["empathy"]
+    assert grade.score == 2
+    assert codes(grade) == ["empathy.no_ownership"]
+
+
+def test_cold_reply_is_zero(grading) -> None:
+    grade = grading().customer(OPENING).reply("订单号发来。")["empathy"]
+    assert grade.score == 0
+    assert codes(grade) == ["empathy.cold"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply", "quoted"),
+    [
+        ("zh", "非常抱歉，这是快递的问题，您自己联系快递吧。", "这是快递的问题，您自己联系快递吧"),
+        ("en", "Sorry, but that's your own fault for not checking.", "that's your own fault"),
+    ],
+)
+def test_blaming_or_deflecting_is_zero_even_with_an_apology(grading, lang, reply, quoted) -> None:
+    grade = grading(lang=lang).customer(OPENING).reply(reply)["empathy"]
+    assert grade.score == 0
+    assert codes(grade) == ["empathy.dismissive"]
+    assert quoted in grade.deductions[0].quote
+
+
+def test_helping_with_the_courier_is_not_deflection(grading) -> None:
+    grade = grading().customer(OPENING).reply("水壶裂了真抱歉，我帮您联系快递员催一下。")["empathy"]
+    assert grade.score == 3
+
+
+def test_stuffed_apologies_cap_at_one(grading) -> None:
+    grade = (
+        grading()
+        .customer(OPENING)
+        .reply("抱歉抱歉，非常抱歉，真的很抱歉，水壶裂了，我来处理。")["empathy"]
+    )
+    assert grade.score == 1
+    assert "empathy.stuffed" in codes(grade)
+
+
+def test_a_stock_line_repeated_turn_after_turn_does_not_count(grading) -> None:
+    g = grading().customer(OPENING)
+    first = g.reply("水壶裂了真的很抱歉，我马上为您处理。")["empathy"]
+    second = g.reply("水壶裂了真的很抱歉，我马上为您处理。")["empathy"]
+    assert first.score == 3
+    assert second.score == 1
+    assert codes(second) == ["empathy.repeated"]
+    assert "1" in second.reason["en"]  # names the reply it repeats
+
+
+def test_apology_around_wrong_facts_cannot_earn_full_marks(grading) -> None:
+    grade = (
+        grading().customer(OPENING).reply("水壶裂了真的很抱歉，我马上为您退款199元。")["empathy"]
+    )
+    assert grade.score == 2
+    assert "empathy.wrong_facts" in codes(grade)
+
+
+def test_follow_up_that_moves_the_case_on_keeps_full_marks(grading) -> None:
+    g = grading().customer(OPENING)
+    g.reply("水壶到手就裂了，真的很抱歉，麻烦发一下订单号，我马上为您处理。")
+    g.customer("订单号JD2026111100123")
+    assert g.reply("好的，我这就为您安排48小时内补发。")["empathy"].score == 3
+
+
+def test_sentiment_words_alone_do_not_score(grading) -> None:
+    # an upbeat but dismissive reply must not get credit for being "positive"
+    grade = (
+        grading(lang="en")
+        .customer("It's cracked!")
+        .reply("Great news! Read the manual, deal with it.")["empathy"]
+    )
+    assert grade.score == 0

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.storage import Store, StoreError
+from graders import Grade
+
+
+def test_file_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "x.db")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
+
+
+def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    store = Store.open(path)
+    sid = store.create_session(trainee="ann", scenario_id="s", scenario_version=1,
+                               scenario_source="s.yaml", lang="zh", difficulty="easy",
+                               mode="coach", rubric="default", seed=1)  # fmt: skip
+    store.add_turn(sid, "customer", "你好")
+    grade = Grade("empathy", "empathy", "scored", 3.0, 3.0, {"zh": "好", "en": "good"})
+    store.add_grades(sid, 0, 1, [grade])
+    store.close()
+    store = Store.open(path)
+    assert store.turns(sid)[0].text == "你好"
+    assert store.grades(sid)[0][0] == grade
+    assert store.session(sid[:6]).trainee == "ann"  # a unique prefix finds it
+    store.close()
+
+
+def test_grades_of_a_reply_are_stored_once(store: Store) -> None:
+    sid = store.create_session(trainee="a", scenario_id="s", scenario_version=1,
+                               scenario_source="", lang="zh", difficulty="easy", mode="coach",
+                               rubric="default", seed=1)  # fmt: skip
+    grade = Grade("empathy", "empathy", "scored", 3.0, 3.0, {"zh": "", "en": ""})
+    store.add_grades(sid, 1, 1, [grade])
+    with pytest.raises(Exception, match="UNIQUE"):
+        store.add_grades(sid, 1, 1, [grade])
+    assert len(store.grades(sid)[1]) == 1  # the failed write left nothing behind
+
+
+def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "file"
+    bad.write_text("not a database")
+    with pytest.raises(StoreError, match="Cannot open the database"):
+        Store.open(bad / "x.db")
