@@ -135,6 +135,7 @@ class ScenarioRules:
                         (f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en])
                     )
         self.matcher = Matcher(categories)
+        self._by_kind = {kind: tuple(ids) for kind, ids in self.by_kind.items()}
         order = scenario.order
         key = scenario.answer_key
         self.refund_amounts = {_round(key.refund_amount or order.price)}
@@ -169,7 +170,7 @@ class ScenarioRules:
 
     def clauses(self, kind: str) -> tuple[str, ...]:
         """Applicable clause ids that declare check ``kind``."""
-        return tuple(self.by_kind.get(kind, ()))
+        return self._by_kind.get(kind, ())
 
     def severity(self, clause_id: str) -> Severity:
         """Severity of a clause."""
@@ -316,11 +317,22 @@ def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findin
     analysis = analyze(reply)
     rules = rules_for(resolved)
     extra = scan_extra(analysis, rules.matcher) if not rules.matcher.empty else {}
-    reader = _Reader(analysis)
-    numbers = extract(analysis.text)
+    memo = analysis.memo
+    if "reader" not in memo:  # text-only work, shared by every scenario and turn
+        memo["reader"] = _Reader(analysis)
+        memo["numbers"] = extract(analysis.text)
+    reader: _Reader = memo["reader"]
+    numbers: Numbers = memo["numbers"]
     findings = Findings(analysis=analysis)
     _empathy_signals(findings, reader, extra, state)
-    _dialogue_signals(findings, reader, numbers)
+    if "dialogue" not in memo:
+        probe = Findings(analysis=analysis, ownership_quote=findings.ownership_quote)
+        _dialogue_signals(probe, reader, numbers)
+        memo["dialogue"] = (probe.asks, dict(probe.offers), probe.commitment_quote,
+                            probe.timeline, probe.stonewall)  # fmt: skip
+    asks, offers, commitment, timeline, stonewall = memo["dialogue"]
+    findings.asks, findings.offers, findings.commitment_quote = asks, dict(offers), commitment
+    findings.timeline, findings.stonewall = timeline, stonewall
     _claims(findings, reader, rules, numbers)
     _violations(findings, reader, rules, numbers, extra, state)
     injection = analysis.get("signals.grader_directed")

@@ -20,7 +20,8 @@ from typing import Any
 
 import ahocorasick
 
-from graders.lexicon import LEXICON, tokenizer
+from graders.lexicon import LEXICON
+from graders.segment import token_bounds
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 _ASCII_FOLD = str.maketrans(
@@ -188,7 +189,8 @@ class Analysis:
     hits: dict[str, list[Hit]]
     sentence_bounds: list[int]
     clause_bounds: list[int]
-    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Text-only results computed from this analysis (it is cached, so they are too)."""
 
     @property
     def text(self) -> str:
@@ -206,11 +208,11 @@ class Analysis:
     def prefixed(self, prefix: str) -> dict[str, list[Hit]]:
         """Categories of one section, e.g. ``intents.`` → ``{"order_id": [...]}``."""
         key = "prefixed:" + prefix
-        if key not in self._memo:
-            self._memo[key] = {
+        if key not in self.memo:
+            self.memo[key] = {
                 k[len(prefix) :]: v for k, v in self.hits.items() if k.startswith(prefix)
             }
-        result: dict[str, list[Hit]] = self._memo[key]
+        result: dict[str, list[Hit]] = self.memo[key]
         return result
 
     def sentence_of(self, pos: int) -> int:
@@ -223,8 +225,8 @@ class Analysis:
 
     def sentences(self) -> list[tuple[int, int]]:
         """``(start, end)`` spans of the sentences, without their end punctuation."""
-        if "sentences" in self._memo:
-            cached: list[tuple[int, int]] = self._memo["sentences"]
+        if "sentences" in self.memo:
+            cached: list[tuple[int, int]] = self.memo["sentences"]
             return cached
         spans = []
         start = 0
@@ -234,7 +236,7 @@ class Analysis:
             start = match.end()
         if start < len(self.text):
             spans.append((start, len(self.text)))
-        self._memo["sentences"] = [(s, e) for s, e in spans if self.text[s:e].strip()]
+        self.memo["sentences"] = [(s, e) for s, e in spans if self.text[s:e].strip()]
         return self.sentences()
 
     def quote(self, hit: Hit) -> str:
@@ -255,15 +257,6 @@ class Analysis:
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _token_bounds(text: str) -> tuple[int, ...]:
-    bounds = [0]
-    position = 0
-    for token in tokenizer().cut(text, HMM=False):
-        position += len(token)
-        bounds.append(position)
-    return tuple(bounds)
-
-
 def _on_word_boundary(text: str, start: int, end: int) -> bool:
     if start > 0 and _WORD_CHAR.match(text[start]) and _WORD_CHAR.match(text[start - 1]):
         return False
@@ -272,16 +265,13 @@ def _on_word_boundary(text: str, start: int, end: int) -> bool:
     return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
 
 
-@lru_cache(maxsize=4096)
-def _token_set(text: str) -> frozenset[int]:
-    return frozenset(_token_bounds(text))
-
-
 def _filter(text: str, raw: list[tuple[str, int, int, bool]]) -> list[tuple[str, int, int]]:
     kept = []
+    tokens: frozenset[int] | None = None
     for key, start, end, cjk in raw:
         if cjk:
-            tokens = _token_set(text)
+            if tokens is None:
+                tokens = token_bounds(text)
             if start not in tokens or end not in tokens:
                 continue
         elif not _on_word_boundary(text, start, end):
