@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot import paths
-from bot.i18n import LANGS, Lang
+from bot.i18n import LANGS, Lang, Text
 from bot.scenario import (
     DIFFICULTIES,
     PAYMENT_CHANNELS,
@@ -38,6 +38,16 @@ from bot.scenario import (
 )
 
 DOCS_HINT = "see docs/scenarios.md"
+REQUIRED_FACT_CHECKS = {
+    "refund_amount": "order_facts",
+    "price_difference": "order_facts",
+    "eta": "order_facts",
+    "refund_channel": "refund_channel",
+    "refund_timing": "refund_timing",
+    "reship_timing": "reship_timing",
+    "shipping_payer": "shipping_fee_payer",
+}
+"""Which check kind credits each required fact (see graders/findings.py)."""
 PHOTO_MARKERS: dict[Lang, tuple[str, ...]] = {
     "zh": ("[图片]", "[照片]", "[视频]", "[截图]"),
     "en": ("[photo]", "[image]", "[video]", "[screenshot]"),
@@ -354,6 +364,21 @@ class ScenarioLibrary:
             return self.load_file(candidate)
         raise UnknownScenario(id_or_path, self.scenarios)
 
+    def check_file(self, path: Path) -> list[Problem]:
+        """Validate one file as what it is: a policy pack, shared defaults or a scenario."""
+        doc, problems = _read_yaml(path, self._display(path))
+        if doc is None:
+            return problems
+        if {"clauses", "params", "extends"} & set(doc.data) and "order" not in doc.data:
+            return self._load_packs([path])
+        if "difficulty" in doc.data and "lines" in doc.data and "id" not in doc.data:
+            return self._load_shared(path)
+        try:
+            self.load_file(path)
+        except ContentError as exc:
+            return exc.problems
+        return []
+
     def load_file(self, path: Path) -> ResolvedScenario:
         """Load one scenario file, resolving its policy from its own folder or the library."""
         if not path.exists():
@@ -434,8 +459,15 @@ class ScenarioLibrary:
         for path in files:
             pack, doc, errs = self._parse(path, PolicyPack)
             problems += errs
-            if pack is not None and doc is not None:
-                raw[pack.id] = (pack, doc)
+            if pack is None or doc is None:
+                continue
+            first = raw.get(pack.id) or self._known_pack(pack.id)
+            if first is not None:
+                problems.append(Problem(self._display(path), "id",
+                                        f"pack id '{pack.id}' is also used by {first[1].path.name}",
+                                        "give each policy pack a unique id", doc.line_of(["id"])))  # fmt: skip
+                continue
+            raw[pack.id] = (pack, doc)
         for pack_id in raw:
             resolved, errs = self._resolve_pack(pack_id, raw)
             problems += errs
@@ -594,7 +626,14 @@ class ScenarioLibrary:
         for key, variants in lines.items():
             for index, line in enumerate(variants):
                 for lang in LANGS:
-                    unknown = placeholders(line.get(lang)) - allowed
+                    try:
+                        unknown = placeholders(line.get(lang)) - allowed
+                    except ValueError as exc:
+                        loc = [*base, key, index, lang]
+                        problem, _, fix = str(exc).partition(" — ")
+                        problems.append(Problem(display, ".".join(map(str, loc)), problem, fix,
+                                                doc.line_of(loc)))  # fmt: skip
+                        continue
                     if unknown:
                         loc = [*base, key, index, lang]
                         problems.append(
@@ -648,6 +687,7 @@ class _ScenarioChecker:
         )
 
     def run(self) -> list[Problem]:
+        self.check_texts()
         self.check_clauses()
         self.check_graders()
         self.check_facts()
@@ -655,6 +695,27 @@ class _ScenarioChecker:
         self.check_difficulty()
         self.check_agenda()
         return self.problems
+
+    def check_texts(self) -> None:
+        """Placeholders in curveballs and exemplars must have values (they are filled live)."""
+        values = {lang: set(self.r.template_values(lang)) for lang in LANGS}
+        texts: list[tuple[list[int | str], Text]] = [
+            (["customer", "agenda", i, "say"], item.say)
+            for i, item in enumerate(self.s.customer.agenda)
+        ]
+        texts += [(["answer_key", "exemplars", stage], t)
+                  for stage, t in self.s.answer_key.exemplars.items()]  # fmt: skip
+        for loc, text in texts:
+            for lang in LANGS:
+                try:
+                    unknown = placeholders(text.get(lang)) - values[lang]
+                except ValueError as exc:
+                    problem, _, fix = str(exc).partition(" — ")
+                    self.add([*loc, lang], problem, fix)
+                    continue
+                if unknown:
+                    self.add([*loc, lang], f"placeholder {{{sorted(unknown)[0]}}} has no value here",
+                             "use one of " + ", ".join(sorted(values[lang])))  # fmt: skip
 
     def check_clauses(self) -> None:
         known = self.r.policy.clauses
@@ -675,6 +736,8 @@ class _ScenarioChecker:
                 self.add(["graders", index], f"unknown grader '{name}'", fix)
 
     def check_facts(self) -> None:
+        from graders.dialogue import revealed_in  # local: graders imports bot.content
+
         seen: set[str] = set()
         values = {lang: self.r.template_values(lang) for lang in LANGS}
         for index, fact in enumerate(self.s.customer.facts):
@@ -691,8 +754,13 @@ class _ScenarioChecker:
             for line_index, line in enumerate(fact.say):
                 for lang in LANGS:
                     template = line.get(lang)
-                    unknown = placeholders(template) - set(values[lang])
                     loc = [*base, "say", line_index, lang]
+                    try:
+                        unknown = placeholders(template) - set(values[lang])
+                    except ValueError as exc:
+                        problem, _, fix = str(exc).partition(" — ")
+                        self.add(loc, problem, fix)
+                        continue
                     if unknown:
                         self.add(
                             loc,
@@ -701,25 +769,12 @@ class _ScenarioChecker:
                         )
                         continue
                     text = template.format(**values[lang])
-                    if not self._detectable(fact.kind, fact.markers.get(lang), text, lang):
+                    if fact.id not in revealed_in(self.r, text):
                         self.add(
                             loc,
                             f"this reveal of '{fact.id}' would not be recognised",
                             self._marker_fix(fact.kind, lang),
                         )
-
-    def _detectable(self, kind: str, markers: list[str], text: str, lang: Lang) -> bool:
-        order = self.s.order
-        if kind == "order_id":
-            return order.order_id in text
-        if kind == "identity":
-            name = order.receiver.name.get(lang)
-            return order.receiver.phone[-4:] in text or name in text
-        if kind == "photos":
-            return any(m in text for m in PHOTO_MARKERS[lang])
-        if kind == "signed_time":
-            return order.signed_on is not None and _date(order.signed_on, lang) in text
-        return any(m in text for m in markers)
 
     def _marker_fix(self, kind: str, lang: Lang) -> str:
         return {
@@ -762,6 +817,17 @@ class _ScenarioChecker:
                 )
             if "eta" in required and key.eta is None:
                 self.add(loc, "requires eta but answer_key has none", "set answer_key.eta")
+            checks = {
+                c.kind
+                for cid in self.r.applicable_clauses
+                if cid in self.r.policy.clauses  # unknown ids are reported by check_clauses
+                for c in self.r.policy.clauses[cid].checks
+            }  # fmt: skip
+            for fact in required:
+                if REQUIRED_FACT_CHECKS[fact] not in checks:
+                    self.add(loc, f"'{fact}' can never be credited: no applicable clause has a "
+                             f"'{REQUIRED_FACT_CHECKS[fact]}' check",
+                             "list a clause with that check in 'clauses' or drop the fact")  # fmt: skip
         for lang in LANGS:
             if not key.problem_terms.get(lang):
                 self.add(
@@ -784,6 +850,10 @@ class _ScenarioChecker:
     def check_agenda(self) -> None:
         seen: set[str] = set()
         for index, item in enumerate(self.s.customer.agenda):
+            if item.after_event == "evidence_given" and not self.s.answer_key.evidence_required:
+                self.add(["customer", "agenda", index, "after_event"],
+                         "'evidence_given' never happens: answer_key.evidence_required is empty",
+                         "list the evidence facts or use after_turn")  # fmt: skip
             if item.id in seen:
                 self.add(
                     ["customer", "agenda", index, "id"],

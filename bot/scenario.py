@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 import string
 from typing import Annotated, Literal
 
@@ -170,8 +171,16 @@ LINE_PLACEHOLDERS = frozenset(
 
 
 def placeholders(template: str) -> set[str]:
-    """Return the ``{name}`` placeholders used in a format string."""
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    """Return the ``{name}`` placeholders used in a format string.
+
+    Raises ValueError for a lone ``{`` or ``}`` (write ``{{`` or ``}}`` for a brace).
+    """
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError:
+        raise ValueError(
+            f"unbalanced brace in {template[:40]!r} — write {{{{ or }}}} for a literal brace"
+        ) from None
 
 
 # --- policy packs -----------------------------------------------------------------
@@ -208,6 +217,14 @@ class PhraseCheck(Strict):
     def _needs_source(self) -> PhraseCheck:
         if self.lexicon is None and not (self.phrases.zh or self.phrases.en):
             raise ValueError("give a 'lexicon' category or some 'phrases'")
+        for phrase in [*self.phrases.zh, *self.phrases.en]:
+            if phrase.startswith("re:"):
+                try:
+                    re.compile(phrase[3:])
+                except re.error as exc:
+                    raise ValueError(
+                        f"bad regular expression {phrase!r} ({exc}) — fix it or drop the 're:'"
+                    ) from None
         return self
 
 
@@ -225,6 +242,14 @@ class RefundDays(Strict):
     jd_baitiao: tuple[int, int]
     balance: tuple[int, int]
 
+    @model_validator(mode="after")
+    def _ordered(self) -> RefundDays:
+        for channel in PAYMENT_CHANNELS:
+            lo, hi = getattr(self, channel)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{channel}: [{lo}, {hi}] must be [min, max] with 0 <= min <= max")
+        return self
+
     def for_channel(self, channel: PaymentChannel) -> tuple[int, int]:
         """Return the [min, max] days for ``channel``."""
         value: tuple[int, int] = getattr(self, channel)
@@ -241,7 +266,9 @@ class PolicyParams(Strict):
     price_protection_days: int = Field(ge=0, description="Price-protection window after purchase.")
     compensation_cap: int = Field(ge=0, description="Largest goodwill compensation (yuan).")
     delay_compensation_days: int = Field(
-        ge=0, description="Days past the promised date after which a delay earns compensation."
+        ge=0,
+        description="Days past the promised date after which a delay earns compensation "
+        "(used in clause text; no grader checks it).",
     )
     refund_days: RefundDays = Field(description="Refund arrival time per payment channel.")
 
@@ -409,7 +436,10 @@ class AgendaItem(Strict):
 
 
 class Persona(Strict):
-    """Who the customer is: shown to LLM players and mentors, not graded."""
+    """Who the customer is (not graded).
+
+    The name labels their messages; the description guides authors and LLM players.
+    """
 
     name: Text
     description: Text = Field(description="Temper, habits, how they write.")
@@ -422,7 +452,9 @@ class Customer(Strict):
     wants: Text = Field(description="What the customer wants out of the chat.")
     facts: list[CustomerFact] = Field(default_factory=list)
     unknown: list[Text] = Field(
-        default_factory=list, description="Things the customer does not know and must not invent."
+        default_factory=list,
+        description="Things the customer does not know and must not invent (for LLM players; "
+        "the scripted customer answers any question it has no fact for with an 'unknown' line).",
     )
     lines: Lines = Field(
         default_factory=dict, description="Scenario lines; keys missing here come from shared."
@@ -434,7 +466,11 @@ class DifficultyProfile(Strict):
     """How a customer behaves at one difficulty: the numbers, not a label."""
 
     anger: float = Field(ge=0, le=10, description="Starting anger, 0 calm to 10 furious.")
-    patience: int = Field(ge=1, description="Unproductive replies tolerated before giving up.")
+    patience: int = Field(
+        ge=1,
+        description="Patience points: an unproductive reply costs 1, blaming or brushing off "
+        "costs 2; the customer gives up when it reaches 0.",
+    )
     ack_calm: float = Field(ge=0, description="Anger removed by the first real acknowledgement.")
     ack_decay: float = Field(ge=0, le=1, description="Each further acknowledgement calms × this.")
     resolution_calm: float = Field(ge=0, description="Anger removed by an acceptable offer.")
@@ -482,7 +518,8 @@ class AnswerKey(Strict):
     )
     evidence_required: list[Slug] = Field(
         default_factory=list,
-        description="Fact ids to ask for before committing to a refund, reship or exchange.",
+        description="Fact ids to ask for before committing to a refund, reship, exchange or "
+        "price-difference refund.",
     )
     shipping_payer: Literal["merchant", "customer", "insurance"] = Field(
         description="Who pays return shipping in this case."

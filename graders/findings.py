@@ -355,7 +355,8 @@ def _empathy_signals(
     f.courtesy = a.has("signals.courtesy", negated=None)
     f.apologies = len(a.get("signals.apology"))
     for key in _DISMISSIVE:
-        hits = [h for h in a.get(key) if not h.negated]
+        # an insult counts even when negated ("我不是说你傻"), as CONDUCT-NO-INSULT does
+        hits = [h for h in a.get(key) if not h.negated or key == "forbidden.insult"]
         if hits:
             f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
             f.blamed = f.blamed or key == "forbidden.blame"

@@ -13,6 +13,7 @@ import sys
 
 from bot.content import ScenarioLibrary
 from bot.i18n import LANGS
+from bot.scenario import STAGES
 from graders import DialogueTracker, get_grader, grade_reply
 
 
@@ -27,8 +28,9 @@ def main(ids: list[str]) -> int:
             tracker = DialogueTracker(resolved, lang)
             opening = resolved.lines_for("opening", "normal")[0].get(lang)
             tracker.customer(resolved.render(opening, lang))
-            for stage, text in resolved.scenario.answer_key.exemplars.items():
-                reply = text.get(lang)
+            exemplars = resolved.scenario.answer_key.exemplars
+            for stage in STAGES:  # in the order a chat goes, filled in as trainees see them
+                reply = resolved.render(exemplars[stage].get(lang), lang)
                 ctx = tracker.context()
                 grades = asyncio.run(grade_reply(reply, ctx, graders))
                 short = [g for g in grades if g.status == "scored" and g.score != g.max_score]

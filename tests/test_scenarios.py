@@ -188,3 +188,64 @@ def test_scenario_file_outside_the_library_loads_with_library_policies(
     assert library.get(str(outside)).id == "my-case"
     with pytest.raises(ContentError):
         library.get(str(tmp_path / "missing.yaml"))
+
+
+def test_lone_brace_is_a_message_not_a_crash(workdir: Path) -> None:
+    def change(d):  # type: ignore[no-untyped-def]
+        d["customer"]["lines"]["press"][0]["en"] = "Where is it} now?"
+
+    _edit(workdir / "damaged-kettle.yaml", change)
+    assert any(
+        "unbalanced brace" in p and "customer.lines.press.0.en" in p for p in _problems(workdir)
+    )
+
+
+def test_bad_regular_expression_in_a_pack_is_caught(workdir: Path) -> None:
+    (workdir / "policies" / "shop.yaml").write_text(
+        "id: shop\ntitle: {zh: 店, en: Shop}\nextends: default-shop\nclauses:\n"
+        "  - id: SHOP-X\n    title: {zh: 规则, en: Rule}\n    text: {zh: 规则, en: Rule}\n"
+        "    severity: minor\n    checks:\n"
+        "      - {kind: forbidden_phrases, phrases: {zh: ['re:(unclosed'], en: []}}\n",
+        "utf-8",
+    )
+    assert any("bad regular expression" in p and "shop.yaml" in p for p in _problems(workdir))
+
+
+def test_duplicate_pack_ids_are_errors(workdir: Path) -> None:
+    shutil.copy(workdir / "policies" / "default-shop.yaml", workdir / "policies" / "zz-copy.yaml")
+    assert any("pack id 'default-shop' is also used" in p for p in _problems(workdir))
+
+
+def test_placeholders_in_curveballs_and_exemplars_are_checked(workdir: Path) -> None:
+    def change(d):  # type: ignore[no-untyped-def]
+        d["customer"]["agenda"][0]["say"]["zh"] = "{coupon}呢？"
+        d["answer_key"]["exemplars"]["resolve"]["en"] = "Your {tracking} is here."
+
+    _edit(workdir / "damaged-kettle.yaml", change)
+    problems = _problems(workdir)
+    assert any("customer.agenda.0.say.zh" in p and "{coupon}" in p for p in problems)
+    assert any("answer_key.exemplars.resolve.en" in p and "{tracking}" in p for p in problems)
+
+
+def test_a_required_fact_no_clause_can_check_is_an_error(workdir: Path) -> None:
+    def change(d):  # type: ignore[no-untyped-def]
+        d["answer_key"]["required_facts"]["reship"] = ["reship_timing"]
+        d["clauses"] = ["SHIP-FEE"]  # drops DMG-TRANSIT, the only clause checking reship timing
+
+    _edit(workdir / "damaged-kettle.yaml", change)
+    assert any("'reship_timing' can never be credited" in p for p in _problems(workdir))
+
+
+def test_validate_a_pack_file_by_path(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    pack = tmp_path / "flagship.yaml"
+    pack.write_text("id: flagship\ntitle: {zh: 旗舰, en: Flagship}\nextends: default-shop\n"
+                    "params: {compensation_cap: 50}\n", "utf-8")  # fmt: skip
+    result = CliRunner().invoke(cli, ["scenarios", "validate", str(pack)], obj={})
+    assert result.exit_code == 0, result.output
+    pack.write_text("id: flagship\ntitle: {zh: 旗舰, en: Flagship}\nextends: nope\n", "utf-8")
+    result = CliRunner().invoke(cli, ["scenarios", "validate", str(pack)], obj={})
+    assert result.exit_code == 1 and "unknown pack 'nope'" in result.output

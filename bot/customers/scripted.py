@@ -40,7 +40,8 @@ class ScriptedVoice:
         for key in reaction.keys:
             if key not in leading:
                 parts.append(self._pick(self.scenario.lines_for(key, self.difficulty), turn, key))
+        parts = parts[:3]  # short messages, but a curveball is never cut off
         for item in reaction.agenda:
             parts.append(self.scenario.render(item.say.get(self.lang), self.lang))
         separator = "" if self.lang == "zh" else " "
-        return separator.join(parts[:4])
+        return separator.join(parts)
