@@ -794,6 +794,11 @@ class _ScenarioChecker:
                 f"{', '.join(sorted(both))} is both acceptable and forbidden",
                 "pick one",
             )
+        for index, move in enumerate(key.forbidden_phrases):
+            if move.clause not in self.r.applicable_clauses:
+                self.add(["answer_key", "forbidden_phrases", index, "clause"],
+                         f"'{move.clause}' is not an applicable clause here",
+                         "name a clause listed in 'clauses' or one with scope 'always'")  # fmt: skip
         for index, fact_id in enumerate(key.evidence_required):
             if fact_id not in facts:
                 self.add(

@@ -506,6 +506,28 @@ class DifficultyPatch(Strict):
     volunteers: list[Slug] | None = None
 
 
+class ForbiddenMove(Strict):
+    """Wording that breaks a clause in this scenario (graded like a phrase check)."""
+
+    clause: ClauseId = Field(description="The applicable clause this wording breaks.")
+    phrases: Phrases = Field(
+        description="Phrases; one starting with 're:' is a regular expression."
+    )
+    negatable: bool = Field(default=True, description="Whether a preceding negation cancels a hit.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ForbiddenMove:
+        if not (self.phrases.zh or self.phrases.en):
+            raise ValueError("give some phrases")
+        for phrase in [*self.phrases.zh, *self.phrases.en]:
+            if phrase.startswith("re:"):
+                try:
+                    re.compile(phrase[3:])
+                except re.error as exc:
+                    raise ValueError(f"bad regular expression {phrase!r} ({exc})") from None
+        return self
+
+
 class AnswerKey(Strict):
     """What the graders check replies against."""
 
@@ -515,6 +537,9 @@ class AnswerKey(Strict):
     acceptable_resolutions: list[ResolutionKind] = Field(min_length=1)
     forbidden_resolutions: list[ResolutionKind] = Field(
         default_factory=list, description="Offers that break policy here."
+    )
+    forbidden_phrases: list[ForbiddenMove] = Field(
+        default_factory=list, description="Scenario-specific wording that breaks a clause."
     )
     evidence_required: list[Slug] = Field(
         default_factory=list,

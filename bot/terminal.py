@@ -253,7 +253,7 @@ def print_scorecard(console: Console, card: Scorecard, lang: Lang, replies: dict
     else:
         table = Table(expand=True)
         for header in ("reply", "item", "points", "why", "clause"):
-            table.add_column(ui(header, lang))
+            table.add_column(ui(header, lang), overflow="fold")
         for e in card.ledger:
             why = e.reason[lang] + (f"\n「{e.quote}」" if e.quote else "")
             table.add_row(

@@ -134,6 +134,10 @@ class ScenarioRules:
                     categories.append(
                         (f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en])
                     )
+        self.moves = {
+            f"move:{i}": move for i, move in enumerate(scenario.answer_key.forbidden_phrases)
+        }
+        categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
         self._by_kind = {kind: tuple(ids) for kind, ids in self.by_kind.items()}
         order = scenario.order
@@ -862,6 +866,18 @@ def _violations(
     key = resolved.scenario.answer_key
 
     counted: set[tuple[str, int]] = set()
+    for move_key, move in rules.moves.items():  # the scenario's own forbidden moves first
+        for hit in extra.get(move_key, []):
+            if not (hit.negated and move.negatable):
+                counted.add((hit.key, hit.start))
+                out.append(
+                    Violation(
+                        move.clause,
+                        rules.severity(move.clause),
+                        "policy.violation",
+                        a.sentence_quote(hit.start),
+                    )
+                )
     for clause_id, check in rules.phrase_checks:  # scenario clauses first: most specific
         hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
         hits += extra.get(f"clause:{clause_id}", [])

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.content import ResolvedScenario
 from bot.i18n import LANGS, Text
 from graders._base import Bilingual
+from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name
 from graders.session import ReplyRecord
 
@@ -309,9 +310,9 @@ def _session_findings(
     good = offered & acceptable
     if records and not good:
         options = {
-            lang: "、".join(key.acceptable_resolutions)
-            if lang == "zh"
-            else ", ".join(key.acceptable_resolutions)
+            lang: ("、" if lang == "zh" else ", ").join(
+                LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
+            )
             for lang in LANGS
         }
         out.append(

@@ -162,3 +162,32 @@ def test_each_deduction_is_explained_with_a_quote_and_clause(grading) -> None:
     assert sum(d.points for d in grade.deductions) == grade.max_score - grade.score
     for d in grade.deductions:
         assert d.quote and d.clause_ids and d.reason["zh"] and d.reason["en"]
+
+
+def test_a_scenario_can_forbid_its_own_moves(tmp_path, library) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import yaml
+
+    from tests.conftest import Grading
+
+    path = tmp_path / "kettle.yaml"
+    shutil.copy("scenarios/damaged-kettle.yaml", path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["answer_key"]["forbidden_phrases"] = [
+        {
+            "clause": "DMG-TRANSIT",
+            "phrases": {"zh": ["先寄回来检测"], "en": ["send it back for testing"]},
+        }
+    ]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    g = Grading(library.get(str(path)))
+    grade = g.customer(OPENING).reply("您先寄回来检测一下吧。")["policy"]
+    assert grade.clause_ids == ("DMG-TRANSIT",) and grade.score == 0
+    assert (
+        Grading(library.get(str(path)))
+        .customer(OPENING)
+        .reply("不用先寄回来检测。")["policy"]
+        .score
+        == 2
+    )
