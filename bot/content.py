@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -866,6 +865,3 @@ class _ScenarioChecker:
                     "make ids unique",
                 )
             seen.add(item.id)
-
-
-_WORD = re.compile(r"\w+")

@@ -110,26 +110,6 @@ RequiredFact = Literal[
 Stage = Literal["opening", "investigate", "resolve", "follow_up"]
 STAGES: tuple[Stage, ...] = ("opening", "investigate", "resolve", "follow_up")
 
-ACCURACY_CHECKS = (
-    "order_facts",
-    "refund_channel",
-    "refund_timing",
-    "return_window",
-    "exchange_window",
-    "damage_report_window",
-    "price_protection_window",
-    "reship_timing",
-    "shipping_fee_payer",
-    "eligibility",
-    "resolution_fit",
-)
-POLICY_CHECKS = (
-    "promise_beyond_authority",
-    "compensation_cap",
-    "identity_before_disclosure",
-    "evidence_before_commitment",
-    "forbidden_resolution",
-)
 SimpleCheckKind = Literal[
     "order_facts",
     "refund_channel",
@@ -168,6 +148,18 @@ LINE_PLACEHOLDERS = frozenset(
         "refund_amount",
     }
 )
+
+
+def check_patterns(phrases: list[str]) -> None:
+    """Raise ValueError naming the first phrase whose ``re:`` regular expression is invalid."""
+    for phrase in phrases:
+        if phrase.startswith("re:"):
+            try:
+                re.compile(phrase[3:])
+            except re.error as exc:
+                raise ValueError(
+                    f"bad regular expression {phrase!r} ({exc}) — fix it or drop the 're:'"
+                ) from None
 
 
 def placeholders(template: str) -> set[str]:
@@ -217,14 +209,7 @@ class PhraseCheck(Strict):
     def _needs_source(self) -> PhraseCheck:
         if self.lexicon is None and not (self.phrases.zh or self.phrases.en):
             raise ValueError("give a 'lexicon' category or some 'phrases'")
-        for phrase in [*self.phrases.zh, *self.phrases.en]:
-            if phrase.startswith("re:"):
-                try:
-                    re.compile(phrase[3:])
-                except re.error as exc:
-                    raise ValueError(
-                        f"bad regular expression {phrase!r} ({exc}) — fix it or drop the 're:'"
-                    ) from None
+        check_patterns([*self.phrases.zh, *self.phrases.en])
         return self
 
 
@@ -519,12 +504,7 @@ class ForbiddenMove(Strict):
     def _valid(self) -> ForbiddenMove:
         if not (self.phrases.zh or self.phrases.en):
             raise ValueError("give some phrases")
-        for phrase in [*self.phrases.zh, *self.phrases.en]:
-            if phrase.startswith("re:"):
-                try:
-                    re.compile(phrase[3:])
-                except re.error as exc:
-                    raise ValueError(f"bad regular expression {phrase!r} ({exc})") from None
+        check_patterns([*self.phrases.zh, *self.phrases.en])
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from bot.i18n import Lang
@@ -165,12 +165,3 @@ def get_grader(name: str, **options: Any) -> Grader:
 def available_graders() -> list[str]:
     """Registered grader names, sorted."""
     return sorted(_REGISTRY)
-
-
-@dataclass(frozen=True)
-class Scale:
-    """An anchored scale: what each score means."""
-
-    dimension: str
-    max_score: float
-    anchors: dict[int, Bilingual] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -50,15 +51,15 @@ class GradingContext:
         return {"zh": terms.zh[0], "en": terms.en[0]}
 
 
-class RuleGrader:
+class RuleGrader(ABC):
     """Base for deterministic graders: implement :meth:`grade`; the protocol call wraps it."""
 
     name = "rule"
     dimension = "rule"
 
+    @abstractmethod
     def grade(self, reply: str, ctx: GradingContext) -> Grade:
         """Grade one reply synchronously."""
-        raise NotImplementedError  # pragma: no cover - every subclass overrides it
 
     async def __call__(self, reply: str, ctx: Any) -> Grade:
         """The :class:`graders.Grader` protocol."""

@@ -176,6 +176,12 @@ class ScenarioRules:
         """Applicable clause ids that declare check ``kind``."""
         return self._by_kind.get(kind, ())
 
+    def violation(
+        self, clause_id: str, quote: str, code: str = "policy.violation", **values: Any
+    ) -> Violation:
+        """A violation of ``clause_id`` with the clause's severity."""
+        return Violation(clause_id, self.severity(clause_id), code, quote, values)
+
     def severity(self, clause_id: str) -> Severity:
         """Severity of a clause."""
         return self.resolved.policy.clauses[clause_id].severity
@@ -753,12 +759,14 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         acceptable = set(key.acceptable_resolutions)
         unfit = set(f.offers) - acceptable - NEUTRAL_RESOLUTIONS - set(key.forbidden_resolutions)
         if unfit:
-            from graders.lexicon import LEXICON as lex
-
             options = {
-                lang: "、".join(lex.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions)
+                lang: "、".join(
+                    LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
+                )
                 if lang == "zh"
-                else ", ".join(lex.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions)
+                else ", ".join(
+                    LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
+                )
                 for lang in LANGS
             }
             for kind in sorted(unfit):
@@ -870,14 +878,7 @@ def _violations(
         for hit in extra.get(move_key, []):
             if not (hit.negated and move.negatable):
                 counted.add((hit.key, hit.start))
-                out.append(
-                    Violation(
-                        move.clause,
-                        rules.severity(move.clause),
-                        "policy.violation",
-                        a.sentence_quote(hit.start),
-                    )
-                )
+                out.append(rules.violation(move.clause, a.sentence_quote(hit.start)))
     for clause_id, check in rules.phrase_checks:  # scenario clauses first: most specific
         hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
         hits += extra.get(f"clause:{clause_id}", [])
@@ -885,14 +886,7 @@ def _violations(
             if (hit.negated and check.negatable) or (hit.key, hit.start) in counted:
                 continue
             counted.add((hit.key, hit.start))
-            out.append(
-                Violation(
-                    clause_id,
-                    rules.severity(clause_id),
-                    "policy.violation",
-                    a.sentence_quote(hit.start),
-                )
-            )
+            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
 
     for clause_id in rules.clauses("promise_beyond_authority"):
         outcome_clauses = {
@@ -907,14 +901,7 @@ def _violations(
             if a.sentence_of(hit.start) in disclaimed:
                 continue
             seen.add(clause)
-            out.append(
-                Violation(
-                    clause_id,
-                    rules.severity(clause_id),
-                    "policy.violation",
-                    a.sentence_quote(hit.start),
-                )
-            )
+            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
 
     cap = resolved.policy.params.compensation_cap
     for clause_id in rules.clauses("compensation_cap"):
@@ -929,25 +916,18 @@ def _violations(
             if r.in_sentence_with(amount.start, "signals.escalation_framing", None):
                 continue
             out.append(
-                Violation(
+                rules.violation(
                     clause_id,
-                    rules.severity(clause_id),
-                    "policy.over_cap",
                     a.sentence_quote(amount.start),
-                    {"amount": f"{amount.value:g}", "cap": cap},
+                    "policy.over_cap",
+                    amount=f"{amount.value:g}",
+                    cap=cap,
                 )
             )
         for hit in a.get("forbidden.excessive_compensation"):
             if hit.negated or r.in_sentence_with(hit.start, "signals.escalation_framing", None):
                 continue
-            out.append(
-                Violation(
-                    clause_id,
-                    rules.severity(clause_id),
-                    "policy.violation",
-                    a.sentence_quote(hit.start),
-                )
-            )
+            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
 
     identity_clauses = rules.clauses("identity_before_disclosure")
     if identity_clauses and not state.identity_verified:
@@ -973,9 +953,7 @@ def _violations(
         ]
         for clause_id in identity_clauses:
             for quote in dict.fromkeys(quotes):
-                out.append(
-                    Violation(clause_id, rules.severity(clause_id), "policy.identity_first", quote)
-                )
+                out.append(rules.violation(clause_id, quote, "policy.identity_first"))
 
     evidence_clauses = rules.clauses("evidence_before_commitment")
     if evidence_clauses and f.commitment_quote and key.evidence_required:
@@ -991,12 +969,8 @@ def _violations(
             evidence = {"zh": "、".join(n[0] for n in names), "en": ", ".join(n[1] for n in names)}
             for clause_id in evidence_clauses:
                 out.append(
-                    Violation(
-                        clause_id,
-                        rules.severity(clause_id),
-                        "policy.evidence_first",
-                        f.commitment_quote,
-                        {"evidence": evidence},
+                    rules.violation(
+                        clause_id, f.commitment_quote, "policy.evidence_first", evidence=evidence
                     )
                 )
 
@@ -1004,12 +978,7 @@ def _violations(
         for kind in key.forbidden_resolutions:
             if kind in f.offers:
                 out.append(
-                    Violation(
-                        clause_id,
-                        rules.severity(clause_id),
-                        "policy.forbidden_resolution",
-                        f.offers[kind],
-                    )
+                    rules.violation(clause_id, f.offers[kind], "policy.forbidden_resolution")
                 )
     unique = {(v.clause_id, v.code, v.quote): v for v in out}
     out[:] = list(unique.values())
@@ -1031,4 +1000,4 @@ def _evidence_name(resolved: ResolvedScenario, fact_id: str) -> tuple[str, str]:
     return _EVIDENCE_NAMES.get(kind, (fact_id, fact_id))
 
 
-__all__ = ["LEXICON", "Claim", "Findings", "ScenarioRules", "Violation", "find", "rules_for"]
+__all__ = ["Claim", "Findings", "ScenarioRules", "Violation", "find", "rules_for"]

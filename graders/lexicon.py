@@ -7,7 +7,6 @@ user dictionary for e-commerce words in ``graders/data/ecommerce_dict.txt``.
 from __future__ import annotations
 
 import logging
-import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bot.i18n import Lang, Phrases
-from bot.scenario import AskIntent, Courier, PaymentChannel, ResolutionKind
+from bot.scenario import AskIntent, Courier, PaymentChannel, ResolutionKind, check_patterns
 
 
 class _Lexicon(BaseModel):
@@ -35,14 +34,10 @@ class _Lexicon(BaseModel):
     @classmethod
     def _regexes_compile(cls, value: dict[str, Phrases]) -> dict[str, Phrases]:
         for name, phrases in value.items():
-            for phrase in [*phrases.zh, *phrases.en]:
-                if phrase.startswith("re:"):
-                    try:
-                        re.compile(phrase[3:])
-                    except re.error as exc:
-                        raise ValueError(
-                            f"{name}: bad regular expression {phrase!r}: {exc}"
-                        ) from exc
+            try:
+                check_patterns([*phrases.zh, *phrases.en])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         return value
 
     def sections(self) -> dict[str, dict[Any, Phrases]]:
