@@ -149,9 +149,9 @@ class Session:
                 "anger": round(self.mind.mood.anger, 2),
                 "patience": self.mind.mood.patience,
             },
+            customer_state=self.mind.snapshot(),
         )
         self.grader.customer(customer_text)
-        self.store.save_customer_state(self.id, self.mind.snapshot())
         return customer_text
 
     async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
@@ -224,9 +224,14 @@ class Engine:
         mind = CustomerMind(resolved, difficulty)
         session = Session(self.store, row, resolved, mind, SessionGrader(resolved, lang))
         opening = session.voice.say(mind.opening(), 0)
-        self.store.add_turn(session_id, "customer", opening, meta={"reactions": ["opening"]})
+        self.store.add_turn(
+            session_id,
+            "customer",
+            opening,
+            meta={"reactions": ["opening"]},
+            customer_state=mind.snapshot(),
+        )
         session.grader.customer(opening)
-        self.store.save_customer_state(session_id, mind.snapshot())
         return session, opening
 
     async def resume(self, session_id: str) -> tuple[Session, str | None]:

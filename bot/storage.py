@@ -252,8 +252,13 @@ class Store:
         *,
         latency_s: float | None = None,
         meta: dict[str, Any] | None = None,
+        customer_state: dict[str, Any] | None = None,
     ) -> int:
-        """Append a turn (committed before returning) and return its index."""
+        """Append a turn (committed before returning) and return its index.
+
+        ``customer_state``, if given, is saved in the same transaction, so a customer's
+        message and the state it left the customer in are never out of step.
+        """
         with self._tx() as db:
             row = db.execute(
                 "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
@@ -270,6 +275,8 @@ class Store:
                     "meta": json.dumps(meta or {}, ensure_ascii=False),
                 }
             )
+            if customer_state is not None:
+                self._save_state(db, session_id, customer_state)
         return idx
 
     def add_grades(
@@ -294,13 +301,12 @@ class Store:
                 for g in grades
             )
 
-    def save_customer_state(self, session_id: str, state: dict[str, Any]) -> None:
-        """Persist the customer player's state so the session can resume."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE sessions SET customer_state = ? WHERE id = ?",
-                [json.dumps(state, ensure_ascii=False), session_id],
-            )
+    @staticmethod
+    def _save_state(db: Database, session_id: str, state: dict[str, Any]) -> None:
+        db.execute(
+            "UPDATE sessions SET customer_state = ? WHERE id = ?",
+            [json.dumps(state, ensure_ascii=False), session_id],
+        )
 
     def end_session(self, session_id: str, outcome: str, card: Scorecard) -> None:
         """Mark a session ended and store its scorecard and ledger."""

@@ -48,3 +48,17 @@ def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
     bad.write_text("not a database")
     with pytest.raises(StoreError, match="Cannot open the database"):
         Store.open(bad / "x.db")
+
+
+def test_a_customer_message_and_its_state_are_saved_together(store: Store, monkeypatch) -> None:
+    sid = store.create_session(trainee="a", scenario_id="s", scenario_version=1,
+                               scenario_source="", lang="zh", difficulty="easy", mode="coach",
+                               rubric="default", seed=1)  # fmt: skip
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Store, "_save_state", staticmethod(fail))
+    with pytest.raises(RuntimeError):
+        store.add_turn(sid, "customer", "怎么还不处理？", customer_state={"anger": 9})
+    assert store.turns(sid) == []  # no message without its state
