@@ -33,6 +33,7 @@ from bot.scenario import (
     ReactionKey,
     Scenario,
     SharedCustomer,
+    Stage,
     placeholders,
 )
 
@@ -314,6 +315,11 @@ class ResolvedScenario:
     def render(self, template: str, lang: Lang) -> str:
         """Fill a customer-line template."""
         return str(template.format(**self.template_values(lang)))
+
+    def exemplar(self, stage: Stage) -> dict[Lang, str]:
+        """The model reply for ``stage`` in both languages, filled in as trainees see it."""
+        text = self.scenario.answer_key.exemplars[stage]
+        return {lang: self.render(text.get(lang), lang) for lang in LANGS}
 
 
 def _money(value: float) -> str:

@@ -114,12 +114,7 @@ class Session:
 
     def hint(self) -> Bilingual:
         """The exemplar reply for the current stage of the case."""
-        stage = stage_of(self.scenario, self.grader.state)
-        exemplar = self.scenario.scenario.answer_key.exemplars[stage]
-        return {
-            "zh": self.scenario.render(exemplar.zh, "zh"),
-            "en": self.scenario.render(exemplar.en, "en"),
-        }
+        return self.scenario.exemplar(stage_of(self.scenario, self.grader.state))
 
     async def reply(self, text: str, latency_s: float | None = None) -> TurnResult:
         """Send one trainee reply; returns its grades and the customer's answer."""

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from bot.engine import Engine, ReplyRejected, Session
 from bot.i18n import Lang
+from bot.scenario import Stage
 from graders import Grade
 from graders.lexicon import courier_name, payment_name
 from graders.rubric import OUTCOME_TEXT, Scorecard
@@ -152,15 +153,14 @@ class TerminalPractice:
         name = session.scenario.scenario.customer.persona.name.get(session.lang)
         self.console.print(f"[bold red]{escape(name)}:[/] {escape(text)}")
 
-    def _feedback(self, session: Session, grades: tuple[Grade, ...], stage: str) -> None:
+    def _feedback(self, session: Session, grades: tuple[Grade, ...], stage: Stage) -> None:
         lang = session.lang
         lines = [escape(grade_line(g, lang)) for g in grades]
         quotes = [d.quote for g in grades for d in g.deductions if d.points and d.quote]
         if quotes:
             lines.append("[dim]「" + escape(quotes[0]) + "」[/]")
         if any(g.status == "scored" and g.lost for g in grades):
-            exemplar = session.scenario.scenario.answer_key.exemplars[stage]  # type: ignore[index]
-            better = session.scenario.render(exemplar.get(lang), lang)
+            better = session.scenario.exemplar(stage)[lang]
             lines.append(f"[green]{ui('better', lang)}:[/] {escape(better)}")
         self.console.print(Panel("\n".join(lines), border_style="magenta", expand=True))
 

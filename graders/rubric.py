@@ -464,15 +464,41 @@ def scorecard(
         for d in g.deductions
         if d.severity == "critical"
     )
-    needs_review = sum(1 for r in records for g in r.grades if "needs_review" in g.flags)
-    provisional = any(g.status == "unscored" for r in records for g in r.grades)
     if rubric == "default":
-        card = _default(scenario, records, outcome, session, red_lines, needs_review, provisional)
+        result = _default(records, session)
     else:
-        card = _assessment(
-            scenario, records, outcome, session, red_lines, needs_review, provisional, duration_s
-        )
-    return card
+        result = _assessment(records, session, duration_s)
+    reasons = _fail_reasons(result.total, result.pass_mark, red_lines, outcome)
+    reasons += result.fail_reasons
+    weakest, exemplar = _weakest(scenario, records)
+    return Scorecard(
+        rubric=rubric,
+        total=result.total,
+        pass_mark=result.pass_mark,
+        passed=not reasons,
+        outcome=outcome,
+        dimensions=result.dimensions,
+        ledger=result.ledger,
+        red_lines=red_lines,
+        weakest_reply=weakest,
+        exemplar=exemplar,
+        needs_review=sum(1 for r in records for g in r.grades if "needs_review" in g.flags),
+        provisional=any(g.status == "unscored" for r in records for g in r.grades),
+        notes=result.notes,
+        fail_reasons=reasons,
+    )
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What a preset decides; :func:`scorecard` adds what every preset shares."""
+
+    total: float | None
+    pass_mark: float
+    dimensions: tuple[DimensionScore, ...]
+    ledger: tuple[LedgerEntry, ...]
+    notes: tuple[Bilingual, ...] = ()
+    fail_reasons: tuple[Bilingual, ...] = ()
 
 
 def _weakest(
@@ -486,28 +512,12 @@ def _weakest(
     if worst is None:
         return None, None
     record = next(r for r in records if r.number == worst[1])
-    exemplar = scenario.scenario.answer_key.exemplars[record.stage]
-    return worst[1], {
-        "zh": scenario.render(exemplar.zh, "zh"),
-        "en": scenario.render(exemplar.en, "en"),
-    }
+    return worst[1], scenario.exemplar(record.stage)
 
 
-def _default(
-    scenario: ResolvedScenario,
-    records: Sequence[ReplyRecord],
-    outcome: Outcome,
-    session: list[_Finding],
-    red_lines: tuple[LedgerEntry, ...],
-    needs_review: int,
-    provisional: bool,
-) -> Scorecard:
+def _default(records: Sequence[ReplyRecord], session: list[_Finding]) -> _Result:
     config = _rubrics().default
-    completeness = [
-        f
-        for f in session
-        if f.code == "session.no_resolution" or f.code.startswith("session.missing_fact.")
-    ]
+    completeness = _completeness_points(session)
     sums: dict[str, tuple[float, float]] = {}
     counts: dict[str, list[int]] = {}
     for dim in config.dimensions:
@@ -522,11 +532,10 @@ def _default(
         ]
         if dim == "accuracy" and records:
             top += 2.0  # the session's completeness item: solution and required facts
-            got += 2.0 - _completeness_loss(completeness)
+            got += 2.0 - sum(points for _, points in completeness)
         sums[dim] = (got, top)
     present = {d: c for d, c in config.dimensions.items() if sums[d][1] > 0}
     weight_total = sum(c.weight for c in present.values())
-    dimensions = []
     total: float | None = None
     ledger: list[LedgerEntry] = []
     if present:
@@ -535,7 +544,7 @@ def _default(
             got, top = sums[dim]
             share = conf.weight / weight_total * 100
             total += share * got / top
-            title: Bilingual = {"zh": conf.title.zh, "en": conf.title.en}
+            title = _title(conf.title)
             for r in records:
                 for g in r.grades:
                     if g.dimension != dim or g.status != "scored":
@@ -555,7 +564,7 @@ def _default(
                                 )
                             )
             if dim == "accuracy":
-                for f, points in _completeness_points(completeness):
+                for f, points in completeness:
                     ledger.append(
                         LedgerEntry(
                             dim,
@@ -568,46 +577,26 @@ def _default(
                             f.code,
                         )
                     )
-    for dim, conf in config.dimensions.items():
-        got, top = sums[dim]
-        n_scored, n_na, n_unscored = counts[dim]
-        title = {"zh": conf.title.zh, "en": conf.title.en}
-        dimensions.append(
-            DimensionScore(
-                dim,
-                title,
-                None if top == 0 else 100 * got / top,
-                100.0,
-                n_scored,
-                n_na,
-                n_unscored,
-            )
+    dimensions = tuple(
+        DimensionScore(
+            dim,
+            _title(conf.title),
+            None if sums[dim][1] == 0 else 100 * sums[dim][0] / sums[dim][1],
+            100.0,
+            *counts[dim],
         )
-    weakest, exemplar = _weakest(scenario, records)
-    reasons = _fail_reasons(total, config.pass_mark, red_lines, outcome)
-    reasons += tuple(
+        for dim, conf in config.dimensions.items()
+    )
+    floor = config.dimension_floor
+    below: tuple[Bilingual, ...] = tuple(
         {
-            "zh": f"{d.title['zh']} {d.score:.0f} 分，低于单项最低分 {config.dimension_floor:g}。",
-            "en": f"{d.title['en']} is {d.score:.0f}, below the {config.dimension_floor:g} floor for any dimension.",
+            "zh": f"{d.title['zh']} {d.score:.0f} 分，低于单项最低分 {floor:g}。",
+            "en": f"{d.title['en']} is {d.score:.0f}, below the {floor:g} floor for any dimension.",
         }
         for d in dimensions
-        if d.score is not None and d.score < config.dimension_floor
+        if d.score is not None and d.score < floor
     )
-    return Scorecard(
-        "default",
-        total,
-        config.pass_mark,
-        not reasons,
-        outcome,
-        tuple(dimensions),
-        tuple(ledger),
-        red_lines,
-        weakest,
-        exemplar,
-        needs_review,
-        provisional,
-        fail_reasons=reasons,
-    )
+    return _Result(total, config.pass_mark, dimensions, tuple(ledger), fail_reasons=below)
 
 
 def _completeness_points(findings: list[_Finding]) -> list[tuple[_Finding, float]]:
@@ -618,20 +607,9 @@ def _completeness_points(findings: list[_Finding]) -> list[tuple[_Finding, float
     return [(f, f.points) for f in findings if f.code.startswith("session.missing_fact.")]
 
 
-def _completeness_loss(findings: list[_Finding]) -> float:
-    return sum(points for _, points in _completeness_points(findings))
-
-
 def _assessment(
-    scenario: ResolvedScenario,
-    records: Sequence[ReplyRecord],
-    outcome: Outcome,
-    session: list[_Finding],
-    red_lines: tuple[LedgerEntry, ...],
-    needs_review: int,
-    provisional: bool,
-    duration_s: float | None,
-) -> Scorecard:
+    records: Sequence[ReplyRecord], session: list[_Finding], duration_s: float | None
+) -> _Result:
     config = _rubrics().assessment100
     timing, notes = _timing_findings(
         records, duration_s, config.response_seconds, config.resolution_minutes
@@ -676,24 +654,7 @@ def _assessment(
         for item in config.items
     )
     total = 100.0 - sum(lost.values()) if records else None
-    weakest, exemplar = _weakest(scenario, records)
-    reasons = _fail_reasons(total, config.pass_mark, red_lines, outcome)
-    return Scorecard(
-        "assessment100",
-        total,
-        config.pass_mark,
-        not reasons,
-        outcome,
-        dimensions,
-        tuple(ledger),
-        red_lines,
-        weakest,
-        exemplar,
-        needs_review,
-        provisional,
-        tuple(notes),
-        reasons,
-    )
+    return _Result(total, config.pass_mark, dimensions, tuple(ledger), tuple(notes))
 
 
 def _fail_reasons(

@@ -12,7 +12,7 @@ from typing import Literal
 
 from bot.content import ResolvedScenario
 from bot.i18n import Lang
-from bot.scenario import Stage
+from bot.scenario import STAGES, Stage
 from graders._base import Grade, Grader, get_grader
 from graders.context import DialogueTracker, grade_reply
 from graders.dialogue import DialogueState
@@ -100,3 +100,24 @@ class SessionGrader:
             else:
                 await self.trainee(text, latency)
         return self.records
+
+
+async def grade_exemplars(
+    scenario: ResolvedScenario, lang: Lang
+) -> list[tuple[Stage, ReplyRecord]]:
+    """Grade a scenario's model replies, stage by stage, as a chat would go.
+
+    The customer opens with their first line and answers every question an exemplar
+    asks, so each exemplar is graded in the context it is written for. Exemplars are
+    shown to trainees as better replies, so each should earn full marks.
+    """
+    graded: list[tuple[Stage, ReplyRecord]] = []
+    grader = SessionGrader(scenario, lang)
+    grader.customer(scenario.render(scenario.lines_for("opening", "normal")[0].get(lang), lang))
+    for stage in STAGES:
+        record = await grader.trainee(scenario.exemplar(stage)[lang])
+        graded.append((stage, record))
+        for fact in scenario.scenario.customer.facts:
+            if set(fact.asked_by) & record.findings.asks:
+                grader.customer(scenario.render(fact.say[0].get(lang), lang))
+    return graded

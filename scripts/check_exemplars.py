@@ -13,8 +13,7 @@ import sys
 
 from bot.content import ScenarioLibrary
 from bot.i18n import LANGS
-from bot.scenario import STAGES
-from graders import DialogueTracker, get_grader, grade_reply
+from graders.session import grade_exemplars
 
 
 def main(ids: list[str]) -> int:
@@ -22,31 +21,17 @@ def main(ids: list[str]) -> int:
     library = ScenarioLibrary.load()
     failures = 0
     for scenario_id in ids or library.ids():
-        resolved = library.get(scenario_id)
-        graders = [get_grader(name) for name in resolved.scenario.graders]
         for lang in LANGS:
-            tracker = DialogueTracker(resolved, lang)
-            opening = resolved.lines_for("opening", "normal")[0].get(lang)
-            tracker.customer(resolved.render(opening, lang))
-            exemplars = resolved.scenario.answer_key.exemplars
-            for stage in STAGES:  # in the order a chat goes, filled in as trainees see them
-                reply = resolved.render(exemplars[stage].get(lang), lang)
-                ctx = tracker.context()
-                grades = asyncio.run(grade_reply(reply, ctx, graders))
-                short = [g for g in grades if g.status == "scored" and g.score != g.max_score]
-                mark = "ok " if not short else "LOW"
+            for stage, record in asyncio.run(grade_exemplars(library.get(scenario_id), lang)):
+                short = [g for g in record.grades if g.status == "scored" and g.lost]
                 failures += bool(short)
                 summary = ", ".join(
                     f"{g.dimension}={'n/a' if g.score is None else f'{g.score:g}/{g.max_score:g}'}"
-                    for g in grades
+                    for g in record.grades
                 )
-                print(f"{mark} {scenario_id} {lang} {stage}: {summary}")
+                print(f"{'LOW' if short else 'ok '} {scenario_id} {lang} {stage}: {summary}")
                 for g in short:
                     print(f"      {g.dimension}: {g.reason[lang]}")
-                tracker.trainee(ctx.findings(reply))
-                for fact in resolved.scenario.customer.facts:  # the customer answers every ask
-                    if set(fact.asked_by) & ctx.findings(reply).asks:
-                        tracker.customer(resolved.render(fact.say[0].get(lang), lang))
     return 1 if failures else 0
 
 

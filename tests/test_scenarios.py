@@ -15,6 +15,7 @@ from bot.i18n import LANGS
 from bot.scenario import DIFFICULTIES, REACTION_KEYS
 from graders import DialogueTracker, get_grader, grade_reply
 from graders.dialogue import revealed_in
+from graders.session import grade_exemplars
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -49,21 +50,12 @@ def test_every_reveal_is_recognised_in_the_transcript(library) -> None:
 @pytest.mark.parametrize("lang", LANGS)
 def test_exemplars_earn_full_marks(library, lang: str) -> None:
     for resolved in library.scenarios.values():
-        graders = [get_grader(n) for n in resolved.scenario.graders]
-        tracker = DialogueTracker(resolved, lang)  # type: ignore[arg-type]
-        tracker.customer(
-            resolved.render(resolved.lines_for("opening", "normal")[0].get(lang), lang)
-        )
-        for stage, text in resolved.scenario.answer_key.exemplars.items():
-            reply = resolved.render(text.get(lang), lang)  # type: ignore[arg-type]
-            ctx = tracker.context()
-            for g in asyncio.run(grade_reply(reply, ctx, graders)):
+        graded = asyncio.run(grade_exemplars(resolved, lang))  # type: ignore[arg-type]
+        assert [stage for stage, _ in graded] == ["opening", "investigate", "resolve", "follow_up"]
+        for stage, record in graded:
+            for g in record.grades:
                 assert g.status != "scored" or g.score == g.max_score, (
                     resolved.id, lang, stage, g.dimension, g.reason[lang])  # fmt: skip
-            tracker.trainee(ctx.findings(reply))
-            for fact in resolved.scenario.customer.facts:
-                if set(fact.asked_by) & ctx.findings(reply).asks:
-                    tracker.customer(resolved.render(fact.say[0].get(lang), lang))  # type: ignore[arg-type]
 
 
 def test_committed_json_schema_is_current() -> None:
