@@ -53,7 +53,8 @@ def main(argv: list[str]) -> None:
     command, rest = argv[0], argv[1:]
     if command == "play":
         ensure_venv()
-        os.execv(str(BIN / "trainer"), [str(BIN / "trainer"), "play", *rest])
+        trainer = str(BIN / ("trainer.exe" if os.name == "nt" else "trainer"))
+        os.execv(trainer, [trainer, "play", *rest])
     elif command == "test":
         ensure_venv("test")
         _run(PY, "-m", "ruff", "check", ".")

@@ -340,6 +340,7 @@ class ScenarioLibrary:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else paths.scenarios_dir()
+        self._pack_sources: dict[str, tuple[PolicyPack, _Doc]] = {}
         self.packs: dict[str, ResolvedPolicy] = {}
         self.scenarios: dict[str, ResolvedScenario] = {}
         self.shared: SharedCustomer | None = None
@@ -466,13 +467,14 @@ class ScenarioLibrary:
             problems += errs
             if pack is None or doc is None:
                 continue
-            first = raw.get(pack.id) or self._known_pack(pack.id)
+            first = raw.get(pack.id) or self._pack_sources.get(pack.id)
             if first is not None:
                 problems.append(Problem(self._display(path), "id",
                                         f"pack id '{pack.id}' is also used by {first[1].path.name}",
                                         "give each policy pack a unique id", doc.line_of(["id"])))  # fmt: skip
                 continue
             raw[pack.id] = (pack, doc)
+        self._pack_sources.update(raw)
         for pack_id in raw:
             resolved, errs = self._resolve_pack(pack_id, raw)
             problems += errs
@@ -500,7 +502,7 @@ class ScenarioLibrary:
                         doc.line_of(["extends"]),
                     )
                 ]
-            parent = raw.get(parent_id) or self._known_pack(parent_id)
+            parent = raw.get(parent_id) or self._pack_sources.get(parent_id)
             if parent is None:
                 close = difflib.get_close_matches(parent_id, [*raw, *self.packs], n=1)
                 fix = f"did you mean '{close[0]}'?" if close else "name an existing pack id"
@@ -556,15 +558,6 @@ class ScenarioLibrary:
             source=doc.path,
         )
         return resolved, problems
-
-    def _known_pack(self, pack_id: str) -> tuple[PolicyPack, _Doc] | None:
-        known = self.packs.get(pack_id)
-        if known is None:
-            return None
-        doc, _ = _read_yaml(known.source, str(known.source))
-        if doc is None:
-            return None
-        return PolicyPack.model_validate(doc.data), doc
 
     def _load_scenario(self, path: Path) -> tuple[ResolvedScenario | None, list[Problem]]:
         scenario, doc, problems = self._parse(path, Scenario)

@@ -75,7 +75,6 @@ class Findings:
     commitment_quote: str | None = None
     timeline: bool = False
     stonewall: bool = False
-    repeated_from: int | None = None
     sentence_keys: tuple[str, ...] = ()
     claims: list[Claim] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -98,10 +97,6 @@ class Findings:
             c.required_fact for c in self.claims if c.verdict == "correct" and c.required_fact
         )
 
-    def violates(self, *codes: str) -> bool:
-        """Whether a violation with one of the message ``codes`` (or any, if none) exists."""
-        return any(not codes or v.code in codes for v in self.violations)
-
 
 # --- per-scenario rules, built once --------------------------------------------------
 
@@ -112,7 +107,7 @@ class ScenarioRules:
     def __init__(self, resolved: ResolvedScenario):
         self.resolved = resolved
         scenario = resolved.scenario
-        self.by_kind: dict[str, list[str]] = {}
+        by_kind: dict[str, list[str]] = {}
         self.phrase_checks: list[tuple[str, PhraseCheck]] = []
         categories: list[tuple[str, list[str]]] = [
             (
@@ -128,7 +123,7 @@ class ScenarioRules:
             clause = resolved.policy.clauses[clause_id]
             for check in clause.checks:
                 if isinstance(check, SimpleCheck):
-                    self.by_kind.setdefault(check.kind, []).append(clause_id)
+                    by_kind.setdefault(check.kind, []).append(clause_id)
                 else:
                     self.phrase_checks.append((clause_id, check))
                     categories.append(
@@ -139,7 +134,7 @@ class ScenarioRules:
         }
         categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
-        self._by_kind = {kind: tuple(ids) for kind, ids in self.by_kind.items()}
+        self._by_kind = {kind: tuple(ids) for kind, ids in by_kind.items()}
         order = scenario.order
         key = scenario.answer_key
         self.refund_amounts = {_round(key.refund_amount or order.price)}
@@ -390,8 +385,6 @@ def _empathy_signals(
             or (feelings.get(sentence) and problems.get(sentence))
         )
         repeated = state.sentences.get(key) if len(key) >= 5 else None
-        if repeated is not None and f.repeated_from is None:
-            f.repeated_from = repeated
         if is_ack and (
             f.ack_quote is None or (f.ack_repeated_from is not None and repeated is None)
         ):
