@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -93,15 +92,9 @@ def grade_line(grade: Grade, lang: Lang) -> str:
 class TerminalPractice:
     """Runs one practice session on a console."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        console: Console,
-        read: Callable[[str], str] | None = None,
-    ):
+    def __init__(self, engine: Engine, console: Console):
         self.engine = engine
         self.console = console
-        self.read = read or (lambda prompt: console.input(prompt))
 
     def run(self, **start: Any) -> Scorecard:
         """Play a session from start to scorecard (blocking)."""
@@ -113,7 +106,7 @@ class TerminalPractice:
             while not session.ended:
                 shown = time.monotonic()
                 try:
-                    text = self.read(f"[bold green]{ui('you', lang)} ›[/] ")
+                    text = self.console.input(f"[bold green]{ui('you', lang)} ›[/] ")
                 except (KeyboardInterrupt, EOFError):
                     self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
                     break

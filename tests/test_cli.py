@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -54,29 +59,34 @@ def test_end_of_input_ends_cleanly_and_saves(run) -> None:
     assert json.loads(run("history", "--json").output)[0]["status"] == "ended"
 
 
-def test_ctrl_c_ends_cleanly_and_saves(tmp_path: Path, library) -> None:
-    from rich.console import Console
-
-    from bot.engine import Engine
-    from bot.storage import Store
-    from bot.terminal import TerminalPractice
-
-    replies = iter(["王女士您好，真的很抱歉，我马上为您处理。"])
-
-    def read(prompt: str) -> str:
-        try:
-            return next(replies)
-        except StopIteration:
-            raise KeyboardInterrupt from None
-
-    store = Store.open(tmp_path / "c.db")
-    console = Console(record=True, width=100)
-    card = TerminalPractice(Engine(store, library), console, read).run(
-        trainee="t", scenario="damaged-kettle", lang="zh"
+def test_ctrl_c_ends_cleanly_and_saves(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    trainer = Path(sys.executable).with_name("trainer")
+    proc = subprocess.Popen(
+        [str(trainer), "--db", str(db), "play", "damaged-kettle", "--lang", "zh", "--plain"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert card.outcome == "trainee_ended"
-    session = store.sessions()[0]
-    assert session.status == "ended" and len(store.turns(session.id)) == 3
+    assert proc.stdin is not None
+    proc.stdin.write("王女士您好，真的很抱歉，我马上为您处理。\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the reply is graded and answered
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] >= 3:
+                    break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while the trainee is typing
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "已中断" in output and "Traceback" not in output
+    with sqlite3.connect(db) as conn:
+        status, outcome = conn.execute("SELECT status, outcome FROM sessions").fetchone()
+        grades = conn.execute("SELECT COUNT(*) FROM grades").fetchone()[0]
+    assert (status, outcome) == ("ended", "trainee_ended") and grades == 3
 
 
 def test_bad_replies_get_messages_and_the_session_goes_on(run) -> None:

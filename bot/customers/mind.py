@@ -108,8 +108,7 @@ class CustomerMind:
             progress = True
         elif f.asks:
             known = {i for x in facts for i in x.asked_by}
-            answered = {i for x in facts if x.id in m.revealed for i in x.asked_by}
-            if f.asks & answered:
+            if f.asks & self._answered_intents():
                 m.anger += 1
                 keys.append("repeat_ask")
             elif f.asks - known and not f.offers:
@@ -173,9 +172,12 @@ class CustomerMind:
         ("Read me my address" once identity is verified, "no unboxing video" once the
         photos are in): the trainee just answers; asking again is not required.
         """
+        return set(item.expects) <= self._answered_intents()
+
+    def _answered_intents(self) -> set[str]:
+        """Questions whose answers the customer has already given."""
         facts = self.scenario.scenario.customer.facts
-        given = {i for f in facts if f.id in self.mood.revealed for i in f.asked_by}
-        return set(item.expects) <= given
+        return {i for f in facts if f.id in self.mood.revealed for i in f.asked_by}
 
     def _agenda_items(self) -> list[AgendaItem]:
         return self.scenario.scenario.customer.agenda
