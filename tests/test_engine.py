@@ -119,3 +119,13 @@ def test_transcript_export_round_trips(library, store) -> None:
     data = session.transcript()
     assert data["scenario"] == "damaged-kettle" and data["language"] == "zh"
     assert [t["role"] for t in data["turns"]] == ["customer", "trainee", "customer"]
+
+
+def test_the_stored_ledger_is_the_scorecards(library, store) -> None:
+    session, _ = start(library, store)
+    asyncio.run(session.reply("亲，给您带来不便非常抱歉，给您退款199元到微信。"))
+    card = asyncio.run(session.end())
+    assert card.ledger
+    assert store.ledger(session.id) == [e.to_dict() for e in card.ledger]
+    row = store.session(session.id)
+    assert row is not None and row.scorecard == card.to_dict() and row.total == card.total
