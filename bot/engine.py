@@ -116,12 +116,19 @@ class Session:
         """The exemplar reply for the current stage of the case."""
         return self.scenario.exemplar(stage_of(self.scenario, self.grader.state))
 
-    async def reply(self, text: str, latency_s: float | None = None) -> TurnResult:
-        """Send one trainee reply; returns its grades and the customer's answer."""
+    async def reply(
+        self, text: str, latency_s: float | None = None, *, ref: str | None = None
+    ) -> TurnResult:
+        """Send one trainee reply; returns its grades and the customer's answer.
+
+        ``ref`` identifies the incoming chat message (an adapter's update id); it is
+        stored with the turn so an adapter can tell a re-delivered message from a new one.
+        """
         if self.ended:
             raise SessionClosed(f"session {self.id} has ended")
         cleaned = prepare_reply(text)
-        turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s)
+        meta = {"ref": ref} if ref is not None else None
+        turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s, meta=meta)
         record = await self.grader.trainee(cleaned, latency_s)
         self.store.add_grades(self.id, turn_idx, record.number, record.grades)
         customer_text = self._answer(record)
@@ -195,6 +202,7 @@ class Engine:
         mode: str = "coach",
         rubric: str = "default",
         seed: int | None = None,
+        assignment_id: int | None = None,
     ) -> tuple[Session, str]:
         """Start a session; returns it and the customer's opening message (already stored)."""
         if mode not in MODES:
@@ -213,6 +221,7 @@ class Engine:
             mode=mode,
             rubric=rubric,
             seed=seed,
+            assignment_id=assignment_id,
         )
         row = self.store.session(session_id)
         assert row is not None

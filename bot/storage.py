@@ -112,6 +112,131 @@ def m001_initial(db: Database) -> None:
     db.table("ledger").create_index(["session_id"])
 
 
+@migrations()
+def m002_teams(db: Database) -> None:
+    """Users, teams, invites, assignments, disputes, grade history, update inbox, chat state."""
+    db.table("users").create(
+        {
+            "id": int,
+            "platform": str,
+            "external_id": str,
+            "chat_id": str,
+            "name": str,
+            "username": str,
+            "lang": str,
+            "is_admin": int,
+            "trainee_id": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("trainee_id", "trainees", "id")],
+        not_null={"platform", "external_id", "name", "lang", "is_admin", "trainee_id"},
+    )
+    db.table("users").create_index(["platform", "external_id"], unique=True)
+    db.table("teams").create(
+        {"id": int, "name": str, "created_at": str}, pk="id", not_null={"name", "created_at"}
+    )
+    db.table("teams").create_index(["name"], unique=True)
+    db.table("memberships").create(
+        {"id": int, "team_id": int, "user_id": int, "role": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("team_id", "teams", "id"), ("user_id", "users", "id")],
+        not_null={"team_id", "user_id", "role"},
+    )
+    db.table("memberships").create_index(["team_id", "user_id", "role"], unique=True)
+    db.table("invites").create(
+        {
+            "code": str,
+            "team_id": int,
+            "role": str,
+            "max_uses": int,
+            "uses": int,
+            "created_by": int,
+            "created_at": str,
+        },
+        pk="code",
+        not_null={"role", "max_uses", "uses"},
+    )
+    db.table("assignments").create(
+        {
+            "id": int,
+            "team_id": int,
+            "user_id": int,
+            "scenario_id": str,
+            "difficulty": str,
+            "mode": str,
+            "rubric": str,
+            "due": str,
+            "pass_mark": float,
+            "attempts": int,
+            "created_by": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("team_id", "teams", "id")],
+        not_null={"team_id", "scenario_id", "difficulty", "mode", "rubric", "pass_mark"},
+    )
+    db.table("sessions").add_column("assignment_id", int)
+    db.table("disputes").create(
+        {
+            "id": int,
+            "session_id": str,
+            "entry": int,
+            "user_id": int,
+            "reason": str,
+            "status": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id"), ("user_id", "users", "id")],
+        not_null={"session_id", "entry", "user_id", "reason", "status"},
+    )
+    db.table("grade_events").create(
+        {
+            "id": int,
+            "session_id": str,
+            "entry": int,
+            "kind": str,
+            "dispute_id": int,
+            "verdict": str,
+            "actor_id": int,
+            "old_points": float,
+            "new_points": float,
+            "reason": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+        not_null={"session_id", "entry", "kind", "old_points", "new_points", "reason"},
+    )
+    db.table("grade_events").create_index(["session_id", "entry"])
+    db.table("updates").create(
+        {
+            "update_id": int,
+            "payload": str,
+            "status": str,
+            "error": str,
+            "received_at": str,
+            "done_at": str,
+        },
+        pk="update_id",
+        not_null={"payload", "status"},
+    )
+    db.table("updates").create_index(["status"])
+    db.table("chat_state").create(
+        {"key": str, "state": str, "data": str, "updated_at": str}, pk="key"
+    )
+    # Append-only grade history: the database itself refuses edits and deletions.
+    db.execute(
+        "CREATE TRIGGER grade_events_no_update BEFORE UPDATE ON grade_events"
+        " BEGIN SELECT RAISE(ABORT, 'grade_events is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER grade_events_no_delete BEFORE DELETE ON grade_events"
+        " BEGIN SELECT RAISE(ABORT, 'grade_events is append-only'); END"
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -139,6 +264,7 @@ class SessionRow:
     scorecard: dict[str, Any] | None
     total: float | None
     passed: bool | None
+    assignment_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +346,7 @@ class Store:
         rubric: str,
         seed: int,
         player: str = "scripted",
+        assignment_id: int | None = None,
     ) -> str:
         """Create an active session and return its id."""
         session_id = uuid.uuid4().hex[:12]
@@ -238,6 +365,7 @@ class Store:
                     "rubric": rubric,
                     "seed": seed,
                     "player": player,
+                    "assignment_id": assignment_id,
                     "status": "active",
                     "started_at": _now(),
                 }
@@ -341,14 +469,15 @@ class Store:
     _SESSION_SQL = (
         "SELECT s.id, t.name, s.scenario_id, s.scenario_version, s.scenario_source, s.lang,"
         " s.difficulty, s.mode, s.rubric, s.seed, s.player, s.status, s.outcome, s.started_at,"
-        " s.ended_at, s.customer_state, s.scorecard, s.total, s.passed"
+        " s.ended_at, s.customer_state, s.scorecard, s.total, s.passed, s.assignment_id"
         " FROM sessions s JOIN trainees t ON t.id = s.trainee_id"
     )
 
     @staticmethod
     def _session(row: tuple[Any, ...]) -> SessionRow:
         (sid, trainee, scenario_id, version, source, lang, difficulty, mode, rubric, seed,
-         player, status, outcome, started_at, ended_at, state, card, total, passed) = row  # fmt: skip
+         player, status, outcome, started_at, ended_at, state, card, total, passed,
+         assignment_id) = row  # fmt: skip
         return SessionRow(
             id=sid,
             trainee=trainee,
@@ -369,6 +498,7 @@ class Store:
             scorecard=json.loads(card) if card else None,
             total=total,
             passed=None if passed is None else bool(passed),
+            assignment_id=assignment_id,
         )
 
     def session(self, session_id: str) -> SessionRow | None:
@@ -413,3 +543,467 @@ class Store:
             "SELECT data FROM ledger WHERE session_id = ? ORDER BY id", [session_id]
         ).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def sessions_of(self, trainees: Iterable[str], *, ended_only: bool = False) -> list[SessionRow]:
+        """All sessions of these trainees, oldest first."""
+        names = list(trainees)
+        if not names:
+            return []
+        marks = ",".join("?" * len(names))
+        where = f" WHERE t.name IN ({marks})" + (" AND s.status = 'ended'" if ended_only else "")
+        rows = self.db.execute(self._SESSION_SQL + where + " ORDER BY s.started_at", names)
+        return [self._session(r) for r in rows.fetchall()]
+
+    def active_session(self, trainee: str) -> SessionRow | None:
+        """The trainee's session in progress, if any (the most recent one)."""
+        row = self.db.execute(
+            self._SESSION_SQL + " WHERE t.name = ? AND s.status = 'active'"
+            " ORDER BY s.started_at DESC LIMIT 1",
+            [trainee],
+        ).fetchone()
+        return self._session(row) if row else None
+
+    def turn_with_ref(self, session_id: str, ref: str) -> int | None:
+        """Index of the turn stored for the incoming message ``ref``, if any."""
+        row = self.db.execute(
+            "SELECT idx FROM turns WHERE session_id = ? AND json_extract(meta, '$.ref') = ?",
+            [session_id, ref],
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    # users, teams and invites
+
+    _USER_SQL = (
+        "SELECT u.id, u.platform, u.external_id, u.chat_id, u.name, u.username, u.lang,"
+        " u.is_admin, t.name FROM users u JOIN trainees t ON t.id = u.trainee_id"
+    )
+
+    @staticmethod
+    def _user(row: tuple[Any, ...]) -> UserRow:
+        uid, platform, external_id, chat_id, name, username, lang, is_admin, trainee = row
+        return UserRow(
+            uid, platform, external_id, chat_id, name, username, lang, bool(is_admin), trainee
+        )
+
+    def upsert_user(
+        self,
+        platform: str,
+        external_id: str,
+        *,
+        name: str,
+        lang: str,
+        chat_id: str | None = None,
+        username: str | None = None,
+    ) -> UserRow:
+        """Create the user on first contact; later calls refresh name, username and chat."""
+        existing = self.user_by_external(platform, external_id)
+        if existing is None:
+            trainee_id = self.trainee_id(f"{platform}:{external_id}")
+            with self._tx() as db:
+                db.table("users").insert(
+                    {
+                        "platform": platform,
+                        "external_id": external_id,
+                        "chat_id": chat_id,
+                        "name": name,
+                        "username": username,
+                        "lang": lang,
+                        "is_admin": 0,
+                        "trainee_id": trainee_id,
+                        "created_at": _now(),
+                    }
+                )
+        elif (existing.name, existing.username) != (name, username) or (
+            chat_id is not None and existing.chat_id != chat_id
+        ):
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE users SET name = ?, username = ?, chat_id = COALESCE(?, chat_id)"
+                    " WHERE id = ?",
+                    [name, username, chat_id, existing.id],
+                )
+        user = self.user_by_external(platform, external_id)
+        assert user is not None
+        return user
+
+    def user_by_external(self, platform: str, external_id: str) -> UserRow | None:
+        """A user by their chat-app identity."""
+        row = self.db.execute(
+            self._USER_SQL + " WHERE u.platform = ? AND u.external_id = ?", [platform, external_id]
+        ).fetchone()
+        return self._user(row) if row else None
+
+    def user(self, user_id: int) -> UserRow | None:
+        """A user by id."""
+        row = self.db.execute(self._USER_SQL + " WHERE u.id = ?", [user_id]).fetchone()
+        return self._user(row) if row else None
+
+    def find_users(self, token: str) -> list[UserRow]:
+        """Users whose id, chat-app id or @username is ``token``."""
+        token = token.removeprefix("@")
+        as_int = int(token) if token.isdigit() else -1
+        rows = self.db.execute(
+            self._USER_SQL + " WHERE u.id = ? OR u.external_id = ? OR lower(u.username) = lower(?)",
+            [as_int, token, token],
+        ).fetchall()
+        return [self._user(r) for r in rows]
+
+    def set_user_lang(self, user_id: int, lang: str) -> None:
+        """Remember the user's language."""
+        with self._tx() as db:
+            db.execute("UPDATE users SET lang = ? WHERE id = ?", [lang, user_id])
+
+    def set_admin(self, user_id: int) -> None:
+        """Make the user an administrator."""
+        with self._tx() as db:
+            db.execute("UPDATE users SET is_admin = 1 WHERE id = ?", [user_id])
+
+    def create_team(self, name: str) -> TeamRow:
+        """Create a team (names are unique)."""
+        with self._tx() as db:
+            db.table("teams").insert({"name": name, "created_at": _now()})
+        team = self.team_by_name(name)
+        assert team is not None
+        return team
+
+    def team(self, team_id: int) -> TeamRow | None:
+        """A team by id."""
+        row = self.db.execute("SELECT id, name FROM teams WHERE id = ?", [team_id]).fetchone()
+        return TeamRow(*row) if row else None
+
+    def team_by_name(self, name: str) -> TeamRow | None:
+        """A team by name (case-insensitive)."""
+        row = self.db.execute(
+            "SELECT id, name FROM teams WHERE lower(name) = lower(?)", [name]
+        ).fetchone()
+        return TeamRow(*row) if row else None
+
+    def teams(self) -> list[TeamRow]:
+        """All teams by name."""
+        rows = self.db.execute("SELECT id, name FROM teams ORDER BY name").fetchall()
+        return [TeamRow(*r) for r in rows]
+
+    def add_member(self, team_id: int, user_id: int, role: str) -> None:
+        """Add a user to a team as mentor or trainee (no-op if already there)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO memberships (team_id, user_id, role, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [team_id, user_id, role, _now()],
+            )
+
+    def memberships(self, user_id: int) -> list[tuple[int, str]]:
+        """(team id, role) pairs of a user."""
+        rows = self.db.execute(
+            "SELECT team_id, role FROM memberships WHERE user_id = ? ORDER BY team_id", [user_id]
+        ).fetchall()
+        return [(int(t), str(r)) for t, r in rows]
+
+    def members(self, team_id: int, role: str) -> list[UserRow]:
+        """Users with ``role`` in a team, by name."""
+        rows = self.db.execute(
+            self._USER_SQL + " JOIN memberships m ON m.user_id = u.id"
+            " WHERE m.team_id = ? AND m.role = ? ORDER BY u.name, u.id",
+            [team_id, role],
+        ).fetchall()
+        return [self._user(r) for r in rows]
+
+    def create_invite(
+        self, code: str, *, team_id: int | None, role: str, max_uses: int, created_by: int | None
+    ) -> None:
+        """Store an invite code."""
+        with self._tx() as db:
+            db.table("invites").insert(
+                {
+                    "code": code,
+                    "team_id": team_id,
+                    "role": role,
+                    "max_uses": max_uses,
+                    "uses": 0,
+                    "created_by": created_by,
+                    "created_at": _now(),
+                }
+            )
+
+    def use_invite(self, code: str) -> InviteRow | None:
+        """Spend one use of an invite; ``None`` if unknown or used up."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE invites SET uses = uses + 1 WHERE code = ? AND uses < max_uses", [code]
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute(
+                "SELECT code, team_id, role, max_uses, uses FROM invites WHERE code = ?", [code]
+            ).fetchone()
+        return InviteRow(*row)
+
+    # assignments
+
+    _ASSIGNMENT_SQL = (
+        "SELECT id, team_id, user_id, scenario_id, difficulty, mode, rubric, due, pass_mark,"
+        " attempts, created_by, created_at FROM assignments"
+    )
+
+    def add_assignment(
+        self,
+        *,
+        team_id: int,
+        user_id: int | None,
+        scenario_id: str,
+        difficulty: str,
+        mode: str,
+        rubric: str,
+        due: str | None,
+        pass_mark: float,
+        attempts: int | None,
+        created_by: int | None,
+    ) -> AssignmentRow:
+        """Store an assignment for a team (``user_id`` None) or one trainee in it."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO assignments (team_id, user_id, scenario_id, difficulty, mode, rubric,"
+                " due, pass_mark, attempts, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [team_id, user_id, scenario_id, difficulty, mode, rubric, due, pass_mark,
+                 attempts, created_by, _now()],
+            )  # fmt: skip
+            new_id = cursor.lastrowid
+        found = self.assignment(int(new_id or 0))
+        assert found is not None
+        return found
+
+    def assignment(self, assignment_id: int) -> AssignmentRow | None:
+        """An assignment by id."""
+        row = self.db.execute(self._ASSIGNMENT_SQL + " WHERE id = ?", [assignment_id]).fetchone()
+        return AssignmentRow(*row) if row else None
+
+    def assignments(self, team_ids: Iterable[int]) -> list[AssignmentRow]:
+        """Assignments of these teams, soonest due first."""
+        ids = list(team_ids)
+        if not ids:
+            return []
+        rows = self.db.execute(
+            self._ASSIGNMENT_SQL + f" WHERE team_id IN ({','.join('?' * len(ids))})"
+            " ORDER BY due IS NULL, due, id",
+            ids,
+        ).fetchall()
+        return [AssignmentRow(*r) for r in rows]
+
+    # disputes and grade history
+
+    _DISPUTE_SQL = "SELECT id, session_id, entry, user_id, reason, status, created_at FROM disputes"
+
+    def add_dispute(self, session_id: str, entry: int, user_id: int, reason: str) -> DisputeRow:
+        """Open a dispute about one ledger entry."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO disputes (session_id, entry, user_id, reason, status, created_at)"
+                " VALUES (?, ?, ?, ?, 'open', ?)",
+                [session_id, entry, user_id, reason, _now()],
+            )
+            new_id = int(cursor.lastrowid or 0)
+        found = self.dispute(new_id)
+        assert found is not None
+        return found
+
+    def dispute(self, dispute_id: int) -> DisputeRow | None:
+        """A dispute by id."""
+        row = self.db.execute(self._DISPUTE_SQL + " WHERE id = ?", [dispute_id]).fetchone()
+        return DisputeRow(*row) if row else None
+
+    def disputes(
+        self, session_ids: Iterable[str], *, status: str | None = None
+    ) -> list[DisputeRow]:
+        """Disputes about these sessions, oldest first."""
+        ids = list(session_ids)
+        if not ids:
+            return []
+        where = f" WHERE session_id IN ({','.join('?' * len(ids))})"
+        params: list[Any] = ids
+        if status is not None:
+            where += " AND status = ?"
+            params = [*ids, status]
+        rows = self.db.execute(self._DISPUTE_SQL + where + " ORDER BY id", params).fetchall()
+        return [DisputeRow(*r) for r in rows]
+
+    def add_grade_event(
+        self,
+        *,
+        session_id: str,
+        entry: int,
+        kind: str,
+        actor_id: int | None,
+        old_points: float,
+        new_points: float,
+        reason: str,
+        dispute_id: int | None = None,
+        verdict: str | None = None,
+    ) -> None:
+        """Append to a session's grade history (and close the dispute it resolves)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO grade_events (session_id, entry, kind, dispute_id, verdict, actor_id,"
+                " old_points, new_points, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [session_id, entry, kind, dispute_id, verdict, actor_id, old_points, new_points,
+                 reason, _now()],
+            )  # fmt: skip
+            if dispute_id is not None:
+                db.execute(
+                    "UPDATE disputes SET status = ? WHERE id = ? AND status = 'open'",
+                    [verdict, dispute_id],
+                )
+
+    def grade_events(self, session_ids: Iterable[str]) -> list[GradeEventRow]:
+        """Grade history of these sessions, oldest first."""
+        ids = list(session_ids)
+        if not ids:
+            return []
+        rows = self.db.execute(
+            "SELECT id, session_id, entry, kind, dispute_id, verdict, actor_id, old_points,"
+            f" new_points, reason, created_at FROM grade_events"
+            f" WHERE session_id IN ({','.join('?' * len(ids))}) ORDER BY id",
+            ids,
+        ).fetchall()
+        return [GradeEventRow(*r) for r in rows]
+
+    # update inbox (each chat-app update is stored before it is processed)
+
+    def inbox_add(self, update_id: int, payload: str) -> bool:
+        """Store an incoming update; False if this update id was seen before."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO updates (update_id, payload, status, received_at)"
+                " VALUES (?, ?, 'received', ?)",
+                [update_id, payload, _now()],
+            )
+        return cursor.rowcount == 1
+
+    def inbox_done(self, update_id: int, error: str | None = None) -> None:
+        """Mark an update processed (or failed with ``error``)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE updates SET status = ?, error = ?, done_at = ? WHERE update_id = ?",
+                ["failed" if error else "done", error, _now(), update_id],
+            )
+
+    def inbox_pending(self) -> list[tuple[int, str]]:
+        """Updates stored but not processed (a crash or shutdown interrupted them)."""
+        rows = self.db.execute(
+            "SELECT update_id, payload FROM updates WHERE status = 'received' ORDER BY update_id"
+        ).fetchall()
+        return [(int(u), str(p)) for u, p in rows]
+
+    def inbox_status(self, update_id: int) -> str | None:
+        """The processing status of a stored update."""
+        row = self.db.execute(
+            "SELECT status FROM updates WHERE update_id = ?", [update_id]
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # chat state (the conversation state machine of chat adapters)
+
+    def chat_state(self, key: str) -> tuple[str | None, dict[str, Any]]:
+        """The state name and data stored under ``key``."""
+        row = self.db.execute("SELECT state, data FROM chat_state WHERE key = ?", [key]).fetchone()
+        if row is None:
+            return None, {}
+        return row[0], json.loads(row[1] or "{}")
+
+    def set_chat_state(self, key: str, state: str | None, data: dict[str, Any]) -> None:
+        """Replace the state and data under ``key`` (both empty removes the row)."""
+        with self._tx() as db:
+            if state is None and not data:
+                db.execute("DELETE FROM chat_state WHERE key = ?", [key])
+            else:
+                db.execute(
+                    "INSERT INTO chat_state (key, state, data, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET state = excluded.state,"
+                    " data = excluded.data, updated_at = excluded.updated_at",
+                    [key, state, json.dumps(data, ensure_ascii=False), _now()],
+                )
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A person using a chat adapter; each user is also a trainee of the engine."""
+
+    id: int
+    platform: str
+    external_id: str
+    chat_id: str | None
+    name: str
+    username: str | None
+    lang: str
+    is_admin: bool
+    trainee: str
+    """The engine's trainee name for this user's sessions."""
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    """A team of trainees and their mentors."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class InviteRow:
+    """An invite code: joins a team as mentor or trainee, or makes an admin."""
+
+    code: str
+    team_id: int | None
+    role: str
+    max_uses: int
+    uses: int
+
+
+@dataclass(frozen=True)
+class AssignmentRow:
+    """A scenario assigned to a whole team (``user_id`` None) or one trainee."""
+
+    id: int
+    team_id: int
+    user_id: int | None
+    scenario_id: str
+    difficulty: str
+    mode: str
+    rubric: str
+    due: str | None
+    pass_mark: float
+    attempts: int | None
+    created_by: int | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DisputeRow:
+    """A trainee's objection to one ledger entry of a session."""
+
+    id: int
+    session_id: str
+    entry: int
+    """1-based position in the session's ledger."""
+    user_id: int
+    reason: str
+    status: str
+    """open, accepted, partly or rejected."""
+    created_at: str
+
+
+@dataclass(frozen=True)
+class GradeEventRow:
+    """One append-only change of a ledger entry's points: an override or a dispute ruling."""
+
+    id: int
+    session_id: str
+    entry: int
+    kind: str
+    dispute_id: int | None
+    verdict: str | None
+    actor_id: int | None
+    old_points: float
+    new_points: float
+    reason: str
+    created_at: str

@@ -657,6 +657,14 @@ def _assessment(
     return _Result(total, config.pass_mark, dimensions, tuple(ledger), tuple(notes))
 
 
+def below_pass_reason(total: float, pass_mark: float) -> Bilingual:
+    """The fail reason for a total under the pass mark (mentor adjustments recompute it)."""
+    return {
+        "zh": f"总分 {total:.1f} 低于及格线 {pass_mark:g}。",
+        "en": f"The total {total:.1f} is below the pass mark {pass_mark:g}.",
+    }
+
+
 def _fail_reasons(
     total: float | None, pass_mark: float, red_lines: tuple[LedgerEntry, ...], outcome: Outcome
 ) -> tuple[Bilingual, ...]:
@@ -674,12 +682,7 @@ def _fail_reasons(
             }
         )
     if total < pass_mark:
-        reasons.append(
-            {
-                "zh": f"总分 {total:.1f} 低于及格线 {pass_mark:g}。",
-                "en": f"The total {total:.1f} is below the pass mark {pass_mark:g}.",
-            }
-        )
+        reasons.append(below_pass_reason(total, pass_mark))
     if outcome != "resolved":
         text = OUTCOME_TEXT[outcome]
         reasons.append(

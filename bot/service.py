@@ -1,0 +1,998 @@
+"""Teams, roles, invites, assignments, results, disputes and overrides.
+
+The access-checked operations every chat adapter calls. Every permission check lives
+here, not in keyboards or handlers: an adapter may show a button, but whoever presses
+it (or forges its data) passes through the same checks. Roles:
+
+- **admin**: everything; creates teams and invites.
+- **mentor**: their own teams only: assigns scenarios, reads their trainees' results and
+  transcripts, overrides grades and rules on disputes.
+- **trainee**: their own sessions only.
+
+A mentor's change to a grade never overwrites it: it is appended to the session's grade
+history (who, when, old, new, why), and results show the original and the adjusted total.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.content import ScenarioLibrary
+from bot.engine import MODES, Engine, Session
+from bot.i18n import Lang
+from bot.scenario import Difficulty
+from bot.storage import (
+    AssignmentRow,
+    DisputeRow,
+    GradeEventRow,
+    SessionRow,
+    Store,
+    TeamRow,
+    TurnRow,
+    UserRow,
+)
+from graders._base import Bilingual
+from graders.rubric import RUBRICS, LedgerEntry, Scorecard, below_pass_reason
+
+Role = Literal["admin", "mentor", "trainee"]
+ROLES: tuple[Role, ...] = ("admin", "mentor", "trainee")
+DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "normal", "hard")
+VERDICTS = ("accepted", "partly", "rejected")
+DEFAULT_PASS_MARK = 80.0
+
+
+class ServiceError(Exception):
+    """An operation refused, with a message for the user in both languages."""
+
+    def __init__(self, code: str, message: Bilingual):
+        self.code = code
+        self.message = message
+        super().__init__(message["en"])
+
+
+class Forbidden(ServiceError):
+    """The actor may not do this."""
+
+
+class NotFound(ServiceError):
+    """The thing asked for does not exist (or the actor may not know it exists)."""
+
+
+class Invalid(ServiceError):
+    """The request is malformed; the message says how to fix it."""
+
+
+def _forbidden() -> Forbidden:
+    return Forbidden(
+        "forbidden",
+        {
+            "zh": "没有权限：这不属于你的团队或你本人。",
+            "en": "Not allowed: this is not your team's or your own.",
+        },
+    )
+
+
+def _no_session(session_id: str) -> NotFound:
+    return NotFound(
+        "no_session",
+        {"zh": f"找不到会话 {session_id}。", "en": f"No session {session_id}."},
+    )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: a user with their roles, read fresh for each request."""
+
+    user: UserRow
+    mentor_of: frozenset[int]
+    trainee_in: frozenset[int]
+
+    @property
+    def id(self) -> int:
+        """The user id."""
+        return self.user.id
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the user is an administrator."""
+        return self.user.is_admin
+
+    @property
+    def lang(self) -> Lang:
+        """The user's language."""
+        return "en" if self.user.lang == "en" else "zh"
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """The user's roles, most powerful first."""
+        out: list[Role] = []
+        if self.is_admin:
+            out.append("admin")
+        if self.mentor_of:
+            out.append("mentor")
+        if self.trainee_in:
+            out.append("trainee")
+        return tuple(out)
+
+    def mentors(self, team_id: int) -> bool:
+        """Whether the actor may manage ``team_id``."""
+        return self.is_admin or team_id in self.mentor_of
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """One ledger entry with the mentor changes made to it."""
+
+    number: int
+    entry: LedgerEntry
+    points: float
+    """Points lost after the latest override or ruling (the original if none)."""
+    history: tuple[GradeEventRow, ...]
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session's result as its owner or mentor sees it."""
+
+    row: SessionRow
+    card: Scorecard | None
+    entries: tuple[EntryView, ...]
+    adjusted_total: float | None
+    adjusted_passed: bool | None
+    adjusted_reasons: tuple[Bilingual, ...]
+    disputes: tuple[DisputeRow, ...]
+
+    @property
+    def adjusted(self) -> bool:
+        """Whether a mentor changed any points."""
+        return any(e.history for e in self.entries)
+
+
+@dataclass(frozen=True)
+class PracticeChoice:
+    """A scenario the trainee may practise, with its assignment when there is one."""
+
+    scenario_id: str
+    title: Bilingual
+    assignment: AssignmentRow | None = None
+    attempts_used: int = 0
+    passed: bool = False
+
+    @property
+    def attempts_left(self) -> int | None:
+        """Attempts left on the assignment (None: unlimited or not assigned)."""
+        if self.assignment is None or self.assignment.attempts is None:
+            return None
+        return max(0, self.assignment.attempts - self.attempts_used)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One trainee's state on one assignment."""
+
+    trainee: UserRow
+    assignment: AssignmentRow
+    attempts: int
+    best: float | None
+    passed: bool
+    overdue: bool
+
+
+@dataclass(frozen=True)
+class TeamReport:
+    """A team's completion, averages, weak clauses and overdue trainees."""
+
+    team: TeamRow
+    trainees: tuple[UserRow, ...]
+    progress: tuple[Progress, ...]
+    sessions: int
+    dimension_averages: tuple[tuple[Bilingual, float | None], ...]
+    """Average percentage of each dimension over the team's ended sessions."""
+    top_clauses: tuple[tuple[str, Bilingual, int], ...]
+    """Most violated policy clauses: (clause id, title, ledger entries citing it)."""
+
+    @property
+    def completed(self) -> int:
+        """Trainee-assignment pairs passed."""
+        return sum(p.passed for p in self.progress)
+
+    @property
+    def overdue(self) -> tuple[Progress, ...]:
+        """Trainee-assignment pairs past due and not passed."""
+        return tuple(p for p in self.progress if p.overdue)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A trainee's summary: results, weakest clauses and what to practise next."""
+
+    sessions: int
+    average: float | None
+    passed: int
+    weakest: tuple[tuple[str, Bilingual, float], ...]
+    """(clause id, title, points lost citing it), worst first."""
+    next_scenario: PracticeChoice | None
+    recent: tuple[SessionRow, ...] = field(default=())
+
+
+class Training:
+    """The access-checked operations behind every chat adapter."""
+
+    def __init__(
+        self,
+        store: Store,
+        library: ScenarioLibrary,
+        engine: Engine,
+        *,
+        platform: str = "telegram",
+        today: Callable[[], dt.date] = dt.date.today,
+    ):
+        self.store = store
+        self.library = library
+        self.engine = engine
+        self.platform = platform
+        self.today = today
+
+    # identity
+
+    def register(
+        self,
+        external_id: str,
+        *,
+        name: str,
+        lang: Lang,
+        chat_id: str | None = None,
+        username: str | None = None,
+    ) -> Actor:
+        """The actor for a chat-app user, created on first contact."""
+        user = self.store.upsert_user(
+            self.platform, external_id, name=name, lang=lang, chat_id=chat_id, username=username
+        )
+        return self._actor(user)
+
+    def actor(self, user_id: int) -> Actor:
+        """The actor for a stored user id."""
+        user = self.store.user(user_id)
+        if user is None:
+            raise NotFound("no_user", {"zh": "找不到该用户。", "en": "No such user."})
+        return self._actor(user)
+
+    def _actor(self, user: UserRow) -> Actor:
+        memberships = self.store.memberships(user.id)
+        return Actor(
+            user,
+            frozenset(t for t, r in memberships if r == "mentor"),
+            frozenset(t for t, r in memberships if r == "trainee"),
+        )
+
+    def set_lang(self, actor: Actor, lang: Lang) -> Actor:
+        """Change the actor's language."""
+        self.store.set_user_lang(actor.id, lang)
+        return self.actor(actor.id)
+
+    def join(self, actor: Actor, code: str) -> tuple[Role, TeamRow | None]:
+        """Use an invite code: join its team in its role, or become admin."""
+        invite = self.store.use_invite(code.strip())
+        if invite is None:
+            raise Invalid(
+                "bad_invite",
+                {
+                    "zh": "邀请码无效或已用完。请向导师或管理员要一个新的邀请链接。",
+                    "en": "This invite code is unknown or used up. Ask your mentor or admin "
+                    "for a new invite link.",
+                },
+            )
+        if invite.role == "admin":
+            self.store.set_admin(actor.id)
+            return "admin", None
+        assert invite.team_id is not None
+        self.store.add_member(invite.team_id, actor.id, invite.role)
+        return invite.role, self.store.team(invite.team_id)  # type: ignore[return-value]
+
+    # administration (``by=None`` is the operator at the server's shell)
+
+    def create_team(self, name: str, by: Actor | None = None) -> TeamRow:
+        """Create a team (admin only)."""
+        if by is not None and not by.is_admin:
+            raise _forbidden()
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise Invalid(
+                "bad_team_name",
+                {
+                    "zh": "团队名称需要 1–64 个字符。",
+                    "en": "A team name needs 1–64 characters.",
+                },
+            )
+        if self.store.team_by_name(name) is not None:
+            raise Invalid(
+                "team_exists",
+                {"zh": f"团队「{name}」已存在。", "en": f"A team named '{name}' already exists."},
+            )
+        return self.store.create_team(name)
+
+    def team_named(self, name: str, by: Actor | None = None) -> TeamRow:
+        """A team by name that ``by`` may manage."""
+        team = self.store.team_by_name(name.strip())
+        if team is None:
+            names = ", ".join(t.name for t in self.teams(by)) or "—"
+            raise NotFound(
+                "no_team",
+                {
+                    "zh": f"没有名为「{name}」的团队。你的团队：{names}",
+                    "en": f"No team named '{name}'. Your teams: {names}",
+                },
+            )
+        if by is not None and not by.mentors(team.id):
+            raise _forbidden()
+        return team
+
+    def teams(self, by: Actor | None = None) -> list[TeamRow]:
+        """Teams ``by`` may manage (all for admins and the operator)."""
+        teams = self.store.teams()
+        if by is None or by.is_admin:
+            return teams
+        return [t for t in teams if t.id in by.mentor_of]
+
+    def create_invite(
+        self, role: Role, team: TeamRow | None, by: Actor | None = None, *, uses: int = 50
+    ) -> str:
+        """A new invite code. Admins invite anyone; mentors invite trainees to their teams."""
+        if role not in ROLES:
+            raise Invalid(
+                "bad_role",
+                {
+                    "zh": f"角色只能是 {', '.join(ROLES)}。",
+                    "en": f"The role must be one of {', '.join(ROLES)}.",
+                },
+            )
+        if not 1 <= uses <= 10_000:
+            raise Invalid(
+                "bad_uses",
+                {"zh": "使用次数需在 1–10000 之间。", "en": "Uses must be 1–10000."},
+            )
+        if role == "admin":
+            if by is not None and not by.is_admin:
+                raise _forbidden()
+            team = None
+        else:
+            if team is None:
+                raise Invalid(
+                    "team_needed",
+                    {
+                        "zh": "导师和学员邀请需要指定团队。",
+                        "en": "Mentor and trainee invites need a team.",
+                    },
+                )
+            allowed = by is None or by.is_admin or (role == "trainee" and by.mentors(team.id))
+            if not allowed:
+                raise _forbidden()
+        code = secrets.token_urlsafe(9)
+        self.store.create_invite(
+            code,
+            team_id=None if team is None else team.id,
+            role=role,
+            max_uses=uses,
+            created_by=None if by is None else by.id,
+        )
+        return code
+
+    # practice
+
+    def practice_choices(self, actor: Actor) -> list[PracticeChoice]:
+        """Assigned scenarios first (soonest due first), then every other scenario."""
+        own = self._own_sessions(actor.user)
+        choices: list[PracticeChoice] = []
+        for a in self._assignments_of(actor):
+            if a.scenario_id not in self.library.scenarios:
+                continue
+            mine = [s for s in own if s.assignment_id == a.id]
+            choices.append(
+                PracticeChoice(
+                    a.scenario_id,
+                    self._title(a.scenario_id),
+                    a,
+                    len(mine),
+                    any(
+                        self._adjusted_total(s) >= a.pass_mark for s in mine if s.total is not None
+                    ),
+                )
+            )
+        choices.sort(key=lambda c: (c.passed, c.attempts_left == 0))
+        for scenario_id in sorted(self.library.scenarios):
+            choices.append(PracticeChoice(scenario_id, self._title(scenario_id)))
+        return choices
+
+    def _title(self, scenario_id: str) -> Bilingual:
+        title = self.library.get(scenario_id).scenario.title
+        return {"zh": title.zh, "en": title.en}
+
+    def _assignments_of(self, actor: Actor) -> list[AssignmentRow]:
+        return [
+            a
+            for a in self.store.assignments(actor.trainee_in)
+            if a.user_id is None or a.user_id == actor.id
+        ]
+
+    async def start_practice(
+        self,
+        actor: Actor,
+        scenario_id: str,
+        *,
+        difficulty: str = "normal",
+        mode: str = "coach",
+        assignment_id: int | None = None,
+    ) -> tuple[Session, str]:
+        """Start a session for the actor (an assignment fixes difficulty and mode)."""
+        active = self.store.active_session(actor.user.trainee)
+        if active is not None:
+            raise Invalid(
+                "already_practising",
+                {
+                    "zh": "你还有一个进行中的会话，请先发送 /end 结束它。",
+                    "en": "You have a session in progress; send /end to finish it first.",
+                },
+            )
+        rubric = "default"
+        if assignment_id:
+            assignment = self.store.assignment(assignment_id)
+            if assignment is None or assignment not in self._assignments_of(actor):
+                raise _forbidden()
+            used = sum(s.assignment_id == assignment.id for s in self._own_sessions(actor.user))
+            if assignment.attempts is not None and used >= assignment.attempts:
+                raise Forbidden(
+                    "no_attempts",
+                    {
+                        "zh": f"这个任务的 {assignment.attempts} 次机会已用完，请联系导师。",
+                        "en": f"All {assignment.attempts} attempts at this assignment are used; "
+                        "ask your mentor.",
+                    },
+                )
+            scenario_id, difficulty, mode = (
+                assignment.scenario_id,
+                assignment.difficulty,
+                assignment.mode,
+            )
+            rubric = assignment.rubric
+        if scenario_id not in self.library.scenarios:
+            raise NotFound(
+                "no_scenario",
+                {"zh": f"没有场景 {scenario_id}。", "en": f"No scenario {scenario_id}."},
+            )
+        if difficulty not in DIFFICULTIES or mode not in MODES:
+            raise Invalid(
+                "bad_choice",
+                {"zh": "难度或模式无效。", "en": "Unknown difficulty or mode."},
+            )
+        return await self.engine.start(
+            trainee=actor.user.trainee,
+            scenario=scenario_id,
+            lang=actor.lang,
+            difficulty=difficulty,
+            mode=mode,
+            rubric=rubric,
+            assignment_id=assignment_id or None,
+        )
+
+    def active_session(self, actor: Actor) -> SessionRow | None:
+        """The actor's session in progress."""
+        return self.store.active_session(actor.user.trainee)
+
+    # results
+
+    def _owner(self, row: SessionRow) -> UserRow | None:
+        platform, _, external = row.trainee.partition(":")
+        return self.store.user_by_external(platform, external) if external else None
+
+    def _can_read(self, actor: Actor, row: SessionRow) -> bool:
+        if actor.is_admin or row.trainee == actor.user.trainee:
+            return True
+        owner = self._owner(row)
+        if owner is None:
+            return False
+        owner_teams = {t for t, r in self.store.memberships(owner.id) if r == "trainee"}
+        return bool(owner_teams & actor.mentor_of)
+
+    def session_row(self, actor: Actor, session_id: str) -> SessionRow:
+        """A session the actor may read."""
+        row = self.store.session(session_id) if session_id else None
+        if row is None:
+            raise _no_session(session_id)
+        if not self._can_read(actor, row):
+            raise _forbidden()
+        return row
+
+    def session_view(self, actor: Actor, session_id: str) -> SessionView:
+        """A session's scorecard with mentor adjustments (owner, their mentors, admins)."""
+        return self._view(self.session_row(actor, session_id))
+
+    def transcript(self, actor: Actor, session_id: str) -> tuple[SessionView, list[TurnRow]]:
+        """A session's result and its turns."""
+        row = self.session_row(actor, session_id)
+        return self._view(row), self.store.turns(row.id)
+
+    def _view(self, row: SessionRow) -> SessionView:
+        card = Scorecard.from_dict(row.scorecard) if row.scorecard else None
+        events = self.store.grade_events([row.id])
+        entries = []
+        for number, data in enumerate(self.store.ledger(row.id), start=1):
+            entry = LedgerEntry.from_dict(data)
+            history = tuple(e for e in events if e.entry == number)
+            points = history[-1].new_points if history else entry.points
+            entries.append(EntryView(number, entry, points, history))
+        adjusted_total: float | None = None
+        adjusted_passed: bool | None = None
+        reasons: tuple[Bilingual, ...] = ()
+        if card is not None:
+            adjusted_passed, reasons = card.passed, card.fail_reasons
+            if card.total is not None:
+                restored = sum(e.entry.points - e.points for e in entries)
+                adjusted_total = round(min(100.0, max(0.0, card.total + restored)), 2)
+                if restored:
+                    below = below_pass_reason(card.total, card.pass_mark)
+                    kept = [r for r in card.fail_reasons if r != below]
+                    if adjusted_total < card.pass_mark:
+                        kept.append(below_pass_reason(adjusted_total, card.pass_mark))
+                    reasons = tuple(kept)
+                    adjusted_passed = not reasons
+        return SessionView(
+            row,
+            card,
+            tuple(entries),
+            adjusted_total,
+            adjusted_passed,
+            tuple(reasons),
+            tuple(self.store.disputes([row.id])),
+        )
+
+    def _adjusted_total(self, row: SessionRow) -> float:
+        view = self._view(row)
+        return -1.0 if view.adjusted_total is None else view.adjusted_total
+
+    def _own_sessions(self, user: UserRow) -> list[SessionRow]:
+        return self.store.sessions_of([user.trainee])
+
+    def history(self, actor: Actor, limit: int = 10) -> list[SessionRow]:
+        """The actor's own most recent sessions."""
+        return self.store.sessions(actor.user.trainee, limit=limit)
+
+    def trend(self, actor: Actor, session_id: str) -> list[float]:
+        """Totals of the session owner's ended sessions up to and including this one."""
+        row = self.session_row(actor, session_id)
+        totals = []
+        for s in self.store.sessions_of([row.trainee], ended_only=True):
+            if s.total is not None:
+                totals.append(self._adjusted_total(s))
+            if s.id == row.id:
+                break
+        return totals
+
+    def profile(self, actor: Actor) -> Profile:
+        """The actor's results, weakest clauses and recommended next scenario."""
+        ended = [s for s in self._own_sessions(actor.user) if s.status == "ended"]
+        totals = [self._adjusted_total(s) for s in ended if s.total is not None]
+        lost: dict[str, float] = {}
+        for s in ended:
+            for e in self._view(s).entries:
+                for clause in e.entry.clause_ids:
+                    lost[clause] = lost.get(clause, 0.0) + e.points
+        worst = sorted(lost.items(), key=lambda item: -item[1])[:3]
+        weakest = tuple(
+            (cid, self._clause_title(cid), round(points, 1))
+            for cid, points in worst
+            if points > 0 and cid in self._clause_titles()
+        )
+        return Profile(
+            sessions=len(ended),
+            average=round(sum(totals) / len(totals), 1) if totals else None,
+            passed=sum(bool(self._view(s).adjusted_passed) for s in ended),
+            weakest=weakest,
+            next_scenario=self._recommend(actor, [w[0] for w in weakest], ended),
+            recent=tuple(reversed(ended[-5:])),
+        )
+
+    def _clause_titles(self) -> dict[str, Bilingual]:
+        titles: dict[str, Bilingual] = {}
+        for pack in self.library.packs.values():
+            for cid, clause in pack.clauses.items():
+                titles.setdefault(cid, {"zh": clause.title.zh, "en": clause.title.en})
+        return titles
+
+    def _clause_title(self, clause_id: str) -> Bilingual:
+        return self._clause_titles()[clause_id]
+
+    def _recommend(
+        self, actor: Actor, weak_clauses: Sequence[str], ended: Sequence[SessionRow]
+    ) -> PracticeChoice | None:
+        choices = self.practice_choices(actor)
+        for choice in choices:
+            if choice.assignment is not None and not choice.passed and choice.attempts_left != 0:
+                return choice
+        passed = {s.scenario_id for s in ended if self._view(s).adjusted_passed}
+        played = Counter(s.scenario_id for s in ended)
+        free = [c for c in choices if c.assignment is None and c.scenario_id not in passed]
+        if not free:
+            free = [c for c in choices if c.assignment is None]
+
+        def weight(choice: PracticeChoice) -> tuple[int, int]:
+            clauses = self.library.get(choice.scenario_id).applicable_clauses
+            return (-len(set(clauses) & set(weak_clauses)), played[choice.scenario_id])
+
+        return min(free, key=weight) if free else None
+
+    # disputes and overrides
+
+    def open_dispute(self, actor: Actor, session_id: str, entry: int, reason: str) -> DisputeRow:
+        """A trainee disputes one deduction of their own ended session."""
+        row = self.store.session(session_id)
+        if row is None:
+            raise _no_session(session_id)
+        if row.trainee != actor.user.trainee:
+            raise _forbidden()
+        view = self._view(row)
+        self._entry(view, entry)
+        if any(d.entry == entry and d.status == "open" for d in view.disputes):
+            raise Invalid(
+                "already_disputed",
+                {
+                    "zh": f"第 {entry} 项扣分已在申诉中，请等待导师处理。",
+                    "en": f"Deduction {entry} is already disputed; wait for your mentor.",
+                },
+            )
+        reason = _required_reason(reason)
+        return self.store.add_dispute(row.id, entry, actor.id, reason)
+
+    def _entry(self, view: SessionView, number: int) -> EntryView:
+        for e in view.entries:
+            if e.number == number:
+                return e
+        raise NotFound(
+            "no_entry",
+            {
+                "zh": f"会话 {view.row.id} 没有第 {number} 项扣分。",
+                "en": f"Session {view.row.id} has no deduction {number}.",
+            },
+        )
+
+    def open_disputes(self, actor: Actor) -> list[tuple[DisputeRow, SessionView]]:
+        """Open disputes the actor may rule on (their trainees'; all for admins)."""
+        trainees = {u.trainee for u in self._trainees_of(actor)}
+        sessions = self.store.sessions_of(sorted(trainees), ended_only=True)
+        out = []
+        for d in self.store.disputes([s.id for s in sessions], status="open"):
+            row = self.store.session(d.session_id)
+            assert row is not None
+            out.append((d, self._view(row)))
+        return out
+
+    def _trainees_of(self, actor: Actor) -> list[UserRow]:
+        teams = (
+            self.teams(actor)
+            if actor.is_admin
+            else [t for t in self.store.teams() if t.id in actor.mentor_of]
+        )
+        seen: dict[int, UserRow] = {}
+        for team in teams:
+            for user in self.store.members(team.id, "trainee"):
+                seen.setdefault(user.id, user)
+        return list(seen.values())
+
+    def _require_mentor_of(self, actor: Actor, row: SessionRow) -> None:
+        if actor.is_admin:
+            return
+        owner = self._owner(row)
+        owner_teams = (
+            {t for t, r in self.store.memberships(owner.id) if r == "trainee"} if owner else set()
+        )
+        if not owner_teams & actor.mentor_of:
+            raise _forbidden()
+
+    def resolve_dispute(
+        self,
+        actor: Actor,
+        dispute_id: int,
+        verdict: str,
+        reason: str,
+        points: float | None = None,
+    ) -> SessionView:
+        """Rule on a dispute: accepted, partly (``points`` still lost) or rejected.
+
+        Accepted gives all the points back; rejected leaves them. The ruling and its reason
+        are appended to the grade history.
+        """
+        dispute = self.store.dispute(dispute_id)
+        if dispute is None:
+            raise NotFound(
+                "no_dispute",
+                {"zh": f"没有申诉 #{dispute_id}。", "en": f"No dispute #{dispute_id}."},
+            )
+        row = self.store.session(dispute.session_id)
+        assert row is not None
+        self._require_mentor_of(actor, row)
+        if dispute.status != "open":
+            raise Invalid(
+                "dispute_closed",
+                {
+                    "zh": f"申诉 #{dispute_id} 已处理（{dispute.status}）。",
+                    "en": f"Dispute #{dispute_id} was already ruled on ({dispute.status}).",
+                },
+            )
+        if verdict not in VERDICTS:
+            raise Invalid(
+                "bad_verdict",
+                {
+                    "zh": "裁定只能是 accepted / partly / rejected。",
+                    "en": "The ruling must be accepted, partly or rejected.",
+                },
+            )
+        reason = _required_reason(reason)
+        entry = self._entry(self._view(row), dispute.entry)
+        if verdict == "accepted":
+            new = 0.0
+        elif verdict == "rejected":
+            new = entry.points
+        else:
+            new = _points(points, entry.points, strict_below=True)
+        self.store.add_grade_event(
+            session_id=row.id,
+            entry=dispute.entry,
+            kind="dispute",
+            actor_id=actor.id,
+            old_points=entry.points,
+            new_points=new,
+            reason=reason,
+            dispute_id=dispute.id,
+            verdict=verdict,
+        )
+        return self._view(row)
+
+    def override(
+        self, actor: Actor, session_id: str, entry: int, points: float, reason: str
+    ) -> SessionView:
+        """A mentor sets how many points one deduction costs, with a required reason."""
+        row = self.store.session(session_id)
+        if row is None:
+            raise _no_session(session_id)
+        self._require_mentor_of(actor, row)
+        view = self._view(row)
+        current = self._entry(view, entry)
+        new = _points(points, 100.0, strict_below=False)
+        reason = _required_reason(reason)
+        self.store.add_grade_event(
+            session_id=row.id,
+            entry=entry,
+            kind="override",
+            actor_id=actor.id,
+            old_points=current.points,
+            new_points=new,
+            reason=reason,
+        )
+        return self._view(row)
+
+    # mentors
+
+    def assign(
+        self,
+        actor: Actor,
+        scenario_ids: Sequence[str],
+        *,
+        team: TeamRow | None = None,
+        trainee: str | None = None,
+        due: dt.date | None = None,
+        pass_mark: float = DEFAULT_PASS_MARK,
+        attempts: int | None = None,
+        difficulty: str = "normal",
+        mode: str = "exam",
+        rubric: str = "default",
+    ) -> tuple[list[AssignmentRow], list[UserRow]]:
+        """Assign scenarios to a whole team or one trainee.
+
+        Returns the assignments and the trainees to notify (those who have started the bot).
+        """
+        if not scenario_ids:
+            raise Invalid(
+                "no_scenarios",
+                {"zh": "请至少指定一个场景。", "en": "Name at least one scenario."},
+            )
+        for sid in scenario_ids:
+            if sid not in self.library.scenarios:
+                known = ", ".join(sorted(self.library.scenarios))
+                raise NotFound(
+                    "no_scenario",
+                    {
+                        "zh": f"没有场景 {sid}。可用场景：{known}",
+                        "en": f"No scenario {sid}. Scenarios: {known}",
+                    },
+                )
+        if difficulty not in DIFFICULTIES or mode not in MODES or rubric not in RUBRICS:
+            raise Invalid(
+                "bad_choice",
+                {
+                    "zh": "难度只能是 easy/normal/hard，模式只能是 coach/exam，"
+                    f"评分表只能是 {'/'.join(RUBRICS)}。",
+                    "en": "Difficulty must be easy/normal/hard, mode coach/exam, rubric "
+                    f"{'/'.join(RUBRICS)}.",
+                },
+            )
+        if not 0 < pass_mark <= 100 or (attempts is not None and attempts < 1):
+            raise Invalid(
+                "bad_numbers",
+                {
+                    "zh": "及格线需在 1–100 之间，次数至少为 1。",
+                    "en": "The pass mark must be 1–100 and attempts at least 1.",
+                },
+            )
+        if due is not None and due < self.today():
+            raise Invalid(
+                "due_past",
+                {
+                    "zh": f"截止日期 {due} 已经过去。",
+                    "en": f"The due date {due} is in the past.",
+                },
+            )
+        user: UserRow | None = None
+        if trainee is not None:
+            user, team = self._trainee_target(actor, trainee)
+        if team is None or not actor.mentors(team.id):
+            raise _forbidden()
+        rows = [
+            self.store.add_assignment(
+                team_id=team.id,
+                user_id=None if user is None else user.id,
+                scenario_id=sid,
+                difficulty=difficulty,
+                mode=mode,
+                rubric=rubric,
+                due=None if due is None else due.isoformat(),
+                pass_mark=pass_mark,
+                attempts=attempts,
+                created_by=actor.id,
+            )
+            for sid in scenario_ids
+        ]
+        targets = [user] if user is not None else self.store.members(team.id, "trainee")
+        return rows, [u for u in targets if u.chat_id]
+
+    def _trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
+        for user in self.store.find_users(token):
+            for team_id, role in self.store.memberships(user.id):
+                if role == "trainee" and actor.mentors(team_id):
+                    team = self.store.team(team_id)
+                    assert team is not None
+                    return user, team
+        raise NotFound(
+            "no_trainee",
+            {
+                "zh": f"你的团队里没有学员 {token}（可用用户 id 或 @用户名）。",
+                "en": f"No trainee {token} in your teams (use their user id or @username).",
+            },
+        )
+
+    def team_report(self, actor: Actor, team: TeamRow) -> TeamReport:
+        """Completion, dimension averages, most violated clauses and overdue trainees."""
+        if not actor.mentors(team.id):
+            raise _forbidden()
+        trainees = self.store.members(team.id, "trainee")
+        sessions = self.store.sessions_of([u.trainee for u in trainees])
+        by_trainee: dict[str, list[SessionRow]] = {}
+        for s in sessions:
+            by_trainee.setdefault(s.trainee, []).append(s)
+        today = self.today().isoformat()
+        progress = []
+        for a in self.store.assignments([team.id]):
+            for u in trainees:
+                if a.user_id is not None and a.user_id != u.id:
+                    continue
+                mine = [s for s in by_trainee.get(u.trainee, []) if s.assignment_id == a.id]
+                totals = [self._adjusted_total(s) for s in mine if s.total is not None]
+                best = max(totals) if totals else None
+                passed = best is not None and best >= a.pass_mark
+                overdue = a.due is not None and a.due < today and not passed
+                progress.append(Progress(u, a, len(mine), best, passed, overdue))
+        ended = [s for s in sessions if s.status == "ended" and s.scorecard]
+        return TeamReport(
+            team,
+            tuple(trainees),
+            tuple(progress),
+            len(ended),
+            _dimension_averages(ended),
+            self._top_clauses(ended),
+        )
+
+    def _top_clauses(self, ended: Sequence[SessionRow]) -> tuple[tuple[str, Bilingual, int], ...]:
+        titles = self._clause_titles()
+        counts: Counter[str] = Counter()
+        for s in ended:
+            for e in self._view(s).entries:
+                if e.points > 0:
+                    counts.update(c for c in e.entry.clause_ids if c in titles)
+        return tuple((c, self._clause_title(c), n) for c, n in counts.most_common(5))
+
+    def export_csv(self, actor: Actor, team: TeamRow) -> str:
+        """One row per session of the team's trainees (UTF-8 with BOM opens in Excel)."""
+        if not actor.mentors(team.id):
+            raise _forbidden()
+        out = io.StringIO()
+        out.write("\ufeff")
+        writer = csv.writer(out)
+        writer.writerow(
+            ["trainee", "user_id", "session", "scenario", "difficulty", "mode", "assignment",
+             "started_at", "ended_at", "outcome", "total", "adjusted_total", "passed",
+             "adjusted_passed", "empathy", "accuracy", "policy", "red_lines", "disputes"]
+        )  # fmt: skip
+        for user in self.store.members(team.id, "trainee"):
+            for s in self.store.sessions_of([user.trainee]):
+                view = self._view(s)
+                pct = _percentages(view.card)
+                writer.writerow(
+                    [user.name, user.id, s.id, s.scenario_id, s.difficulty, s.mode,
+                     s.assignment_id or "", s.started_at, s.ended_at or "", s.outcome or "",
+                     "" if s.total is None else f"{s.total:.1f}",
+                     "" if view.adjusted_total is None else f"{view.adjusted_total:.1f}",
+                     "" if s.passed is None else int(s.passed),
+                     "" if view.adjusted_passed is None else int(view.adjusted_passed),
+                     pct.get("empathy", ""), pct.get("accuracy", ""), pct.get("policy", ""),
+                     len(view.card.red_lines) if view.card else "",
+                     len(view.disputes)]
+                )  # fmt: skip
+        return out.getvalue()
+
+
+def _percentages(card: Scorecard | None) -> dict[str, str]:
+    """Each scored dimension of a scorecard as a percentage, formatted for a CSV cell."""
+    if card is None:
+        return {}
+    return {
+        d.id: f"{d.score / d.max_score * 100:.1f}"
+        for d in card.dimensions
+        if d.score is not None and d.max_score
+    }
+
+
+def _dimension_averages(ended: Sequence[SessionRow]) -> tuple[tuple[Bilingual, float | None], ...]:
+    sums: dict[str, list[float]] = {}
+    titles: dict[str, Bilingual] = {}
+    for s in ended:
+        assert s.scorecard is not None
+        for d in Scorecard.from_dict(s.scorecard).dimensions:
+            titles.setdefault(d.id, d.title)
+            if d.score is not None and d.max_score:
+                sums.setdefault(d.id, []).append(d.score / d.max_score * 100)
+    return tuple(
+        (titles[k], round(sum(v) / len(v), 1) if (v := sums.get(k)) else None) for k in titles
+    )
+
+
+def _required_reason(reason: str) -> str:
+    reason = reason.strip()
+    if len(reason) < 2:
+        raise Invalid(
+            "reason_needed",
+            {
+                "zh": "请写明理由（至少 2 个字）。",
+                "en": "Please give a reason (at least 2 characters).",
+            },
+        )
+    return reason[:1000]
+
+
+def _points(points: float | None, limit: float, *, strict_below: bool) -> float:
+    ok = points is not None and 0 <= points <= limit and not (strict_below and points >= limit)
+    if not ok or points is None:
+        raise Invalid(
+            "bad_points",
+            {
+                "zh": f"扣分需在 0 到 {limit:g} 之间"
+                + ("（部分采纳时须小于原扣分）。" if strict_below else "。"),
+                "en": f"Points must be between 0 and {limit:g}"
+                + (" (below the original for a partial ruling)." if strict_below else "."),
+            },
+        )
+    return round(points, 2)
