@@ -498,6 +498,145 @@ def _row_summary(row: Any) -> dict[str, Any]:
     }
 
 
+NO_TOKEN = """No Telegram bot token.
+
+To get one: open Telegram, talk to @BotFather, send /newbot, and copy the token it gives.
+Then start the bot with:
+
+    export TELEGRAM_BOT_TOKEN=123456:ABC...
+    trainer serve telegram
+
+(or put token = "..." under [telegram] in trainer.toml). To practise without Telegram,
+run `trainer play` in this terminal."""
+
+
+@cli.group()
+def serve() -> None:
+    """Run a chat adapter (Telegram)."""
+
+
+@serve.command("telegram")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $TRAINER_CONFIG or ./trainer.toml).",
+)
+@click.option(
+    "--webhook-url", default=None, help="Public HTTPS URL for webhook mode (default: long polling)."
+)
+@click.option("--webhook-secret", default=None, help="Secret Telegram must send with each update.")
+@click.option("--host", "listen_host", default=None, help="Webhook listen address (127.0.0.1).")
+@click.option("--port", "listen_port", type=int, default=None, help="Webhook listen port (8080).")
+@click.option(
+    "--api-base",
+    default=None,
+    help="Another Bot API server (default: $TELEGRAM_API_BASE or api.telegram.org).",
+)
+@click.pass_context
+def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: Any) -> None:
+    """Run the Telegram bot (token from TELEGRAM_BOT_TOKEN or the config file).
+
+    Stop it with Ctrl-C or SIGTERM: it stops taking updates and finishes the work in
+    flight; anything unfinished is picked up at the next start.
+    """
+    import logging
+
+    from bot.config import ConfigError, config_path, telegram_config
+    from bot.telegram.app import protect_logs
+    from bot.telegram.app import serve as run
+
+    try:
+        config = telegram_config(config_path(config_file), **options)
+    except ConfigError as exc:
+        if "no Telegram bot token" in str(exc):
+            raise click.ClickException(NO_TOKEN) from None
+        raise click.ClickException(str(exc)) from None
+    if config.webhook_url and not config.webhook_secret:
+        raise click.ClickException(
+            "Webhook mode needs a secret: pass --webhook-secret (letters, digits, _ and -) "
+            "or set TELEGRAM_WEBHOOK_SECRET."
+        )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    protect_logs(config.token)
+    library, store = _library(ctx), _store(ctx)
+    try:
+        asyncio.run(run(config, store, library))
+    finally:
+        store.close()
+
+
+@cli.group()
+def admin() -> None:
+    """Teams and invite codes (for the person running the server)."""
+
+
+@admin.command("team")
+@click.argument("name")
+@click.pass_context
+def admin_team(ctx: click.Context, name: str) -> None:
+    """Create a team called NAME."""
+    service = _service(ctx)
+    team = _service_call(lambda: service.create_team(name))
+    click.echo(f"Created team '{team.name}'.")
+
+
+@admin.command("teams")
+@click.pass_context
+def admin_teams(ctx: click.Context) -> None:
+    """List teams with their mentors and trainees."""
+    service = _service(ctx)
+    for team in service.teams():
+        mentors = ", ".join(u.name for u in service.store.members(team.id, "mentor")) or "—"
+        trainees = len(service.store.members(team.id, "trainee"))
+        click.echo(f"{team.name}: mentors {mentors}; {trainees} trainee(s)")
+
+
+@admin.command("invite")
+@click.option("--role", type=click.Choice(["admin", "mentor", "trainee"]), required=True)
+@click.option("--team", "team_name", default=None, help="Team to join (mentor and trainee).")
+@click.option("--uses", type=int, default=None, help="How many people may use it (admin: 1).")
+@click.option("--bot", "bot_username", default=None, help="Bot username, to print a t.me link.")
+@click.pass_context
+def admin_invite(
+    ctx: click.Context, role: str, team_name: str | None, uses: int | None, bot_username: str | None
+) -> None:
+    """Create an invite code: an admin invite makes its user an admin."""
+    service = _service(ctx)
+    if role != "admin" and not team_name:
+        raise click.ClickException("--team is needed for mentor and trainee invites.")
+    team = _service_call(lambda: service.team_named(team_name)) if team_name else None
+    count = uses if uses is not None else (1 if role == "admin" else 50)
+    code = _service_call(lambda: service.create_invite(role, team, uses=count))
+    click.echo(f"Invite code ({role}, {count} use(s)): {code}")
+    link = (
+        f"https://t.me/{bot_username.lstrip('@')}?start={code}"
+        if bot_username
+        else (f"https://t.me/<your_bot>?start={code}")
+    )
+    click.echo(f"Open {link} or send the bot: /start {code}")
+
+
+def _service(ctx: click.Context) -> Any:
+    from bot.service import Training
+
+    store, library = _store(ctx), _library(ctx)
+    ctx.call_on_close(store.close)
+    return Training(store, library, Engine(store, library))
+
+
+def _service_call(call: Any) -> Any:
+    from bot.service import ServiceError
+
+    try:
+        return call()
+    except ServiceError as exc:
+        raise click.ClickException(exc.message["en"]) from None
+
+
 def main() -> None:
     """Console entry point."""
     cli(obj={})

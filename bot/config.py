@@ -1,0 +1,90 @@
+"""Settings from a TOML file and the environment (the environment wins).
+
+The file is ``--config PATH``, else ``$TRAINER_CONFIG``, else ``trainer.toml`` in the
+working directory if it exists. Unknown keys are errors, so a typo is never ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bot.telegram.app import TelegramConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file or variable and the fix."""
+
+
+TELEGRAM_KEYS = {
+    "token": ("TELEGRAM_BOT_TOKEN", str),
+    "api_base": ("TELEGRAM_API_BASE", str),
+    "webhook_url": ("TELEGRAM_WEBHOOK_URL", str),
+    "webhook_secret": ("TELEGRAM_WEBHOOK_SECRET", str),
+    "listen_host": ("TELEGRAM_LISTEN_HOST", str),
+    "listen_port": ("TELEGRAM_LISTEN_PORT", int),
+    "global_rate": ("TELEGRAM_GLOBAL_RATE", float),
+    "chat_rate": ("TELEGRAM_CHAT_RATE", float),
+    "grace_seconds": ("TELEGRAM_GRACE_SECONDS", float),
+}
+
+
+def config_path(explicit: str | None = None) -> Path | None:
+    """The config file to read, if any."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("TRAINER_CONFIG")
+    if env:
+        return Path(env)
+    default = Path("trainer.toml")
+    return default if default.exists() else None
+
+
+def read_file(path: Path | None) -> dict[str, Any]:
+    """The parsed TOML file (empty without one)."""
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; fix --config or TRAINER_CONFIG"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
+    """Telegram settings: file section ``[telegram]``, then environment, then ``overrides``."""
+    section = read_file(path).get("telegram", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [telegram] must be a table")
+    unknown = sorted(set(section) - set(TELEGRAM_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) in [telegram]: {', '.join(unknown)}; "
+            f"known keys: {', '.join(TELEGRAM_KEYS)}"
+        )
+    values: dict[str, Any] = {}
+    for key, (env, kind) in TELEGRAM_KEYS.items():
+        raw = overrides.get(key)
+        source = "command line"
+        if raw is None and os.environ.get(env):
+            raw, source = os.environ[env], env
+        if raw is None and key in section:
+            raw, source = section[key], f"{path} [telegram] {key}"
+        if raw is None:
+            continue
+        try:
+            values[key] = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
+    for key in ("global_rate", "chat_rate"):
+        if key in values and values[key] <= 0:
+            values[key] = None  # 0 turns the limit off (for benchmarks and tests)
+    if not values.get("token"):
+        raise ConfigError("no Telegram bot token")
+    return TelegramConfig(**values)

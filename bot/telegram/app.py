@@ -1,0 +1,436 @@
+"""The Telegram bot: a durable update inbox, long polling or a webhook, and shutdown.
+
+Every update is written to the store (keyed by ``update_id``) before it is acknowledged
+or processed, so a re-delivered update is processed once and an update interrupted by a
+crash or shutdown is processed at the next start. Updates of one chat are processed one
+at a time, in order; different chats run concurrently. Outgoing messages pass through
+:class:`~bot.telegram.throttle.Throttle` (rate limits and retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramNetworkError
+from aiogram.methods import GetUpdates
+from aiogram.types import (
+    BotCommand,
+    BufferedInputFile,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Update,
+)
+from aiohttp import web
+
+from bot.charts import scorecard_chart
+from bot.content import ScenarioLibrary
+from bot.engine import Engine, Session
+from bot.i18n import Lang
+from bot.service import Actor, Training
+from bot.storage import Store, UserRow
+from bot.telegram import texts
+from bot.telegram.handlers import build_routers
+from bot.telegram.middleware import ActorMiddleware
+from bot.telegram.state import DisputeCb, StoreStorage
+from bot.telegram.throttle import Throttle
+
+log = logging.getLogger("trainer.telegram")
+
+WEBHOOK_PATH = "/telegram/webhook"
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    """How to reach Telegram and how fast to send."""
+
+    token: str
+    api_base: str | None = None
+    """Another Bot API server (self-hosted, or a test server); None for api.telegram.org."""
+    webhook_url: str | None = None
+    """Public HTTPS URL; None for long polling."""
+    webhook_secret: str | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    global_rate: float | None = 30.0
+    chat_rate: float | None = 1.0
+    poll_timeout: int = 25
+    grace_seconds: float = 20.0
+
+
+class TokenFilter(logging.Filter):
+    """Redacts the bot token from every log record."""
+
+    def __init__(self, token: str):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the token in the formatted message."""
+        message = record.getMessage()
+        if self.token and self.token in message:
+            record.msg = message.replace(self.token, "<token>")
+            record.args = ()
+        return True
+
+
+def protect_logs(token: str) -> None:
+    """Keep the token out of all log output (every handler of the root logger)."""
+    token_filter = TokenFilter(token)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(token_filter)
+
+
+def _chat_key(payload: dict[str, Any]) -> int:
+    for kind in ("message", "edited_message", "callback_query", "my_chat_member"):
+        event = payload.get(kind)
+        if not isinstance(event, dict):
+            continue
+        chat = event.get("chat") or (event.get("message") or {}).get("chat")
+        if isinstance(chat, dict) and "id" in chat:
+            return int(chat["id"])
+        sender = event.get("from")
+        if isinstance(sender, dict) and "id" in sender:
+            return int(sender["id"])
+    return 0
+
+
+class TelegramApp:
+    """The bot: owns the aiogram Bot and Dispatcher, the inbox and live sessions."""
+
+    def __init__(
+        self,
+        config: TelegramConfig,
+        store: Store,
+        library: ScenarioLibrary,
+        *,
+        service: Training | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.library = library
+        engine = Engine(store, library)
+        self.svc = service or Training(store, library, engine)
+        self.engine = self.svc.engine
+        api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
+        session = AiohttpSession(api=api) if api else AiohttpSession()
+        self.throttle = Throttle(global_rate=config.global_rate, chat_rate=config.chat_rate)
+        session.middleware(self.throttle)
+        self.bot = Bot(config.token, session=session)
+        self.dp = Dispatcher(storage=StoreStorage(store), app=self)
+        middleware = ActorMiddleware()
+        self.dp.message.outer_middleware(middleware)
+        self.dp.callback_query.outer_middleware(middleware)
+        self.dp.include_routers(*build_routers())
+        self.username = ""
+        self.live: dict[str, Session] = {}
+        self.shown_at: dict[str, float] = {}
+        self._chat_locks: dict[int, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self.processed = 0
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Check the token, publish the command menu and finish interrupted updates."""
+        me = await self.bot.get_me()
+        self.username = me.username or ""
+        for lang in ("zh", "en"):
+            await self.bot.set_my_commands(
+                [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
+                language_code=lang,
+            )
+        self._accepting = True
+        pending = self.store.inbox_pending()
+        if pending:
+            log.info("resuming %d update(s) stored before the last stop", len(pending))
+        for update_id, payload in pending:
+            self._schedule(update_id, json.loads(payload))
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait for in-flight updates; True if all finished within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._tasks:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        return True
+
+    async def stop(self) -> None:
+        """Stop taking updates, let in-flight work finish (or leave it to the next start)."""
+        self._accepting = False
+        if not await self.drain(self.config.grace_seconds):
+            log.warning(
+                "%d update(s) still running after %.0fs; they stay in the inbox and are "
+                "processed at the next start",
+                len(self._tasks),
+                self.config.grace_seconds,
+            )
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bot.session.close()
+
+    # the inbox
+
+    def accept(self, payload: dict[str, Any]) -> bool:
+        """Store an update and schedule it; False if it was seen before or we are stopping."""
+        if not self._accepting:
+            return False
+        update_id = int(payload["update_id"])
+        if not self.store.inbox_add(update_id, json.dumps(payload, ensure_ascii=False)):
+            log.info("update %d was delivered again; already handled", update_id)
+            return False
+        self._schedule(update_id, payload)
+        return True
+
+    def _schedule(self, update_id: int, payload: dict[str, Any]) -> None:
+        chat = _chat_key(payload)
+        lock = self._chat_locks.setdefault(chat, asyncio.Lock())
+        task = asyncio.create_task(self._process(update_id, payload, lock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, update_id: int, payload: dict[str, Any], lock: asyncio.Lock) -> None:
+        async with lock:
+            error = None
+            try:
+                update = Update.model_validate(payload, context={"bot": self.bot})
+                await self.dp.feed_update(self.bot, update)
+            except asyncio.CancelledError:
+                raise  # left as 'received': processed again at the next start
+            except Exception as exc:  # a failing update must not stop the bot
+                log.exception("update %d failed", update_id)
+                error = f"{type(exc).__name__}: {exc}"
+            self.store.inbox_done(update_id, error)
+            self.processed += 1
+        if not lock.locked() and self._chat_locks.get(_chat_key(payload)) is lock:
+            self._chat_locks.pop(_chat_key(payload), None)
+
+    # long polling
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        """Long-poll until ``stop`` is set; each batch is stored before it is confirmed."""
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        offset: int | None = None
+        backoff = 1.0
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                request = asyncio.create_task(
+                    self.bot(
+                        GetUpdates(offset=offset, timeout=self.config.poll_timeout),
+                        request_timeout=self.config.poll_timeout + 10,
+                    )
+                )
+                done, _ = await asyncio.wait(
+                    {request, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if request not in done:
+                    request.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await request
+                    break
+                try:
+                    updates = request.result()
+                except (TelegramAPIError, TelegramNetworkError) as exc:
+                    log.warning("getUpdates failed (%s); retrying in %.0fs", exc, backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 1.0
+                for update in updates:
+                    payload = update.model_dump(mode="json", exclude_none=True, by_alias=True)
+                    self.accept(payload)
+                    offset = update.update_id + 1
+        finally:
+            stopping.cancel()
+
+    # webhook
+
+    def webhook_app(self) -> web.Application:
+        """An aiohttp app answering Telegram's webhook POSTs (secret checked first)."""
+        app = web.Application()
+        app.router.add_post(WEBHOOK_PATH, self._webhook)
+        return app
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        secret = self.config.webhook_secret or ""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if secret and not secrets.compare_digest(given.encode(), secret.encode()):
+            log.warning("webhook call with a wrong secret token from %s", request.remote)
+            return web.Response(status=401, text="wrong secret token")
+        if not self._accepting:
+            return web.Response(status=503, text="shutting down")
+        try:
+            payload = await request.json()
+            int(payload["update_id"])
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400, text="not a Telegram update")
+        self.accept(payload)  # stored before the 200 below acknowledges it
+        return web.Response(text="ok")
+
+    async def set_webhook(self) -> None:
+        """Register the webhook URL and secret with Telegram."""
+        assert self.config.webhook_url
+        await self.bot.set_webhook(
+            self.config.webhook_url.rstrip("/") + WEBHOOK_PATH
+            if not self.config.webhook_url.endswith(WEBHOOK_PATH)
+            else self.config.webhook_url,
+            secret_token=self.config.webhook_secret,
+            drop_pending_updates=False,
+        )
+
+    # sending
+
+    async def send(
+        self, chat_id: int | str, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """Send a text, split into Telegram-sized parts; the keyboard goes on the last."""
+        parts = texts.split(text)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            await self.bot.send_message(chat_id, part, reply_markup=markup if last else None)
+
+    async def notify(self, users: Iterable[UserRow], text: Callable[[Lang], str]) -> int:
+        """Message users who have started the bot; returns how many were reached."""
+        reached = 0
+        for user in users:
+            if not user.chat_id:
+                continue
+            lang: Lang = "en" if user.lang == "en" else "zh"
+            try:
+                await self.send(user.chat_id, text(lang))
+                reached += 1
+            except (TelegramForbiddenError, TelegramAPIError) as exc:
+                log.info("could not notify user %d: %s", user.id, exc)
+        return reached
+
+    # live sessions
+
+    async def session_for(self, actor: Actor) -> tuple[Session | None, str | None]:
+        """The actor's session in progress and a customer message a crash left unsent.
+
+        After a restart the session is rebuilt from the store.
+        """
+        row = self.svc.active_session(actor)
+        if row is None:
+            return None, None
+        live = self.live.get(row.id)
+        if live is not None:
+            return live, None
+        session, pending = await self.engine.resume(row.id)
+        self.live[row.id] = session
+        return session, pending
+
+    def forget(self, session_id: str) -> None:
+        """Drop an ended session from memory."""
+        self.live.pop(session_id, None)
+        self.shown_at.pop(session_id, None)
+
+    async def send_result(self, chat_id: int | str, actor: Actor, session_id: str) -> None:
+        """The end-of-session messages: a chart photo and the scorecard with its ledger."""
+        view = self.svc.session_view(actor, session_id)
+        if view.card is None:
+            return
+        lang = actor.lang
+        scenario_title = self.library.get(view.row.scenario_id).scenario.title
+        title: dict[Lang, str] = {"zh": scenario_title.zh, "en": scenario_title.en}
+        png = scorecard_chart(
+            [(d.title, d.score, d.max_score) for d in view.card.dimensions],
+            self.svc.trend(actor, session_id),
+            title=title,
+            lang=lang,
+        )
+        await self.bot.send_photo(
+            chat_id,
+            BufferedInputFile(png, filename=f"scorecard-{session_id}.png"),
+            caption=texts.t("chart_caption", lang, title=title[lang]),
+        )
+        own = view.row.trainee == actor.user.trainee
+        markup = _dispute_keyboard(session_id, len(view.entries), lang) if own else None
+        await self.send(
+            chat_id,
+            texts.scorecard(view, title[lang], lang, with_buttons=markup is not None),
+            markup,
+        )
+
+
+def _dispute_keyboard(session_id: str, entries: int, lang: Lang) -> InlineKeyboardMarkup | None:
+    if not entries:
+        return None
+    buttons = [
+        InlineKeyboardButton(
+            text=texts.t("dispute_button", lang, n=n),
+            callback_data=DisputeCb(session=session_id, entry=n).pack(),
+        )
+        for n in range(1, entries + 1)
+    ]
+    return InlineKeyboardMarkup(
+        inline_keyboard=[buttons[i : i + 4] for i in range(0, len(buttons), 4)]
+    )
+
+
+_COMMANDS: dict[str, list[tuple[str, str]]] = {
+    "zh": [
+        ("practice", "开始练习"),
+        ("end", "结束当前会话"),
+        ("hint", "参考回复（教练模式）"),
+        ("history", "最近的会话"),
+        ("me", "我的成绩与推荐"),
+        ("lang", "切换语言"),
+        ("help", "全部命令"),
+    ],
+    "en": [
+        ("practice", "Start a practice session"),
+        ("end", "Finish the session"),
+        ("hint", "Model reply (coach mode)"),
+        ("history", "Recent sessions"),
+        ("me", "My results and what to practise next"),
+        ("lang", "Switch language"),
+        ("help", "All commands"),
+    ],
+}
+
+
+async def serve(config: TelegramConfig, store: Store, library: ScenarioLibrary) -> None:
+    """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured."""
+    app = TelegramApp(config, store, library)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    log.info("bot @%s started", app.username)
+    runner: web.AppRunner | None = None
+    try:
+        if config.webhook_url:
+            runner = web.AppRunner(app.webhook_app())
+            await runner.setup()
+            await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+            await app.set_webhook()
+            log.info("webhook listening on %s:%d", config.listen_host, config.listen_port)
+            await stop.wait()
+        else:
+            await app.poll(stop)
+    finally:
+        log.info("stopping: no new updates; finishing work in flight")
+        await app.stop()
+        if runner is not None:
+            await runner.cleanup()
+        log.info("stopped")

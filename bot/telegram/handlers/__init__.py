@@ -1,0 +1,16 @@
+"""One aiogram router per feature.
+
+Handlers only translate: updates into service and engine calls, results into messages.
+Routers are built fresh for each bot instance.
+"""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from bot.telegram.handlers import admin, common, mentor, practice, results
+
+
+def build_routers() -> list[Router]:
+    """All routers, in matching order (the catch-all chat reply comes last)."""
+    return [common.router(), admin.router(), mentor.router(), results.router(), practice.router()]

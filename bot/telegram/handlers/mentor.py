@@ -1,0 +1,376 @@
+"""Mentor commands: /team, /assign, /sessions, /transcript, /override, /disputes, /export."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.fsm.context import FSMContext
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
+
+from bot.i18n import Lang
+from bot.service import VERDICTS, Actor, Forbidden, Invalid
+from bot.storage import TeamRow
+from bot.telegram import texts
+from bot.telegram.state import Flow, RulingCb, TeamCb
+from bot.telegram.texts import t
+
+if TYPE_CHECKING:
+    from bot.telegram.app import TelegramApp
+
+MAX_DISPUTES_SHOWN = 10
+
+
+def _require_mentor(actor: Actor) -> None:
+    if not (actor.mentor_of or actor.is_admin):
+        raise Forbidden(
+            "mentors_only",
+            {
+                "zh": "只有导师和管理员可以使用这个命令。",
+                "en": "Only mentors and admins can do that.",
+            },
+        )
+
+
+def _number(value: str, key: str, lang_hint: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise Invalid(
+            "bad_number",
+            {"zh": f"{key} 必须是数字：{lang_hint}", "en": f"{key} must be a number: {lang_hint}"},
+        ) from None
+
+
+def parse_assign(args: str) -> tuple[list[str], dict[str, str]]:
+    """Split ``/assign`` arguments into scenario ids and ``key=value`` options."""
+    words = args.split()
+    if not words or "=" in words[0]:
+        return [], {}
+    options: dict[str, str] = {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep or not value:
+            raise ValueError(word)
+        options[key.lower()] = value
+    return [s for s in words[0].split(",") if s], options
+
+
+async def _team_or_pick(
+    app: TelegramApp, chat_id: int, actor: Actor, name: str, action: str
+) -> TeamRow | None:
+    """The team named (or the only one); otherwise offer a keyboard and return None."""
+    if name:
+        return app.svc.team_named(name, actor)
+    teams = app.svc.teams(actor)
+    if not teams:
+        await app.send(chat_id, t("no_teams", actor.lang))
+        return None
+    if len(teams) == 1:
+        return teams[0]
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=team.name[:60], callback_data=TeamCb(team=team.id, action=action).pack()
+            )
+        ]
+        for team in teams[:30]
+    ]
+    await app.send(chat_id, t("pick_team", actor.lang), InlineKeyboardMarkup(inline_keyboard=rows))
+    return None
+
+
+async def _report(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -> None:
+    report = app.svc.team_report(actor, team)
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text="CSV", callback_data=TeamCb(team=team.id, action="x").pack()
+                )
+            ]
+        ]
+    )
+    await app.send(chat_id, texts.team_report(report, actor.lang), keyboard)
+
+
+async def _export(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -> None:
+    data = app.svc.export_csv(actor, team).encode("utf-8")
+    stamp = dt.date.today().isoformat()
+    await app.bot.send_document(
+        chat_id,
+        BufferedInputFile(data, filename=f"team-{team.id}-{stamp}.csv"),
+        caption=t("exported", actor.lang, team=team.name),
+    )
+
+
+def _dispute_text(app: TelegramApp, row: Any, view: Any, lang: Lang) -> str:
+    entry = view.entries[row.entry - 1]
+    owner = app.store.user(row.user_id)
+    return t(
+        "dispute_item",
+        lang,
+        id=row.id,
+        trainee=owner.name if owner else "?",
+        session=row.session_id,
+        entry=row.entry,
+        item=entry.entry.item_title[lang],
+        points=f"{entry.points:g}",
+        why=entry.entry.reason[lang],
+        quote=entry.entry.quote or "—",
+        reason=row.reason,
+    )
+
+
+def router() -> Router:
+    """The mentor router."""
+    r = Router(name="mentor")
+
+    @r.message(Command("team"))
+    async def team(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        _require_mentor(actor)
+        chosen = await _team_or_pick(app, message.chat.id, actor, (command.args or "").strip(), "r")
+        if chosen is not None:
+            await _report(app, message.chat.id, actor, chosen)
+
+    @r.message(Command("export"))
+    async def export(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        _require_mentor(actor)
+        chosen = await _team_or_pick(app, message.chat.id, actor, (command.args or "").strip(), "x")
+        if chosen is not None:
+            await _export(app, message.chat.id, actor, chosen)
+
+    @r.callback_query(TeamCb.filter(F.action.in_({"r", "x"})))
+    async def team_button(
+        query: CallbackQuery, callback_data: TeamCb, actor: Actor, app: TelegramApp
+    ) -> None:
+        chosen = app.store.team(callback_data.team)
+        if chosen is None or not actor.mentors(chosen.id):
+            raise Forbidden(
+                "forbidden",
+                {"zh": "没有权限：这不是你的团队。", "en": "Not allowed: not your team."},
+            )
+        await query.answer()
+        if callback_data.action == "r":
+            await _report(app, query.from_user.id, actor, chosen)
+        else:
+            await _export(app, query.from_user.id, actor, chosen)
+
+    @r.message(Command("assign"))
+    async def assign(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        _require_mentor(actor)
+        lang = actor.lang
+        usage = t("usage_assign", lang, ids=", ".join(app.library.ids()))
+        try:
+            scenario_ids, options = parse_assign(command.args or "")
+        except ValueError as exc:
+            await app.send(message.chat.id, t("bad_option", lang, option=exc.args[0], usage=usage))
+            return
+        known = {"team", "trainee", "due", "pass", "attempts", "difficulty", "mode"}
+        unknown = sorted(set(options) - known)
+        if not scenario_ids or unknown or ("team" in options) == ("trainee" in options):
+            option = unknown[0] if unknown else ""
+            await app.send(
+                message.chat.id,
+                t("bad_option", lang, option=option, usage=usage) if option else usage,
+            )
+            return
+        due = None
+        if "due" in options:
+            try:
+                due = dt.date.fromisoformat(options["due"])
+            except ValueError:
+                await app.send(
+                    message.chat.id, t("bad_option", lang, option=options["due"], usage=usage)
+                )
+                return
+        attempts = (
+            int(_number(options["attempts"], "attempts", usage)) if "attempts" in options else None
+        )
+        target_team = app.svc.team_named(options["team"], actor) if "team" in options else None
+        rows, notify = app.svc.assign(
+            actor,
+            scenario_ids,
+            team=target_team,
+            trainee=options.get("trainee"),
+            due=due,
+            pass_mark=_number(options.get("pass", "80"), "pass", usage),
+            attempts=attempts,
+            difficulty=options.get("difficulty", "normal"),
+            mode=options.get("mode", "exam"),
+        )
+
+        def note(lang: Lang) -> str:
+            return "\n\n".join(
+                t(
+                    "assignment_new",
+                    lang,
+                    title=app.library.get(a.scenario_id).scenario.title.get(lang),
+                    difficulty=t(a.difficulty, lang),
+                    mode=t(a.mode, lang),
+                    pass_mark=f"{a.pass_mark:g}",
+                    due=t("due_on", lang, due=a.due) if a.due else "",
+                    attempts=t("attempts_n", lang, n=a.attempts) if a.attempts else "",
+                )
+                for a in rows
+            )
+
+        reached = await app.notify(notify, note)
+        target = options.get("team") or options.get("trainee") or ""
+        await app.send(
+            message.chat.id, t("assigned", lang, n=len(rows), target=target, notified=reached)
+        )
+
+    @r.message(Command("sessions"))
+    async def sessions(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        _require_mentor(actor)
+        token = (command.args or "").strip()
+        if not token:
+            await app.send(message.chat.id, t("usage_sessions", actor.lang))
+            return
+        user, _ = app.svc._trainee_target(actor, token)
+        lines = [t("sessions_of", actor.lang, name=user.name)]
+        for row in app.store.sessions(user.trainee, limit=30):
+            title = app.library.scenarios.get(row.scenario_id)
+            name = title.scenario.title.get(actor.lang) if title else row.scenario_id
+            lines.append(texts.session_line(row, actor.lang, name))
+        await app.send(message.chat.id, "\n".join(lines))
+
+    @r.message(Command("transcript"))
+    async def transcript(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        session_id = (command.args or "").strip()
+        if not session_id:
+            await app.send(message.chat.id, t("usage_transcript", actor.lang))
+            return
+        view, turns = app.svc.transcript(actor, session_id)
+        scenario = app.library.scenarios.get(view.row.scenario_id)
+        customer = scenario.scenario.customer.persona.name.get(actor.lang) if scenario else "👤"
+        owner = app.svc._owner(view.row)
+        names = (customer, owner.name if owner else view.row.trainee)
+        await app.send(message.chat.id, texts.transcript(view, turns, names, actor.lang))
+
+    @r.message(Command("override"))
+    async def override(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        _require_mentor(actor)
+        words = (command.args or "").split(maxsplit=3)
+        if len(words) < 4 or not words[1].isdigit():
+            await app.send(message.chat.id, t("usage_override", actor.lang))
+            return
+        usage = t("usage_override", actor.lang)
+        points = _number(words[2], "points", usage)
+        before = app.svc.session_view(actor, words[0])
+        view = app.svc.override(actor, words[0], int(words[1]), points, words[3])
+        old = next((e.points for e in before.entries if e.number == int(words[1])), 0.0)
+        await app.send(
+            message.chat.id,
+            t(
+                "overridden",
+                actor.lang,
+                session=view.row.id,
+                entry=words[1],
+                old=f"{old:g}",
+                new=f"{points:g}",
+                total="—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}",
+            ),
+        )
+
+    @r.message(Command("disputes"))
+    async def disputes(message: Message, actor: Actor, app: TelegramApp) -> None:
+        _require_mentor(actor)
+        found = app.svc.open_disputes(actor)
+        if not found:
+            await app.send(message.chat.id, t("no_disputes", actor.lang))
+            return
+        for row, view in found[:MAX_DISPUTES_SHOWN]:
+            buttons = [
+                InlineKeyboardButton(
+                    text=t(v, actor.lang),
+                    callback_data=RulingCb(dispute=row.id, verdict=v[0]).pack(),
+                )
+                for v in VERDICTS
+            ]
+            await app.send(
+                message.chat.id,
+                _dispute_text(app, row, view, actor.lang),
+                InlineKeyboardMarkup(inline_keyboard=[buttons]),
+            )
+
+    @r.callback_query(RulingCb.filter(F.verdict.in_({"a", "p", "r"})))
+    async def ruling(
+        query: CallbackQuery,
+        callback_data: RulingCb,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
+    ) -> None:
+        dispute = app.store.dispute(callback_data.dispute)
+        if dispute is None:
+            raise Invalid("no_dispute", {"zh": "没有这个申诉。", "en": "No such dispute."})
+        app.svc._require_mentor_of(actor, app.svc.session_row(actor, dispute.session_id))
+        verdict = {"a": "accepted", "p": "partly", "r": "rejected"}[callback_data.verdict]
+        await query.answer()
+        await state.set_state(Flow.ruling_reason)
+        await state.set_data({"dispute": dispute.id, "verdict": verdict})
+        key = "ruling_ask_partly" if verdict == "partly" else "ruling_ask"
+        await app.send(query.from_user.id, t(key, actor.lang))
+
+    @r.message(Flow.ruling_reason, F.text, ~F.text.startswith("/"))
+    async def ruling_reason(
+        message: Message, actor: Actor, app: TelegramApp, state: FSMContext
+    ) -> None:
+        data = await state.get_data()
+        text = message.text or ""
+        points = None
+        if data["verdict"] == "partly":
+            first, _, rest = text.partition(" ")
+            points, text = _number(first, "points", t("ruling_ask_partly", actor.lang)), rest
+        view = app.svc.resolve_dispute(actor, int(data["dispute"]), data["verdict"], text, points)
+        await state.clear()
+        total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+        await app.send(
+            message.chat.id,
+            t(
+                "ruled",
+                actor.lang,
+                id=data["dispute"],
+                verdict=t(data["verdict"], actor.lang),
+                session=view.row.id,
+                total=total,
+            ),
+        )
+        dispute = app.store.dispute(int(data["dispute"]))
+        owner = app.store.user(dispute.user_id) if dispute else None
+        if owner is not None:
+            await app.notify(
+                [owner],
+                lambda lang: t(
+                    "ruled_trainee",
+                    lang,
+                    id=data["dispute"],
+                    verdict=t(data["verdict"], lang),
+                    reason=text.strip(),
+                    total=total,
+                ),
+            )
+
+    return r

@@ -1,0 +1,235 @@
+"""/practice (scenario, difficulty, mode), the chat with the customer, /hint and /end.
+
+In coach mode a reply's feedback and the customer's next line go out as one message, so
+one trainee reply costs one bot message.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+
+from bot.engine import ReplyRejected, Session
+from bot.i18n import Lang
+from bot.scenario import Stage
+from bot.service import DIFFICULTIES, Actor, Invalid
+from bot.telegram import texts
+from bot.telegram.state import Flow, PracticeCb
+from bot.telegram.texts import t
+from graders import Grade
+
+if TYPE_CHECKING:
+    from bot.telegram.app import TelegramApp
+
+MAX_CHOICES = 24
+
+
+def _button(text: str, data: PracticeCb) -> list[InlineKeyboardButton]:
+    return [InlineKeyboardButton(text=text[:60], callback_data=data.pack())]
+
+
+def _customer_name(session: Session) -> str:
+    return session.scenario.scenario.customer.persona.name.get(session.lang)
+
+
+def _better(session: Session, grades: tuple[Grade, ...], stage: Stage) -> dict[Lang, str] | None:
+    if not any(g.status == "scored" and g.lost for g in grades):
+        return None
+    return session.scenario.exemplar(stage)
+
+
+async def _begin(
+    app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, data: PracticeCb
+) -> None:
+    session, opening = await app.svc.start_practice(
+        actor,
+        data.scenario,
+        difficulty=data.difficulty or "normal",
+        mode=data.mode or "coach",
+        assignment_id=data.assignment or None,
+    )
+    app.live[session.id] = session
+    await state.set_state(Flow.practising)
+    await state.set_data({"session": session.id})
+    lang = actor.lang
+    s = session.scenario.scenario
+    head = t(
+        "starting",
+        lang,
+        title=s.title.get(lang),
+        difficulty=t(session.difficulty, lang),
+        mode=t(session.mode, lang),
+    )
+    briefing = t("briefing", lang, briefing=s.briefing.get(lang))
+    await app.bot.send_chat_action(chat_id, "typing")
+    await app.send(
+        chat_id,
+        f"{head}\n\n{briefing}\n\n{texts.customer_line(_customer_name(session), opening, lang)}",
+    )
+    app.shown_at[session.id] = time.monotonic()
+
+
+async def _finish(
+    app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, sid: str
+) -> None:
+    app.forget(sid)
+    await state.clear()
+    await app.send_result(chat_id, actor, sid)
+
+
+def router() -> Router:
+    """The practice router."""
+    r = Router(name="practice")
+
+    @r.message(Command("practice"))
+    async def practice(message: Message, actor: Actor, app: TelegramApp) -> None:
+        lang = actor.lang
+        rows = []
+        for choice in app.svc.practice_choices(actor)[:MAX_CHOICES]:
+            if choice.assignment is not None:
+                if choice.attempts_left == 0:
+                    continue
+                data = PracticeCb(step="a", assignment=choice.assignment.id)
+            else:
+                data = PracticeCb(step="s", scenario=choice.scenario_id)
+            rows.append(_button(texts.choice_label(choice, lang), data))
+        await app.send(
+            message.chat.id, t("pick_scenario", lang), InlineKeyboardMarkup(inline_keyboard=rows)
+        )
+
+    @r.callback_query(PracticeCb.filter())
+    async def choose(
+        query: CallbackQuery,
+        callback_data: PracticeCb,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
+    ) -> None:
+        lang = actor.lang
+        data = callback_data
+        await query.answer()
+        if data.step == "s":
+            if data.scenario not in app.library.scenarios:
+                raise Invalid("bad_choice", {"zh": "没有这个场景。", "en": "No such scenario."})
+            title = app.library.get(data.scenario).scenario.title.get(lang)
+            rows = [
+                _button(t(d, lang), PracticeCb(step="d", scenario=data.scenario, difficulty=d))
+                for d in DIFFICULTIES
+            ]
+            await app.send(
+                query.from_user.id,
+                t("pick_difficulty", lang, title=title),
+                InlineKeyboardMarkup(inline_keyboard=rows),
+            )
+        elif data.step == "d":
+            rows = [
+                _button(
+                    t(m, lang),
+                    PracticeCb(
+                        step="m", scenario=data.scenario, difficulty=data.difficulty, mode=m
+                    ),
+                )
+                for m in ("coach", "exam")
+            ]
+            await app.send(
+                query.from_user.id, t("pick_mode", lang), InlineKeyboardMarkup(inline_keyboard=rows)
+            )
+        elif data.step in ("m", "a"):
+            await _begin(app, query.from_user.id, actor, state, data)
+
+    @r.message(Command("end"))
+    async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
+        session, _ = await app.session_for(actor)
+        if session is None:
+            await state.clear()
+            await app.send(message.chat.id, t("no_session", actor.lang))
+            return
+        await session.end()
+        await _finish(app, message.chat.id, actor, state, session.id)
+
+    @r.message(Command("hint"))
+    async def hint(message: Message, actor: Actor, app: TelegramApp) -> None:
+        session, _ = await app.session_for(actor)
+        if session is None:
+            await app.send(message.chat.id, t("no_session", actor.lang))
+        elif session.mode != "coach":
+            await app.send(message.chat.id, t("no_hint_exam", actor.lang))
+        else:
+            session.store.add_turn(session.id, "system", "/hint", meta={"hint": True})
+            await app.send(message.chat.id, t("hint", actor.lang, text=session.hint()[actor.lang]))
+
+    @r.message(F.text.startswith("/"))
+    async def unknown(message: Message, actor: Actor, app: TelegramApp) -> None:
+        await app.send(message.chat.id, t("unknown_command", actor.lang))
+
+    @r.message(F.text)
+    async def reply(
+        message: Message,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
+    ) -> None:
+        lang = actor.lang
+        chat_id = message.chat.id
+        session, pending = await app.session_for(actor)
+        if session is None:
+            await state.clear()
+            await app.send(chat_id, t("no_session", lang))
+            return
+        ref = str(event_update.update_id)
+        stored = app.store.turn_with_ref(session.id, ref)
+        if stored is not None:
+            # A crash interrupted this very update after the reply was saved: show what the
+            # customer answered (resume produced it if it was missing) instead of replying twice.
+            grades = tuple(app.store.grades(session.id).get(stored, []))
+            answer = pending or next(
+                (
+                    x.text
+                    for x in app.store.turns(session.id)
+                    if x.idx > stored and x.role == "customer"
+                ),
+                None,
+            )
+            number = sum(
+                1 for x in app.store.turns(session.id) if x.role == "trainee" and x.idx <= stored
+            )
+            stage = session.grader.records[number - 1].stage
+        else:
+            await app.bot.send_chat_action(chat_id, "typing")
+            shown = app.shown_at.get(session.id)
+            latency = None if shown is None else time.monotonic() - shown
+            try:
+                result = await session.reply(message.text or "", latency, ref=ref)
+            except ReplyRejected as exc:
+                await app.send(chat_id, exc.message[lang])
+                return
+            grades, answer = result.record.grades, result.customer_text
+            number, stage = result.record.number, result.record.stage
+        parts = []
+        if session.mode == "coach":
+            parts.append(texts.feedback(number, grades, _better(session, grades, stage), lang))
+        if answer:
+            parts.append(texts.customer_line(_customer_name(session), answer, lang))
+        if parts:
+            await app.send(chat_id, "\n\n".join(parts))
+        app.shown_at[session.id] = time.monotonic()
+        if session.ended:
+            await _finish(app, chat_id, actor, state, session.id)
+
+    @r.message()
+    async def other(message: Message, actor: Actor, app: TelegramApp) -> None:
+        await app.send(message.chat.id, t("not_text", actor.lang))
+
+    return r

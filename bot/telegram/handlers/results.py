@@ -1,0 +1,95 @@
+"""/history, /me and disputes raised by trainees."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from bot.service import Actor
+from bot.telegram import texts
+from bot.telegram.state import DisputeCb, Flow
+from bot.telegram.texts import t
+
+if TYPE_CHECKING:
+    from bot.telegram.app import TelegramApp
+
+
+def router() -> Router:
+    """The results router."""
+    r = Router(name="results")
+
+    @r.message(Command("history"))
+    async def history(message: Message, actor: Actor, app: TelegramApp) -> None:
+        rows = app.svc.history(actor)
+        if not rows:
+            await app.send(message.chat.id, t("history_empty", actor.lang))
+            return
+        lines = [t("history", actor.lang)]
+        for row in rows:
+            title = app.library.scenarios.get(row.scenario_id)
+            name = title.scenario.title.get(actor.lang) if title else row.scenario_id
+            lines.append(texts.session_line(row, actor.lang, name))
+        await app.send(message.chat.id, "\n".join(lines))
+
+    @r.message(Command("me"))
+    async def me(message: Message, actor: Actor, app: TelegramApp) -> None:
+        await app.send(message.chat.id, texts.profile(app.svc.profile(actor), actor.lang))
+
+    @r.callback_query(DisputeCb.filter())
+    async def dispute(
+        query: CallbackQuery,
+        callback_data: DisputeCb,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
+    ) -> None:
+        view = app.svc.session_view(actor, callback_data.session)
+        if view.row.trainee != actor.user.trainee:
+            await query.answer(t("cancelled", actor.lang), show_alert=True)
+            return
+        entry = next((e for e in view.entries if e.number == callback_data.entry), None)
+        if entry is None:
+            await query.answer(t("cancelled", actor.lang), show_alert=True)
+            return
+        await query.answer()
+        await state.set_state(Flow.dispute_reason)
+        await state.set_data({"session": view.row.id, "entry": entry.number})
+        await app.send(
+            query.from_user.id,
+            t("dispute_ask", actor.lang, n=entry.number, points=f"{entry.points:g}"),
+        )
+
+    @r.message(Flow.dispute_reason, F.text, ~F.text.startswith("/"))
+    async def dispute_reason(
+        message: Message, actor: Actor, app: TelegramApp, state: FSMContext
+    ) -> None:
+        data = await state.get_data()
+        dispute = app.svc.open_dispute(
+            actor, data["session"], int(data["entry"]), message.text or ""
+        )
+        await state.clear()
+        await app.send(message.chat.id, t("dispute_saved", actor.lang, id=dispute.id))
+        view = app.svc.session_view(actor, dispute.session_id)
+        entry = view.entries[dispute.entry - 1]
+        mentors = {
+            u.id: u for team_id in actor.trainee_in for u in app.store.members(team_id, "mentor")
+        }
+        await app.notify(
+            mentors.values(),
+            lambda lang: t(
+                "dispute_new",
+                lang,
+                id=dispute.id,
+                trainee=actor.user.name,
+                session=dispute.session_id,
+                entry=dispute.entry,
+                points=f"{entry.points:g}",
+                reason=dispute.reason,
+            ),
+        )
+
+    return r

@@ -1,0 +1,92 @@
+"""Conversation state on our store (not in memory), FSM states and typed callback data.
+
+Because the state lives in the database, a restart (even ``kill -9``) picks every chat up
+where it was. Callback data is short ASCII and stays under Telegram's 64-byte limit; it
+is only a request: the service layer checks every value it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder, StateType, StorageKey
+
+from bot.storage import Store
+
+
+class StoreStorage(BaseStorage):
+    """aiogram FSM storage on the trainer's store (table ``chat_state``)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.keys = DefaultKeyBuilder(with_bot_id=True)
+
+    async def set_state(self, key: StorageKey, state: StateType = None) -> None:
+        """Set the state of a chat."""
+        name = state.state if isinstance(state, State) else state
+        _, data = self.store.chat_state(self.keys.build(key))
+        self.store.set_chat_state(self.keys.build(key), name, data)
+
+    async def get_state(self, key: StorageKey) -> str | None:
+        """The state of a chat."""
+        return self.store.chat_state(self.keys.build(key))[0]
+
+    async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
+        """Replace the data of a chat."""
+        state, _ = self.store.chat_state(self.keys.build(key))
+        self.store.set_chat_state(self.keys.build(key), state, dict(data))
+
+    async def get_data(self, key: StorageKey) -> dict[str, Any]:
+        """The data of a chat."""
+        return self.store.chat_state(self.keys.build(key))[1]
+
+    async def close(self) -> None:
+        """Nothing to close: the store is closed by its owner."""
+
+
+class Flow(StatesGroup):
+    """Where a chat is."""
+
+    practising = State()
+    dispute_reason = State()
+    ruling_reason = State()
+
+
+class PracticeCb(CallbackData, prefix="p"):
+    """A step of choosing a practice: scenario, difficulty, mode (or an assignment)."""
+
+    step: str
+    scenario: str = ""
+    difficulty: str = ""
+    mode: str = ""
+    assignment: int = 0
+
+
+class DisputeCb(CallbackData, prefix="dp"):
+    """Dispute one ledger entry of a session."""
+
+    session: str
+    entry: int
+
+
+class RulingCb(CallbackData, prefix="rl"):
+    """A mentor's ruling on a dispute."""
+
+    dispute: int
+    verdict: str
+
+
+class TeamCb(CallbackData, prefix="tm"):
+    """A team report (``r``) or CSV export (``x``)."""
+
+    team: int
+    action: str
+
+
+class LangCb(CallbackData, prefix="lg"):
+    """Switch the user's language."""
+
+    lang: str
