@@ -694,19 +694,10 @@ class Training:
         if not owner_teams & actor.mentor_of:
             raise _forbidden()
 
-    def resolve_dispute(
-        self,
-        actor: Actor,
-        dispute_id: int,
-        verdict: str,
-        reason: str,
-        points: float | None = None,
-    ) -> SessionView:
-        """Rule on a dispute: accepted, partly (``points`` still lost) or rejected.
-
-        Accepted gives all the points back; rejected leaves them. The ruling and its reason
-        are appended to the grade history.
-        """
+    def open_dispute_for_ruling(
+        self, actor: Actor, dispute_id: int
+    ) -> tuple[DisputeRow, SessionRow]:
+        """An open dispute the actor may rule on, with its session."""
         dispute = self.store.dispute(dispute_id)
         if dispute is None:
             raise NotFound(
@@ -724,6 +715,22 @@ class Training:
                     "en": f"Dispute #{dispute_id} was already ruled on ({dispute.status}).",
                 },
             )
+        return dispute, row
+
+    def resolve_dispute(
+        self,
+        actor: Actor,
+        dispute_id: int,
+        verdict: str,
+        reason: str,
+        points: float | None = None,
+    ) -> SessionView:
+        """Rule on a dispute: accepted, partly (``points`` still lost) or rejected.
+
+        Accepted gives all the points back; rejected leaves them. The ruling and its reason
+        are appended to the grade history.
+        """
+        dispute, row = self.open_dispute_for_ruling(actor, dispute_id)
         if verdict not in VERDICTS:
             raise Invalid(
                 "bad_verdict",

@@ -212,6 +212,7 @@ def m002_teams(db: Database) -> None:
     db.table("grade_events").create_index(["session_id", "entry"])
     db.table("updates").create(
         {
+            "bot_id": int,
             "update_id": int,
             "payload": str,
             "status": str,
@@ -219,7 +220,7 @@ def m002_teams(db: Database) -> None:
             "received_at": str,
             "done_at": str,
         },
-        pk="update_id",
+        pk=("bot_id", "update_id"),
         not_null={"payload", "status"},
     )
     db.table("updates").create_index(["status"])
@@ -869,35 +870,38 @@ class Store:
 
     # update inbox (each chat-app update is stored before it is processed)
 
-    def inbox_add(self, update_id: int, payload: str) -> bool:
-        """Store an incoming update; False if this update id was seen before."""
+    def inbox_add(self, bot_id: int, update_id: int, payload: str) -> bool:
+        """Store an incoming update; False if this bot's update id was seen before."""
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO updates (update_id, payload, status, received_at)"
-                " VALUES (?, ?, 'received', ?)",
-                [update_id, payload, _now()],
+                "INSERT OR IGNORE INTO updates (bot_id, update_id, payload, status, received_at)"
+                " VALUES (?, ?, ?, 'received', ?)",
+                [bot_id, update_id, payload, _now()],
             )
         return cursor.rowcount == 1
 
-    def inbox_done(self, update_id: int, error: str | None = None) -> None:
+    def inbox_done(self, bot_id: int, update_id: int, error: str | None = None) -> None:
         """Mark an update processed (or failed with ``error``)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE updates SET status = ?, error = ?, done_at = ? WHERE update_id = ?",
-                ["failed" if error else "done", error, _now(), update_id],
+                "UPDATE updates SET status = ?, error = ?, done_at = ?"
+                " WHERE bot_id = ? AND update_id = ?",
+                ["failed" if error else "done", error, _now(), bot_id, update_id],
             )
 
-    def inbox_pending(self) -> list[tuple[int, str]]:
-        """Updates stored but not processed (a crash or shutdown interrupted them)."""
+    def inbox_pending(self, bot_id: int) -> list[tuple[int, str]]:
+        """A bot's updates stored but not processed (a crash or shutdown interrupted them)."""
         rows = self.db.execute(
-            "SELECT update_id, payload FROM updates WHERE status = 'received' ORDER BY update_id"
+            "SELECT update_id, payload FROM updates WHERE bot_id = ? AND status = 'received'"
+            " ORDER BY update_id",
+            [bot_id],
         ).fetchall()
         return [(int(u), str(p)) for u, p in rows]
 
-    def inbox_status(self, update_id: int) -> str | None:
+    def inbox_status(self, bot_id: int, update_id: int) -> str | None:
         """The processing status of a stored update."""
         row = self.db.execute(
-            "SELECT status FROM updates WHERE update_id = ?", [update_id]
+            "SELECT status FROM updates WHERE bot_id = ? AND update_id = ?", [bot_id, update_id]
         ).fetchone()
         return None if row is None else str(row[0])
 

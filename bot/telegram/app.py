@@ -153,7 +153,7 @@ class TelegramApp:
                 language_code=lang,
             )
         self._accepting = True
-        pending = self.store.inbox_pending()
+        pending = self.store.inbox_pending(self.bot.id)
         if pending:
             log.info("resuming %d update(s) stored before the last stop", len(pending))
         for update_id, payload in pending:
@@ -191,7 +191,9 @@ class TelegramApp:
         if not self._accepting:
             return False
         update_id = int(payload["update_id"])
-        if not self.store.inbox_add(update_id, json.dumps(payload, ensure_ascii=False)):
+        if not self.store.inbox_add(
+            self.bot.id, update_id, json.dumps(payload, ensure_ascii=False)
+        ):
             log.info("update %d was delivered again; already handled", update_id)
             return False
         self._schedule(update_id, payload)
@@ -215,7 +217,7 @@ class TelegramApp:
             except Exception as exc:  # a failing update must not stop the bot
                 log.exception("update %d failed", update_id)
                 error = f"{type(exc).__name__}: {exc}"
-            self.store.inbox_done(update_id, error)
+            self.store.inbox_done(self.bot.id, update_id, error)
             self.processed += 1
         if not lock.locked() and self._chat_locks.get(_chat_key(payload)) is lock:
             self._chat_locks.pop(_chat_key(payload), None)

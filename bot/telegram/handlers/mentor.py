@@ -323,10 +323,7 @@ def router() -> Router:
         app: TelegramApp,
         state: FSMContext,
     ) -> None:
-        dispute = app.store.dispute(callback_data.dispute)
-        if dispute is None:
-            raise Invalid("no_dispute", {"zh": "没有这个申诉。", "en": "No such dispute."})
-        app.svc._require_mentor_of(actor, app.svc.session_row(actor, dispute.session_id))
+        dispute, _ = app.svc.open_dispute_for_ruling(actor, callback_data.dispute)
         verdict = {"a": "accepted", "p": "partly", "r": "rejected"}[callback_data.verdict]
         await query.answer()
         await state.set_state(Flow.ruling_reason)

@@ -1,0 +1,1 @@
+"""Telegram adapter (aiogram 3)."""

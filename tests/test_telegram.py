@@ -1,0 +1,413 @@
+"""End-to-end: the real bot (aiogram, aiohttp) against the fake Bot API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from tgharness import BotHarness
+
+from bot.config import ConfigError, telegram_config
+from bot.storage import Store
+from bot.telegram.app import TokenFilter
+from bot.telegram.texts import split
+
+ROOT = Path(__file__).resolve().parent.parent
+KETTLE_ZH = [
+    "王女士您好，水壶到手就裂了，换谁都会生气，真的很抱歉。麻烦您发一下订单号和壶身、外箱的照片，我马上为您处理。",
+    "谢谢您提供的照片，确实是运输途中损坏，给您添麻烦了。您可以选：我们48小时内给您补发一台新水壶，或者全额退款299元，原路退回支付宝，1到3个工作日到账。您看哪种方便？",
+]
+KETTLE_EN = [
+    "Hello Ms. Wang, I'm so sorry the kettle arrived cracked; that would make anyone angry. "
+    "Could you send me the order number and photos of the crack and the box? I'll sort it out now.",
+    "Thank you for the photos; it was clearly damaged in transit and I'm sorry for the trouble. "
+    "You can choose: we send a new kettle within 48 hours, or we refund the full ¥299 to your "
+    "Alipay within 1–3 business days. Which works better for you?",
+]
+
+
+def count(store: Store, table: str, where: str = "1=1") -> int:
+    return int(store.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0])
+
+
+async def start_session(h: BotHarness, user: int, lang: str, mode: str) -> list[str]:
+    await h.say(user, "/start", lang=lang)
+    await h.say(user, "/practice", lang=lang)
+    assert ("p:s:damaged-kettle:::0") in [d for _, d in h.buttons(user)]
+    await h.press(user, "p:s:damaged-kettle:::0", lang=lang)
+    assert [d for _, d in h.buttons(user)] == [
+        f"p:d:damaged-kettle:{d}::0" for d in ("easy", "normal", "hard")
+    ]
+    await h.press(user, "p:d:damaged-kettle:normal::0", lang=lang)
+    return await h.press(user, f"p:m:damaged-kettle:normal:{mode}:0", lang=lang)
+
+
+@pytest.mark.parametrize(("lang", "replies"), [("zh", KETTLE_ZH), ("en", KETTLE_EN)])
+def test_coach_session_one_message_per_reply_then_chart_and_ledger(
+    store: Store, lang: str, replies: list[str]
+) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            opening = await start_session(h, 7, lang, "coach")
+            assert len(opening) == 1
+            assert ("王女士" if lang == "zh" else "Ms. Wang") in opening[0]
+            assert any(c.method == "sendChatAction" for c in h.api.calls)
+            for reply in replies:
+                answer = await h.say(7, reply, lang=lang)
+                if len(answer) > 1:  # the customer accepted: the session ended
+                    break
+                assert len(answer) == 1, answer  # feedback and the customer's line together
+                assert ("评分" if lang == "zh" else "Grades for reply") in answer[0]
+                assert "👤" in answer[0]
+            else:
+                answer = await h.say(7, "/end", lang=lang)
+            photos = h.api.sent(7, methods=("sendPhoto",))
+            assert len(photos) == 1
+            png = next(iter(photos[0].files.values()))
+            assert png.startswith(b"\x89PNG")
+            card = answer[-1]
+            assert ("成绩单" if lang == "zh" else "Scorecard") in card
+            session = store.sessions(limit=1)[0]
+            assert session.status == "ended"
+            n_entries = len(store.ledger(session.id))
+            dispute_buttons = [d for _, d in h.buttons(7) if d.startswith("dp:")]
+            assert len(dispute_buttons) == n_entries
+            for call in h.api.sent():
+                for row in (call.params.get("reply_markup") or {}).get("inline_keyboard", []):
+                    assert all(len(b["callback_data"].encode()) <= 64 for b in row)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_exam_session_shows_no_grades_until_the_end(store: Store, lang: str) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await start_session(h, 8, lang, "exam")
+            replies = KETTLE_ZH if lang == "zh" else KETTLE_EN
+            answer = await h.say(8, replies[0], lang=lang)
+            assert len(answer) == 1 and answer[0].startswith("👤")
+            hint = await h.say(8, "/hint", lang=lang)
+            assert hint == [
+                "考试模式不提供参考回复。" if lang == "zh" else "No model replies in exam mode."
+            ]
+            end = await h.say(8, "/end", lang=lang)
+            assert ("成绩单" if lang == "zh" else "Scorecard") in end[-1]
+            assert store.sessions(limit=1)[0].mode == "exam"
+
+    asyncio.run(run())
+
+
+def _code(text: str) -> str:
+    match = re.search(r"/start (\S+)", text)
+    assert match, text
+    return match.group(1)
+
+
+async def _team(h: BotHarness) -> tuple[int, int, int]:
+    """Admin 1, mentor 2 and trainee 3 (zh) in team Alpha, set up through the bot."""
+    code = h.app.svc.create_invite("admin", None)  # what `trainer admin invite` does
+    assert "admin" in (await h.say(1, f"/start {code}"))[0]
+    assert "Alpha" in (await h.say(1, "/newteam Alpha"))[0]
+    mentor_code = _code((await h.say(1, "/invite Alpha mentor"))[0])
+    assert "mentor" in (await h.say(2, f"/start {mentor_code}"))[0]
+    trainee_code = _code((await h.say(2, "/invite Alpha trainee"))[0])
+    assert "学员" in (await h.say(3, f"/start {trainee_code}", lang="zh", username="xiaoli"))[0]
+    return 1, 2, 3
+
+
+def test_mentor_assigns_trainee_practises_team_report_and_override(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            _, mentor, trainee = await _team(h)
+            done = await h.say(
+                mentor, "/assign damaged-kettle team=Alpha due=2099-01-31 pass=60 attempts=2"
+            )
+            assert "1 trainee(s) notified" in done[-1]
+            note = h.api.texts(trainee)[-1]
+            assert "新任务" in note and "2099-01-31" in note
+            await h.say(trainee, "/practice", lang="zh")
+            label, data = h.buttons(trainee)[0]
+            assert label.startswith("📌") and data.startswith("p:a:")
+            await h.press(trainee, data, lang="zh")
+            for reply in KETTLE_ZH:
+                await h.say(trainee, reply, lang="zh")
+            if store.sessions(limit=1)[0].status == "active":
+                await h.say(trainee, "/end", lang="zh")
+            session = store.sessions(limit=1)[0]
+            assert session.assignment_id is not None and session.mode == "exam"
+            report = (await h.say(mentor, "/team"))[0]
+            assert "Team 'Alpha'" in report and "Assignments completed" in report
+            transcript = "\n".join(await h.say(mentor, f"/transcript {session.id}"))
+            assert KETTLE_ZH[0] in transcript
+            if store.ledger(session.id):
+                before = session.total
+                text = (await h.say(mentor, f"/override {session.id} 1 0 grader misread"))[0]
+                assert "→ 0 points" in text
+                events = store.grade_events([session.id])
+                assert [(e.kind, e.new_points, e.reason) for e in events] == [
+                    ("override", 0.0, "grader misread")
+                ]
+                assert store.session(session.id).total == before  # original never overwritten
+            await h.say(mentor, "/export Alpha")
+            doc = h.api.sent(mentor, methods=("sendDocument",))[-1]
+            csv_bytes = next(iter(doc.files.values()))
+            assert csv_bytes.decode("utf-8-sig").startswith("trainee,user_id,session")
+            assert session.id in csv_bytes.decode("utf-8-sig")
+
+    asyncio.run(run())
+
+
+def test_dispute_is_queued_for_the_mentor_and_ruled_with_a_reason(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            _, mentor, trainee = await _team(h)
+            await start_session(h, trainee, "zh", "exam")
+            await h.say(trainee, "不知道", lang="zh")
+            await h.say(trainee, "/end", lang="zh")
+            session = store.sessions(limit=1)[0]
+            assert store.ledger(session.id)
+            ask = await h.press(trainee, f"dp:{session.id}:1", lang="zh")
+            assert "第 1 项" in ask[0]
+            saved = await h.say(trainee, "我已经道歉了", lang="zh")
+            assert "申诉 #1" in saved[0]
+            assert "New dispute #1" in h.api.texts(mentor)[-1]
+            listing = await h.say(mentor, "/disputes")
+            assert "我已经道歉了" in listing[0]
+            assert [d for _, d in h.buttons(mentor)] == ["rl:1:a", "rl:1:p", "rl:1:r"]
+            await h.press(mentor, "rl:1:a")
+            ruled = await h.say(mentor, "fair: the apology was there")
+            assert "Dispute #1 ruled Accept" in ruled[0]
+            assert "申诉 #1 已处理" in h.api.texts(trainee)[-1]
+            assert store.dispute(1).status == "accepted"
+            (event,) = store.grade_events([session.id])
+            assert (event.kind, event.verdict, event.new_points) == ("dispute", "accepted", 0.0)
+            again = await h.press(mentor, "rl:1:r")
+            assert again == []  # refused with an alert, nothing changed
+            alerts = [c for c in h.api.calls if c.method == "answerCallbackQuery"]
+            assert alerts[-1].params.get("show_alert") in (True, "true")
+            assert len(store.grade_events([session.id])) == 1
+
+    asyncio.run(run())
+
+
+def test_a_redelivered_update_is_processed_once(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await start_session(h, 9, "en", "coach")
+            update_id = h.api.message(9, KETTLE_EN[0])
+            await h.idle()
+            sent = len(h.api.texts(9))
+            h.api.redeliver(update_id)
+            await h.idle()
+            assert len(h.api.texts(9)) == sent
+            session = store.sessions(limit=1)[0]
+            assert [t.role for t in store.turns(session.id)].count("trainee") == 1
+
+    asyncio.run(run())
+
+
+def test_restart_mid_session_resumes_it(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await start_session(h, 10, "en", "coach")
+            await h.say(10, KETTLE_EN[0])
+            sid = store.sessions(limit=1)[0].id
+            await h.stop_bot()
+            await h.start_bot()
+            answer = await h.say(10, KETTLE_EN[1])
+            assert answer and "Grades for reply #2" in answer[0]
+            assert [t.role for t in store.turns(sid)].count("trainee") == 2
+
+    asyncio.run(run())
+
+
+def test_an_update_stored_but_unprocessed_is_handled_at_the_next_start(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await start_session(h, 11, "en", "coach")
+            sid = store.sessions(limit=1)[0].id
+            await h.stop_bot()
+            # As after kill -9: the update was stored (and so confirmed) but never processed.
+            update_id = h.api.message(11, KETTLE_EN[0])
+            store.inbox_add(123456, update_id, __import__("json").dumps(h.api.updates[update_id]))
+            h.api._pending.clear()
+            before = len(h.api.texts(11))
+            await h.start_bot()
+            await h.idle()
+            assert len(h.api.texts(11)) == before + 1
+            assert store.inbox_status(123456, update_id) == "done"
+            assert [t.role for t in store.turns(sid)].count("trainee") == 1
+
+    asyncio.run(run())
+
+
+def test_429_and_server_errors_are_retried_and_nothing_is_lost_or_reordered(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await h.say(12, "/start")
+            h.api.fail_next("sendMessage", status=429, retry_after=1)
+            h.api.fail_next("sendMessage", status=502, count=1)
+            await h.say(12, "/help")
+            await h.say(12, "/history")
+            texts = h.api.texts(12)
+            assert "Trainee commands" in texts[1]
+            assert "No sessions yet" in texts[2]
+            assert h.app.throttle.stats.retried_429 >= 1
+            assert count(store, "updates", "status = 'failed'") == 0
+
+    asyncio.run(run())
+
+
+def test_flood_limits_are_respected_with_a_backlog(store: Store) -> None:
+    async def run() -> None:
+        from botapi import FakeBotAPI
+
+        async with (
+            FakeBotAPI(chat_rate=5, global_rate=20) as api,
+            BotHarness(store, api=api, global_rate=20, chat_rate=5) as h,
+        ):
+            for user in range(200, 230):
+                api.message(user, "/start")
+            await h.idle(timeout=30)
+            assert api.limit_violations == 0
+            assert all(len(api.texts(u)) == 1 for u in range(200, 230))
+
+    asyncio.run(run())
+
+
+def test_webhook_with_a_wrong_secret_is_rejected_and_nothing_is_written(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store, webhook=True) as h:
+            assert await h.say(13, "/start")
+            before = count(store, "updates")
+            update_id = h.api.message(13, "/help")
+            update = h.api.updates[update_id]
+            assert await h.api.post_to_webhook(update, secret="wrong") == 401
+            assert await h.api.post_to_webhook(update, secret=None) == 401
+            await h.idle()
+            assert count(store, "updates") == before
+            assert len(h.api.texts(13)) == 1
+            assert await h.api.post_to_webhook(update) == 200
+            await h.idle()
+            assert count(store, "updates") == before + 1
+            assert await h.api.post_to_webhook(update) == 200  # re-delivery: acknowledged
+            await h.idle()
+            assert len(h.api.texts(13)) == 2  # ...and processed once
+
+    asyncio.run(run())
+
+
+def test_long_messages_are_split_under_the_limit() -> None:
+    text = "\n".join(f"line {i} " + "字" * 80 for i in range(200))
+    parts = split(text)
+    assert len(parts) > 1 and all(len(p) <= 4096 for p in parts)
+    assert "\n".join(parts) == text
+    assert split("x" * 9000) == ["x" * 4096, "x" * 4096, "x" * 808]
+
+
+def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    token = "987654:SECRET-token-value"
+    logger = logging.getLogger("trainer.test")
+    caplog.handler.addFilter(TokenFilter(token))
+    logger.warning("calling https://api.telegram.org/bot%s/getMe failed", token)
+    assert token not in caplog.text and "<token>" in caplog.text
+
+
+def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    path = tmp_path / "trainer.toml"
+    path.write_text('[telegram]\ntoken = "1:file"\nchat_rate = 0\nglobal_rte = 5\n')
+    with pytest.raises(ConfigError, match=r"unknown key.*global_rte"):
+        telegram_config(path)
+    path.write_text('[telegram]\ntoken = "1:file"\nchat_rate = 0\n')
+    config = telegram_config(path)
+    assert (config.token, config.chat_rate, config.global_rate) == ("1:file", None, 30.0)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "2:env")
+    assert telegram_config(path).token == "2:env"
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
+    with pytest.raises(ConfigError, match="no Telegram bot token"):
+        telegram_config(None)
+
+
+def _trainer() -> list[str]:
+    return [sys.executable, "-c", "from bot.cli import main; main()"]
+
+
+def test_serve_without_a_token_explains_how_to_get_one(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    env["TRAINER_DB"] = str(tmp_path / "x.db")
+    result = subprocess.run(
+        [*_trainer(), "serve", "telegram"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "@BotFather" in result.stderr and "trainer play" in result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_mid_session_then_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    """A real `trainer serve telegram` process: killed hard mid-session, restarted, the
+    session goes on; SIGTERM then stops it cleanly."""
+    from botapi import FakeBotAPI
+
+    async def run() -> None:
+        async with FakeBotAPI() as api:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+            env.update(
+                TELEGRAM_BOT_TOKEN=api.token,
+                TELEGRAM_API_BASE=api.base_url,
+                TELEGRAM_CHAT_RATE="0",
+                TELEGRAM_GLOBAL_RATE="0",
+                TRAINER_DB=str(tmp_path / "bot.db"),
+            )
+
+            async def spawn() -> asyncio.subprocess.Process:
+                return await asyncio.create_subprocess_exec(
+                    *_trainer(),
+                    "serve",
+                    "telegram",
+                    env=env,
+                    cwd=str(tmp_path),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+
+            async def say(text: str, n: int) -> None:
+                before = len(api.texts(50))
+                api.message(50, text)
+                await api.wait_texts(50, before + n, timeout=30)
+
+            proc = await spawn()
+            await say("/start", 1)
+            api.callback(50, "p:m:damaged-kettle:normal:coach:0")
+            await api.wait_texts(50, 2, timeout=30)
+            await say(KETTLE_EN[0], 1)
+            proc.kill()  # kill -9
+            await proc.wait()
+            proc = await spawn()
+            await say(KETTLE_EN[1], 1)
+            assert "Grades for reply #2" in api.texts(50)[-1]
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, stderr.decode()[-2000:]
+            assert api.token not in stderr.decode()
+            assert "stopped" in stderr.decode()
+            store = Store.open(tmp_path / "bot.db")
+            (session,) = store.sessions()
+            assert [t.role for t in store.turns(session.id)].count("trainee") == 2
+            store.close()
+
+    asyncio.run(run())
