@@ -148,11 +148,21 @@ class SessionView:
     adjusted_passed: bool | None
     adjusted_reasons: tuple[Bilingual, ...]
     disputes: tuple[DisputeRow, ...]
+    blocking_reasons: tuple[Bilingual, ...] = ()
+    """Fail reasons other than the total (red line, unresolved, dimension floor)."""
 
     @property
     def adjusted(self) -> bool:
         """Whether a mentor changed any points."""
         return any(e.history for e in self.entries)
+
+    def passes(self, pass_mark: float) -> bool:
+        """Whether the session meets ``pass_mark`` (an assignment's) and every other rule."""
+        return (
+            self.adjusted_total is not None
+            and self.adjusted_total >= pass_mark
+            and not self.blocking_reasons
+        )
 
 
 @dataclass(frozen=True)
@@ -400,9 +410,7 @@ class Training:
                     self._title(a.scenario_id),
                     a,
                     len(mine),
-                    any(
-                        self._adjusted_total(s) >= a.pass_mark for s in mine if s.total is not None
-                    ),
+                    any(self._view(s).passes(a.pass_mark) for s in mine),
                 )
             )
         choices.sort(key=lambda c: (c.passed, c.attempts_left == 0))
@@ -530,14 +538,18 @@ class Training:
         adjusted_total: float | None = None
         adjusted_passed: bool | None = None
         reasons: tuple[Bilingual, ...] = ()
+        blocking: tuple[Bilingual, ...] = ()
         if card is not None:
             adjusted_passed, reasons = card.passed, card.fail_reasons
+            blocking = card.fail_reasons
             if card.total is not None:
                 restored = sum(e.entry.points - e.points for e in entries)
-                adjusted_total = round(min(100.0, max(0.0, card.total + restored)), 2)
+                # Totals are shown to one decimal; ledger points carry two.
+                adjusted_total = round(min(100.0, max(0.0, card.total + restored)), 1)
+                below = below_pass_reason(card.total, card.pass_mark)
+                blocking = tuple(r for r in card.fail_reasons if r != below)
                 if restored:
-                    below = below_pass_reason(card.total, card.pass_mark)
-                    kept = [r for r in card.fail_reasons if r != below]
+                    kept = list(blocking)
                     if adjusted_total < card.pass_mark:
                         kept.append(below_pass_reason(adjusted_total, card.pass_mark))
                     reasons = tuple(kept)
@@ -550,6 +562,7 @@ class Training:
             adjusted_passed,
             tuple(reasons),
             tuple(self.store.disputes([row.id])),
+            blocking,
         )
 
     def _adjusted_total(self, row: SessionRow) -> float:
@@ -685,6 +698,8 @@ class Training:
         return list(seen.values())
 
     def _require_mentor_of(self, actor: Actor, row: SessionRow) -> None:
+        if row.trainee == actor.user.trainee:
+            raise _forbidden()  # nobody changes the grades of their own sessions
         if actor.is_admin:
             return
         owner = self._owner(row)
@@ -900,7 +915,7 @@ class Training:
                 mine = [s for s in by_trainee.get(u.trainee, []) if s.assignment_id == a.id]
                 totals = [self._adjusted_total(s) for s in mine if s.total is not None]
                 best = max(totals) if totals else None
-                passed = best is not None and best >= a.pass_mark
+                passed = any(self._view(s).passes(a.pass_mark) for s in mine)
                 overdue = a.due is not None and a.due < today and not passed
                 progress.append(Progress(u, a, len(mine), best, passed, overdue))
         ended = [s for s in sessions if s.status == "ended" and s.scorecard]
@@ -939,7 +954,7 @@ class Training:
                 view = self._view(s)
                 pct = _percentages(view.card)
                 writer.writerow(
-                    [user.name, user.id, s.id, s.scenario_id, s.difficulty, s.mode,
+                    [_cell(user.name), user.id, s.id, s.scenario_id, s.difficulty, s.mode,
                      s.assignment_id or "", s.started_at, s.ended_at or "", s.outcome or "",
                      "" if s.total is None else f"{s.total:.1f}",
                      "" if view.adjusted_total is None else f"{view.adjusted_total:.1f}",
@@ -950,6 +965,13 @@ class Training:
                      len(view.disputes)]
                 )  # fmt: skip
         return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _percentages(card: Scorecard | None) -> dict[str, str]:
