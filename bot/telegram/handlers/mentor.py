@@ -273,7 +273,7 @@ def router() -> Router:
     ) -> None:
         _require_mentor(actor)
         words = (command.args or "").split(maxsplit=3)
-        if len(words) < 4 or not words[1].isdigit():
+        if len(words) < 4 or not words[1].isdecimal():
             await app.send(message.chat.id, t("usage_override", actor.lang))
             return
         usage = t("usage_override", actor.lang)

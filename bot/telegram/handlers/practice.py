@@ -118,7 +118,7 @@ def router() -> Router:
     ) -> None:
         lang = actor.lang
         data = callback_data
-        await query.answer()
+        # Each branch checks before answering: a refusal is answered once, as an alert.
         if data.step == "s":
             if data.scenario not in app.library.scenarios:
                 raise Invalid("bad_choice", {"zh": "没有这个场景。", "en": "No such scenario."})
@@ -132,6 +132,7 @@ def router() -> Router:
                 t("pick_difficulty", lang, title=title),
                 InlineKeyboardMarkup(inline_keyboard=rows),
             )
+            await query.answer()
         elif data.step == "d":
             rows = [
                 _button(
@@ -145,8 +146,12 @@ def router() -> Router:
             await app.send(
                 query.from_user.id, t("pick_mode", lang), InlineKeyboardMarkup(inline_keyboard=rows)
             )
+            await query.answer()
         elif data.step in ("m", "a"):
             await _begin(app, query.from_user.id, actor, state, data)
+            await query.answer()
+        else:
+            await query.answer()
 
     @r.message(Command("end"))
     async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:

@@ -9,7 +9,7 @@ from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
-from bot.service import Actor
+from bot.service import Actor, Forbidden
 from bot.telegram import texts
 from bot.telegram.state import DisputeCb, Flow
 from bot.telegram.texts import t
@@ -49,8 +49,13 @@ def router() -> Router:
     ) -> None:
         view = app.svc.session_view(actor, callback_data.session)
         if view.row.trainee != actor.user.trainee:
-            await query.answer(t("cancelled", actor.lang), show_alert=True)
-            return
+            raise Forbidden(
+                "own_only",
+                {
+                    "zh": "只有学员本人可以对自己的扣分提出申诉。",
+                    "en": "Only the trainee can dispute their own deductions.",
+                },
+            )
         entry = next((e for e in view.entries if e.number == callback_data.entry), None)
         if entry is None:
             await query.answer(t("cancelled", actor.lang), show_alert=True)
