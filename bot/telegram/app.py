@@ -352,7 +352,9 @@ class TelegramApp:
         lang = actor.lang
         scenario_title = self.library.get(view.row.scenario_id).scenario.title
         title: dict[Lang, str] = {"zh": scenario_title.zh, "en": scenario_title.en}
-        png = scorecard_chart(
+        # Rendering takes ~100 ms of CPU: off the event loop, so other chats keep moving.
+        png = await asyncio.to_thread(
+            scorecard_chart,
             [(d.title, d.score, d.max_score) for d in view.card.dimensions],
             self.svc.trend(actor, session_id),
             title=title,

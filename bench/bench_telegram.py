@@ -1,0 +1,713 @@
+"""Telegram webhook path under load: the trainer bot against a bare aiogram echo bot.
+
+    python bench/bench_telegram.py [--quick] [--trainees N] [--open-trainees N] [--rate R]
+                                   [--seconds S] [--backlog N] [--stub-chart]
+
+Runs the real bot (``bot.telegram.app.TelegramApp``, webhook mode, real aiogram and aiohttp)
+against the fake Bot API of ``tests/botapi.py`` on 127.0.0.1, with a file-backed store in a
+temp dir (WAL, synchronous=FULL, as in production). Simulated trainees play the golden
+transcripts of ``tests/golden/`` (every scenario; Chinese and English; good, mediocre and bad
+trainees; normal and hard) in coach mode, replies cycled: each reply is answered by one bot
+message; when the customer resolves or leaves, the chart and scorecard follow and the
+trainee's next message starts a new session (one more trainee message, answered by the
+briefing). Turn latency runs from POSTing a reply's update to the webhook until the fake
+server receives the bot's answering sendMessage; only reply turns are in the latency figures.
+
+Phases (limits off: neither the bot nor the fake server limits sends):
+  1 user        one trainee at a time: the service time of a turn, no queueing
+  closed loop   --trainees (50) trainees each send their next message as soon as the previous
+                one was answered: maximum throughput
+  open loop     --rate (200) trainee messages/s offered, spread over --open-trainees (200)
+                trainees: each sends every open-trainees/rate s (1 s), staggered, never before
+                its previous answer (a slot that comes while it waits is skipped and counted)
+  limits on     bot and fake server at 30 sends/s overall and 1/s per chat (the bot restarted
+                on the same store): an open loop at --limited-rate (15) messages/s, then a
+                burst: --backlog (200) trainees each send a reply at once. The sustained rate
+                counts sends from the first one until fewer than 30 messages await an answer.
+  echo bot      a bare aiogram Dispatcher whose one handler answers ``message.text``, served by
+                aiogram's SimpleRequestHandler on 127.0.0.1 with the same secret, registered
+                with the same fake server (setWebhook) and driven by the same loops
+
+Targets (limits off): closed-loop throughput >= 0.5x the echo bot's, and reply p99 <= 50 ms at
+200 trainee messages/s. (Limits on): sends >= 90 % of the global limit while a backlog
+exists, and 0 unhandled 429s. The bot, the fake server and the load generator share one event
+loop (one core), so the fake server's own cost is part of every figure. ``--stub-chart`` is a
+diagnostic: the scorecard chart is replaced by a ready PNG to show what the rest costs.
+The full run takes about 1.5 minutes, ``--quick`` about 25 s. Always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Message
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
+
+import bot.telegram.app as tgapp
+from bot.charts import scorecard_chart
+from bot.engine import Session
+from bot.storage import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+if str(ROOT / "tests") not in sys.path:  # tests/tgharness.py is made to be imported
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from botapi import SEND_METHODS, Call, FakeBotAPI  # noqa: E402
+from tgharness import BotHarness  # noqa: E402
+
+BRIEFING = "📋"  # in the message that opens a session (both languages)
+GLOBAL_RATE = 30.0
+CHAT_RATE = 1.0
+ECHO_PATH = "/echo/webhook"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A golden transcript: what one simulated trainee practises and says."""
+
+    scenario: str
+    lang: str
+    difficulty: str
+    replies: tuple[str, ...]
+
+
+def load_cases() -> list[Case]:
+    cases = []
+    for path in sorted(GOLDEN.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cases.append(
+            Case(data["scenario"], data["language"], data["difficulty"], tuple(data["replies"]))
+        )
+    return cases
+
+
+class BenchAPI(FakeBotAPI):
+    """The fake Bot API, also handing every successful send to the chat's simulated user.
+
+    A per-chat queue is far cheaper than ``wait_for``/``wait_texts`` (which rescan the calls
+    on every answer) and keeps the load generator's own cost low on the shared loop.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inbox: dict[int, asyncio.Queue[Call]] = {}
+        self.send_times: list[float] = []
+
+    def _answer(self, call: Call, outcome: Any) -> web.Response:
+        response = super()._answer(call, outcome)
+        if call.status == 200 and call.method in SEND_METHODS:
+            self.send_times.append(call.at)
+            queue = self.inbox.get(call.chat_id) if call.chat_id is not None else None
+            if queue is not None:
+                queue.put_nowait(call)
+        return response
+
+
+@dataclass
+class Run:
+    """What one load phase measured."""
+
+    name: str
+    users: int
+    start: float
+    end: float
+    offered: float | None = None  # messages/s (open loop)
+    latencies: list[float] = field(default_factory=list)  # reply turns, seconds
+    lags: list[float] = field(default_factory=list)  # open loop: left late by (seconds)
+    posted: int = 0  # trainee messages POSTed to the webhook
+    answered: int = 0  # ...answered before the window closed
+    replies: int = 0  # reply turns answered before the window closed
+    sessions: int = 0  # sessions started (after one ended)
+    endings: int = 0  # replies that ended their session (chart, scorecard follow)
+    missing: int = 0  # messages never answered (timed out)
+    skipped: int = 0  # open loop: slots dropped because the previous answer had not come
+    sends: int = 0  # bot sends received by the fake server in the window
+    cpu: float = 0.0  # process CPU / wall time, from the start until all answers came
+    last_answer: float = 0.0
+    post_times: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (posted, answered)
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def answer(self, t0: float, at: float, *, reply: bool) -> None:
+        self.last_answer = max(self.last_answer, at)
+        self.spans.append((t0, at))
+        if reply:
+            self.latencies.append(at - t0)
+        if at <= self.end:
+            self.answered += 1
+            self.replies += reply
+
+
+class User:
+    """One simulated Telegram user chatting with the bot under test."""
+
+    def __init__(self, api: BenchAPI, uid: int, lang: str, timeout: float) -> None:
+        self.api = api
+        self.uid = uid
+        self.lang = lang
+        self.timeout = timeout
+        self.queue: asyncio.Queue[Call] = asyncio.Queue()
+        api.inbox[uid] = self.queue
+        self.broken = False
+
+    async def post_message(self, text: str) -> float:
+        return await self._post(self.api.message(self.uid, text, lang=self.lang))
+
+    async def post_callback(self, data: str) -> float:
+        return await self._post(self.api.callback(self.uid, data, lang=self.lang))
+
+    async def _post(self, update_id: int) -> float:
+        t0 = time.monotonic()
+        status = await self.api.post_to_webhook(self.api.updates[update_id])
+        if status != 200:
+            raise RuntimeError(f"webhook answered {status}")
+        return t0
+
+    async def next_send(self, method: str | None = "sendMessage") -> Call:
+        while True:
+            call = await asyncio.wait_for(self.queue.get(), self.timeout)
+            if method is None or call.method == method:
+                return call
+
+    async def turn(self, run: Run) -> None:
+        raise NotImplementedError
+
+
+class EchoUser(User):
+    def __init__(self, api: BenchAPI, uid: int, case: Case, timeout: float) -> None:
+        super().__init__(api, uid, case.lang, timeout)
+        self.replies = case.replies
+        self.k = uid
+
+    async def turn(self, run: Run) -> None:
+        text = self.replies[self.k % len(self.replies)]
+        self.k += 1
+        run.posted += 1
+        t0 = await self.post_message(text)
+        run.post_times.append(t0)
+        try:
+            answer = await self.next_send()
+        except TimeoutError:
+            run.missing += 1
+            self.broken = True
+            return
+        run.answer(t0, answer.at, reply=True)
+
+
+class Trainee(User):
+    """Plays its golden transcript in coach mode, session after session."""
+
+    def __init__(
+        self, api: BenchAPI, harness: BotHarness, uid: int, case: Case, timeout: float
+    ) -> None:
+        super().__init__(api, uid, case.lang, timeout)
+        self.harness = harness
+        self.case = case
+        self.name = f"telegram:{uid}"
+        self.k = 0
+        self.session: Session | None = None
+        self.needs_session = True
+
+    async def setup(self) -> None:
+        await self.post_message("/start")
+        await self.next_send()
+        await self.begin(None)
+
+    async def begin(self, run: Run | None) -> None:
+        """Start a session: one callback, answered by the message with the briefing.
+
+        Whatever the previous session still sends (chart, scorecard) comes first.
+        """
+        c = self.case
+        if run is not None:
+            run.posted += 1
+        t0 = await self.post_callback(f"p:m:{c.scenario}:{c.difficulty}:coach:0")
+        if run is not None:
+            run.post_times.append(t0)
+        while True:
+            call = await self.next_send(None)
+            if call.method == "sendMessage" and BRIEFING in (call.text or ""):
+                break
+        self.k = 0
+        self.needs_session = False
+        self.session = self._live()
+        if run is not None:
+            run.sessions += 1
+            run.answer(t0, call.at, reply=False)
+
+    def _live(self) -> Session | None:
+        assert self.harness.app is not None
+        live = self.harness.app.live
+        if self.session is not None and live.get(self.session.id) is self.session:
+            return self.session
+        return next((s for s in live.values() if s.row.trainee == self.name), None)
+
+    async def turn(self, run: Run) -> None:
+        try:
+            if self.needs_session:
+                await self.begin(run)
+                return
+            text = self.case.replies[self.k % len(self.case.replies)]
+            self.k += 1
+            run.posted += 1
+            t0 = await self.post_message(text)
+            run.post_times.append(t0)
+            answer = await self.next_send()
+        except TimeoutError:
+            run.missing += 1
+            self.broken = True
+            return
+        run.answer(t0, answer.at, reply=True)
+        # The session object is ended before the answer is sent; once the bot finished it,
+        # it is no longer live (a restarted bot resumed it under a new object).
+        self.session = self._live()
+        self.needs_session = self.session is None or self.session.ended
+        run.endings += self.needs_session
+
+
+# ---------------------------------------------------------------------------------- loads
+
+
+def _begin_phase() -> float:
+    """Collect garbage left by earlier phases (the fake server keeps every call), then
+    return the process CPU time."""
+    gc.collect()
+    return time.process_time()
+
+
+def _window(api: BenchAPI, run: Run, cpu0: float) -> Run:
+    run.cpu = (time.process_time() - cpu0) / max(time.monotonic() - run.start, 1e-9)
+    run.sends = sum(1 for at in api.send_times if run.start <= at <= run.end)
+    return run
+
+
+async def closed_loop(api: BenchAPI, users: list[User], seconds: float, name: str) -> Run:
+    cpu0 = _begin_phase()
+    start = time.monotonic()
+    run = Run(name, len(users), start, start + seconds)
+
+    async def drive(user: User) -> None:
+        while time.monotonic() < run.end and not user.broken:
+            await user.turn(run)
+
+    await asyncio.gather(*(drive(u) for u in users))
+    return _window(api, run, cpu0)
+
+
+async def open_loop(
+    api: BenchAPI, users: list[User], rate: float, seconds: float, name: str
+) -> Run:
+    cpu0 = _begin_phase()
+    start = time.monotonic() + 0.05
+    run = Run(name, len(users), start, start + seconds, offered=rate)
+    period = len(users) / rate
+
+    async def drive(i: int, user: User) -> None:
+        due = start + i / rate
+        while due < run.end and not user.broken:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            run.lags.append(time.monotonic() - due)
+            await user.turn(run)
+            due += period
+            # A trainee answered too late for its next slots drops them (counted) rather
+            # than sending them back to back: the phase stays bounded when overloaded.
+            while due < min(time.monotonic() - period, run.end):
+                run.skipped += 1
+                due += period
+
+    await asyncio.gather(*(drive(i, u) for i, u in enumerate(users)))
+    return _window(api, run, cpu0)
+
+
+async def backlog(api: BenchAPI, trainees: list[Trainee], replies: int, name: str) -> Run:
+    cpu0 = _begin_phase()
+    start = time.monotonic()
+    run = Run(name, len(trainees), start, float("inf"))
+
+    async def drive(t: Trainee) -> None:
+        for _ in range(replies):
+            if not t.broken:
+                await t.turn(run)
+
+    await asyncio.gather(*(drive(t) for t in trainees))
+    run.end = run.last_answer  # the burst lasts until the last message is answered
+    return _window(api, run, cpu0)
+
+
+def backlog_window(run: Run, depth: float) -> tuple[float, float]:
+    """When at least ``depth`` trainee messages were waiting for their answer.
+
+    With ``depth`` = the global limit, that is at least one second of sends at the limit
+    still to go; the tail where a few chats wait only for their per-chat limit is left out.
+    """
+    events = sorted([(t, 1) for t in run.post_times] + [(at, -1) for _, at in run.spans])
+    pending = 0
+    start = end = float("nan")
+    for at, step in events:
+        was = pending
+        pending += step
+        if was < depth <= pending and start != start:  # nan: not started yet
+            start = at
+        if pending < depth <= was:
+            end = at
+    return start, end
+
+
+# ---------------------------------------------------------------------------------- echo bot
+
+
+@contextlib.asynccontextmanager
+async def echo_bot(api: BenchAPI, secret: str) -> Any:
+    """A bare aiogram echo bot on a webhook, registered with ``api``."""
+    bot = Bot(api.token, session=AiohttpSession(api=TelegramAPIServer.from_base(api.base_url)))
+    dp = Dispatcher()
+    router = Router()
+
+    @router.message()
+    async def echo(message: Message) -> None:
+        await message.answer(message.text or "?")
+
+    dp.include_router(router)
+    app = web.Application()
+    SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=secret).register(app, ECHO_PATH)
+    setup_application(app, dp, bot=bot)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    await bot.set_webhook(f"http://127.0.0.1:{port}{ECHO_PATH}", secret_token=secret)
+    try:
+        yield bot
+    finally:
+        await bot.delete_webhook()
+        await runner.cleanup()  # closes the bot's session (setup_application)
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile in ms (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q + 0.5) - 1))] * 1000
+
+
+HEADER = (
+    f"{'phase':<31}{'users':>6}{'offered/s':>10}{'msgs/s':>8}{'replies/s':>10}"
+    f"{'sends/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}{'cpu':>6}"
+)
+
+
+def row(run: Run) -> str:
+    lat = run.latencies
+    offered = f"{run.offered:.0f}" if run.offered else "max"
+    if run.name.startswith("backlog"):
+        offered = f"{run.posted} now"
+    return (
+        f"{run.name:<31}{run.users:>6}{offered:>10}{run.answered / run.seconds:>8.1f}"
+        f"{run.replies / run.seconds:>10.1f}{run.sends / run.seconds:>8.1f}"
+        f"{pct(lat, 0.5):>8.1f}{pct(lat, 0.95):>8.1f}{pct(lat, 0.99):>8.1f}"
+        f"{(max(lat) * 1000 if lat else float('nan')):>8.1f}"
+        f"{run.cpu:>6.0%}"
+    )
+
+
+def note_open(run: Run) -> str:
+    late = sum(1 for x in run.lags if x > 0.010)
+    return (
+        f"  {run.name}: {run.posted} messages sent, {run.skipped} slots skipped (answer "
+        f"still pending), {late} sent >10 ms late (lag p99 {pct(run.lags, 0.99):.0f} ms), "
+        f"{run.sessions} new sessions, {run.missing} unanswered"
+    )
+
+
+def chart_cost() -> float:
+    """Seconds to render one scorecard chart (what each ending session costs the loop)."""
+    dims = [({"zh": f"维度{i}", "en": f"Dimension {i}"}, 3.0 * i, 10.0) for i in range(1, 6)]
+    title = {"zh": "运输途中损坏：水壶到手就裂了", "en": "Damaged in transit"}
+    times = []
+    for i in range(6):
+        t = time.perf_counter()
+        scorecard_chart(dims, [55.0, 70.0, 82.5], title=title, lang="zh" if i % 2 else "en")
+        times.append(time.perf_counter() - t)
+    return sorted(times[1:])[2]
+
+
+def stub_charts() -> None:
+    """Diagnostic: replace the chart renderer with a ready PNG (not the production path)."""
+    png = scorecard_chart(
+        [({"zh": "甲", "en": "A"}, 1.0, 2.0)], [50.0], title={"en": "x"}, lang="en"
+    )
+    tgapp.scorecard_chart = lambda *a, **k: png
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+async def bench(args: argparse.Namespace) -> None:
+    logging.getLogger("trainer").setLevel(logging.ERROR)
+    cases = load_cases()
+    chart_s = chart_cost()
+    if args.stub_chart:
+        stub_charts()
+    n_trainees = max(args.trainees, args.open_trainees, args.backlog)
+    if args.stub_chart:
+        print("DIAGNOSTIC RUN: the scorecard chart is stubbed (not the production path)")
+    print(
+        "Telegram webhook path: real bot (TelegramApp, aiogram + aiohttp) vs fake Bot API on "
+        "127.0.0.1"
+    )
+    print(
+        "  store: file-backed SQLite in a temp dir (WAL, synchronous=FULL), as in production; "
+        f"{len(cases)} golden transcripts (zh/en, good/mediocre/bad), coach mode"
+    )
+    print(
+        f"  bot, fake server and load generator share one event loop ({os.cpu_count()} CPUs "
+        "here): the fake server's own cost is part of every latency and rate"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "bench.db")
+        async with BenchAPI() as api:
+            h = BotHarness(store, webhook=True, api=api, global_rate=None, chat_rate=None)
+            await h.start_bot()
+            trainees = [
+                Trainee(api, h, 10_001 + i, cases[i % len(cases)], args.timeout)
+                for i in range(n_trainees)
+            ]
+            t = time.monotonic()
+            await asyncio.gather(*(x.setup() for x in trainees))
+            print(
+                f"  setup: {n_trainees} trainees sent /start and started a session in "
+                f"{time.monotonic() - t:.1f} s"
+            )
+            await closed_loop(api, list(trainees), args.warmup, "warm-up")  # jieba, caches
+
+            runs: list[Run] = []
+            # one trainee at a time: the service time of a turn, without queueing
+            single = await closed_loop(api, trainees[:1], args.warmup / 2, "trainer 1 user (off)")
+            runs.append(single)
+            closed = await closed_loop(
+                api, list(trainees[: args.trainees]), args.seconds, "trainer closed loop (off)"
+            )
+            runs.append(closed)
+            opened = await open_loop(
+                api,
+                list(trainees[: args.open_trainees]),
+                args.rate,
+                args.seconds,
+                "trainer open loop (off)",
+            )
+            runs.append(opened)
+
+            # limits on: the same store, a restarted bot, the fake server enforcing the limits
+            await asyncio.gather(*(x.begin(None) for x in trainees if x.needs_session))
+            await h.stop_bot()
+            h.config_overrides.update(global_rate=GLOBAL_RATE, chat_rate=CHAT_RATE)
+            api.global_rate, api.chat_rate = GLOBAL_RATE, CHAT_RATE
+            violations0 = api.limit_violations
+            await h.start_bot()
+            await asyncio.sleep(1.1)  # no chat sent to within the last second
+            assert h.app is not None
+            app = h.app
+            for x in trainees:
+                x.timeout = max(args.timeout, 4 * len(trainees) * args.backlog_replies / 30)
+            limited = await open_loop(
+                api,
+                list(trainees[: args.open_trainees]),
+                args.limited_rate,
+                args.seconds,
+                "trainer open loop (on)",
+            )
+            runs.append(limited)
+            await h.idle(timeout=120)  # pending charts, scorecards (per-chat limited)
+            sends0 = len(api.send_times)
+            burst = await backlog(
+                api, trainees[: args.backlog], args.backlog_replies, "backlog burst (on)"
+            )
+            runs.append(burst)
+            await h.idle(timeout=120)
+            backlog_from, backlog_to = backlog_window(burst, GLOBAL_RATE)
+            # Sends queue up once the first replies are processed: count from the first send.
+            first_send = min(
+                (at for at in api.send_times[sends0:] if at >= burst.start), default=float("nan")
+            )
+            backlog_from = max(backlog_from, first_send)
+            backlog_sends = sum(
+                1 for at in api.send_times[sends0:] if backlog_from <= at <= backlog_to
+            )
+            stats = app.throttle.stats
+            violations = api.limit_violations - violations0
+            failed = store.db.execute(
+                "SELECT COUNT(*), SUM(error LIKE '%RetryAfter%' OR error LIKE '%429%') "
+                "FROM updates WHERE status = 'failed'"
+            ).fetchone()
+            await h.stop_bot()
+            api.global_rate = api.chat_rate = None
+
+            # the echo bot through the same fake server and loops
+            async with echo_bot(api, h.secret):
+                echoes: list[User] = [
+                    EchoUser(api, 900_001 + i, cases[i % len(cases)], args.timeout)
+                    for i in range(max(args.trainees, args.open_trainees))
+                ]
+                await closed_loop(api, echoes, args.warmup / 2, "echo warm-up")
+                runs.append(await closed_loop(api, echoes[:1], args.warmup / 2, "echo 1 user"))
+                echo_closed = await closed_loop(
+                    api, echoes[: args.trainees], args.seconds, "echo closed loop"
+                )
+                runs.append(echo_closed)
+                echo_open = await open_loop(
+                    api, echoes[: args.open_trainees], args.rate, args.seconds, "echo open loop"
+                )
+                runs.append(echo_open)
+        store.close()
+
+    print()
+    print(HEADER)
+    for run in runs:
+        print(row(run))
+    print(
+        "  msgs/s = trainee messages answered per second (replies + session starts); "
+        "latency = reply turns only; cpu = process CPU / wall"
+    )
+    for run in (opened, limited, echo_open):
+        print(note_open(run))
+    trainer_runs = (closed, opened, limited, burst)
+    ended = sum(r.endings for r in trainer_runs)
+    replies = sum(r.posted - r.sessions for r in trainer_runs)
+    print(
+        f"  trainer: {ended} of {replies} replies ended their session ({ended / max(replies, 1):.0%}"
+        f"); each ending renders a chart PNG on the event loop ({chart_s * 1000:.0f} ms here), "
+        "sends it and the scorecard; the trainee's next message starts a new session"
+        + (" [charts STUBBED: diagnostic run]" if args.stub_chart else "")
+    )
+
+    span = backlog_to - backlog_from
+    sustained = backlog_sends / span if span > 0 else 0.0
+    unhandled = int(failed[1] or 0) + stats.failed + burst.missing + limited.missing
+    print()
+    print(
+        f"limits on ({GLOBAL_RATE:.0f}/s global, {CHAT_RATE:.0f}/s per chat, both sides): "
+        f"backlog of {burst.posted} messages from {burst.users} trainees"
+    )
+    print(
+        f"  first send {first_send - burst.start:.2f} s after the burst; from then until fewer "
+        f"than {GLOBAL_RATE:.0f} messages awaited their answer ({span:.1f} s): {backlog_sends} "
+        f"sends = {sustained:.1f}/s = {sustained / GLOBAL_RATE:.0%} of the global limit; all "
+        f"{burst.posted} answered {burst.seconds:.1f} s after the burst"
+    )
+    rendering = (
+        "charts stubbed, nothing rendered"
+        if args.stub_chart
+        else f"~{burst.endings * chart_s:.1f} s of chart rendering on the event loop"
+    )
+    print(f"  {burst.endings} of the burst's replies ended a session: {rendering}")
+    print(
+        f"  429s served by the fake: {violations}; retried by the throttle: "
+        f"{stats.retried_429}; throttle failures: {stats.failed}; updates failed: "
+        f"{failed[0]} ({int(failed[1] or 0)} by RetryAfter); messages unanswered: "
+        f"{burst.missing + limited.missing}; token wait {stats.waited_s:.0f} s in total"
+    )
+
+    ratio = (closed.answered / closed.seconds) / (echo_closed.answered / echo_closed.seconds)
+    p99 = pct(opened.latencies, 0.99)
+    print()
+    print("targets:")
+    print(
+        f"  throughput vs echo bot (limits off)  {ratio:.2f}x "
+        f"({closed.answered / closed.seconds:.0f} vs {echo_closed.answered / echo_closed.seconds:.0f}"
+        f" msgs/s)   target >= 0.5x   {verdict(ratio >= 0.5)}"
+    )
+    at_rate = opened.answered / opened.seconds
+    print(
+        f"  p99 at {args.rate:.0f} msgs/s (limits off)        {p99:.1f} ms "
+        f"(at {at_rate:.0f} msgs/s answered)   target <= 50 ms   "
+        f"{verdict(p99 <= 50 and at_rate >= 0.95 * args.rate)}"
+    )
+    print(
+        f"  sends with a backlog (limits on)     {sustained / GLOBAL_RATE:.0%} of "
+        f"{GLOBAL_RATE:.0f}/s   target >= 90 %   {verdict(sustained >= 0.9 * GLOBAL_RATE)}"
+    )
+    print(
+        f"  unhandled 429s (limits on)           {unhandled} (updates failed by RetryAfter, "
+        f"throttle failures, messages unanswered)   target 0   {verdict(unhandled == 0)}"
+    )
+
+
+def main() -> None:
+    started = time.monotonic()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (~25 s)")
+    parser.add_argument(
+        "--trainees", type=int, help="closed-loop concurrency, trainer and echo (default 50)"
+    )
+    parser.add_argument(
+        "--open-trainees",
+        type=int,
+        help="trainees sharing the open-loop rate (default 200: one message/s each at 200/s)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="open loop, trainee messages/s (limits off)"
+    )
+    parser.add_argument(
+        "--limited-rate",
+        type=float,
+        default=15.0,
+        help="open loop with the limits on, trainee messages/s (half the 30/s send limit)",
+    )
+    parser.add_argument("--seconds", type=float, help="length of each measured phase (10)")
+    parser.add_argument("--backlog", type=int, help="trainees in the limits-on burst (200)")
+    parser.add_argument(
+        "--backlog-replies",
+        type=int,
+        help="replies each burst trainee sends, one after the other (1)",
+    )
+    parser.add_argument("--timeout", type=float, default=20.0, help="per answer, seconds")
+    parser.add_argument(
+        "--stub-chart",
+        action="store_true",
+        help="diagnostic: a ready PNG instead of rendering the scorecard chart",
+    )
+    args = parser.parse_args()
+    quick = {"trainees": 50, "open_trainees": 100, "seconds": 1.0, "backlog": 60}
+    full = {"trainees": 50, "open_trainees": 200, "seconds": 10.0, "backlog": 200}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.backlog_replies is None:
+        args.backlog_replies = 1
+    args.warmup = 1.0 if args.quick else 2.0
+    asyncio.run(bench(args))
+    print(f"(run took {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
