@@ -413,3 +413,58 @@ def test_kill_9_mid_session_then_sigterm_exits_cleanly(tmp_path: Path) -> None:
             store.close()
 
     asyncio.run(run())
+
+
+def test_updates_of_one_chat_never_overlap_even_when_its_queue_empties(store: Store) -> None:
+    """An update arriving just as the chat's previous one finishes (while another still
+    waits) must queue behind the waiting one, not run beside it."""
+
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            app = h.app
+            assert app is not None
+            running: list[int] = []
+            overlaps: list[tuple[int, int]] = []
+            order: list[int] = []
+
+            async def feed(bot: object, update: object) -> None:
+                uid = update.update_id  # type: ignore[attr-defined]
+                if running:
+                    overlaps.append((running[0], uid))
+                running.append(uid)
+                await asyncio.sleep(0.02)
+                running.remove(uid)
+                order.append(uid)
+
+            app.dp.feed_update = feed  # type: ignore[method-assign]
+            done = app.store.inbox_done
+
+            def inbox_done(bot_id: int, update_id: int, error: str | None = None) -> None:
+                done(bot_id, update_id, error)
+                if update_id == 9001:  # the first finishes; 9002 waits; 9003 arrives now
+                    asyncio.get_running_loop().call_soon(app.accept, payload(9003))
+
+            app.store.inbox_done = inbox_done  # type: ignore[method-assign]
+
+            def payload(update_id: int) -> dict[str, object]:
+                return {
+                    "update_id": update_id,
+                    "message": {
+                        "message_id": update_id,
+                        "date": 0,
+                        "chat": {"id": 77, "type": "private"},
+                        "from": {"id": 77, "is_bot": False, "first_name": "T"},
+                        "text": "hi",
+                    },
+                }
+
+            app.accept(payload(9001))
+            app.accept(payload(9002))
+            await asyncio.sleep(0.01)
+            assert await app.drain(5)
+            await asyncio.sleep(0.01)
+            assert await app.drain(5)
+            assert order == [9001, 9002, 9003]
+            assert overlaps == []
+
+    asyncio.run(run())

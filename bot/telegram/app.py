@@ -17,7 +17,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -106,6 +106,15 @@ def _chat_key(payload: dict[str, Any]) -> int:
     return 0
 
 
+@dataclass
+class _ChatQueue:
+    """The updates of one chat: processed one at a time, in arrival order."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    updates: int = 0
+    """Updates of this chat queued or running."""
+
+
 class TelegramApp:
     """The bot: owns the aiogram Bot and Dispatcher, the inbox and live sessions."""
 
@@ -136,10 +145,9 @@ class TelegramApp:
         self.username = ""
         self.live: dict[str, Session] = {}
         self.shown_at: dict[str, float] = {}
-        self._chat_locks: dict[int, asyncio.Lock] = {}
+        self._chats: dict[int, _ChatQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
-        self.processed = 0
 
     # lifecycle
 
@@ -201,26 +209,33 @@ class TelegramApp:
 
     def _schedule(self, update_id: int, payload: dict[str, Any]) -> None:
         chat = _chat_key(payload)
-        lock = self._chat_locks.setdefault(chat, asyncio.Lock())
-        task = asyncio.create_task(self._process(update_id, payload, lock))
+        queue = self._chats.setdefault(chat, _ChatQueue())
+        queue.updates += 1
+        task = asyncio.create_task(self._process(update_id, payload, chat, queue))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, update_id: int, payload: dict[str, Any], lock: asyncio.Lock) -> None:
-        async with lock:
-            error = None
-            try:
-                update = Update.model_validate(payload, context={"bot": self.bot})
-                await self.dp.feed_update(self.bot, update)
-            except asyncio.CancelledError:
-                raise  # left as 'received': processed again at the next start
-            except Exception as exc:  # a failing update must not stop the bot
-                log.exception("update %d failed", update_id)
-                error = f"{type(exc).__name__}: {exc}"
-            self.store.inbox_done(self.bot.id, update_id, error)
-            self.processed += 1
-        if not lock.locked() and self._chat_locks.get(_chat_key(payload)) is lock:
-            self._chat_locks.pop(_chat_key(payload), None)
+    async def _process(
+        self, update_id: int, payload: dict[str, Any], chat: int, queue: _ChatQueue
+    ) -> None:
+        try:
+            async with queue.lock:
+                error = None
+                try:
+                    update = Update.model_validate(payload, context={"bot": self.bot})
+                    await self.dp.feed_update(self.bot, update)
+                except asyncio.CancelledError:
+                    raise  # left as 'received': processed again at the next start
+                except Exception as exc:  # a failing update must not stop the bot
+                    log.exception("update %d failed", update_id)
+                    error = f"{type(exc).__name__}: {exc}"
+                self.store.inbox_done(self.bot.id, update_id, error)
+        finally:
+            # Forget the chat's lock only when no update of it is queued or running:
+            # dropping it while one waits would let a newer update overtake it.
+            queue.updates -= 1
+            if queue.updates == 0 and self._chats.get(chat) is queue:
+                del self._chats[chat]
 
     # long polling
 

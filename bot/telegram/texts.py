@@ -257,11 +257,6 @@ def t(key: str, lang: Lang, **values: Any) -> str:
     return (zh if lang == "zh" else en).format(**values)
 
 
-def pick(text: Bilingual, lang: Lang) -> str:
-    """One language of a bilingual text."""
-    return text[lang]
-
-
 def _score(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
