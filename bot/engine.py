@@ -113,7 +113,8 @@ class Session:
         return self.outcome is not None
 
     def hint(self) -> Bilingual:
-        """The exemplar reply for the current stage of the case."""
+        """The exemplar reply for the current stage of the case; its use is recorded."""
+        self.store.add_turn(self.id, "system", "/hint", meta={"hint": True})
         return self.scenario.exemplar(stage_of(self.scenario, self.grader.state))
 
     async def reply(

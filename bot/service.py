@@ -495,14 +495,15 @@ class Training:
 
     # results
 
-    def _owner(self, row: SessionRow) -> UserRow | None:
+    def owner(self, row: SessionRow) -> UserRow | None:
+        """The chat user whose session this is (None for terminal sessions)."""
         platform, _, external = row.trainee.partition(":")
         return self.store.user_by_external(platform, external) if external else None
 
     def _can_read(self, actor: Actor, row: SessionRow) -> bool:
         if actor.is_admin or row.trainee == actor.user.trainee:
             return True
-        owner = self._owner(row)
+        owner = self.owner(row)
         if owner is None:
             return False
         owner_teams = {t for t, r in self.store.memberships(owner.id) if r == "trainee"}
@@ -702,7 +703,7 @@ class Training:
             raise _forbidden()  # nobody changes the grades of their own sessions
         if actor.is_admin:
             return
-        owner = self._owner(row)
+        owner = self.owner(row)
         owner_teams = (
             {t for t, r in self.store.memberships(owner.id) if r == "trainee"} if owner else set()
         )
@@ -861,7 +862,7 @@ class Training:
             )
         user: UserRow | None = None
         if trainee is not None:
-            user, team = self._trainee_target(actor, trainee)
+            user, team = self.trainee_target(actor, trainee)
         if team is None or not actor.mentors(team.id):
             raise _forbidden()
         rows = [
@@ -882,7 +883,8 @@ class Training:
         targets = [user] if user is not None else self.store.members(team.id, "trainee")
         return rows, [u for u in targets if u.chat_id]
 
-    def _trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
+    def trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
+        """A trainee of the actor's teams by id or @username, with that team."""
         for user in self.store.find_users(token):
             for team_id, role in self.store.memberships(user.id):
                 if role == "trainee" and actor.mentors(team_id):

@@ -163,7 +163,6 @@ class TerminalPractice:
             if session.mode != "coach":
                 self.console.print(ui("no_hint_exam", lang))
                 return
-            session.store.add_turn(session.id, "system", "/hint", meta={"hint": True})
             self.console.print(Panel(escape(session.hint()[lang]), title=ui("hint", lang)))
         elif command == "/policy":
             policy = session.scenario.policy

@@ -15,7 +15,8 @@ team A, and the rules of ``bot/service.py`` are checked cell by cell:
 
 Each matrix is one shared setup per test function; refused actors go first in every row
 so that one-shot actions (a dispute ruled once) are still open when they try. Two bugs
-found on the way are pinned by strict xfail tests at the end of the file.
+found on the way (a practice button answered twice, /override crashing on "²") have
+regression tests at the end of the file.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Row:
     """``say TEXT`` or ``press DATA``, formatted with ``World.fields``."""
     expect: Mapping[str, Expect]
     once: bool = True
-    """Each callback query is answered exactly once (see the xfail test at the end)."""
+    """Each callback query is answered exactly once."""
 
 
 def rule(default: Expect, **by_actor: Expect) -> dict[str, Expect]:

@@ -244,7 +244,7 @@ def router() -> Router:
         if not token:
             await app.send(message.chat.id, t("usage_sessions", actor.lang))
             return
-        user, _ = app.svc._trainee_target(actor, token)
+        user, _ = app.svc.trainee_target(actor, token)
         lines = [t("sessions_of", actor.lang, name=user.name)]
         for row in app.store.sessions(user.trainee, limit=30):
             title = app.library.scenarios.get(row.scenario_id)
@@ -263,7 +263,7 @@ def router() -> Router:
         view, turns = app.svc.transcript(actor, session_id)
         scenario = app.library.scenarios.get(view.row.scenario_id)
         customer = scenario.scenario.customer.persona.name.get(actor.lang) if scenario else "👤"
-        owner = app.svc._owner(view.row)
+        owner = app.svc.owner(view.row)
         names = (customer, owner.name if owner else view.row.trainee)
         await app.send(message.chat.id, texts.transcript(view, turns, names, actor.lang))
 

@@ -171,7 +171,6 @@ def router() -> Router:
         elif session.mode != "coach":
             await app.send(message.chat.id, t("no_hint_exam", actor.lang))
         else:
-            session.store.add_turn(session.id, "system", "/hint", meta={"hint": True})
             await app.send(message.chat.id, t("hint", actor.lang, text=session.hint()[actor.lang]))
 
     @r.message(F.text.startswith("/"))
