@@ -31,8 +31,9 @@ Phases (limits off: neither the bot nor the fake server limits sends):
 Targets (limits off): closed-loop throughput >= 0.5x the echo bot's, and reply p99 <= 50 ms at
 200 trainee messages/s. (Limits on): sends >= 90 % of the global limit while a backlog
 exists, and 0 unhandled 429s. The bot, the fake server and the load generator share one event
-loop (one core), so the fake server's own cost is part of every figure. ``--stub-chart`` is a
-diagnostic: the scorecard chart is replaced by a ready PNG to show what the rest costs.
+loop (one core), so the fake server's own cost is part of every figure; the bot draws its
+scorecard charts in one worker process, as in production. ``--stub-chart`` is a diagnostic:
+the chart is replaced by a ready PNG (in a thread) to show what the rest costs.
 The full run takes about 1.5 minutes, ``--quick`` about 25 s. Always exits 0.
 """
 
@@ -59,7 +60,7 @@ from aiogram.types import Message
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 
-import bot.telegram.app as tgapp
+import bot.chartpool
 from bot.charts import scorecard_chart
 from bot.engine import Session
 from bot.storage import Store
@@ -446,7 +447,7 @@ def note_open(run: Run) -> str:
 
 
 def chart_cost() -> float:
-    """Seconds to render one scorecard chart (what each ending session costs the loop)."""
+    """Seconds to render one scorecard chart (what each ending session costs a worker)."""
     dims = [({"zh": f"维度{i}", "en": f"Dimension {i}"}, 3.0 * i, 10.0) for i in range(1, 6)]
     title = {"zh": "运输途中损坏：水壶到手就裂了", "en": "Damaged in transit"}
     times = []
@@ -462,7 +463,7 @@ def stub_charts() -> None:
     png = scorecard_chart(
         [({"zh": "甲", "en": "A"}, 1.0, 2.0)], [50.0], title={"en": "x"}, lang="en"
     )
-    tgapp.scorecard_chart = lambda *a, **k: png
+    bot.chartpool.scorecard_chart = lambda *a, **k: png  # drawn in a thread (see below)
 
 
 def verdict(ok: bool) -> str:
@@ -496,7 +497,15 @@ async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "bench.db")
         async with BenchAPI() as api:
-            h = BotHarness(store, webhook=True, api=api, global_rate=None, chat_rate=None)
+            h = BotHarness(
+                store,
+                webhook=True,
+                api=api,
+                global_rate=None,
+                chat_rate=None,
+                # as in production: one worker process draws the charts (the stub: a thread)
+                chart_processes=0 if args.stub_chart else 1,
+            )
             await h.start_bot()
             trainees = [
                 Trainee(api, h, 10_001 + i, cases[i % len(cases)], args.timeout)
@@ -605,7 +614,8 @@ async def bench(args: argparse.Namespace) -> None:
     replies = sum(r.posted - r.sessions for r in trainer_runs)
     print(
         f"  trainer: {ended} of {replies} replies ended their session ({ended / max(replies, 1):.0%}"
-        f"); each ending renders a chart PNG on the event loop ({chart_s * 1000:.0f} ms here), "
+        f"); each ending renders a chart PNG in the chart worker process ({chart_s * 1000:.0f} ms "
+        "here), "
         "sends it and the scorecard; the trainee's next message starts a new session"
         + (" [charts STUBBED: diagnostic run]" if args.stub_chart else "")
     )
@@ -627,7 +637,7 @@ async def bench(args: argparse.Namespace) -> None:
     rendering = (
         "charts stubbed, nothing rendered"
         if args.stub_chart
-        else f"~{burst.endings * chart_s:.1f} s of chart rendering on the event loop"
+        else f"~{burst.endings * chart_s:.1f} s of chart rendering in the worker process"
     )
     print(f"  {burst.endings} of the burst's replies ended a session: {rendering}")
     print(

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
 import signal
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
+from aiogram.methods import Response, SendMessage
 from tgharness import BotHarness
 
 from bot.config import ConfigError, telegram_config
+from bot.engine import Session
 from bot.storage import Store
 from bot.telegram.app import TokenFilter
 from bot.telegram.texts import split
@@ -57,7 +61,8 @@ def test_coach_session_one_message_per_reply_then_chart_and_ledger(
             opening = await start_session(h, 7, lang, "coach")
             assert len(opening) == 1
             assert ("王女士" if lang == "zh" else "Ms. Wang") in opening[0]
-            assert any(c.method == "sendChatAction" for c in h.api.calls)
+            # A quick answer goes out without a typing action (it would vanish unseen).
+            assert not any(c.method == "sendChatAction" for c in h.api.calls)
             for reply in replies:
                 answer = await h.say(7, reply, lang=lang)
                 if len(answer) > 1:  # the customer accepted: the session ended
@@ -439,8 +444,10 @@ def test_updates_of_one_chat_never_overlap_even_when_its_queue_empties(store: St
             app.dp.feed_update = feed  # type: ignore[method-assign]
             done = app.store.inbox_done
 
-            def inbox_done(bot_id: int, update_id: int, error: str | None = None) -> None:
-                done(bot_id, update_id, error)
+            def inbox_done(
+                bot_id: int, update_id: int, error: str | None = None, **kw: bool
+            ) -> None:
+                done(bot_id, update_id, error, **kw)
                 if update_id == 9001:  # the first finishes; 9002 waits; 9003 arrives now
                     asyncio.get_running_loop().call_soon(app.accept, payload(9003))
 
@@ -466,5 +473,46 @@ def test_updates_of_one_chat_never_overlap_even_when_its_queue_empties(store: St
             assert await app.drain(5)
             assert order == [9001, 9002, 9003]
             assert overlaps == []
+
+    asyncio.run(run())
+
+
+def test_a_slow_answer_shows_typing_first_and_a_quick_one_does_not(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run() -> None:
+        async with BotHarness(store, typing_after=0.05) as h:
+            await start_session(h, 31, "en", "coach")
+            await h.say(31, KETTLE_EN[0])
+            assert h.api.sent(31, methods=("sendChatAction",)) == []
+
+            quick = Session.reply
+
+            async def slow(self: Session, *args: object, **kwargs: object) -> object:
+                await asyncio.sleep(0.3)  # an LLM customer thinking
+                return await quick(self, *args, **kwargs)
+
+            monkeypatch.setattr(Session, "reply", slow)
+            await h.say(31, KETTLE_EN[1])
+            calls = h.api.sent(31, methods=("sendChatAction", "sendMessage"))
+            actions = [i for i, c in enumerate(calls) if c.method == "sendChatAction"]
+            assert len(actions) == 1, [c.method for c in calls]
+            assert calls[actions[0]].params.get("action") == "typing"
+            answer = next(i for i, c in enumerate(calls) if "Grades for reply #2" in (c.text or ""))
+            assert actions[0] < answer
+
+    asyncio.run(run())
+
+
+def test_parsed_response_types_stay_built(store: Store) -> None:
+    """aiogram's Response[T] classes must not be rebuilt for every request."""
+
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await h.say(32, "/start")
+            gc.collect()
+            built = weakref.ref(Response[SendMessage.__returning__])
+            gc.collect()
+            assert built() is not None
 
     asyncio.run(run())

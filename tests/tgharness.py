@@ -47,7 +47,12 @@ class BotHarness:
         self.api = api or FakeBotAPI()
         self._own_api = api is None
         self.secret = secret
-        self.config_overrides = {"global_rate": None, "chat_rate": None, "poll_timeout": 1}
+        self.config_overrides = {
+            "global_rate": None,
+            "chat_rate": None,
+            "poll_timeout": 1,
+            "chart_processes": 0,  # a spawned worker per test bot would cost seconds
+        }
         self.config_overrides.update(config)
         self.app: TelegramApp | None = None
         self._stop = asyncio.Event()

@@ -16,15 +16,17 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramNetworkError
-from aiogram.methods import GetUpdates
+from aiogram.methods import GetUpdates, Response, TelegramMethod
+from aiogram.methods.base import TelegramType
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -34,7 +36,7 @@ from aiogram.types import (
 )
 from aiohttp import web
 
-from bot.charts import scorecard_chart
+from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
 from bot.engine import Engine, Session
 from bot.i18n import Lang
@@ -67,6 +69,10 @@ class TelegramConfig:
     chat_rate: float | None = 1.0
     poll_timeout: int = 25
     grace_seconds: float = 20.0
+    typing_after: float = 0.5
+    """Show "typing…" when an answer takes longer than this many seconds."""
+    chart_processes: int = 1
+    """Worker processes that draw scorecard charts; 0 draws them in a thread."""
 
 
 class TokenFilter(logging.Filter):
@@ -106,6 +112,26 @@ def _chat_key(payload: dict[str, Any]) -> int:
     return 0
 
 
+_RESPONSE_TYPES: dict[Any, type] = {}
+
+
+async def pin_response_types(
+    make_request: NextRequestMiddlewareType[TelegramType],
+    bot: Bot,
+    method: TelegramMethod[TelegramType],
+) -> Response[TelegramType]:
+    """Keep aiogram's parsed-response class of each method alive (request middleware).
+
+    aiogram parses every answer with ``Response[T]``; pydantic caches parametrised models
+    only weakly, so without a reference the class (and its validator) is rebuilt on almost
+    every call, which cost about a tenth of the bot's CPU under load.
+    """
+    returning = method.__returning__
+    if returning not in _RESPONSE_TYPES:
+        _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+    return await make_request(bot, method)
+
+
 @dataclass
 class _ChatQueue:
     """The updates of one chat: processed one at a time, in arrival order."""
@@ -135,7 +161,9 @@ class TelegramApp:
         api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
         session = AiohttpSession(api=api) if api else AiohttpSession()
         self.throttle = Throttle(global_rate=config.global_rate, chat_rate=config.chat_rate)
+        session.middleware(pin_response_types)
         session.middleware(self.throttle)
+        self.charts = ChartRenderer(config.chart_processes)
         self.bot = Bot(config.token, session=session)
         self.dp = Dispatcher(storage=StoreStorage(store), app=self)
         middleware = ActorMiddleware()
@@ -148,6 +176,7 @@ class TelegramApp:
         self._chats: dict[int, _ChatQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self._flush_soon = False
 
     # lifecycle
 
@@ -160,6 +189,7 @@ class TelegramApp:
                 [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
                 language_code=lang,
             )
+        self.charts.warm_up()
         self._accepting = True
         pending = self.store.inbox_pending(self.bot.id)
         if pending:
@@ -190,6 +220,8 @@ class TelegramApp:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.store.flush()
+        self.charts.close()
         await self.bot.session.close()
 
     # the inbox
@@ -229,13 +261,24 @@ class TelegramApp:
                 except Exception as exc:  # a failing update must not stop the bot
                     log.exception("update %d failed", update_id)
                     error = f"{type(exc).__name__}: {exc}"
-                self.store.inbox_done(self.bot.id, update_id, error)
+                # Several updates finishing together share one commit of their marks.
+                self.store.inbox_done(self.bot.id, update_id, error, defer=True)
+                if not self._flush_soon:
+                    self._flush_soon = True
+                    asyncio.get_running_loop().call_soon(self._flush)
         finally:
             # Forget the chat's lock only when no update of it is queued or running:
             # dropping it while one waits would let a newer update overtake it.
             queue.updates -= 1
             if queue.updates == 0 and self._chats.get(chat) is queue:
                 del self._chats[chat]
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        try:
+            self.store.flush()
+        except Exception:  # the marks stay queued; the next transaction retries them
+            log.exception("could not mark updates done")
 
     # long polling
 
@@ -314,6 +357,38 @@ class TelegramApp:
 
     # sending
 
+    @contextlib.asynccontextmanager
+    async def typing(self, chat_id: int | str) -> AsyncIterator[None]:
+        """Show "typing…" in the chat while the body takes longer than ``typing_after``.
+
+        A quick answer goes out without it: the action would cost a request and be gone
+        before anyone could see it. A slow one (an LLM customer) shows it, renewed every 4 s
+        as Telegram clears it after 5.
+        """
+        task: asyncio.Task[None] | None = None
+
+        async def show() -> None:
+            while True:
+                try:
+                    await self.bot.send_chat_action(chat_id, "typing")
+                except TelegramAPIError as exc:
+                    log.info("typing action for chat %s failed: %s", chat_id, exc)
+                await asyncio.sleep(4.0)
+
+        def begin() -> None:
+            nonlocal task
+            task = asyncio.create_task(show())
+
+        timer = asyncio.get_running_loop().call_later(max(self.config.typing_after, 0.0), begin)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def send(
         self, chat_id: int | str, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> None:
@@ -367,9 +442,7 @@ class TelegramApp:
         lang = actor.lang
         scenario_title = self.library.get(view.row.scenario_id).scenario.title
         title: dict[Lang, str] = {"zh": scenario_title.zh, "en": scenario_title.en}
-        # Rendering takes ~100 ms of CPU: off the event loop, so other chats keep moving.
-        png = await asyncio.to_thread(
-            scorecard_chart,
+        png = await self.charts.render(
             [(d.title, d.score, d.max_score) for d in view.card.dimensions],
             self.svc.trend(actor, session_id),
             title=title,

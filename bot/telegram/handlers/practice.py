@@ -52,13 +52,14 @@ def _better(session: Session, grades: tuple[Grade, ...], stage: Stage) -> dict[L
 async def _begin(
     app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, data: PracticeCb
 ) -> None:
-    session, opening = await app.svc.start_practice(
-        actor,
-        data.scenario,
-        difficulty=data.difficulty or "normal",
-        mode=data.mode or "coach",
-        assignment_id=data.assignment or None,
-    )
+    async with app.typing(chat_id):
+        session, opening = await app.svc.start_practice(
+            actor,
+            data.scenario,
+            difficulty=data.difficulty or "normal",
+            mode=data.mode or "coach",
+            assignment_id=data.assignment or None,
+        )
     app.live[session.id] = session
     await state.set_state(Flow.practising)
     await state.set_data({"session": session.id})
@@ -72,7 +73,6 @@ async def _begin(
         mode=t(session.mode, lang),
     )
     briefing = t("briefing", lang, briefing=s.briefing.get(lang))
-    await app.bot.send_chat_action(chat_id, "typing")
     await app.send(
         chat_id,
         f"{head}\n\n{briefing}\n\n{texts.customer_line(_customer_name(session), opening, lang)}",
@@ -211,11 +211,11 @@ def router() -> Router:
             )
             stage = session.grader.records[number - 1].stage
         else:
-            await app.bot.send_chat_action(chat_id, "typing")
             shown = app.shown_at.get(session.id)
             latency = None if shown is None else time.monotonic() - shown
             try:
-                result = await session.reply(message.text or "", latency, ref=ref)
+                async with app.typing(chat_id):
+                    result = await session.reply(message.text or "", latency, ref=ref)
             except ReplyRejected as exc:
                 await app.send(chat_id, exc.message[lang])
                 return

@@ -1,0 +1,91 @@
+"""Scorecard charts drawn in worker processes: same image, and a dead worker is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bot.chartpool import ChartRenderer
+from bot.charts import scorecard_chart
+
+DIMS = [
+    ({"zh": "共情", "en": "Empathy"}, 8.0, 10.0),
+    ({"zh": "准确", "en": "Accuracy"}, None, 10.0),
+]
+ARGS = (DIMS, [55.0, 70.0, 82.5])
+ROOT = Path(__file__).resolve().parent.parent
+KW = {"title": {"zh": "水壶", "en": "Kettle"}, "lang": "en"}
+
+
+def test_a_worker_draws_the_same_chart_and_a_killed_worker_is_replaced() -> None:
+    async def run() -> None:
+        renderer = ChartRenderer(1)
+        try:
+            renderer.warm_up()
+            png = await renderer.render(*ARGS, **KW)
+            assert png == scorecard_chart(*ARGS, **KW)
+            [pid] = renderer.pids
+            assert pid != os.getpid()
+
+            os.kill(pid, signal.SIGKILL)
+            other = await renderer.render(DIMS, [40.0], **KW)
+            assert other == scorecard_chart(DIMS, [40.0], **KW)
+            assert renderer.pids and pid not in renderer.pids
+        finally:
+            renderer.close()
+        assert renderer.pids == []
+
+    asyncio.run(run())
+
+
+def test_charts_in_a_thread_when_no_processes_are_wanted() -> None:
+    async def run() -> None:
+        renderer = ChartRenderer(0)
+        renderer.warm_up()
+        assert await renderer.render(*ARGS, **KW) == scorecard_chart(*ARGS, **KW)
+        assert renderer.pids == []
+
+    asyncio.run(run())
+
+
+def test_workers_exit_when_the_bot_is_killed(tmp_path: Path) -> None:
+    """After a kill -9 an orphaned worker would hold the bot's stdout and stderr open."""
+    script = (
+        "import asyncio, sys\n"
+        "from bot.chartpool import ChartRenderer\n"
+        "async def main():\n"
+        "    r = ChartRenderer(1)\n"
+        "    await r.render([({'en': 'A'}, 1.0, 2.0)], [50.0], title={'en': 'x'}, lang='en')\n"
+        "    print(r.pids[0], flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, text=True
+    ) as bot:
+        assert bot.stdout is not None
+        worker = int(bot.stdout.readline())
+        os.kill(bot.pid, signal.SIGKILL)
+        bot.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+        assert bot.stdout.read() == ""  # EOF: nobody holds the pipe any more
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie has exited already; only its parent (init, here) has to reap it
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[-1][0] != "Z"
+    return True
