@@ -129,12 +129,15 @@ class Session:
             raise SessionClosed(f"session {self.id} has ended")
         cleaned = prepare_reply(text)
         meta = {"ref": ref} if ref is not None else None
+        # The reply is committed before grading (which may wait on a judge); what follows
+        # from it (grades, the customer's answer, the ending) is committed together.
         turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s, meta=meta)
         record = await self.grader.trainee(cleaned, latency_s)
-        self.store.add_grades(self.id, turn_idx, record.number, record.grades)
-        customer_text = self._answer(record)
-        ending = self.mind.mood.ending
-        card = await self.end(ending) if ending is not None else None
+        with self.store.transaction():
+            self.store.add_grades(self.id, turn_idx, record.number, record.grades)
+            customer_text = self._answer(record)
+            ending = self.mind.mood.ending
+            card = self._close(ending) if ending is not None else None
         return TurnResult(record, customer_text, ending, card)
 
     def _answer(self, record: ReplyRecord) -> str:
@@ -159,6 +162,9 @@ class Session:
 
     async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
         """End the session (idempotent) and store its scorecard."""
+        return self._close(outcome)
+
+    def _close(self, outcome: Outcome) -> Scorecard:
         if self.card is not None:
             return self.card
         self.outcome = outcome

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,7 @@ class Store:
     def __init__(self, db: Database, path: Path | None):
         self.db = db
         self.path = path
+        self._deferred: list[tuple[str, list[Any]]] = []
 
     @classmethod
     def open(cls, path: Path | str | None) -> Store:
@@ -313,13 +314,39 @@ class Store:
         return cls(db, file_path)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Write what was deferred and close the connection."""
+        self.flush()
         self.db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[Database]:
+        outermost = not self.db.conn.in_transaction
         with self.db.atomic():
-            yield self.db
+            if outermost and self._deferred:
+                deferred, self._deferred = self._deferred, []
+                try:
+                    for sql, params in deferred:
+                        self.db.execute(sql, params)
+                    yield self.db
+                except BaseException:
+                    self._deferred[:0] = deferred  # rolled back: still to be written
+                    raise
+            else:
+                yield self.db
+
+    def transaction(self) -> AbstractContextManager[Database]:
+        """Group the writes made inside into one commit (each commit waits for the disk).
+
+        Synchronous code only: the store's one connection is shared by every task, so the
+        body must not await.
+        """
+        return self._tx()
+
+    def flush(self) -> None:
+        """Commit writes deferred to the next transaction, now."""
+        if self._deferred:
+            with self._tx():
+                pass
 
     # trainees
 
@@ -880,14 +907,25 @@ class Store:
             )
         return cursor.rowcount == 1
 
-    def inbox_done(self, bot_id: int, update_id: int, error: str | None = None) -> None:
-        """Mark an update processed (or failed with ``error``)."""
+    def inbox_done(
+        self, bot_id: int, update_id: int, error: str | None = None, *, defer: bool = False
+    ) -> None:
+        """Mark an update processed (or failed with ``error``).
+
+        With ``defer`` the mark rides along with the next transaction (or :meth:`flush`)
+        instead of paying for a commit of its own; if the process dies first, the update
+        is processed again at the next start, as if the crash had come a moment earlier.
+        """
+        sql = (
+            "UPDATE updates SET status = ?, error = ?, done_at = ?"
+            " WHERE bot_id = ? AND update_id = ?"
+        )
+        params = ["failed" if error else "done", error, _now(), bot_id, update_id]
+        if defer:
+            self._deferred.append((sql, params))
+            return
         with self._tx() as db:
-            db.execute(
-                "UPDATE updates SET status = ?, error = ?, done_at = ?"
-                " WHERE bot_id = ? AND update_id = ?",
-                ["failed" if error else "done", error, _now(), bot_id, update_id],
-            )
+            db.execute(sql, params)
 
     def inbox_pending(self, bot_id: int) -> list[tuple[int, str]]:
         """A bot's updates stored but not processed (a crash or shutdown interrupted them)."""

@@ -155,6 +155,59 @@ def test_inbox_done_of_an_unknown_update_is_harmless(store: Store) -> None:
     assert store.inbox_status(BOT, 12345) is None and store.inbox_pending(BOT) == []
 
 
+def _commits(store: Store) -> list[str]:
+    seen: list[str] = []
+    store.db.conn.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.strip().upper().startswith("COMMIT") else None
+    )
+    return seen
+
+
+def test_deferred_done_marks_ride_on_the_next_transaction(store: Store) -> None:
+    for update_id in (1, 2, 3):
+        store.inbox_add(BOT, update_id, "p")
+    commits = _commits(store)
+    store.inbox_done(BOT, 1, defer=True)
+    store.inbox_done(BOT, 2, error="boom", defer=True)
+    assert commits == []  # nothing written yet: a crash now re-runs both updates
+    assert [u for u, _ in store.inbox_pending(BOT)] == [1, 2, 3]
+    store.inbox_add(BOT, 4, "p")  # any transaction carries the marks along
+    assert len(commits) == 1
+    assert [u for u, _ in store.inbox_pending(BOT)] == [3, 4]
+    assert store.inbox_status(BOT, 2) == "failed"
+    store.inbox_done(BOT, 3, defer=True)
+    store.flush()
+    store.flush()  # nothing left: no empty commit
+    assert len(commits) == 2 and store.inbox_status(BOT, 3) == "done"
+
+
+def test_deferred_marks_survive_a_rolled_back_transaction_and_close(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "t.db")
+    store.inbox_add(BOT, 1, "p")
+    store.inbox_done(BOT, 1, defer=True)
+    with pytest.raises(sqlite3.IntegrityError), store.transaction() as db:
+        db.execute(  # the same update again: violates the primary key
+            "INSERT INTO updates (bot_id, update_id, payload, status) VALUES (?, 1, 'p', 'x')",
+            [BOT],
+        )
+    assert store.inbox_status(BOT, 1) == "received"  # rolled back with it, still queued
+    store.close()
+    reopened = Store.open(tmp_path / "t.db")
+    assert reopened.inbox_status(BOT, 1) == "done"  # written on close
+    reopened.close()
+
+
+def test_a_transaction_groups_writes_into_one_commit(store: Store) -> None:
+    sid = _session(store)
+    commits = _commits(store)
+    with store.transaction():
+        store.add_turn(sid, "trainee", "您好")
+        store.add_turn(sid, "customer", "快点")
+        store.set_chat_state("k", "s", {"a": 1})
+    assert len(commits) == 1
+    assert [t.text for t in store.turns(sid)] == ["您好", "快点"]
+
+
 # --- chat state ------------------------------------------------------------------------------
 
 
