@@ -79,6 +79,24 @@ def _forbidden() -> Forbidden:
     )
 
 
+def _no_team(name: str, yours: Sequence[TeamRow]) -> NotFound:
+    names = ", ".join(t.name for t in yours) or "—"
+    return NotFound(
+        "no_team",
+        {
+            "zh": f"没有名为「{name}」的团队。你的团队：{names}",
+            "en": f"No team named '{name}'. Your teams: {names}",
+        },
+    )
+
+
+def _no_dispute(dispute_id: int) -> NotFound:
+    return NotFound(
+        "no_dispute",
+        {"zh": f"没有申诉 #{dispute_id}。", "en": f"No dispute #{dispute_id}."},
+    )
+
+
 def _no_session(session_id: str) -> NotFound:
     return NotFound(
         "no_session",
@@ -329,19 +347,15 @@ class Training:
         return self.store.create_team(name)
 
     def team_named(self, name: str, by: Actor | None = None) -> TeamRow:
-        """A team by name that ``by`` may manage."""
+        """A team by name that ``by`` may manage.
+
+        A team that exists but that ``by`` does not manage is refused exactly like a name
+        that matches no team (NotFound listing only ``by``'s teams): team names are easy to
+        guess, and a different answer would tell outsiders which teams exist.
+        """
         team = self.store.team_by_name(name.strip())
-        if team is None:
-            names = ", ".join(t.name for t in self.teams(by)) or "—"
-            raise NotFound(
-                "no_team",
-                {
-                    "zh": f"没有名为「{name}」的团队。你的团队：{names}",
-                    "en": f"No team named '{name}'. Your teams: {names}",
-                },
-            )
-        if by is not None and not by.mentors(team.id):
-            raise _forbidden()
+        if team is None or (by is not None and not by.mentors(team.id)):
+            raise _no_team(name, self.teams(by))
         return team
 
     def teams(self, by: Actor | None = None) -> list[TeamRow]:
@@ -698,30 +712,37 @@ class Training:
                 seen.setdefault(user.id, user)
         return list(seen.values())
 
-    def _require_mentor_of(self, actor: Actor, row: SessionRow) -> None:
-        if row.trainee == actor.user.trainee:
-            raise _forbidden()  # nobody changes the grades of their own sessions
+    def _mentors_owner(self, actor: Actor, row: SessionRow) -> bool:
+        """Whether the actor is an admin or a mentor of a team the session's owner trains in."""
         if actor.is_admin:
-            return
+            return True
         owner = self.owner(row)
         owner_teams = (
             {t for t, r in self.store.memberships(owner.id) if r == "trainee"} if owner else set()
         )
-        if not owner_teams & actor.mentor_of:
+        return bool(owner_teams & actor.mentor_of)
+
+    def _require_mentor_of(self, actor: Actor, row: SessionRow) -> None:
+        if row.trainee == actor.user.trainee:
+            raise _forbidden()  # nobody changes the grades of their own sessions
+        if not self._mentors_owner(actor, row):
             raise _forbidden()
 
     def open_dispute_for_ruling(
         self, actor: Actor, dispute_id: int
     ) -> tuple[DisputeRow, SessionRow]:
-        """An open dispute the actor may rule on, with its session."""
+        """An open dispute the actor may rule on, with its session.
+
+        Dispute ids are small consecutive numbers, so a dispute the actor may not rule on is
+        refused exactly like a missing one (NotFound): an outsider cannot tell which ids
+        exist. Only the session's owner, who filed it, is told it is Forbidden.
+        """
         dispute = self.store.dispute(dispute_id)
-        if dispute is None:
-            raise NotFound(
-                "no_dispute",
-                {"zh": f"没有申诉 #{dispute_id}。", "en": f"No dispute #{dispute_id}."},
-            )
-        row = self.store.session(dispute.session_id)
-        assert row is not None
+        row = None if dispute is None else self.store.session(dispute.session_id)
+        if dispute is None or row is None:
+            raise _no_dispute(dispute_id)
+        if row.trainee != actor.user.trainee and not self._mentors_owner(actor, row):
+            raise _no_dispute(dispute_id)
         self._require_mentor_of(actor, row)
         if dispute.status != "open":
             raise Invalid(

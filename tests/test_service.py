@@ -319,6 +319,7 @@ OPERATIONS: dict[str, Callable[[Matrix, Actor], object]] = {
     "assign_trainee": lambda m, a: m.svc.assign(a, [KETTLE], trainee="@alice"),
     "invite_trainee": lambda m, a: m.svc.create_invite("trainee", m.team_a, a),
     "create_team": lambda m, a: m.svc.create_team("Gamma", a),
+    "team_named": lambda m, a: m.svc.team_named("Alpha", a),
 }
 MANAGERS_OF_A = {"admin", "mentor_a"}
 ALLOWED: dict[str, set[str]] = {op: MANAGERS_OF_A for op in OPERATIONS} | {
@@ -336,9 +337,43 @@ WRITES = {
     "invite_trainee": "invites",
     "create_team": "teams",
 }
-# Assigning to a trainee by name outside your teams reads as "no such trainee in your
-# teams" (NotFound) rather than Forbidden: the service does not confirm who exists.
-DENIED_AS: dict[str, tuple[type[ServiceError], str]] = {"assign_trainee": (NotFound, "no_trainee")}
+# Looking something up by a guessable name or a small id outside your reach reads as "no
+# such thing" (NotFound, exactly what a missing one gets) rather than Forbidden: the service
+# does not confirm which trainees, teams or disputes exist.
+DENIED_AS: dict[str, tuple[type[ServiceError], str]] = {
+    "assign_trainee": (NotFound, "no_trainee"),
+    "team_named": (NotFound, "no_team"),
+    "resolve_dispute": (NotFound, "no_dispute"),
+}
+# ... except for A1, who filed the dispute: they know it exists, and may not rule on it.
+DENIED_AS_BY: dict[tuple[str, str], tuple[type[ServiceError], str]] = {
+    ("resolve_dispute", "a1"): (Forbidden, "forbidden"),
+}
+FORBIDDEN_TEXT = {
+    "zh": "没有权限：这不属于你的团队或你本人。",
+    "en": "Not allowed: this is not your team's or your own.",
+}
+
+
+def denial_text(m: Matrix, code: str, actor: Actor) -> dict[str, str]:
+    """The exact refusal an outsider gets: the same as for a thing that does not exist."""
+    assert m.dispute is not None
+    teams = ", ".join(t.name for t in m.svc.teams(actor)) or "—"
+    return {
+        "forbidden": FORBIDDEN_TEXT,
+        "no_trainee": {
+            "zh": "你的团队里没有学员 @alice（可用用户 id 或 @用户名）。",
+            "en": "No trainee @alice in your teams (use their user id or @username).",
+        },
+        "no_team": {
+            "zh": f"没有名为「Alpha」的团队。你的团队：{teams}",
+            "en": f"No team named 'Alpha'. Your teams: {teams}",
+        },
+        "no_dispute": {
+            "zh": f"没有申诉 #{m.dispute.id}。",
+            "en": f"No dispute #{m.dispute.id}.",
+        },
+    }[code]
 
 
 @pytest.mark.parametrize("who", ACTORS)
@@ -354,11 +389,13 @@ def test_access_control_matrix(matrix: Matrix, op: str, who: str) -> None:
             expected[WRITES[op]] += 1
         assert counts(matrix.store) == expected
         return
-    exc, code = DENIED_AS.get(op, (Forbidden, "forbidden"))
-    with pytest.raises(exc) as err:
+    exc, code = DENIED_AS_BY.get((op, who), DENIED_AS.get(op, (Forbidden, "forbidden")))
+    with pytest.raises(ServiceError) as err:
         OPERATIONS[op](matrix, actor)
+    assert type(err.value) is exc
     assert err.value.code == code
     assert_bilingual(err.value)
+    assert err.value.message == denial_text(matrix, code, actor)
     assert counts(matrix.store) == before  # nothing written
     assert matrix.store.grade_events([matrix.sid]) == events_before
     assert matrix.dispute is not None
@@ -1199,11 +1236,98 @@ def test_team_named_finds_only_the_actors_teams(world: World) -> None:
     svc = world.svc
     assert svc.team_named(" alpha ", world.mentor_a) == world.team_a
     assert svc.team_named("Beta") == world.team_b
-    with pytest.raises(Forbidden):
+    assert svc.team_named("beta", world.admin) == world.team_b
+    with pytest.raises(NotFound) as err:
         svc.team_named("Beta", world.mentor_a)
+    assert err.value.message == {
+        "zh": "没有名为「Beta」的团队。你的团队：Alpha",
+        "en": "No team named 'Beta'. Your teams: Alpha",
+    }
     with pytest.raises(NotFound) as err:
         svc.team_named("Omega", world.mentor_a)
     assert "Alpha" in err.value.message["en"] and "Beta" not in err.value.message["en"]
+
+
+def _refusal(call: Callable[[], object]) -> tuple[type[ServiceError], str, dict[str, str]]:
+    with pytest.raises(ServiceError) as err:
+        call()
+    return type(err.value), err.value.code, dict(err.value.message)
+
+
+def test_a_team_not_yours_is_refused_exactly_like_a_missing_one(world: World) -> None:
+    """Guessing team names tells an outsider nothing: same class, code and text."""
+    svc = world.svc
+    outsiders = [world.mentor_a, world.mentor_b, world.a1, world.b1, world.stranger]
+    missing = {a.id: _refusal(lambda a=a: svc.team_named("Gamma", a)) for a in outsiders}
+    gamma = svc.create_team("Gamma", world.admin)
+    snapshot = counts(world.store)
+    for actor in outsiders:
+        foreign = _refusal(lambda a=actor: svc.team_named("Gamma", a))
+        assert foreign == missing[actor.id]
+        assert foreign[:2] == (NotFound, "no_team")
+    for actor in (world.mentor_b, world.b1, world.stranger):  # Alpha is not theirs
+        alpha = _refusal(lambda a=actor: svc.team_named("Alpha", a))
+        omega = _refusal(lambda a=actor: svc.team_named("Omega", a))
+        assert alpha == (
+            omega[0],
+            omega[1],
+            {k: v.replace("Omega", "Alpha") for k, v in omega[2].items()},
+        )
+    assert missing[world.mentor_b.id][2] == {
+        "zh": "没有名为「Gamma」的团队。你的团队：Beta",
+        "en": "No team named 'Gamma'. Your teams: Beta",
+    }
+    assert missing[world.stranger.id][2]["en"] == "No team named 'Gamma'. Your teams: —"
+    assert svc.team_named("gamma", world.admin) == gamma  # admins see every team
+    assert counts(world.store) == snapshot
+
+
+def test_a_dispute_not_yours_is_refused_exactly_like_a_missing_one(world: World) -> None:
+    """Dispute ids are small integers: probing them tells an outsider nothing."""
+    svc = world.svc
+    sid = play(svc, world.a1, BELOW_ONLY)
+    first = svc.open_dispute(world.a1, sid, 1, "I asked for the photos politely")
+    next_id = first.id + 1  # the id the next dispute will get
+    outsiders = [world.mentor_b, world.a2, world.b1, world.stranger]
+
+    def refusals(dispute_id: int) -> dict[int, list[tuple[type[ServiceError], str, Any]]]:
+        return {
+            a.id: [
+                _refusal(lambda a=a: svc.open_dispute_for_ruling(a, dispute_id)),
+                _refusal(lambda a=a: svc.resolve_dispute(a, dispute_id, "accepted", "fair point")),
+            ]
+            for a in outsiders
+        }
+
+    missing = refusals(next_id)
+    second = svc.open_dispute(world.a1, sid, 2, "I did correct the refund time")
+    assert second.id == next_id
+    snapshot, events = counts(world.store), svc.store.grade_events([sid])
+    assert refusals(next_id) == missing  # exists now, and answered exactly the same
+    for got in missing.values():
+        assert (
+            got
+            == [
+                (
+                    NotFound,
+                    "no_dispute",
+                    {"zh": f"没有申诉 #{next_id}。", "en": f"No dispute #{next_id}."},
+                )
+            ]
+            * 2
+        )
+    # The trainee who filed it knows it exists: they are told they may not rule on it.
+    assert _refusal(lambda: svc.open_dispute_for_ruling(world.a1, next_id))[:2] == (
+        Forbidden,
+        "forbidden",
+    )
+    assert counts(world.store) == snapshot and svc.store.grade_events([sid]) == events
+    # Once ruled on, those who may rule still hear it is closed; outsiders still nothing.
+    svc.resolve_dispute(world.mentor_a, next_id, "rejected", "the time was wrong")
+    for actor in (world.mentor_a, world.admin):
+        closed = _refusal(lambda a=actor: svc.open_dispute_for_ruling(a, next_id))
+        assert closed[:2] == (Invalid, "dispute_closed")
+    assert refusals(next_id) == missing
 
 
 def test_a_name_that_looks_like_a_formula_is_exported_as_text(world: World) -> None:

@@ -516,3 +516,61 @@ def test_parsed_response_types_stay_built(store: Store) -> None:
             assert built() is not None
 
     asyncio.run(run())
+
+
+STALE_ALERT = {
+    "zh": "这个按钮已失效，请重新发送命令。",
+    "en": "This button no longer works; send the command again.",
+}
+UNHANDLED_BUTTONS = (
+    "dp:x:abc",  # malformed dispute button
+    "dp:x",
+    "rl:zz",  # malformed ruling button
+    "rl:1:x",  # a verdict that does not exist
+    "tm:1:q",
+    "lg:fr",
+    "p:zz",
+    "p:q::::0",  # a practice step this version does not know
+    "zz:1",  # a prefix no handler knows, e.g. a button of an older bot version
+    "x",
+)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_button_no_handler_takes_is_answered_once_with_an_alert(store: Store, lang: str) -> None:
+    """Forged, malformed or stale callback data never leaves the client spinning."""
+
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            await h.say(41, "/start", lang=lang)
+            tables = [
+                r[0]
+                for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if r[0] != "updates"  # the inbox stores every update, by design
+            ]
+            before = {table: count(store, table) for table in tables}
+            calls = len(h.api.calls)
+            for data in UNHANDLED_BUTTONS:
+                assert await h.press(41, data, lang=lang) == []  # no message, only the alert
+            answers = [c.params for c in h.api.calls[calls:] if c.method == "answerCallbackQuery"]
+            ids = [str(a["callback_query_id"]) for a in answers]
+            assert len(ids) == len(set(ids)) == len(UNHANDLED_BUTTONS)  # each answered once
+            assert [a.get("text") for a in answers] == [STALE_ALERT[lang]] * len(answers)
+            assert all(a.get("show_alert") in (True, "true") for a in answers)
+            assert {table: count(store, table) for table in tables} == before
+            assert count(store, "updates", "status = 'failed'") == 0
+            # Real buttons and the catch-all chat handlers still answer as before.
+            await h.say(41, "/practice", lang=lang)
+            calls = len(h.api.calls)
+            picked = await h.press(41, "p:s:damaged-kettle:::0", lang=lang)
+            assert [d for _, d in h.buttons(41)] == [
+                f"p:d:damaged-kettle:{d}::0" for d in ("easy", "normal", "hard")
+            ]
+            (answer,) = [c for c in h.api.calls[calls:] if c.method == "answerCallbackQuery"]
+            assert not answer.params.get("text") and len(picked) == 1
+            no_session = "你现在没有进行中的会话" if lang == "zh" else "You have no session"
+            assert (await h.say(41, "hello", lang=lang))[0].startswith(no_session)
+            unknown = "未知命令" if lang == "zh" else "Unknown command"
+            assert (await h.say(41, "/nope", lang=lang))[0].startswith(unknown)
+
+    asyncio.run(run())

@@ -82,6 +82,22 @@ OWN_ONLY = {
 }
 
 
+def no_team(name: str, yours: str) -> Bilingual:
+    """The answer to a team name that is not the actor's: no such team, here are yours."""
+    return {
+        "zh": f"没有名为「{name}」的团队。你的团队：{yours}",
+        "en": f"No team named '{name}'. Your teams: {yours}",
+    }
+
+
+# A team or dispute the actor may not see is answered exactly like one that does not exist.
+NO_TEAM_A = no_team("A", "—")
+NO_TEAM_A_FOR_B = no_team("A", "B")
+NO_DISPUTE = {"zh": "没有申诉 #{d}。", "en": "No dispute #{d}."}
+NO_SUCH_DISPUTE = {"zh": "没有申诉 #{d0}。", "en": "No dispute #{d0}."}
+STALE = {lang: t("stale_button", lang) for lang in ("zh", "en")}
+
+
 # ---------------------------------------------------------------- expectations
 
 
@@ -97,7 +113,10 @@ class Allow:
 
 @dataclass(frozen=True)
 class Deny:
-    """The actor may not: exactly these answers, no writes, none of A1's data."""
+    """The actor may not: exactly these answers, no writes, none of A1's data.
+
+    Texts and alerts are templates, formatted with ``World.fields``.
+    """
 
     texts: tuple[Bilingual, ...] = ()
     alerts: tuple[Bilingual, ...] = ()
@@ -146,6 +165,7 @@ class World:
             "d": self.disputes[1] if p is ADMIN else self.disputes[0],
             "d1": self.disputes[0],
             "d2": self.disputes[1],
+            "d0": max(self.disputes) + 100,  # no such dispute
             "aid": self.assignment,
             "key": p.key,
         }
@@ -281,8 +301,8 @@ async def run_cell(w: World, p: Person, row: Row) -> list[str]:
     if leaked:
         problems.append(f"{where}: A1's data {leaked} shown: {sent + alerts}")
     if isinstance(expect, Deny):
-        want_texts = [m[p.lang] for m in expect.texts]
-        want_alerts = [m[p.lang] for m in expect.alerts]
+        want_texts = [m[p.lang].format(**fields) for m in expect.texts]
+        want_alerts = [m[p.lang].format(**fields) for m in expect.alerts]
         if sent != want_texts:
             problems.append(f"{where}: texts {sent}, expected {want_texts}")
         if alerts != want_alerts:
@@ -328,8 +348,10 @@ async def run_matrix(store: Store, rows: tuple[Row, ...]) -> World:
 # ---------------------------------------------------------------- the matrices
 
 MENTOR_COMMAND = rule(Deny(texts=(MENTORS_ONLY,)), mentor_b=Deny(texts=(FORBIDDEN,)))
-"""A mentor command about team A: trainees and strangers are not mentors; B's mentor is
-refused by the team check."""
+"""A mentor command about A1's session: trainees and strangers are not mentors; B's mentor
+is refused by the team check."""
+TEAM_A_COMMAND = {**MENTOR_COMMAND, "mentor_b": Deny(texts=(NO_TEAM_A_FOR_B,))}
+"""A mentor command naming team A: to B's mentor, team A might as well not exist."""
 
 READ_ROWS = (
     Row(
@@ -346,7 +368,7 @@ READ_ROWS = (
         "/team A",
         ("say /team A",),
         {
-            **MENTOR_COMMAND,
+            **TEAM_A_COMMAND,
             "admin": Allow(shows=("'A'", A1.name)),
             "mentor_a": Allow(shows=("「A」", A1.name)),
         },
@@ -355,7 +377,7 @@ READ_ROWS = (
         "/export A",
         ("say /export A",),
         {
-            **MENTOR_COMMAND,
+            **TEAM_A_COMMAND,
             "admin": Allow(shows=("{sid}", A1.name), document=True),
             "mentor_a": Allow(shows=("{sid}", A1.name), document=True),
         },
@@ -377,6 +399,16 @@ READ_ROWS = (
             admin=Allow(shows=("{sid}",), document=True),
             mentor_a=Allow(shows=("{sid}",), document=True),
         ),
+    ),
+    Row(
+        "/team Z (no such team): answered like someone else's team",
+        ("say /team Z",),
+        {
+            **MENTOR_COMMAND,
+            "mentor_b": Deny(texts=(no_team("Z", "B"),)),
+            "mentor_a": Deny(texts=(no_team("Z", "A"),)),
+            "admin": Deny(texts=(no_team("Z", "A, B"),)),
+        },
     ),
     Row(
         "/sessions @A1",
@@ -419,7 +451,7 @@ WRITE_ROWS = (
         "/assign team=A",
         ("say /assign damaged-kettle team=A",),
         {
-            **MENTOR_COMMAND,
+            **TEAM_A_COMMAND,
             "admin": Allow({"assignments": 1}, shows=("2 trainee(s) notified",)),
             "mentor_a": Allow({"assignments": 1}, shows=("已通知 2 位学员",)),
         },
@@ -438,7 +470,8 @@ WRITE_ROWS = (
         "/invite A trainee",
         ("say /invite A trainee",),
         rule(
-            Deny(texts=(FORBIDDEN,)),
+            Deny(texts=(NO_TEAM_A,)),
+            mentor_b=Deny(texts=(NO_TEAM_A_FOR_B,)),
             admin=Allow({"invites": 1}, shows=("/start ",)),
             mentor_a=Allow({"invites": 1}, shows=("/start ",)),
         ),
@@ -446,7 +479,12 @@ WRITE_ROWS = (
     Row(
         "/invite A mentor",
         ("say /invite A mentor",),
-        rule(Deny(texts=(FORBIDDEN,)), admin=Allow({"invites": 1}, shows=("/start ",))),
+        rule(
+            Deny(texts=(NO_TEAM_A,)),
+            mentor_b=Deny(texts=(NO_TEAM_A_FOR_B,)),
+            mentor_a=Deny(texts=(FORBIDDEN,)),  # their team, but only admins invite mentors
+            admin=Allow({"invites": 1}, shows=("/start ",)),
+        ),
     ),
     Row(
         "/invite - admin",
@@ -461,16 +499,36 @@ WRITE_ROWS = (
 )
 
 FORGED_REASON = "say 这条扣分不合理，请撤销"
+MALFORMED_PRESSES = (
+    "press rl:{d}:x",  # a verdict that does not exist
+    "press rl:zz",  # too few parts
+    "press rl:zz:a",  # not a number
+    "press dp:{sid}:abc",
+    "press dp:x",
+    "press tm:{team_a}:q",
+    "press tm:A:r",
+    "press lg:fr",
+    "press p:zz",
+    "press zz:1",  # a prefix no handler knows (a button of an older bot version)
+    "press x",
+)
 
 DISPUTE_ROWS = (
     Row(
         "ruling button then a reason",
         ("press rl:{d}:a", "say fair: the apology was there"),
         rule(
-            Deny(texts=(NO_SESSION,), alerts=(FORBIDDEN,)),
+            # Outsiders are told what a missing dispute gets; A1 filed it, so knows it exists.
+            Deny(texts=(NO_SESSION,), alerts=(NO_DISPUTE,)),
+            a1=Deny(texts=(NO_SESSION,), alerts=(FORBIDDEN,)),
             admin=Allow({"grade_events": 1}, shows=("{sid}", "#{d2}")),
             mentor_a=Allow({"grade_events": 1}, shows=("{sid}", "#{d1}")),
         ),
+    ),
+    Row(
+        "ruling button for a dispute that does not exist",
+        ("press rl:{d0}:a", "say fair: the apology was there"),
+        rule(Deny(texts=(NO_SESSION,), alerts=(NO_SUCH_DISPUTE,))),
     ),
     Row(
         "dispute button then a reason",
@@ -491,6 +549,14 @@ DISPUTE_ROWS = (
             a1=Allow({"sessions": 1}, shows=("成绩单",)),
             a2=Allow({"sessions": 1}, shows=("Scorecard",)),
         ),
+    ),
+    Row(
+        "malformed, unknown and stale buttons, then a reason",
+        (
+            *MALFORMED_PRESSES,
+            "say fair: the apology was there",  # no ruling or dispute is waiting for it
+        ),
+        rule(Deny(texts=(NO_SESSION,), alerts=(STALE,) * len(MALFORMED_PRESSES))),
     ),
 )
 

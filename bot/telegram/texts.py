@@ -242,6 +242,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Only text replies are supported for now.",
     ),
     "unknown_command": ("未知命令。发送 /help 查看命令。", "Unknown command. Send /help."),
+    "stale_button": (
+        "这个按钮已失效，请重新发送命令。",
+        "This button no longer works; send the command again.",
+    ),
 }
 
 DIMENSIONS: dict[str, Bilingual] = {

@@ -119,9 +119,9 @@ def router() -> Router:
         lang = actor.lang
         data = callback_data
         # Each branch checks before answering: a refusal is answered once, as an alert.
+        if data.step in ("s", "d") and data.scenario not in app.library.scenarios:
+            raise Invalid("bad_choice", {"zh": "没有这个场景。", "en": "No such scenario."})
         if data.step == "s":
-            if data.scenario not in app.library.scenarios:
-                raise Invalid("bad_choice", {"zh": "没有这个场景。", "en": "No such scenario."})
             title = app.library.get(data.scenario).scenario.title.get(lang)
             rows = [
                 _button(t(d, lang), PracticeCb(step="d", scenario=data.scenario, difficulty=d))
@@ -134,6 +134,8 @@ def router() -> Router:
             )
             await query.answer()
         elif data.step == "d":
+            if data.difficulty not in DIFFICULTIES:
+                raise Invalid("bad_choice", {"zh": "没有这个难度。", "en": "No such difficulty."})
             rows = [
                 _button(
                     t(m, lang),
@@ -150,8 +152,8 @@ def router() -> Router:
         elif data.step in ("m", "a"):
             await _begin(app, query.from_user.id, actor, state, data)
             await query.answer()
-        else:
-            await query.answer()
+        else:  # a step this version does not know: an old or forged button
+            await query.answer(t("stale_button", lang), show_alert=True)
 
     @r.message(Command("end"))
     async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
