@@ -594,11 +594,18 @@ class Training:
     def trend(self, actor: Actor, session_id: str) -> list[float]:
         """Totals of the session owner's ended sessions up to and including this one."""
         row = self.session_row(actor, session_id)
+        ended = self.store.ended_totals(row.trainee)
+        changed = self.store.with_grade_events(sid for sid, _ in ended)
         totals = []
-        for s in self.store.sessions_of([row.trainee], ended_only=True):
-            if s.total is not None:
-                totals.append(self._adjusted_total(s))
-            if s.id == row.id:
+        for sid, total in ended:
+            if total is not None:
+                if sid in changed:  # mentors changed points: recompute as the views do
+                    stored = self.store.session(sid)
+                    assert stored is not None
+                    totals.append(self._adjusted_total(stored))
+                else:
+                    totals.append(round(min(100.0, max(0.0, total)), 1))
+            if sid == row.id:
                 break
         return totals
 

@@ -420,16 +420,19 @@ class Store:
                 "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
             ).fetchone()
             idx = int(row[0])
-            db.table("turns").insert(
-                {
-                    "session_id": session_id,
-                    "idx": idx,
-                    "role": role,
-                    "text": text,
-                    "created_at": _now(),
-                    "latency_s": latency_s,
-                    "meta": json.dumps(meta or {}, ensure_ascii=False),
-                }
+            # Plain SQL on the hot path: sqlite-utils' insert inspects the table each time.
+            db.execute(
+                "INSERT INTO turns (session_id, idx, role, text, created_at, latency_s, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    session_id,
+                    idx,
+                    role,
+                    text,
+                    _now(),
+                    latency_s,
+                    json.dumps(meta or {}, ensure_ascii=False),
+                ],
             )
             if customer_state is not None:
                 self._save_state(db, session_id, customer_state)
@@ -441,20 +444,25 @@ class Store:
         """Store the grades of one reply (all or none)."""
         now = _now()
         with self._tx() as db:
-            db.table("grades").insert_all(
-                {
-                    "session_id": session_id,
-                    "turn_idx": turn_idx,
-                    "reply_number": reply_number,
-                    "dimension": g.dimension,
-                    "grader": g.grader,
-                    "status": g.status,
-                    "score": g.score,
-                    "max_score": g.max_score,
-                    "data": json.dumps(g.to_dict(), ensure_ascii=False),
-                    "created_at": now,
-                }
-                for g in grades
+            db.conn.executemany(
+                "INSERT INTO grades (session_id, turn_idx, reply_number, dimension, grader,"
+                " status, score, max_score, data, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        session_id,
+                        turn_idx,
+                        reply_number,
+                        g.dimension,
+                        g.grader,
+                        g.status,
+                        g.score,
+                        g.max_score,
+                        json.dumps(g.to_dict(), ensure_ascii=False),
+                        now,
+                    )
+                    for g in grades
+                ],
             )
 
     @staticmethod
@@ -581,6 +589,32 @@ class Store:
         where = f" WHERE t.name IN ({marks})" + (" AND s.status = 'ended'" if ended_only else "")
         rows = self.db.execute(self._SESSION_SQL + where + " ORDER BY s.started_at", names)
         return [self._session(r) for r in rows.fetchall()]
+
+    def ended_totals(self, trainee: str) -> list[tuple[str, float | None]]:
+        """(session id, stored total) of the trainee's ended sessions, oldest first.
+
+        Cheap: no scorecard is read. The totals are as graded, before mentors' changes.
+        """
+        rows = self.db.execute(
+            "SELECT s.id, s.total FROM sessions s JOIN trainees t ON t.id = s.trainee_id"
+            " WHERE t.name = ? AND s.status = 'ended' ORDER BY s.started_at",
+            [trainee],
+        ).fetchall()
+        return [(str(sid), None if total is None else float(total)) for sid, total in rows]
+
+    def with_grade_events(self, session_ids: Iterable[str]) -> set[str]:
+        """Which of these sessions have grade changes (overrides, dispute rulings)."""
+        ids = list(session_ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):  # SQLite's limit on parameters
+            chunk = ids[i : i + 500]
+            rows = self.db.execute(
+                "SELECT DISTINCT session_id FROM grade_events"
+                f" WHERE session_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            found.update(str(r[0]) for r in rows)
+        return found
 
     def active_session(self, trainee: str) -> SessionRow | None:
         """The trainee's session in progress, if any (the most recent one)."""

@@ -1350,3 +1350,20 @@ def test_nobody_changes_the_grades_of_their_own_session(world: World) -> None:
     with pytest.raises(Forbidden):
         svc.resolve_dispute(mentor, dispute.id, "accepted", "agreed with myself")
     assert svc.store.grade_events([sid]) == []
+
+
+def test_trend_lists_adjusted_totals_up_to_the_session_oldest_first(world: World) -> None:
+    svc = world.svc
+    first = play(svc, world.a1, GOOD)
+    second = play(svc, world.a1, BELOW_ONLY)
+    play(svc, world.b1, GOOD)  # someone else's
+    third = play(svc, world.a1, NEAR_FULL)
+    svc.override(world.mentor_a, second, 1, 0.0, "too harsh")  # mentors changed #2
+    views = [svc.session_view(world.a1, sid) for sid in (first, second, third)]
+    totals = [v.adjusted_total for v in views]
+    assert views[1].adjusted_total != views[1].card.total  # the override counts
+    assert svc.trend(world.a1, third) == totals
+    assert svc.trend(world.a1, second) == totals[:2]
+    assert svc.trend(world.mentor_a, first) == totals[:1]  # their mentor sees the same
+    with pytest.raises(Forbidden):
+        svc.trend(world.b1, first)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aiogram.filters import Filter
 from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder, StateType, StorageKey
+from aiogram.types import Message
 
 from bot.storage import Store
 
@@ -43,8 +46,55 @@ class StoreStorage(BaseStorage):
         """The data of a chat."""
         return self.store.chat_state(self.keys.build(key))[1]
 
+    async def set_flow(self, key: StorageKey, state: StateType, data: Mapping[str, Any]) -> None:
+        """Set the state and the data of a chat in one write."""
+        name = state.state if isinstance(state, State) else state
+        self.store.set_chat_state(self.keys.build(key), name, dict(data))
+
     async def close(self) -> None:
         """Nothing to close: the store is closed by its owner."""
+
+
+async def set_flow(
+    context: FSMContext, state: StateType, data: Mapping[str, Any] | None = None
+) -> None:
+    """Set a chat's state and data together (``None``: clear both).
+
+    FSMContext sets them one at a time, which costs our store two commits.
+    """
+    if isinstance(context.storage, StoreStorage):
+        await context.storage.set_flow(context.key, state, data or {})
+    else:
+        await context.set_state(state)
+        await context.set_data(dict(data or {}))
+
+
+class IsText(Filter):
+    """A text message.
+
+    Our filters are coroutines: aiogram runs a plain function filter, such as an ``F``
+    magic filter, in a worker thread for every update it checks.
+    """
+
+    async def __call__(self, message: Message) -> bool:
+        """Whether the message has text."""
+        return message.text is not None
+
+
+class IsCommand(Filter):
+    """A message that starts with ``/``."""
+
+    async def __call__(self, message: Message) -> bool:
+        """Whether the message is a command."""
+        return (message.text or "").startswith("/")
+
+
+class IsPlainText(Filter):
+    """A text message that is not a command."""
+
+    async def __call__(self, message: Message) -> bool:
+        """Whether the message is text and no command."""
+        return message.text is not None and not message.text.startswith("/")
 
 
 class Flow(StatesGroup):

@@ -10,7 +10,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.service import Actor
-from bot.telegram.state import LangCb
+from bot.telegram.state import LangCb, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def router() -> Router:
 
     @r.message(Command("cancel"))
     async def cancel(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
-        await state.clear()
+        await set_flow(state, None)
         await app.send(message.chat.id, t("cancelled", actor.lang))
 
     return r

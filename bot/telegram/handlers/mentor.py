@@ -20,7 +20,7 @@ from bot.i18n import Lang
 from bot.service import VERDICTS, Actor, Forbidden, Invalid
 from bot.storage import TeamRow
 from bot.telegram import texts
-from bot.telegram.state import Flow, RulingCb, TeamCb
+from bot.telegram.state import Flow, IsPlainText, RulingCb, TeamCb, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -326,12 +326,11 @@ def router() -> Router:
         dispute, _ = app.svc.open_dispute_for_ruling(actor, callback_data.dispute)
         verdict = {"a": "accepted", "p": "partly", "r": "rejected"}[callback_data.verdict]
         await query.answer()
-        await state.set_state(Flow.ruling_reason)
-        await state.set_data({"dispute": dispute.id, "verdict": verdict})
+        await set_flow(state, Flow.ruling_reason, {"dispute": dispute.id, "verdict": verdict})
         key = "ruling_ask_partly" if verdict == "partly" else "ruling_ask"
         await app.send(query.from_user.id, t(key, actor.lang))
 
-    @r.message(Flow.ruling_reason, F.text, ~F.text.startswith("/"))
+    @r.message(Flow.ruling_reason, IsPlainText())
     async def ruling_reason(
         message: Message, actor: Actor, app: TelegramApp, state: FSMContext
     ) -> None:
@@ -342,7 +341,7 @@ def router() -> Router:
             first, _, rest = text.partition(" ")
             points, text = _number(first, "points", t("ruling_ask_partly", actor.lang)), rest
         view = app.svc.resolve_dispute(actor, int(data["dispute"]), data["verdict"], text, points)
-        await state.clear()
+        await set_flow(state, None)
         total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
         await app.send(
             message.chat.id,

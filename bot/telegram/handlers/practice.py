@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
@@ -25,7 +25,7 @@ from bot.i18n import Lang
 from bot.scenario import Stage
 from bot.service import DIFFICULTIES, Actor, Invalid
 from bot.telegram import texts
-from bot.telegram.state import Flow, PracticeCb
+from bot.telegram.state import Flow, IsCommand, IsText, PracticeCb, set_flow
 from bot.telegram.texts import t
 from graders import Grade
 
@@ -61,8 +61,7 @@ async def _begin(
             assignment_id=data.assignment or None,
         )
     app.live[session.id] = session
-    await state.set_state(Flow.practising)
-    await state.set_data({"session": session.id})
+    await set_flow(state, Flow.practising, {"session": session.id})
     lang = actor.lang
     s = session.scenario.scenario
     head = t(
@@ -84,7 +83,7 @@ async def _finish(
     app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, sid: str
 ) -> None:
     app.forget(sid)
-    await state.clear()
+    await set_flow(state, None)
     await app.send_result(chat_id, actor, sid)
 
 
@@ -159,7 +158,7 @@ def router() -> Router:
     async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
         session, _ = await app.session_for(actor)
         if session is None:
-            await state.clear()
+            await set_flow(state, None)
             await app.send(message.chat.id, t("no_session", actor.lang))
             return
         await session.end()
@@ -175,11 +174,11 @@ def router() -> Router:
         else:
             await app.send(message.chat.id, t("hint", actor.lang, text=session.hint()[actor.lang]))
 
-    @r.message(F.text.startswith("/"))
+    @r.message(IsCommand())
     async def unknown(message: Message, actor: Actor, app: TelegramApp) -> None:
         await app.send(message.chat.id, t("unknown_command", actor.lang))
 
-    @r.message(F.text)
+    @r.message(IsText())
     async def reply(
         message: Message,
         event_update: Update,
@@ -191,7 +190,7 @@ def router() -> Router:
         chat_id = message.chat.id
         session, pending = await app.session_for(actor)
         if session is None:
-            await state.clear()
+            await set_flow(state, None)
             await app.send(chat_id, t("no_session", lang))
             return
         ref = str(event_update.update_id)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
 from bot.service import Actor, Forbidden
 from bot.telegram import texts
-from bot.telegram.state import DisputeCb, Flow
+from bot.telegram.state import DisputeCb, Flow, IsPlainText, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -61,14 +61,13 @@ def router() -> Router:
             await query.answer(t("cancelled", actor.lang), show_alert=True)
             return
         await query.answer()
-        await state.set_state(Flow.dispute_reason)
-        await state.set_data({"session": view.row.id, "entry": entry.number})
+        await set_flow(state, Flow.dispute_reason, {"session": view.row.id, "entry": entry.number})
         await app.send(
             query.from_user.id,
             t("dispute_ask", actor.lang, n=entry.number, points=f"{entry.points:g}"),
         )
 
-    @r.message(Flow.dispute_reason, F.text, ~F.text.startswith("/"))
+    @r.message(Flow.dispute_reason, IsPlainText())
     async def dispute_reason(
         message: Message, actor: Actor, app: TelegramApp, state: FSMContext
     ) -> None:
@@ -76,7 +75,7 @@ def router() -> Router:
         dispute = app.svc.open_dispute(
             actor, data["session"], int(data["entry"]), message.text or ""
         )
-        await state.clear()
+        await set_flow(state, None)
         await app.send(message.chat.id, t("dispute_saved", actor.lang, id=dispute.id))
         view = app.svc.session_view(actor, dispute.session_id)
         entry = view.entries[dispute.entry - 1]
