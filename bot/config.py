@@ -28,6 +28,8 @@ TELEGRAM_KEYS = {
     "global_rate": ("TELEGRAM_GLOBAL_RATE", float),
     "chat_rate": ("TELEGRAM_CHAT_RATE", float),
     "grace_seconds": ("TELEGRAM_GRACE_SECONDS", float),
+    "typing_after": ("TELEGRAM_TYPING_AFTER", float),
+    "chart_processes": ("TELEGRAM_CHART_PROCESSES", int),
 }
 
 

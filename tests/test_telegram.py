@@ -339,6 +339,11 @@ def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
     with pytest.raises(ConfigError, match="no Telegram bot token"):
         telegram_config(None)
+    path.write_text('[telegram]\ntoken = "1:file"\ntyping_after = 2\nchart_processes = 0\n')
+    assert (telegram_config(path).typing_after, telegram_config(path).chart_processes) == (2, 0)
+    monkeypatch.setenv("TELEGRAM_CHART_PROCESSES", "two")
+    with pytest.raises(ConfigError, match="TELEGRAM_CHART_PROCESSES: 'two' is not a valid int"):
+        telegram_config(path)
 
 
 def _trainer() -> list[str]:
