@@ -637,6 +637,82 @@ def _service_call(call: Any) -> Any:
         raise click.ClickException(exc.message["en"]) from None
 
 
+@cli.group()
+def llm() -> None:
+    """LLM-played customer, judge and rewriter: check the model servers."""
+
+
+@llm.command("check")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $TRAINER_CONFIG or ./trainer.toml).",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["customer", "judge", "rewriter"]),
+    default=None,
+    help="Check only this role (default: every role).",
+)
+def llm_check(config_file: str | None, role: str | None) -> None:
+    """Send tiny requests to each configured role's server and report what works.
+
+    Prints the base URL, the model, whether a plain completion works (and how fast), and
+    which structured-output modes work. Exit 0 if every configured role works, 1 if one
+    does not (or --role names an unconfigured one), 2 for a configuration error.
+    """
+    from bot.config import ConfigError, config_path
+    from bot.llm.config import ROLES, llm_settings, role_env
+
+    try:
+        settings = llm_settings(config_path(config_file))
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None
+    failed = False
+    for name in [role] if role else ROLES:
+        found = settings.for_role(name)  # type: ignore[arg-type]
+        if found is None:
+            click.echo(
+                f"{name}: not configured (uses its scripted/rule behaviour). To configure it, "
+                f"set {role_env(name, 'model')} (or TRAINER_LLM_MODEL for every role), plus "
+                f"{role_env(name, 'base_url')} / {role_env(name, 'api_key')} (or "
+                "OPENAI_BASE_URL / OPENAI_API_KEY); or in the config file put model, base_url, "
+                f"api_key under [llm.{name}] (or [llm] for every role)."
+            )
+            failed = failed or role is not None
+            continue
+        failed = not asyncio.run(_llm_check_role(name, found)) or failed
+    raise SystemExit(1 if failed else 0)
+
+
+async def _llm_check_role(name: str, settings: Any) -> bool:
+    from bot.llm.client import MODES, LLMClient
+
+    click.echo(
+        f"{name}: {settings.base_url or 'default (https://api.openai.com/v1)'} "
+        f"model {settings.model} (timeout {settings.timeout_s:g} s, "
+        f"structured {settings.structured})"
+    )
+    client = LLMClient(settings)
+    try:
+        result = await client.probe()
+    finally:
+        await client.aclose()
+    if not result.ok:
+        click.echo(f"  plain completion: FAILED: {result.errors.get('plain')}")
+        return False
+    click.echo(f"  plain completion: ok in {result.latency_s:.2f} s (server model {result.model})")
+    for mode in MODES:
+        state = "ok" if result.modes.get(mode) else f"no ({result.errors.get(mode)})"
+        click.echo(f"  {mode}: {state}")
+    used = settings.structured if settings.structured != "auto" else f"auto -> {result.auto}"
+    click.echo(f"  structured answers use: {used}")
+    return True
+
+
 def main() -> None:
     """Console entry point."""
     cli(obj={})

@@ -1,0 +1,300 @@
+"""One role's connection to an OpenAI-compatible chat-completions server.
+
+The openai SDK is the only retry layer (``max_retries=1``: one retry of 408/409/429/5xx,
+timeouts and connection errors); every failure reaches the caller as an ``LLMError`` with a
+short ``reason`` so it can fall back to scripted or rule behaviour. Structured answers use
+the role's ``structured`` mode; ``auto`` uses what ``probe()`` found, else tries
+``json_schema``, then ``json_object``, then ``text`` while the server answers 400, and
+remembers the first that worked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from bot.llm.config import RoleSettings
+
+Mode = Literal["json_schema", "json_object", "text"]
+MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+PLAIN = "plain"
+"""``Completion.mode`` of a request without a schema."""
+
+PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
+PROBE_MESSAGES = [
+    {"role": "system", "content": "You are a health check. Answer briefly."},
+    {"role": "user", "content": 'Answer with the JSON object {"ok": true}.'},
+]
+
+
+class LLMError(Exception):
+    """A model call that gave no usable answer; ``reason`` is a short machine-readable word.
+
+    Reasons: ``timeout``, ``rate_limited``, ``server_error``, ``connection``, ``auth``,
+    ``not_found``, ``bad_request``, ``bad_response``, ``truncated``, ``refused``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer."""
+
+    text: str
+    model: str
+    """The model the server says answered (else the configured one)."""
+    mode: str
+    """``json_schema``, ``json_object``, ``text`` (schema in the prompt) or ``plain``."""
+    raw: str
+    """The full response body as received, for storing with what it produced."""
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What ``LLMClient.probe()`` found out about a server."""
+
+    ok: bool
+    """A plain completion works."""
+    latency_s: float
+    """Seconds for the plain completion."""
+    model: str | None
+    """The model the server reported."""
+    modes: dict[str, bool] = field(default_factory=dict)
+    """Structured mode -> whether it works."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """``plain`` or a mode -> why it failed."""
+
+    @property
+    def auto(self) -> Mode | None:
+        """The mode ``structured = "auto"`` uses, None if nothing works."""
+        if not self.ok:
+            return None
+        return next((m for m in MODES if self.modes.get(m)), "text")
+
+
+class LLMClient:
+    """An async client for one role (one ``openai.AsyncOpenAI``)."""
+
+    def __init__(self, settings: RoleSettings) -> None:
+        self.settings = settings
+        self._secret = settings.api_key or ""
+        self._openai = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key or "not-needed",
+            timeout=settings.timeout_s,
+            max_retries=1,
+        )
+        self._auto: Mode | None = None
+
+    def __repr__(self) -> str:
+        return f"LLMClient({self.settings!r})"
+
+    @property
+    def auto_mode(self) -> Mode | None:
+        """The structured mode ``auto`` settled on (None until known)."""
+        return self._auto
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._openai.close()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None = None,
+        schema_name: str = "answer",
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """One chat completion; with ``schema`` the answer is asked for as JSON fitting it.
+
+        Raises ``LLMError``. The JSON is not validated here: the caller checks it.
+        """
+        if schema is None:
+            return await self._call(messages, None, None, schema_name, max_tokens)
+        wanted = self.settings.structured
+        if wanted != "auto":
+            return await self._call(messages, wanted, schema, schema_name, max_tokens)
+        if self._auto is not None:
+            return await self._call(messages, self._auto, schema, schema_name, max_tokens)
+        for mode in MODES:
+            try:
+                completion = await self._call(messages, mode, schema, schema_name, max_tokens)
+            except LLMError as error:
+                if error.reason == "bad_request" and mode != "text":
+                    continue  # the server does not take this response_format: try the next
+                raise
+            self._auto = mode
+            return completion
+        raise AssertionError("unreachable: text mode either returns or raises")
+
+    async def probe(self) -> ProbeResult:
+        """Try a tiny plain request, then one per structured mode; sets what ``auto`` uses."""
+        errors: dict[str, str] = {}
+        modes: dict[str, bool] = {}
+        try:
+            plain = await self._call(PROBE_MESSAGES, None, None, "probe", 64)
+        except LLMError as error:
+            errors[PLAIN] = str(error)
+            return ProbeResult(False, 0.0, None, {m: False for m in MODES}, errors)
+        for mode in MODES:
+            try:
+                done = await self._call(PROBE_MESSAGES, mode, PROBE_SCHEMA, "probe", 64)
+                if mode != "text":
+                    json.loads(done.text)
+                modes[mode] = True
+            except LLMError as error:
+                modes[mode], errors[mode] = False, str(error)
+            except ValueError:
+                modes[mode], errors[mode] = False, "bad_response: the answer is not JSON"
+        result = ProbeResult(True, plain.elapsed_s, plain.model, modes, errors)
+        self._auto = result.auto
+        return result
+
+    # ------------------------------------------------------------------ internals
+
+    def _request(
+        self,
+        messages: list[dict[str, str]],
+        mode: Mode | None,
+        schema: dict[str, Any] | None,
+        schema_name: str,
+        max_tokens: int | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.settings.model}
+        if self.settings.temperature is not None:
+            body["temperature"] = self.settings.temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if mode == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema_name, "schema": schema, "strict": True},
+            }
+        elif mode is not None:
+            if mode == "json_object":
+                body["response_format"] = {"type": "json_object"}
+            messages = _with_schema(messages, schema or {})
+        body["messages"] = messages
+        return body
+
+    async def _call(
+        self,
+        messages: list[dict[str, str]],
+        mode: Mode | None,
+        schema: dict[str, Any] | None,
+        schema_name: str,
+        max_tokens: int | None,
+    ) -> Completion:
+        body = self._request(messages, mode, schema, schema_name, max_tokens)
+        start = time.monotonic()
+        try:
+            response = await self._openai.chat.completions.with_raw_response.create(**body)
+            raw = response.text
+            parsed: Any = response.parse()
+        except openai.APITimeoutError:
+            raise self._error(
+                "timeout", f"no answer within {self.settings.timeout_s:g} s"
+            ) from None
+        except openai.APIConnectionError as error:
+            raise self._error("connection", f"cannot reach the server ({error})") from None
+        except openai.APIStatusError as error:
+            raise self._error(_status_reason(error.status_code), _status_text(error)) from None
+        except openai.APIError as error:
+            raise self._error("bad_response", str(error)) from None
+        except ValueError as error:  # json.JSONDecodeError from a broken 200 body
+            raise self._error("bad_response", f"the answer is not valid JSON ({error})") from None
+        elapsed = time.monotonic() - start
+        if not isinstance(parsed, ChatCompletion):
+            raise self._error(
+                "bad_response", f"not a chat completion: {_clip(str(parsed) or repr(parsed))}"
+            )
+        if not parsed.choices:
+            raise self._error("bad_response", "the answer has no choices")
+        choice = parsed.choices[0]
+        refusal = getattr(choice.message, "refusal", None)
+        if refusal:
+            raise self._error("refused", f"the model refused: {_clip(refusal)}")
+        if choice.finish_reason == "content_filter":
+            raise self._error("refused", "the answer was stopped by the content filter")
+        if choice.finish_reason == "length":
+            raise self._error("truncated", "the answer was cut at the token limit (max_tokens)")
+        if not choice.finish_reason:
+            raise self._error("bad_response", "the answer has no finish_reason (incomplete)")
+        text = choice.message.content or ""
+        if not text.strip():
+            raise self._error("bad_response", "the answer is empty")
+        return Completion(
+            text=text,
+            model=parsed.model or self.settings.model,
+            mode=mode or PLAIN,
+            raw=raw,
+            elapsed_s=elapsed,
+        )
+
+    def _error(self, reason: str, message: str) -> LLMError:
+        where = f"{self.settings.base_url or 'default base URL'} model {self.settings.model}"
+        text = f"{message} ({where})"
+        if len(self._secret) >= 8:  # shorter ones are placeholders ("EMPTY", "ollama")
+            text = text.replace(self._secret, "***")
+        return LLMError(reason, text)
+
+
+def _with_schema(messages: list[dict[str, str]], schema: dict[str, Any]) -> list[dict[str, str]]:
+    """``messages`` with the JSON Schema appended to the system message (or one added)."""
+    note = (
+        "Answer with one JSON object only, no other text, matching this JSON Schema:\n"
+        + json.dumps(schema, ensure_ascii=False)
+    )
+    out = [dict(m) for m in messages]
+    for message in out:
+        if message.get("role") == "system":
+            message["content"] = f"{message.get('content', '')}\n\n{note}"
+            return out
+    return [{"role": "system", "content": note}, *out]
+
+
+def _status_reason(status: int) -> str:
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "bad_request"
+
+
+def _status_text(error: openai.APIStatusError) -> str:
+    body = error.body
+    detail = body.get("message") if isinstance(body, dict) else None
+    return f"HTTP {error.status_code}: {_clip(str(detail or error.message))}"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,504 @@
+"""LLM settings, the LLM client and `trainer llm check`, against the fake OpenAI-compatible
+server through the real openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bot.cli import cli
+from bot.config import ConfigError
+from bot.llm import LLMClient, LLMError, LLMSettings, RoleSettings, llm_settings
+from tests.llmapi import FakeLLM, Reply
+
+KEY = "sk-test-secret-0123456789"
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"score": {"type": "integer"}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+SYSTEM = [
+    {"role": "system", "content": "You grade replies."},
+    {"role": "user", "content": "顾客说水壶坏了"},
+]
+USER = [{"role": "user", "content": "hello"}]
+ENV = [
+    "TRAINER_CONFIG",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "TRAINER_LLM_MODEL",
+    *(
+        f"TRAINER_LLM_{role}_{key}"
+        for role in ("CUSTOMER", "JUDGE", "REWRITER")
+        for key in ("MODEL", "BASE_URL", "API_KEY")
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./trainer.toml
+    yield
+
+
+def settings(api: FakeLLM, **kw: Any) -> RoleSettings:
+    options: dict[str, Any] = {"timeout_s": 5.0, "structured": "auto"} | kw
+    return RoleSettings(base_url=api.base_url, api_key=KEY, model="fake-model", **options)
+
+
+Scenario = Callable[[FakeLLM], Awaitable[None]]
+
+
+def run(scenario: Scenario, **fake_kw: Any) -> FakeLLM:
+    async def main() -> FakeLLM:
+        async with FakeLLM(KEY, **fake_kw) as api:
+            await scenario(api)
+        return api
+
+    return asyncio.run(main())
+
+
+async def error_of(client: LLMClient, **kw: Any) -> LLMError:
+    with pytest.raises(LLMError) as caught:
+        await client.complete(USER, **kw)
+    assert KEY not in str(caught.value)
+    return caught.value
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trainer.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_config_means_no_role() -> None:
+    found = llm_settings(None)
+    assert found == LLMSettings({})
+    assert found.for_role("judge") is None
+
+
+def test_precedence_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        """
+[llm]
+base_url = "http://shared-file/v1"
+api_key = "sk-shared-file"
+model = "shared-file-model"
+timeout_s = 7
+structured = "json_object"
+
+[llm.judge]
+model = "judge-file-model"
+base_url = "http://judge-file/v1"
+temperature = 0.0
+structured = "text"
+""",
+    )
+    found = llm_settings(path)
+    judge, customer = found.for_role("judge"), found.for_role("customer")
+    assert judge == RoleSettings(
+        "http://judge-file/v1", "sk-shared-file", "judge-file-model", 7.0, "text", 0.0
+    )
+    assert customer == RoleSettings(
+        "http://shared-file/v1", "sk-shared-file", "shared-file-model", 7.0, "json_object"
+    )
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://shared-env/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shared-env")
+    monkeypatch.setenv("TRAINER_LLM_MODEL", "shared-env-model")
+    found = llm_settings(path)
+    judge, customer = found.for_role("judge"), found.for_role("customer")
+    assert judge is not None and customer is not None
+    # per-role file beats shared env; shared env beats shared file
+    assert (judge.base_url, judge.api_key, judge.model) == (
+        "http://judge-file/v1",
+        "sk-shared-env",
+        "judge-file-model",
+    )
+    assert (customer.base_url, customer.model) == ("http://shared-env/v1", "shared-env-model")
+
+    monkeypatch.setenv("TRAINER_LLM_JUDGE_MODEL", "judge-env-model")
+    monkeypatch.setenv("TRAINER_LLM_JUDGE_BASE_URL", "http://judge-env/v1")
+    monkeypatch.setenv("TRAINER_LLM_JUDGE_API_KEY", "sk-judge-env")
+    judge = llm_settings(path).for_role("judge")
+    assert judge is not None
+    assert (judge.base_url, judge.api_key, judge.model) == (
+        "http://judge-env/v1",
+        "sk-judge-env",
+        "judge-env-model",
+    )
+
+
+def test_environment_alone_configures_one_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINER_LLM_CUSTOMER_MODEL", "qwen-plus")
+    found = llm_settings(None)
+    assert found.for_role("judge") is None
+    customer = found.for_role("customer")
+    assert customer == RoleSettings(None, None, "qwen-plus")
+    assert (customer.timeout_s, customer.structured, customer.temperature) == (20.0, "auto", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[llm]\nmodle = "x"', ["unknown key(s) in [llm]: modle", "known keys: base_url"]),
+        ('[llm.boss]\nmodel = "x"', ["unknown key(s) in [llm]: boss", "customer, judge"]),
+        ('[llm.judge]\nkey = "x"', ["unknown key(s) in [llm.judge]: key", "api_key"]),
+        ('[llm]\nstructured = "xml"', ["[llm] structured", "'xml'", "json_schema, json_object"]),
+        ("[llm.judge]\ntimeout_s = 0", ["[llm.judge] timeout_s", "more than 0"]),
+        ("[llm]\ntimeout_s = -1", ["[llm] timeout_s", "more than 0"]),
+        ('[llm]\ntimeout_s = "soon"', ["[llm] timeout_s", "not a number of seconds"]),
+        ("[llm]\nmodel = 3", ["[llm] model", "must be a string"]),
+        ('llm = "x"', ["[llm] must be a table"]),
+    ],
+)
+def test_config_errors_name_the_file_and_the_fix(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        llm_settings(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
+def test_api_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINER_LLM_JUDGE_MODEL", "m")
+    monkeypatch.setenv("TRAINER_LLM_JUDGE_API_KEY", KEY)
+    found = llm_settings(None)
+    judge = found.for_role("judge")
+    assert judge is not None and judge.api_key == KEY
+    assert KEY not in repr(found) and KEY not in str(judge) and "model='m'" in repr(judge)
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            assert KEY not in repr(client)
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------- completions
+
+
+def test_plain_completion() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, temperature=0.2)) as client:
+            done = await client.complete(USER, max_tokens=50)
+        assert done.text == "echo: hello" and done.model == "fake-model"
+        assert done.mode == "plain" and done.elapsed_s > 0
+        assert json.loads(done.raw)["choices"][0]["message"]["content"] == "echo: hello"
+        (call,) = api.calls
+        assert call.response_format is None and call.messages == USER
+        assert (call.temperature, call.max_tokens, call.model) == (0.2, 50, "fake-model")
+        assert call.headers["authorization"] == f"Bearer {KEY}"
+
+    run(scenario)
+
+
+def test_json_schema_mode_sends_a_strict_schema() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, structured="json_schema")) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA, schema_name="grade")
+        assert (done.text, done.mode) == ('{"score": 3}', "json_schema")
+        call = api.calls[-1]
+        assert call.response_format == {
+            "type": "json_schema",
+            "json_schema": {"name": "grade", "schema": SCHEMA, "strict": True},
+        }
+        assert call.messages == SYSTEM
+
+    run(scenario, responder=lambda request: '{"score": 3}')
+
+
+def test_json_object_mode_puts_the_schema_in_the_system_message() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, structured="json_object")) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA)
+            assert done.mode == "json_object"
+            call = api.calls[-1]
+            assert call.response_format == {"type": "json_object"}
+            system, user = call.messages
+            assert system["content"].startswith("You grade replies.")
+            assert "JSON" in system["content"]  # DeepSeek wants the word in the prompt
+            assert json.dumps(SCHEMA) in system["content"] and user == SYSTEM[1]
+            assert SYSTEM[0]["content"] == "You grade replies."  # the caller's list is intact
+
+            await client.complete(USER, schema=SCHEMA)  # no system message: one is added
+            first, second = api.calls[-1].messages
+            assert first["role"] == "system" and json.dumps(SCHEMA) in first["content"]
+            assert second == USER[0]
+
+    run(scenario, responder=lambda request: '{"score": 3}')
+
+
+def test_text_mode_has_no_response_format() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, structured="text")) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA)
+        assert done.mode == "text"
+        call = api.calls[-1]
+        assert call.response_format is None and "response_format" not in call.body
+        assert json.dumps(SCHEMA) in call.messages[0]["content"]
+
+    run(scenario, responder=lambda request: '{"score": 3}', supports=())
+
+
+@pytest.mark.parametrize(
+    ("supports", "tried", "settled"),
+    [
+        ({"json_schema", "json_object"}, ["json_schema"], "json_schema"),
+        ({"json_object"}, ["json_schema", "json_object"], "json_object"),
+        (set(), ["json_schema", "json_object", "text"], "text"),
+    ],
+)
+def test_auto_falls_back_on_400_and_remembers(
+    supports: set[str], tried: list[str], settled: str
+) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA)
+            assert done.mode == settled and client.auto_mode == settled
+            assert [c.mode for c in api.calls] == tried
+            assert [c.status for c in api.calls] == [400] * (len(tried) - 1) + [200]
+            api.calls.clear()
+            again = await client.complete(SYSTEM, schema=SCHEMA)
+            assert again.mode == settled and [c.mode for c in api.calls] == [settled]
+
+    run(scenario, responder=lambda request: '{"score": 3}', supports=supports)
+
+
+def test_fixed_mode_does_not_fall_back() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, structured="json_schema")) as client:
+            error = await error_of(client, schema=SCHEMA)
+        assert error.reason == "bad_request" and "HTTP 400" in str(error)
+        assert len(api.calls) == 1
+
+    run(scenario, supports={"json_object"})
+
+
+def test_probe_finds_the_modes_and_auto_uses_it() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            result = await client.probe()
+            assert result.ok and result.model == "fake-model" and result.latency_s > 0
+            assert result.modes == {"json_schema": False, "json_object": True, "text": True}
+            assert "bad_request" in result.errors["json_schema"]
+            assert result.auto == "json_object" == client.auto_mode
+            api.calls.clear()
+            done = await client.complete(SYSTEM, schema=SCHEMA)
+            assert done.mode == "json_object" and len(api.calls) == 1
+
+    run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_rate_limited_after_exactly_one_retry() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            api.fail_next(429, retry_after=0.01, count=2)
+            error = await error_of(client)
+            assert error.reason == "rate_limited" and "HTTP 429" in error.message
+            assert [(c.status, c.retry_count) for c in api.calls] == [(429, 0), (429, 1)]
+
+            api.calls.clear()
+            api.fail_next(429, retry_after=0.01)  # one failure: the SDK's retry succeeds
+            assert (await client.complete(USER)).text == "echo: hello"
+            assert [c.status for c in api.calls] == [429, 200]
+
+    run(scenario)
+
+
+def test_server_error_after_one_retry() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            api.fail_next(503, retry_after=0.01, count=2)
+            error = await error_of(client)
+        assert error.reason == "server_error" and "overloaded" in error.message
+        assert [c.status for c in api.calls] == [503, 503]
+
+    run(scenario)
+
+
+def test_connection_reset() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            api.reset_next(count=2)
+            error = await error_of(client)
+        assert error.reason == "connection"
+        assert [c.fault for c in api.calls] == ["reset", "reset"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [
+        lambda api: api.truncate_next(),
+        lambda api: api.malformed_next(),
+        lambda api: api.malformed_next("<html>oops</html>", content_type="text/html"),
+    ],
+    ids=["truncated", "malformed", "html"],
+)
+def test_broken_bodies_are_bad_responses(inject: Callable[[FakeLLM], None]) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            inject(api)
+            error = await error_of(client)
+        assert error.reason == "bad_response"
+        assert len(api.calls) == 1  # a 200 is not retried
+
+    run(scenario)
+
+
+def test_timeout_after_one_retry() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        api.latency = 0.3
+        async with LLMClient(settings(api, timeout_s=0.1)) as client:
+            start = time.monotonic()
+            error = await error_of(client)
+        assert error.reason == "timeout" and "0.1 s" in error.message
+        assert len(api.calls) == 2
+        assert time.monotonic() - start < 2.5
+
+    run(scenario)
+
+
+def test_wrong_key_is_auth_and_the_key_stays_hidden() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        wrong = RoleSettings(api.base_url, "sk-wrong-secret-key", "fake-model", 5.0)
+        async with LLMClient(wrong) as client:
+            with pytest.raises(LLMError) as caught:
+                await client.complete(USER)
+        assert caught.value.reason == "auth" and "HTTP 401" in str(caught.value)
+        assert "sk-wrong-secret-key" not in str(caught.value)
+        assert len(api.calls) == 1  # 401 is not retried
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply('{"score":', finish_reason="length"), "truncated"),
+        (Reply(""), "bad_response"),
+        (Reply("   "), "bad_response"),
+        (Reply("no", finish_reason="content_filter"), "refused"),
+        (Reply("gone", status=404), "not_found"),
+    ],
+)
+def test_unusable_answers(reply: Reply, reason: str) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            error = await error_of(client)
+        assert error.reason == reason, error
+
+    run(scenario, responder=lambda request: reply)
+
+
+def test_a_key_echoed_by_the_server_is_masked() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            error = await error_of(client)  # asserts the key is absent
+        assert error.reason == "bad_request" and "key ***" in error.message
+
+    run(scenario, responder=lambda request: Reply(status=400, error=f"bad key {KEY}"))
+
+
+def test_missing_finish_reason_is_a_bad_response() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            error = await error_of(client)
+        assert error.reason == "bad_response" and "finish_reason" in error.message
+
+    run(scenario, responder=lambda request: Reply("half", finish_reason=""))
+
+
+# ---------------------------------------------------------------------- trainer llm check
+
+
+async def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run the CLI in a worker thread (it has its own event loop) while the fake serves."""
+    return await asyncio.to_thread(
+        CliRunner().invoke, cli, ["llm", "check", *args], env=env, obj={}
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_check_a_working_endpoint(tmp_path: Path) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        config = write(
+            tmp_path,
+            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
+        )
+        result = await invoke("--config", str(config), "--role", "judge")
+        assert result.exit_code == 0, result.output
+        out = result.output
+        assert f"judge: {api.base_url} model fake-model" in out and KEY not in out
+        assert "plain completion: ok" in out
+        assert "json_schema: no" in out and "json_object: ok" in out and "text: ok" in out
+        assert "auto -> json_object" in out
+        assert "customer" not in out
+
+        result = await invoke("--config", str(config))  # every role
+        assert result.exit_code == 0, result.output
+        assert all(f"{role}: {api.base_url}" in result.output for role in ("customer", "rewriter"))
+
+    run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
+
+
+def test_check_a_dead_endpoint() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        env = {
+            "TRAINER_LLM_CUSTOMER_MODEL": "fake-model",
+            "TRAINER_LLM_CUSTOMER_BASE_URL": api.base_url,
+            "TRAINER_LLM_CUSTOMER_API_KEY": KEY,
+            "TRAINER_LLM_JUDGE_MODEL": "fake-model",
+            "TRAINER_LLM_JUDGE_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+            "TRAINER_LLM_JUDGE_API_KEY": KEY,
+        }
+        result = await invoke(env=env)
+        assert result.exit_code == 1, result.output
+        assert "customer" in result.output and "plain completion: ok" in result.output
+        assert "plain completion: FAILED: connection" in result.output
+        assert "rewriter: not configured" in result.output and KEY not in result.output
+
+    run(scenario)
+
+
+def test_check_unconfigured_and_config_errors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["llm", "check"], obj={})
+    assert result.exit_code == 0, result.output
+    assert "TRAINER_LLM_JUDGE_MODEL" in result.output and "[llm.judge]" in result.output
+
+    result = CliRunner().invoke(cli, ["llm", "check", "--role", "judge"], obj={})
+    assert result.exit_code == 1 and "judge: not configured" in result.output
+
+    bad = write(tmp_path, "[llm]\ntimeout_s = 0\n")
+    result = CliRunner().invoke(cli, ["llm", "check", "--config", str(bad)], obj={})
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "timeout_s" in result.output
