@@ -5,7 +5,7 @@
 
 Runs the real bot (``bot.telegram.app.TelegramApp``, webhook mode, real aiogram and aiohttp)
 against the fake Bot API of ``tests/botapi.py`` on 127.0.0.1, with a file-backed store in a
-temp dir (WAL, synchronous=FULL, as in production). Simulated trainees play the golden
+temp dir (WAL; fsync at the inbox, as in production). Simulated trainees play the golden
 transcripts of ``tests/golden/`` (every scenario; Chinese and English; good, mediocre and bad
 trainees; normal and hard) in coach mode, replies cycled: each reply is answered by one bot
 message; when the customer resolves or leaves, the chart and scorecard follow and the
@@ -487,7 +487,7 @@ async def bench(args: argparse.Namespace) -> None:
         "127.0.0.1"
     )
     print(
-        "  store: file-backed SQLite in a temp dir (WAL, synchronous=FULL), as in production; "
+        "  store: file-backed SQLite in a temp dir (WAL, fsync at the inbox), as in production; "
         f"{len(cases)} golden transcripts (zh/en, good/mediocre/bad), coach mode"
     )
     print(

@@ -274,6 +274,9 @@ class ResolvedScenario:
     lines: dict[ReactionKey, tuple[Line, ...]]
     source: Path
     applicable_clauses: tuple[str, ...] = field(default=())
+    _values: dict[Lang, dict[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def id(self) -> str:
@@ -285,7 +288,15 @@ class ResolvedScenario:
         return [line for line in self.lines.get(key, ()) if line.usable_at(difficulty)]
 
     def template_values(self, lang: Lang) -> dict[str, str]:
-        """Values for ``{placeholder}`` in customer lines, in ``lang``."""
+        """Values for ``{placeholder}`` in customer lines, in ``lang`` (a copy)."""
+        return dict(self._cached_values(lang))
+
+    def _cached_values(self, lang: Lang) -> dict[str, str]:
+        if lang not in self._values:
+            self._values[lang] = self._compute_values(lang)
+        return self._values[lang]
+
+    def _compute_values(self, lang: Lang) -> dict[str, str]:
         from graders.lexicon import courier_name  # local: graders imports bot.scenario
 
         order = self.scenario.order
@@ -314,7 +325,7 @@ class ResolvedScenario:
 
     def render(self, template: str, lang: Lang) -> str:
         """Fill a customer-line template."""
-        return str(template.format(**self.template_values(lang)))
+        return str(template.format_map(self._cached_values(lang)))
 
     def exemplar(self, stage: Stage) -> dict[Lang, str]:
         """The model reply for ``stage`` in both languages, filled in as trainees see it."""

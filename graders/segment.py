@@ -29,6 +29,11 @@ def _model() -> tuple[dict[str, Any], float, dict[str, float]]:
     return tok.FREQ, math.log(tok.total), {}
 
 
+def warm_up() -> None:
+    """Load the word model now (about a second) rather than at the first Chinese reply."""
+    _model()
+
+
 def token_bounds(text: str) -> frozenset[int]:
     """Offsets in ``text`` where a jieba word starts or ends."""
     bounds = {0, len(text)}

@@ -58,6 +58,16 @@ def test_exemplars_earn_full_marks(library, lang: str) -> None:
                     resolved.id, lang, stage, g.dimension, g.reason[lang])  # fmt: skip
 
 
+def test_template_values_are_a_copy_so_rendering_cannot_be_corrupted(library) -> None:
+    scenario = library.get("damaged-kettle")
+    values = scenario.template_values("en")
+    order_id = values["order_id"]
+    values["order_id"] = "HACKED"
+    assert scenario.template_values("en")["order_id"] == order_id
+    assert scenario.render("order {order_id}", "en") == f"order {order_id}"
+    assert scenario.render("{item}", "zh") != scenario.render("{item}", "en")
+
+
 def test_committed_json_schema_is_current() -> None:
     assert (ROOT / "docs" / "scenario.schema.json").read_text(encoding="utf-8") == schema_text()
 

@@ -15,6 +15,34 @@ def test_file_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
     store.close()
 
 
+def test_sync_at_inbox_waits_for_the_disk_only_when_an_update_is_stored(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "x.db")
+    store.sync_at_inbox()
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    assert store.inbox_add(1, 7, "{}")
+    store.db.conn.set_trace_callback(None)
+    full = statements.index("PRAGMA synchronous=FULL")
+    commit = next(i for i, sql in enumerate(statements) if sql.upper().startswith("COMMIT"))
+    normal = statements.index("PRAGMA synchronous=NORMAL")
+    assert full < commit < normal  # the inbox commit itself ran with FULL
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert store.inbox_pending(1) == [(7, "{}")]
+    store.close()
+    reopened = Store.open(tmp_path / "x.db")  # a plain store is FULL again
+    assert reopened.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    reopened.close()
+
+
+def test_sync_at_inbox_leaves_a_memory_store_alone(store: Store) -> None:
+    before = store.db.execute("PRAGMA synchronous").fetchone()[0]
+    store.sync_at_inbox()
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == before
+    assert store.inbox_add(1, 7, "{}")
+    assert store.inbox_pending(1) == [(7, "{}")]
+
+
 def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = Store.open(path)

@@ -233,6 +233,31 @@ def test_restart_mid_session_resumes_it(store: Store) -> None:
     asyncio.run(run())
 
 
+def test_a_started_bot_waits_for_the_disk_at_the_inbox_and_has_its_startup_heap_frozen(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            # Other commits skip the fsync; the inbox's own commit still waits for it.
+            assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+            assert gc.get_freeze_count() > 0  # full collections skip aiogram's models
+            answer = await h.say(14, "/start")
+            assert answer
+            await h.stop_bot()
+        reopened = Store.open(tmp_path / "bot.db")
+        assert reopened.inbox_pending(123456) == []
+        assert reopened.user_by_external("telegram", "14") is not None
+        reopened.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        gc.unfreeze()
+        store.close()
+
+
 def test_an_update_stored_but_unprocessed_is_handled_at_the_next_start(store: Store) -> None:
     async def run() -> None:
         async with BotHarness(store) as h:

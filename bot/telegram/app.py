@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import secrets
@@ -47,6 +48,7 @@ from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
+from graders.segment import warm_up as warm_up_word_model
 
 log = logging.getLogger("trainer.telegram")
 
@@ -154,6 +156,7 @@ class TelegramApp:
     ):
         self.config = config
         self.store = store
+        store.sync_at_inbox()  # the inbox is where updates become durable
         self.library = library
         engine = Engine(store, library)
         self.svc = service or Training(store, library, engine)
@@ -190,6 +193,12 @@ class TelegramApp:
                 language_code=lang,
             )
         self.charts.warm_up()
+        # Loading the word model takes a second; off the loop, before the first reply.
+        await asyncio.to_thread(warm_up_word_model)
+        # aiogram's pydantic models alone are ~190k objects that live as long as the
+        # process; a full garbage collection walked them all (~0.1 s, the whole bot
+        # stalled). Frozen, they are skipped; what is created from now on is collected.
+        gc.freeze()
         self._accepting = True
         pending = self.store.inbox_pending(self.bot.id)
         if pending:
