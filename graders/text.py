@@ -23,7 +23,9 @@ import ahocorasick
 from graders.lexicon import LEXICON
 from graders.segment import token_bounds
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 _ASCII_FOLD = str.maketrans(
     {
         **{chr(c): chr(c + 32) for c in range(65, 91)},
