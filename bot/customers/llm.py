@@ -1,0 +1,166 @@
+"""The LLM voice: an LLM puts the customer's reaction into fresh words.
+
+The engine's :class:`~bot.customers.mind.CustomerMind` still decides everything that
+matters (what is revealed, patience, whether an offer is accepted, the ending); the
+scripted voice writes a draft of exactly that, and the model only rephrases the draft in
+the persona's voice, reacting to the chat. Its answer is checked before it is used: the
+session's canary or a fence marker in it (the prompt leaked), a number that appears
+nowhere in the draft, the order or the chat (an invented fact), the wrong language or a
+runaway length all send the scripted draft instead. So do a timeout and any endpoint
+error; after two failures in a row the session stays scripted. Every customer message
+records which voice wrote it and why a fallback happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.content import ResolvedScenario
+from bot.customers.mind import Mood, Reaction
+from bot.customers.scripted import ScriptedVoice
+from bot.i18n import Lang
+from bot.llm.checks import numbers_in
+from bot.llm.client import LLMClient, LLMError
+from bot.llm.fence import fence, neutralise, nonce
+from bot.llm.prompts import render
+
+MAX_CHARS = {"zh": 220, "en": 600}
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_ENDINGS = {
+    "zh": {"resolved": "你接受了方案", "escalated": "你要投诉升级", "left": "你不想再聊了"},
+    "en": {
+        "resolved": "you accept the solution",
+        "escalated": "you escalate the complaint",
+        "left": "you give up on the chat",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """A customer message and who wrote it."""
+
+    text: str
+    voice: str
+    """``llm``, or ``scripted`` when the draft was used."""
+    fallback: str | None = None
+    """Why the draft was used instead of the model (``timeout``, ``canary``, …)."""
+    model: str | None = None
+    prompt_sha: str | None = None
+
+
+def canary_for(session_id: str, seed: int) -> str:
+    """The session's canary: a code in the system prompt that must never come out."""
+    digest = hashlib.sha256(f"canary:{session_id}:{seed}".encode()).hexdigest()
+    return f"CNRY-{digest[:12]}"
+
+
+class LLMVoice:
+    """Phrases reactions with an LLM, falling back to the scripted voice."""
+
+    def __init__(
+        self,
+        scenario: ResolvedScenario,
+        lang: Lang,
+        scripted: ScriptedVoice,
+        client: LLMClient,
+        *,
+        session_id: str,
+        seed: int,
+        budget_s: float = 15.0,
+    ):
+        self.scenario = scenario
+        self.lang = lang
+        self.scripted = scripted
+        self.client = client
+        self.session_id = session_id
+        self.canary = canary_for(session_id, seed)
+        self.budget_s = budget_s
+        self.failures = 0
+
+    async def say(
+        self, reaction: Reaction, turn: int, mood: Mood, chat: Sequence[tuple[str, str]]
+    ) -> Spoken:
+        """The customer's message for ``reaction``; ``chat`` is (role, text) so far."""
+        draft = self.scripted.say(reaction, turn)
+        if self.failures >= 2:
+            return Spoken(draft, "scripted", "endpoint_down")
+        marker = nonce(self.session_id, turn, "customer")
+        prompt = render(
+            "customer",
+            self.lang,
+            persona_name=self._t(self.scenario.scenario.customer.persona.name),
+            persona_description=self._t(self.scenario.scenario.customer.persona.description),
+            wants=self._t(self.scenario.scenario.customer.wants),
+            order=self._order(),
+            unknown=[self._t(u) for u in self.scenario.scenario.customer.unknown],
+            anger=round(mood.anger, 1),
+            ending=_ENDINGS[self.lang].get(reaction.ending or "", ""),
+            draft=neutralise(draft),
+            marker=marker,
+            canary=self.canary,
+        )
+        messages = [
+            {"role": "system", "content": prompt.text},
+            {"role": "user", "content": self._chat(chat, marker)},
+        ]
+        try:
+            done = await asyncio.wait_for(
+                self.client.complete(messages, max_tokens=300), self.budget_s
+            )
+        except TimeoutError:
+            self.failures += 1
+            return Spoken(draft, "scripted", "timeout", prompt_sha=prompt.sha)
+        except LLMError as exc:
+            self.failures += 1
+            return Spoken(draft, "scripted", exc.reason, prompt_sha=prompt.sha)
+        self.failures = 0
+        text = done.text.strip().strip("\"'“”「」").strip()
+        problem = self._check(text, draft, chat, marker)
+        if problem is not None:
+            return Spoken(draft, "scripted", problem, done.model, prompt.sha)
+        return Spoken(text, "llm", None, done.model, prompt.sha)
+
+    def _t(self, text: object) -> str:
+        return str(getattr(text, self.lang))
+
+    def _order(self) -> str:
+        order = self.scenario.scenario.order
+        item = self._t(order.item)
+        return f"{order.order_id}, {item} ×{order.quantity}, ¥{order.price:g}, {order.payment}"
+
+    def _chat(self, chat: Sequence[tuple[str, str]], marker: str) -> str:
+        who = {"zh": {"customer": "顾客", "trainee": "客服"}, "en": {"customer": "Customer"}}
+        names = who[self.lang]
+        lines = [
+            f"{names.get(role, 'Agent')}: {neutralise(text)}"
+            for role, text in chat
+            if role in ("customer", "trainee")
+        ]
+        return fence("\n".join(lines), "CHAT", marker)
+
+    def _check(
+        self, text: str, draft: str, chat: Sequence[tuple[str, str]], marker: str
+    ) -> str | None:
+        if not text:
+            return "empty"
+        lowered = text.lower()
+        if self.canary.lower() in lowered or "cnry-" in lowered:
+            return "canary"
+        if "<<<" in text or marker in text:
+            return "prompt_leak"
+        if len(text) > MAX_CHARS[self.lang]:
+            return "too_long"
+        if self.lang == "zh" and not _CJK.search(text):
+            return "wrong_language"
+        if self.lang == "en" and (_CJK.search(text) or not _LATIN.search(text)):
+            return "wrong_language"
+        known = " ".join([draft, self._order(), *(t for _, t in chat)])
+        if numbers_in(text) - numbers_in(known):
+            return "invented_number"
+        return None
