@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from bot.i18n import Lang
@@ -71,6 +71,9 @@ class Grade:
     deductions: tuple[Deduction, ...] = ()
     flags: tuple[str, ...] = ()
     """e.g. ``red_line``, ``needs_review``, ``injection_attempt``."""
+    audit: dict[str, Any] = field(default_factory=dict, compare=False)
+    """How a model-assisted grade was decided: the model, the prompt template's hash, the
+    raw output, the rule grade that bounded it (empty for rule grades)."""
 
     @property
     def lost(self) -> float:
@@ -90,6 +93,7 @@ class Grade:
             "clause_ids": list(self.clause_ids),
             "deductions": [d.to_dict() for d in self.deductions],
             "flags": list(self.flags),
+            **({"audit": self.audit} if self.audit else {}),
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class Grade:
             clause_ids=tuple(data.get("clause_ids", ())),
             deductions=tuple(Deduction.from_dict(d) for d in data.get("deductions", ())),
             flags=tuple(data.get("flags", ())),
+            audit=dict(data.get("audit", {})),
         )
 
 

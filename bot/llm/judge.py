@@ -1,0 +1,487 @@
+"""The LLM judge: grades one trainee reply on one dimension, bounded by the rule grade.
+
+Each call asks the model for an analytic verdict (reasoning first, then every lost point
+tied to a quote from the reply) as JSON, checks it strictly, re-asks once when it is
+invalid, and otherwise gives up with an *unscored* grade for a mentor, never a guess. The
+rule graders' grade bounds the result: a red line, a critical clause or text aimed at the
+grader caps the judge at the rule score. All trainee text reaches the model fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeGuard
+
+from bot.content import ResolvedScenario
+from bot.i18n import Lang
+from bot.llm.client import Completion, LLMClient, LLMError
+from bot.llm.fence import fence, neutralise, nonce
+from bot.llm.prompts import Prompt, render
+from graders._base import Bilingual, Deduction, Grade
+
+JUDGED = ("empathy", "accuracy", "policy")
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string"},
+        "violations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "quote": {"type": "string"},
+                    "points": {"type": "number"},
+                    "clause_ids": {"type": "array", "items": {"type": "string"}},
+                    "why": {"type": "string"},
+                },
+                "required": ["quote", "points", "clause_ids", "why"],
+                "additionalProperties": False,
+            },
+        },
+        "score": {"type": "number"},
+        "summary_zh": {"type": "string"},
+        "summary_en": {"type": "string"},
+    },
+    "required": ["reasoning", "violations", "score", "summary_zh", "summary_en"],
+    "additionalProperties": False,
+}
+_MAX_TOKENS = 2000
+_TOLERANCE = 1e-6
+_FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
+_BOUND_FLAGS = ("red_line", "injection_attempt")
+
+
+@dataclass(frozen=True)
+class _Violation:
+    quote: str
+    points: float
+    clause_ids: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    reasoning: str
+    violations: tuple[_Violation, ...]
+    score: float
+    summary_zh: str
+    summary_en: str
+
+
+@dataclass
+class _Attempts:
+    """What the calls of one grading produced so far (readable after a cancellation)."""
+
+    prompt: Prompt
+    completions: list[Completion] = field(default_factory=list)
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Judge:
+    """Grades replies with an LLM, one dimension per call, bounded by the rule grades."""
+
+    def __init__(self, client: LLMClient, *, budget_s: float = 20.0) -> None:
+        self.client = client
+        self.budget_s = budget_s
+
+    async def grade(
+        self,
+        reply: str,
+        rule: Grade,
+        *,
+        scenario: ResolvedScenario,
+        lang: Lang,
+        history: Sequence[tuple[str, str]],
+        tainted: bool,
+        reply_number: int,
+    ) -> Grade:
+        """The final grade of ``rule.dimension`` for ``reply``.
+
+        ``rule`` passes through unchanged when it is not scored or its dimension is not
+        judged. ``history`` is the chat before the reply as ``(role, text)``; ``tainted``
+        says text aimed at the grader was found in this or an earlier trainee reply.
+        """
+        if rule.status != "scored" or rule.score is None or rule.dimension not in JUDGED:
+            return rule
+        prompt, messages = _messages(reply, rule, scenario, lang, history, reply_number)
+        attempts = _Attempts(prompt)
+        allowed = frozenset(scenario.applicable_clauses)
+        try:
+            verdict = await asyncio.wait_for(
+                self._ask(messages, attempts, reply, rule, allowed, lang), self.budget_s
+            )
+        except TimeoutError:
+            failure = _Failed("budget", f"no valid answer within {self.budget_s:g} s")
+            return _unscored(rule, attempts, failure)
+        except _Failed as failure:
+            return _unscored(rule, attempts, failure)
+        return _bounded(rule, verdict, attempts, tainted=tainted, lang=lang)
+
+    async def grade_all(
+        self,
+        reply: str,
+        rules: Sequence[Grade],
+        *,
+        scenario: ResolvedScenario,
+        lang: Lang,
+        history: Sequence[tuple[str, str]],
+        tainted: bool,
+        reply_number: int,
+    ) -> list[Grade]:
+        """:meth:`grade` for every judged dimension, concurrently.
+
+        Other grades pass through unchanged; the result is in the order of ``rules``.
+        """
+
+        async def one(rule: Grade) -> Grade:
+            if rule.dimension not in JUDGED:
+                return rule
+            return await self.grade(
+                reply,
+                rule,
+                scenario=scenario,
+                lang=lang,
+                history=history,
+                tainted=tainted,
+                reply_number=reply_number,
+            )
+
+        return list(await asyncio.gather(*(one(rule) for rule in rules)))
+
+    async def _ask(
+        self,
+        messages: list[dict[str, str]],
+        attempts: _Attempts,
+        reply: str,
+        rule: Grade,
+        allowed: frozenset[str],
+        lang: Lang,
+    ) -> _Verdict:
+        """Ask, check, re-ask once with what was wrong; raises ``_Failed``."""
+        error = ""
+        for _ in range(2):
+            try:
+                completion = await self.client.complete(
+                    messages,
+                    schema=_SCHEMA,
+                    schema_name=f"judge_{rule.dimension}",
+                    max_tokens=_MAX_TOKENS,
+                )
+            except LLMError as failure:
+                raise _Failed(failure.reason, failure.message) from None
+            attempts.completions.append(completion)
+            checked = _check(completion.text, reply, rule.max_score, allowed, lang)
+            if isinstance(checked, _Verdict):
+                return checked
+            error = checked
+            messages = [
+                *messages,
+                {"role": "assistant", "content": completion.text},
+                {"role": "user", "content": _correction(error, lang)},
+            ]
+        raise _Failed("invalid_answer", error)
+
+
+# ---------------------------------------------------------------------- prompt
+
+
+def _messages(
+    reply: str,
+    rule: Grade,
+    scenario: ResolvedScenario,
+    lang: Lang,
+    history: Sequence[tuple[str, str]],
+    reply_number: int,
+) -> tuple[Prompt, list[dict[str, str]]]:
+    """The rendered prompt (system and user parts of one template) and the messages."""
+    dimension = rule.dimension
+    marker = nonce("judge", scenario.id, lang, reply_number, dimension, reply)
+    s = scenario.scenario
+    key = s.answer_key
+    values: dict[str, Any] = {
+        "dimension": dimension,
+        "max_score": f"{rule.max_score:g}",
+        "marker": marker,
+        "order": scenario.template_values(lang),
+        "payment": s.order.payment,
+        "freight_insurance": s.order.freight_insurance,
+        "key": {
+            "acceptable_resolutions": list(key.acceptable_resolutions),
+            "forbidden_resolutions": list(key.forbidden_resolutions),
+            "evidence_required": list(key.evidence_required),
+            "shipping_payer": key.shipping_payer,
+            "return_eligible": key.return_eligible,
+            "price_protection_eligible": key.price_protection_eligible,
+            "required_facts": {k: list(v) for k, v in key.required_facts.items()},
+            "problem_terms": list(key.problem_terms.get(lang)),
+        },
+        "clauses": [
+            {
+                "id": cid,
+                "severity": scenario.policy.clauses[cid].severity,
+                "text": scenario.policy.clause_text(cid, lang),
+            }
+            for cid in scenario.applicable_clauses
+        ],
+        "chat": [(role, fence(text, "CHAT", marker)) for role, text in history],
+        "reply": fence(reply, "REPLY", marker),
+        "reply_number": reply_number,
+    }
+    system = render("judge", lang, part="system", **values)
+    user = render("judge", lang, part="user", **values)
+    messages = [
+        {"role": "system", "content": system.text},
+        {"role": "user", "content": user.text},
+    ]
+    return system, messages
+
+
+def _correction(error: str, lang: Lang) -> str:
+    if lang == "zh":
+        return f"你的回答无效：{error}。请修正，只回答一个符合要求的 JSON 对象。"
+    return f"Your answer is invalid: {error}. Fix it and answer with one valid JSON object only."
+
+
+# ---------------------------------------------------------------------- checking
+
+
+def _check(
+    text: str, reply: str, max_score: float, allowed: frozenset[str], lang: Lang
+) -> _Verdict | str:
+    """The verdict in ``text``, or what is wrong with it (in ``lang``)."""
+
+    def say(zh: str, en: str) -> str:
+        return zh if lang == "zh" else en
+
+    data = _extract(text)
+    if data is None:
+        return say("找不到可解析的 JSON 对象", "no JSON object could be parsed")
+    reasoning, score = data.get("reasoning"), data.get("score")
+    summaries = (data.get("summary_zh"), data.get("summary_en"))
+    raw_violations = data.get("violations")
+    if not isinstance(reasoning, str):
+        return say("缺少字符串字段 reasoning", "missing string field 'reasoning'")
+    if not _is_number(score):
+        return say("score 必须是数字", "'score' must be a number")
+    score = float(score)
+    if not 0 <= score <= max_score or not _is_half(score):
+        return say(
+            f"score 必须在 0 到 {max_score:g} 之间且是 0.5 的倍数，而不是 {score:g}",
+            f"'score' must be between 0 and {max_score:g} in steps of 0.5, not {score:g}",
+        )
+    if not all(isinstance(s, str) and s.strip() for s in summaries):
+        return say(
+            "summary_zh 和 summary_en 不能为空", "'summary_zh' and 'summary_en' must not be empty"
+        )
+    if not isinstance(raw_violations, list):
+        return say("violations 必须是数组", "'violations' must be an array")
+    haystack = _comparable(reply)
+    violations = []
+    for index, item in enumerate(raw_violations, 1):
+        if not isinstance(item, dict):
+            return say(f"第 {index} 条扣分不是对象", f"violation {index} is not an object")
+        quote, points, ids, why = (item.get(k) for k in ("quote", "points", "clause_ids", "why"))
+        if not isinstance(quote, str) or not quote.strip():
+            return say(f"第 {index} 条扣分缺少引文", f"violation {index} has no quote")
+        if _comparable(quote) not in haystack:
+            return say(
+                f"第 {index} 条扣分的引文“{quote}”不在回复原文中",
+                f"the quote of violation {index} ({quote!r}) is not in the reply",
+            )
+        if not _is_number(points) or float(points) <= 0:
+            return say(
+                f"第 {index} 条扣分的分数必须大于 0", f"violation {index} must cost > 0 points"
+            )
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return say(
+                f"第 {index} 条扣分的 clause_ids 必须是字符串数组",
+                f"violation {index}: 'clause_ids' must be strings",
+            )
+        unknown = [i for i in ids if i not in allowed]
+        if unknown:
+            return say(
+                f"第 {index} 条扣分引用了不适用的条款 {', '.join(unknown)}",
+                f"violation {index} cites clauses that do not apply: {', '.join(unknown)}",
+            )
+        if not isinstance(why, str) or not why.strip():
+            return say(f"第 {index} 条扣分缺少原因 why", f"violation {index} has no 'why'")
+        violations.append(_Violation(quote, float(points), tuple(ids), why))
+    lost = sum(v.points for v in violations)
+    if abs(lost - (max_score - score)) > _TOLERANCE:
+        return say(
+            f"扣分合计 {lost:g} 必须等于 {max_score:g} − {score:g} = {max_score - score:g}",
+            f"the violations' points add up to {lost:g}, but {max_score:g} − {score:g} = "
+            f"{max_score - score:g} points were lost",
+        )
+    return _Verdict(reasoning, tuple(violations), score, str(summaries[0]), str(summaries[1]))
+
+
+def _extract(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` (bare, in a ```json fence, or inside prose)."""
+    candidates = [text.strip(), *(m.group(1) for m in _FENCED_JSON.finditer(text))]
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_half(value: float) -> bool:
+    return abs(value * 2 - round(value * 2)) < _TOLERANCE
+
+
+@cache
+def _t2s() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def _comparable(text: str) -> str:
+    """``text`` as the model saw it, simplified, whitespace collapsed, case-folded."""
+    return " ".join(str(_t2s().convert(neutralise(text))).split()).casefold()
+
+
+# ---------------------------------------------------------------------- grades
+
+
+def _merge(*groups: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(flag for group in groups for flag in group))
+
+
+def _audit(
+    rule: Grade,
+    attempts: _Attempts,
+    *,
+    judge_score: float | None,
+    decided_by: str,
+    error: str | None,
+) -> dict[str, Any]:
+    last = attempts.completions[-1] if attempts.completions else None
+    return {
+        "model": last.model if last else None,
+        "prompt_sha": attempts.prompt.sha,
+        "template": attempts.prompt.template,
+        "mode": last.mode if last else None,
+        "raw": [c.text for c in attempts.completions],
+        "attempts": len(attempts.completions),
+        "judge_score": judge_score,
+        "rule": {"grader": rule.grader, "score": rule.score, "status": rule.status},
+        "decided_by": decided_by,
+        "error": error,
+    }
+
+
+def _unscored(rule: Grade, attempts: _Attempts, failure: _Failed) -> Grade:
+    provisional = f"{rule.score:g}/{rule.max_score:g}"
+    reason: Bilingual = {
+        "zh": f"AI 评审未能给这条回复评分（原因：{failure.reason}），将由导师复核。"
+        f"规则评分的初步结果：{provisional}。",
+        "en": f"The AI judge could not grade this reply (reason: {failure.reason}); a mentor "
+        f"will review it. The rule graders' provisional grade: {provisional}.",
+    }
+    return Grade(
+        dimension=rule.dimension,
+        grader="llm_judge",
+        status="unscored",
+        score=None,
+        max_score=rule.max_score,
+        reason=reason,
+        evidence=rule.evidence,
+        clause_ids=rule.clause_ids,
+        deductions=rule.deductions,
+        flags=_merge(rule.flags, ("needs_review", "judge_unavailable")),
+        audit=_audit(rule, attempts, judge_score=None, decided_by="none", error=str(failure)),
+    )
+
+
+def _bounded(
+    rule: Grade,
+    verdict: _Verdict,
+    attempts: _Attempts,
+    *,
+    tainted: bool,
+    lang: Lang,
+) -> Grade:
+    """The judge's grade, or the rule grade when a rule finding caps the judge below it."""
+    j, r = verdict.score, float(rule.score or 0.0)
+    critical = any(d.severity == "critical" for d in rule.deductions)
+    capped = critical or tainted or any(f in rule.flags for f in _BOUND_FLAGS)
+    disagree = ("disagreement", "needs_review") if abs(j - r) >= rule.max_score / 2 else ()
+    suspect = ("injection_attempt", "needs_review") if tainted else ()
+    flags = _merge(rule.flags, suspect, disagree)
+    if capped and j > r:
+        cap: Bilingual = {
+            "zh": f"规则评分的发现（红线、严重违规或针对评分的文字）限定本项不高于 "
+            f"{r:g}/{rule.max_score:g}（AI 评审给出 {j:g}）。{rule.reason.get('zh', '')}",
+            "en": f"The rule graders' finding (a red line, a critical clause or text aimed at "
+            f"the grader) caps this grade at {r:g}/{rule.max_score:g} (the AI judge gave "
+            f"{j:g}). {rule.reason.get('en', '')}",
+        }
+        return Grade(
+            dimension=rule.dimension,
+            grader=rule.grader,
+            status="scored",
+            score=rule.score,
+            max_score=rule.max_score,
+            reason={k: v.strip() for k, v in cap.items()},
+            evidence=rule.evidence,
+            clause_ids=rule.clause_ids,
+            deductions=rule.deductions,
+            flags=flags,
+            audit=_audit(rule, attempts, judge_score=j, decided_by="rule_bound", error=None),
+        )
+    other: Lang = "en" if lang == "zh" else "zh"
+    summaries: Bilingual = {"zh": verdict.summary_zh, "en": verdict.summary_en}
+    deductions = tuple(
+        Deduction(
+            code=f"judge.{rule.dimension}",
+            points=v.points,
+            reason={lang: v.why, other: summaries[other]},
+            quote=v.quote,
+            clause_ids=v.clause_ids,
+            severity=None,
+        )
+        for v in verdict.violations
+    )
+    return Grade(
+        dimension=rule.dimension,
+        grader="llm_judge",
+        status="scored",
+        score=j,
+        max_score=rule.max_score,
+        reason=summaries,
+        evidence=tuple(v.quote for v in verdict.violations),
+        clause_ids=_merge(*(v.clause_ids for v in verdict.violations)),
+        deductions=deductions,
+        flags=flags,
+        audit=_audit(rule, attempts, judge_score=j, decided_by="llm_judge", error=None),
+    )
