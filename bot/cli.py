@@ -18,8 +18,9 @@ from rich.table import Table
 
 from bot import paths
 from bot.content import ContentError, Problem, ScenarioLibrary, UnknownScenario
-from bot.engine import MODES, Engine
+from bot.engine import MODES, Engine, NotConfigured
 from bot.i18n import Lang
+from bot.llm.roles import Assistants
 from bot.scenario import DIFFICULTIES, Scenario
 from bot.storage import Store, StoreError
 from bot.terminal import TerminalPractice, grade_line, print_scorecard
@@ -130,6 +131,25 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
     help="Scorecard: the three dimensions, or the 100-point assessment.",
 )
 @click.option("--seed", type=int, default=None, help="Fix the customer's choice of lines.")
+@click.option(
+    "--customer",
+    type=click.Choice(["scripted", "llm"]),
+    default=None,
+    help="Who phrases the customer: the scenario's lines or an LLM (default: the scenario's).",
+)
+@click.option(
+    "--judge",
+    type=click.Choice(["rules", "llm"]),
+    default=None,
+    help="Who grades: the rule graders, or an LLM judge they bound (default: the scenario's).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file with an [llm] section (default: $TRAINER_CONFIG or ./trainer.toml).",
+)
 @click.option("--trainee", default=None, help="Your name in the history (default: login name).")
 @click.option("--plain", is_flag=True, help="No colours (for screen readers or logs).")
 @click.pass_context
@@ -141,14 +161,20 @@ def play(
     mode: str,
     rubric: str,
     seed: int | None,
+    customer: str | None,
+    judge: str | None,
+    config_file: str | None,
     trainee: str | None,
     plain: bool,
 ) -> None:
     """Practise one SCENARIO (an id or a YAML path) in the terminal.
 
     Without SCENARIO you pick one from a list. Type your replies to the customer; type
-    /end (or press Ctrl-C) to finish. The session is saved as you go.
+    /end (or press Ctrl-C) to finish. The session is saved as you go. An LLM customer or
+    judge needs a model (see `trainer llm check` and docs/llm.md); if its server fails
+    mid-session, the scripted customer takes over and the grades wait for review.
     """
+    assistants = _assistants(config_file)
     library = _library(ctx)
     console = _console(plain)
     chosen_lang: Lang = lang or _default_lang()  # type: ignore[assignment]
@@ -157,7 +183,7 @@ def play(
     resolved = _resolve(library, scenario)
     store = _store(ctx)
     try:
-        TerminalPractice(Engine(store, library), console).run(
+        TerminalPractice(Engine(store, library, assistants), console).run(
             trainee=trainee or _default_trainee(),
             scenario=str(resolved.source) if resolved.id not in library.scenarios else resolved.id,
             lang=chosen_lang,
@@ -165,9 +191,24 @@ def play(
             mode=mode,
             rubric=rubric,
             seed=seed,
+            player=customer,
+            judge=judge,
         )
+    except NotConfigured as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+def _assistants(config_file: str | None) -> Assistants:
+    """The LLM roles configured in the config file and the environment."""
+    from bot.config import ConfigError, config_path
+    from bot.llm.config import llm_settings
+
+    try:
+        return Assistants.from_settings(llm_settings(config_path(config_file)))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
@@ -562,9 +603,10 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     protect_logs(config.token)
+    assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
     try:
-        asyncio.run(run(config, store, library))
+        asyncio.run(run(config, store, library, assistants))
     finally:
         store.close()
 

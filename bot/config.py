@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.telegram.app import TelegramConfig
+if TYPE_CHECKING:  # the Telegram app imports the engine, which reads LLM settings from here
+    from bot.telegram.app import TelegramConfig
 
 
 class ConfigError(ValueError):
@@ -89,4 +90,6 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             values[key] = None  # 0 turns the limit off (for benchmarks and tests)
     if not values.get("token"):
         raise ConfigError("no Telegram bot token")
+    from bot.telegram.app import TelegramConfig
+
     return TelegramConfig(**values)

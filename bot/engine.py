@@ -2,29 +2,40 @@
 
 It knows no chat app. An adapter (terminal, Telegram, web) calls :meth:`Engine.start`,
 then :meth:`Session.reply` for each trainee message, and shows what comes back. Order of
-work for each reply: store the reply, grade it, store the grades, let the customer
-react, store that, and only then return, so feedback shown is always already saved.
+work for each reply: store the reply, grade it with the rule graders, let the customer
+react; then, at the same time, the customer's words, the LLM judge and the better reply
+(whichever are configured); store all of it in one transaction, and only then return, so
+feedback shown is always already saved.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from bot.content import ResolvedScenario, ScenarioLibrary
-from bot.customers import CustomerMind, ScriptedVoice
-from bot.i18n import Lang
+from bot.customers import CustomerMind, Reaction, ScriptedVoice
+from bot.customers.llm import LLMVoice, Spoken
+from bot.i18n import LANGS, Lang
+from bot.llm.judge import Judge
+from bot.llm.rewriter import Rewrite, Rewriter
+from bot.llm.roles import Assistants
 from bot.scenario import Difficulty
 from bot.storage import SessionRow, Store
-from graders._base import Bilingual
+from graders._base import Bilingual, Grade
+from graders.context import GradingContext
 from graders.rubric import RUBRICS, Outcome, Scorecard, scorecard
 from graders.session import ReplyRecord, SessionGrader, stage_of
 from graders.text import clean
 
 MAX_REPLY_CHARS = 2000
 MODES = ("coach", "exam")
+PLAYERS = ("scripted", "llm")
+JUDGES = ("rules", "llm")
 
 
 class ReplyRejected(ValueError):
@@ -64,6 +75,16 @@ def prepare_reply(text: str) -> str:
     return cleaned
 
 
+class NotConfigured(ValueError):
+    """An LLM role was asked for explicitly but has no model configured."""
+
+
+_FALLBACK_NOTE: Bilingual = {
+    "zh": "（模型暂时不可用，这条由脚本客户回复：{reason}）",
+    "en": "(The model is unavailable; the scripted customer wrote this line: {reason})",
+}
+
+
 @dataclass(frozen=True)
 class TurnResult:
     """What one trainee reply produced."""
@@ -72,6 +93,10 @@ class TurnResult:
     customer_text: str | None
     ended: Outcome | None
     scorecard: Scorecard | None
+    better: Bilingual | None = None
+    """A better version of the reply (coach mode shows it), or None when nothing was lost."""
+    note: Bilingual | None = None
+    """Shown with the customer's answer, e.g. that the LLM customer fell back to the script."""
 
 
 class Session:
@@ -84,6 +109,7 @@ class Session:
         scenario: ResolvedScenario,
         mind: CustomerMind,
         grader: SessionGrader,
+        assistants: Assistants | None = None,
     ):
         self.store = store
         self.row = row
@@ -93,8 +119,37 @@ class Session:
         self.lang: Lang = row.lang  # type: ignore[assignment]
         self.difficulty: Difficulty = row.difficulty  # type: ignore[assignment]
         self.voice = ScriptedVoice(scenario, self.lang, self.difficulty, row.seed)
+        helpers = assistants or Assistants()
+        self.llm_voice = (
+            LLMVoice(
+                scenario,
+                self.lang,
+                self.voice,
+                helpers.customer,
+                session_id=row.id,
+                seed=row.seed,
+                budget_s=helpers.budget("customer"),
+            )
+            if row.player == "llm" and helpers.customer is not None
+            else None
+        )
+        self.judge = (
+            Judge(helpers.judge, budget_s=helpers.budget("judge"))
+            if row.judge == "llm" and helpers.judge is not None
+            else None
+        )
+        self.rewriter = (
+            Rewriter(helpers.rewriter, budget_s=helpers.budget("rewriter"))
+            if helpers.rewriter is not None and row.mode == "coach"
+            else None
+        )
+        self.chat: list[tuple[str, str]] = []
+        """The conversation so far as ``(role, text)``, role ``customer`` or ``trainee``."""
+        self.rewrites: dict[int, str] = {}
+        """Accepted better replies by reply number."""
         self.outcome: Outcome | None = None
         self.card: Scorecard | None = None
+        self._last_fallback: str | None = None
         self._started = time.monotonic()
 
     @property
@@ -132,33 +187,117 @@ class Session:
         # The reply is committed before grading (which may wait on a judge); what follows
         # from it (grades, the customer's answer, the ending) is committed together.
         turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s, meta=meta)
+        history = list(self.chat)
         record = await self.grader.trainee(cleaned, latency_s)
+        self.chat.append(("trainee", cleaned))
+        reaction = self.mind.react(record.findings)
+        # The model-backed parts run together: the trainee waits for the slowest, not the sum.
+        grades, spoken, rewrite = await asyncio.gather(
+            self._judged(record, history), self._speak(reaction), self._rewrite(record, history)
+        )
+        record = self.grader.settle(record, grades)
+        if rewrite is not None and rewrite.text is not None:
+            self.rewrites[record.number] = rewrite.text
         with self.store.transaction():
             self.store.add_grades(self.id, turn_idx, record.number, record.grades)
-            customer_text = self._answer(record)
+            self._store_answer(reaction, spoken, rewrite)
             ending = self.mind.mood.ending
             card = self._close(ending) if ending is not None else None
-        return TurnResult(record, customer_text, ending, card)
-
-    def _answer(self, record: ReplyRecord) -> str:
-        """Let the customer react to a graded reply; store and return the message."""
-        reaction = self.mind.react(record.findings)
-        customer_text = self.voice.say(reaction, self.mind.mood.turn)
-        self.store.add_turn(
-            self.id,
-            "customer",
-            customer_text,
-            meta={
-                "reactions": list(reaction.keys),
-                "revealed": [f.id for f in reaction.reveals],
-                "agenda": [a.id for a in reaction.agenda],
-                "anger": round(self.mind.mood.anger, 2),
-                "patience": self.mind.mood.patience,
-            },
-            customer_state=self.mind.snapshot(),
+        return TurnResult(
+            record, spoken.text, ending, card, self.better_reply(record), self._note(spoken)
         )
-        self.grader.customer(customer_text)
-        return customer_text
+
+    def better_reply(self, record: ReplyRecord) -> Bilingual | None:
+        """A better version of a reply that lost points, or None.
+
+        The model's rewrite of the reply itself when one passed its checks, else the
+        scenario's model reply for the stage.
+        """
+        if not any(g.status == "scored" and g.lost for g in record.grades):
+            return None
+        rewrite = self.rewrites.get(record.number)
+        if rewrite is not None:
+            return dict.fromkeys(LANGS, rewrite)
+        return self.scenario.exemplar(record.stage)
+
+    async def _judged(
+        self, record: ReplyRecord, history: list[tuple[str, str]]
+    ) -> tuple[Grade, ...]:
+        if self.judge is None:
+            return record.grades
+        graded = await self.judge.grade_all(
+            record.text,
+            record.grades,
+            scenario=self.scenario,
+            lang=self.lang,
+            history=history,
+            tainted=self._tainted(record),
+            reply_number=record.number,
+        )
+        return tuple(graded)
+
+    def _tainted(self, record: ReplyRecord) -> bool:
+        """Whether the trainee's replies so far hold text aimed at the grader.
+
+        In one reply or split across several; the judge may not then raise a grade.
+        """
+        records = self.grader.records[: record.number]
+        if any(r.findings.injection_quote for r in records):
+            return True
+        joined = ("" if self.lang == "zh" else " ").join(r.text for r in records)
+        return bool(
+            GradingContext(self.scenario, self.lang, record.state).findings(joined).injection_quote
+        )
+
+    async def _speak(self, reaction: Reaction) -> Spoken:
+        turn = self.mind.mood.turn
+        if self.llm_voice is None:
+            return Spoken(self.voice.say(reaction, turn), "scripted")
+        return await self.llm_voice.say(reaction, turn, self.mind.mood, self.chat)
+
+    async def _rewrite(self, record: ReplyRecord, history: list[tuple[str, str]]) -> Rewrite | None:
+        if self.rewriter is None:
+            return None
+        return await self.rewriter.rewrite(
+            record.text,
+            record.grades,
+            scenario=self.scenario,
+            lang=self.lang,
+            history=history,
+            state=record.state,
+            reply_number=record.number,
+        )
+
+    def _store_answer(self, reaction: Reaction, spoken: Spoken, rewrite: Rewrite | None) -> None:
+        """Store the customer's message and the state it leaves the customer in."""
+        meta: dict[str, Any] = {
+            "reactions": list(reaction.keys),
+            "revealed": [f.id for f in reaction.reveals],
+            "agenda": [a.id for a in reaction.agenda],
+            "anger": round(self.mind.mood.anger, 2),
+            "patience": self.mind.mood.patience,
+        }
+        if self.llm_voice is not None:
+            meta["voice"] = {
+                "by": spoken.voice,
+                "fallback": spoken.fallback,
+                "model": spoken.model,
+                "prompt_sha": spoken.prompt_sha,
+            }
+        if rewrite is not None:
+            meta["rewrite"] = dataclasses.asdict(rewrite)
+        self.store.add_turn(
+            self.id, "customer", spoken.text, meta=meta, customer_state=self.mind.snapshot()
+        )
+        self.grader.customer(spoken.text)
+        self.chat.append(("customer", spoken.text))
+
+    def _note(self, spoken: Spoken) -> Bilingual | None:
+        """Tell the trainee when the LLM customer falls back to the script (once per change)."""
+        previous, self._last_fallback = self._last_fallback, spoken.fallback
+        if spoken.fallback is None or spoken.fallback == previous:
+            return None
+        return {lang: _FALLBACK_NOTE[lang].format(reason=spoken.fallback) for lang in LANGS}
 
     async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
         """End the session (idempotent) and store its scorecard."""
@@ -184,10 +323,17 @@ class Session:
             "language": self.lang,
             "scenario": self.scenario.id,
             "difficulty": self.difficulty,
-            "outcome": self.outcome,
+            **({"outcome": self.outcome} if self.outcome else {}),  # none while it runs
             "turns": [
                 {"role": t.role, "text": t.text, "timestamp": t.created_at}
+                | ({"voice": t.meta["voice"]["by"]} if "voice" in t.meta else {})
+                | (
+                    {"fallback": t.meta["voice"]["fallback"]}
+                    if t.meta.get("voice", {}).get("fallback")
+                    else {}
+                )
                 for t in self.store.turns(self.id)
+                if t.role in ("customer", "trainee")  # not /hint records
             ],
         }
 
@@ -195,9 +341,12 @@ class Session:
 class Engine:
     """Creates and resumes sessions over a store and a scenario library."""
 
-    def __init__(self, store: Store, library: ScenarioLibrary):
+    def __init__(
+        self, store: Store, library: ScenarioLibrary, assistants: Assistants | None = None
+    ):
         self.store = store
         self.library = library
+        self.assistants = assistants or Assistants()
 
     async def start(
         self,
@@ -210,13 +359,23 @@ class Engine:
         rubric: str = "default",
         seed: int | None = None,
         assignment_id: int | None = None,
+        player: str | None = None,
+        judge: str | None = None,
     ) -> tuple[Session, str]:
-        """Start a session; returns it and the customer's opening message (already stored)."""
+        """Start a session; returns it and the customer's opening message (already stored).
+
+        ``player`` (``scripted`` or ``llm``) and ``judge`` (``rules`` or ``llm``) default to
+        the scenario's. Asked for explicitly, an LLM role must be configured
+        (:class:`NotConfigured` otherwise); a scenario's own ``llm`` quietly uses the
+        scripted customer or the rule graders when no model is configured.
+        """
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
         if rubric not in RUBRICS:
             raise ValueError(f"unknown rubric '{rubric}'; use one of {', '.join(RUBRICS)}")
         resolved = self.library.get(scenario)
+        player = self._choose("player", player, resolved.scenario.player, PLAYERS, "customer")
+        judge = self._choose("judge", judge, resolved.scenario.judge, JUDGES, "judge")
         seed = random.SystemRandom().randrange(1, 2**31) if seed is None else seed
         session_id = self.store.create_session(
             trainee=trainee,
@@ -228,22 +387,38 @@ class Engine:
             mode=mode,
             rubric=rubric,
             seed=seed,
+            player=player,
+            judge=judge,
             assignment_id=assignment_id,
         )
         row = self.store.session(session_id)
         assert row is not None
         mind = CustomerMind(resolved, difficulty)
-        session = Session(self.store, row, resolved, mind, SessionGrader(resolved, lang))
-        opening = session.voice.say(mind.opening(), 0)
-        self.store.add_turn(
-            session_id,
-            "customer",
-            opening,
-            meta={"reactions": ["opening"]},
-            customer_state=mind.snapshot(),
+        session = Session(
+            self.store, row, resolved, mind, SessionGrader(resolved, lang), self.assistants
         )
-        session.grader.customer(opening)
-        return session, opening
+        opening = mind.opening()
+        spoken = await session._speak(opening)
+        with self.store.transaction():
+            session._store_answer(opening, spoken, None)
+        return session, spoken.text
+
+    def _choose(
+        self, key: str, asked: str | None, default: str, allowed: tuple[str, ...], role: str
+    ) -> str:
+        if asked is not None and asked not in allowed:
+            raise ValueError(f"unknown {key} '{asked}'; use one of {', '.join(allowed)}")
+        if (asked or default) != "llm":
+            return asked or default
+        if getattr(self.assistants, role) is not None:
+            return "llm"
+        if asked == "llm":
+            raise NotConfigured(
+                f"no model is configured for the {role} role: set TRAINER_LLM_MODEL (and "
+                f"OPENAI_BASE_URL, OPENAI_API_KEY) or [llm.{role}] model = ... in the config "
+                "file; `trainer llm check` tests the endpoint (see docs/llm.md)"
+            )
+        return allowed[0]
 
     async def resume(self, session_id: str) -> tuple[Session, str | None]:
         """Rebuild an active session from the store, exactly where it stopped.
@@ -266,19 +441,34 @@ class Engine:
             else CustomerMind(resolved, difficulty)
         )
         grader = SessionGrader(resolved, row.lang)  # type: ignore[arg-type]
-        session = Session(self.store, row, resolved, mind, grader)
+        session = Session(self.store, row, resolved, mind, grader, self.assistants)
         stored = self.store.grades(row.id)
         turns = self.store.turns(row.id)
         for turn in turns:
             if turn.role == "customer":
                 grader.customer(turn.text)
+                session.chat.append(("customer", turn.text))
+                rewrite = turn.meta.get("rewrite") or {}
+                if rewrite.get("text") and grader.records:
+                    session.rewrites[grader.records[-1].number] = rewrite["text"]
                 continue
+            if turn.role != "trainee":
+                continue
+            history = list(session.chat)
             record = await grader.trainee(turn.text, turn.latency_s)
-            if turn.idx not in stored:
+            session.chat.append(("trainee", turn.text))
+            if turn.idx in stored:  # as graded then (a judge's grade is not asked again)
+                grader.settle(record, tuple(stored[turn.idx]))
+            else:
+                record = grader.settle(record, await session._judged(record, history))
                 self.store.add_grades(row.id, turn.idx, record.number, record.grades)
         pending = None
         if turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
-            pending = session._answer(grader.records[-1])
+            reaction = mind.react(grader.records[-1].findings)
+            spoken = await session._speak(reaction)
+            with self.store.transaction():
+                session._store_answer(reaction, spoken, None)
+            pending = spoken.text
             if mind.mood.ending is not None:
                 await session.end(mind.mood.ending)
         return session, pending

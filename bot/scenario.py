@@ -563,7 +563,15 @@ class Scenario(Strict):
         default_factory=lambda: ["empathy", "accuracy", "policy"],
         description="Registered grader names run on every reply.",
     )
-    player: Literal["scripted"] = "scripted"
+    player: Literal["scripted", "llm"] = Field(
+        default="scripted",
+        description="Who phrases the customer's lines: the scenario's own lines, or an LLM "
+        "(the engine still decides what the customer does; see docs/llm.md).",
+    )
+    judge: Literal["rules", "llm"] = Field(
+        default="rules",
+        description="Who grades: the rule graders alone, or an LLM judge bounded by them.",
+    )
     today: dt.date = Field(description="The date the chat takes place.")
     order: Order
     customer: Customer

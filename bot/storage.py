@@ -239,6 +239,12 @@ def m002_teams(db: Database) -> None:
     )
 
 
+@migrations()
+def m003_judge(db: Database) -> None:
+    """Which judge a session uses: ``rules`` (the rule graders) or ``llm`` (bounded by them)."""
+    db.table("sessions").add_column("judge", str, not_null_default="rules")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -267,6 +273,7 @@ class SessionRow:
     total: float | None
     passed: bool | None
     assignment_id: int | None = None
+    judge: str = "rules"
 
 
 @dataclass(frozen=True)
@@ -390,6 +397,7 @@ class Store:
         rubric: str,
         seed: int,
         player: str = "scripted",
+        judge: str = "rules",
         assignment_id: int | None = None,
     ) -> str:
         """Create an active session and return its id."""
@@ -409,6 +417,7 @@ class Store:
                     "rubric": rubric,
                     "seed": seed,
                     "player": player,
+                    "judge": judge,
                     "assignment_id": assignment_id,
                     "status": "active",
                     "started_at": _now(),
@@ -521,7 +530,7 @@ class Store:
     _SESSION_SQL = (
         "SELECT s.id, t.name, s.scenario_id, s.scenario_version, s.scenario_source, s.lang,"
         " s.difficulty, s.mode, s.rubric, s.seed, s.player, s.status, s.outcome, s.started_at,"
-        " s.ended_at, s.customer_state, s.scorecard, s.total, s.passed, s.assignment_id"
+        " s.ended_at, s.customer_state, s.scorecard, s.total, s.passed, s.assignment_id, s.judge"
         " FROM sessions s JOIN trainees t ON t.id = s.trainee_id"
     )
 
@@ -529,7 +538,7 @@ class Store:
     def _session(row: tuple[Any, ...]) -> SessionRow:
         (sid, trainee, scenario_id, version, source, lang, difficulty, mode, rubric, seed,
          player, status, outcome, started_at, ended_at, state, card, total, passed,
-         assignment_id) = row  # fmt: skip
+         assignment_id, judge) = row  # fmt: skip
         return SessionRow(
             id=sid,
             trainee=trainee,
@@ -551,6 +560,7 @@ class Store:
             total=total,
             passed=None if passed is None else bool(passed),
             assignment_id=assignment_id,
+            judge=judge,
         )
 
     def session(self, session_id: str) -> SessionRow | None:

@@ -17,7 +17,6 @@ from rich.table import Table
 
 from bot.engine import Engine, ReplyRejected, Session
 from bot.i18n import Lang
-from bot.scenario import Stage
 from graders import Grade
 from graders.lexicon import courier_name, payment_name
 from graders.rubric import OUTCOME_TEXT, Scorecard
@@ -99,35 +98,43 @@ class TerminalPractice:
     def run(self, **start: Any) -> Scorecard:
         """Play a session from start to scorecard (blocking)."""
         with asyncio.Runner() as runner:
-            session, opening = runner.run(self.engine.start(**start))
-            lang = session.lang
-            self._header(session)
-            self._customer(session, opening)
-            while not session.ended:
-                shown = time.monotonic()
-                try:
-                    text = self.console.input(f"[bold green]{ui('you', lang)} ›[/] ")
-                except (KeyboardInterrupt, EOFError):
-                    self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
-                    break
-                command = text.strip().lower()
-                if command in ("/end", "/quit", "/exit"):
-                    break
-                if command.startswith("/"):
-                    self._command(session, command)
-                    continue
-                try:
-                    result = runner.run(session.reply(text, time.monotonic() - shown))
-                except ReplyRejected as exc:
-                    self.console.print(f"[yellow]{escape(exc.message[lang])}[/]")
-                    continue
-                if session.mode == "coach":
-                    self._feedback(session, result.record.grades, result.record.stage)
-                if result.customer_text:
-                    self._customer(session, result.customer_text)
-            card = runner.run(session.end())
-            self.scorecard(session, card)
-            return card
+            try:
+                return self._run(runner, start)
+            finally:  # model clients hold connections bound to this event loop
+                runner.run(self.engine.assistants.aclose())
+
+    def _run(self, runner: asyncio.Runner, start: dict[str, Any]) -> Scorecard:
+        session, opening = runner.run(self.engine.start(**start))
+        lang = session.lang
+        self._header(session)
+        self._customer(session, opening)
+        while not session.ended:
+            shown = time.monotonic()
+            try:
+                text = self.console.input(f"[bold green]{ui('you', lang)} ›[/] ")
+            except (KeyboardInterrupt, EOFError):
+                self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
+                break
+            command = text.strip().lower()
+            if command in ("/end", "/quit", "/exit"):
+                break
+            if command.startswith("/"):
+                self._command(session, command)
+                continue
+            try:
+                result = runner.run(session.reply(text, time.monotonic() - shown))
+            except ReplyRejected as exc:
+                self.console.print(f"[yellow]{escape(exc.message[lang])}[/]")
+                continue
+            if session.mode == "coach":
+                self._feedback(session, result.record.grades, result.better)
+            if result.note:
+                self.console.print(f"[dim]{escape(result.note[lang])}[/]")
+            if result.customer_text:
+                self._customer(session, result.customer_text)
+        card = runner.run(session.end())
+        self.scorecard(session, card)
+        return card
 
     # pieces
 
@@ -146,15 +153,16 @@ class TerminalPractice:
         name = session.scenario.scenario.customer.persona.name.get(session.lang)
         self.console.print(f"[bold red]{escape(name)}:[/] {escape(text)}")
 
-    def _feedback(self, session: Session, grades: tuple[Grade, ...], stage: Stage) -> None:
+    def _feedback(
+        self, session: Session, grades: tuple[Grade, ...], better: dict[Lang, str] | None
+    ) -> None:
         lang = session.lang
         lines = [escape(grade_line(g, lang)) for g in grades]
         quotes = [d.quote for g in grades for d in g.deductions if d.points and d.quote]
         if quotes:
             lines.append("[dim]「" + escape(quotes[0]) + "」[/]")
-        if any(g.status == "scored" and g.lost for g in grades):
-            better = session.scenario.exemplar(stage)[lang]
-            lines.append(f"[green]{ui('better', lang)}:[/] {escape(better)}")
+        if better is not None:
+            lines.append(f"[green]{ui('better', lang)}:[/] {escape(better[lang])}")
         self.console.print(Panel("\n".join(lines), border_style="magenta", expand=True))
 
     def _command(self, session: Session, command: str) -> None:

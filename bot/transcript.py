@@ -35,6 +35,10 @@ class TranscriptTurn(Strict):
     role: Literal["customer", "trainee"]
     text: str = Field(min_length=1)
     timestamp: dt.datetime | None = None
+    voice: Literal["scripted", "llm"] | None = None
+    """Who wrote a customer line in an exported session (informational, not graded)."""
+    fallback: str | None = None
+    """Why the scripted line replaced the model's (informational, not graded)."""
 
     @field_validator("text")
     @classmethod

@@ -7,7 +7,7 @@ same words in the same order, so they produce the same grades.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.content import ResolvedScenario
@@ -89,6 +89,15 @@ class SessionGrader:
         self.tracker.trainee(findings)
         self.records.append(record)
         return record
+
+    def settle(self, record: ReplyRecord, grades: tuple[Grade, ...]) -> ReplyRecord:
+        """Replace the grades of the latest ``record`` with its final ones (e.g. a judge's)."""
+        if grades == record.grades:
+            return record
+        settled = replace(record, grades=grades)
+        index = next(i for i, r in enumerate(self.records) if r is record)
+        self.records[index] = settled
+        return settled
 
     async def replay(
         self, turns: Sequence[tuple[Literal["customer", "trainee"], str, float | None]]

@@ -5,6 +5,7 @@ non-loopback address fails the test (servers the product talks to are stood up o
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +31,28 @@ def _loopback_only(self: socket.socket, address: object) -> None:
     _real_connect(self, address)  # type: ignore[arg-type]
 
 
+LIVE_REASON = (
+    "live test against a real LLM endpoint: opt in with --runapi or TRAINER_RUNAPI=1 "
+    "(it uses OPENAI_BASE_URL, OPENAI_API_KEY and TRAINER_LLM_MODEL)"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runapi", action="store_true", help=LIVE_REASON)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runapi") or os.environ.get("TRAINER_RUNAPI") == "1":
+        return
+    for item in items:
+        if item.get_closest_marker("runapi"):
+            item.add_marker(pytest.mark.skip(reason=LIVE_REASON))
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+def _offline(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("runapi") is None:  # live tests opted in to the network
+        monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
 @pytest.fixture(scope="session")

@@ -75,9 +75,12 @@ def test_ctrl_c_ends_cleanly_and_saves(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the reply is graded and answered
         if db.exists():
-            with sqlite3.connect(db) as conn:
-                if conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] >= 3:
-                    break
+            try:
+                with sqlite3.connect(db) as conn:
+                    if conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] >= 3:
+                        break
+            except sqlite3.OperationalError:  # the schema is still being created
+                pass
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # Ctrl-C while the trainee is typing
     output, _ = proc.communicate(timeout=60)

@@ -41,6 +41,7 @@ from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
 from bot.engine import Engine, Session
 from bot.i18n import Lang
+from bot.llm.roles import Assistants
 from bot.service import Actor, Training
 from bot.storage import Store, UserRow
 from bot.telegram import texts
@@ -153,12 +154,13 @@ class TelegramApp:
         library: ScenarioLibrary,
         *,
         service: Training | None = None,
+        assistants: Assistants | None = None,
     ):
         self.config = config
         self.store = store
         store.sync_at_inbox()  # the inbox is where updates become durable
         self.library = library
-        engine = Engine(store, library)
+        engine = Engine(store, library, assistants)
         self.svc = service or Training(store, library, engine)
         self.engine = self.svc.engine
         api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
@@ -508,9 +510,14 @@ _COMMANDS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-async def serve(config: TelegramConfig, store: Store, library: ScenarioLibrary) -> None:
+async def serve(
+    config: TelegramConfig,
+    store: Store,
+    library: ScenarioLibrary,
+    assistants: Assistants | None = None,
+) -> None:
     """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured."""
-    app = TelegramApp(config, store, library)
+    app = TelegramApp(config, store, library, assistants=assistants)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -534,4 +541,5 @@ async def serve(config: TelegramConfig, store: Store, library: ScenarioLibrary) 
         await app.stop()
         if runner is not None:
             await runner.cleanup()
+        await app.engine.assistants.aclose()
         log.info("stopped")

@@ -21,13 +21,10 @@ from aiogram.types import (
 )
 
 from bot.engine import ReplyRejected, Session
-from bot.i18n import Lang
-from bot.scenario import Stage
 from bot.service import DIFFICULTIES, Actor, Invalid
 from bot.telegram import texts
 from bot.telegram.state import Flow, IsCommand, IsText, PracticeCb, set_flow
 from bot.telegram.texts import t
-from graders import Grade
 
 if TYPE_CHECKING:
     from bot.telegram.app import TelegramApp
@@ -41,12 +38,6 @@ def _button(text: str, data: PracticeCb) -> list[InlineKeyboardButton]:
 
 def _customer_name(session: Session) -> str:
     return session.scenario.scenario.customer.persona.name.get(session.lang)
-
-
-def _better(session: Session, grades: tuple[Grade, ...], stage: Stage) -> dict[Lang, str] | None:
-    if not any(g.status == "scored" and g.lost for g in grades):
-        return None
-    return session.scenario.exemplar(stage)
 
 
 async def _begin(
@@ -198,7 +189,6 @@ def router() -> Router:
         if stored is not None:
             # A crash interrupted this very update after the reply was saved: show what the
             # customer answered (resume produced it if it was missing) instead of replying twice.
-            grades = tuple(app.store.grades(session.id).get(stored, []))
             answer = pending or next(
                 (
                     x.text
@@ -210,7 +200,8 @@ def router() -> Router:
             number = sum(
                 1 for x in app.store.turns(session.id) if x.role == "trainee" and x.idx <= stored
             )
-            stage = session.grader.records[number - 1].stage
+            record = session.grader.records[number - 1]
+            note = None
         else:
             shown = app.shown_at.get(session.id)
             latency = None if shown is None else time.monotonic() - shown
@@ -220,11 +211,13 @@ def router() -> Router:
             except ReplyRejected as exc:
                 await app.send(chat_id, exc.message[lang])
                 return
-            grades, answer = result.record.grades, result.customer_text
-            number, stage = result.record.number, result.record.stage
+            record, answer, note = result.record, result.customer_text, result.note
         parts = []
         if session.mode == "coach":
-            parts.append(texts.feedback(number, grades, _better(session, grades, stage), lang))
+            better = session.better_reply(record)
+            parts.append(texts.feedback(record.number, record.grades, better, lang))
+        if note:
+            parts.append(note[lang])
         if answer:
             parts.append(texts.customer_line(_customer_name(session), answer, lang))
         if parts:
