@@ -134,7 +134,7 @@ class Session:
             else None
         )
         self.judge = (
-            Judge(helpers.judge, budget_s=helpers.budget("judge"))
+            Judge(helpers.judge, budget_s=helpers.budget("judge"), cache=store)
             if row.judge == "llm" and helpers.judge is not None
             else None
         )

@@ -245,6 +245,16 @@ def m003_judge(db: Database) -> None:
     db.table("sessions").add_column("judge", str, not_null_default="rules")
 
 
+@migrations()
+def m004_judge_cache(db: Database) -> None:
+    """Validated LLM judge answers by request, so a repeated request gets the same grade."""
+    db.table("judge_cache").create(
+        {"key": str, "answer": str, "model": str, "created_at": str},
+        pk="key",
+        not_null={"answer", "model"},
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -957,6 +967,24 @@ class Store:
             ids,
         ).fetchall()
         return [GradeEventRow(*r) for r in rows]
+
+    # LLM judge answers (a repeated request gets the stored answer)
+
+    def recall_verdict(self, key: str) -> tuple[str, str] | None:
+        """The judge answer and model stored under ``key``, if any."""
+        row = self.db.execute(
+            "SELECT answer, model FROM judge_cache WHERE key = ?", [key]
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def remember_verdict(self, key: str, answer: str, model: str) -> None:
+        """Store a validated judge answer; the first one stored for ``key`` stays."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO judge_cache (key, answer, model, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [key, answer, model, _now()],
+            )
 
     # update inbox (each chat-app update is stored before it is processed)
 

@@ -345,3 +345,29 @@ def test_configuration_alone_switches_the_terminal_to_an_llm_customer_and_judge(
         assert any(g.grader == "llm_judge" for g in grades)
     finally:
         store.close()
+
+
+def test_the_same_reply_in_the_same_context_gets_the_same_grade_from_a_fickle_judge(
+    library, store
+) -> None:
+    """The judge's validated answers are kept by request, so a model that answers
+    differently each time cannot give two trainees different grades for the same chat."""
+
+    async def check(api: FakeLLM, engine: Engine, db: Store) -> None:
+        scores = iter([0.0, 1.0, 2.0, 0.5, 1.5, 2.0, 0.0, 1.0, 2.0])
+        api.responder = lambda req: _verdict(req, score=min(next(scores), _max_score(req)))
+        graded = []
+        for _ in range(2):
+            session, _ = await engine.start(
+                trainee="t", scenario="damaged-kettle", lang="zh", judge="llm", seed=3
+            )
+            result = await session.reply(GOOD)
+            graded.append([g.to_dict() | {"audit": None} for g in result.record.grades])
+            if len(graded) == 1:
+                calls = len(api.completions)
+                assert calls >= 2
+        assert graded[0] == graded[1]
+        assert len(api.completions) == calls  # the second session asked nothing
+        assert db.recall_verdict("no such request") is None
+
+    run(library, check, roles=("judge",), store=store)

@@ -60,7 +60,7 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     old.close()
 
     store = Store.open(path)
-    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge"]
+    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
     assert set(store.db.table_names()) >= M002_TABLES
     triggers = {
         r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
@@ -78,7 +78,7 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     store.close()
 
     again = Store.open(path)  # reopening applies nothing twice
-    assert _applied(again.db) == ["m001_initial", "m002_teams", "m003_judge"]
+    assert _applied(again.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
     assert again.user_by_external("telegram", "42") == user
     again.close()
 
@@ -86,14 +86,19 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
 def test_reopening_a_store_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = Store.open(path)
-    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge"]
+    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
     assert set(store.db.table_names()) >= M002_TABLES
     store.inbox_add(BOT, 1, "{}")
     store.set_chat_state("chat:1", "await_reason", {"session": "abc"})
     store.close()
     for _ in range(2):
         store = Store.open(path)
-        assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge"]
+        assert _applied(store.db) == [
+            "m001_initial",
+            "m002_teams",
+            "m003_judge",
+            "m004_judge_cache",
+        ]
         assert store.inbox_pending(BOT) == [(1, "{}")]
         assert store.chat_state("chat:1") == ("await_reason", {"session": "abc"})
         store.close()

@@ -10,13 +10,14 @@ grader caps the judge at the rule score. All trainee text reaches the model fenc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from bot.content import ResolvedScenario
 from bot.i18n import Lang
@@ -90,12 +91,31 @@ class _Failed(Exception):
         self.detail = detail
 
 
+class VerdictCache(Protocol):
+    """Validated judge answers by request.
+
+    The same reply in the same context is the same request to the same model: it gets the
+    same answer, and so the same grade.
+    """
+
+    def recall_verdict(self, key: str) -> tuple[str, str] | None:
+        """The answer text and model stored under ``key``, if any."""
+        ...
+
+    def remember_verdict(self, key: str, answer: str, model: str) -> None:
+        """Store a validated answer (the first one stored for a key stays)."""
+        ...
+
+
 class Judge:
     """Grades replies with an LLM, one dimension per call, bounded by the rule grades."""
 
-    def __init__(self, client: LLMClient, *, budget_s: float = 20.0) -> None:
+    def __init__(
+        self, client: LLMClient, *, budget_s: float = 20.0, cache: VerdictCache | None = None
+    ) -> None:
         self.client = client
         self.budget_s = budget_s
+        self.cache = cache
 
     async def grade(
         self,
@@ -119,6 +139,13 @@ class Judge:
         prompt, messages = _messages(reply, rule, scenario, lang, history, reply_number)
         attempts = _Attempts(prompt)
         allowed = frozenset(scenario.applicable_clauses)
+        key = self._key(messages, rule.dimension)
+        cached = self.cache.recall_verdict(key) if self.cache is not None else None
+        if cached is not None:
+            checked = _check(cached[0], reply, rule.max_score, allowed, lang)
+            if isinstance(checked, _Verdict):
+                attempts.completions.append(Completion(cached[0], cached[1], "cached", "", 0.0))
+                return _bounded(rule, checked, attempts, tainted=tainted, lang=lang)
         try:
             verdict = await asyncio.wait_for(
                 self._ask(messages, attempts, reply, rule, allowed, lang), self.budget_s
@@ -128,7 +155,16 @@ class Judge:
             return _unscored(rule, attempts, failure)
         except _Failed as failure:
             return _unscored(rule, attempts, failure)
+        if self.cache is not None:
+            last = attempts.completions[-1]
+            self.cache.remember_verdict(key, last.text, last.model)
         return _bounded(rule, verdict, attempts, tainted=tainted, lang=lang)
+
+    def _key(self, messages: list[dict[str, str]], dimension: str) -> str:
+        """The request's identity: model, dimension and every message."""
+        request = {"model": self.client.settings.model, "dimension": dimension, "m": messages}
+        encoded = json.dumps(request, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        return hashlib.sha256(encoded).hexdigest()
 
     async def grade_all(
         self,
