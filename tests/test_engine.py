@@ -98,6 +98,22 @@ def test_resume_continues_exactly_where_it_stopped(library, tmp_path: Path) -> N
     assert result.record.number == 2
 
 
+def test_resume_after_a_hint_does_not_grade_the_hint_as_a_reply(library, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = Store.open(db)
+    session, _ = start(library, store)
+    session.hint()  # stored as a system turn
+    asyncio.run(session.reply(REPLY))
+    store.close()
+
+    store = Store.open(db)
+    resumed, pending = asyncio.run(Engine(store, library).resume(session.id))
+    assert pending is None
+    assert [r.text for r in resumed.grader.records] == [REPLY]
+    assert resumed.mind.snapshot() == session.mind.snapshot()
+    store.close()
+
+
 def test_resume_finishes_a_turn_the_crash_interrupted(library, tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     store = Store.open(db)
