@@ -80,9 +80,23 @@ class NotConfigured(ValueError):
 
 
 _FALLBACK_NOTE: Bilingual = {
-    "zh": "（模型暂时不可用，这条由脚本客户回复：{reason}）",
-    "en": "(The model is unavailable; the scripted customer wrote this line: {reason})",
+    "zh": "（这条由脚本客户回复：{reason}）",
+    "en": "(The scripted customer wrote this line: {reason}.)",
 }
+_FALLBACK_REASONS: dict[str, Bilingual] = {
+    "timeout": {"zh": "模型回复超时", "en": "the model took too long"},
+    "rate_limited": {"zh": "模型服务繁忙", "en": "the model server is busy"},
+    "endpoint_down": {
+        "zh": "模型服务连续失败，本次会话剩余部分改用脚本",
+        "en": "the model server failed twice; the rest of this session is scripted",
+    },
+}
+_UNAVAILABLE: Bilingual = {"zh": "模型服务暂时不可用", "en": "the model server is unavailable"}
+_REJECTED: Bilingual = {
+    "zh": "模型的回复没有通过检查",
+    "en": "the model's line did not pass the checks",
+}
+_CHECKS = ("canary", "prompt_leak", "invented_number", "wrong_language", "too_long", "empty")
 
 
 @dataclass(frozen=True)
@@ -297,7 +311,10 @@ class Session:
         previous, self._last_fallback = self._last_fallback, spoken.fallback
         if spoken.fallback is None or spoken.fallback == previous:
             return None
-        return {lang: _FALLBACK_NOTE[lang].format(reason=spoken.fallback) for lang in LANGS}
+        why = _FALLBACK_REASONS.get(spoken.fallback) or (
+            _REJECTED if spoken.fallback in _CHECKS else _UNAVAILABLE
+        )
+        return {lang: _FALLBACK_NOTE[lang].format(reason=why[lang]) for lang in LANGS}
 
     async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
         """End the session (idempotent) and store its scorecard."""

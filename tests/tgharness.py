@@ -16,6 +16,7 @@ from typing import Any
 from botapi import FakeBotAPI
 
 from bot.content import ScenarioLibrary
+from bot.llm.roles import Assistants
 from bot.storage import Store
 from bot.telegram.app import WEBHOOK_PATH, TelegramApp, TelegramConfig
 
@@ -40,9 +41,12 @@ class BotHarness:
         webhook: bool = False,
         api: FakeBotAPI | None = None,
         secret: str = "s3cret-token",
+        assistants: Assistants | None = None,
         **config: Any,
     ):
         self.store = store
+        self.assistants = assistants
+        """The model-backed roles given to the bot (the caller closes them)."""
         self.webhook = webhook
         self.api = api or FakeBotAPI()
         self._own_api = api is None
@@ -78,7 +82,7 @@ class BotHarness:
         config = replace(config, **self.config_overrides)
         if self.webhook:
             config = replace(config, webhook_secret=self.secret)
-        self.app = TelegramApp(config, self.store, library())
+        self.app = TelegramApp(config, self.store, library(), assistants=self.assistants)
         await self.app.start()
         self._stop = asyncio.Event()
         if self.webhook:
