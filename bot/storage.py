@@ -972,19 +972,27 @@ class Store:
 
     def recall_verdict(self, key: str) -> tuple[str, str] | None:
         """The judge answer and model stored under ``key``, if any."""
+        for sql, params in self._deferred:  # not yet committed
+            if sql.startswith("INSERT OR IGNORE INTO judge_cache") and params[0] == key:
+                return str(params[1]), str(params[2])
         row = self.db.execute(
             "SELECT answer, model FROM judge_cache WHERE key = ?", [key]
         ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
     def remember_verdict(self, key: str, answer: str, model: str) -> None:
-        """Store a validated judge answer; the first one stored for ``key`` stays."""
-        with self._tx() as db:
-            db.execute(
+        """Store a validated judge answer; the first one stored for ``key`` stays.
+
+        It rides on the next transaction (the reply's grades follow at once): losing it
+        to a crash only means the model is asked again.
+        """
+        self._deferred.append(
+            (
                 "INSERT OR IGNORE INTO judge_cache (key, answer, model, created_at)"
                 " VALUES (?, ?, ?, ?)",
                 [key, answer, model, _now()],
             )
+        )
 
     # update inbox (each chat-app update is stored before it is processed)
 

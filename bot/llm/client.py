@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
+from openai._constants import RAW_RESPONSE_HEADER
 from openai.types.chat import ChatCompletion
 
 from bot.llm.config import RoleSettings
@@ -210,7 +211,17 @@ class LLMClient:
         body = self._request(messages, mode, schema, schema_name, max_tokens)
         start = time.monotonic()
         try:
-            response = await self._openai.chat.completions.with_raw_response.create(**body)
+            # The SDK's post, without create()'s per-call conversion of the typed parameters
+            # (a sixth of a model call's CPU); the body is already plain JSON.
+            response: Any = await self._openai.post(
+                "/chat/completions",
+                body=body,
+                cast_to=ChatCompletion,
+                options={
+                    "headers": {RAW_RESPONSE_HEADER: "true"},
+                    "security": {"bearer_auth": True},
+                },
+            )
             raw = response.text
             parsed: Any = response.parse()
         except openai.APITimeoutError:

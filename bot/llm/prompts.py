@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import jinja2
@@ -39,11 +39,16 @@ def _environment() -> jinja2.Environment:
     )
 
 
+@cache
+def _template(name: str) -> tuple[jinja2.Template, str]:
+    """The compiled template and its source's hash (read once per process)."""
+    env = _environment()
+    source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    return env.get_template(name), hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+
+
 def render(role: str, lang: Lang, **values: Any) -> Prompt:
     """Render ``prompts/<role>.<lang>.j2`` with ``values``."""
     name = f"{role}.{lang}.j2"
-    env = _environment()
-    template = env.get_template(name)
-    source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
-    sha = hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+    template, sha = _template(name)
     return Prompt(template.render(**values).strip() + "\n", name, sha)

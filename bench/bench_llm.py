@@ -1,0 +1,477 @@
+"""Turn latency with model-backed roles: what our code adds over the model server's latency.
+
+    python bench/bench_llm.py [--quick] [--sessions N] [--latency S] [--seconds S]
+                              [--inline-server] [--sync-at-inbox] [--profile]
+
+--sessions (20) concurrent sessions play the replies of the golden transcripts of
+``tests/golden/`` (every scenario; Chinese and English; good, mediocre and bad trainees;
+normal and hard), coach mode, each starting the next transcript when one ends. The LLM
+customer, the LLM judge (one call per judged dimension, three, concurrently) and the
+rewriter are all served by the fake OpenAI-compatible server of ``tests/llmapi.py`` with a
+fixed --latency (0.2 s) per request; it runs in its own process (``--inline-server``: on the
+bench's event loop instead) and answers every call validly on the first try, so neither the
+SDK's retry nor the judge's re-ask is triggered. The store is a file-backed SQLite database
+in a temp dir, as in production.
+
+Turn latency is the wall time of ``Session.reply()``. The calls of one reply run together,
+so the ideal is one server latency; overhead = (turn latency - latency) / latency, at p50
+and p95. Also shown: a single session (no contention), the same sessions with rules only
+and the scripted customer (no model at all), and a bare request through ``LLMClient``
+(SDK, HTTP and the fake server's own work: the floor under any turn). Target: overhead at
+p50 <= 10 % with --sessions concurrent sessions. The full run takes about 70 s, ``--quick``
+about 20 s. Always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import itertools
+import json
+import multiprocessing
+import multiprocessing.connection
+import pstats
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.content import ScenarioLibrary
+from bot.engine import Engine
+from bot.llm.client import LLMClient
+from bot.llm.config import RoleSettings
+from bot.llm.judge import JUDGED
+from bot.llm.roles import Assistants
+from bot.storage import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+if str(ROOT / "tests") not in sys.path:  # tests/llmapi.py is made to be imported
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from llmapi import FakeLLM  # noqa: E402
+
+API_KEY = "sk-bench-key"
+TARGET = 0.10
+
+
+# ---------------------------------------------------------------------- the fake model
+
+
+def _role(request: dict[str, Any]) -> str:
+    """Which role a request is for: the customer's prompt holds a draft; the judge asks for
+    JSON (a ``response_format``, or the schema in the prompt); the rewriter for plain text."""
+    system = request["messages"][0]["content"]
+    if "<<<DRAFT" in system:
+        return "customer"
+    if "response_format" in request or "JSON Schema" in system:
+        return "judge"
+    return "rewriter"
+
+
+_DRAFT = re.compile(r"<<<DRAFT \w+>>>\n(.*?)\n<<<END DRAFT", re.S)
+_REPLY = re.compile(r"<<<REPLY \w+>>>\n(.*?)\n<<<END REPLY", re.S)
+_MAX = re.compile(r"0 (?:to|到) (\d+(?:\.\d+)?)")
+
+
+_LINES = itertools.count(1)
+
+
+def _tag(number: int) -> str:
+    """``number`` in letters (no digits: the customer may not invent a number)."""
+    letters = ""
+    while number:
+        number, rest = divmod(number, 26)
+        letters += "abcdefghijklmnopqrstuvwxyz"[rest]
+    return letters
+
+
+def answer(request: dict[str, Any]) -> str:
+    """A valid answer for any role: the customer says its draft (tagged, so that no two
+    chats are the same and the judge's verdict cache, keyed by the whole request, misses
+    as with real trainees), the judge gives full marks, the rewriter hands the reply back
+    (checked and graded, then not shown)."""
+    role = _role(request)
+    system = request["messages"][0]["content"]
+    if role == "customer":
+        found = _DRAFT.search(system)
+        return f"{found.group(1) if found else '…'} ({_tag(next(_LINES))})"
+    text = "\n".join(str(m.get("content")) for m in request["messages"])
+    reply = _REPLY.search(text)
+    if role == "rewriter":
+        return reply.group(1) if reply else "…"
+    top = _MAX.search(system)
+    verdict = {
+        "reasoning": "checked against the rubric",
+        "violations": [],
+        "score": float(top.group(1)) if top else 2.0,
+        "summary_zh": "评语",
+        "summary_en": "summary",
+    }
+    return json.dumps(verdict, ensure_ascii=False)
+
+
+def _server_stats(api: FakeLLM) -> dict[str, Any]:
+    calls = api.completions
+    stats = {
+        "calls": len(calls),
+        "roles": Counter(_role(c.body) for c in calls),
+        "status": Counter(c.status for c in calls),
+        "retries": sum(c.retry_count > 0 for c in calls),
+    }
+    api.calls.clear()
+    return stats
+
+
+def serve(conn: multiprocessing.connection.Connection, latency: float) -> None:
+    """The fake server in a child process: sends its port, answers ``stats``, ``stop``."""
+
+    async def main() -> None:
+        async with FakeLLM(api_key=API_KEY, latency=latency, raise_responder_errors=False) as api:
+            api.responder = answer
+            conn.send(api.port)
+            loop = asyncio.get_running_loop()
+            while (message := await loop.run_in_executor(None, conn.recv)) != "stop":
+                conn.send(_server_stats(api) if message == "stats" else None)
+
+    asyncio.run(main())
+
+
+class Server:
+    """The fake server, in a child process or on this event loop."""
+
+    def __init__(self, latency: float, inline: bool) -> None:
+        self.latency = latency
+        self.inline = inline
+        self.api: FakeLLM | None = None
+        self.conn: multiprocessing.connection.Connection | None = None
+        self.process: Any = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        if self.inline:
+            self.api = FakeLLM(api_key=API_KEY, latency=self.latency, responder=answer)
+            await self.api.start()
+            self.base_url = self.api.base_url
+            return
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child, self.latency), daemon=True)
+        self.process.start()
+        port = await asyncio.to_thread(self.conn.recv)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def stats(self) -> dict[str, Any]:
+        if self.api is not None:
+            return _server_stats(self.api)
+        assert self.conn is not None
+        self.conn.send("stats")
+        return await asyncio.to_thread(self.conn.recv)  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+        if self.conn is not None:
+            self.conn.send("stop")
+            await asyncio.to_thread(self.process.join, 10)
+
+
+# ---------------------------------------------------------------------- the load
+
+
+@dataclass(frozen=True)
+class Case:
+    """A golden transcript: what one simulated trainee practises and says."""
+
+    scenario: str
+    lang: str
+    difficulty: str
+    seed: int
+    replies: tuple[str, ...]
+
+
+def load_cases() -> list[Case]:
+    cases = []
+    for path in sorted(GOLDEN.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cases.append(
+            Case(
+                data["scenario"],
+                data["language"],
+                data["difficulty"],
+                data["seed"],
+                tuple(data["replies"]),
+            )
+        )
+    return cases
+
+
+@dataclass
+class Phase:
+    """What one run measured."""
+
+    name: str
+    sessions: int
+    llm: bool
+    latencies: list[float] = field(default_factory=list)  # seconds per reply
+    started: int = 0  # sessions started
+    session_ids: list[str] = field(default_factory=list)
+    unscored: int = 0  # judged grades the judge did not decide
+    judged: int = 0
+    lags: list[float] = field(default_factory=list)  # event-loop oversleep, seconds
+    seconds: float = 0.0
+    cpu: float = 0.0  # process CPU seconds over the phase
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+async def _trainee(
+    engine: Engine, cases: list[Case], first: int, deadline: float, phase: Phase
+) -> None:
+    index = first
+    kind = "llm" if phase.llm else None
+    while time.perf_counter() < deadline:
+        case = cases[index % len(cases)]
+        index += 1
+        session, _ = await engine.start(
+            trainee=f"bench-{first}", scenario=case.scenario, lang=case.lang,  # type: ignore[arg-type]
+            difficulty=case.difficulty, seed=case.seed, mode="coach",  # type: ignore[arg-type]
+            player=kind or "scripted", judge=kind or "rules",
+        )  # fmt: skip
+        phase.started += 1
+        phase.session_ids.append(session.id)
+        for reply in case.replies:
+            if session.ended or time.perf_counter() >= deadline:
+                break
+            start = time.perf_counter()
+            result = await session.reply(reply)
+            phase.latencies.append(time.perf_counter() - start)
+            for grade in result.record.grades:
+                if phase.llm and grade.dimension in JUDGED and grade.status != "not_applicable":
+                    phase.judged += 1
+                    phase.unscored += grade.status == "unscored"
+        await session.end()
+
+
+async def _watch_loop(lags: list[float], stop: asyncio.Event, tick: float = 0.005) -> None:
+    """Oversleep of a 5 ms timer: how long the loop was busy with something else."""
+    while not stop.is_set():
+        start = time.perf_counter()
+        await asyncio.sleep(tick)
+        lags.append(time.perf_counter() - start - tick)
+
+
+async def run_phase(
+    engine: Engine, cases: list[Case], phase: Phase, seconds: float, server: Server | None
+) -> Phase:
+    if server is not None:
+        await server.stats()  # reset the server's counters
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch_loop(phase.lags, stop))
+    wall, cpu = time.perf_counter(), time.process_time()
+    deadline = wall + seconds
+    step = max(1, len(cases) // phase.sessions)
+    await asyncio.gather(
+        *(_trainee(engine, cases, i * step, deadline, phase) for i in range(phase.sessions))
+    )
+    phase.seconds = time.perf_counter() - wall
+    phase.cpu = time.process_time() - cpu
+    stop.set()
+    await watcher
+    if server is not None:
+        phase.server = await server.stats()
+    return phase
+
+
+async def bare_requests(base_url: str, count: int) -> list[float]:
+    """Wall time of single requests through ``LLMClient``, one at a time."""
+    client = LLMClient(RoleSettings(base_url=base_url, api_key=API_KEY, model="fake"))
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "hello"}]
+    times = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            await client.complete(messages, max_tokens=16)
+            times.append(time.perf_counter() - start)
+    finally:
+        await client.aclose()
+    return times
+
+
+# ---------------------------------------------------------------------- report
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:7.1f}"
+
+
+def print_phase(phase: Phase, latency: float) -> None:
+    values = phase.latencies
+    if not values:
+        print(f"  {phase.name:<24} no replies")
+        return
+    p50, p95, p99 = pct(values, 0.5), pct(values, 0.95), pct(values, 0.99)
+    over = (
+        f"{(p50 - latency) / latency * 100:+7.1f} % {(p95 - latency) / latency * 100:+7.1f} %"
+        if phase.llm
+        else f"{'-':>9} {'-':>9}"
+    )
+    print(
+        f"  {phase.name:<24}{len(values):>7}{ms(p50)}{ms(p95)}{ms(p99)}{ms(max(values))}"
+        f" {over}{len(values) / phase.seconds:8.1f}{phase.cpu / len(values) * 1000:8.1f}"
+        f"{phase.cpu / phase.seconds * 100:6.0f} %{ms(pct(phase.lags, 0.5))}"
+        f"{ms(pct(phase.lags, 0.99))}"
+    )
+
+
+def print_calls(phase: Phase) -> None:
+    server = phase.server
+    replies = len(phase.latencies)
+    if not server or not replies:
+        return
+    roles: Counter[str] = server["roles"]
+    customer = roles["customer"] - phase.started  # each start asks for the opening line
+    per = server["calls"] - phase.started
+    print(
+        f"  {phase.name}: {per / replies:.2f} model calls per reply (customer "
+        f"{customer / replies:.2f}, judge {roles['judge'] / replies:.2f}, rewriter "
+        f"{roles['rewriter'] / replies:.2f}) + 1 per session start; statuses "
+        f"{dict(server['status'])}, SDK retries {server['retries']}, judge grades not "
+        f"decided {phase.unscored}/{phase.judged}"
+    )
+
+
+def print_voices(store: Store, phase: Phase) -> None:
+    voices: Counter[str] = Counter()
+    rewrites: Counter[str] = Counter()
+    for session_id in phase.session_ids:
+        for turn in store.turns(session_id):
+            if "voice" in turn.meta:
+                voices[turn.meta["voice"]["fallback"] or "llm"] += 1
+            if "rewrite" in turn.meta:
+                rewrites[turn.meta["rewrite"]["rejected"] or "shown"] += 1
+    print(
+        f"  {phase.name}: customer lines {dict(voices)}; rewrites {dict(rewrites)} "
+        "(not_better: the fake hands the reply back)"
+    )
+
+
+# ---------------------------------------------------------------------- main
+
+
+async def bench(args: argparse.Namespace) -> None:
+    library = ScenarioLibrary.load()
+    cases = load_cases()
+    server = Server(args.latency, args.inline_server)
+    await server.start()
+    settings = RoleSettings(base_url=server.base_url, api_key=API_KEY, model="fake", timeout_s=10)
+    assistants = Assistants(
+        customer=LLMClient(settings), judge=LLMClient(settings), rewriter=LLMClient(settings)
+    )
+    phases: list[Phase] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "bench.db")
+        if args.sync_at_inbox:
+            store.sync_at_inbox()
+        llm_engine = Engine(store, library, assistants)
+        rules_engine = Engine(store, library)
+        try:
+            bare = await bare_requests(server.base_url, 10 if args.quick else 30)
+            # warm up: jieba, opencc, prompt templates, connections, the structured mode
+            await run_phase(llm_engine, cases, Phase("warm-up", args.sessions, True), 2, server)
+            await run_phase(rules_engine, cases, Phase("warm-up", args.sessions, False), 1, None)
+            one = Phase("llm, 1 session", 1, True)
+            phases.append(await run_phase(llm_engine, cases, one, args.one_seconds, server))
+            many = Phase(f"llm, {args.sessions} sessions", args.sessions, True)
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            phases.append(await run_phase(llm_engine, cases, many, args.seconds, server))
+            if profiler is not None:
+                profiler.disable()
+            rules = Phase(f"rules, {args.sessions} sessions", args.sessions, False)
+            phases.append(await run_phase(rules_engine, cases, rules, args.rules_seconds, None))
+            print(
+                f"{args.sessions} concurrent coach-mode sessions, golden replies (zh and en), "
+                f"file-backed SQLite store ({'fsync at the inbox only' if args.sync_at_inbox else 'every commit fsynced'}); fake server latency {args.latency * 1000:.0f} ms "
+                f"per request ({'on the bench loop' if args.inline_server else 'own process'})"
+            )
+            print(
+                f"  bare request through LLMClient, one at a time: p50 {ms(pct(bare, 0.5))} ms"
+                f"  ({(pct(bare, 0.5) - args.latency) * 1000:+.1f} ms over the latency: SDK, "
+                "HTTP and the fake server)"
+            )
+            print()
+            print(
+                f"  {'turn latency (ms)':<24}{'replies':>7}{'p50':>7}{'p95':>7}{'p99':>7}"
+                f"{'max':>7} {'over p50':>9} {'over p95':>9}{'reply/s':>8}{'cpu/rep':>8}"
+                f"{'cpu':>8}{'lag50':>7}{'lag99':>7}"
+            )
+            for phase in phases:
+                print_phase(phase, args.latency)
+            print("  (cpu/rep: process CPU ms per reply; cpu: of one core; lag: event-loop lag ms)")
+            print()
+            for phase in phases:
+                print_calls(phase)
+            for phase in phases[:2]:
+                print_voices(store, phase)
+        finally:
+            await assistants.aclose()
+            await server.stop()
+            store.close()
+    print()
+    print("targets:")
+    if many.latencies:
+        over = (pct(many.latencies, 0.5) - args.latency) / args.latency
+        verdict = "met" if over <= TARGET else "NOT met"
+        print(
+            f"  overhead at p50 with {args.sessions} sessions {over * 100:+.1f} % "
+            f"(target <= {TARGET * 100:.0f} %): {verdict}"
+        )
+    else:
+        print("  overhead at p50: no replies measured: NOT met")
+    if profiler is not None:
+        print()
+        print(f"profile of the {many.name} phase (top 20 by own time, then cumulative):")
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(20)
+        stats.sort_stats("cumulative").print_stats(
+            r"bot/|graders/|openai/_base_client|httpx2/_client", 30
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (about 20 s)")
+    parser.add_argument("--sessions", type=int, default=20, help="concurrent sessions")
+    parser.add_argument("--latency", type=float, default=0.2, help="server seconds per request")
+    parser.add_argument("--seconds", type=float, help="length of the N-session LLM run")
+    parser.add_argument(
+        "--inline-server", action="store_true", help="fake server on the bench's event loop"
+    )
+    parser.add_argument(
+        "--sync-at-inbox",
+        action="store_true",
+        help="commits skip the fsync (the Telegram bot's setting); default: every commit waits",
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile the N-session run")
+    args = parser.parse_args()
+    args.sessions = max(1, args.sessions)
+    if args.seconds is None:
+        args.seconds = 5.0 if args.quick else 40.0
+    args.one_seconds = 2.0 if args.quick else 8.0
+    args.rules_seconds = 2.0 if args.quick else 10.0
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
