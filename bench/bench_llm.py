@@ -50,10 +50,10 @@ from bot.llm.roles import Assistants
 from bot.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden"
 if str(ROOT / "tests") not in sys.path:  # tests/llmapi.py is made to be imported
     sys.path.insert(0, str(ROOT / "tests"))
 
+from golden import Case, load_cases  # noqa: E402
 from llmapi import FakeLLM  # noqa: E402
 
 API_KEY = "sk-bench-key"
@@ -182,33 +182,6 @@ class Server:
 
 
 # ---------------------------------------------------------------------- the load
-
-
-@dataclass(frozen=True)
-class Case:
-    """A golden transcript: what one simulated trainee practises and says."""
-
-    scenario: str
-    lang: str
-    difficulty: str
-    seed: int
-    replies: tuple[str, ...]
-
-
-def load_cases() -> list[Case]:
-    cases = []
-    for path in sorted(GOLDEN.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        cases.append(
-            Case(
-                data["scenario"],
-                data["language"],
-                data["difficulty"],
-                data["seed"],
-                tuple(data["replies"]),
-            )
-        )
-    return cases
 
 
 @dataclass

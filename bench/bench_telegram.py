@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import sys
@@ -66,37 +65,17 @@ from bot.engine import Session
 from bot.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden"
 if str(ROOT / "tests") not in sys.path:  # tests/tgharness.py is made to be imported
     sys.path.insert(0, str(ROOT / "tests"))
 
 from botapi import SEND_METHODS, Call, FakeBotAPI  # noqa: E402
+from golden import Case, load_cases  # noqa: E402
 from tgharness import BotHarness  # noqa: E402
 
 BRIEFING = "📋"  # in the message that opens a session (both languages)
 GLOBAL_RATE = 30.0
 CHAT_RATE = 1.0
 ECHO_PATH = "/echo/webhook"
-
-
-@dataclass(frozen=True)
-class Case:
-    """A golden transcript: what one simulated trainee practises and says."""
-
-    scenario: str
-    lang: str
-    difficulty: str
-    replies: tuple[str, ...]
-
-
-def load_cases() -> list[Case]:
-    cases = []
-    for path in sorted(GOLDEN.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        cases.append(
-            Case(data["scenario"], data["language"], data["difficulty"], tuple(data["replies"]))
-        )
-    return cases
 
 
 class BenchAPI(FakeBotAPI):
