@@ -96,6 +96,8 @@ _REJECTED: Bilingual = {
     "zh": "模型的回复没有通过检查",
     "en": "the model's line did not pass the checks",
 }
+_SPLIT_WINDOW = 80
+"""Characters of earlier replies searched with a new one for text aimed at the grader."""
 _CHECKS = ("canary", "prompt_leak", "invented_number", "wrong_language", "too_long", "empty")
 
 
@@ -258,10 +260,13 @@ class Session:
         records = self.grader.records[: record.number]
         if any(r.findings.injection_quote for r in records):
             return True
-        joined = ("" if self.lang == "zh" else " ").join(r.text for r in records)
-        return bool(
-            GradingContext(self.scenario, self.lang, record.state).findings(joined).injection_quote
-        )
+        # Earlier replies were checked the same way, so only a phrase that ends in this
+        # reply can be new: the tail of the chat before it is enough (phrases are short).
+        separator = "" if self.lang == "zh" else " "
+        before = separator.join(r.text for r in records[:-1])[-_SPLIT_WINDOW:]
+        window = before + separator + record.text if before else record.text
+        context = GradingContext(self.scenario, self.lang, record.state)
+        return bool(context.findings(window).injection_quote)
 
     async def _speak(self, reaction: Reaction) -> Spoken:
         turn = self.mind.mood.turn
