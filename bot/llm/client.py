@@ -10,11 +10,13 @@ remembers the first that worked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
 from openai.types.chat import ChatCompletion
@@ -99,6 +101,9 @@ class LLMClient:
             api_key=settings.api_key or "not-needed",
             timeout=settings.timeout_s,
             max_retries=1,
+            # The SDK's aiohttp transport: the same client API, a quarter less CPU per turn
+            # than httpx (bench_llm); the bot already depends on aiohttp.
+            http_client=openai.DefaultAioHttpClient(timeout=settings.timeout_s),
         )
         self._auto: Mode | None = None
 
@@ -224,7 +229,9 @@ class LLMClient:
             )
             raw = response.text
             parsed: Any = response.parse()
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as error:
+            if _connection_failed(error):
+                raise self._error("connection", f"cannot reach the server ({error})") from None
             raise self._error(
                 "timeout", f"no answer within {self.settings.timeout_s:g} s"
             ) from None
@@ -284,6 +291,19 @@ def _with_schema(messages: list[dict[str, str]], schema: dict[str, Any]) -> list
             message["content"] = f"{message.get('content', '')}\n\n{note}"
             return out
     return [{"role": "system", "content": note}, *out]
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """Whether a "timeout" was really a refused or dropped connection.
+
+    The aiohttp transport reports both as timeouts; the chained cause tells them apart.
+    """
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError):
+            return not isinstance(cause, asyncio.TimeoutError)
+        cause = cause.__cause__
+    return False
 
 
 def _status_reason(status: int) -> str:
