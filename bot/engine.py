@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from bot.customers import CustomerMind, Reaction, ScriptedVoice
 from bot.customers.llm import LLMVoice, Spoken
 from bot.i18n import LANGS, Lang
 from bot.llm.judge import Judge
+from bot.llm.reasons import describe
 from bot.llm.rewriter import Rewrite, Rewriter
 from bot.llm.roles import Assistants
 from bot.scenario import Difficulty
@@ -31,6 +33,8 @@ from graders.context import GradingContext
 from graders.rubric import RUBRICS, Outcome, Scorecard, scorecard
 from graders.session import ReplyRecord, SessionGrader, stage_of
 from graders.text import clean
+
+log = logging.getLogger(__name__)
 
 MAX_REPLY_CHARS = 2000
 MODES = ("coach", "exam")
@@ -83,22 +87,8 @@ _FALLBACK_NOTE: Bilingual = {
     "zh": "（这条由脚本客户回复：{reason}）",
     "en": "(The scripted customer wrote this line: {reason}.)",
 }
-_FALLBACK_REASONS: dict[str, Bilingual] = {
-    "timeout": {"zh": "模型回复超时", "en": "the model took too long"},
-    "rate_limited": {"zh": "模型服务繁忙", "en": "the model server is busy"},
-    "endpoint_down": {
-        "zh": "模型服务连续失败，本次会话剩余部分改用脚本",
-        "en": "the model server failed twice; the rest of this session is scripted",
-    },
-}
-_UNAVAILABLE: Bilingual = {"zh": "模型服务暂时不可用", "en": "the model server is unavailable"}
-_REJECTED: Bilingual = {
-    "zh": "模型的回复没有通过检查",
-    "en": "the model's line did not pass the checks",
-}
 _SPLIT_WINDOW = 80
 """Characters of earlier replies searched with a new one for text aimed at the grader."""
-_CHECKS = ("canary", "prompt_leak", "invented_number", "wrong_language", "too_long", "empty")
 
 
 @dataclass(frozen=True)
@@ -272,20 +262,28 @@ class Session:
         turn = self.mind.mood.turn
         if self.llm_voice is None:
             return Spoken(self.voice.say(reaction, turn), "scripted")
-        return await self.llm_voice.say(reaction, turn, self.mind.mood, self.chat)
+        try:
+            return await self.llm_voice.say(reaction, turn, self.mind.mood, self.chat)
+        except Exception:  # a bug must cost the model's wording, never the reply
+            log.exception("LLM customer failed in session %s; the scripted line is used", self.id)
+            return Spoken(self.voice.say(reaction, turn), "scripted", "error")
 
     async def _rewrite(self, record: ReplyRecord, history: list[tuple[str, str]]) -> Rewrite | None:
         if self.rewriter is None:
             return None
-        return await self.rewriter.rewrite(
-            record.text,
-            record.grades,
-            scenario=self.scenario,
-            lang=self.lang,
-            history=history,
-            state=record.state,
-            reply_number=record.number,
-        )
+        try:
+            return await self.rewriter.rewrite(
+                record.text,
+                record.grades,
+                scenario=self.scenario,
+                lang=self.lang,
+                history=history,
+                state=record.state,
+                reply_number=record.number,
+            )
+        except Exception:  # a bug must cost the better reply, never the reply
+            log.exception("rewriter failed in session %s; the model reply is shown", self.id)
+            return Rewrite(None, "error", None, None, None)
 
     def _store_answer(self, reaction: Reaction, spoken: Spoken, rewrite: Rewrite | None) -> None:
         """Store the customer's message and the state it leaves the customer in."""
@@ -316,9 +314,7 @@ class Session:
         previous, self._last_fallback = self._last_fallback, spoken.fallback
         if spoken.fallback is None or spoken.fallback == previous:
             return None
-        why = _FALLBACK_REASONS.get(spoken.fallback) or (
-            _REJECTED if spoken.fallback in _CHECKS else _UNAVAILABLE
-        )
+        why = describe(spoken.fallback)
         return {lang: _FALLBACK_NOTE[lang].format(reason=why[lang]) for lang in LANGS}
 
     async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
@@ -397,7 +393,14 @@ class Engine:
             raise ValueError(f"unknown rubric '{rubric}'; use one of {', '.join(RUBRICS)}")
         resolved = self.library.get(scenario)
         player = self._choose("player", player, resolved.scenario.player, PLAYERS, "customer")
+        if judge == "llm" and rubric != "default":
+            raise ValueError(
+                f"the LLM judge grades the default rubric's dimensions; the {rubric} rubric "
+                "counts the rule graders' findings, so use --judge rules with it"
+            )
         judge = self._choose("judge", judge, resolved.scenario.judge, JUDGES, "judge")
+        if rubric != "default":
+            judge = "rules"  # a scenario's own judge: llm does not apply to this rubric
         seed = random.SystemRandom().randrange(1, 2**31) if seed is None else seed
         session_id = self.store.create_session(
             trainee=trainee,
@@ -485,7 +488,14 @@ class Engine:
                 record = grader.settle(record, await session._judged(record, history))
                 self.store.add_grades(row.id, turn.idx, record.number, record.grades)
         pending = None
-        if turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
+        if not any(turn.role == "customer" for turn in turns):
+            # The process died while the (LLM) customer was writing the opening line.
+            opening = mind.opening()
+            spoken = await session._speak(opening)
+            with self.store.transaction():
+                session._store_answer(opening, spoken, None)
+            pending = spoken.text
+        elif turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
             reaction = mind.react(grader.records[-1].findings)
             spoken = await session._speak(reaction)
             with self.store.transaction():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.content import ResolvedScenario
 from bot.i18n import LANGS, Text
-from graders._base import Bilingual
+from graders._base import Bilingual, Grade
 from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name
 from graders.session import ReplyRecord
@@ -515,6 +515,19 @@ def _weakest(
     return worst[1], scenario.exemplar(record.stage)
 
 
+def _counted(grade: Grade) -> Grade:
+    """The grade as totals count it.
+
+    An unscored grade that carries the rule graders' own score (the LLM judge could not
+    grade the reply) counts at that score, with the rule's deductions, until a mentor
+    reviews it: failing the judge must never drop a bad reply from the total.
+    """
+    rule = grade.audit.get("rule") if grade.status == "unscored" else None
+    if not rule or rule.get("status") != "scored" or rule.get("score") is None:
+        return grade
+    return replace(grade, status="scored", score=float(rule["score"]))
+
+
 def _default(records: Sequence[ReplyRecord], session: list[_Finding]) -> _Result:
     config = _rubrics().default
     completeness = _completeness_points(session)
@@ -522,7 +535,7 @@ def _default(records: Sequence[ReplyRecord], session: list[_Finding]) -> _Result
     counts: dict[str, list[int]] = {}
     for dim in config.dimensions:
         grades = [g for r in records for g in r.grades if g.dimension == dim]
-        scored = [g for g in grades if g.status == "scored"]
+        scored = [c for c in map(_counted, grades) if c.status == "scored"]
         got = sum(g.score or 0.0 for g in scored)
         top = sum(g.max_score for g in scored)
         counts[dim] = [
@@ -546,7 +559,7 @@ def _default(records: Sequence[ReplyRecord], session: list[_Finding]) -> _Result
             total += share * got / top
             title = _title(conf.title)
             for r in records:
-                for g in r.grades:
+                for g in map(_counted, r.grades):
                     if g.dimension != dim or g.status != "scored":
                         continue
                     for d in g.deductions:
@@ -616,7 +629,7 @@ def _assessment(
     )
     candidates: list[_Finding] = []
     for r in records:
-        for g in r.grades:
+        for g in map(_counted, r.grades):
             if g.status != "scored":
                 continue
             for d in g.deductions:

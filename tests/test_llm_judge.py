@@ -180,26 +180,26 @@ def test_valid_answer_is_a_scored_judge_grade() -> None:
     results: list[tuple[Grade, Grade]] = []
 
     async def scenario(api: FakeLLM) -> None:
-        api.responder = honest(1.0)
-        results.append(await judge_one(api, "zh", BAD["zh"]))
+        api.responder = honest(2.0)  # the judge finds a point the rules did not
+        results.append(await judge_one(api, "zh", GOOD["zh"]))
 
     api = run(scenario)
     rule, final = results[0]
     assert (rule.score, final.status, final.score, final.grader) == (
-        0.0,
+        3.0,
         "scored",
-        1.0,
+        2.0,
         "llm_judge",
     )
     (deduction,) = final.deductions
     assert deduction.code == "judge.empathy"
-    assert deduction.quote == BAD["zh"][:6]
+    assert deduction.quote == GOOD["zh"][:6]
     assert deduction.reason == {
         "zh": "推诿，没有回应顾客的问题。",
         "en": "The reply brushes the customer off.",
     }
-    assert sum(d.points for d in final.deductions) == final.max_score - final.score == 2.0
-    assert final.evidence == (BAD["zh"][:6],)
+    assert sum(d.points for d in final.deductions) == final.max_score - final.score == 1.0
+    assert final.evidence == (GOOD["zh"][:6],)
     assert final.reason == {"zh": "回复在推诿顾客。", "en": "The reply brushes the customer off."}
     assert "disagreement" not in final.flags
     audit = final.audit
@@ -208,8 +208,8 @@ def test_valid_answer_is_a_scored_judge_grade() -> None:
     source = (ROOT / "prompts" / "judge.zh.j2").read_bytes()
     assert audit["prompt_sha"] == hashlib.sha256(source).hexdigest()[:12]
     assert audit["raw"] == [api.completions[0].content]
-    assert (audit["attempts"], audit["judge_score"], audit["decided_by"]) == (1, 1.0, "llm_judge")
-    assert audit["rule"] == {"grader": rule.grader, "score": 0.0, "status": "scored"}
+    assert (audit["attempts"], audit["judge_score"], audit["decided_by"]) == (1, 2.0, "llm_judge")
+    assert audit["rule"] == {"grader": rule.grader, "score": 3.0, "status": "scored"}
     assert audit["error"] is None
     json.dumps(final.to_dict())
     request = api.completions[0].body
@@ -318,7 +318,7 @@ def assert_unscored(rule: Grade, final: Grade, reason: str) -> None:
     assert len(set(final.flags)) == len(final.flags)
     assert final.deductions == rule.deductions
     assert final.evidence == rule.evidence and final.clause_ids == rule.clause_ids
-    assert reason in final.reason["en"] and reason in final.reason["zh"]
+    assert reason not in final.reason["en"]  # words for trainees; the code is in the audit
     assert f"{rule.score:g}/{rule.max_score:g}" in final.reason["en"]
     assert "导师" in final.reason["zh"] and "mentor" in final.reason["en"]
     assert final.audit["decided_by"] == "none"
@@ -438,17 +438,21 @@ def test_judge_may_grade_below_a_bounded_rule_grade() -> None:
     assert {"disagreement", "needs_review"} <= set(final.flags)
 
 
-def test_strong_disagreement_is_flagged() -> None:
+def test_a_judge_above_the_rules_waits_for_a_mentor() -> None:
+    """Raising a grade is never the model's call: text that fools it cannot buy points."""
     results: list[tuple[Grade, Grade]] = []
 
     async def scenario(api: FakeLLM) -> None:
-        api.responder = honest(3.0)  # far above the rule's 0, and nothing bounds it
+        api.responder = honest(3.0)  # far above the rule's 0; no red line, no injection
         results.append(await judge_one(api, "en", BAD["en"], "empathy"))
 
     run(scenario)
     rule, final = results[0]
-    assert (rule.score, final.score, final.grader) == (0.0, 3.0, "llm_judge")
-    assert final.flags == ("disagreement", "needs_review")
+    assert (rule.score, final.score, final.grader) == (0.0, 0.0, rule.grader)
+    assert final.deductions == rule.deductions  # the rule's points lost, each explained
+    assert final.flags == ("disagreement", "needs_review", "judge_higher")
+    assert final.audit["judge_score"] == 3.0 and final.audit["decided_by"] == "rule_bound"
+    assert "mentor" in final.reason["en"] and "导师" in final.reason["zh"]
 
 
 def test_not_applicable_passes_through_without_a_call() -> None:

@@ -214,7 +214,9 @@ def test_a_failing_judge_leaves_grades_for_review_and_a_provisional_scorecard(
             assert len(answer) == 1, answer
             text = answer[0]
             assert t("unscored", "en") in text, text  # "unscored (flagged for review)"
-            assert "The AI judge could not grade this reply (reason: server_error)" in text
+            assert (
+                "The AI judge could not grade this reply (the model server is unavailable)" in text
+            )
             assert JUDGE_EN not in text
             assert text.endswith(customer_line(_name("en"), LINE_EN, "en")), text
             assert judge_api.completions and all(c.status == 503 for c in judge_api.completions)

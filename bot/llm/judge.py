@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -24,9 +25,11 @@ from bot.i18n import Lang
 from bot.llm.client import Completion, LLMClient, LLMError
 from bot.llm.fence import fence, neutralise, nonce
 from bot.llm.prompts import Prompt, render
+from bot.llm.reasons import describe
 from graders._base import Bilingual, Deduction, Grade
 
 JUDGED = ("empathy", "accuracy", "policy")
+log = logging.getLogger(__name__)
 
 _SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -155,6 +158,9 @@ class Judge:
             return _unscored(rule, attempts, failure)
         except _Failed as failure:
             return _unscored(rule, attempts, failure)
+        except Exception as error:  # a bug must cost the judge's grade, never the reply
+            log.exception("judge failed on a %s grade", rule.dimension)
+            return _unscored(rule, attempts, _Failed("error", repr(error)))
         if self.cache is not None:
             last = attempts.completions[-1]
             self.cache.remember_verdict(key, last.text, last.model)
@@ -387,7 +393,12 @@ def _extract(text: str) -> dict[str, Any] | None:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _is_half(value: float) -> bool:
@@ -438,11 +449,11 @@ def _audit(
 
 def _unscored(rule: Grade, attempts: _Attempts, failure: _Failed) -> Grade:
     provisional = f"{rule.score:g}/{rule.max_score:g}"
+    why = describe(failure.reason)
     reason: Bilingual = {
-        "zh": f"AI 评审未能给这条回复评分（原因：{failure.reason}），将由导师复核。"
-        f"规则评分的初步结果：{provisional}。",
-        "en": f"The AI judge could not grade this reply (reason: {failure.reason}); a mentor "
-        f"will review it. The rule graders' provisional grade: {provisional}.",
+        "zh": f"AI 评审未能评分（{why['zh']}），待导师复核；暂按规则评分 {provisional} 计。",
+        "en": f"The AI judge could not grade this reply ({why['en']}); until a mentor "
+        f"reviews it, the rule graders' {provisional} counts.",
     }
     return Grade(
         dimension=rule.dimension,
@@ -467,21 +478,38 @@ def _bounded(
     tainted: bool,
     lang: Lang,
 ) -> Grade:
-    """The judge's grade, or the rule grade when a rule finding caps the judge below it."""
+    """The judge's grade when it is at most the rule grade; otherwise the rule grade.
+
+    The judge lowers a grade on its own (every point it takes quotes the reply), but it
+    never raises one: a higher score waits for a mentor (flag ``judge_higher``), so text
+    that fools the model cannot buy points. A red line, a critical clause or text aimed
+    at the grader are named as the reason.
+    """
     j, r = verdict.score, float(rule.score or 0.0)
     critical = any(d.severity == "critical" for d in rule.deductions)
     capped = critical or tainted or any(f in rule.flags for f in _BOUND_FLAGS)
     disagree = ("disagreement", "needs_review") if abs(j - r) >= rule.max_score / 2 else ()
     suspect = ("injection_attempt", "needs_review") if tainted else ()
-    flags = _merge(rule.flags, suspect, disagree)
-    if capped and j > r:
-        cap: Bilingual = {
-            "zh": f"规则评分的发现（红线、严重违规或针对评分的文字）限定本项不高于 "
-            f"{r:g}/{rule.max_score:g}（AI 评审给出 {j:g}）。{rule.reason.get('zh', '')}",
-            "en": f"The rule graders' finding (a red line, a critical clause or text aimed at "
-            f"the grader) caps this grade at {r:g}/{rule.max_score:g} (the AI judge gave "
-            f"{j:g}). {rule.reason.get('en', '')}",
-        }
+    higher = ("judge_higher", "needs_review") if j > r and not capped else ()
+    flags = _merge(rule.flags, suspect, disagree, higher)
+    if j > r:
+        top = f"{r:g}/{rule.max_score:g}"
+        cap: Bilingual = (
+            {
+                "zh": f"规则评分的发现（红线、严重违规或针对评分的文字）限定本项不高于 {top}"
+                f"（AI 评审给出 {j:g}）。{rule.reason.get('zh', '')}",
+                "en": f"The rule graders' finding (a red line, a critical clause or text aimed "
+                f"at the grader) caps this grade at {top} (the AI judge gave {j:g}). "
+                f"{rule.reason.get('en', '')}",
+            }
+            if capped
+            else {
+                "zh": f"AI 评审认为可得 {j:g} 分；高于规则评分 {top} 的部分需导师复核后才计入。"
+                f"{rule.reason.get('zh', '')}",
+                "en": f"The AI judge would give {j:g}; points above the rule graders' {top} "
+                f"count only after a mentor's review. {rule.reason.get('en', '')}",
+            }
+        )
         return Grade(
             dimension=rule.dimension,
             grader=rule.grader,

@@ -31,9 +31,16 @@ class Assistants:
         return cls(client("customer"), client("judge"), client("rewriter"))
 
     def budget(self, role: Role) -> float:
-        """Seconds a turn waits for ``role`` (its request timeout; one retry must fit)."""
+        """Seconds a turn waits for ``role``: its request timeout, twice for the judge.
+
+        The judge may re-ask once after an invalid answer, so it gets room for two
+        requests. The customer and the rewriter keep the trainee waiting, so they get one:
+        the SDK's retry fits only after a quick failure (a 429 or 5xx), not a timeout.
+        """
         found = getattr(self, role)
-        return float(found.settings.timeout_s) if found is not None else 0.0
+        if found is None:
+            return 0.0
+        return float(found.settings.timeout_s) * (2 if role == "judge" else 1)
 
     async def aclose(self) -> None:
         """Close every client."""
