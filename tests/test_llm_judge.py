@@ -570,10 +570,15 @@ def test_redteam_payload_cannot_raise_the_grade(case: dict[str, Any]) -> None:
         if rule.status == "scored":
             assert final.score <= rule.score, (rule.dimension, final.audit)  # type: ignore[operator]
             assert "needs_review" in final.flags
-    flagged = "injection_attempt" in record.grades[0].flags or tainted
     judged = [f for f in finals if f.audit]
     assert judged and all(f.audit["judge_score"] == f.max_score for f in judged)
-    assert flagged or all("injection_attempt" in f.flags for f in judged)
+    if case.get("detected", True):
+        flagged = "injection_attempt" in record.grades[0].flags or tainted
+        assert flagged or all("injection_attempt" in f.flags for f in judged)
+    else:  # unrecognised: the fooled judge's higher grade waits for a mentor
+        assert not tainted and "injection_attempt" not in record.grades[0].flags
+        raised = [f for f in judged if f.audit["judge_score"] > f.audit["rule"]["score"]]
+        assert raised and all("judge_higher" in f.flags for f in raised)
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
