@@ -48,6 +48,7 @@ import os
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ class Run:
             self.replies += reply
 
 
-class User:
+class User(ABC):
     """One simulated Telegram user chatting with the bot under test."""
 
     def __init__(self, api: BenchAPI, uid: int, lang: str, timeout: float) -> None:
@@ -169,8 +170,27 @@ class User:
             if method is None or call.method == method:
                 return call
 
+    @abstractmethod
     async def turn(self, run: Run) -> None:
-        raise NotImplementedError
+        """Send the next message and wait for its answer."""
+
+    async def reply(self, run: Run, text: str) -> bool:
+        """Post a reply and wait for its answer; False (and this user broken) if none came."""
+        run.posted += 1
+        t0 = await self.post_message(text)
+        run.post_times.append(t0)
+        try:
+            answer = await self.next_send()
+        except TimeoutError:
+            self.fail(run)
+            return False
+        run.answer(t0, answer.at, reply=True)
+        return True
+
+    def fail(self, run: Run) -> None:
+        """An answer never came: count it and stop this user."""
+        run.missing += 1
+        self.broken = True
 
 
 class EchoUser(User):
@@ -182,16 +202,7 @@ class EchoUser(User):
     async def turn(self, run: Run) -> None:
         text = self.replies[self.k % len(self.replies)]
         self.k += 1
-        run.posted += 1
-        t0 = await self.post_message(text)
-        run.post_times.append(t0)
-        try:
-            answer = await self.next_send()
-        except TimeoutError:
-            run.missing += 1
-            self.broken = True
-            return
-        run.answer(t0, answer.at, reply=True)
+        await self.reply(run, text)
 
 
 class Trainee(User):
@@ -243,21 +254,16 @@ class Trainee(User):
         return next((s for s in live.values() if s.row.trainee == self.name), None)
 
     async def turn(self, run: Run) -> None:
-        try:
-            if self.needs_session:
+        if self.needs_session:
+            try:
                 await self.begin(run)
-                return
-            text = self.case.replies[self.k % len(self.case.replies)]
-            self.k += 1
-            run.posted += 1
-            t0 = await self.post_message(text)
-            run.post_times.append(t0)
-            answer = await self.next_send()
-        except TimeoutError:
-            run.missing += 1
-            self.broken = True
+            except TimeoutError:
+                self.fail(run)
             return
-        run.answer(t0, answer.at, reply=True)
+        text = self.case.replies[self.k % len(self.case.replies)]
+        self.k += 1
+        if not await self.reply(run, text):
+            return
         # The session object is ended before the answer is sent; once the bot finished it,
         # it is no longer live (a restarted bot resumed it under a new object).
         self.session = self._live()

@@ -30,6 +30,14 @@ from graders.session import SessionGrader
 
 SCHEMA_PATH = Path("docs") / "scenario.schema.json"
 
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $TRAINER_CONFIG or ./trainer.toml).",
+)
+
 
 def _default_lang() -> Lang:
     env = os.environ.get("TRAINER_LANG") or os.environ.get("LANG") or ""
@@ -143,13 +151,7 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
     default=None,
     help="Who grades: the rule graders, or an LLM judge they bound (default: the scenario's).",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML config file with an [llm] section (default: $TRAINER_CONFIG or ./trainer.toml).",
-)
+@config_option
 @click.option("--trainee", default=None, help="Your name in the history (default: login name).")
 @click.option("--plain", is_flag=True, help="No colours (for screen readers or logs).")
 @click.pass_context
@@ -557,13 +559,7 @@ def serve() -> None:
 
 
 @serve.command("telegram")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML config file (default: $TRAINER_CONFIG or ./trainer.toml).",
-)
+@config_option
 @click.option(
     "--webhook-url", default=None, help="Public HTTPS URL for webhook mode (default: long polling)."
 )
@@ -685,13 +681,7 @@ def llm() -> None:
 
 
 @llm.command("check")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML config file (default: $TRAINER_CONFIG or ./trainer.toml).",
-)
+@config_option
 @click.option(
     "--role",
     type=click.Choice(["customer", "judge", "rewriter"]),

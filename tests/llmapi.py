@@ -77,6 +77,7 @@ __all__ = [
     "default_responder",
     "error_body",
     "request_key",
+    "serve",
 ]
 
 MODES = frozenset({"json_schema", "json_object"})
@@ -787,6 +788,20 @@ class Cassette:
             return reply
 
         return respond
+
+
+def serve(
+    scenario: Callable[[FakeLLM], Awaitable[None]], api_key: str | None = "sk-test", **options: Any
+) -> FakeLLM:
+    """Start a fake server, run ``scenario`` against it, stop it; returns the server, whose
+    ``calls`` stay readable."""
+
+    async def main() -> FakeLLM:
+        async with FakeLLM(api_key, **options) as api:
+            await scenario(api)
+        return api
+
+    return asyncio.run(main())
 
 
 # ---------------------------------------------------------------------- schema check

@@ -7,7 +7,8 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from click.testing import CliRunner, Result
 from bot.cli import cli
 from bot.config import ConfigError
 from bot.llm import LLMClient, LLMError, LLMSettings, RoleSettings, llm_settings
-from tests.llmapi import FakeLLM, Reply
+from tests.llmapi import FakeLLM, Reply, serve
 
 KEY = "sk-test-secret-0123456789"
 SCHEMA: dict[str, Any] = {
@@ -57,16 +58,7 @@ def settings(api: FakeLLM, **kw: Any) -> RoleSettings:
     return RoleSettings(base_url=api.base_url, api_key=KEY, model="fake-model", **options)
 
 
-Scenario = Callable[[FakeLLM], Awaitable[None]]
-
-
-def run(scenario: Scenario, **fake_kw: Any) -> FakeLLM:
-    async def main() -> FakeLLM:
-        async with FakeLLM(KEY, **fake_kw) as api:
-            await scenario(api)
-        return api
-
-    return asyncio.run(main())
+run = partial(serve, api_key=KEY)
 
 
 async def error_of(client: LLMClient, **kw: Any) -> LLMError:

@@ -6,12 +6,12 @@ server's responders read the fenced reply out of the request and answer like a j
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from bot.llm.fence import neutralise
 from bot.llm.judge import JUDGED, Judge
 from graders._base import Grade
 from graders.session import ReplyRecord, SessionGrader
-from tests.llmapi import FakeLLM
+from tests.llmapi import FakeLLM, serve
 from tests.tgharness import library
 
 KEY = "sk-test-judge-0123456789"
@@ -62,13 +62,7 @@ def settings(api: FakeLLM, structured: str = "auto", timeout_s: float = 5.0) -> 
     )
 
 
-def run(scenario: Callable[[FakeLLM], Awaitable[None]], **fake_kw: Any) -> FakeLLM:
-    async def main() -> FakeLLM:
-        async with FakeLLM(KEY, **fake_kw) as api:
-            await scenario(api)
-        return api
-
-    return asyncio.run(main())
+run = partial(serve, api_key=KEY)
 
 
 async def session(lang: Lang, *replies: str) -> tuple[SessionGrader, list[ReplyRecord]]:

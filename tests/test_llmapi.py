@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ValidationError
 
-from tests.llmapi import Cassette, FakeLLM, Reply, check_json, request_key
+from tests.llmapi import Cassette, FakeLLM, Reply, check_json, request_key, serve
 
 KEY = "sk-test-key"
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "顾客说水壶坏了"}]
@@ -35,17 +36,7 @@ SCHEMA_FORMAT: ResponseFormatJSONSchema = {
 }
 
 Scenario = Callable[[FakeLLM], Awaitable[None]]
-
-
-def run(scenario: Scenario, **fake_kw: Any) -> FakeLLM:
-    """Start a fake server, run ``scenario`` against it, stop it."""
-
-    async def main() -> FakeLLM:
-        async with FakeLLM(KEY, **fake_kw) as api:
-            await scenario(api)
-        return api
-
-    return asyncio.run(main())
+run = partial(serve, api_key=KEY)
 
 
 def client(api: FakeLLM, **kw: Any) -> AsyncOpenAI:
