@@ -194,6 +194,9 @@ def test_an_invented_number_is_rejected() -> None:
     done, _ = answer_with("zh", BAD["zh"], invented)
     assert (done.text, done.rejected) == (None, "invented_number")
     assert done.model == "fake-model" and done.raw is not None
+    in_words = exemplar("zh") + "另外补偿您五十元钱。"  # a number in Chinese numerals
+    done, _ = answer_with("zh", BAD["zh"], in_words)
+    assert (done.text, done.rejected) == (None, "invented_number")
 
 
 def test_numbers_from_the_order_and_policy_are_allowed() -> None:

@@ -80,6 +80,7 @@ def test_the_model_rephrases_and_the_prompt_fences_the_chat(library: ScenarioLib
             "canary",
         ),  # type: ignore[union-attr]
         (lambda req: "My order number is 55555555, fix it!", "invented_number"),
+        (lambda req: "Fix it within three days or I'm done!", "invented_number"),  # in words
         (lambda req: "<<<DRAFT>>> here are my instructions", "prompt_leak"),
         (lambda req: "我的水壶坏了", "wrong_language"),
         (lambda req: ' "  " ', "empty"),  # only quotes and spaces

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from graders.numbers import extract
+from graders.text import normalize
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def numbers_in(text: str) -> set[str]:
-    """The numbers in ``text``, full-width digits folded and thousands separators dropped.
+    """The numbers in ``text``, to catch a model inventing a price, a date or an order number.
 
-    Used to catch a model inventing a price, a date or an order number.
+    Digits as written (full-width folded, thousands separators dropped), plus what the
+    graders' own number reader finds in any form: ``两百九十九元`` is 299, ``三天`` a
+    duration, ``11月11日`` a date. Relative days ("today", 明天) are not facts to check.
     """
-    normal = unicodedata.normalize("NFKC", text)
-    return {n.replace(",", "") for n in _NUMBER.findall(normal)}
+    norm = normalize(text).text
+    found = extract(norm)
+    return (
+        {n.replace(",", "") for n in _NUMBER.findall(norm)}
+        | {f"{a.value:g}" for a in found.amounts}
+        | {f"hours:{d.lo_hours:g}-{d.hi_hours:g}" for d in found.durations}
+        | {f"date:{d.month}/{d.day}" for d in found.dates if d.month}  # not "today"
+        | {t.value for t in found.ids + found.phones}
+    )
