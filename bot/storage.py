@@ -353,19 +353,27 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Database]:
-        outermost = not self.db.conn.in_transaction
-        with self.db.atomic():
-            if outermost and self._deferred:
-                deferred, self._deferred = self._deferred, []
-                try:
-                    for sql, params in deferred:
-                        self.db.execute(sql, params)
-                    yield self.db
-                except BaseException:
-                    self._deferred[:0] = deferred  # rolled back: still to be written
-                    raise
-            else:
+        if self.db.conn.in_transaction:
+            with self.db.atomic():  # nested: a savepoint
                 yield self.db
+            return
+        # IMMEDIATE takes the write lock up front. With several processes on one file (the
+        # Telegram workers), a transaction that reads first and then writes could otherwise
+        # find its snapshot stale and fail at once with "database is locked", without the
+        # busy timeout ever waiting.
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        deferred, self._deferred = self._deferred, []
+        try:
+            for sql, params in deferred:
+                conn.execute(sql, params)
+            yield self.db
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._deferred[:0] = deferred  # rolled back: still to be written
+            raise
 
     def transaction(self) -> AbstractContextManager[Database]:
         """Group the writes made inside into one commit (each commit waits for the disk).
