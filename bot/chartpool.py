@@ -2,46 +2,90 @@
 
 matplotlib holds the GIL while it draws, so a thread would still stall every chat of a
 bot for the whole drawing. Any adapter can use :class:`ChartRenderer`.
+
+The workers are plain child processes (``python -m bot.chartpool``) spoken to over their
+stdin and stdout by the event loop itself: a request is a length-prefixed pickle of the
+chart's arguments, an answer a status byte and the PNG (or the pickled error). No helper
+thread sits in between, as it would with ``ProcessPoolExecutor``: such threads need the
+GIL from a busy event loop for every hand-over, which under load made each chart wait
+tens of milliseconds, and the charts queued up for seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+import struct
+import sys
+from collections import deque
+from typing import Any, BinaryIO
 
 from bot.charts import scorecard_chart
 
 log = logging.getLogger("trainer.charts")
 
-
-def _worker_init(parent: int) -> None:
-    """Leave Ctrl-C and SIGTERM to the bot, and exit as soon as the bot is gone.
-
-    The bot shuts its workers down when it stops; after a ``kill -9`` an orphaned worker
-    would live on and keep the bot's stdout and stderr open.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+_SIZE = struct.Struct(">I")
+_OK, _ERROR = b"K", b"E"
 
 
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
+class ChartWorkerDied(RuntimeError):
+    """The worker process exited before it answered."""
 
 
-def _ready() -> bool:
-    return True
+class _Worker:
+    """One chart process and the answers it still owes, in request order."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.waiting: deque[asyncio.Future[bytes]] = deque()
+        self.dead = False
+        self.reading = asyncio.create_task(self._read())
+
+    async def ask(self, request: bytes) -> bytes:
+        assert self.proc.stdin is not None
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting.append(answer)
+        self.proc.stdin.write(_SIZE.pack(len(request)) + request)
+        return await answer
+
+    async def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                head = await stdout.readexactly(1 + _SIZE.size)
+                body = await stdout.readexactly(_SIZE.unpack(head[1:])[0])
+                answer = self.waiting.popleft()
+                if answer.cancelled():
+                    continue  # the caller gave up; the order stays intact
+                if head[:1] == _OK:
+                    answer.set_result(body)
+                else:
+                    answer.set_exception(pickle.loads(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the process is gone
+        finally:
+            self.dead = True
+            while self.waiting:
+                answer = self.waiting.popleft()
+                if not answer.done():
+                    answer.set_exception(ChartWorkerDied("the chart worker exited"))
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # end of input: the worker exits
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()  # charts in progress are abandoned
+        await self.proc.wait()
+        self.reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reading
 
 
 class ChartRenderer:
@@ -52,53 +96,99 @@ class ChartRenderer:
 
     def __init__(self, processes: int):
         self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: list[_Worker] = []
+        self._spawning: asyncio.Task[None] | None = None
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(os.getpid(),),
+    async def _spawn(self) -> None:
+        while len(self._workers) < self.processes:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot.chartpool",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
-        return self._pool
+            self._workers.append(_Worker(proc))
+
+    async def _ready(self) -> list[_Worker]:
+        self._workers = [w for w in self._workers if not w.dead]
+        if len(self._workers) < self.processes:
+            if self._spawning is None or self._spawning.done():
+                self._spawning = asyncio.create_task(self._spawn())
+            await self._spawning
+        return self._workers
 
     async def render(self, *args: Any, **kwargs: Any) -> bytes:
         """A PNG from :func:`bot.charts.scorecard_chart` with these arguments."""
-        call = functools.partial(scorecard_chart, *args, **kwargs)
         if self.processes <= 0:
-            return await asyncio.to_thread(call)
-        loop = asyncio.get_running_loop()
+            return await asyncio.to_thread(functools.partial(scorecard_chart, *args, **kwargs))
+        request = pickle.dumps((args, kwargs))
         for attempt in (1, 2):
-            pool = self._executor()
+            workers = await self._ready()
+            worker = min(workers, key=lambda w: len(w.waiting))  # the least busy
             try:
-                return await loop.run_in_executor(pool, call)
-            except BrokenProcessPool:
-                self._discard(pool)
+                return await worker.ask(request)
+            except ChartWorkerDied:
                 log.warning("a chart worker died (attempt %d); starting a new one", attempt)
         log.warning("chart workers keep failing; drawing this chart in a thread")
-        return await asyncio.to_thread(call)
+        return await asyncio.to_thread(functools.partial(scorecard_chart, *args, **kwargs))
 
     @property
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
-        pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return [p.pid for p in processes.values() if p.pid is not None]
+        return [w.proc.pid for w in self._workers if not w.dead]
 
     def warm_up(self) -> None:
-        """Start the workers now (importing matplotlib takes a while), not at the first chart."""
-        if self.processes > 0:
-            self._executor().submit(_ready)
+        """Start the workers now (importing matplotlib takes a while), not at the first chart.
 
-    def close(self) -> None:
+        Call it with the event loop running; the workers start in the background.
+        """
+        if self.processes > 0 and self._spawning is None:
+            self._spawning = asyncio.get_running_loop().create_task(self._spawn())
+
+    async def close(self) -> None:
         """Stop the workers (charts in progress are abandoned)."""
-        if self._pool is not None:
-            self._discard(self._pool)
+        if self._spawning is not None:
+            with contextlib.suppress(Exception):
+                await self._spawning
+        workers, self._workers = self._workers, []
+        await asyncio.gather(*(w.close() for w in workers))
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        # Only the broken pool: another chart may already run on its replacement.
-        if self._pool is pool:
-            self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+
+# ------------------------------------------------------------------------ the worker side
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if data is not None and len(data) == size else None
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Answer chart requests until end of input (the bot stopped, or was killed)."""
+    while True:
+        head = _read_exactly(stdin, _SIZE.size)
+        if head is None:
+            return
+        request = _read_exactly(stdin, _SIZE.unpack(head)[0])
+        if request is None:
+            return
+        args, kwargs = pickle.loads(request)
+        try:
+            status, body = _OK, scorecard_chart(*args, **kwargs)
+        except Exception as exc:  # the caller gets the error; the worker goes on
+            try:
+                status, body = _ERROR, pickle.dumps(exc)
+            except Exception:
+                status, body = _ERROR, pickle.dumps(RuntimeError(repr(exc)))
+        stdout.write(status + _SIZE.pack(len(body)) + body)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    # Ctrl-C and SIGTERM are the bot's to handle; it ends the workers by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The answers get the real stdout to themselves; anything a library prints goes to stderr.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, answers)

@@ -38,7 +38,7 @@ def test_a_worker_draws_the_same_chart_and_a_killed_worker_is_replaced() -> None
             assert other == scorecard_chart(DIMS, [40.0], **KW)
             assert renderer.pids and pid not in renderer.pids
         finally:
-            renderer.close()
+            await renderer.close()
         assert renderer.pids == []
 
     asyncio.run(run())
