@@ -62,7 +62,6 @@ from aiohttp import web
 
 import bot.chartpool
 from bot.charts import scorecard_chart
-from bot.engine import Session
 from bot.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +120,7 @@ class Run:
     skipped: int = 0  # open loop: slots dropped because the previous answer had not come
     sends: int = 0  # bot sends received by the fake server in the window
     cpu: float = 0.0  # process CPU / wall time, from the start until all answers came
+    cpu_here: float = 0.0  # ...of the bench process alone (with worker processes)
     last_answer: float = 0.0
     post_times: list[float] = field(default_factory=list)
     spans: list[tuple[float, float]] = field(default_factory=list)  # (posted, answered)
@@ -216,7 +216,6 @@ class Trainee(User):
         self.case = case
         self.name = f"telegram:{uid}"
         self.k = 0
-        self.session: Session | None = None
         self.needs_session = True
 
     async def setup(self) -> None:
@@ -241,17 +240,9 @@ class Trainee(User):
                 break
         self.k = 0
         self.needs_session = False
-        self.session = self._live()
         if run is not None:
             run.sessions += 1
             run.answer(t0, call.at, reply=False)
-
-    def _live(self) -> Session | None:
-        assert self.harness.app is not None
-        live = self.harness.app.live
-        if self.session is not None and live.get(self.session.id) is self.session:
-            return self.session
-        return next((s for s in live.values() if s.row.trainee == self.name), None)
 
     async def turn(self, run: Run) -> None:
         if self.needs_session:
@@ -264,25 +255,40 @@ class Trainee(User):
         self.k += 1
         if not await self.reply(run, text):
             return
-        # The session object is ended before the answer is sent; once the bot finished it,
-        # it is no longer live (a restarted bot resumed it under a new object).
-        self.session = self._live()
-        self.needs_session = self.session is None or self.session.ended
+        # The session is stored as ended before the answer is sent (by whichever process).
+        self.needs_session = self.harness.store.active_session(self.name) is None
         run.endings += self.needs_session
 
 
 # ---------------------------------------------------------------------------------- loads
 
 
-def _begin_phase() -> float:
+WORKER_PIDS: list[int] = []
+"""The bot's worker processes, when it runs with several (their CPU counts too)."""
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process and of the bot's worker processes."""
+    here = total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in WORKER_PIDS:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total, here
+
+
+def _begin_phase() -> tuple[float, float]:
     """Collect garbage left by earlier phases (the fake server keeps every call), then
-    return the process CPU time."""
+    return the CPU time so far."""
     gc.collect()
-    return time.process_time()
+    return _cpu()
 
 
-def _window(api: BenchAPI, run: Run, cpu0: float) -> Run:
-    run.cpu = (time.process_time() - cpu0) / max(time.monotonic() - run.start, 1e-9)
+def _window(api: BenchAPI, run: Run, cpu0: tuple[float, float]) -> Run:
+    wall = max(time.monotonic() - run.start, 1e-9)
+    total, here = _cpu()
+    run.cpu, run.cpu_here = (total - cpu0[0]) / wall, (here - cpu0[1]) / wall
     run.sends = sum(1 for at in api.send_times if run.start <= at <= run.end)
     return run
 
@@ -458,6 +464,12 @@ def verdict(ok: bool) -> str:
 # ---------------------------------------------------------------------------------- main
 
 
+async def started(h: BotHarness) -> None:
+    """(Re)start the bot and note its worker processes."""
+    app = await h.start_bot()
+    WORKER_PIDS[:] = app.pool.pids() if app.pool is not None else []
+
+
 async def bench(args: argparse.Namespace) -> None:
     logging.getLogger("trainer").setLevel(logging.ERROR)
     cases = load_cases()
@@ -475,10 +487,17 @@ async def bench(args: argparse.Namespace) -> None:
         "  store: file-backed SQLite in a temp dir (WAL, fsync at the inbox), as in production; "
         f"{len(cases)} golden transcripts (zh/en, good/mediocre/bad), coach mode"
     )
-    print(
-        f"  bot, fake server and load generator share one event loop ({os.cpu_count()} CPUs "
-        "here): the fake server's own cost is part of every latency and rate"
-    )
+    if args.workers > 1:
+        print(
+            f"  bot: {args.workers} worker processes answer; the front (webhook, inbox, routing "
+            f"by chat) shares one event loop with the fake server and the load generator "
+            f"({os.cpu_count()} CPUs here); cpu = this process + the workers"
+        )
+    else:
+        print(
+            f"  bot, fake server and load generator share one event loop ({os.cpu_count()} "
+            "CPUs here): the fake server's own cost is part of every latency and rate"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "bench.db")
         async with BenchAPI() as api:
@@ -490,8 +509,9 @@ async def bench(args: argparse.Namespace) -> None:
                 chat_rate=None,
                 # as in production: one worker process draws the charts (the stub: a thread)
                 chart_processes=0 if args.stub_chart else 1,
+                workers=args.workers,
             )
-            await h.start_bot()
+            await started(h)
             trainees = [
                 Trainee(api, h, 10_001 + i, cases[i % len(cases)], args.timeout)
                 for i in range(n_trainees)
@@ -527,7 +547,7 @@ async def bench(args: argparse.Namespace) -> None:
             h.config_overrides.update(global_rate=GLOBAL_RATE, chat_rate=CHAT_RATE)
             api.global_rate, api.chat_rate = GLOBAL_RATE, CHAT_RATE
             violations0 = api.limit_violations
-            await h.start_bot()
+            await started(h)
             await asyncio.sleep(1.1)  # no chat sent to within the last second
             assert h.app is not None
             app = h.app
@@ -557,13 +577,13 @@ async def bench(args: argparse.Namespace) -> None:
             backlog_sends = sum(
                 1 for at in api.send_times[sends0:] if backlog_from <= at <= backlog_to
             )
-            stats = app.throttle.stats
             violations = api.limit_violations - violations0
             failed = store.db.execute(
                 "SELECT COUNT(*), SUM(error LIKE '%RetryAfter%' OR error LIKE '%429%') "
                 "FROM updates WHERE status = 'failed'"
             ).fetchone()
             await h.stop_bot()
+            stats = app.pool.total_stats() if app.pool is not None else app.throttle.stats
             api.global_rate = api.chat_rate = None
 
             # the echo bot through the same fake server and loops
@@ -592,6 +612,11 @@ async def bench(args: argparse.Namespace) -> None:
         "  msgs/s = trainee messages answered per second (replies + session starts); "
         "latency = reply turns only; cpu = process CPU / wall"
     )
+    if args.workers > 1:
+        print(
+            "  cpu of the bench process alone (fake server, load generator, the bot's front): "
+            + ", ".join(f"{r.name} {r.cpu_here:.0%}" for r in (single, closed, opened))
+        )
     for run in (opened, limited, echo_open):
         print(note_open(run))
     trainer_runs = (closed, opened, limited, burst)
@@ -687,11 +712,20 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=20.0, help="per answer, seconds")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="bot worker processes (default 2: one per core here); 1 runs the bot in the "
+        "bench process",
+    )
+    parser.add_argument(
         "--stub-chart",
         action="store_true",
         help="diagnostic: a ready PNG instead of rendering the scorecard chart",
     )
     args = parser.parse_args()
+    if args.stub_chart and args.workers > 1:
+        parser.error("--stub-chart works in one process only: add --workers 1")
     quick = {"trainees": 50, "open_trainees": 100, "seconds": 1.0, "backlog": 60}
     full = {"trainees": 50, "open_trainees": 200, "seconds": 10.0, "backlog": 200}
     for key, value in (quick if args.quick else full).items():

@@ -571,6 +571,13 @@ def serve() -> None:
     default=None,
     help="Another Bot API server (default: $TELEGRAM_API_BASE or api.telegram.org).",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Processes that answer updates (default 1); use up to one per CPU core for more "
+    "throughput. Needs a database file.",
+)
 @click.pass_context
 def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: Any) -> None:
     """Run the Telegram bot (token from TELEGRAM_BOT_TOKEN or the config file).
@@ -583,6 +590,7 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
     from bot.config import ConfigError, config_path, telegram_config
     from bot.telegram.app import protect_logs
     from bot.telegram.app import serve as run
+    from bot.telegram.workers import WorkerError
 
     try:
         config = telegram_config(config_path(config_file), **options)
@@ -603,6 +611,8 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
     library, store = _library(ctx), _store(ctx)
     try:
         asyncio.run(run(config, store, library, assistants))
+    except WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         store.close()
 

@@ -31,6 +31,7 @@ TELEGRAM_KEYS = {
     "grace_seconds": ("TELEGRAM_GRACE_SECONDS", float),
     "typing_after": ("TELEGRAM_TYPING_AFTER", float),
     "chart_processes": ("TELEGRAM_CHART_PROCESSES", int),
+    "workers": ("TELEGRAM_WORKERS", int),
 }
 
 
@@ -85,6 +86,8 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             values[key] = kind(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
+        if key == "workers" and values[key] < 1:
+            raise ConfigError(f"{source}: workers must be 1 or more, not {raw!r}")
     for key in ("global_rate", "chat_rate"):
         if key in values and values[key] <= 0:
             values[key] = None  # 0 turns the limit off (for benchmarks and tests)

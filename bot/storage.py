@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
@@ -1004,12 +1005,17 @@ class Store:
 
     # update inbox (each chat-app update is stored before it is processed)
 
-    def inbox_add(self, bot_id: int, update_id: int, payload: str) -> bool:
+    def inbox_add(
+        self, bot_id: int, update_id: int, payload: str, *, wait_for_disk: bool = True
+    ) -> bool:
         """Store an incoming update; False if this bot's update id was seen before.
 
-        The commit waits for the disk even after :meth:`sync_at_inbox`.
+        The commit waits for the disk even after :meth:`sync_at_inbox`, unless
+        ``wait_for_disk`` is False: then the caller must call :meth:`sync_wal` before it
+        treats the update as stored (and may share that call with other updates).
         """
-        if self._sync_at_inbox:
+        full = self._sync_at_inbox and wait_for_disk
+        if full:
             self.db.execute("PRAGMA synchronous=FULL")
         try:
             with self._tx() as db:
@@ -1020,9 +1026,29 @@ class Store:
                     [bot_id, update_id, payload, _now()],
                 )
         finally:
-            if self._sync_at_inbox:
+            if full:
                 self.db.execute("PRAGMA synchronous=NORMAL")
         return cursor.rowcount == 1
+
+    def sync_wal(self) -> None:
+        """Wait until every commit made so far is on the disk (an fsync of the WAL file).
+
+        Touches no connection, so it may run in another thread. What the fsync covers is
+        durable even if a checkpoint moved it into the main file first: a checkpoint syncs
+        the WAL before and the main file after copying. An in-memory store has no disk.
+        """
+        if self.path is None:
+            return
+        for target in (Path(f"{self.path}-wal"), self.path):
+            try:
+                fd = os.open(target, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no WAL (yet): the commits are in the main file
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     def inbox_done(
         self, bot_id: int, update_id: int, error: str | None = None, *, defer: bool = False
@@ -1052,6 +1078,13 @@ class Store:
             [bot_id],
         ).fetchall()
         return [(int(u), str(p)) for u, p in rows]
+
+    def inbox_backlog(self, bot_id: int) -> int:
+        """How many of a bot's stored updates are not processed yet."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM updates WHERE bot_id = ? AND status = 'received'", [bot_id]
+        ).fetchone()
+        return int(row[0])
 
     def inbox_status(self, bot_id: int, update_id: int) -> str | None:
         """The processing status of a stored update."""

@@ -473,13 +473,14 @@ def test_updates_of_one_chat_never_overlap_even_when_its_queue_empties(store: St
 
             app.dp.feed_update = feed  # type: ignore[method-assign]
             done = app.store.inbox_done
+            late: list[asyncio.Task[int]] = []
 
             def inbox_done(
                 bot_id: int, update_id: int, error: str | None = None, **kw: bool
             ) -> None:
                 done(bot_id, update_id, error, **kw)
                 if update_id == 9001:  # the first finishes; 9002 waits; 9003 arrives now
-                    asyncio.get_running_loop().call_soon(app.accept, payload(9003))
+                    late.append(asyncio.get_running_loop().create_task(app.accept(payload(9003))))
 
             app.store.inbox_done = inbox_done  # type: ignore[method-assign]
 
@@ -495,8 +496,8 @@ def test_updates_of_one_chat_never_overlap_even_when_its_queue_empties(store: St
                     },
                 }
 
-            app.accept(payload(9001))
-            app.accept(payload(9002))
+            assert await app.accept(payload(9001)) == 1
+            assert await app.accept(payload(9002)) == 1
             await asyncio.sleep(0.01)
             assert await app.drain(5)
             await asyncio.sleep(0.01)

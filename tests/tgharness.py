@@ -19,6 +19,7 @@ from bot.content import ScenarioLibrary
 from bot.llm.roles import Assistants
 from bot.storage import Store
 from bot.telegram.app import WEBHOOK_PATH, TelegramApp, TelegramConfig
+from bot.telegram.workers import WorkerPool
 
 _LIBRARY: ScenarioLibrary | None = None
 
@@ -82,7 +83,13 @@ class BotHarness:
         config = replace(config, **self.config_overrides)
         if self.webhook:
             config = replace(config, webhook_secret=self.secret)
-        self.app = TelegramApp(config, self.store, library(), assistants=self.assistants)
+        pool = None
+        if config.workers > 1:  # the production pool: worker processes on the store's file
+            assert self.store.path is not None, "workers need a file-backed store"
+            pool = WorkerPool(
+                config, db=self.store.path, scenarios=library().root, assistants=self.assistants
+            )
+        self.app = TelegramApp(config, self.store, library(), assistants=self.assistants, pool=pool)
         await self.app.start()
         self._stop = asyncio.Event()
         if self.webhook:

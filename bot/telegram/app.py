@@ -49,6 +49,7 @@ from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
+from bot.telegram.workers import WorkerError, WorkerPool
 from graders.segment import warm_up as warm_up_word_model
 
 log = logging.getLogger("trainer.telegram")
@@ -76,6 +77,9 @@ class TelegramConfig:
     """Show "typing…" when an answer takes longer than this many seconds."""
     chart_processes: int = 1
     """Worker processes that draw scorecard charts; 0 draws them in a thread."""
+    workers: int = 1
+    """Processes that answer updates; above 1, this one only stores and routes them
+    (:mod:`bot.telegram.workers`)."""
 
 
 class TokenFilter(logging.Filter):
@@ -135,6 +139,48 @@ async def pin_response_types(
     return await make_request(bot, method)
 
 
+class DiskSync:
+    """Waits for the disk on behalf of many callers with one fsync at a time.
+
+    A caller that commits and then awaits :meth:`wait` is covered by the next fsync to
+    start; callers arriving while one runs share the one after it (group commit). The
+    fsync runs in a thread, so the event loop keeps answering meanwhile.
+    """
+
+    def __init__(self, sync: Callable[[], None]):
+        self._sync = sync
+        self._next: asyncio.Future[None] | None = None
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self) -> None:
+        """Return once everything committed before the call is on the disk."""
+        waiting = self._next
+        if waiting is None:
+            waiting = self._next = asyncio.get_running_loop().create_future()
+            if not self._running:
+                self._start()
+        await asyncio.shield(waiting)
+
+    def _start(self) -> None:
+        assert self._next is not None
+        waiting, self._next = self._next, None
+        self._running = True
+        self._task = asyncio.create_task(self._run(waiting))
+
+    async def _run(self, waiting: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.to_thread(self._sync)
+        except BaseException as exc:  # the callers get the error; nothing is acknowledged
+            waiting.set_exception(exc)
+        else:
+            waiting.set_result(None)
+        finally:
+            self._running = False
+            if self._next is not None:
+                self._start()
+
+
 @dataclass
 class _ChatQueue:
     """The updates of one chat: processed one at a time, in arrival order."""
@@ -155,10 +201,14 @@ class TelegramApp:
         *,
         service: Training | None = None,
         assistants: Assistants | None = None,
+        pool: WorkerPool | None = None,
     ):
         self.config = config
+        self.pool = pool
+        """The workers that answer updates; None: this process answers them itself."""
         self.store = store
         store.sync_at_inbox()  # the inbox is where updates become durable
+        self.disk = DiskSync(store.sync_wal)
         self.library = library
         engine = Engine(store, library, assistants)
         self.svc = service or Training(store, library, engine)
@@ -185,43 +235,61 @@ class TelegramApp:
 
     # lifecycle
 
-    async def start(self) -> None:
-        """Check the token, publish the command menu and finish interrupted updates."""
+    async def start(self, *, worker: bool = False) -> None:
+        """Check the token, publish the command menu and finish interrupted updates.
+
+        A ``worker`` of a pool leaves the menu and the inbox to the front and only gets
+        ready to answer.
+        """
         me = await self.bot.get_me()
         self.username = me.username or ""
-        for lang in ("zh", "en"):
-            await self.bot.set_my_commands(
-                [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
-                language_code=lang,
-            )
-        self.charts.warm_up()
-        # Loading the word model takes a second; off the loop, before the first reply.
-        await asyncio.to_thread(warm_up_word_model)
+        if not worker:
+            for lang in ("zh", "en"):
+                await self.bot.set_my_commands(
+                    [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
+                    language_code=lang,
+                )
+        if self.pool is not None:
+            await self.pool.start()
+        else:
+            self.charts.warm_up()
+            # Loading the word model takes a second; off the loop, before the first reply.
+            await asyncio.to_thread(warm_up_word_model)
         # aiogram's pydantic models alone are ~190k objects that live as long as the
         # process; a full garbage collection walked them all (~0.1 s, the whole bot
         # stalled). Frozen, they are skipped; what is created from now on is collected.
         gc.freeze()
         self._accepting = True
+        if worker:
+            return
         pending = self.store.inbox_pending(self.bot.id)
         if pending:
             log.info("resuming %d update(s) stored before the last stop", len(pending))
         for update_id, payload in pending:
-            self._schedule(update_id, json.loads(payload))
+            self._route(update_id, payload, json.loads(payload))
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait for in-flight updates; True if all finished within ``timeout``."""
+        """Wait for in-flight updates; True if all finished within ``timeout``.
+
+        With a worker pool: until no stored update awaits processing.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._tasks:
+        while self._tasks or (self.pool is not None and self.store.inbox_backlog(self.bot.id)):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            await asyncio.wait(set(self._tasks), timeout=remaining)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=remaining)
+            else:
+                await asyncio.sleep(0.01 if remaining is None else min(0.01, remaining))
         return True
 
     async def stop(self) -> None:
         """Stop taking updates, let in-flight work finish (or leave it to the next start)."""
         self._accepting = False
-        if not await self.drain(self.config.grace_seconds):
+        if self.pool is not None:
+            await self.pool.stop(self.config.grace_seconds)
+        elif not await self.drain(self.config.grace_seconds):
             log.warning(
                 "%d update(s) still running after %.0fs; they stay in the inbox and are "
                 "processed at the next start",
@@ -232,25 +300,47 @@ class TelegramApp:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.store.flush()
-        self.charts.close()
+        await self.charts.close()
         await self.bot.session.close()
 
     # the inbox
 
-    def accept(self, payload: dict[str, Any]) -> bool:
-        """Store an update and schedule it; False if it was seen before or we are stopping."""
-        if not self._accepting:
-            return False
-        update_id = int(payload["update_id"])
-        if not self.store.inbox_add(
-            self.bot.id, update_id, json.dumps(payload, ensure_ascii=False)
-        ):
-            log.info("update %d was delivered again; already handled", update_id)
-            return False
-        self._schedule(update_id, payload)
-        return True
+    async def accept(self, *payloads: dict[str, Any]) -> int:
+        """Store updates and schedule them, in order; returns how many were new.
 
-    def _schedule(self, update_id: int, payload: dict[str, Any]) -> None:
+        Returns once they are on the disk: only then may they be acknowledged. Updates
+        arriving together share the wait (:class:`DiskSync`). An update seen before is
+        skipped; while stopping, nothing is taken.
+        """
+        if not self._accepting:
+            return 0
+        new = []
+        for payload in payloads:
+            update_id = int(payload["update_id"])
+            stored = json.dumps(payload, ensure_ascii=False)
+            if self.store.inbox_add(self.bot.id, update_id, stored, wait_for_disk=False):
+                new.append((update_id, stored, payload))
+            else:
+                log.info("update %d was delivered again; already handled", update_id)
+        if not new:
+            return 0
+        try:
+            await self.disk.wait()
+        finally:
+            # Stored either way: if the disk failed, the caller does not acknowledge, and
+            # the re-delivery is recognised as a duplicate of this one.
+            for update_id, stored, payload in new:
+                self._route(update_id, stored, payload)
+        return len(new)
+
+    def _route(self, update_id: int, stored: str, payload: dict[str, Any]) -> None:
+        if self.pool is not None:
+            self.pool.forward(_chat_key(payload), update_id, stored)
+        else:
+            self.take(update_id, payload)
+
+    def take(self, update_id: int, payload: dict[str, Any]) -> None:
+        """Process a stored update: after the chat's earlier ones, concurrently with others."""
         chat = _chat_key(payload)
         queue = self._chats.setdefault(chat, _ChatQueue())
         queue.updates += 1
@@ -324,10 +414,20 @@ class TelegramApp:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 1.0
-                for update in updates:
-                    payload = update.model_dump(mode="json", exclude_none=True, by_alias=True)
-                    self.accept(payload)
-                    offset = update.update_id + 1
+                try:
+                    await self.accept(
+                        *(
+                            u.model_dump(mode="json", exclude_none=True, by_alias=True)
+                            for u in updates
+                        )
+                    )
+                except OSError as exc:  # not confirmed: fetched again, duplicates skipped
+                    log.error("could not store updates (%s); fetching them again", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    continue
+                if updates:
+                    offset = updates[-1].update_id + 1
         finally:
             stopping.cancel()
 
@@ -352,7 +452,7 @@ class TelegramApp:
             int(payload["update_id"])
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400, text="not a Telegram update")
-        self.accept(payload)  # stored before the 200 below acknowledges it
+        await self.accept(payload)  # on the disk before the 200 below acknowledges it
         return web.Response(text="ok")
 
     async def set_webhook(self) -> None:
@@ -516,15 +616,31 @@ async def serve(
     library: ScenarioLibrary,
     assistants: Assistants | None = None,
 ) -> None:
-    """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured."""
-    app = TelegramApp(config, store, library, assistants=assistants)
+    """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured.
+
+    With ``config.workers`` above 1 this process stores and routes the updates and worker
+    processes answer them; a worker that dies stops the bot (:class:`WorkerError`).
+    """
+    pool = None
+    if config.workers > 1:
+        if store.path is None:
+            raise WorkerError("several workers need a database file, not an in-memory store")
+        pool = WorkerPool(config, db=store.path, scenarios=library.root, assistants=assistants)
+    app = TelegramApp(config, store, library, assistants=assistants, pool=pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await app.start()
-    log.info("bot @%s started", app.username)
+    watch = asyncio.create_task(pool.failed.wait()) if pool is not None else None
+    if watch is not None:
+        watch.add_done_callback(lambda _: stop.set())
+    log.info(
+        "bot @%s started%s",
+        app.username,
+        f" with {config.workers} worker processes" if pool is not None else "",
+    )
     runner: web.AppRunner | None = None
     try:
         if config.webhook_url:
@@ -538,8 +654,12 @@ async def serve(
             await app.poll(stop)
     finally:
         log.info("stopping: no new updates; finishing work in flight")
+        if watch is not None:
+            watch.cancel()
         await app.stop()
         if runner is not None:
             await runner.cleanup()
         await app.engine.assistants.aclose()
         log.info("stopped")
+    if pool is not None and pool.failure:
+        raise WorkerError(pool.failure)
