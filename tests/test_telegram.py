@@ -549,6 +549,29 @@ def test_parsed_response_types_stay_built(store: Store) -> None:
     asyncio.run(run())
 
 
+def test_no_filter_or_handler_runs_in_a_thread(store: Store) -> None:
+    """aiogram runs a plain (not async) filter or handler in a worker thread per check.
+
+    A State used as a filter is such a function: every message paid two thread hops, and
+    under load each hop waited milliseconds for the GIL from the busy event loop.
+    """
+
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            assert h.app is not None
+            sync = [
+                f"{router.name}.{name}: {callable_.callback!r}"
+                for router in h.app.dp.chain_tail
+                for name, observer in router.observers.items()
+                for handler in observer.handlers
+                for callable_ in [handler, *(handler.filters or [])]
+                if not callable_.awaitable
+            ]
+            assert sync == []
+
+    asyncio.run(run())
+
+
 STALE_ALERT = {
     "zh": "这个按钮已失效，请重新发送命令。",
     "en": "This button no longer works; send the command again.",

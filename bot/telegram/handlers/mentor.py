@@ -6,7 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
     BufferedInputFile,
@@ -330,7 +330,7 @@ def router() -> Router:
         key = "ruling_ask_partly" if verdict == "partly" else "ruling_ask"
         await app.send(query.from_user.id, t(key, actor.lang))
 
-    @r.message(Flow.ruling_reason, IsPlainText())
+    @r.message(StateFilter(Flow.ruling_reason), IsPlainText())
     async def ruling_reason(
         message: Message, actor: Actor, app: TelegramApp, state: FSMContext
     ) -> None:

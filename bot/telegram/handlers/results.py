@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import Router
-from aiogram.filters import Command
+from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
@@ -67,7 +67,7 @@ def router() -> Router:
             t("dispute_ask", actor.lang, n=entry.number, points=f"{entry.points:g}"),
         )
 
-    @r.message(Flow.dispute_reason, IsPlainText())
+    @r.message(StateFilter(Flow.dispute_reason), IsPlainText())
     async def dispute_reason(
         message: Message, actor: Actor, app: TelegramApp, state: FSMContext
     ) -> None:
