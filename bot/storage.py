@@ -423,24 +423,28 @@ class Store:
         session_id = uuid.uuid4().hex[:12]
         trainee_id = self.trainee_id(trainee)
         with self._tx() as db:
-            db.table("sessions").insert(
-                {
-                    "id": session_id,
-                    "trainee_id": trainee_id,
-                    "scenario_id": scenario_id,
-                    "scenario_version": scenario_version,
-                    "scenario_source": scenario_source,
-                    "lang": lang,
-                    "difficulty": difficulty,
-                    "mode": mode,
-                    "rubric": rubric,
-                    "seed": seed,
-                    "player": player,
-                    "judge": judge,
-                    "assignment_id": assignment_id,
-                    "status": "active",
-                    "started_at": _now(),
-                }
+            # Plain SQL, as on every hot path: sqlite-utils' insert inspects the table first.
+            db.execute(
+                "INSERT INTO sessions (id, trainee_id, scenario_id, scenario_version,"
+                " scenario_source, lang, difficulty, mode, rubric, seed, player, judge,"
+                " assignment_id, status, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+                [
+                    session_id,
+                    trainee_id,
+                    scenario_id,
+                    scenario_version,
+                    scenario_source,
+                    lang,
+                    difficulty,
+                    mode,
+                    rubric,
+                    seed,
+                    player,
+                    judge,
+                    assignment_id,
+                    _now(),
+                ],
             )
         return session_id
 
@@ -532,16 +536,20 @@ class Store:
                 ],
             )
             db.execute("DELETE FROM ledger WHERE session_id = ?", [session_id])
-            db.table("ledger").insert_all(
-                {
-                    "session_id": session_id,
-                    "rubric": card.rubric,
-                    "item": e.item,
-                    "reply_number": e.reply,
-                    "points": e.points,
-                    "data": json.dumps(e.to_dict(), ensure_ascii=False),
-                }
-                for e in card.ledger
+            db.conn.executemany(
+                "INSERT INTO ledger (session_id, rubric, item, reply_number, points, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        session_id,
+                        card.rubric,
+                        e.item,
+                        e.reply,
+                        e.points,
+                        json.dumps(e.to_dict(), ensure_ascii=False),
+                    )
+                    for e in card.ledger
+                ],
             )
 
     # reading
@@ -732,6 +740,8 @@ class Store:
                     " WHERE id = ?",
                     [name, username, chat_id, existing.id],
                 )
+        else:
+            return existing  # unchanged: no need to read it again
         user = self.user_by_external(platform, external_id)
         assert user is not None
         return user

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiogram.filters import Filter
+from aiogram import Bot
+from aiogram.filters import Command, Filter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -79,6 +80,21 @@ class IsText(Filter):
     async def __call__(self, message: Message) -> bool:
         """Whether the message has text."""
         return message.text is not None
+
+
+class Cmd(Command):
+    """aiogram's Command filter, saying no at once to text that is no command at all.
+
+    A chat reply passes the filter of every command handler before it reaches the
+    practice chat, and aiogram's Command parses the whole text each time.
+    """
+
+    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+        """Whether the message is this command (and its parsed ``command``)."""
+        text = (message.text or message.caption) if isinstance(message, Message) else None
+        if not text or not text.startswith(tuple(self.prefix)):
+            return False
+        return await super().__call__(message, bot)
 
 
 class IsCommand(Filter):

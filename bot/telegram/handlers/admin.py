@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import CommandObject
 from aiogram.types import Message
 
 from bot.service import ROLES, Actor, Invalid
+from bot.telegram.state import Cmd
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def router() -> Router:
     """The admin router."""
     r = Router(name="admin")
 
-    @r.message(Command("newteam"))
+    @r.message(Cmd("newteam"))
     async def new_team(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -30,7 +31,7 @@ def router() -> Router:
         team = app.svc.create_team(name, actor)
         await app.send(message.chat.id, t("team_created", actor.lang, team=team.name))
 
-    @r.message(Command("invite"))
+    @r.message(Cmd("invite"))
     async def invite(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:

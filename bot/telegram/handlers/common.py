@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.service import Actor
-from bot.telegram.state import LangCb, set_flow
+from bot.telegram.state import Cmd, LangCb, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -45,11 +45,11 @@ def router() -> Router:
             await app.send(message.chat.id, t(_JOINED[role], actor.lang, team=name))
         await app.send(message.chat.id, t("welcome", actor.lang, name=actor.user.name))
 
-    @r.message(Command("help"))
+    @r.message(Cmd("help"))
     async def help_(message: Message, actor: Actor, app: TelegramApp) -> None:
         await app.send(message.chat.id, help_text(actor))
 
-    @r.message(Command("lang"))
+    @r.message(Cmd("lang"))
     async def lang(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -76,7 +76,7 @@ def router() -> Router:
         await query.answer()
         await app.send(query.from_user.id, t("lang_set", actor.lang))
 
-    @r.message(Command("cancel"))
+    @r.message(Cmd("cancel"))
     async def cancel(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
         await set_flow(state, None)
         await app.send(message.chat.id, t("cancelled", actor.lang))

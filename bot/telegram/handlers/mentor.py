@@ -6,7 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.filters import CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
     BufferedInputFile,
@@ -20,7 +20,7 @@ from bot.i18n import Lang
 from bot.service import VERDICTS, Actor, Forbidden, Invalid
 from bot.storage import TeamRow
 from bot.telegram import texts
-from bot.telegram.state import Flow, IsPlainText, RulingCb, TeamCb, set_flow
+from bot.telegram.state import Cmd, Flow, IsPlainText, RulingCb, TeamCb, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def router() -> Router:
     """The mentor router."""
     r = Router(name="mentor")
 
-    @r.message(Command("team"))
+    @r.message(Cmd("team"))
     async def team(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -143,7 +143,7 @@ def router() -> Router:
         if chosen is not None:
             await _report(app, message.chat.id, actor, chosen)
 
-    @r.message(Command("export"))
+    @r.message(Cmd("export"))
     async def export(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -168,7 +168,7 @@ def router() -> Router:
         else:
             await _export(app, query.from_user.id, actor, chosen)
 
-    @r.message(Command("assign"))
+    @r.message(Cmd("assign"))
     async def assign(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -235,7 +235,7 @@ def router() -> Router:
             message.chat.id, t("assigned", lang, n=len(rows), target=target, notified=reached)
         )
 
-    @r.message(Command("sessions"))
+    @r.message(Cmd("sessions"))
     async def sessions(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -252,7 +252,7 @@ def router() -> Router:
             lines.append(texts.session_line(row, actor.lang, name))
         await app.send(message.chat.id, "\n".join(lines))
 
-    @r.message(Command("transcript"))
+    @r.message(Cmd("transcript"))
     async def transcript(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -267,7 +267,7 @@ def router() -> Router:
         names = (customer, owner.name if owner else view.row.trainee)
         await app.send(message.chat.id, texts.transcript(view, turns, names, actor.lang))
 
-    @r.message(Command("override"))
+    @r.message(Cmd("override"))
     async def override(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
     ) -> None:
@@ -294,7 +294,7 @@ def router() -> Router:
             ),
         )
 
-    @r.message(Command("disputes"))
+    @r.message(Cmd("disputes"))
     async def disputes(message: Message, actor: Actor, app: TelegramApp) -> None:
         _require_mentor(actor)
         found = app.svc.open_disputes(actor)

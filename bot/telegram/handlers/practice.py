@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING
 
 from aiogram import Router
-from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
     CallbackQuery,
@@ -23,7 +22,7 @@ from aiogram.types import (
 from bot.engine import ReplyRejected, Session
 from bot.service import DIFFICULTIES, Actor, Invalid
 from bot.telegram import texts
-from bot.telegram.state import Flow, IsCommand, IsText, PracticeCb, set_flow
+from bot.telegram.state import Cmd, Flow, IsCommand, IsText, PracticeCb, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ def router() -> Router:
     """The practice router."""
     r = Router(name="practice")
 
-    @r.message(Command("practice"))
+    @r.message(Cmd("practice"))
     async def practice(message: Message, actor: Actor, app: TelegramApp) -> None:
         lang = actor.lang
         rows = []
@@ -145,7 +144,7 @@ def router() -> Router:
         else:  # a step this version does not know: an old or forged button
             await query.answer(t("stale_button", lang), show_alert=True)
 
-    @r.message(Command("end"))
+    @r.message(Cmd("end"))
     async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
         session, _ = await app.session_for(actor)
         if session is None:
@@ -155,7 +154,7 @@ def router() -> Router:
         await session.end()
         await _finish(app, message.chat.id, actor, state, session.id)
 
-    @r.message(Command("hint"))
+    @r.message(Cmd("hint"))
     async def hint(message: Message, actor: Actor, app: TelegramApp) -> None:
         session, _ = await app.session_for(actor)
         if session is None:

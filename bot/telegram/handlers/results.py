@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import Router
-from aiogram.filters import Command, StateFilter
+from aiogram.filters import StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
 from bot.service import Actor, Forbidden
 from bot.telegram import texts
-from bot.telegram.state import DisputeCb, Flow, IsPlainText, set_flow
+from bot.telegram.state import Cmd, DisputeCb, Flow, IsPlainText, set_flow
 from bot.telegram.texts import t
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def router() -> Router:
     """The results router."""
     r = Router(name="results")
 
-    @r.message(Command("history"))
+    @r.message(Cmd("history"))
     async def history(message: Message, actor: Actor, app: TelegramApp) -> None:
         rows = app.svc.history(actor)
         if not rows:
@@ -35,7 +35,7 @@ def router() -> Router:
             lines.append(texts.session_line(row, actor.lang, name))
         await app.send(message.chat.id, "\n".join(lines))
 
-    @r.message(Command("me"))
+    @r.message(Cmd("me"))
     async def me(message: Message, actor: Actor, app: TelegramApp) -> None:
         await app.send(message.chat.id, texts.profile(app.svc.profile(actor), actor.lang))
 
