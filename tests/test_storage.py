@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from bot import storage
 from bot.storage import Store, StoreError
 from graders import Grade
 
@@ -90,3 +94,44 @@ def test_a_customer_message_and_its_state_are_saved_together(store: Store, monke
     with pytest.raises(RuntimeError):
         store.add_turn(sid, "customer", "怎么还不处理？", customer_state={"anger": 9})
     assert store.turns(sid) == []  # no message without its state
+
+
+def test_a_writer_waits_for_another_process_lock_and_gets_it_soon_after(tmp_path: Path) -> None:
+    """Two connections on one file, as the Telegram workers: the second writer waits for
+    the first and goes on within milliseconds of the release (SQLite's own busy handler
+    would sleep in growing steps of up to 100 ms)."""
+    store = Store.open(tmp_path / "x.db")
+    other = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    released: list[float] = []
+
+    def release() -> None:
+        time.sleep(0.13)  # SQLite's busy handler would try again at 128 ms, then 178 ms
+        released.append(time.monotonic())
+        other.execute("COMMIT")
+
+    holder = threading.Thread(target=release)
+    holder.start()
+    store.inbox_add(1, 7, "{}")  # waits for the lock
+    got = time.monotonic()
+    holder.join()
+    assert store.inbox_pending(1) == [(7, "{}")]
+    assert 0 <= got - released[0] < 0.01
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # reads keep it
+    other.close()
+    store.close()
+
+
+def test_a_writer_gives_up_when_the_lock_is_never_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "BUSY_TIMEOUT_S", 0.05)
+    store = Store.open(tmp_path / "x.db")
+    other = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.inbox_add(1, 7, "{}")
+    other.execute("ROLLBACK")
+    assert store.inbox_add(1, 7, "{}")  # nothing was half-written; it works now
+    other.close()
+    store.close()
