@@ -487,9 +487,9 @@ async def bench(args: argparse.Namespace) -> None:
         "  store: file-backed SQLite in a temp dir (WAL, fsync at the inbox), as in production; "
         f"{len(cases)} golden transcripts (zh/en, good/mediocre/bad), coach mode"
     )
-    if args.workers > 1:
+    if args.workers > 0:
         print(
-            f"  bot: {args.workers} worker processes answer; the front (webhook, inbox, routing "
+            f"  bot: {args.workers} worker process(es) answer; the front (webhook, inbox, routing "
             f"by chat) shares one event loop with the fake server and the load generator "
             f"({os.cpu_count()} CPUs here); cpu = this process + the workers"
         )
@@ -612,7 +612,7 @@ async def bench(args: argparse.Namespace) -> None:
         "  msgs/s = trainee messages answered per second (replies + session starts); "
         "latency = reply turns only; cpu = process CPU / wall"
     )
-    if args.workers > 1:
+    if args.workers > 0:
         print(
             "  cpu of the bench process alone (fake server, load generator, the bot's front): "
             + ", ".join(f"{r.name} {r.cpu_here:.0%}" for r in (single, closed, opened))
@@ -714,9 +714,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="bot worker processes (default 2: one per core here); 1 runs the bot in the "
-        "bench process",
+        default=1,
+        help="bot worker processes behind the front (default 1: intake and answers on "
+        "separate cores); 0 runs the whole bot in the bench process",
     )
     parser.add_argument(
         "--stub-chart",
@@ -724,8 +724,8 @@ def main() -> None:
         help="diagnostic: a ready PNG instead of rendering the scorecard chart",
     )
     args = parser.parse_args()
-    if args.stub_chart and args.workers > 1:
-        parser.error("--stub-chart works in one process only: add --workers 1")
+    if args.stub_chart and args.workers > 0:
+        parser.error("--stub-chart works in one process only: add --workers 0")
     quick = {"trainees": 50, "open_trainees": 100, "seconds": 1.0, "backlog": 60}
     full = {"trainees": 50, "open_trainees": 200, "seconds": 10.0, "backlog": 200}
     for key, value in (quick if args.quick else full).items():

@@ -575,8 +575,9 @@ def serve() -> None:
     "--workers",
     type=int,
     default=None,
-    help="Processes that answer updates (default 1); use up to one per CPU core for more "
-    "throughput. Needs a database file.",
+    help="Worker processes that answer updates while this one takes them in (default 0: "
+    "this process answers). 1 keeps intake and answers on separate cores; more add "
+    "throughput, up to one per core. Needs a database file.",
 )
 @click.pass_context
 def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: Any) -> None:

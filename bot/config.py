@@ -86,8 +86,8 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             values[key] = kind(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
-        if key == "workers" and values[key] < 1:
-            raise ConfigError(f"{source}: workers must be 1 or more, not {raw!r}")
+        if key == "workers" and values[key] < 0:
+            raise ConfigError(f"{source}: workers must be 0 or more, not {raw!r}")
     for key in ("global_rate", "chat_rate"):
         if key in values and values[key] <= 0:
             values[key] = None  # 0 turns the limit off (for benchmarks and tests)

@@ -84,7 +84,7 @@ class BotHarness:
         if self.webhook:
             config = replace(config, webhook_secret=self.secret)
         pool = None
-        if config.workers > 1:  # the production pool: worker processes on the store's file
+        if config.workers > 0:  # the production pool: worker processes on the store's file
             assert self.store.path is not None, "workers need a file-backed store"
             pool = WorkerPool(
                 config, db=self.store.path, scenarios=library().root, assistants=self.assistants

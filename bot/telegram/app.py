@@ -77,9 +77,9 @@ class TelegramConfig:
     """Show "typing…" when an answer takes longer than this many seconds."""
     chart_processes: int = 1
     """Worker processes that draw scorecard charts; 0 draws them in a thread."""
-    workers: int = 1
-    """Processes that answer updates; above 1, this one only stores and routes them
-    (:mod:`bot.telegram.workers`)."""
+    workers: int = 0
+    """Worker processes that answer updates; 0: this process answers them. With workers,
+    this process only stores and routes them (:mod:`bot.telegram.workers`)."""
 
 
 class TokenFilter(logging.Filter):
@@ -618,11 +618,11 @@ async def serve(
 ) -> None:
     """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured.
 
-    With ``config.workers`` above 1 this process stores and routes the updates and worker
+    With ``config.workers`` set, this process stores and routes the updates and worker
     processes answer them; a worker that dies stops the bot (:class:`WorkerError`).
     """
     pool = None
-    if config.workers > 1:
+    if config.workers > 0:
         if store.path is None:
             raise WorkerError("several workers need a database file, not an in-memory store")
         pool = WorkerPool(config, db=store.path, scenarios=library.root, assistants=assistants)

@@ -1,22 +1,26 @@
-"""Several worker processes behind one bot: a front that stores, workers that answer.
+"""Worker processes behind one bot: a front that stores, workers that answer.
 
-One Python process answers on one core. With ``workers = N`` (N > 1) the process Telegram
+One Python process answers on one core. With ``workers = N`` (N >= 1) the process Telegram
 talks to (webhook or long polling) becomes the *front*: it stores each update in the inbox,
 as a single process does, acknowledges it, and hands it to worker ``chat id mod N`` over a
 pipe. Each worker is a full bot without its own intake: the dispatcher, the engine, the
 sender and a chart process. All updates of a chat go to the same worker, in order, so a
 chat's live session and its per-chat send limit stay in one process; the global limit is
-shared out evenly (each worker sends at most ``global_rate / N``).
+shared out evenly (each worker sends at most ``global_rate / N``). One worker already takes
+the intake (and its fsyncs) off the answering core; more add throughput, up to one per core.
 
-The workers share the store's SQLite file (WAL; writes take the lock up front and wait for
-each other). A worker that dies stops the whole bot: its unfinished updates are still in
-the inbox and are processed at the next start, so let a supervisor (systemd, Docker)
+The workers share the store's SQLite file (WAL; a writer takes the lock up front and waits
+for the others). A worker that dies stops the whole bot: its unfinished updates are still
+in the inbox and are processed at the next start, so let a supervisor (systemd, Docker)
 restart it.
 
 Run as ``python -m bot.telegram.workers``: the first line on stdin is the worker's
 :class:`WorkerSpec` (JSON, with the token, so it never shows in a process list), each
-further line an update ``<update_id> <payload JSON>``; end of input means stop. The worker
-writes ``ready`` to stdout once it can take updates.
+further line an update ``<update_id> <payload JSON>``, and ``stop`` asks it to finish what
+it has and exit. The end of input without ``stop`` means the front died: the worker drops
+its work in flight at once (those updates stay in the inbox for the next start, which must
+not find them still running here). The worker writes ``ready`` to stdout once it can take
+updates, and its send counters when it exits.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ log = logging.getLogger("trainer.telegram.workers")
 
 READY = b"ready\n"
 STATS = b"stats "
+STOP = b"stop\n"
 START_TIMEOUT = 120.0
 """Seconds a worker may take to start (imports, word model, chart process)."""
 
@@ -93,10 +98,10 @@ class WorkerPool:
         scenarios: Path,
         assistants: Assistants | None = None,
     ):
-        if config.workers < 2:
-            raise ValueError("a worker pool needs at least two workers")
+        if config.workers < 1:
+            raise ValueError("a worker pool needs at least one worker")
         share = None if config.global_rate is None else config.global_rate / config.workers
-        worker_config = replace(config, workers=1, global_rate=share, webhook_url=None)
+        worker_config = replace(config, workers=0, global_rate=share, webhook_url=None)
         self.specs = [
             WorkerSpec(
                 index=i,
@@ -200,7 +205,8 @@ class WorkerPool:
         self._stopping = True
         for proc in self._procs:
             if proc.stdin is not None and not proc.stdin.is_closing():
-                proc.stdin.close()  # end of input: finish in-flight work, then exit
+                proc.stdin.write(STOP)  # finish in-flight work, then exit
+                proc.stdin.close()
         waiting = [asyncio.create_task(self._finish(p)) for p in self._procs]
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=grace + 10.0)
@@ -287,8 +293,15 @@ async def run_worker() -> None:
         sys.stdout.buffer.flush()
         while not stopping:
             line = await reader.readline()
-            if stopping or not line.endswith(b"\n"):
-                break  # a signal, or the front closed the pipe: stop
+            if stopping or line == STOP:
+                break  # a signal, or the front asks: finish what is in flight
+            if not line.endswith(b"\n"):
+                log.warning(
+                    "the front is gone; dropping the updates in flight (they stay in the "
+                    "inbox for the next start)"
+                )
+                app.config = replace(app.config, grace_seconds=0.0)
+                break
             update_id, _, payload = line.partition(b" ")
             app.take(int(update_id), json.loads(payload))
     finally:

@@ -1,0 +1,227 @@
+"""Worker processes behind one front: the real bot, real processes, the fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from botapi import FakeBotAPI
+from test_telegram import KETTLE_EN, KETTLE_ZH, _trainer
+from tgharness import BotHarness
+
+from bot.config import ConfigError, telegram_config
+from bot.content import ScenarioLibrary
+from bot.storage import Store
+from bot.telegram.app import TelegramConfig, serve
+from bot.telegram.workers import WorkerError, WorkerPool, worker_of
+
+BOT_ID = 123456  # the fake server's bot
+
+
+async def _session(h: BotHarness, user: int, lang: str, replies: list[str]) -> list[str]:
+    await h.say(user, "/start", lang=lang)
+    opening = await h.press(user, "p:m:damaged-kettle:normal:coach:0", lang=lang)
+    answers = list(opening)
+    for reply in replies:
+        answers += await h.say(user, reply, lang=lang)
+    return answers
+
+
+def test_two_workers_answer_their_own_chats_in_order(tmp_path: Path) -> None:
+    """Chats of both workers get the same conversation as with one process; a burst of
+    replies in one chat is answered in order; a re-delivered update is processed once."""
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True, workers=2) as h:
+            assert h.app is not None and h.app.pool is not None
+            pids = h.app.pool.pids()
+            assert len(set(pids)) == 2 and os.getpid() not in pids
+            zh, en = 40, 41  # one chat for each worker
+            assert {worker_of(zh, 2), worker_of(en, 2)} == {0, 1}
+            answers = await asyncio.gather(
+                _session(h, zh, "zh", KETTLE_ZH[:1]), _session(h, en, "en", KETTLE_EN[:1])
+            )
+            assert "第 1 条回复的评分" in answers[0][-1] and "王女士" in answers[0][-1]
+            assert "Grades for reply #1" in answers[1][-1]
+
+            # three replies posted back to back: answered one after the other, in order
+            burst = ["好的", "请稍等，我查一下订单", "已经为您登记了"]
+            ids = [h.api.message(zh, text, lang="zh") for text in burst]
+            for update_id in ids:
+                assert await h.deliver(update_id) == 200
+            await h.idle(timeout=20)
+            texts = h.api.texts(zh)
+            numbers = [int(n) for t in texts for n in _reply_numbers(t)]
+            assert numbers == sorted(numbers) and numbers[-3:] == [2, 3, 4]
+
+            again = ids[0]
+            before = len(h.api.texts(zh))
+            assert await h.deliver(again) == 200  # Telegram re-delivers
+            await h.idle(timeout=20)
+            assert len(h.api.texts(zh)) == before
+        assert store.inbox_backlog(BOT_ID) == 0
+        turns = store.db.execute("SELECT COUNT(*) FROM turns WHERE role = 'trainee'").fetchone()[0]
+        assert turns == 2 + 3
+
+    asyncio.run(run())
+    store.close()
+
+
+def _reply_numbers(text: str) -> list[str]:
+    return re.findall(r"第 (\d+) 条回复的评分", text)
+
+
+def test_a_dead_worker_stops_the_bot_and_its_updates_wait_in_the_inbox(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with FakeBotAPI() as api:
+            h = BotHarness(store, webhook=True, api=api, workers=1)
+            app = await h.start_bot()
+            assert app.pool is not None
+            await h.say(60, "/start")
+            (pid,) = app.pool.pids()
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.wait_for(app.pool.failed.wait(), 10)
+            assert "inbox" in app.pool.failure and "exit code -9" in app.pool.failure
+            # Still taking updates in until it stops: they are stored, not lost.
+            update_id = api.message(60, "/help")
+            assert await h.deliver(update_id) == 200
+            assert store.inbox_status(BOT_ID, update_id) == "received"
+            await h.stop_bot()
+            await h.start_bot()  # the next start answers it
+            await h.idle(timeout=20)
+            assert store.inbox_status(BOT_ID, update_id) == "done"
+            assert "/practice" in api.texts(60)[-1]
+            await h.stop_bot()
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_polling_front_with_a_worker_and_the_global_limit_shared_out(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "bot.db")
+    config = TelegramConfig(token="t", global_rate=30.0, chat_rate=1.0, workers=2)
+    pool = WorkerPool(config, db=tmp_path / "bot.db", scenarios=tmp_path)
+    assert [s.config["global_rate"] for s in pool.specs] == [15.0, 15.0]
+    assert {s.config["chat_rate"] for s in pool.specs} == {1.0}
+    assert {s.config["workers"] for s in pool.specs} == {0}  # a worker has no workers
+
+    async def run() -> None:
+        async with BotHarness(store, workers=1) as h:  # long polling
+            answers = await _session(h, 70, "en", KETTLE_EN)
+            assert "Grades for reply #2" in "\n".join(answers)
+            if not h.api.sent(70, ["sendPhoto"]):  # still going: end it
+                await h.say(70, "/end")
+            (photo,) = h.api.sent(70, ["sendPhoto"])  # the chart, drawn in the worker
+            assert next(iter(photo.files.values())).startswith(b"\x89PNG")
+            assert "Scorecard" in h.api.texts(70)[-1]
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_workers_need_a_database_file_and_a_count_of_zero_or_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = Store.open(None)
+    with pytest.raises(WorkerError, match="database file"):
+        asyncio.run(serve(TelegramConfig(token="t", workers=1), memory, ScenarioLibrary.load()))
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc")
+    monkeypatch.setenv("TELEGRAM_WORKERS", "-1")
+    with pytest.raises(ConfigError, match=r"TELEGRAM_WORKERS.*0 or more"):
+        telegram_config(None)
+    monkeypatch.setenv("TELEGRAM_WORKERS", "2")
+    assert telegram_config(None).workers == 2
+    assert telegram_config(None, workers=0).workers == 0
+
+
+def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """`trainer serve telegram --workers 1`, killed hard: its worker notices and exits;
+    the restarted bot goes on with the session. SIGTERM reaches the front only; it stops
+    its worker, which finishes first, and nothing is left running."""
+
+    async def run() -> None:
+        async with FakeBotAPI() as api:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+            env.update(
+                TELEGRAM_BOT_TOKEN=api.token,
+                TELEGRAM_API_BASE=api.base_url,
+                TELEGRAM_CHAT_RATE="0",
+                TELEGRAM_GLOBAL_RATE="0",
+                TRAINER_DB=str(tmp_path / "bot.db"),
+            )
+
+            async def spawn() -> asyncio.subprocess.Process:
+                return await asyncio.create_subprocess_exec(
+                    *_trainer(),
+                    "serve",
+                    "telegram",
+                    "--workers",
+                    "1",
+                    env=env,
+                    cwd=str(tmp_path),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+
+            proc = await spawn()
+            api.message(80, "/start")
+            await api.wait_texts(80, 1, timeout=60)
+            api.callback(80, "p:m:damaged-kettle:normal:coach:0")
+            await api.wait_texts(80, 2, timeout=30)
+            workers = _children(proc.pid)
+            assert workers  # the worker (and its chart process)
+            proc.kill()  # kill -9 the front
+            await proc.communicate()
+            for _ in range(100):
+                if not [pid for pid in workers if _alive(pid)]:
+                    break
+                await asyncio.sleep(0.1)
+            assert not [pid for pid in workers if _alive(pid)]
+
+            proc = await spawn()
+            api.message(80, KETTLE_EN[0])
+            await api.wait_for(lambda c: "Grades for reply #1" in (c.text or ""), timeout=60)
+            workers = _children(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            log = stderr.decode()
+            assert proc.returncode == 0, log[-2000:]
+            assert "with 1 worker process" in log and "[w0]" in log
+            assert api.token not in log
+            assert not [pid for pid in workers if _alive(pid)]
+            store = Store.open(tmp_path / "bot.db")
+            assert store.inbox_backlog(BOT_ID) == 0
+            (session,) = store.sessions()
+            assert [t.role for t in store.turns(session.id)].count("trainee") == 1
+            store.close()
+
+    asyncio.run(run())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+                found += _children(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
