@@ -1,7 +1,7 @@
 """Telegram webhook path under load: the trainer bot against a bare aiogram echo bot.
 
-    python bench/bench_telegram.py [--quick] [--trainees N] [--open-trainees N] [--rate R]
-                                   [--seconds S] [--backlog N] [--stub-chart]
+    python bench/bench_telegram.py [--quick] [--workers N] [--trainees N] [--open-trainees N]
+                                   [--rate R] [--seconds S] [--backlog N] [--stub-chart]
 
 Runs the real bot (``bot.telegram.app.TelegramApp``, webhook mode, real aiogram and aiohttp)
 against the fake Bot API of ``tests/botapi.py`` on 127.0.0.1, with a file-backed store in a
@@ -30,11 +30,14 @@ Phases (limits off: neither the bot nor the fake server limits sends):
 
 Targets (limits off): closed-loop throughput >= 0.5x the echo bot's, and reply p99 <= 50 ms at
 200 trainee messages/s. (Limits on): sends >= 90 % of the global limit while a backlog
-exists, and 0 unhandled 429s. The bot, the fake server and the load generator share one event
-loop (one core), so the fake server's own cost is part of every figure; the bot draws its
-scorecard charts in one worker process, as in production. ``--stub-chart`` is a diagnostic:
-the chart is replaced by a ready PNG (in a thread) to show what the rest costs.
-The full run takes about 1.5 minutes, ``--quick`` about 25 s. Always exits 0.
+exists, and 0 unhandled 429s. The bot runs with ``--workers`` (1) worker processes behind its
+front, as ``trainer serve telegram --workers`` does; the front, the fake server and the load
+generator share one event loop, so the fake server's own cost is part of every figure, and
+the cpu column adds the workers' CPU to this process's. ``--workers 0`` runs the whole bot
+in that loop. Each bot process draws its scorecard charts in one chart process, as in
+production. ``--stub-chart`` (with ``--workers 0``) is a diagnostic: the chart is replaced
+by a ready PNG (in a thread) to show what the rest costs.
+The full run takes about 1.5 minutes, ``--quick`` about 45 s. Always exits 0.
 """
 
 from __future__ import annotations
