@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -61,7 +62,6 @@ class WorkerSpec:
     """Everything a worker process needs to run its share of the bot."""
 
     index: int
-    workers: int
     config: dict[str, Any]
     """The :class:`~bot.telegram.app.TelegramConfig` fields, global rate already shared out."""
     db: str
@@ -105,7 +105,6 @@ class WorkerPool:
         self.specs = [
             WorkerSpec(
                 index=i,
-                workers=config.workers,
                 config=asdict(worker_config),
                 db=str(db),
                 scenarios=str(scenarios),
@@ -264,6 +263,9 @@ async def run_worker() -> None:
     from bot.storage import Store
     from bot.telegram.app import TelegramApp, TelegramConfig, protect_logs
 
+    # Our stdout carries the lines for the front; what a library prints goes to stderr.
+    to_front = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     reader = await _read_stdin()
     spec = WorkerSpec(**json.loads(await reader.readline()))
     logging.basicConfig(
@@ -289,8 +291,8 @@ async def run_worker() -> None:
             loop.add_signal_handler(sig, halt)
     try:
         await app.start(worker=True)
-        sys.stdout.buffer.write(READY)
-        sys.stdout.buffer.flush()
+        to_front.write(READY)
+        to_front.flush()
         while not stopping:
             line = await reader.readline()
             if stopping or line == STOP:
@@ -309,8 +311,8 @@ async def run_worker() -> None:
         if assistants is not None:
             await assistants.aclose()
         store.close()
-    sys.stdout.buffer.write(STATS + json.dumps(asdict(app.throttle.stats)).encode() + b"\n")
-    sys.stdout.buffer.flush()
+    to_front.write(STATS + json.dumps(asdict(app.throttle.stats)).encode() + b"\n")
+    to_front.flush()
 
 
 if __name__ == "__main__":
