@@ -8,13 +8,12 @@ import logging
 import os
 import re
 import signal
-import sys
 import weakref
 from pathlib import Path
 
 import pytest
 from aiogram.methods import Response, SendMessage
-from tgharness import BotHarness
+from tgharness import TRAINER, BotHarness, serve_process
 
 from bot.config import ConfigError, telegram_config
 from bot.engine import Session
@@ -371,17 +370,13 @@ def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
         telegram_config(path)
 
 
-def _trainer() -> list[str]:
-    return [sys.executable, "-c", "from bot.cli import main; main()"]
-
-
 def test_serve_without_a_token_explains_how_to_get_one(tmp_path: Path) -> None:
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
     env["TRAINER_DB"] = str(tmp_path / "x.db")
     result = subprocess.run(
-        [*_trainer(), "serve", "telegram"],
+        [*TRAINER, "serve", "telegram"],
         capture_output=True,
         text=True,
         env=env,
@@ -400,25 +395,9 @@ def test_kill_9_mid_session_then_sigterm_exits_cleanly(tmp_path: Path) -> None:
 
     async def run() -> None:
         async with FakeBotAPI() as api:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-            env.update(
-                TELEGRAM_BOT_TOKEN=api.token,
-                TELEGRAM_API_BASE=api.base_url,
-                TELEGRAM_CHAT_RATE="0",
-                TELEGRAM_GLOBAL_RATE="0",
-                TRAINER_DB=str(tmp_path / "bot.db"),
-            )
 
             async def spawn() -> asyncio.subprocess.Process:
-                return await asyncio.create_subprocess_exec(
-                    *_trainer(),
-                    "serve",
-                    "telegram",
-                    env=env,
-                    cwd=str(tmp_path),
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
+                return await serve_process(api, tmp_path / "bot.db")
 
             async def say(text: str, n: int) -> None:
                 before = len(api.texts(50))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from botapi import FakeBotAPI
-from test_telegram import KETTLE_EN, KETTLE_ZH, _trainer
-from tgharness import BotHarness
+from test_telegram import KETTLE_EN, KETTLE_ZH
+from tgharness import BotHarness, serve_process
 
 from bot.config import ConfigError, telegram_config
 from bot.content import ScenarioLibrary
@@ -148,27 +148,9 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
 
     async def run() -> None:
         async with FakeBotAPI() as api:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-            env.update(
-                TELEGRAM_BOT_TOKEN=api.token,
-                TELEGRAM_API_BASE=api.base_url,
-                TELEGRAM_CHAT_RATE="0",
-                TELEGRAM_GLOBAL_RATE="0",
-                TRAINER_DB=str(tmp_path / "bot.db"),
-            )
 
             async def spawn() -> asyncio.subprocess.Process:
-                return await asyncio.create_subprocess_exec(
-                    *_trainer(),
-                    "serve",
-                    "telegram",
-                    "--workers",
-                    "1",
-                    env=env,
-                    cwd=str(tmp_path),
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
+                return await serve_process(api, tmp_path / "bot.db", "--workers", "1")
 
             proc = await spawn()
             api.message(80, "/start")

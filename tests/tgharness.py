@@ -10,7 +10,10 @@ Used by the end-to-end tests and by ``bench/bench_telegram.py``::
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from botapi import FakeBotAPI
@@ -170,3 +173,32 @@ class BotHarness:
         message = self.api.last_message(chat_id) or {}
         rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
         return [(b["text"], b.get("callback_data", "")) for row in rows for b in row]
+
+
+TRAINER = [sys.executable, "-c", "from bot.cli import main; main()"]
+"""The ``trainer`` command, run by this Python."""
+
+
+async def serve_process(api: FakeBotAPI, db: Path, *args: str) -> asyncio.subprocess.Process:
+    """A real ``trainer serve telegram ARGS`` process against ``api``, limits off.
+
+    Its stderr (the log) is piped; it runs in the database's directory.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    env.update(
+        TELEGRAM_BOT_TOKEN=api.token,
+        TELEGRAM_API_BASE=api.base_url,
+        TELEGRAM_CHAT_RATE="0",
+        TELEGRAM_GLOBAL_RATE="0",
+        TRAINER_DB=str(db),
+    )
+    return await asyncio.create_subprocess_exec(
+        *TRAINER,
+        "serve",
+        "telegram",
+        *args,
+        env=env,
+        cwd=str(db.parent),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
