@@ -30,7 +30,7 @@ Phases (limits off: neither the bot nor the fake server limits sends):
 
 Targets (limits off): closed-loop throughput >= 0.5x the echo bot's, and reply p99 <= 50 ms at
 200 trainee messages/s. (Limits on): sends >= 90 % of the global limit while a backlog
-exists, and 0 unhandled 429s. The bot runs with ``--workers`` (1) worker processes behind its
+exists, and 0 unhandled 429s. The bot runs with ``--workers`` (2) worker processes behind its
 front, as ``trainer serve telegram --workers`` does; the front, the fake server and the load
 generator share one event loop, so the fake server's own cost is part of every figure, and
 the cpu column adds the workers' CPU to this process's. ``--workers 0`` runs the whole bot
@@ -717,9 +717,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="bot worker processes behind the front (default 1: intake and answers on "
-        "separate cores); 0 runs the whole bot in the bench process",
+        default=2,
+        help="bot worker processes behind the front (default 2: one per core here); 0 runs "
+        "the whole bot in the bench process",
     )
     parser.add_argument(
         "--stub-chart",
