@@ -175,7 +175,7 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
             _, stderr = await asyncio.wait_for(proc.communicate(), 60)
             log = stderr.decode()
             assert proc.returncode == 0, log[-2000:]
-            assert "with 1 worker process" in log and "[w0]" in log
+            assert "with 1 worker process\n" in log and "[w0]" in log
             assert api.token not in log
             assert not [pid for pid in workers if _alive(pid)]
             store = Store.open(tmp_path / "bot.db")

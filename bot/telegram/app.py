@@ -639,7 +639,9 @@ async def serve(
     log.info(
         "bot @%s started%s",
         app.username,
-        f" with {config.workers} worker processes" if pool is not None else "",
+        f" with {config.workers} worker process{'es' if config.workers > 1 else ''}"
+        if pool is not None
+        else "",
     )
     runner: web.AppRunner | None = None
     try:
