@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from procs import alive
 
 from bot.chartpool import ChartRenderer
 from bot.charts import scorecard_chart
@@ -74,18 +75,7 @@ def test_workers_exit_when_the_bot_is_killed(tmp_path: Path) -> None:
         os.kill(bot.pid, signal.SIGKILL)
         bot.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(worker) and time.monotonic() < deadline:
+        while alive(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(worker)
+        assert not alive(worker)
         assert bot.stdout.read() == ""  # EOF: nobody holds the pipe any more
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie has exited already; only its parent (init, here) has to reap it
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[-1][0] != "Z"
-    return True

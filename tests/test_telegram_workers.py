@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from botapi import FakeBotAPI
+from procs import alive, descendants
 from test_telegram import KETTLE_EN, KETTLE_ZH
 from tgharness import BotHarness, serve_process
 
@@ -157,27 +158,27 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
             await api.wait_texts(80, 1, timeout=60)
             api.callback(80, "p:m:damaged-kettle:normal:coach:0")
             await api.wait_texts(80, 2, timeout=30)
-            workers = _children(proc.pid)
+            workers = descendants(proc.pid)
             assert workers  # the worker (and its chart process)
             proc.kill()  # kill -9 the front
             await proc.communicate()
             for _ in range(100):
-                if not [pid for pid in workers if _alive(pid)]:
+                if not [pid for pid in workers if alive(pid)]:
                     break
                 await asyncio.sleep(0.1)
-            assert not [pid for pid in workers if _alive(pid)]
+            assert not [pid for pid in workers if alive(pid)]
 
             proc = await spawn()
             api.message(80, KETTLE_EN[0])
             await api.wait_for(lambda c: "Grades for reply #1" in (c.text or ""), timeout=60)
-            workers = _children(proc.pid)
+            workers = descendants(proc.pid)
             proc.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(proc.communicate(), 60)
             log = stderr.decode()
             assert proc.returncode == 0, log[-2000:]
             assert "with 1 worker process\n" in log and "[w0]" in log
             assert api.token not in log
-            assert not [pid for pid in workers if _alive(pid)]
+            assert not [pid for pid in workers if alive(pid)]
             store = Store.open(tmp_path / "bot.db")
             assert store.inbox_backlog(BOT_ID) == 0
             (session,) = store.sessions()
@@ -185,25 +186,3 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
             store.close()
 
     asyncio.run(run())
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-                found += _children(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
