@@ -16,7 +16,9 @@ A chart costs a few milliseconds, not the ~100 ms of a full matplotlib draw:
   a thread takes one out, draws on it alone and gives it back, so threads never share one.
 * Data texts (bar values, "unscored", the last total, x tick labels) come from a bounded
   cache of pre-rendered text images (:class:`_Stamps`), blended in with Agg's ``draw_image``.
-* The PNG is written directly: RGB, no row filter, zlib level 1 (~20-45 KB).
+* The PNG is written directly from the canvas's RGBA buffer (opaque: alpha is always 255),
+  no row filter, deflated by ISA-L at level 1: ~0.2 ms and ~20-45 KB, where converting to
+  RGB and zlib took ~2 ms, the most expensive step of a chart.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from isal import isal_zlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.collections import PolyCollection
@@ -43,7 +46,6 @@ from matplotlib.lines import Line2D
 from matplotlib.markers import TICKDOWN
 from matplotlib.text import Text
 from matplotlib.transforms import IdentityTransform, offset_copy
-from PIL import Image
 
 from bot.i18n import Lang
 from graders._base import Bilingual
@@ -108,7 +110,7 @@ _MAX_TEMPLATES = 24
 _MAX_STAMPS = 4096
 """Pre-rendered text images kept: a few hundred bytes each."""
 
-_PNG_LEVEL = 1  # zlib level: ~2 ms a chart (Pillow's default level 6 with filters: ~5 ms)
+_PNG_LEVEL = 1  # ISA-L deflate level (0-3); the image is mostly flat, level 1 is ~20 KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -755,24 +757,23 @@ def _paint(
 
 
 def _png(rgba: npt.NDArray[np.uint8]) -> bytes:
-    """An RGB PNG of an opaque RGBA image: no row filter, fast zlib (it is mostly flat)."""
+    """An RGBA PNG of the canvas buffer: no row filter, fast deflate (it is mostly flat)."""
     height, width = rgba.shape[:2]
-    rgb = np.asarray(Image.frombuffer("RGBA", (width, height), rgba, "raw").convert("RGB"))
-    rows = np.empty((height, 1 + width * 3), np.uint8)  # each row: filter byte 0, then RGB
+    rows = np.empty((height, 1 + width * 4), np.uint8)  # each row: filter byte 0, then RGBA
     rows[:, 0] = 0
-    rows[:, 1:] = rgb.reshape(height, width * 3)
+    rows[:, 1:] = rgba.reshape(height, width * 4)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
             struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
         )
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",
             chunk(b"IHDR", header),
-            chunk(b"IDAT", zlib.compress(rows.data, _PNG_LEVEL)),
+            chunk(b"IDAT", isal_zlib.compress(rows.data, _PNG_LEVEL)),
             chunk(b"IEND", b""),
         )
     )
@@ -837,6 +838,6 @@ def scorecard_chart(
 
     ``dimensions`` holds (label, score or None when unscored, max score); ``trend`` the
     trainee's session totals (0-100), oldest first, ending with this session. The image is
-    600x300 RGB. Thread-safe; the layout for a given set of texts is drawn once and reused.
+    600x300 RGBA, opaque. Thread-safe; the layout for a given set of texts is drawn once and reused.
     """
     return _chart(dimensions, trend, title, lang, pass_mark, cached=True)

@@ -46,6 +46,10 @@ def test_both_languages_give_a_small_png(lang: str, caplog: pytest.LogCaptureFix
         data = render(lang)
     assert png_size(data) == (600, 300)
     assert 8_000 < len(data) < 80_000
+    with Image.open(io.BytesIO(data)) as image:  # a valid PNG that any decoder reads
+        image.load()
+        assert image.mode == "RGBA"
+        assert image.getchannel("A").getextrema() == (255, 255)  # opaque everywhere
     assert not caplog.records  # e.g. "findfont: ..." would mean a font fell back
 
 
