@@ -10,7 +10,8 @@ client is exercised end to end::
         await fake.wait_texts(42, 1)
         await bot.session.close()
 
-What aiogram sends (aiogram 3.x ``AiohttpSession``): every method is a POST to
+What aiogram sends (aiogram 3.x ``AiohttpSession``; the bot's ``JsonSession`` sends a JSON body
+instead when nothing is uploaded, which is decoded the same way): every method is a POST to
 ``{base}/bot{token}/{method}``. Fields are form data: plain ``application/x-www-form-urlencoded``
 unless a file is attached, then ``multipart/form-data`` with the file in a part named by a random
 key and the field itself set to ``attach://<key>``. Scalars are strings (``"42"``, ``"true"``),
@@ -29,6 +30,7 @@ import json
 import mimetypes
 import re
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +118,8 @@ class Call:
     """The error description of a failed answer."""
     filenames: dict[str, str] = field(default_factory=dict)
     """Upload file names, keyed like ``files``."""
+    content_type: str = ""
+    """The request body's media type (``application/json``, ``multipart/form-data``...)."""
 
     @property
     def ok(self) -> bool:
@@ -292,6 +296,44 @@ def _trim(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[dict[str
         if stop > start:
             out.append(entity | {"offset": start, "length": stop - start})
     return stripped, out
+
+
+_PARAM = re.compile(r';\s*([\w*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def _media_type(header: str) -> str:
+    """``multipart/form-data`` of ``multipart/form-data; boundary=x``, lower-cased."""
+    return header.partition(";")[0].strip().lower()
+
+
+def _header_params(header: str) -> dict[str, str]:
+    """The parameters of a header value (``name="photo"; filename="a.png"``), unquoted."""
+    params = {}
+    for key, value in _PARAM.findall(header):
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        elif key.endswith("*") and "''" in value:  # RFC 5987: charset''percent-encoded
+            charset, _, encoded = value.partition("''")
+            key, value = key[:-1], urllib.parse.unquote(encoded, charset or "utf-8")
+        params[key.lower()] = value
+    return params
+
+
+def _multipart(body: bytes, content_type: str) -> Iterable[tuple[dict[str, str], bytes]]:
+    """The parts of a ``multipart/form-data`` body: (lower-cased headers, data)."""
+    boundary = _header_params(content_type).get("boundary")
+    if not boundary:
+        raise ValueError("multipart body without a boundary")
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            return  # the closing delimiter
+        head, _, data = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("utf-8").split("\r\n"):
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = value.strip()
+        yield headers, data.removesuffix(b"\r\n")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -662,8 +704,8 @@ class FakeBotAPI:
                 if isinstance(body, dict):
                     raw = body
             elif resp.content_type.startswith("multipart/"):
-                reader = aiohttp.MultipartReader.from_response(resp)
-                await self._read_parts(reader, raw, files, names)
+                parts = _multipart(await resp.read(), resp.headers["Content-Type"])
+                self._read_parts(parts, raw, files, names)
             params = _decode(raw, files, names)
         if 200 <= status < 300 and isinstance(params.get("method"), str):
             method = params.pop("method")
@@ -688,8 +730,10 @@ class FakeBotAPI:
         return web.Response(status=404, text="Not Found")
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
-        params, files, names = await self._read_request(request)
+        ctype = _media_type(request.headers.get("Content-Type", ""))
+        params, files, names = await self._read_request(request, ctype)
         call = self._new_call(request.match_info["method"], params, files, names)
+        call.content_type = ctype
         if request.match_info["token"] != self.token:
             return self._answer(call, _ApiError(401, "Unauthorized"))
         queue = self._faults.get(call.method.lower())
@@ -721,40 +765,46 @@ class FakeBotAPI:
         return call
 
     async def _read_request(
-        self, request: web.Request
+        self, request: web.Request, ctype: str
     ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, str]]:
         raw: dict[str, Any] = dict(request.query)
         files: dict[str, bytes] = {}
         names: dict[str, str] = {}
         if request.method == "POST" and request.can_read_body:
-            ctype = request.content_type
             if ctype == "application/json":
                 with contextlib.suppress(ValueError):
                     body = await request.json()
                     if isinstance(body, dict):
                         raw.update(body)
             elif ctype.startswith("multipart/"):
-                await self._read_parts(await request.multipart(), raw, files, names)
+                self._read_parts(
+                    _multipart(await request.read(), request.headers["Content-Type"]),
+                    raw,
+                    files,
+                    names,
+                )
             else:
                 raw.update(await request.post())
         return _decode(raw, files, names), files, names
 
     @staticmethod
-    async def _read_parts(
-        reader: aiohttp.MultipartReader,
+    def _read_parts(
+        parts: Iterable[tuple[dict[str, str], bytes]],
         params: dict[str, Any],
         files: dict[str, bytes],
         names: dict[str, str],
     ) -> None:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, aiohttp.BodyPartReader) or part.name is None:
+        for headers, data in parts:
+            disposition = _header_params(headers.get("content-disposition", ""))
+            name = disposition.get("name")
+            if name is None:
                 continue
-            data = await part.read()
-            if part.filename is not None:
-                files[part.name] = bytes(data)
-                names[part.name] = part.filename
+            if "filename" in disposition:
+                files[name] = data
+                names[name] = disposition["filename"]
             else:
-                params[part.name] = bytes(data).decode(part.get_charset("utf-8"))
+                charset = _header_params(headers.get("content-type", "")).get("charset")
+                params[name] = data.decode(charset or "utf-8")
 
     def _answer(self, call: Call, outcome: Any) -> web.Response:
         if isinstance(outcome, _ApiError):

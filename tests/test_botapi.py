@@ -258,6 +258,22 @@ def test_uploaded_files_are_recorded() -> None:
         assert photo_call.files == {"photo": png} and doc_call.files["document"] == b"a,b\n1,2\n"
         assert doc_call.filenames == {"document": "report.csv"}
         assert fake.texts(3) == ["Chart"]
+        # Awkward parts: a non-ASCII file name with quotes, CRLF and dashes inside the data,
+        # a caption with quotes and backslashes, a JSON field next to the file.
+        tricky = b"a\r\n--\r\n\r\nb\r\n"
+        name = '团队 "A\\B" 成绩.csv'
+        caption = '成绩 "表" \\ done'
+        keyboard = InlineKeyboardMarkup(
+            inline_keyboard=[[InlineKeyboardButton(text="好", callback_data="x")]]
+        )
+        await bot.send_document(
+            3, BufferedInputFile(tricky, name), caption=caption, reply_markup=keyboard
+        )
+        call = fake.sent(3)[-1]
+        assert call.content_type == "multipart/form-data"
+        assert call.files == {"document": tricky} and call.filenames == {"document": name}
+        assert call.params["caption"] == caption
+        assert call.params["reply_markup"] == keyboard.model_dump(exclude_none=True)
         # Files can be downloaded back through the file URL pattern.
         file = await bot.get_file(photo.photo[-1].file_id)
         assert file.file_path is not None
