@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramNetworkError
@@ -47,6 +46,7 @@ from bot.storage import Store, UserRow
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
+from bot.telegram.session import JsonSession
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
 from bot.telegram.workers import WorkerError, WorkerPool
@@ -214,7 +214,7 @@ class TelegramApp:
         self.svc = service or Training(store, library, engine)
         self.engine = self.svc.engine
         api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
-        session = AiohttpSession(api=api) if api else AiohttpSession()
+        session = JsonSession(api=api) if api else JsonSession()
         self.throttle = Throttle(global_rate=config.global_rate, chat_rate=config.chat_rate)
         session.middleware(pin_response_types)
         session.middleware(self.throttle)
