@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +307,10 @@ class StoreError(Exception):
     """A storage problem worth showing to the user (bad path, locked or corrupt file)."""
 
 
+class StoreBusy(Exception):
+    """Another process holds the write lock, and the caller asked not to wait for it."""
+
+
 class Store:
     """All persistence of the trainer. Open with :meth:`open`; close when done."""
 
@@ -357,7 +361,7 @@ class Store:
         self.db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[Database]:
+    def _tx(self, *, wait: bool = True) -> Iterator[Database]:
         if self.db.conn.in_transaction:
             with self.db.atomic():  # nested: a savepoint
                 yield self.db
@@ -367,7 +371,7 @@ class Store:
         # find its snapshot stale and fail at once with "database is locked", without the
         # busy timeout ever waiting.
         conn = self.db.conn
-        self._begin_immediate(conn)
+        self._begin_immediate(conn, wait)
         deferred, self._deferred = self._deferred, []
         try:
             for sql, params in deferred:
@@ -381,13 +385,13 @@ class Store:
             raise
 
     @staticmethod
-    def _begin_immediate(conn: sqlite3.Connection) -> None:
+    def _begin_immediate(conn: sqlite3.Connection, wait: bool = True) -> None:
         """Take the write lock, polling every 0.2 ms while another process holds it.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20 ms... between tries, so under
         contention a writer (and the whole event loop with it) slept up to 40 ms for a
         lock that is free again within a millisecond. Other statements keep the 5 s busy
-        timeout.
+        timeout. Without ``wait``, a held lock raises :class:`StoreBusy` at once.
         """
         conn.execute("PRAGMA busy_timeout=0")
         try:
@@ -399,6 +403,8 @@ class Store:
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
+                    if not wait:
+                        raise StoreBusy(str(exc)) from exc
                     now = time.monotonic()
                     deadline = deadline or now + BUSY_TIMEOUT_S
                     if now >= deadline:
@@ -1055,21 +1061,43 @@ class Store:
         ``wait_for_disk`` is False: then the caller must call :meth:`sync_wal` before it
         treats the update as stored (and may share that call with other updates).
         """
+        return self.inbox_add_many(bot_id, [(update_id, payload)], wait_for_disk=wait_for_disk)[0]
+
+    def inbox_add_many(
+        self,
+        bot_id: int,
+        updates: Sequence[tuple[int, str]],
+        *,
+        wait_for_disk: bool = True,
+        wait_for_lock: bool = True,
+    ) -> list[bool]:
+        """Store incoming updates (update id, payload) in one commit, in order.
+
+        Each flag says whether that update was new (False: this bot saw its id before).
+        ``wait_for_disk`` as in :meth:`inbox_add`. Without ``wait_for_lock``, raises
+        :class:`StoreBusy` instead of waiting while another process writes, and stores
+        nothing: an event loop can retry later rather than stall.
+        """
         full = self._sync_at_inbox and wait_for_disk
         if full:
             self.db.execute("PRAGMA synchronous=FULL")
+        now = _now()
         try:
-            with self._tx() as db:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO updates"
-                    " (bot_id, update_id, payload, status, received_at)"
-                    " VALUES (?, ?, ?, 'received', ?)",
-                    [bot_id, update_id, payload, _now()],
-                )
+            with self._tx(wait=wait_for_lock) as db:
+                added = [
+                    db.execute(
+                        "INSERT OR IGNORE INTO updates"
+                        " (bot_id, update_id, payload, status, received_at)"
+                        " VALUES (?, ?, ?, 'received', ?)",
+                        [bot_id, update_id, payload, now],
+                    ).rowcount
+                    == 1
+                    for update_id, payload in updates
+                ]
         finally:
             if full:
                 self.db.execute("PRAGMA synchronous=NORMAL")
-        return cursor.rowcount == 1
+        return added
 
     def sync_wal(self) -> None:
         """Wait until every commit made so far is on the disk (an fsync of the WAL file).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot import storage
-from bot.storage import Store, StoreError
+from bot.storage import Store, StoreBusy, StoreError
 from graders import Grade
 
 
@@ -118,6 +118,29 @@ def test_a_writer_waits_for_another_process_lock_and_gets_it_soon_after(tmp_path
     assert store.inbox_pending(1) == [(7, "{}")]
     assert 0 <= got - released[0] < 0.03  # SQLite alone: 48 ms
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # reads keep it
+    other.close()
+    store.close()
+
+
+def test_updates_go_into_the_inbox_together_or_not_at_all(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "x.db")
+    assert store.inbox_add(1, 5, "{}")
+    assert store.inbox_add_many(1, [(6, '{"a": 1}'), (5, "{}"), (7, "{}"), (6, "{}")]) == [
+        True,
+        False,  # stored before
+        True,
+        False,  # twice in one batch: the first stays
+    ]
+    assert store.inbox_pending(1) == [(5, "{}"), (6, '{"a": 1}'), (7, "{}")]
+    other = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(StoreBusy):
+        store.inbox_add_many(1, [(8, "{}")], wait_for_lock=False)
+    assert time.monotonic() - started < 0.05  # at once, not after the busy timeout
+    other.execute("ROLLBACK")
+    assert [u for u, _ in store.inbox_pending(1)] == [5, 6, 7]  # nothing half-written
+    assert store.inbox_add_many(1, [(8, "{}")], wait_for_lock=False) == [True]
     other.close()
     store.close()
 

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import weakref
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from aiogram.methods import Response, SendMessage
 from tgharness import TRAINER, BotHarness, serve_process
 
+import bot.telegram.app as app_module
 from bot.config import ConfigError, telegram_config
 from bot.engine import Session
 from bot.storage import Store
@@ -215,6 +217,77 @@ def test_a_redelivered_update_is_processed_once(store: Store) -> None:
             assert [t.role for t in store.turns(session.id)].count("trainee") == 1
 
     asyncio.run(run())
+
+
+async def _ticks_while(done: asyncio.Future[object], period: float = 0.005) -> float:
+    """The longest gap between the event loop's turns until ``done``, in seconds."""
+    loop = asyncio.get_running_loop()
+    last, longest = loop.time(), 0.0
+    while not done.done():
+        await asyncio.sleep(period)
+        now = loop.time()
+        longest, last = max(longest, now - last - period), now
+    return longest
+
+
+def test_the_webhook_keeps_reading_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """Updates wait for the lock without stalling the loop, then share one commit, in order."""
+    store = Store.open(tmp_path / "bot.db")
+    other = sqlite3.connect(str(tmp_path / "bot.db"), isolation_level=None)
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True) as h:
+            await h.say(21, "/start")
+            await h.say(22, "/start")
+            commits = count(store, "updates")
+            other.execute("BEGIN IMMEDIATE")  # a worker writing
+            first = asyncio.ensure_future(h.deliver(h.api.message(21, "/help")))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(h.deliver(h.api.message(22, "/help")))
+            stall = asyncio.ensure_future(_ticks_while(second))
+            await asyncio.sleep(0.2)
+            assert not first.done() and not second.done()  # not stored: not acknowledged
+            assert count(store, "updates") == commits
+            other.execute("COMMIT")
+            assert await first == 200 and await second == 200
+            assert await stall < 0.03  # the loop kept turning while the lock was held
+            stored = store.db.execute(
+                "SELECT update_id, received_at FROM updates ORDER BY update_id DESC LIMIT 2"
+            ).fetchall()
+            assert stored[0][1] == stored[1][1]  # one commit for both
+            await h.idle()
+            assert h.api.texts(21)[-1] == h.api.texts(22)[-1]  # both answered
+
+    asyncio.run(run())
+    other.close()
+    store.close()
+
+
+def test_an_update_the_inbox_cannot_take_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "BUSY_TIMEOUT_S", 0.1)
+    store = Store.open(tmp_path / "bot.db")
+    other = sqlite3.connect(str(tmp_path / "bot.db"), isolation_level=None)
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True) as h:
+            await h.say(23, "/start")
+            sent = len(h.api.texts(23))
+            other.execute("BEGIN IMMEDIATE")
+            update_id = h.api.message(23, "/help")
+            assert await h.deliver(update_id) == 500  # Telegram delivers it again later
+            other.execute("ROLLBACK")
+            assert count(store, "updates", f"update_id = {update_id}") == 0
+            assert await h.deliver(update_id) == 200
+            await h.idle()
+            assert len(h.api.texts(23)) == sent + 1  # answered once
+
+    asyncio.run(run())
+    other.close()
+    store.close()
 
 
 def test_restart_mid_session_resumes_it(store: Store) -> None:

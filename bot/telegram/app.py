@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from bot.engine import Engine, Session
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
 from bot.service import Actor, Training
-from bot.storage import Store, UserRow
+from bot.storage import BUSY_TIMEOUT_S, Store, StoreBusy, StoreError, UserRow
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
@@ -181,6 +182,118 @@ class DiskSync:
                 self._start()
 
 
+_Arrival = tuple[int, str, dict[str, Any]]  # update id, stored JSON, payload
+
+
+class Intake:
+    """Stores arriving updates in the inbox, then hands them on, in arrival order.
+
+    Updates arriving while the previous ones are being written share the next commit.
+    While another process (a worker) holds the database's write lock, the intake waits
+    for it without stalling the event loop, so webhook calls keep being read meanwhile.
+    After each commit, the disk wait (:class:`DiskSync`) runs beside the next commit;
+    then the new updates go to ``route`` and their callers return.
+    """
+
+    POLL_S = 0.0002
+    """How often the write lock is tried while another process holds it."""
+
+    def __init__(
+        self,
+        store: Store,
+        bot_id: int,
+        disk: DiskSync,
+        route: Callable[[int, str, dict[str, Any]], None],
+    ):
+        self._store = store
+        self._bot_id = bot_id
+        self._disk = disk
+        self._route = route
+        self._waiting: list[tuple[list[_Arrival], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def add(self, arrivals: list[_Arrival]) -> int:
+        """Store updates and route the new ones; returns how many were new, once on disk."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((arrivals, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        return await future
+
+    async def idle(self) -> None:
+        """Wait until every update handed in so far is stored and routed (or failed)."""
+        while self._writer is not None or self._settling:
+            await asyncio.gather(
+                *([self._writer] if self._writer else []), *self._settling, return_exceptions=True
+            )
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch: list[tuple[list[_Arrival], asyncio.Future[int]]] = []
+                try:
+                    added = await self._insert(batch)
+                except Exception as exc:  # nothing stored: the callers do not acknowledge
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                settle = asyncio.create_task(self._settle(batch, added))
+                self._settling.add(settle)
+                settle.add_done_callback(self._settling.discard)
+        finally:
+            self._writer = None
+
+    async def _insert(self, batch: list[tuple[list[_Arrival], asyncio.Future[int]]]) -> list[bool]:
+        """Commit the waiting updates, joined by any that arrive while the lock is held."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_TIMEOUT_S
+        while True:
+            batch += self._waiting
+            self._waiting.clear()
+            updates = [a[:2] for arrivals, _ in batch for a in arrivals]
+            try:
+                return self._store.inbox_add_many(
+                    self._bot_id, updates, wait_for_disk=False, wait_for_lock=False
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"the inbox could not be written: {exc}") from exc
+            except StoreBusy:
+                if loop.time() >= deadline:
+                    raise StoreError(
+                        f"the inbox could not be written: the database stayed locked for "
+                        f"{BUSY_TIMEOUT_S:.0f} s"
+                    ) from None
+                await asyncio.sleep(self.POLL_S)
+
+    async def _settle(
+        self, batch: list[tuple[list[_Arrival], asyncio.Future[int]]], added: list[bool]
+    ) -> None:
+        flags = iter(added)
+        error: BaseException | None = None
+        try:
+            await self._disk.wait()
+        except BaseException as exc:  # the callers get the error; nothing is acknowledged
+            error = exc
+        # Routed either way: the updates are stored, and a re-delivery of one that was
+        # not acknowledged is recognised as a duplicate of it.
+        for arrivals, future in batch:
+            new = 0
+            for (update_id, stored, payload), is_new in zip(arrivals, flags, strict=False):
+                if is_new:
+                    new += 1
+                    self._route(update_id, stored, payload)
+                else:
+                    log.info("update %d was delivered again; already handled", update_id)
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(new)
+
+
 @dataclass
 class _ChatQueue:
     """The updates of one chat: processed one at a time, in arrival order."""
@@ -208,7 +321,6 @@ class TelegramApp:
         """The workers that answer updates; None: this process answers them itself."""
         self.store = store
         store.sync_at_inbox()  # the inbox is where updates become durable
-        self.disk = DiskSync(store.sync_wal)
         self.library = library
         engine = Engine(store, library, assistants)
         self.svc = service or Training(store, library, engine)
@@ -220,6 +332,7 @@ class TelegramApp:
         session.middleware(self.throttle)
         self.charts = ChartRenderer(config.chart_processes)
         self.bot = Bot(config.token, session=session)
+        self.intake = Intake(store, self.bot.id, DiskSync(store.sync_wal), self._route)
         self.dp = Dispatcher(storage=StoreStorage(store), app=self)
         middleware = ActorMiddleware()
         self.dp.message.outer_middleware(middleware)
@@ -287,6 +400,7 @@ class TelegramApp:
     async def stop(self) -> None:
         """Stop taking updates, let in-flight work finish (or leave it to the next start)."""
         self._accepting = False
+        await self.intake.idle()  # updates already handed in are stored and routed
         if self.pool is not None:
             await self.pool.stop(self.config.grace_seconds)
         elif not await self.drain(self.config.grace_seconds):
@@ -309,29 +423,14 @@ class TelegramApp:
         """Store updates and schedule them, in order; returns how many were new.
 
         Returns once they are on the disk: only then may they be acknowledged. Updates
-        arriving together share the wait (:class:`DiskSync`). An update seen before is
-        skipped; while stopping, nothing is taken.
+        arriving together share the commit and the wait (:class:`Intake`). An update
+        seen before is skipped; while stopping, nothing is taken.
         """
         if not self._accepting:
             return 0
-        new = []
-        for payload in payloads:
-            update_id = int(payload["update_id"])
-            stored = json.dumps(payload, ensure_ascii=False)
-            if self.store.inbox_add(self.bot.id, update_id, stored, wait_for_disk=False):
-                new.append((update_id, stored, payload))
-            else:
-                log.info("update %d was delivered again; already handled", update_id)
-        if not new:
-            return 0
-        try:
-            await self.disk.wait()
-        finally:
-            # Stored either way: if the disk failed, the caller does not acknowledge, and
-            # the re-delivery is recognised as a duplicate of this one.
-            for update_id, stored, payload in new:
-                self._route(update_id, stored, payload)
-        return len(new)
+        return await self.intake.add(
+            [(int(p["update_id"]), json.dumps(p, ensure_ascii=False), p) for p in payloads]
+        )
 
     def _route(self, update_id: int, stored: str, payload: dict[str, Any]) -> None:
         if self.pool is not None:
@@ -421,7 +520,7 @@ class TelegramApp:
                             for u in updates
                         )
                     )
-                except OSError as exc:  # not confirmed: fetched again, duplicates skipped
+                except (OSError, StoreError) as exc:  # not confirmed: fetched again
                     log.error("could not store updates (%s); fetching them again", exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
