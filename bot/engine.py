@@ -204,11 +204,19 @@ class Session:
         record = self.grader.settle(record, grades)
         if rewrite is not None and rewrite.text is not None:
             self.rewrites[record.number] = rewrite.text
-        with self.store.transaction():
-            self.store.add_grades(self.id, turn_idx, record.number, record.grades)
-            self._store_answer(reaction, spoken, rewrite)
-            ending = self.mind.mood.ending
-            card = self._close(ending) if ending is not None else None
+        ending = self.mind.mood.ending
+        card = self._scorecard(ending) if ending is not None else None
+        self.store.add_answer(
+            self.id,
+            (turn_idx, record.number, record.grades),
+            spoken.text,
+            meta=self._answer_meta(reaction, spoken, rewrite),
+            customer_state=self.mind.snapshot(),
+            ending=None if ending is None or card is None else (ending, card),
+        )
+        self._heard(spoken.text)
+        if ending is not None:
+            self.outcome, self.card = ending, card
         return TurnResult(
             record, spoken.text, ending, card, self.better_reply(record), self._note(spoken)
         )
@@ -285,8 +293,20 @@ class Session:
             log.exception("rewriter failed in session %s; the model reply is shown", self.id)
             return Rewrite(None, "error", None, None, None)
 
-    def _store_answer(self, reaction: Reaction, spoken: Spoken, rewrite: Rewrite | None) -> None:
+    def _store_answer(self, reaction: Reaction, spoken: Spoken) -> None:
         """Store the customer's message and the state it leaves the customer in."""
+        self.store.add_turn(
+            self.id,
+            "customer",
+            spoken.text,
+            meta=self._answer_meta(reaction, spoken, None),
+            customer_state=self.mind.snapshot(),
+        )
+
+    def _answer_meta(
+        self, reaction: Reaction, spoken: Spoken, rewrite: Rewrite | None
+    ) -> dict[str, Any]:
+        """What is stored with the customer's message: why it said it, and who wrote it."""
         meta: dict[str, Any] = {
             "reactions": list(reaction.keys),
             "revealed": [f.id for f in reaction.reveals],
@@ -303,11 +323,12 @@ class Session:
             }
         if rewrite is not None:
             meta["rewrite"] = dataclasses.asdict(rewrite)
-        self.store.add_turn(
-            self.id, "customer", spoken.text, meta=meta, customer_state=self.mind.snapshot()
-        )
-        self.grader.customer(spoken.text)
-        self.chat.append(("customer", spoken.text))
+        return meta
+
+    def _heard(self, text: str) -> None:
+        """The customer's stored message enters the conversation the graders follow."""
+        self.grader.customer(text)
+        self.chat.append(("customer", text))
 
     def _note(self, spoken: Spoken) -> Bilingual | None:
         """Tell the trainee when the LLM customer falls back to the script (once per change)."""
@@ -324,16 +345,19 @@ class Session:
     def _close(self, outcome: Outcome) -> Scorecard:
         if self.card is not None:
             return self.card
-        self.outcome = outcome
-        self.card = scorecard(
+        card = self._scorecard(outcome)
+        self.store.end_session(self.id, outcome, card)
+        self.outcome, self.card = outcome, card
+        return card
+
+    def _scorecard(self, outcome: Outcome) -> Scorecard:
+        return scorecard(
             self.row.rubric,
             self.scenario,
             self.grader.records,
             outcome,
             duration_s=time.monotonic() - self._started,
         )
-        self.store.end_session(self.id, outcome, self.card)
-        return self.card
 
     def transcript(self) -> dict[str, Any]:
         """The session as a transcript file (the format ``trainer grade`` reads)."""
@@ -424,8 +448,8 @@ class Engine:
         )
         opening = mind.opening()
         spoken = await session._speak(opening)
-        with self.store.transaction():
-            session._store_answer(opening, spoken, None)
+        session._store_answer(opening, spoken)
+        session._heard(spoken.text)
         return session, spoken.text
 
     def _choose(
@@ -471,8 +495,7 @@ class Engine:
         turns = self.store.turns(row.id)
         for turn in turns:
             if turn.role == "customer":
-                grader.customer(turn.text)
-                session.chat.append(("customer", turn.text))
+                session._heard(turn.text)
                 rewrite = turn.meta.get("rewrite") or {}
                 if rewrite.get("text") and grader.records:
                     session.rewrites[grader.records[-1].number] = rewrite["text"]
@@ -492,14 +515,14 @@ class Engine:
             # The process died while the (LLM) customer was writing the opening line.
             opening = mind.opening()
             spoken = await session._speak(opening)
-            with self.store.transaction():
-                session._store_answer(opening, spoken, None)
+            session._store_answer(opening, spoken)
+            session._heard(spoken.text)
             pending = spoken.text
         elif turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
             reaction = mind.react(grader.records[-1].findings)
             spoken = await session._speak(reaction)
-            with self.store.transaction():
-                session._store_answer(reaction, spoken, None)
+            session._store_answer(reaction, spoken)
+            session._heard(spoken.text)
             pending = spoken.text
             if mind.mood.ending is not None:
                 await session.end(mind.mood.ending)

@@ -500,94 +500,50 @@ class Store:
         ``customer_state``, if given, is saved in the same transaction, so a customer's
         message and the state it left the customer in are never out of step.
         """
+        turn = _Turn.encode(session_id, role, text, latency_s, meta, customer_state)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
-            ).fetchone()
-            idx = int(row[0])
-            # Plain SQL on the hot path: sqlite-utils' insert inspects the table each time.
-            db.execute(
-                "INSERT INTO turns (session_id, idx, role, text, created_at, latency_s, meta)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    session_id,
-                    idx,
-                    role,
-                    text,
-                    _now(),
-                    latency_s,
-                    json.dumps(meta or {}, ensure_ascii=False),
-                ],
-            )
-            if customer_state is not None:
-                self._save_state(db, session_id, customer_state)
-        return idx
+            return turn.insert(db)
 
     def add_grades(
         self, session_id: str, turn_idx: int, reply_number: int, grades: Iterable[Grade]
     ) -> None:
         """Store the grades of one reply (all or none)."""
-        now = _now()
+        rows = _grade_rows(session_id, turn_idx, reply_number, grades)
         with self._tx() as db:
-            db.conn.executemany(
-                "INSERT INTO grades (session_id, turn_idx, reply_number, dimension, grader,"
-                " status, score, max_score, data, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        session_id,
-                        turn_idx,
-                        reply_number,
-                        g.dimension,
-                        g.grader,
-                        g.status,
-                        g.score,
-                        g.max_score,
-                        json.dumps(g.to_dict(), ensure_ascii=False),
-                        now,
-                    )
-                    for g in grades
-                ],
-            )
-
-    @staticmethod
-    def _save_state(db: Database, session_id: str, state: dict[str, Any]) -> None:
-        db.execute(
-            "UPDATE sessions SET customer_state = ? WHERE id = ?",
-            [json.dumps(state, ensure_ascii=False), session_id],
-        )
+            _insert_grades(db, rows)
 
     def end_session(self, session_id: str, outcome: str, card: Scorecard) -> None:
         """Mark a session ended and store its scorecard and ledger."""
+        end = _End.encode(session_id, outcome, card)
         with self._tx() as db:
-            db.execute(
-                "UPDATE sessions SET status = 'ended', outcome = ?, ended_at = ?, scorecard = ?,"
-                " total = ?, passed = ? WHERE id = ?",
-                [
-                    outcome,
-                    _now(),
-                    json.dumps(card.to_dict(), ensure_ascii=False),
-                    card.total,
-                    int(card.passed),
-                    session_id,
-                ],
-            )
-            db.execute("DELETE FROM ledger WHERE session_id = ?", [session_id])
-            db.conn.executemany(
-                "INSERT INTO ledger (session_id, rubric, item, reply_number, points, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        session_id,
-                        card.rubric,
-                        e.item,
-                        e.reply,
-                        e.points,
-                        json.dumps(e.to_dict(), ensure_ascii=False),
-                    )
-                    for e in card.ledger
-                ],
-            )
+            end.write(db)
+
+    def add_answer(
+        self,
+        session_id: str,
+        reply: tuple[int, int, Iterable[Grade]],
+        text: str,
+        *,
+        meta: dict[str, Any],
+        customer_state: dict[str, Any],
+        ending: tuple[str, Scorecard] | None = None,
+    ) -> int:
+        """Store what follows from a trainee reply in one commit; returns the answer's index.
+
+        ``reply`` is the reply's (turn index, number, grades); ``text``, ``meta`` and
+        ``customer_state`` the customer's answer and the state it leaves the customer in;
+        ``ending`` the outcome and scorecard when the session ends there. Everything is
+        encoded before the write lock is taken: other processes wait while it is held.
+        """
+        rows = _grade_rows(session_id, *reply)
+        turn = _Turn.encode(session_id, "customer", text, None, meta, customer_state)
+        end = None if ending is None else _End.encode(session_id, *ending)
+        with self._tx() as db:
+            _insert_grades(db, rows)
+            idx = turn.insert(db)
+            if end is not None:
+                end.write(db)
+        return idx
 
     # reading
 
@@ -1268,3 +1224,109 @@ class GradeEventRow:
     new_points: float
     reason: str
     created_at: str
+
+
+# Writes encoded ahead of their transaction (the write lock is held only for the SQL).
+# Plain SQL on these hot paths: sqlite-utils' insert inspects the table each time.
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    values: tuple[Any, ...]  # session_id, role, text, created_at, latency_s, meta
+    state: str | None
+
+    @classmethod
+    def encode(
+        cls,
+        session_id: str,
+        role: str,
+        text: str,
+        latency_s: float | None,
+        meta: dict[str, Any] | None,
+        customer_state: dict[str, Any] | None,
+    ) -> _Turn:
+        meta_json = json.dumps(meta or {}, ensure_ascii=False)
+        state = None if customer_state is None else json.dumps(customer_state, ensure_ascii=False)
+        return cls((session_id, role, text, _now(), latency_s, meta_json), state)
+
+    def insert(self, db: Database) -> int:
+        session_id = self.values[0]
+        row = db.execute(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
+        ).fetchone()
+        idx = int(row[0])
+        db.execute(
+            "INSERT INTO turns (session_id, role, text, created_at, latency_s, meta, idx)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [*self.values, idx],
+        )
+        if self.state is not None:
+            db.execute(
+                "UPDATE sessions SET customer_state = ? WHERE id = ?", [self.state, session_id]
+            )
+        return idx
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    session: tuple[Any, ...]  # outcome, ended_at, scorecard, total, passed, id
+    ledger: list[tuple[Any, ...]]
+
+    @classmethod
+    def encode(cls, session_id: str, outcome: str, card: Scorecard) -> _End:
+        card_json = json.dumps(card.to_dict(), ensure_ascii=False)
+        ledger = [
+            (
+                session_id,
+                card.rubric,
+                e.item,
+                e.reply,
+                e.points,
+                json.dumps(e.to_dict(), ensure_ascii=False),
+            )
+            for e in card.ledger
+        ]
+        return cls((outcome, _now(), card_json, card.total, int(card.passed), session_id), ledger)
+
+    def write(self, db: Database) -> None:
+        db.execute(
+            "UPDATE sessions SET status = 'ended', outcome = ?, ended_at = ?, scorecard = ?,"
+            " total = ?, passed = ? WHERE id = ?",
+            self.session,
+        )
+        db.execute("DELETE FROM ledger WHERE session_id = ?", [self.session[-1]])
+        db.conn.executemany(
+            "INSERT INTO ledger (session_id, rubric, item, reply_number, points, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            self.ledger,
+        )
+
+
+def _grade_rows(
+    session_id: str, turn_idx: int, reply_number: int, grades: Iterable[Grade]
+) -> list[tuple[Any, ...]]:
+    now = _now()
+    return [
+        (
+            session_id,
+            turn_idx,
+            reply_number,
+            g.dimension,
+            g.grader,
+            g.status,
+            g.score,
+            g.max_score,
+            json.dumps(g.to_dict(), ensure_ascii=False),
+            now,
+        )
+        for g in grades
+    ]
+
+
+def _insert_grades(db: Database, rows: list[tuple[Any, ...]]) -> None:
+    db.conn.executemany(
+        "INSERT INTO grades (session_id, turn_idx, reply_number, dimension, grader,"
+        " status, score, max_score, data, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot import storage
+from bot.content import ScenarioLibrary
+from bot.engine import Engine
 from bot.storage import Store, StoreBusy, StoreError
 from graders import Grade
 
@@ -82,18 +85,39 @@ def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
         Store.open(bad / "x.db")
 
 
-def test_a_customer_message_and_its_state_are_saved_together(store: Store, monkeypatch) -> None:
+def _fail_on(store: Store, table: str, event: str) -> None:
+    """Make the database refuse every ``event`` (INSERT, UPDATE) on ``table``."""
+    store.db.execute(
+        f"CREATE TEMP TRIGGER fail_{table} BEFORE {event} ON {table}"
+        " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+
+
+def test_a_customer_message_and_its_state_are_saved_together(store: Store) -> None:
     sid = store.create_session(trainee="a", scenario_id="s", scenario_version=1,
                                scenario_source="", lang="zh", difficulty="easy", mode="coach",
                                rubric="default", seed=1)  # fmt: skip
-
-    def fail(*args: object) -> None:
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(Store, "_save_state", staticmethod(fail))
-    with pytest.raises(RuntimeError):
+    _fail_on(store, "sessions", "UPDATE")
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
         store.add_turn(sid, "customer", "怎么还不处理？", customer_state={"anger": 9})
     assert store.turns(sid) == []  # no message without its state
+
+
+def test_what_follows_a_reply_is_stored_whole_or_not_at_all(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    """A reply's grades, the customer's answer and the state it leaves share one commit."""
+    session, _ = asyncio.run(
+        Engine(store, library).start(trainee="a", scenario="damaged-kettle", lang="zh", seed=3)
+    )
+    turns, state = store.turns(session.id), store.session(session.id).customer_state
+    _fail_on(store, "sessions", "UPDATE")  # the last write of an answer that ends nothing
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        asyncio.run(session.reply("您好，非常抱歉给您添麻烦了，请发一下订单号。"))
+    after = store.turns(session.id)
+    assert after[:-1] == turns and after[-1].role == "trainee"  # kept: stored before grading
+    assert store.grades(session.id) == {}  # but no grade and no answer without the other
+    assert store.session(session.id).customer_state == state
 
 
 def test_a_writer_waits_for_another_process_lock_and_gets_it_soon_after(tmp_path: Path) -> None:
