@@ -294,7 +294,7 @@ class Session:
             return Rewrite(None, "error", None, None, None)
 
     def _store_answer(self, reaction: Reaction, spoken: Spoken) -> None:
-        """Store the customer's message and the state it leaves the customer in."""
+        """Store the customer's message and the state it leaves the customer in; hear it."""
         self.store.add_turn(
             self.id,
             "customer",
@@ -302,6 +302,7 @@ class Session:
             meta=self._answer_meta(reaction, spoken, None),
             customer_state=self.mind.snapshot(),
         )
+        self._heard(spoken.text)
 
     def _answer_meta(
         self, reaction: Reaction, spoken: Spoken, rewrite: Rewrite | None
@@ -449,7 +450,6 @@ class Engine:
         opening = mind.opening()
         spoken = await session._speak(opening)
         session._store_answer(opening, spoken)
-        session._heard(spoken.text)
         return session, spoken.text
 
     def _choose(
@@ -516,13 +516,11 @@ class Engine:
             opening = mind.opening()
             spoken = await session._speak(opening)
             session._store_answer(opening, spoken)
-            session._heard(spoken.text)
             pending = spoken.text
         elif turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
             reaction = mind.react(grader.records[-1].findings)
             spoken = await session._speak(reaction)
             session._store_answer(reaction, spoken)
-            session._heard(spoken.text)
             pending = spoken.text
             if mind.mood.ending is not None:
                 await session.end(mind.mood.ending)

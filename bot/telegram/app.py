@@ -183,6 +183,7 @@ class DiskSync:
 
 
 _Arrival = tuple[int, str, dict[str, Any]]  # update id, stored JSON, payload
+_Batch = list[tuple[list[_Arrival], asyncio.Future[int]]]  # arrivals and their caller
 
 
 class Intake:
@@ -209,7 +210,7 @@ class Intake:
         self._bot_id = bot_id
         self._disk = disk
         self._route = route
-        self._waiting: list[tuple[list[_Arrival], asyncio.Future[int]]] = []
+        self._waiting: _Batch = []
         self._writer: asyncio.Task[None] | None = None
         self._settling: set[asyncio.Task[None]] = set()
 
@@ -231,7 +232,7 @@ class Intake:
     async def _write(self) -> None:
         try:
             while self._waiting:
-                batch: list[tuple[list[_Arrival], asyncio.Future[int]]] = []
+                batch: _Batch = []
                 try:
                     added = await self._insert(batch)
                 except Exception as exc:  # nothing stored: the callers do not acknowledge
@@ -245,7 +246,7 @@ class Intake:
         finally:
             self._writer = None
 
-    async def _insert(self, batch: list[tuple[list[_Arrival], asyncio.Future[int]]]) -> list[bool]:
+    async def _insert(self, batch: _Batch) -> list[bool]:
         """Commit the waiting updates, joined by any that arrive while the lock is held."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BUSY_TIMEOUT_S
@@ -267,9 +268,7 @@ class Intake:
                     ) from None
                 await asyncio.sleep(self.POLL_S)
 
-    async def _settle(
-        self, batch: list[tuple[list[_Arrival], asyncio.Future[int]]], added: list[bool]
-    ) -> None:
+    async def _settle(self, batch: _Batch, added: list[bool]) -> None:
         flags = iter(added)
         error: BaseException | None = None
         try:
