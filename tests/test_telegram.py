@@ -252,7 +252,7 @@ def test_the_webhook_keeps_reading_while_another_process_holds_the_write_lock(
             assert count(store, "updates") == commits
             other.execute("COMMIT")
             assert await first == 200 and await second == 200
-            assert await stall < 0.03  # the loop kept turning while the lock was held
+            assert await stall < 0.1  # the loop kept turning through the 0.2 s the lock was held
             stored = store.db.execute(
                 "SELECT update_id, received_at FROM updates ORDER BY update_id DESC LIMIT 2"
             ).fetchall()
