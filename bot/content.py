@@ -7,10 +7,9 @@ go straight to it. Loading never half-succeeds: a library with errors raises
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -21,21 +20,25 @@ from bot import paths
 from bot.i18n import LANGS, Lang, Text
 from bot.scenario import (
     DIFFICULTIES,
-    PAYMENT_CHANNELS,
+    LINE_PLACEHOLDERS,
+    ORDER_ID_PATTERN,
+    PHOTO_MARKERS,
     REACTION_KEYS,
     Clause,
-    Difficulty,
-    DifficultyProfile,
     Line,
     PhraseCheck,
     PolicyPack,
     PolicyParams,
     ReactionKey,
+    ResolvedPolicy,
+    ResolvedScenario,
     Scenario,
     SharedCustomer,
-    Stage,
     placeholders,
 )
+from graders import available_graders
+from graders.dialogue import revealed_in
+from graders.lexicon import LEXICON
 
 DOCS_HINT = "see docs/scenarios.md"
 REQUIRED_FACT_CHECKS = {
@@ -48,10 +51,6 @@ REQUIRED_FACT_CHECKS = {
     "shipping_payer": "shipping_fee_payer",
 }
 """Which check kind credits each required fact (see graders/findings.py)."""
-PHOTO_MARKERS: dict[Lang, tuple[str, ...]] = {
-    "zh": ("[图片]", "[照片]", "[视频]", "[截图]"),
-    "en": ("[photo]", "[image]", "[video]", "[screenshot]"),
-}
 
 
 @dataclass(frozen=True)
@@ -230,117 +229,11 @@ def _validation_problems(
 _PATTERN_HINTS = {
     r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$": "use upper-case words joined by dashes, e.g. DMG-TRANSIT",
     r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$": "use lower-case letters, digits and dashes, e.g. damaged-kettle",
-    r"^[A-Z]{0,4}\d{8,20}$": "use up to 4 capital letters then 8–20 digits, e.g. JD2026111100123",
+    ORDER_ID_PATTERN: "use up to 4 capital letters, then 6–20 digits, then optional "
+    "dash-separated groups, e.g. JD2026111100123 or JD20261201-0042",
     r"^1\d{10}$": "use an 11-digit mainland mobile number starting with 1",
 }
 _UNION_TAGS = {"SimpleCheck", "PhraseCheck", "simple", "forbidden_phrases"}
-
-
-# --- resolved content -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResolvedPolicy:
-    """A policy pack with inheritance applied: full params and all clauses by id."""
-
-    id: str
-    title: dict[Lang, str]
-    params: PolicyParams
-    clauses: dict[str, Clause]
-    source: Path
-
-    def clause_text(self, clause_id: str, lang: Lang) -> str:
-        """Return the clause text in ``lang`` with the pack's parameters filled in."""
-        return self.clauses[clause_id].text.get(lang).format(**self.template_values())
-
-    def template_values(self) -> dict[str, object]:
-        """Values for clause-text placeholders."""
-        values: dict[str, object] = {
-            k: v for k, v in self.params.model_dump().items() if k != "refund_days"
-        }
-        for channel in PAYMENT_CHANNELS:
-            lo, hi = self.params.refund_days.for_channel(channel)
-            values[f"refund_days_{channel}"] = f"{lo}–{hi}" if lo != hi else str(lo)
-        return values
-
-
-@dataclass(frozen=True)
-class ResolvedScenario:
-    """A scenario joined with its policy, difficulty profiles and merged customer lines."""
-
-    scenario: Scenario
-    policy: ResolvedPolicy
-    profiles: dict[Difficulty, DifficultyProfile]
-    lines: dict[ReactionKey, tuple[Line, ...]]
-    source: Path
-    applicable_clauses: tuple[str, ...] = field(default=())
-    _values: dict[Lang, dict[str, str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    @property
-    def id(self) -> str:
-        """The scenario id."""
-        return self.scenario.id
-
-    def lines_for(self, key: ReactionKey, difficulty: Difficulty) -> list[Line]:
-        """Lines for a reaction usable at ``difficulty``."""
-        return [line for line in self.lines.get(key, ()) if line.usable_at(difficulty)]
-
-    def template_values(self, lang: Lang) -> dict[str, str]:
-        """Values for ``{placeholder}`` in customer lines, in ``lang`` (a copy)."""
-        return dict(self._cached_values(lang))
-
-    def _cached_values(self, lang: Lang) -> dict[str, str]:
-        if lang not in self._values:
-            self._values[lang] = self._compute_values(lang)
-        return self._values[lang]
-
-    def _compute_values(self, lang: Lang) -> dict[str, str]:
-        from graders.lexicon import courier_name  # local: graders imports bot.scenario
-
-        order = self.scenario.order
-        key = self.scenario.answer_key
-        values = {
-            "order_id": order.order_id,
-            "item": order.item.get(lang),
-            "price": _money(order.price),
-            "courier": courier_name(order.courier, lang),
-            "receiver_name": order.receiver.name.get(lang),
-            "phone_last4": order.receiver.phone[-4:],
-            "address": order.receiver.address.get(lang),
-            "ordered_on": _date(order.ordered_on, lang),
-        }
-        optional = {
-            "tracking_no": order.tracking_no,
-            "shipped_on": order.shipped_on and _date(order.shipped_on, lang),
-            "signed_on": order.signed_on and _date(order.signed_on, lang),
-            "promised_by": order.promised_by and _date(order.promised_by, lang),
-            "eta": key.eta and _date(key.eta, lang),
-            "price_difference": key.price_difference and _money(key.price_difference),
-            "refund_amount": _money(key.refund_amount or order.price),
-        }
-        values.update({k: v for k, v in optional.items() if v})
-        return values
-
-    def render(self, template: str, lang: Lang) -> str:
-        """Fill a customer-line template."""
-        return str(template.format_map(self._cached_values(lang)))
-
-    def exemplar(self, stage: Stage) -> dict[Lang, str]:
-        """The model reply for ``stage`` in both languages, filled in as trainees see it."""
-        text = self.scenario.answer_key.exemplars[stage]
-        return {lang: self.render(text.get(lang), lang) for lang in LANGS}
-
-
-def _money(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _date(value: dt.date, lang: Lang) -> str:
-    if lang == "zh":
-        return f"{value.month}月{value.day}日"
-    return value.strftime("%b ") + str(value.day)
 
 
 # --- the library ------------------------------------------------------------------
@@ -496,8 +389,6 @@ class ScenarioLibrary:
     def _resolve_pack(
         self, pack_id: str, raw: dict[str, tuple[PolicyPack, _Doc]]
     ) -> tuple[ResolvedPolicy | None, list[Problem]]:
-        from graders.lexicon import LEXICON  # local: graders imports bot.scenario
-
         pack, doc = raw[pack_id]
         display = self._display(doc.path)
         chain = [pack]
@@ -672,8 +563,6 @@ class ScenarioLibrary:
 
 
 def _allowed_placeholders(scenario: ResolvedScenario | None) -> set[str]:
-    from bot.scenario import LINE_PLACEHOLDERS
-
     if scenario is None:  # shared lines may only use facts every order has
         return {"order_id", "item", "price", "courier", "ordered_on", "refund_amount"}
     values = set(scenario.template_values("zh"))
@@ -735,8 +624,6 @@ class _ScenarioChecker:
                 self.add(["clauses", index], f"unknown clause '{clause_id}'", fix)
 
     def check_graders(self) -> None:
-        from graders import available_graders
-
         names = available_graders()
         for index, name in enumerate(self.s.graders):
             if name not in names:
@@ -745,8 +632,6 @@ class _ScenarioChecker:
                 self.add(["graders", index], f"unknown grader '{name}'", fix)
 
     def check_facts(self) -> None:
-        from graders.dialogue import revealed_in  # local: graders imports bot.content
-
         seen: set[str] = set()
         values = {lang: self.r.template_values(lang) for lang in LANGS}
         for index, fact in enumerate(self.s.customer.facts):

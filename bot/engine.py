@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bot.content import ResolvedScenario, ScenarioLibrary
+from bot.content import ScenarioLibrary
 from bot.customers import CustomerMind, Reaction, ScriptedVoice
 from bot.customers.llm import LLMVoice, Spoken
 from bot.i18n import LANGS, Lang
@@ -26,7 +26,7 @@ from bot.llm.judge import Judge
 from bot.llm.reasons import describe
 from bot.llm.rewriter import Rewrite, Rewriter
 from bot.llm.roles import Assistants
-from bot.scenario import Difficulty
+from bot.scenario import Difficulty, ResolvedScenario
 from bot.storage import SessionRow, Store
 from graders._base import Bilingual, Grade
 from graders.context import GradingContext

@@ -12,11 +12,13 @@ import datetime as dt
 import itertools
 import re
 import string
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from bot.i18n import Lang, Phrases, Strict, Text
+from bot.i18n import LANGS, Lang, Phrases, Strict, Text
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", max_length=64)]
 ClauseId = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+$", max_length=40)]
@@ -47,6 +49,66 @@ PAYMENT_CHANNELS: tuple[PaymentChannel, ...] = (
     "balance",
 )
 Courier = Literal["sf", "jd", "zto", "yto", "sto", "yunda", "ems", "jt", "deppon"]
+
+COURIER_NAMES: dict[Courier, dict[Lang, str]] = {
+    "sf": {"zh": "顺丰速运", "en": "SF Express"},
+    "jd": {"zh": "京东物流", "en": "JD Logistics"},
+    "zto": {"zh": "中通快递", "en": "ZTO Express"},
+    "yto": {"zh": "圆通速递", "en": "YTO Express"},
+    "sto": {"zh": "申通快递", "en": "STO Express"},
+    "yunda": {"zh": "韵达快递", "en": "Yunda Express"},
+    "ems": {"zh": "中国邮政", "en": "China Post EMS"},
+    "jt": {"zh": "极兔速递", "en": "J&T Express"},
+    "deppon": {"zh": "德邦快递", "en": "Deppon Express"},
+}
+"""Display names; the graders' lexicon lists these and the other ways people write them."""
+PAYMENT_NAMES: dict[PaymentChannel, dict[Lang, str]] = {
+    "alipay": {"zh": "支付宝", "en": "Alipay"},
+    "wechat_pay": {"zh": "微信支付", "en": "WeChat Pay"},
+    "bank_card": {"zh": "银行卡", "en": "bank card"},
+    "credit_card": {"zh": "信用卡", "en": "credit card"},
+    "huabei": {"zh": "花呗", "en": "Huabei"},
+    "jd_baitiao": {"zh": "京东白条", "en": "JD Baitiao"},
+    "balance": {"zh": "账户余额", "en": "account balance"},
+}
+PHOTO_MARKERS: dict[Lang, tuple[str, ...]] = {
+    "zh": ("[图片]", "[照片]", "[视频]", "[截图]"),
+    "en": ("[photo]", "[image]", "[video]", "[screenshot]"),
+}
+"""How a chat shows that the customer sent a picture."""
+
+
+def _local_time(value: dt.date) -> dt.date:
+    """A datetime keeps the wall-clock time it was written with; a zone is dropped."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.replace(tzinfo=None)
+    return value
+
+
+When = Annotated[dt.datetime | dt.date, AfterValidator(_local_time)]
+"""A date, optionally with a time of day (``2026-11-14`` or ``2026-11-14 10:30``)."""
+
+
+def day_of(value: dt.date) -> dt.date:
+    """The calendar day of a date or datetime."""
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def _moment(value: dt.date) -> dt.datetime:
+    """A date as the start of its day, a datetime as itself (for ordering)."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime(value.year, value.month, value.day)
+
+
+ORDER_ID_PATTERN = r"^[A-Z]{0,4}\d{6,20}(?:-[0-9A-Z]{1,12}){0,3}$"
+_ID_SEPARATORS = re.compile(r"[\s\-_./\u2010-\u2015\u2212\uff0d]+")
+
+
+def compact_id(text: str) -> str:
+    """An order or tracking id without separators, lower case (JD20261201-0042 → jd202612010042)."""
+    return _ID_SEPARATORS.sub("", text).lower()
+
 
 AskIntent = Literal[
     "order_id",
@@ -127,6 +189,7 @@ SimpleCheckKind = Literal[
     "identity_before_disclosure",
     "evidence_before_commitment",
     "forbidden_resolution",
+    "delivery_guarantee",
 ]
 
 LINE_PLACEHOLDERS = frozenset(
@@ -334,7 +397,11 @@ class Receiver(Strict):
 class Order(Strict):
     """The order facts, as the shop's back office shows them."""
 
-    order_id: str = Field(pattern=r"^[A-Z]{0,4}\d{8,20}$")
+    order_id: str = Field(
+        pattern=ORDER_ID_PATTERN,
+        description="Up to 4 capital letters, digits, and optional dash-separated groups "
+        "(JD2026111100123, JD20261201-0042). Matched however a customer writes it.",
+    )
     item: Text
     quantity: int = Field(default=1, ge=1)
     price: float = Field(gt=0, description="Amount the customer paid for the item (yuan).")
@@ -343,10 +410,12 @@ class Order(Strict):
     payment: PaymentChannel
     courier: Courier
     tracking_no: str | None = Field(default=None, pattern=r"^[A-Z0-9]{8,20}$")
-    ordered_on: dt.date
-    shipped_on: dt.date | None = None
-    signed_on: dt.date | None = Field(default=None, description="Sign-for date; None = not yet.")
-    promised_by: dt.date | None = Field(default=None, description="Promised delivery date.")
+    ordered_on: When = Field(description="Order date, optionally with a time of day.")
+    shipped_on: When | None = None
+    signed_on: When | None = Field(
+        default=None, description="Sign-for date, optionally with a time; None = not yet."
+    )
+    promised_by: When | None = Field(default=None, description="Promised delivery date.")
     receiver: Receiver
 
     @model_validator(mode="after")
@@ -355,7 +424,7 @@ class Order(Strict):
         dates.append(("signed_on", self.signed_on))
         known = [(k, v) for k, v in dates if v is not None]
         for (k1, v1), (k2, v2) in itertools.pairwise(known):
-            if v2 < v1:
+            if _moment(v2) < _moment(v1):
                 raise ValueError(f"{k2} ({v2}) is before {k1} ({v1})")
         return self
 
@@ -572,7 +641,9 @@ class Scenario(Strict):
         default="rules",
         description="Who grades: the rule graders alone, or an LLM judge bounded by them.",
     )
-    today: dt.date = Field(description="The date the chat takes place.")
+    today: When = Field(
+        description="When the chat takes place: a date, optionally with a time of day."
+    )
     order: Order
     customer: Customer
     difficulty: dict[Difficulty, DifficultyPatch] = Field(default_factory=dict)
@@ -598,3 +669,113 @@ class SharedCustomer(Strict):
         if missing:
             raise ValueError(f"add profiles for {', '.join(missing)}")
         return profiles
+
+
+# --- resolved content: what the engine and the graders work with --------------------
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy pack with inheritance applied: full params and all clauses by id."""
+
+    id: str
+    title: dict[Lang, str]
+    params: PolicyParams
+    clauses: dict[str, Clause]
+    source: Path
+
+    def clause_text(self, clause_id: str, lang: Lang) -> str:
+        """Return the clause text in ``lang`` with the pack's parameters filled in."""
+        return self.clauses[clause_id].text.get(lang).format(**self.template_values())
+
+    def template_values(self) -> dict[str, object]:
+        """Values for clause-text placeholders."""
+        values: dict[str, object] = {
+            k: v for k, v in self.params.model_dump().items() if k != "refund_days"
+        }
+        for channel in PAYMENT_CHANNELS:
+            lo, hi = self.params.refund_days.for_channel(channel)
+            values[f"refund_days_{channel}"] = f"{lo}–{hi}" if lo != hi else str(lo)
+        return values
+
+
+@dataclass(frozen=True)
+class ResolvedScenario:
+    """A scenario joined with its policy, difficulty profiles and merged customer lines."""
+
+    scenario: Scenario
+    policy: ResolvedPolicy
+    profiles: dict[Difficulty, DifficultyProfile]
+    lines: dict[ReactionKey, tuple[Line, ...]]
+    source: Path
+    applicable_clauses: tuple[str, ...] = field(default=())
+    _values: dict[Lang, dict[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    @property
+    def id(self) -> str:
+        """The scenario id."""
+        return self.scenario.id
+
+    def lines_for(self, key: ReactionKey, difficulty: Difficulty) -> list[Line]:
+        """Lines for a reaction usable at ``difficulty``."""
+        return [line for line in self.lines.get(key, ()) if line.usable_at(difficulty)]
+
+    def template_values(self, lang: Lang) -> dict[str, str]:
+        """Values for ``{placeholder}`` in customer lines, in ``lang`` (a copy)."""
+        return dict(self._cached_values(lang))
+
+    def _cached_values(self, lang: Lang) -> dict[str, str]:
+        if lang not in self._values:
+            self._values[lang] = self._compute_values(lang)
+        return self._values[lang]
+
+    def _compute_values(self, lang: Lang) -> dict[str, str]:
+        order = self.scenario.order
+        key = self.scenario.answer_key
+        values = {
+            "order_id": order.order_id,
+            "item": order.item.get(lang),
+            "price": money_text(order.price),
+            "courier": COURIER_NAMES[order.courier][lang],
+            "receiver_name": order.receiver.name.get(lang),
+            "phone_last4": order.receiver.phone[-4:],
+            "address": order.receiver.address.get(lang),
+            "ordered_on": date_text(order.ordered_on, lang),
+        }
+        optional = {
+            "tracking_no": order.tracking_no,
+            "shipped_on": order.shipped_on and date_text(order.shipped_on, lang),
+            "signed_on": order.signed_on and date_text(order.signed_on, lang),
+            "promised_by": order.promised_by and date_text(order.promised_by, lang),
+            "eta": key.eta and date_text(key.eta, lang),
+            "price_difference": key.price_difference and money_text(key.price_difference),
+            "refund_amount": money_text(key.refund_amount or order.price),
+        }
+        values.update({k: v for k, v in optional.items() if v})
+        return values
+
+    def render(self, template: str, lang: Lang) -> str:
+        """Fill a customer-line template."""
+        return str(template.format_map(self._cached_values(lang)))
+
+    def exemplar(self, stage: Stage) -> dict[Lang, str]:
+        """The model reply for ``stage`` in both languages, filled in as trainees see it."""
+        text = self.scenario.answer_key.exemplars[stage]
+        return {lang: self.render(text.get(lang), lang) for lang in LANGS}
+
+
+def money_text(value: float) -> str:
+    """An amount without trailing zeros: 299, 99.5."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def date_text(value: dt.date, lang: Lang) -> str:
+    """A date as people write it in ``lang`` (11月14日, Nov 14), with its time if it has one."""
+    day = (
+        f"{value.month}月{value.day}日" if lang == "zh" else value.strftime("%b ") + str(value.day)
+    )
+    if isinstance(value, dt.datetime):
+        return f"{day} {value:%H:%M}" if lang == "zh" else f"{day}, {value:%H:%M}"
+    return day

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from bot.engine import Engine, ReplyRejected, Session
 from bot.i18n import Lang
+from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
 from graders import Grade
-from graders.lexicon import courier_name, payment_name
 from graders.rubric import OUTCOME_TEXT, Scorecard
 
 UI: dict[str, tuple[str, str]] = {
@@ -199,8 +199,8 @@ class TerminalPractice:
         rows = [
             ("order", o.order_id),
             ("item", f"{o.item.get(lang)} ×{o.quantity}"),
-            ("paid", f"¥{o.price:g} · {payment_name(o.payment, lang)}"),
-            ("courier", f"{courier_name(o.courier, lang)} {o.tracking_no or ''}"),
+            ("paid", f"¥{o.price:g} · {PAYMENT_NAMES[o.payment][lang]}"),
+            ("courier", f"{COURIER_NAMES[o.courier][lang]} {o.tracking_no or ''}"),
             ("ordered", str(o.ordered_on)),
             ("shipped", str(o.shipped_on or "—")),
             ("signed", str(o.signed_on or "—")),

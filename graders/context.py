@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from bot.content import ResolvedScenario
 from bot.i18n import Lang
+from bot.scenario import ResolvedScenario
 from graders._base import Grade, Grader
 from graders.dialogue import DialogueState, after_customer
 from graders.findings import Findings, find

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from bot.content import PHOTO_MARKERS, ResolvedScenario
 from bot.i18n import LANGS
-from bot.scenario import CustomerFact
+from bot.scenario import PHOTO_MARKERS, CustomerFact, ResolvedScenario
+from graders.numbers import compact_digits, extract
+from graders.text import normalize
 
 _SENTENCE_KEY = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -54,7 +55,7 @@ def _gives(scenario: ResolvedScenario, fact: CustomerFact, text: str) -> bool:
     order = scenario.scenario.order
     lowered = text.lower()
     if fact.kind == "order_id":
-        return order.order_id.lower() in lowered
+        return mentions_order_id(scenario, text)
     if fact.kind == "identity":
         return gives_identity(scenario, text)
     if fact.kind == "photos":
@@ -65,6 +66,12 @@ def _gives(scenario: ResolvedScenario, fact: CustomerFact, text: str) -> bool:
             scenario.render("{signed_on}", lang).lower() in lowered for lang in LANGS
         )
     return any(m.lower() in lowered for lang in LANGS for m in fact.markers.get(lang))
+
+
+def mentions_order_id(scenario: ResolvedScenario, text: str) -> bool:
+    """Whether ``text`` contains the order number, however it is written (JD-2026…, 2026…)."""
+    wanted = compact_digits(scenario.scenario.order.order_id)
+    return any(compact_digits(t.value) == wanted for t in extract(normalize(text).text).ids)
 
 
 def gives_identity(scenario: ResolvedScenario, text: str) -> bool:

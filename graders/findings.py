@@ -14,12 +14,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bot.content import ResolvedScenario
 from bot.i18n import LANGS, Lang
-from bot.scenario import PhraseCheck, Severity, SimpleCheck
+from bot.scenario import (
+    COURIER_NAMES,
+    PAYMENT_NAMES,
+    PhraseCheck,
+    ResolvedScenario,
+    Severity,
+    SimpleCheck,
+    day_of,
+)
 from graders.dialogue import DialogueState, sentence_key
-from graders.lexicon import LEXICON, courier_name, payment_name
-from graders.numbers import Amount, Duration, Numbers, extract
+from graders.lexicon import LEXICON
+from graders.numbers import Amount, Duration, Numbers, compact_digits, extract
 from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
 
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
@@ -160,12 +167,8 @@ class ScenarioRules:
             rf"(收货人|收件人)(是|为|:)?{re.escape(receiver.name.zh[0])}(先生|女士|小姐)?"
         )
         self.names = tuple(n.lower() for n in (receiver.name.zh, receiver.name.en) if len(n) >= 2)
-        self.payment_names: dict[Lang, str] = {
-            lang: payment_name(order.payment, lang) for lang in LANGS
-        }
-        self.courier_names: dict[Lang, str] = {
-            lang: courier_name(order.courier, lang) for lang in LANGS
-        }
+        self.payment_names: dict[Lang, str] = PAYMENT_NAMES[order.payment]
+        self.courier_names: dict[Lang, str] = COURIER_NAMES[order.courier]
 
     def clauses(self, kind: str) -> tuple[str, ...]:
         """Applicable clause ids that declare check ``kind``."""
@@ -481,9 +484,9 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
         for amount in numbers.amounts:
             if a.sentence_of(amount.start) not in tainted:  # a red line, judged by policy
                 claims.extend(_amount_claim(amount, r, rules, order_clauses))
+        valid = {compact_digits(order.order_id), compact_digits(order.tracking_no or "")}
         for token in numbers.ids:
-            valid = {order.order_id.lower(), (order.tracking_no or "").lower()}
-            verdict: Verdict = "correct" if token.value in valid else "wrong"
+            verdict: Verdict = "correct" if compact_digits(token.value) in valid else "wrong"
             claims.append(
                 Claim(
                     "order_id",
@@ -657,7 +660,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             if key.eta is None:
                 claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
                 continue
-            days = (key.eta - scenario.today).days
+            days = (key.eta - day_of(scenario.today)).days
             verdict = "correct" if duration.hi_hours == days * 24 else "wrong"
             claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
         for date in numbers.dates:
@@ -670,7 +673,9 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
                 continue
             verdict = (
-                "correct" if date.relative_days == (key.eta - scenario.today).days else "wrong"
+                "correct"
+                if date.relative_days == (key.eta - day_of(scenario.today)).days
+                else "wrong"
             )
             claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
 

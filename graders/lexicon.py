@@ -12,10 +12,18 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from bot.i18n import Lang, Phrases
-from bot.scenario import AskIntent, Courier, PaymentChannel, ResolutionKind, check_patterns
+from bot.scenario import (
+    COURIER_NAMES,
+    PAYMENT_NAMES,
+    AskIntent,
+    Courier,
+    PaymentChannel,
+    ResolutionKind,
+    check_patterns,
+)
 
 
 class _Lexicon(BaseModel):
@@ -39,6 +47,19 @@ class _Lexicon(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _display_names_listed(self) -> _Lexicon:
+        names: list[tuple[str, dict[Any, Phrases], dict[Any, dict[Lang, str]]]] = [
+            ("couriers", dict(self.couriers), dict(COURIER_NAMES)),
+            ("payments", dict(self.payments), dict(PAYMENT_NAMES)),
+        ]
+        for section, entries, display in names:
+            for key, by_lang in display.items():
+                for lang, name in by_lang.items():
+                    if key not in entries or name not in entries[key].get(lang):
+                        raise ValueError(f"{section}.{key}.{lang} must list {name!r}")
+        return self
 
     def sections(self) -> dict[str, dict[Any, Phrases]]:
         """Every category keyed by ``section``; used to build one matcher."""
@@ -87,16 +108,6 @@ _SIGNAL_KEYS = {
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name
     raise RuntimeError(f"graders/data/lexicon.yaml: signals lack {sorted(_missing)}")
-
-
-def courier_name(courier: Courier, lang: Lang) -> str:
-    """Display name of a courier in ``lang`` (the first phrase of its entry)."""
-    return LEXICON.couriers[courier].get(lang)[0]
-
-
-def payment_name(channel: PaymentChannel, lang: Lang) -> str:
-    """Display name of a payment channel in ``lang``."""
-    return LEXICON.payments[channel].get(lang)[0]
 
 
 @cache

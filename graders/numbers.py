@@ -112,8 +112,16 @@ _RELATIVE_DAYS = {
     "day after tomorrow": 2,
     "大后天": 3,
 }
-_ID = re.compile(r"(?<![a-z0-9])[a-z]{0,4}\d{8,20}(?![a-z0-9])")
-_PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+_ID = re.compile(
+    r"(?<![a-z0-9])(?:[a-z]{1,4}[ -]?)?\d{3,20}(?:[-\u2010-\u2015]\d{2,20}){0,3}(?![a-z0-9])"
+)
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+_PHONE = re.compile(r"(?<!\d)1[3-9]\d(?:[ -]?\d{4}){2}(?!\d)")
+
+
+def compact_digits(text: str) -> str:
+    """The digits of an id, which is how two spellings of one id are compared."""
+    return "".join(c for c in text if c.isdigit())
 
 
 def parse_chinese_int(text: str) -> int | None:
@@ -257,8 +265,14 @@ def extract(text: str) -> Numbers:
     for match in _RELATIVE.finditer(text):
         dates.append(DateRef(None, None, _RELATIVE_DAYS[match.group()], match.start(), match.end()))
     phones = [Token(m.group(), m.start(), m.end()) for m in _PHONE.finditer(text)]
-    ids = [Token(m.group(), m.start(), m.end()) for m in _ID.finditer(text)]
-    ids = [t for t in ids if not _PHONE.fullmatch(t.value)]
+    ids = [
+        Token(m.group(), m.start(), m.end())
+        for m in _ID.finditer(text)
+        if len(compact_digits(m.group())) >= 8
+        and not _PHONE.fullmatch(compact_digits(m.group()))
+        and not _PHONE.fullmatch(m.group())
+        and not _ISO_DATE.fullmatch(m.group())
+    ]
     masked = _mask(
         text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids]
     )

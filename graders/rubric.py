@@ -18,8 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from bot.content import ResolvedScenario
 from bot.i18n import LANGS, Text
+from bot.scenario import ResolvedScenario
 from graders._base import Bilingual, Grade
 from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name

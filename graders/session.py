@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from bot.content import ResolvedScenario
 from bot.i18n import Lang
-from bot.scenario import STAGES, Stage
+from bot.scenario import STAGES, ResolvedScenario, Stage
 from graders._base import Grade, Grader, get_grader
 from graders.context import DialogueTracker, grade_reply
 from graders.dialogue import DialogueState

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.content import ResolvedScenario, ScenarioLibrary
+from bot.content import ScenarioLibrary
+from bot.scenario import ResolvedScenario
 from bot.storage import Store
 from graders import DialogueTracker, Grade, get_grader, grade_reply
 

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.content import ResolvedScenario
 from bot.i18n import Lang
 from bot.llm import LLMClient, RoleSettings
 from bot.llm.fence import neutralise
 from bot.llm.judge import JUDGED, Judge
+from bot.scenario import ResolvedScenario
 from graders._base import Grade
 from graders.session import ReplyRecord, SessionGrader
 from tests.llmapi import FakeLLM, serve

@@ -19,7 +19,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.content import ResolvedScenario
 from bot.customers.mind import Mood, Reaction
 from bot.customers.scripted import ScriptedVoice
 from bot.i18n import Lang
@@ -27,6 +26,7 @@ from bot.llm.checks import numbers_in
 from bot.llm.client import LLMClient, LLMError
 from bot.llm.fence import fence, neutralise, nonce
 from bot.llm.prompts import render
+from bot.scenario import ResolvedScenario
 
 MAX_CHARS = {"zh": 220, "en": 600}
 _CJK = re.compile(r"[\u4e00-\u9fff]")

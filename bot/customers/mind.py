@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from bot.content import ResolvedScenario
-from bot.scenario import AgendaItem, CustomerFact, Difficulty, ReactionKey
+from bot.scenario import AgendaItem, CustomerFact, Difficulty, ReactionKey, ResolvedScenario
 from graders.findings import NEUTRAL_RESOLUTIONS, Findings, rules_for
 
 Ending = Literal["resolved", "escalated", "left", "turn_limit"]

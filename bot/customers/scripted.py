@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import random
 
-from bot.content import ResolvedScenario
 from bot.customers.mind import Reaction
 from bot.i18n import Lang
-from bot.scenario import Difficulty, Line
+from bot.scenario import Difficulty, Line, ResolvedScenario
 
 
 class ScriptedVoice:

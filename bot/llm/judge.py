@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, TypeGuard
 
-from bot.content import ResolvedScenario
 from bot.i18n import Lang
 from bot.llm.client import Completion, LLMClient, LLMError
 from bot.llm.fence import fence, neutralise, nonce
 from bot.llm.prompts import Prompt, render
 from bot.llm.reasons import describe
+from bot.scenario import ResolvedScenario
 from graders._base import Bilingual, Deduction, Grade
 
 JUDGED = ("empathy", "accuracy", "policy")

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.content import ResolvedScenario
 from bot.i18n import Lang
 from bot.llm.checks import numbers_in
 from bot.llm.client import LLMClient, LLMError
 from bot.llm.fence import fence, neutralise, nonce
 from bot.llm.prompts import render
+from bot.scenario import ResolvedScenario
 from graders._base import Grade, get_grader
 from graders.context import GradingContext, grade_reply
 from graders.dialogue import DialogueState
