@@ -366,23 +366,27 @@ def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     root = ctx.obj.get("scenarios")
     library = ScenarioLibrary(Path(root) if root else None)
     problems: list[Problem] = list(library.problems)
-    checked = len(library.scenarios)
-    for path in paths:
-        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        for file in files:
-            if file.resolve().parent in (
-                library.root.resolve(),
-                (library.root / "policies").resolve(),
-                (library.root / "shared").resolve(),
-            ):
-                continue  # already checked with the library
-            problems += library.check_file(file)
-            checked += 1
+    inside = {
+        (library.root / sub).resolve() for sub in (".", "policies", "shared")
+    }  # files already checked with the library
+    files = [
+        file
+        for path in paths
+        for file in (sorted(path.glob("*.y*ml")) if path.is_dir() else [path])
+        if file.resolve().parent not in inside
+    ]
+    found, scenario_count, _ = library.check_files(files)
+    problems += found
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise SystemExit(1)
-    click.echo(f"OK: {checked} scenarios and {len(library.packs)} policy packs are valid.")
+    scenarios_ok = _count(len(library.scenarios) + scenario_count, "scenario")
+    click.echo(f"OK: {scenarios_ok} and {_count(len(library.packs), 'policy pack')} are valid.")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 @scenarios.command("schema")

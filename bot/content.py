@@ -166,6 +166,24 @@ def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
     return _Doc(path, data, root), []
 
 
+def _kind_of(data: dict[str, Any]) -> str:
+    """What a content file is: a policy ``pack``, the ``shared`` defaults or a ``scenario``."""
+    if {"clauses", "params", "extends"} & set(data) and "order" not in data:
+        return "pack"
+    if "difficulty" in data and "lines" in data and "id" not in data:
+        return "shared"
+    return "scenario"
+
+
+def _is_pack_file(path: Path) -> bool:
+    """Whether a YAML file looks like a policy pack (unreadable files are not packs)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and _kind_of(data) == "pack"
+
+
 def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
     """Field names of the model found by walking ``loc`` (for 'did you mean' hints)."""
     current: Any = model
@@ -274,28 +292,49 @@ class ScenarioLibrary:
             return self.load_file(candidate)
         raise UnknownScenario(id_or_path, self.scenarios)
 
-    def check_file(self, path: Path) -> list[Problem]:
-        """Validate one file as what it is: a policy pack, shared defaults or a scenario."""
-        doc, problems = _read_yaml(path, self._display(path))
-        if doc is None:
-            return problems
-        if {"clauses", "params", "extends"} & set(doc.data) and "order" not in doc.data:
-            return self._load_packs([path])
-        if "difficulty" in doc.data and "lines" in doc.data and "id" not in doc.data:
-            return self._load_shared(path)
-        try:
-            self.load_file(path)
-        except ContentError as exc:
-            return exc.problems
-        return []
+    def check_files(self, paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
+        """Validate files from outside the library, each as what it is.
+
+        Policy packs are loaded before scenarios, so the order of ``paths`` never matters.
+        Returns the problems and how many of the files are scenarios and packs.
+        """
+        problems: list[Problem] = []
+        packs: list[Path] = []
+        scenarios: list[Path] = []
+        for path in paths:
+            doc, errs = _read_yaml(path, self._display(path))
+            problems += errs
+            if doc is None:
+                continue
+            kind = _kind_of(doc.data)
+            if kind == "pack":
+                packs.append(path)
+            elif kind == "shared":
+                problems += self._load_shared(path)
+            else:
+                scenarios.append(path)
+        problems += self._load_packs(packs)
+        for path in scenarios:
+            try:
+                self.load_file(path)
+            except ContentError as exc:
+                problems += exc.problems
+        return problems, len(scenarios), len(packs)
 
     def load_file(self, path: Path) -> ResolvedScenario:
-        """Load one scenario file, resolving its policy from its own folder or the library."""
+        """Load one scenario file, resolving its policy from its own folder or the library.
+
+        A draft outside the library finds packs beside it and in a ``policies/`` folder
+        next to it, as well as the library's packs.
+        """
         if not path.exists():
             raise ContentError([Problem(str(path), "", "file not found", "check the path")])
-        extra_packs = path.parent / "policies"
-        if extra_packs.is_dir() and extra_packs.resolve() != (self.root / "policies").resolve():
-            problems = self._load_packs(sorted(extra_packs.glob("*.y*ml")))
+        if path.parent.resolve() != self.root.resolve():
+            nearby = [p for p in sorted(path.parent.glob("*.y*ml")) if p != path]
+            extra_packs = path.parent / "policies"
+            if extra_packs.is_dir() and extra_packs.resolve() != (self.root / "policies").resolve():
+                nearby += sorted(extra_packs.glob("*.y*ml"))
+            problems = self._load_packs([p for p in nearby if _is_pack_file(p)])
             if problems:
                 raise ContentError(problems)
         scenario, problems = self._load_scenario(path)
@@ -366,7 +405,10 @@ class ScenarioLibrary:
     def _load_packs(self, files: list[Path]) -> list[Problem]:
         raw: dict[str, tuple[PolicyPack, _Doc]] = {}
         problems: list[Problem] = []
+        loaded = {doc.path.resolve() for _, doc in self._pack_sources.values()}
         for path in files:
+            if path.resolve() in loaded:
+                continue  # already part of the library (or an earlier call)
             pack, doc, errs = self._parse(path, PolicyPack)
             problems += errs
             if pack is None or doc is None:

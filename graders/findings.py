@@ -166,7 +166,7 @@ class ScenarioRules:
         self.recipient = re.compile(
             rf"(收货人|收件人)(是|为|:)?{re.escape(receiver.name.zh[0])}(先生|女士|小姐)?"
         )
-        self.names = tuple(n.lower() for n in (receiver.name.zh, receiver.name.en) if len(n) >= 2)
+        self.names = _disclosing_names(receiver.name.zh, receiver.name.en)
         self.payment_names: dict[Lang, str] = PAYMENT_NAMES[order.payment]
         self.courier_names: dict[Lang, str] = COURIER_NAMES[order.courier]
 
@@ -200,6 +200,24 @@ def rules_for(resolved: ResolvedScenario) -> ScenarioRules:
         cached = (resolved, ScenarioRules(resolved))
         _RULES[id(resolved)] = cached
     return cached[1]
+
+
+_ZH_TITLES = re.compile(r"(先生|女士|小姐|太太|阿姨|老师)$")
+_EN_TITLES = re.compile(r"^(mr|mrs|ms|miss|mx|dr)\.?\s+")
+
+
+def _disclosing_names(zh: str, en: str) -> tuple[str, ...]:
+    """The recipient's names whose mention discloses who the order is for.
+
+    A surname with a title (李女士, Mr. Chen) is how agents greet a customer; only a
+    given name and surname together identify the recipient.
+    """
+    given_zh = _ZH_TITLES.sub("", zh.strip())
+    given_en = _EN_TITLES.sub("", en.strip().lower())
+    names = [given_zh] if len(given_zh) >= 2 else []
+    if len(given_en.split()) >= 2:
+        names.append(given_en)
+    return tuple(names)
 
 
 def _round(value: float) -> float:
