@@ -8,6 +8,8 @@ import json
 import locale
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +300,160 @@ def grade(
         click.echo(text)
 
 
+@cli.command()
+@click.argument("labels", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--scenario",
+    "scenario_ref",
+    default=None,
+    help="Scenario id or YAML path: grade only its replies (and use it for lines without one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write an HTML report with the confusion matrices as charts.",
+)
+@click.option("--worst", default=15, show_default=True, help="How many disagreements to list.")
+@click.pass_context
+def calibrate(
+    ctx: click.Context,
+    labels: tuple[Path, ...],
+    scenario_ref: str | None,
+    as_json: bool,
+    html_path: Path | None,
+    worst: int,
+) -> None:
+    """Grade LABELS.jsonl files of labelled replies and report the graders' agreement.
+
+    Each line is a trainee reply with its chat so far and a person's labels (empathy
+    0-3, accuracy correct/wrong/na, the clauses broken); the format is in
+    docs/labelling.md. The report gives empathy QWK and exact agreement, the accuracy
+    confusion matrix, per-clause precision and recall, red-line recall, gaming probes
+    and the worst disagreements with both sides. A line that cannot be used is reported
+    with its number and skipped; the exit status is then 1.
+    """
+    from bot.calibration import calibrate as run_calibration
+    from bot.calibration import check, load_labels
+
+    library = _library(ctx)
+    try:
+        items, bad = load_labels(list(labels), library, scenario_ref)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in bad:
+        click.echo(f"skipped {line}", err=True)
+    if not items:
+        raise click.ClickException("No labelled reply to grade: see docs/labelling.md.")
+    with _progress(f"Grading {len(items)} labelled replies") as advance:
+        report = asyncio.run(run_calibration(items, bad, [str(p) for p in labels], advance))
+    plans = {str(plan[1]): plan[0] for i in items if (plan := i.scenario.calibration())}
+    shared = len(plans) == 1 and all(i.scenario.calibration() for i in items)
+    checks = check(report, next(iter(plans.values())).min) if shared else []
+    if html_path:
+        from bot.reports import calibration_html
+
+        html_path.write_text(calibration_html(report, checks, worst), encoding="utf-8")
+        click.echo(f"Wrote {html_path}", err=True)
+    if as_json:
+        data = report.to_dict(worst)
+        data["checks"] = [{"check": str(c), "ok": c.ok} for c in checks]
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        _print_calibration(_console(), report, checks, worst)
+    if bad:
+        raise SystemExit(1)
+
+
+def _print_calibration(console: Console, report: Any, checks: list[Any], worst: int) -> None:
+    def figure(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    console.print(
+        f"[bold]Calibration[/]: {len(report.results)} labelled replies "
+        f"({', '.join(escape(f) for f in report.files)})"
+    )
+    if report.unscored:
+        console.print(f"[red]{report.unscored} replies could not be graded.[/]")
+    headline = Table("figure", "value", title="Headline 概览")
+    for name, value in report.headline().items():
+        headline.add_row(name, figure(value))
+    console.print(headline)
+    empathy = Table("label \\ graders", "0", "1", "2", "3", title="Empathy 共情")
+    for level, row in enumerate(report.empathy_matrix):
+        empathy.add_row(str(level), *map(str, row))
+    console.print(empathy)
+    accuracy = Table("label \\ graders", "correct", "wrong", "na", title="Accuracy 准确性")
+    for label, row in report.accuracy_matrix.items():
+        accuracy.add_row(label, *(str(row[k]) for k in ("correct", "wrong", "na")))
+    console.print(accuracy)
+    clauses = Table(
+        "clause",
+        "severity",
+        "labelled",
+        "flagged",
+        "agreed",
+        "recall",
+        "precision",
+        title="Clauses 条款",
+    )
+    for c in report.to_dict()["clauses"]:
+        clauses.add_row(
+            c["clause"],
+            c["severity"],
+            str(c["labelled"]),
+            str(c["flagged"]),
+            str(c["agreed"]),
+            figure(c["recall"]),
+            figure(c["precision"]),
+        )
+    console.print(clauses)
+    console.print(
+        f"Gaming probes: {report.probes}, flagged {report.probes_flagged}, "
+        f"changed a grade {report.probes_changed}"
+    )
+    if checks:
+        console.print("[bold]Required agreement[/]")
+        for c in checks:
+            console.print(f"  {'ok ' if c.ok else '[red]LOW[/]'} {escape(str(c))}")
+    if report.worst and worst:
+        console.print(
+            f"[bold]Worst disagreements[/] ({min(worst, len(report.worst))} of {len(report.worst)})"
+        )
+    for d in report.to_dict(worst)["worst"]:
+        console.print(
+            f"\n[bold]{escape(d['id'])}[/] {escape(d['where'])} · {d['scenario']} · {d['language']}"
+        )
+        console.print(f"  「{escape(d['reply'])}」")
+        console.print(f"  [red]{escape('; '.join(d['differences']))}[/]")
+        lab, got = d["labels"], d["graders"]
+        console.print(
+            f"  label:   empathy {lab['empathy']}, accuracy {lab['accuracy']}, "
+            f"clauses {', '.join(lab['clauses']) or '—'}"
+        )
+        console.print(
+            f"  graders: empathy {got['empathy']}, accuracy {got['accuracy']}, "
+            f"clauses {', '.join(got['clauses']) or '—'}"
+        )
+        for dim, reason in d["reasons"].items():
+            console.print(f"    {dim}: {escape(reason)}")
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal's standard error; nothing when it is redirected."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda: progress.advance(task)
+
+
 @cli.group()
 def scenarios() -> None:
     """List, show and validate scenarios and policy packs."""
@@ -356,12 +512,20 @@ def scenarios_show(ctx: click.Context, scenario: str, lang: str | None) -> None:
 
 @scenarios.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--calibrated",
+    is_flag=True,
+    help="Also grade the labelled replies named under `calibration:` and check that the "
+    "graders reach the agreement the scenario or pack requires.",
+)
 @click.pass_context
-def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...], calibrated: bool) -> None:
     """Check scenario and policy files and every cross-reference; exit 1 on any problem.
 
     With no PATHS, checks the whole scenario folder. Each problem is printed as
-    `file:line: key: problem — how to fix`.
+    `file:line: key: problem — how to fix`. With --calibrated, a scenario or pack that
+    declares `calibration:` thresholds must also meet them on its labelled replies
+    (see docs/labelling.md) before it is used for assessment.
     """
     root = ctx.obj.get("scenarios")
     library = ScenarioLibrary(Path(root) if root else None)
@@ -375,14 +539,52 @@ def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...]) -> None:
         for file in (sorted(path.glob("*.y*ml")) if path.is_dir() else [path])
         if file.resolve().parent not in inside
     ]
-    found, scenario_count, _ = library.check_files(files)
+    found, drafts, _ = library.check_files(files)
     problems += found
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
         raise SystemExit(1)
-    scenarios_ok = _count(len(library.scenarios) + scenario_count, "scenario")
+    scenarios_ok = _count(len(library.scenarios) + len(drafts), "scenario")
     click.echo(f"OK: {scenarios_ok} and {_count(len(library.packs), 'policy pack')} are valid.")
+    if calibrated and not _check_calibration(library, [*library.scenarios.values(), *drafts]):
+        raise SystemExit(1)
+
+
+def _check_calibration(library: ScenarioLibrary, scenarios: list[Any]) -> bool:
+    """Grade each calibration block's labelled replies and print the verdicts; True if all met."""
+    from bot.calibration import calibrate, check, load_labels
+
+    plans: dict[Path, tuple[Any, list[Any]]] = {}
+    for scenario in scenarios:
+        plan = scenario.calibration()
+        if plan is None:
+            click.echo(f"{scenario.id}: no calibration required (no `calibration:` block)")
+            continue
+        calibration, declared_in = plan
+        plans.setdefault(declared_in, (calibration, []))[1].append(scenario)
+    all_met = True
+    for declared_in, (calibration, members) in plans.items():
+        files = [declared_in.parent / name for name in calibration.labels]
+        ids = {s.id for s in members}
+        items, bad = load_labels(files, library, drafts=members)
+        items = [i for i in items if i.scenario.id in ids]
+        report = asyncio.run(calibrate(items, bad, [str(f) for f in files]))
+        checks = check(report, calibration.min)
+        met = bool(items) and not bad and all(c.ok for c in checks)
+        all_met = all_met and met
+        verdict = "calibrated" if met else "NOT calibrated"
+        click.echo(
+            f"{verdict}: {', '.join(sorted(ids))} ({declared_in.name}), "
+            f"{len(items)} labelled replies"
+        )
+        for line in bad:
+            click.echo(f"  {line}", err=True)
+        if not items:
+            click.echo("  no labelled replies for these scenarios — label some (docs/labelling.md)")
+        for c in checks:
+            click.echo(f"  {'ok ' if c.ok else 'LOW'} {c}")
+    return all_met
 
 
 def _count(number: int, noun: str) -> str:

@@ -24,6 +24,7 @@ from bot.scenario import (
     ORDER_ID_PATTERN,
     PHOTO_MARKERS,
     REACTION_KEYS,
+    Calibration,
     Clause,
     Line,
     PhraseCheck,
@@ -292,11 +293,13 @@ class ScenarioLibrary:
             return self.load_file(candidate)
         raise UnknownScenario(id_or_path, self.scenarios)
 
-    def check_files(self, paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
+    def check_files(
+        self, paths: Sequence[Path]
+    ) -> tuple[list[Problem], list[ResolvedScenario], int]:
         """Validate files from outside the library, each as what it is.
 
         Policy packs are loaded before scenarios, so the order of ``paths`` never matters.
-        Returns the problems and how many of the files are scenarios and packs.
+        Returns the problems, the valid scenarios and how many of the files are packs.
         """
         problems: list[Problem] = []
         packs: list[Path] = []
@@ -314,12 +317,13 @@ class ScenarioLibrary:
             else:
                 scenarios.append(path)
         problems += self._load_packs(packs)
+        loaded = []
         for path in scenarios:
             try:
-                self.load_file(path)
+                loaded.append(self.load_file(path))
             except ContentError as exc:
                 problems += exc.problems
-        return problems, len(scenarios), len(packs)
+        return problems, loaded, len(packs)
 
     def load_file(self, path: Path) -> ResolvedScenario:
         """Load one scenario file, resolving its policy from its own folder or the library.
@@ -500,7 +504,9 @@ class ScenarioLibrary:
             params=PolicyParams.model_validate(params),
             clauses=clauses,
             source=doc.path,
+            calibration=pack.calibration,
         )
+        problems += _calibration_problems(pack.calibration, doc, display)
         return resolved, problems
 
     def _load_scenario(self, path: Path) -> tuple[ResolvedScenario | None, list[Problem]]:
@@ -611,6 +617,28 @@ def _allowed_placeholders(scenario: ResolvedScenario | None) -> set[str]:
     return values & LINE_PLACEHOLDERS
 
 
+def _calibration_problems(
+    calibration: Calibration | None, doc: _Doc, display: str
+) -> list[Problem]:
+    """Every labels file a ``calibration`` block names must exist."""
+    if calibration is None:
+        return []
+    problems = []
+    for index, name in enumerate(calibration.labels):
+        if not (doc.path.parent / name).is_file():
+            loc: list[int | str] = ["calibration", "labels", index]
+            problems.append(
+                Problem(
+                    display,
+                    ".".join(map(str, loc)),
+                    f"no file {name!r} next to this one",
+                    "give a path relative to this file",
+                    doc.line_of(loc),
+                )
+            )
+    return problems
+
+
 class _ScenarioChecker:
     """Cross-reference checks that need the whole scenario and its policy."""
 
@@ -634,6 +662,7 @@ class _ScenarioChecker:
         self.check_answer_key()
         self.check_difficulty()
         self.check_agenda()
+        self.problems += _calibration_problems(self.s.calibration, self.doc, self.display)
         return self.problems
 
     def check_texts(self) -> None:

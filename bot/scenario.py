@@ -238,6 +238,51 @@ def placeholders(template: str) -> set[str]:
         ) from None
 
 
+# --- calibration against labelled replies -----------------------------------------
+
+
+class CalibrationTargets(Strict):
+    """Minimum agreement between the graders and labelled replies (each optional)."""
+
+    empathy_qwk: float | None = Field(
+        default=None, ge=-1, le=1, description="Quadratic weighted kappa, in each language."
+    )
+    empathy_exact: float | None = Field(default=None, ge=0, le=1)
+    clause_recall: float | None = Field(
+        default=None, ge=0, le=1, description="Share of labelled clause violations found."
+    )
+    clause_precision: float | None = Field(
+        default=None, ge=0, le=1, description="Share of flagged clause violations that are real."
+    )
+    clause_recall_each: float | None = Field(
+        default=None, ge=0, le=1, description="Recall of every clause with enough examples."
+    )
+    clause_precision_each: float | None = Field(
+        default=None, ge=0, le=1, description="Precision of every clause with enough flags."
+    )
+    min_support: int = Field(
+        default=5, ge=1, description="Examples a clause needs before its own figures count."
+    )
+    red_line_recall: float | None = Field(
+        default=None, ge=0, le=1, description="Share of labelled red lines (critical) found."
+    )
+    accuracy_wrong_caught: float | None = Field(
+        default=None, ge=0, le=1, description="Share of 'wrong' replies graded below full."
+    )
+    accuracy_correct_credited: float | None = Field(
+        default=None, ge=0, le=1, description="Share of 'correct' replies graded full marks."
+    )
+
+
+class Calibration(Strict):
+    """Labelled replies the graders must agree with before a scenario is used to assess."""
+
+    labels: list[str] = Field(
+        min_length=1, description="JSONL files of labelled replies, relative to this file."
+    )
+    min: CalibrationTargets = Field(description="Agreement required on those replies.")
+
+
 # --- policy packs -----------------------------------------------------------------
 
 
@@ -371,6 +416,11 @@ class PolicyPack(Strict):
     extends: Slug | None = Field(default=None, description="Pack whose params/clauses to inherit.")
     params: PolicyParamsPatch = Field(default_factory=PolicyParamsPatch)
     clauses: list[Clause] = Field(default_factory=list)
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Agreement required on labelled replies of this pack's scenarios "
+        "(`trainer scenarios validate --calibrated`); not inherited by packs that extend it.",
+    )
 
     @field_validator("clauses")
     @classmethod
@@ -648,6 +698,11 @@ class Scenario(Strict):
     customer: Customer
     difficulty: dict[Difficulty, DifficultyPatch] = Field(default_factory=dict)
     answer_key: AnswerKey
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Agreement required on labelled replies of this scenario; overrides "
+        "the pack's (`trainer scenarios validate --calibrated`).",
+    )
 
     def fact(self, fact_id: str) -> CustomerFact | None:
         """Return the customer fact with ``fact_id``, if any."""
@@ -683,6 +738,7 @@ class ResolvedPolicy:
     params: PolicyParams
     clauses: dict[str, Clause]
     source: Path
+    calibration: Calibration | None = None
 
     def clause_text(self, clause_id: str, lang: Lang) -> str:
         """Return the clause text in ``lang`` with the pack's parameters filled in."""
@@ -764,6 +820,14 @@ class ResolvedScenario:
         """The model reply for ``stage`` in both languages, filled in as trainees see it."""
         text = self.scenario.answer_key.exemplars[stage]
         return {lang: self.render(text.get(lang), lang) for lang in LANGS}
+
+    def calibration(self) -> tuple[Calibration, Path] | None:
+        """The agreement this scenario requires and the file that declares it, if any."""
+        if self.scenario.calibration is not None:
+            return self.scenario.calibration, self.source
+        if self.policy.calibration is not None:
+            return self.policy.calibration, self.policy.source
+        return None
 
 
 def money_text(value: float) -> str:
