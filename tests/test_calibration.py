@@ -20,7 +20,6 @@ from bot.calibration import (
     quadratic_kappa,
 )
 from bot.cli import cli
-from bot.content import ScenarioLibrary
 from bot.scenario import CalibrationTargets
 
 ROOT = Path(__file__).resolve().parent.parent
