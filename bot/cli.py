@@ -8,6 +8,7 @@ import json
 import locale
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +28,7 @@ from bot.scenario import DIFFICULTIES, Scenario
 from bot.storage import Store, StoreError
 from bot.terminal import TerminalPractice, grade_line, print_scorecard
 from bot.transcript import TranscriptError, load_transcript
-from graders.rubric import RUBRICS, Scorecard, scorecard
-from graders.session import SessionGrader
+from graders.rubric import RUBRICS, Scorecard
 
 SCHEMA_PATH = Path("docs") / "scenario.schema.json"
 
@@ -228,12 +228,12 @@ def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
 
 
 @cli.command()
-@click.argument("transcript", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("transcripts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--scenario",
     "scenario_ref",
     default=None,
-    help="Scenario id, or path to a scenario YAML file (default: the transcript's).",
+    help="Scenario id, or path to a scenario YAML file (default: each transcript's).",
 )
 @click.option(
     "--rubric",
@@ -247,57 +247,111 @@ def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the JSON here instead of standard output.",
+    help="Write the results here instead of standard output.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "jsonl", "csv"]),
+    default=None,
+    help="json (default), jsonl (one transcript's result per line) or csv (one row each).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["agent"]),
+    default=None,
+    help="Also sum up per agent (the transcripts' `agent`): mean scores, pass rate, red "
+    "lines, most broken clauses. With --format csv the rows are the agents.",
 )
 @click.pass_context
 def grade(
     ctx: click.Context,
-    transcript: Path,
+    transcripts: tuple[Path, ...],
     scenario_ref: str | None,
     rubric: str,
     output: Path | None,
+    fmt: str | None,
+    by: str | None,
 ) -> None:
-    """Grade a TRANSCRIPT.json file of a chat; prints per-reply grades and the scorecard as JSON.
+    """Grade chats: TRANSCRIPTS are JSON files, JSONL files (one chat per line) or folders.
 
-    The format is in docs/transcripts.md. Real chats can be graded against any scenario
-    whose order and policy match them.
+    One JSON file prints its per-reply grades and scorecard as JSON. Several files, a
+    JSONL file or a folder are graded in one run (bulk QC of real chats) with a progress
+    bar; a transcript that cannot be read is reported with its file and line and the
+    others are still graded (the exit status is then 1). The format is in
+    docs/transcripts.md. Real chats can be graded against any scenario whose order and
+    policy match them.
     """
-    try:
-        chat = load_transcript(transcript)
-    except TranscriptError as exc:
-        raise click.ClickException(str(exc)) from None
-    ref = scenario_ref or chat.scenario
-    if not ref:
-        raise click.ClickException(
-            f'{transcript}: no scenario — pass --scenario ID_OR_PATH or add "scenario" to the file'
-        )
+    from bot import bulk
+
     library = _library(ctx)
-    resolved = _resolve(library, ref)
-    grader = SessionGrader(resolved, chat.language)
-    records = asyncio.run(grader.replay(chat.timed_turns()))
-    card = scorecard(rubric, resolved, records, chat.outcome, chat.duration_s())
-    result = {
-        "scenario": resolved.id,
-        "language": chat.language,
-        "rubric": rubric,
-        "replies": [
-            {
-                "number": r.number,
-                "text": r.text,
-                "stage": r.stage,
-                "latency_s": r.latency_s,
-                "grades": [g.to_dict() for g in r.grades],
-            }
-            for r in records
-        ],
-        "scorecard": card.to_dict(),
-    }
-    text = json.dumps(result, ensure_ascii=False, indent=2)
+    grader = bulk.Grader(library, rubric, scenario_ref)
+    single = len(transcripts) == 1 and transcripts[0].suffix != ".jsonl"
+    if single and not transcripts[0].is_dir() and fmt is None and by is None:
+        try:
+            chat = load_transcript(transcripts[0])
+            graded = asyncio.run(grader.grade(bulk.Source(transcripts[0]), chat))
+        except TranscriptError as exc:
+            raise click.ClickException(str(exc)) from None
+        text = json.dumps(
+            bulk.result_dict(graded.scenario, chat, rubric, graded.records, graded.card),
+            ensure_ascii=False,
+            indent=2,
+        )
+        _emit(text + "\n", output)
+        return
+    started = time.perf_counter()
+    with _progress("Grading transcripts") as advance:
+        results, problems = asyncio.run(bulk.grade_all(list(transcripts), grader, advance))
+    for problem in problems:
+        click.echo(f"skipped {problem}", err=True)
+    summary = bulk.summarize(results, by)
+    if fmt == "csv":
+        text = bulk.to_csv(results, summary if by else None)
+    elif fmt == "jsonl":
+        text = "".join(json.dumps(g.to_dict(), ensure_ascii=False) + "\n" for g in results)
+    else:
+        text = bulk.to_json(results, problems, summary) + "\n"
+    _emit(text, output)
+    replies = sum(len(g.records) for g in results)
+    click.echo(
+        f"Graded {len(results)} transcripts ({replies} replies) in "
+        f"{time.perf_counter() - started:.1f} s"
+        + (f"; {len(problems)} could not be read (above)." if problems else "."),
+        err=True,
+    )
+    if by:
+        _print_summary(summary)
+    if problems:
+        raise SystemExit(1)
+
+
+def _emit(text: str, output: Path | None) -> None:
     if output:
-        output.write_text(text + "\n", encoding="utf-8")
+        output.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {output}", err=True)
     else:
-        click.echo(text)
+        click.echo(text, nl=False)
+
+
+def _print_summary(rows: list[dict[str, Any]]) -> None:
+    """One line per agent on standard error (the full figures are in the output)."""
+
+    def score(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0f}"
+
+    for row in rows:
+        mean = score(row["mean_total"])
+        dims = " / ".join(
+            f"{d} {score(row[f'mean_{d}'])}" for d in ("empathy", "accuracy", "policy")
+        )
+        broken = ", ".join(row["most_broken_clauses"]) or "—"
+        click.echo(
+            f"{row['agent']}: {row['transcripts']} chats, mean {mean}, passed {row['passed']} "
+            f"({row['pass_rate']:.0%}), with a red line {row['red_line_chats']}; {dims}; "
+            f"most broken: {broken}",
+            err=True,
+        )
 
 
 @cli.command()
@@ -447,9 +501,14 @@ def _progress(description: str) -> Iterator[Callable[[], None]]:
     if not sys.stderr.isatty():
         yield lambda: None
         return
-    from rich.progress import Progress
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}: {task.completed}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(description, total=None)
         yield lambda: progress.advance(task)
 

@@ -51,6 +51,10 @@ class TranscriptTurn(Strict):
 class Transcript(Strict):
     """A chat to grade."""
 
+    id: str | None = None
+    """The chat's own reference (a ticket or session id), echoed in the results."""
+    agent: str | None = None
+    """Who answered the customer, for per-agent summaries."""
     language: Lang
     scenario: str | None = None
     difficulty: Difficulty = "normal"
@@ -97,17 +101,24 @@ def load_transcript(path: Path) -> Transcript:
         raise TranscriptError(f"{path}: file not found — check the path") from None
     except UnicodeDecodeError:
         raise TranscriptError(f"{path}: not UTF-8 text — save the file as UTF-8") from None
+    return parse_transcript(raw, str(path))
+
+
+def parse_transcript(raw: str, where: str, one_line: bool = False) -> Transcript:
+    """Validate one transcript's JSON text; ``where`` names it in error messages.
+
+    ``one_line``: ``raw`` is a line of a JSONL file and ``where`` already names the line.
+    """
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise TranscriptError(
-            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}) — fix the syntax"
-        ) from None
+        at = f"{where}: column {exc.colno}" if one_line else f"{where}:{exc.lineno}:{exc.colno}"
+        raise TranscriptError(f"{at}: invalid JSON ({exc.msg}) — fix the syntax") from None
     try:
         return Transcript.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{path}: {key}: {err['msg']} — see docs/transcripts.md")
+            problems.append(f"{where}: {key}: {err['msg']} — see docs/transcripts.md")
         raise TranscriptError("\n".join(problems)) from None
