@@ -25,6 +25,7 @@ from bot.scenario import (
     day_of,
 )
 from graders.dialogue import DialogueState, sentence_key
+from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, Duration, Numbers, compact_digits, extract
 from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
@@ -339,8 +340,13 @@ def _date_text(value: dt.date) -> dict[Lang, str]:
 
 
 def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findings:
-    """Read one trainee reply against its scenario and the dialogue before it."""
-    analysis = analyze(reply)
+    """Read one trainee reply against its scenario and the dialogue before it.
+
+    Text aimed at the grader is cut out first (:mod:`graders.injection`): the rest is
+    graded as if it had never been written, and the reply is flagged.
+    """
+    stripped = strip_injections(reply)
+    analysis = analyze(stripped.text)
     rules = rules_for(resolved)
     extra = scan_extra(analysis, rules.matcher) if not rules.matcher.empty else {}
     memo = analysis.memo
@@ -361,9 +367,8 @@ def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findin
     findings.timeline, findings.stonewall = timeline, stonewall
     _claims(findings, reader, rules, numbers)
     _violations(findings, reader, rules, numbers, extra, state)
-    injection = analysis.get("signals.grader_directed")
-    if injection:
-        findings.injection_quote = analysis.sentence_quote(injection[0].start)
+    if stripped.injected:
+        findings.injection_quote = stripped.injected[0]
     return findings
 
 

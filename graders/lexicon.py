@@ -103,7 +103,6 @@ _SIGNAL_KEYS = {
     "request",
     "most_quickly",
     "inquiry",
-    "grader_directed",
 }
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name

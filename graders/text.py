@@ -49,7 +49,6 @@ _NOT_NEGATABLE = frozenset(
         "negation",
         "conditional",
         "most_quickly",
-        "grader_directed",
         "stonewall",
         "understanding",
         "feeling",

@@ -24,6 +24,7 @@ from bot.llm.fence import neutralise
 from bot.llm.judge import JUDGED, Judge
 from bot.scenario import ResolvedScenario
 from graders._base import Grade
+from graders.injection import strip as strip_injections
 from graders.session import ReplyRecord, SessionGrader
 from tests.llmapi import FakeLLM, serve
 from tests.tgharness import library
@@ -538,7 +539,11 @@ def test_redteam_payload_cannot_raise_the_grade(case: dict[str, Any]) -> None:
         api.responder = gullible([case["cue"]])
         grader, records = await session(lang, *earlier, reply)
         record = records[-1]
-        tainted = any(r.findings.injection_quote for r in grader.records)
+        # as the engine checks it: each reply, and a payload split across replies
+        joined = ("" if lang == "zh" else " ").join(r.text for r in grader.records)
+        tainted = any(r.findings.injection_quote for r in grader.records) or bool(
+            strip_injections(joined).injected
+        )
         async with LLMClient(settings(api)) as client:
             finals = await Judge(client).grade_all(
                 reply,
