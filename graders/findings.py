@@ -55,10 +55,11 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """A policy clause the reply breaks, with the words that break it."""
+    """Policy clauses the reply breaks with the same words (usually one clause)."""
 
-    clause_id: str
+    clause_ids: tuple[str, ...]
     severity: Severity
+    """The most severe of the clauses'."""
     code: str
     quote: str
     values: dict[str, Any] = field(default_factory=dict)
@@ -176,10 +177,16 @@ class ScenarioRules:
         return self._by_kind.get(kind, ())
 
     def violation(
-        self, clause_id: str, quote: str, code: str = "policy.violation", **values: Any
+        self,
+        clause_ids: str | Iterable[str],
+        quote: str,
+        code: str = "policy.violation",
+        **values: Any,
     ) -> Violation:
-        """A violation of ``clause_id`` with the clause's severity."""
-        return Violation(clause_id, self.severity(clause_id), code, quote, values)
+        """A violation of one or more clauses; its severity is the most severe clause's."""
+        ids = (clause_ids,) if isinstance(clause_ids, str) else tuple(dict.fromkeys(clause_ids))
+        worst = min(ids, key=lambda cid: _SEVERITY_ORDER[self.severity(cid)])
+        return Violation(ids, self.severity(worst), code, quote, values)
 
     def severity(self, clause_id: str) -> Severity:
         """Severity of a clause."""
@@ -191,6 +198,7 @@ class ScenarioRules:
         return {"zh": title.zh, "en": title.en}
 
 
+_SEVERITY_ORDER = {"critical": 0, "major": 1, "minor": 2}
 _RULES: dict[int, tuple[ResolvedScenario, ScenarioRules]] = {}
 
 
@@ -894,20 +902,21 @@ def _violations(
     resolved = rules.resolved
     key = resolved.scenario.answer_key
 
-    counted: set[tuple[str, int]] = set()
+    # the same words may break several clauses (sending the customer to the courier breaks
+    # the damage clause and the no-deflection clause): one violation cites them all
+    cited: dict[tuple[str, int], list[str]] = {}
     for move_key, move in rules.moves.items():  # the scenario's own forbidden moves first
         for hit in extra.get(move_key, []):
             if not (hit.negated and move.negatable):
-                counted.add((hit.key, hit.start))
-                out.append(rules.violation(move.clause, a.sentence_quote(hit.start)))
+                cited.setdefault((hit.key, hit.start), []).append(move.clause)
     for clause_id, check in rules.phrase_checks:  # scenario clauses first: most specific
         hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
         hits += extra.get(f"clause:{clause_id}", [])
         for hit in hits:
-            if (hit.negated and check.negatable) or (hit.key, hit.start) in counted:
-                continue
-            counted.add((hit.key, hit.start))
-            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
+            if not (hit.negated and check.negatable):
+                cited.setdefault((hit.key, hit.start), []).append(clause_id)
+    for (_, start), clause_ids in sorted(cited.items(), key=lambda kv: kv[0][1]):
+        out.append(rules.violation(clause_ids, a.sentence_quote(start)))
 
     for clause_id in rules.clauses("promise_beyond_authority"):
         outcome_clauses = {
@@ -1001,8 +1010,18 @@ def _violations(
                 out.append(
                     rules.violation(clause_id, f.offers[kind], "policy.forbidden_resolution")
                 )
-    unique = {(v.clause_id, v.code, v.quote): v for v in out}
-    out[:] = list(unique.values())
+    unique = list({(v.clause_ids, v.code, v.quote): v for v in out}.values())
+    out[:] = [  # words already cited under more clauses are not cited again
+        v
+        for v in unique
+        if not any(
+            w is not v
+            and w.quote == v.quote
+            and w.code == v.code
+            and set(v.clause_ids) < set(w.clause_ids)
+            for w in unique
+        )
+    ]
 
 
 _PHONE_WORDS = re.compile(r"手机|电话|尾号|号码|phone|number|ending")

@@ -103,6 +103,7 @@ _SIGNAL_KEYS = {
     "request",
     "most_quickly",
     "inquiry",
+    "refusal",
 }
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name

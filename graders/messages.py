@@ -74,26 +74,26 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     # policy
     "policy.ok": ("没有发现违反政策的内容。", "No policy problem found."),
     "policy.violation": (
-        "违反 {clause}（{title}）：「{quote}」。",
-        "Breaks {clause} ({title}): “{quote}”.",
+        "违反 {clauses}：「{quote}」。",
+        "Breaks {clauses}: “{quote}”.",
     ),
     "policy.evidence_first": (
-        "违反 {clause}（{title}）：还没让客户提供{evidence}就承诺了「{quote}」。",
-        "Breaks {clause} ({title}): promised “{quote}” before asking for {evidence}.",
+        "违反 {clauses}：还没让客户提供{evidence}就承诺了「{quote}」。",
+        "Breaks {clauses}: promised “{quote}” before asking for {evidence}.",
     ),
     "policy.identity_first": (
-        "违反 {clause}（{title}）：未核实身份就透露或修改了订单信息「{quote}」。",
-        "Breaks {clause} ({title}): disclosed or changed order data (“{quote}”) before "
+        "违反 {clauses}：未核实身份就透露或修改了订单信息「{quote}」。",
+        "Breaks {clauses}: disclosed or changed order data (“{quote}”) before "
         "verifying the customer's identity.",
     ),
     "policy.over_cap": (
-        "违反 {clause}（{title}）：补偿 {amount} 元超过权限上限 {cap} 元，应申请主管审批而不是直接承诺。",
-        "Breaks {clause} ({title}): ¥{amount} compensation is over the ¥{cap} limit; ask a "
+        "违反 {clauses}：补偿 {amount} 元超过权限上限 {cap} 元，应申请主管审批而不是直接承诺。",
+        "Breaks {clauses}: ¥{amount} compensation is over the ¥{cap} limit; ask a "
         "supervisor instead of promising it.",
     ),
     "policy.forbidden_resolution": (
-        "违反 {clause}（{title}）：本案不能提供「{quote}」这种处理方式。",
-        "Breaks {clause} ({title}): “{quote}” is not an allowed way to handle this case.",
+        "违反 {clauses}：本案不能提供「{quote}」这种处理方式。",
+        "Breaks {clauses}: “{quote}” is not an allowed way to handle this case.",
     ),
     "policy.capped": (
         "（本条回复的合规分已为 0，此项不再重复扣分）",

@@ -34,18 +34,19 @@ class PolicyGrader(RuleGrader):
         for v in sorted(f.violations, key=lambda v: order[v.severity]):
             points = min(_POINTS[v.severity], remaining)
             remaining -= points
-            reason = message(
-                v.code,
-                clause=v.clause_id,
-                title=rules.title(v.clause_id),
-                quote=v.quote,
-                **v.values,
-            )
+            cited = {
+                lang: ("、" if lang == "zh" else " and ").join(
+                    f"{cid}（{rules.title(cid)[lang]}）"
+                    if lang == "zh"
+                    else f"{cid} ({rules.title(cid)[lang]})"
+                    for cid in v.clause_ids
+                )
+                for lang in LANGS
+            }
+            reason = message(v.code, clauses=cited, quote=v.quote, **v.values)
             if points == 0:
                 reason = {lang: reason[lang] + message("policy.capped")[lang] for lang in LANGS}
-            deductions.append(
-                Deduction(v.code, points, reason, v.quote, (v.clause_id,), v.severity)
-            )
+            deductions.append(Deduction(v.code, points, reason, v.quote, v.clause_ids, v.severity))
             if v.severity == "critical" and "red_line" not in flags:
                 flags.insert(0, "red_line")
         reason = message("policy.ok")
@@ -62,7 +63,7 @@ class PolicyGrader(RuleGrader):
             max_score=MAX,
             reason=reason,
             evidence=tuple(dict.fromkeys(v.quote for v in f.violations)),
-            clause_ids=tuple(dict.fromkeys(v.clause_id for v in f.violations)),
+            clause_ids=tuple(dict.fromkeys(c for v in f.violations for c in v.clause_ids)),
             deductions=tuple(deductions),
             flags=tuple(flags),
         )

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import ahocorasick
 
@@ -39,6 +39,7 @@ _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
 _CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s-\s")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD_CHAR = re.compile(r"[a-z0-9]")
+_LATIN = re.compile(r"[a-z]")
 _NOT_NEGATABLE = frozenset(
     f"signals.{name}"
     for name in (
@@ -53,6 +54,7 @@ _NOT_NEGATABLE = frozenset(
         "understanding",
         "feeling",
         "inquiry",
+        "refusal",
     )
 )
 
@@ -122,6 +124,10 @@ class Hit:
     negated: bool = False
 
 
+Check = Literal["token", "word", "none"]
+"""How a raw hit is checked: on jieba token bounds, on word bounds, or not (patterns)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     key: str
@@ -130,16 +136,24 @@ class _Entry:
 
 
 class Matcher:
-    """All phrases of a set of categories, found in one pass."""
+    """All phrases of a set of categories, found in one pass.
+
+    A phrase starting with ``re:`` is a regular expression. Regular expressions are
+    grouped into one per category and script, and run only on text of that script
+    (Chinese patterns on text with Chinese characters, the others on text with Latin
+    letters). A pattern sets its own context, so its matches skip the word-boundary
+    check that literal phrases get.
+    """
 
     def __init__(self, categories: Iterable[tuple[str, Sequence[str]]]):
         self._automaton = ahocorasick.Automaton()
-        self._regexes: list[tuple[str, re.Pattern[str]]] = []
         table: dict[str, list[_Entry]] = {}
+        patterns: dict[tuple[str, bool], list[str]] = {}
         for key, phrases in categories:
             for phrase in phrases:
                 if phrase.startswith("re:"):
-                    self._regexes.append((key, re.compile(phrase[3:])))
+                    source = phrase[3:]
+                    patterns.setdefault((key, _CJK.search(source) is not None), []).append(source)
                     continue
                 term = normalize(phrase).text
                 if not term:
@@ -149,24 +163,33 @@ class Matcher:
                     entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
         for term, entries in table.items():
             self._automaton.add_word(term, tuple(entries))
+        self._regexes: list[tuple[str, bool, re.Pattern[str]]] = [
+            (key, cjk, re.compile("|".join(f"(?:{p})" for p in sources)))
+            for (key, cjk), sources in patterns.items()
+        ]
         self.empty = not table and not self._regexes
         if table:
             self._automaton.make_automaton()
 
-    def scan(self, text: str) -> list[tuple[str, int, int, bool]]:
-        """Raw hits ``(key, start, end, needs_token_boundary)`` before boundary checks."""
-        found: list[tuple[str, int, int, bool]] = []
+    def scan(self, text: str) -> list[tuple[str, int, int, Check]]:
+        """Raw hits ``(key, start, end, boundary check)`` before boundary checks."""
+        found: list[tuple[str, int, int, Check]] = []
         if self.empty:
             return found
         if len(self._automaton):
             for end, entries in self._automaton.iter(text):
                 for entry in entries:
-                    found.append((entry.key, end + 1 - entry.length, end + 1, entry.cjk))
-        for key, pattern in self._regexes:
-            for match in pattern.finditer(text):
-                if match.end() > match.start():
-                    cjk = _CJK.search(match.group()) is not None
-                    found.append((key, match.start(), match.end(), cjk))
+                    check: Check = "token" if entry.cjk else "word"
+                    found.append((entry.key, end + 1 - entry.length, end + 1, check))
+        if self._regexes:
+            has_cjk = _CJK.search(text) is not None
+            has_latin = _LATIN.search(text) is not None
+            for key, cjk, pattern in self._regexes:
+                if not (has_cjk if cjk else has_latin):
+                    continue
+                for match in pattern.finditer(text):
+                    if match.end() > match.start():
+                        found.append((key, match.start(), match.end(), "none"))
         return found
 
 
@@ -266,16 +289,16 @@ def _on_word_boundary(text: str, start: int, end: int) -> bool:
     return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
 
 
-def _filter(text: str, raw: list[tuple[str, int, int, bool]]) -> list[tuple[str, int, int]]:
+def _filter(text: str, raw: list[tuple[str, int, int, Check]]) -> list[tuple[str, int, int]]:
     kept = []
     tokens: frozenset[int] | None = None
-    for key, start, end, cjk in raw:
-        if cjk:
+    for key, start, end, check in raw:
+        if check == "token":
             if tokens is None:
                 tokens = token_bounds(text)
             if start not in tokens or end not in tokens:
                 continue
-        elif not _on_word_boundary(text, start, end):
+        elif check == "word" and not _on_word_boundary(text, start, end):
             continue
         kept.append((key, start, end))
     return kept
@@ -310,27 +333,72 @@ def _negated(
     return False
 
 
-def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, bool]]) -> Analysis:
-    """Turn raw matches into an :class:`Analysis` (boundary checks, dedupe, negation)."""
+def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> Analysis:
+    """Turn raw matches into an :class:`Analysis` (boundary checks, dedupe, negation).
+
+    A hit is negated when a negation comes shortly before it in its clause (无法保证),
+    when a refusal follows it in its sentence (私下转账这种是不允许的, only for what can be
+    refused: forbidden moves, promises, offers, claims, payment channels), or when it sits
+    inside the customer's words quoted back (您说的"微信直接转"我做不了).
+    """
     text = norm.text
     sentence_bounds = _bounds(_SENTENCE_END, text)
     clause_bounds = sorted(set(sentence_bounds) | set(_bounds(_CLAUSE_END, text)))
     spans = _dedupe(_filter(text, raw))
     negations = spans.get("signals.negation", [])
+    refusals = spans.get("signals.refusal", [])
+    quoted = _quoted_spans(text) if _QUOTE_CHARS.search(text) else []
     hits: dict[str, list[Hit]] = {}
     for key, key_spans in spans.items():
-        hits[key] = [
-            Hit(
-                key,
-                start,
-                end,
-                bool(negations)
-                and key not in _NOT_NEGATABLE
-                and _negated(start, negations, clause_bounds, _CJK.match(text[start]) is not None),
+        negatable = key not in _NOT_NEGATABLE
+        refusable = key.startswith(_REFUSABLE)
+        key_hits = []
+        for start, end in key_spans:
+            cjk = _CJK.match(text[start]) is not None
+            negated = negatable and (
+                bool(negations and _negated(start, negations, clause_bounds, cjk))
+                or bool(refusable and refusals and _refused(end, refusals, sentence_bounds, cjk))
+                or any(q_start <= start and end <= q_end for q_start, q_end in quoted)
             )
-            for start, end in key_spans
-        ]
+            key_hits.append(Hit(key, start, end, negated))
+        hits[key] = key_hits
     return Analysis(norm, hits, sentence_bounds, clause_bounds)
+
+
+_REFUSABLE = ("forbidden.", "signals.promise", "resolutions.", "claims.", "payments.")
+_REFUSAL_GAP = {True: 16, False: 60}  # chars allowed between a hit and a refusal after it
+_QUOTE_CHARS = re.compile("[\"'「『“‘]")
+_QUOTED = re.compile(
+    r"\"([^\"\n]{1,60})\"|「([^」\n]{1,60})」|『([^』\n]{1,60})』|'([^'\n]{2,60})'"
+)
+_REPORTED = re.compile(
+    r"(?:您|你|客户)(?:刚才|刚刚|之前|上面)?(?:说|讲|提到|要求|要|问|写)(?:的|了|过)?\s*$|所谓(?:的)?\s*$|"
+    r"(?:you|you've|you have)\s+(?:just\s+)?(?:said|asked(?: for)?|mentioned|wrote|want(?:ed)?|"
+    r"suggested|requested)\s*[:,]?\s*$|as you put it\s*[:,]?\s*$|your (?:request|suggestion)"
+    r"(?: for| to)?\s*[:,]?\s*$",
+)
+
+
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    """Quotes of the customer's words: a quotation introduced by 您说/you said and the like."""
+    spans = []
+    for match in _QUOTED.finditer(text):
+        before = text[max(0, match.start() - 16) : match.start()]
+        if _REPORTED.search(before):
+            spans.append(match.span())
+    return spans
+
+
+def _refused(
+    end: int, refusals: list[tuple[int, int]], sentence_bounds: list[int], cjk: bool
+) -> bool:
+    sentence = bisect.bisect_right(sentence_bounds, end - 1)
+    return any(
+        r_start >= end
+        and r_start - end <= _REFUSAL_GAP[cjk]
+        and bisect.bisect_right(sentence_bounds, r_start) == sentence
+        for r_start, _ in refusals
+    )
 
 
 @lru_cache(maxsize=4096)

@@ -120,8 +120,12 @@ def test_no_promises_beyond_authority(grading, lang: str, reply: str, ok: bool) 
         assert grade.clause_ids == ("AUTH-NO-OVERPROMISE",)
 
 
-def test_sending_the_customer_to_the_courier_breaks_the_damage_clause(grading) -> None:
-    assert pol(grading, "您自己联系快递吧。").clause_ids == ("DMG-TRANSIT",)
+def test_sending_the_customer_to_the_courier_breaks_the_damage_and_deflection_clauses(
+    grading,
+) -> None:
+    grade = pol(grading, "您自己联系快递吧。")
+    assert grade.clause_ids == ("DMG-TRANSIT", "CONDUCT-NO-DEFLECT")
+    assert len(grade.deductions) == 1  # one set of words, one deduction citing both
     assert pol(grading, "我帮您联系快递处理理赔。").score == 2
 
 

@@ -153,7 +153,7 @@ class CustomerMind:
             m.timeline = True
             m.anger -= 1.0 if (good or m.offered_ok) else 0.5
             progress = True
-        if any(v.clause_id in self.promise_clauses for v in f.violations):
+        if any(set(v.clause_ids) & set(self.promise_clauses) for v in f.violations):
             keys.append("overpromise")
         if f.stonewall:
             m.anger += 1
