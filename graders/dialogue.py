@@ -44,6 +44,8 @@ class DialogueState:
     stated_facts: frozenset[str] = frozenset()
     """Required facts stated correctly so far."""
     last_customer: str = ""
+    customer_numbers: frozenset[str] = frozenset()
+    """Phone numbers the customer wrote (their own, or a new one for the order)."""
 
 
 def revealed_in(scenario: ResolvedScenario, text: str) -> set[str]:
@@ -85,9 +87,11 @@ def gives_identity(scenario: ResolvedScenario, text: str) -> bool:
 def after_customer(state: DialogueState, scenario: ResolvedScenario, text: str) -> DialogueState:
     """State after a customer message."""
     revealed = state.revealed | revealed_in(scenario, text)
+    numbers = {compact_digits(p.value) for p in extract(normalize(text).text).phones}
     return replace(
         state,
         revealed=frozenset(revealed),
         identity_verified=state.identity_verified or gives_identity(scenario, text),
         last_customer=text,
+        customer_numbers=state.customer_numbers | numbers,
     )

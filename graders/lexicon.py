@@ -104,6 +104,7 @@ _SIGNAL_KEYS = {
     "most_quickly",
     "inquiry",
     "refusal",
+    "non_negating",
 }
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name

@@ -55,6 +55,7 @@ _NOT_NEGATABLE = frozenset(
         "feeling",
         "inquiry",
         "refusal",
+        "non_negating",
     )
 )
 
@@ -345,7 +346,12 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
     sentence_bounds = _bounds(_SENTENCE_END, text)
     clause_bounds = sorted(set(sentence_bounds) | set(_bounds(_CLAUSE_END, text)))
     spans = _dedupe(_filter(text, raw))
-    negations = spans.get("signals.negation", [])
+    keep_words = spans.get("signals.non_negating", [])
+    negations = [
+        (start, end)
+        for start, end in spans.get("signals.negation", [])
+        if not any(k_start <= start and end <= k_end for k_start, k_end in keep_words)
+    ]
     refusals = spans.get("signals.refusal", [])
     quoted = _quoted_spans(text) if _QUOTE_CHARS.search(text) else []
     hits: dict[str, list[Hit]] = {}
