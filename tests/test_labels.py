@@ -1,0 +1,48 @@
+"""The labelled corpus: well-formed, covering every clause, and the test split frozen."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bot.calibration import load_labels
+from bot.content import ScenarioLibrary
+
+LABELS = Path(__file__).resolve().parent.parent / "scenarios" / "labels"
+FROZEN_TEST_SPLIT = "384624d6f505ff5af793bfc03c691db2f8eee25d7ba8947c8935e3e4e194d418"
+
+
+def test_the_test_split_is_frozen() -> None:
+    digest = hashlib.sha256((LABELS / "test.jsonl").read_bytes()).hexdigest()
+    assert digest == FROZEN_TEST_SPLIT, (
+        "scenarios/labels/test.jsonl changed: the test split is frozen (it was written "
+        "before tuning and measures it). Add new labelled replies to dev.jsonl instead."
+    )
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+def test_every_line_loads_and_every_clause_is_broken_ten_ways(
+    split: str, library: ScenarioLibrary
+) -> None:
+    items, bad = load_labels([LABELS / f"{split}.jsonl"], library)
+    assert not bad and len(items) == 384
+    assert Counter(i.item.language for i in items) == {"zh": 192, "en": 192}
+    assert {i.scenario.id for i in items} == set(library.ids())
+    clauses = Counter(c for i in items for c in i.item.clauses)
+    assert Counter(i.item.empathy for i in items).keys() == {0, 1, 2, 3}
+    assert sum(1 for i in items if i.item.injected) >= 12
+    assert sum(1 for i in items if not i.item.clauses) >= 100  # look-alikes and good replies
+    # every clause that applies in some scenario is broken in at least ten replies overall
+    applicable = {c for s in library.scenarios.values() for c in s.applicable_clauses}
+    both = Counter(
+        c
+        for s in ("test", "dev")
+        for line in (LABELS / f"{s}.jsonl").read_text("utf-8").splitlines()
+        for c in json.loads(line)["clauses"]
+    )
+    assert {c for c in applicable if both[c] < 10} == set()
+    assert clauses  # this split breaks clauses too
