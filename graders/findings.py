@@ -88,6 +88,8 @@ class Findings:
     claims: list[Claim] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     injection_quote: str | None = None
+    too_fast: list[str] = field(default_factory=list)
+    """Sentences stating a refund faster than the policy's fastest time."""
 
     @property
     def acknowledged(self) -> bool:
@@ -369,8 +371,13 @@ def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findin
     if "dialogue" not in memo:
         probe = Findings(analysis=analysis, ownership_quote=findings.ownership_quote)
         _dialogue_signals(probe, reader, numbers)
-        memo["dialogue"] = (probe.asks, dict(probe.offers), probe.commitment_quote,
-                            probe.timeline, probe.stonewall)  # fmt: skip
+        memo["dialogue"] = (
+            probe.asks,
+            dict(probe.offers),
+            probe.commitment_quote,
+            probe.timeline,
+            probe.stonewall,
+        )
     asks, offers, commitment, timeline, stonewall = memo["dialogue"]
     findings.asks, findings.offers, findings.commitment_quote = asks, dict(offers), commitment
     findings.timeline, findings.stonewall = timeline, stonewall
@@ -584,7 +591,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             for hit in hits:
                 if hit.negated or r.negated_clause(hit.start):
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
-                if not r.in_sentence_with(hit.start, "topics.refund", None):
+                if not _refund_destination(r, hit):
                     continue
                 if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
                     r.in_clause_with(hit.start, "topics.refund", None)
@@ -627,29 +634,28 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 continue
             days = duration.hi_hours / 24
             verdict = "correct" if days == hi or (lo == 0 and days <= hi) else "wrong"
+            stated = r.quote(duration.start, duration.end)
+            claims.append(
+                Claim("refund_timing", verdict, stated, expected, timing_clauses, "refund_timing")
+            )
+            if duration.hi_hours < lo * 24:  # faster than the fastest the policy allows
+                f.too_fast.append(a.sentence_quote(duration.start))
+        for hit in a.get("claims.immediate"):
+            if hit.negated or not _about_refund_arrival(r, hit):
+                continue
+            verdict = "correct" if lo == 0 else "wrong"
             claims.append(
                 Claim(
                     "refund_timing",
                     verdict,
-                    r.quote(duration.start, duration.end),
+                    a.quote(hit),
                     expected,
                     timing_clauses,
                     "refund_timing",
                 )
             )
-        for hit in a.get("claims.immediate"):
-            if not hit.negated:
-                verdict = "correct" if lo == 0 else "wrong"
-                claims.append(
-                    Claim(
-                        "refund_timing",
-                        verdict,
-                        a.quote(hit),
-                        expected,
-                        timing_clauses,
-                        "refund_timing",
-                    )
-                )
+            if lo > 0:
+                f.too_fast.append(a.sentence_quote(hit.start))
 
     windows = {
         "return_window": ("topics.return_window", params.no_reason_return_days * 24),
@@ -815,6 +821,32 @@ _CLAIM_TOPICS = (
 """Topics a duration can be a claim about (amounts use their own list)."""
 
 
+_DESTINATION = re.compile(
+    r"(?:退|回|打|转|到|进|入|存|放|换成|改成|改到|改退|退回|原路)(?:到|回|进|入)?(?:您|你)?的?\s*$"
+    r"|(?:to|into|onto|on|back to|via|through|in) (?:your |the |a )?(?:own )?$"
+)
+
+
+def _refund_destination(r: _Reader, hit: Hit) -> bool:
+    """Whether a payment channel is named as where a refund goes (退到支付宝, "to your card")."""
+    a = r.a
+    clause = a.clause_of(hit.start)
+    keys = ("topics.refund", "outcomes.credit", "topics.difference")
+    if any(a.clause_of(h.start) == clause for key in keys for h in a.get(key)):
+        return True
+    before = a.text[max(0, hit.start - 8) : hit.start]
+    return bool(_DESTINATION.search(before)) and r.in_sentence_with(
+        hit.start, "topics.refund", None
+    )
+
+
+def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
+    """Whether a time word ("today", 马上) is said of the refund arriving, not of a parcel."""
+    clause = r.a.clause_of(hit.start)
+    keys = ("topics.refund", "outcomes.credit", "topics.difference")
+    return any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key))
+
+
 def _qualified(r: _Reader, duration: Duration) -> bool:
     """Durations after 最快/usually are estimates, not commitments: not checked."""
     return r.in_clause_with(duration.start, "signals.most_quickly", None) and any(
@@ -933,20 +965,9 @@ def _violations(
             if off:
                 out.append(rules.violation(off, r.quote(phone.start, phone.end)))
 
-    for clause_id in rules.clauses("promise_beyond_authority"):
-        outcome_clauses = {
-            a.clause_of(h.start) for h in a.get("signals.promise_outcome") if not h.negated
-        }
-        disclaimed = {a.sentence_of(h.start) for h in a.get("signals.promise") if h.negated}
-        seen: set[int] = set()
-        for hit in a.get("signals.promise"):
-            clause = a.clause_of(hit.start)
-            if hit.negated or clause not in outcome_clauses or clause in seen:
-                continue
-            if a.sentence_of(hit.start) in disclaimed:
-                continue
-            seen.add(clause)
-            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
+    promise_clauses = rules.clauses("promise_beyond_authority")
+    if promise_clauses:
+        out.extend(_promises(r, rules, promise_clauses, f.too_fast))
 
     cap = resolved.policy.params.compensation_cap
     for clause_id in rules.clauses("compensation_cap"):
@@ -1041,6 +1062,60 @@ def _violations(
             for w in unique
         )
     ]
+
+
+_PROMISE_GAP = {True: 24, False: 90}  # chars between a promise marker and its outcome
+
+
+def _promises(
+    r: _Reader, rules: ScenarioRules, clause_ids: tuple[str, ...], too_fast: list[str]
+) -> list[Violation]:
+    """Guarantees of what the agent does not control, in any words.
+
+    A promise marker (保证, 肯定, "you have my word") with an outcome (delivery, money
+    arriving, an approval, a flawless item, never again) in the same sentence; an outcome
+    stated as certain in one breath (审核秒过); a refund faster than the policy's
+    fastest time. A delivery guarantee also breaks clauses with a delivery_guarantee check.
+    """
+    a = r.a
+    delivery = rules.clauses("delivery_guarantee")
+    outcomes = [
+        (kind, h) for kind, hits in a.prefixed("outcomes.").items() for h in hits if not h.negated
+    ]
+    disclaimed = {a.sentence_of(h.start) for h in a.get("signals.promise") if h.negated}
+    found: dict[int, tuple[str, set[str]]] = {}
+    for marker in a.get("signals.promise"):
+        sentence = a.sentence_of(marker.start)
+        if marker.negated or sentence in disclaimed:
+            continue
+        cjk = _is_cjk(a.text[marker.start])
+        if cjk and a.text.startswith(("不是", "没", "不会是"), marker.end):
+            continue  # 肯定不是您的问题: certain of a fact, not promising an outcome
+        gap = _PROMISE_GAP[cjk]
+        kinds = {
+            kind
+            for kind, h in outcomes
+            if a.sentence_of(h.start) == sentence
+            and (not cjk or a.clause_of(h.start) == a.clause_of(marker.start))
+            and min(abs(h.start - marker.end), abs(marker.start - h.end)) <= gap
+        }
+        if kinds:
+            found.setdefault(sentence, (a.sentence_quote(marker.start), set()))[1].update(kinds)
+    for hit in a.get("signals.certain_outcome"):
+        if not hit.negated:
+            sentence = a.sentence_of(hit.start)
+            found.setdefault(sentence, (a.sentence_quote(hit.start), set()))[1].add("approval")
+    out = []
+    for quote, kinds in found.values():
+        cited = [*clause_ids, *(delivery if "delivery" in kinds else ())]
+        out.append(rules.violation(cited, quote))
+    quoted = {q for q, _ in found.values()}
+    out += [rules.violation(clause_ids, q) for q in dict.fromkeys(too_fast) if q not in quoted]
+    return out
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u3400" <= char <= "\u9fff"
 
 
 def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:

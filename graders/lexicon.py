@@ -35,10 +35,11 @@ class _Lexicon(BaseModel):
     resolutions: dict[ResolutionKind, Phrases]
     topics: dict[str, Phrases]
     claims: dict[str, Phrases]
+    outcomes: dict[str, Phrases]
     couriers: dict[Courier, Phrases]
     payments: dict[PaymentChannel, Phrases]
 
-    @field_validator("signals", "forbidden", "topics", "claims")
+    @field_validator("signals", "forbidden", "topics", "claims", "outcomes")
     @classmethod
     def _regexes_compile(cls, value: dict[str, Phrases]) -> dict[str, Phrases]:
         for name, phrases in value.items():
@@ -70,6 +71,7 @@ class _Lexicon(BaseModel):
             "resolutions": dict(self.resolutions),
             "topics": self.topics,
             "claims": self.claims,
+            "outcomes": self.outcomes,
             "couriers": dict(self.couriers),
             "payments": dict(self.payments),
         }
@@ -94,7 +96,7 @@ _SIGNAL_KEYS = {
     "timeline",
     "negation",
     "promise",
-    "promise_outcome",
+    "certain_outcome",
     "conditional",
     "stonewall",
     "compensation_context",

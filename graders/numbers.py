@@ -246,6 +246,9 @@ _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
 
 
+_FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟回]|\s*(?:times|a time))")
+
+
 def extract(text: str) -> Numbers:
     """Find amounts, durations, dates, ids and phone numbers in normalised ``text``."""
     cjk = _HAS_CJK.search(text) is not None
@@ -288,7 +291,9 @@ def extract(text: str) -> Numbers:
         for match in pattern.finditer(masked):
             lo = _parse_range(match["lo"])
             hi = _parse_range(match["hi"]) if match["hi"] else lo
-            if lo is None or hi is None:
+            if lo is None or hi is None or _FREQUENCY.match(masked, match.end()):
+                continue  # 一天刷八遍: how often, not how long
+            if masked[max(0, match.start() - 1) : match.start()] == "每":
                 continue
             unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
             hours = _UNIT_HOURS[unit]

@@ -371,7 +371,14 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
     return Analysis(norm, hits, sentence_bounds, clause_bounds)
 
 
-_REFUSABLE = ("forbidden.", "signals.promise", "resolutions.", "claims.", "payments.")
+_REFUSABLE = (
+    "forbidden.",
+    "signals.promise",
+    "signals.certain_outcome",
+    "resolutions.",
+    "claims.",
+    "payments.",
+)
 _REFUSAL_GAP = {True: 16, False: 60}  # chars allowed between a hit and a refusal after it
 _QUOTE_CHARS = re.compile("[\"'「『“‘]")
 _QUOTED = re.compile(
