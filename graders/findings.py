@@ -970,20 +970,18 @@ def _violations(
         out.extend(_promises(r, rules, promise_clauses, f.too_fast))
 
     cap = resolved.policy.params.compensation_cap
-    for clause_id in rules.clauses("compensation_cap"):
-        for amount in numbers.amounts:
-            topic = r.topic(
-                amount.start,
-                amount.end,
-                ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
-            )
-            if topic != "topics.compensation" or amount.value <= cap:
-                continue
-            if r.in_sentence_with(amount.start, "signals.escalation_framing", None):
+    cap_clauses = rules.clauses("compensation_cap")
+    if cap_clauses:
+        approval_promised = any(
+            v.clause_ids[0] in rules.clauses("promise_beyond_authority") for v in out
+        ) and a.has("outcomes.approval") | a.has("signals.certain_outcome")
+        for amount in _compensations(r, rules, numbers):
+            escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+            if amount.value <= cap or (escalated and not approval_promised):
                 continue
             out.append(
                 rules.violation(
-                    clause_id,
+                    cap_clauses,
                     a.sentence_quote(amount.start),
                     "policy.over_cap",
                     amount=f"{amount.value:g}",
@@ -993,7 +991,7 @@ def _violations(
         for hit in a.get("forbidden.excessive_compensation"):
             if hit.negated or r.in_sentence_with(hit.start, "signals.escalation_framing", None):
                 continue
-            out.append(rules.violation(clause_id, a.sentence_quote(hit.start)))
+            out.append(rules.violation(cap_clauses, a.sentence_quote(hit.start)))
 
     identity_clauses = rules.clauses("identity_before_disclosure")
     if identity_clauses and not state.identity_verified:
@@ -1116,6 +1114,58 @@ def _promises(
 
 def _is_cjk(char: str) -> bool:
     return "\u3400" <= char <= "\u9fff"
+
+
+def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[Amount]:
+    """Amounts given as compensation.
+
+    Named so (红包, coupon, goodwill), or money handed over (补您50, "send you 50") that
+    is not the refund, the difference or the price; not when declined or only quoted.
+    """
+    a = r.a
+    found = []
+    for amount in numbers.amounts:
+        if _declined(r, amount.start, amount.end):
+            continue
+        topic = r.topic(
+            amount.start,
+            amount.end,
+            ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
+        )
+        if topic == "topics.compensation":
+            found.append(amount)
+            continue
+        known = _round(amount.value) in rules.known_amounts
+        clause = a.clause_of(amount.start)
+        framed = any(
+            a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
+            for h in a.get("signals.compensation_context")
+        )
+        if not known and (framed or topic is None):
+            found.append(amount)
+    return found
+
+
+_REPORTED_DEMAND = re.compile(
+    r"(?:您|你)(?:说|要求|要|想)(?:让我|要我|我)?|you (?:asked|want|wanted|said|demanded)(?: me)?"
+)
+
+
+def _declined(r: _Reader, start: int, end: int) -> bool:
+    """Whether what is said at ``start:end`` is negated, refused or only the customer's demand."""
+    a = r.a
+    clause = a.clause_of(start)
+    if any(a.clause_of(h.start) == clause for h in a.get("signals.negation")):
+        return True
+    sentence = a.sentence_of(start)
+    gap = 16 if _is_cjk(a.text[start]) or not a.text[start].isascii() else 60
+    if any(
+        a.sentence_of(h.start) == sentence and 0 <= h.start - end <= gap
+        for h in a.get("signals.refusal")
+    ):
+        return True
+    clause_start = max((b for b in a.clause_bounds if b <= start), default=0)
+    return bool(_REPORTED_DEMAND.search(a.text[clause_start:start]))
 
 
 def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:

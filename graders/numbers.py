@@ -57,7 +57,23 @@ _EN_NUM = "(?:" + "|".join(sorted((re.escape(w) for w in _EN_WORDS), key=len, re
 
 _AMOUNT = re.compile(
     rf"(?:¥|rmb|cny)\s*(?P<a>{_AR_NUM})"
-    rf"|(?P<b>{NUM})\s*(?:元|块钱|块(?![\u4e00-\u9fff])|圆|\s?rmb\b|\s?yuan\b|\s?cny\b)"
+    rf"|(?P<b>{NUM})\s*(?:元|块钱|块(?=红包|券|现金|的红包|的券|钱)|块(?![\u4e00-\u9fff])|圆|\s?rmb\b|\s?yuan\b|\s?cny\b)"
+)
+_NOT_MONEY = (
+    r"(?![\d.]*\s*(?:个|天|小时|件|工作日|号|月|日|%|点|分钟|分|周|星期|年|岁|套|台|瓶|次|遍|倍|"
+    r"business|working|days?|hours?|items?|pieces?|%|times|am|pm|stars?|星|京豆|积分|jd beans|beans|points))"
+)
+_GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "transfer you 50"
+    r"(?:补|赔|补偿|赔偿|赔付|转|垫|送|退|多给|再给|另给)(?:给)?(?:您|你)?(?P<c>\d+(?:\.\d+)?)"
+    + _NOT_MONEY
+    + r"|(?P<d>\d+(?:\.\d+)?)\s*(?:的)?(?:红包|无门槛券|优惠券|代金券|券|现金)"
+    + r"|\b(?:send|transfer|pay|give|refund|credit|add|throw in|compensate|put)(?: you)?"
+    r"(?: an? extra| another| the extra| extra| over)?\s+(?P<e>\d+(?:\.\d+)?)\b"
+    + _NOT_MONEY
+    + r"|\bextra (?P<f>\d+(?:\.\d+)?)\b"
+    + _NOT_MONEY
+    + r"|\b(?P<g>\d+(?:\.\d+)?) ?(?:yuan )?(?:coupon|voucher|red packet|credit|compensation)\b"
+    + r"|(?P<h>\d{2,}(?:\.\d+)?)\s*块"
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
@@ -284,6 +300,11 @@ def extract(text: str) -> Numbers:
         value = parse_number(match["a"] or match["b"])
         if value is not None:
             amounts.append(Amount(value, match.start(), match.end()))
+    masked = _mask(masked, [(a.start, a.end) for a in amounts])
+    for match in _GIVEN_AMOUNT.finditer(masked):
+        group = next(g for g in "cdefgh" if match[g] is not None)
+        amounts.append(Amount(float(match[group]), match.start(group), match.end(group)))
+    amounts.sort(key=lambda a: a.start)
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
     durations = []
     patterns = [p for p, on in ((_DURATION_ZH, cjk), (_DURATION_EN, latin)) if on]
