@@ -27,7 +27,7 @@ from bot.scenario import (
 from graders.dialogue import DialogueState, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
-from graders.numbers import Amount, Duration, Numbers, compact_digits, extract
+from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
 from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
 
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
@@ -176,8 +176,17 @@ class ScenarioRules:
         self.courier_names: dict[Lang, str] = COURIER_NAMES[order.courier]
 
     def clauses(self, kind: str) -> tuple[str, ...]:
-        """Applicable clause ids that declare check ``kind``."""
-        return self._by_kind.get(kind, ())
+        """Applicable clause ids that declare check ``kind``.
+
+        For ``resolution_fit`` the scenario's own clauses come first: INFO-ACCURATE's
+        check is only the fallback for a case with no handling clause.
+        """
+        found = self._by_kind.get(kind, ())
+        if kind == "resolution_fit":
+            clauses = self.resolved.policy.clauses
+            specific = tuple(c for c in found if clauses[c].scope == "scenario")
+            return specific or found
+        return found
 
     def violation(
         self,
@@ -484,6 +493,11 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
             )
         )
 
+    choosing = {  # 退款还是补发？ asks the customer to choose: no commitment yet
+        a.sentence_of(h.start)
+        for key in ("intents.preference", "signals.choice")
+        for h in a.get(key)
+    }
     for kind, hits in resolutions.items():
         live = [h for h in hits if offered(kind, h)]
         if live:
@@ -491,9 +505,12 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
         if kind in COMMITTING_RESOLUTIONS and f.commitment_quote is None:
             for hit in live:
                 sentence = a.sentence_of(hit.start)
-                if sentence not in questions and sentence not in conditional:
-                    f.commitment_quote = a.sentence_quote(hit.start)
-                    break
+                if sentence in conditional or (sentence in questions and sentence in choosing):
+                    continue
+                if len(resolutions) > 1 and sentence in questions:
+                    continue  # several remedies put as a question: a choice
+                f.commitment_quote = a.sentence_quote(hit.start)
+                break
     f.timeline = (
         a.has("signals.timeline")
         or bool(numbers.durations)
@@ -512,6 +529,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
     params = resolved.policy.params
     claims = f.claims
     a = r.a
+    today = day_of(scenario.today)
 
     order_clauses = rules.clauses("order_facts")
     if order_clauses:
@@ -632,14 +650,29 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 or r.negated_clause(duration.start)
             ):
                 continue
-            days = duration.hi_hours / 24
-            verdict = "correct" if days == hi or (lo == 0 and days <= hi) else "wrong"
+            span_days = duration.hi_hours / 24
+            verdict = "correct" if span_days == hi or (lo == 0 and span_days <= hi) else "wrong"
             stated = r.quote(duration.start, duration.end)
             claims.append(
                 Claim("refund_timing", verdict, stated, expected, timing_clauses, "refund_timing")
             )
             if duration.hi_hours < lo * 24:  # faster than the fastest the policy allows
                 f.too_fast.append(a.sentence_quote(duration.start))
+        for date in numbers.dates:  # "by tomorrow morning", 最晚下周一
+            until = date.days_from(today.weekday())
+            if until is None or r.negated_clause(date.start) or _qualified(r, date):
+                continue
+            if not _about_refund_arrival(r, Hit("date", date.start, date.end)):
+                continue
+            if any(h.start <= date.start < h.end for h in a.get("claims.immediate")):
+                continue  # 今天就到账: counted as an immediate refund below
+            verdict = "correct" if until >= hi else "wrong"
+            stated = r.quote(date.start, date.end)
+            claims.append(
+                Claim("refund_timing", verdict, stated, expected, timing_clauses, "refund_timing")
+            )
+            if until < lo:
+                f.too_fast.append(a.sentence_quote(date.start))
         for hit in a.get("claims.immediate"):
             if hit.negated or not _about_refund_arrival(r, hit):
                 continue
@@ -675,7 +708,13 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 or r.negated_clause(duration.start)
             ):
                 continue
-            verdict = "correct" if duration.hi_hours == hours else "wrong"
+            if kind == "reship_timing":  # the shop may ship sooner than its limit
+                verdict = "correct" if duration.hi_hours <= hours else "wrong"
+            else:
+                verdict = "correct" if duration.hi_hours == hours else "wrong"
+            anchor = _WRONG_ANCHOR.get(kind)
+            if anchor and r.in_sentence_with(duration.start, anchor, None):
+                verdict = "wrong"  # 15 days from sign-for, where it runs from the order
             required = "reship_timing" if kind == "reship_timing" else None
             claims.append(
                 Claim(
@@ -687,6 +726,18 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                     required,
                 )
             )
+        if kind == "reship_timing":  # "ships today", 下周三才能发, "next Friday"
+            for date in numbers.dates:
+                until = date.days_from(today.weekday())
+                if until is None or r.negated_clause(date.start) or _qualified(r, date):
+                    continue
+                if r.topic(date.start, date.end, _CLAIM_TOPICS, fallback=False) != topic:
+                    continue
+                verdict = "correct" if until * 24 <= hours else "wrong"
+                stated = r.quote(date.start, date.end)
+                claims.append(
+                    Claim(kind, verdict, stated, _hours_text(hours), clauses, "reship_timing")
+                )
 
     if order_clauses and any(k == "topics.delivery" for k, _, _ in r.topics):
         for duration in numbers.durations:
@@ -702,7 +753,8 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             verdict = "correct" if duration.hi_hours == days * 24 else "wrong"
             claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
         for date in numbers.dates:
-            if date.relative_days is None or not r.in_clause_with(date.start, "topics.delivery"):
+            until = date.days_from(today.weekday())
+            if until is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
             if r.negated_clause(date.start):
                 continue
@@ -710,11 +762,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             if key.eta is None:
                 claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
                 continue
-            verdict = (
-                "correct"
-                if date.relative_days == (key.eta - day_of(scenario.today)).days
-                else "wrong"
-            )
+            verdict = "correct" if until == (key.eta - today).days else "wrong"
             claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
 
     payer_clauses = rules.clauses("shipping_fee_payer")
@@ -794,21 +842,46 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
     if fit_clauses:
         acceptable = set(key.acceptable_resolutions)
         unfit = set(f.offers) - acceptable - NEUTRAL_RESOLUTIONS - set(key.forbidden_resolutions)
-        if unfit:
-            options = {
-                lang: "、".join(
-                    LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
-                )
-                if lang == "zh"
-                else ", ".join(
-                    LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
-                )
-                for lang in LANGS
-            }
-            for kind in sorted(unfit):
-                claims.append(Claim("resolution", "unfit", f.offers[kind], options, fit_clauses))
+        options = {
+            lang: ("、" if lang == "zh" else ", ").join(
+                LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
+            )
+            for lang in LANGS
+        }
+        quotes = [f.offers[kind] for kind in sorted(unfit)]
+        quotes += [a.sentence_quote(h.start) for h in a.get("claims.substitute") if not h.negated]
+        quotes += [  # part of what is due, as the fix: "keep it and I'll refund ¥20 of it"
+            a.sentence_quote(h.start)
+            for h in a.get("claims.partial")
+            if not h.negated
+            and (
+                r.in_sentence_with(h.start, "topics.refund", None)
+                or r.in_sentence_with(h.start, "topics.difference", None)
+            )
+        ]
+        fixes = bool(set(f.offers) & acceptable)
+        refused = any(not h.negated for k in _REFUSALS for h in a.get(f"claims.{k}")) or a.has(
+            "signals.instead"
+        )
+        if "compensation" in f.offers and refused and not fixes:  # a coupon instead of the fix
+            quotes.append(f.offers["compensation"])
+        for quote in dict.fromkeys(quotes):
+            claims.append(Claim("resolution", "unfit", quote, options, fit_clauses))
+
+    if order_clauses:  # conditions the policy does not have: 发票, 开箱视频, "only if…"
+        for hit in a.get("claims.condition"):
+            if hit.negated or r.in_sentence_with(hit.start, "signals.legit_condition", None):
+                continue
+            claims.append(
+                Claim("condition", "wrong", a.sentence_quote(hit.start), None, order_clauses)
+            )
 
 
+_WRONG_ANCHOR = {  # a window counted from the wrong day
+    "price_protection_window": "topics.signed",
+    "return_window": "topics.ordered",
+}
+_REFUSALS = ("refuse_refund", "refuse_exchange", "refuse_price_protection", "refuse_return")
 _CLAIM_TOPICS = (
     "topics.refund",
     "topics.return_window",
@@ -847,10 +920,10 @@ def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     return any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key))
 
 
-def _qualified(r: _Reader, duration: Duration) -> bool:
-    """Durations after 最快/usually are estimates, not commitments: not checked."""
-    return r.in_clause_with(duration.start, "signals.most_quickly", None) and any(
-        h.end <= duration.start for h in r.a.get("signals.most_quickly")
+def _qualified(r: _Reader, span: Duration | DateRef) -> bool:
+    """Times after 最快/usually are estimates, not commitments: not checked."""
+    return r.in_clause_with(span.start, "signals.most_quickly", None) and any(
+        h.end <= span.start for h in r.a.get("signals.most_quickly")
     )
 
 
@@ -1105,7 +1178,8 @@ def _promises(
             found.setdefault(sentence, (a.sentence_quote(hit.start), set()))[1].add("approval")
     out = []
     for quote, kinds in found.values():
-        cited = [*clause_ids, *(delivery if "delivery" in kinds else ())]
+        parcel = "delivery" in kinds and "credit" not in kinds  # "in your account by tomorrow"
+        cited = [*clause_ids, *(delivery if parcel else ())]
         out.append(rules.violation(cited, quote))
     quoted = {q for q, _ in found.values()}
     out += [rules.violation(clause_ids, q) for q in dict.fromkeys(too_fast) if q not in quoted]

@@ -137,6 +137,8 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
     "refund_eligibility": ("能否退款", "refund eligibility"),
     "exchange_eligibility": ("能否换货", "exchange eligibility"),
     "resolution": ("处理方案", "solution"),
+    "condition": ("处理条件", "condition for the remedy"),
+    "compensation": ("补偿金额", "compensation"),
 }
 
 

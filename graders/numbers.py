@@ -116,7 +116,9 @@ _DATE_EN = re.compile(
     rf"\b{_MONTH_RE}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b"
     rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon2>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b"
 )
-_RELATIVE = re.compile(r"大后天|后天|明天|今天|今日|明日|day after tomorrow|tomorrow|today")
+_RELATIVE = re.compile(
+    r"大后天|后天|明天|今天|今日|明日|当天|今晚|明早|day after tomorrow|tomorrow|today|tonight|same day|same-day"
+)
 _RELATIVE_DAYS = {
     "今天": 0,
     "今日": 0,
@@ -127,7 +129,21 @@ _RELATIVE_DAYS = {
     "后天": 2,
     "day after tomorrow": 2,
     "大后天": 3,
+    "当天": 0,
+    "今晚": 0,
+    "明早": 1,
+    "tonight": 0,
+    "same day": 0,
+    "same-day": 0,
 }
+_WEEKDAY_ZH = re.compile(
+    r"(?P<next>下下|下个?|这个?|本)?(?:周|星期|礼拜)(?P<d>[一二三四五六日天1-7])"
+)
+_WEEKDAY_EN = re.compile(
+    r"\b(?:(?P<next>next|this|coming) )?(?P<d>monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
+)
+_WEEKDAYS_ZH = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6}
+_WEEKDAYS_EN = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _ID = re.compile(
     r"(?<![a-z0-9])(?:[a-z]{1,4}[ -]?)?\d{3,20}(?:[-\u2010-\u2015]\d{2,20}){0,3}(?![a-z0-9])"
 )
@@ -217,13 +233,26 @@ class Duration:
 
 @dataclass(frozen=True, slots=True)
 class DateRef:
-    """A calendar date (month, day) or a relative day (today = 0, tomorrow = 1)."""
+    """A calendar date (month, day), a relative day (today = 0, tomorrow = 1) or a weekday."""
 
     month: int | None
     day: int | None
     relative_days: int | None
     start: int
     end: int
+    weekday: int | None = None
+    """0 = Monday … 6 = Sunday, for 周三 / "next Friday"."""
+    weeks_ahead: int = 0
+    """1 for 下周三 / "next Friday"."""
+
+    def days_from(self, today_weekday: int) -> int | None:
+        """Days from a day with ``today_weekday`` to this date, when it is relative."""
+        if self.relative_days is not None:
+            return self.relative_days
+        if self.weekday is None:
+            return None
+        ahead = (self.weekday - today_weekday) % 7
+        return ahead + 7 * self.weeks_ahead if self.weeks_ahead else ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,9 +282,10 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-_DIGITISH = re.compile(r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天")
+_DIGITISH = re.compile(r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天|周|星期|礼拜")
 _EN_NUMBERISH = re.compile(
     rf"\btoday\b|\btomorrow\b|\b(?:{'|'.join(w for w in _EN_WORDS if w not in ('a', 'an'))})\b"
+    r"|day\b"
     r"|\ban? (?:day|hour|week|business day|working day)"
 )
 _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
@@ -283,6 +313,15 @@ def extract(text: str) -> Numbers:
             dates.append(DateRef(_MONTHS[mon], int(day_text), None, match.start(), match.end()))
     for match in _RELATIVE.finditer(text):
         dates.append(DateRef(None, None, _RELATIVE_DAYS[match.group()], match.start(), match.end()))
+    for match in _WEEKDAY_ZH.finditer(text) if cjk else ():
+        digit = match["d"]
+        day = int(digit) - 1 if digit.isdigit() else _WEEKDAYS_ZH[digit]
+        ahead = {"下下": 2, "下": 1, "下个": 1}.get(match["next"] or "", 0)
+        dates.append(DateRef(None, None, None, match.start(), match.end(), day, ahead))
+    for match in _WEEKDAY_EN.finditer(text) if latin else ():
+        ahead = 1 if match["next"] == "next" else 0
+        day = _WEEKDAYS_EN.index(match["d"])
+        dates.append(DateRef(None, None, None, match.start(), match.end(), day, ahead))
     phones = [Token(m.group(), m.start(), m.end()) for m in _PHONE.finditer(text)]
     ids = [
         Token(m.group(), m.start(), m.end())

@@ -56,6 +56,9 @@ _NOT_NEGATABLE = frozenset(
         "inquiry",
         "refusal",
         "non_negating",
+        "choice",
+        "instead",
+        "legit_condition",
     )
 )
 
