@@ -280,6 +280,7 @@ class _Reader:
         priority = {key: rank for rank, key in enumerate(allowed)}
         clause = self.a.clause_of(start)
         best: tuple[int, int, str] | None = None
+        window: str | None = None
         for key, t_start, t_end in self.topics:
             if key not in priority or self.a.clause_of(t_start) != clause:
                 continue
@@ -287,8 +288,11 @@ class _Reader:
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
             if best is None or (distance, priority[key]) < best[:2]:
                 best = (distance, priority[key], key)
+            if key in _WINDOW_TOPICS:
+                window = key if window is None else window
         if best is not None:
-            return best[2]
+            # "3 days from delivery" is the no-reason window, counted from delivery
+            return window if window and best[2] in _ANCHOR_TOPICS else best[2]
         if not fallback:
             return None
         sentence = self.a.sentence_of(start)
@@ -747,7 +751,8 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                 continue
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
-                claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
+                if not r.in_clause_with(duration.start, "signals.approximate", None):
+                    claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
                 continue
             days = (key.eta - day_of(scenario.today)).days
             verdict = "correct" if duration.hi_hours == days * 24 else "wrong"
@@ -834,7 +839,7 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                         "wrong",
                         a.sentence_quote(hit.start),
                         expected_text,
-                        eligibility_clauses,
+                        _eligibility_clauses(rules, fact) or eligibility_clauses,
                     )
                 )
 
@@ -877,6 +882,22 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             )
 
 
+def _eligibility_clauses(rules: ScenarioRules, fact: str) -> tuple[str, ...]:
+    """The clause an eligibility claim is about: the one setting that remedy's window."""
+    window = {
+        "return_eligibility": "return_window",
+        "price_protection_eligibility": "price_protection_window",
+    }.get(fact)
+    if window is None:
+        return rules.clauses("resolution_fit")
+    eligible = set(rules.clauses("eligibility"))
+    return tuple(c for c in rules.clauses(window) if c in eligible)
+
+
+_WINDOW_TOPICS = frozenset(
+    {"topics.return_window", "topics.exchange_window", "topics.price_protection"}
+)
+_ANCHOR_TOPICS = frozenset({"topics.delivery", "topics.signed", "topics.damage_report"})
 _WRONG_ANCHOR = {  # a window counted from the wrong day
     "price_protection_window": "topics.signed",
     "return_window": "topics.ordered",

@@ -292,7 +292,7 @@ _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
 
 
-_FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟回]|\s*(?:times|a time))")
+_FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟]|\s*(?:times|a time))")
 
 
 def extract(text: str) -> Numbers:

@@ -59,6 +59,7 @@ _NOT_NEGATABLE = frozenset(
         "choice",
         "instead",
         "legit_condition",
+        "approximate",
     )
 )
 
