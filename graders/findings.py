@@ -28,7 +28,7 @@ from graders.dialogue import DialogueState, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
-from graders.text import Analysis, Hit, Matcher, analyze, scan_extra
+from graders.text import Analysis, Hit, Matcher, analyze, normalize, scan_extra
 
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
 NEUTRAL_RESOLUTIONS = frozenset({"escalate", "urge_courier", "compensation"})
@@ -157,6 +157,7 @@ class ScenarioRules:
                 _round(order.shipping_fee),
             }
         params = resolved.policy.params
+        self.cap = params.compensation_cap
         self.known_amounts = self.refund_amounts | {
             _round(order.price),
             _round(order.shipping_fee),
@@ -281,18 +282,28 @@ class _Reader:
         clause = self.a.clause_of(start)
         best: tuple[int, int, str] | None = None
         window: str | None = None
+        latin = self.a.text[start:end].isascii()
         for key, t_start, t_end in self.topics:
             if key not in priority or self.a.clause_of(t_start) != clause:
                 continue
             overlap = t_start < end and start < t_end
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
+            if latin and t_start >= end:
+                distance += 8  # English names the thing first: "a new one out within 48 hours"
             if best is None or (distance, priority[key]) < best[:2]:
                 best = (distance, priority[key], key)
             if key in _WINDOW_TOPICS:
                 window = key if window is None else window
         if best is not None:
             # "3 days from delivery" is the no-reason window, counted from delivery
-            return window if window and best[2] in _ANCHOR_TOPICS else best[2]
+            if window and best[2] in _ANCHOR_TOPICS:
+                return window
+            if best[2] == "topics.delivery" and "topics.refund" in priority:
+                sentence = self.a.sentence_of(start)
+                here = {k for k, t, _ in self.topics if self.a.sentence_of(t) == sentence}
+                if "topics.refund" in here and "topics.reship" not in here:
+                    return "topics.refund"  # "refund of ¥189 … it'll reach you in 3 days"
+            return best[2]
         if not fallback:
             return None
         sentence = self.a.sentence_of(start)
@@ -394,7 +405,7 @@ def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findin
     asks, offers, commitment, timeline, stonewall = memo["dialogue"]
     findings.asks, findings.offers, findings.commitment_quote = asks, dict(offers), commitment
     findings.timeline, findings.stonewall = timeline, stonewall
-    _claims(findings, reader, rules, numbers)
+    _claims(findings, reader, rules, numbers, state)
     _violations(findings, reader, rules, numbers, extra, state)
     if stripped.injected:
         findings.injection_quote = stripped.injected[0]
@@ -525,7 +536,9 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
     )
 
 
-def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> None:
+def _claims(
+    f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers, state: DialogueState
+) -> None:
     resolved = rules.resolved
     scenario = resolved.scenario
     order = scenario.order
@@ -542,12 +555,28 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             for key in ("forbidden.off_platform", "forbidden.review_inducement")
             for h in a.get(key)
         }
+        given = {(c.start, c.end) for c in _compensations(r, rules, numbers)}
+        heard = {
+            _round(amount.value) for amount in extract(normalize(state.last_customer).text).amounts
+        }
+        cap = params.compensation_cap
+        cap_clauses = rules.clauses("compensation_cap") or order_clauses
         for amount in numbers.amounts:
-            if a.sentence_of(amount.start) not in tainted:  # a red line, judged by policy
+            if (amount.start, amount.end) in given:  # judged against the cap
+                escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+                verdict: Verdict = "correct" if amount.value <= cap or escalated else "wrong"
+                cap_text: dict[Lang, str] = {"zh": f"不超过{cap}元", "en": f"up to ¥{cap}"}
+                stated = r.quote(amount.start, amount.end)
+                claims.append(Claim("compensation", verdict, stated, cap_text, cap_clauses))
+            elif a.sentence_of(amount.start) in tainted:  # a red line, judged by policy
+                continue
+            elif _round(amount.value) not in heard:  # repeating the customer is no claim
                 claims.extend(_amount_claim(amount, r, rules, order_clauses))
+        for quote in _recipient_data(r, rules):  # read back from the order: right by itself
+            claims.append(Claim("recipient", "correct", quote, None, order_clauses))
         valid = {compact_digits(order.order_id), compact_digits(order.tracking_no or "")}
         for token in numbers.ids:
-            verdict: Verdict = "correct" if compact_digits(token.value) in valid else "wrong"
+            verdict = "correct" if compact_digits(token.value) in valid else "wrong"
             claims.append(
                 Claim(
                     "order_id",
@@ -557,10 +586,17 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
                     order_clauses,
                 )
             )
+        sending_away = {
+            a.sentence_of(h.start)
+            for key in ("forbidden.courier_deflection", "forbidden.dismissive")
+            for h in a.get(key)
+        }
         for courier, hits in a.prefixed("couriers.").items():
             for hit in hits:
                 if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
                     continue
+                if a.sentence_of(hit.start) in sending_away:
+                    continue  # "您得去找顺丰" names the courier to send the customer away
                 verdict = "correct" if courier == order.courier else "wrong"
                 expected = rules.courier_names
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
@@ -613,8 +649,10 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             for hit in hits:
                 if hit.negated or r.negated_clause(hit.start):
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
-                if not _refund_destination(r, hit):
-                    continue
+                if not _refund_destination(r, hit) or r.in_clause_with(
+                    hit.start, "signals.hypothetical", None
+                ):
+                    continue  # "if you'd paid by Alipay it'd be quicker" names no destination
                 if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
                     r.in_clause_with(hit.start, "topics.refund", None)
                 ):
@@ -647,11 +685,19 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
     if timing_clauses:
         lo, hi = params.refund_days.for_channel(order.payment)
         expected = _days(lo, hi, "个工作日", "business days")
+        refund_talk = any(a.get(k) for k in ("topics.refund", "outcomes.credit"))
         for duration in numbers.durations:
+            topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
+            channel_named = (
+                refund_talk
+                and topic is None
+                and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
+            )  # 银行卡3–7个工作日, "bank cards take 3–7 business days"
             if (
                 _qualified(r, duration)
-                or r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.refund"
+                or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
+                or r.in_clause_with(duration.start, "signals.hypothetical", None)
             ):
                 continue
             span_days = duration.hi_hours / 24
@@ -872,6 +918,11 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             quotes.append(f.offers["compensation"])
         for quote in dict.fromkeys(quotes):
             claims.append(Claim("resolution", "unfit", quote, options, fit_clauses))
+        if not quotes:  # a remedy this case allows is a correct statement of the policy
+            for kind in sorted(set(f.offers) & acceptable - NEUTRAL_RESOLUTIONS):
+                if kind in state.offered or _intended(r, kind):
+                    continue  # said before, or only what the agent means to look into
+                claims.append(Claim("resolution", "correct", f.offers[kind], options, fit_clauses))
 
     if order_clauses:  # conditions the policy does not have: 发票, 开箱视频, "only if…"
         for hit in a.get("claims.condition"):
@@ -880,6 +931,49 @@ def _claims(f: Findings, r: _Reader, rules: ScenarioRules, numbers: Numbers) -> 
             claims.append(
                 Claim("condition", "wrong", a.sentence_quote(hit.start), None, order_clauses)
             )
+
+
+_PURPOSE = re.compile(
+    r"核实|查一下|查查|查看|check|看一下|看看|look into|verify|pull (?:it )?up|so (?:that )?i can|"
+    r"好给您|我好|以便|方便我|便于|先帮您查|确认一下"
+)
+
+
+def _intended(r: _Reader, kind: str) -> bool:
+    """Whether an offer is only what the agent means to look into, not a remedy stated.
+
+    For example "我先帮您核实价保" or "so I can get the exchange started".
+    """
+    a = r.a
+    for hit in a.get(f"resolutions.{kind}"):
+        before = a.text[max(0, hit.start - (8 if _is_cjk(a.text[hit.start]) else 28)) : hit.start]
+        clause_start = max((b for b in a.clause_bounds if b <= hit.start), default=0)
+        if _PURPOSE.search(before[max(0, clause_start - hit.start + len(before)) :]):
+            return True
+    return False
+
+
+def _recipient_data(r: _Reader, rules: ScenarioRules) -> list[str]:
+    """The recipient's name, phone or address as the reply reads them back."""
+    a = r.a
+    quotes: list[str] = []
+    if rules.address.search(a.text.replace(" ", "")):
+        quotes.append(a.excerpt())
+    for name in rules.names:
+        index = a.text.find(name)
+        if index >= 0:
+            quotes.append(r.quote(index, index + len(name)))
+    numbers: Numbers = a.memo["numbers"]
+    quotes += [
+        r.quote(p.start, p.end) for p in numbers.phones if compact_digits(p.value) == rules.phone
+    ]
+    for match in _MASKED_PHONE.finditer(a.text):
+        if (match["head"], match["tail"]) == (rules.phone[:3], rules.phone[-4:]):
+            quotes.append(a.sentence_quote(match.start()))
+    for match in rules.last4.finditer(a.text):
+        if _PHONE_WORDS.search(a.text[max(0, match.start() - 24) : match.start()]):
+            quotes.append(a.sentence_quote(match.start()))
+    return list(dict.fromkeys(quotes))
 
 
 def _eligibility_clauses(rules: ScenarioRules, fact: str) -> tuple[str, ...]:
@@ -1230,13 +1324,13 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         if topic == "topics.compensation":
             found.append(amount)
             continue
-        known = _round(amount.value) in rules.known_amounts
+        known = _round(amount.value) in rules.known_amounts - {float(rules.cap)}
         clause = a.clause_of(amount.start)
         framed = any(
             a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
             for h in a.get("signals.compensation_context")
         )
-        if not known and (framed or topic is None):
+        if not known and (framed or (topic is None and amount.handed)):
             found.append(amount)
     return found
 

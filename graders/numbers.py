@@ -74,6 +74,10 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
     + _NOT_MONEY
     + r"|\b(?P<g>\d+(?:\.\d+)?) ?(?:yuan )?(?:coupon|voucher|red packet|credit|compensation)\b"
     + r"|(?P<h>\d{2,}(?:\.\d+)?)\s*块"
+    + r"|(?P<i>\d{2,}(?:\.\d+)?)\s*(?:的)?(?:退款|货款|差价|的事)"
+    + r"|(?:退款|差价|货款)\s*(?P<j>\d{2,}(?:\.\d+)?)"
+    + _NOT_MONEY
+    + r"|\b(?:the|your|of) (?P<k>\d{2,}(?:\.\d+)?)\b(?! ?(?:business|working|days?|hours?|items?|%|stars?|times))"
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
@@ -219,6 +223,8 @@ class Amount:
     value: float
     start: int
     end: int
+    handed: bool = False
+    """Written without a unit after a giving verb (补您50, "send you 50")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +298,7 @@ _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
 
 
+_LATE_BY = re.compile(r"(?:晚了|超了|延误了|延迟了|拖了|超时|等了|late by|overdue by|waited)\s*$")
 _FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟]|\s*(?:times|a time))")
 
 
@@ -341,8 +348,9 @@ def extract(text: str) -> Numbers:
             amounts.append(Amount(value, match.start(), match.end()))
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
     for match in _GIVEN_AMOUNT.finditer(masked):
-        group = next(g for g in "cdefgh" if match[g] is not None)
-        amounts.append(Amount(float(match[group]), match.start(group), match.end(group)))
+        group = next(g for g in "cdefghijk" if match[g] is not None)
+        handed = group in "ce"  # a giving verb right before the number
+        amounts.append(Amount(float(match[group]), match.start(group), match.end(group), handed))
     amounts.sort(key=lambda a: a.start)
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
     durations = []
@@ -353,6 +361,8 @@ def extract(text: str) -> Numbers:
             hi = _parse_range(match["hi"]) if match["hi"] else lo
             if lo is None or hi is None or _FREQUENCY.match(masked, match.end()):
                 continue  # 一天刷八遍: how often, not how long
+            if _LATE_BY.search(masked[max(0, match.start() - 6) : match.start()]):
+                continue  # 已经晚了4天: how late it is, not a time promised
             if masked[max(0, match.start() - 1) : match.start()] == "每":
                 continue
             unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]

@@ -60,6 +60,7 @@ _NOT_NEGATABLE = frozenset(
         "instead",
         "legit_condition",
         "approximate",
+        "hypothetical",
     )
 )
 
