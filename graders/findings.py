@@ -1137,9 +1137,12 @@ def _violations(
             if not (hit.negated and check.negatable):
                 cited.setdefault((hit.key, hit.start), []).append(clause_id)
     refund_channel = rules.clauses("refund_channel")
+    money_moves = {
+        h.start for h in a.get("forbidden.off_platform") if _MONEY.search(a.text[h.start : h.end])
+    }
     for (category, start), clause_ids in sorted(cited.items(), key=lambda kv: kv[0][1]):
-        paid_privately = category == "forbidden.off_platform" and refund_channel
-        if paid_privately and _pays_the_refund(r, rules, start):
+        paid_privately = category == "forbidden.off_platform" and start in money_moves
+        if paid_privately and refund_channel and _pays_the_refund(r, rules, start):
             clause_ids = [*clause_ids, *refund_channel]  # the refund, paid privately
         out.append(rules.violation(clause_ids, a.sentence_quote(start)))
     customers = {resolved.scenario.order.receiver.phone, *state.customer_numbers}
@@ -1372,6 +1375,10 @@ def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:
     return any(_round(v) in rules.refund_amounts for v in [*in_sentence, *bare])
 
 
+_MONEY = re.compile(
+    r"转|垫|打款|红包|收款码|付款码|掏腰包|扫|钱|账号|pay|transfer|send|drop|wire|alipay|wechat pay|"
+    r"qr|pocket|account|¥|\d{2,}"
+)
 _BARE_NUMBER = re.compile(r"(?<![\d.])\d{2,5}(?:\.\d{1,2})?(?![\d.])")
 _PHONE_WORDS = re.compile(
     r"手机|电话|尾号|尾数|后四位|号码|phone|number|ending|ends in|end in|last four|last 4"

@@ -208,7 +208,7 @@ def _lexicon_matcher() -> Matcher:
     return Matcher(categories)
 
 
-_NEGATION_GAP = {True: 4, False: 32}  # chars allowed between a negation and its target
+_NEGATION_GAP = {True: 4, False: 48}  # chars allowed between a negation and its target
 
 
 @dataclass(slots=True)
