@@ -12,12 +12,13 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from bot.i18n import LANGS, Lang
 from bot.scenario import (
     COURIER_NAMES,
     PAYMENT_NAMES,
+    PaymentChannel,
     PhraseCheck,
     ResolvedScenario,
     Severity,
@@ -700,13 +701,20 @@ def _claims(
                 or r.in_clause_with(duration.start, "signals.hypothetical", None)
             ):
                 continue
+            # a time given for another channel ("余额0–1个工作日") is that channel's time;
+            # naming the channel is the refund-channel finding
+            c_lo, c_hi = params.refund_days.for_channel(
+                _named_channel(r, duration.start, order.payment)
+            )
             span_days = duration.hi_hours / 24
-            verdict = "correct" if span_days == hi or (lo == 0 and span_days <= hi) else "wrong"
+            verdict = (
+                "correct" if span_days == c_hi or (c_lo == 0 and span_days <= c_hi) else "wrong"
+            )
             stated = r.quote(duration.start, duration.end)
             claims.append(
                 Claim("refund_timing", verdict, stated, expected, timing_clauses, "refund_timing")
             )
-            if duration.hi_hours < lo * 24:  # faster than the fastest the policy allows
+            if duration.hi_hours < c_lo * 24:  # faster than the fastest the policy allows
                 f.too_fast.append(a.sentence_quote(duration.start))
         for date in numbers.dates:  # "by tomorrow morning", 最晚下周一
             until = date.days_from(today.weekday())
@@ -1028,9 +1036,26 @@ def _refund_destination(r: _Reader, hit: Hit) -> bool:
     )
 
 
+def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChannel:
+    """The payment channel named in the clause (or sentence) at ``pos``, if any."""
+    a = r.a
+    for scope in (a.clause_of, a.sentence_of):
+        named = [
+            channel
+            for channel, hits in a.prefixed("payments.").items()
+            for h in hits
+            if scope(h.start) == scope(pos) and not h.negated
+        ]
+        if named:
+            return default if default in named else cast(PaymentChannel, named[0])
+    return default
+
+
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     """Whether a time word ("today", 马上) is said of the refund arriving, not of a parcel."""
     clause = r.a.clause_of(hit.start)
+    if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):
+        return False  # a coupon or red packet arriving is not the refund
     keys = ("topics.refund", "outcomes.credit", "topics.difference")
     return any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key))
 
@@ -1328,6 +1353,8 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             found.append(amount)
             continue
         known = _round(amount.value) in rules.known_amounts - {float(rules.cap)}
+        if topic == "topics.compensation" and _round(amount.value) in rules.refund_amounts:
+            continue  # the refund or difference paid as a coupon: the remedy, not an extra
         clause = a.clause_of(amount.start)
         framed = any(
             a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)

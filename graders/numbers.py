@@ -57,7 +57,7 @@ _EN_NUM = "(?:" + "|".join(sorted((re.escape(w) for w in _EN_WORDS), key=len, re
 
 _AMOUNT = re.compile(
     rf"(?:¥|rmb|cny)\s*(?P<a>{_AR_NUM})"
-    rf"|(?P<b>{NUM})\s*(?:元|块钱|块(?=红包|券|现金|的红包|的券|钱)|块(?![\u4e00-\u9fff])|圆|\s?rmb\b|\s?yuan\b|\s?cny\b)"
+    rf"|(?P<b>{NUM})\s*(?:元|块钱|蚊|块(?=红包|券|现金|的红包|的券|钱)|块(?![\u4e00-\u9fff])|圆|\s?rmb\b|\s?yuan\b|\s?cny\b)"
 )
 _NOT_MONEY = (
     r"(?![\d.]*\s*(?:个|天|小时|件|工作日|号|月|日|%|点|分钟|分|周|星期|年|岁|套|台|瓶|次|遍|倍|"
