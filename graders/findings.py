@@ -440,16 +440,20 @@ def _empathy_signals(
     soothing = _by_sentence(a, [*a.get("signals.apology"), *a.get("signals.understanding")])
     feelings = _by_sentence(a, a.get("signals.feeling"))
     problems = _by_sentence(a, extra.get("problem", []))
-    restates = _by_sentence(a, a.get("signals.restate"))
+    restates = _by_sentence(a, [h for h in a.get("signals.restate") if not h.negated])
+    empathic = _by_sentence(a, [h for h in a.get("signals.empathic") if not h.negated])
     keys = []
     for start, end in a.sentences():
         sentence = a.sentence_of(start)
         key = sentence_key(a.text[start:end])
         keys.append(key)
+        near = (sentence - 1, sentence, sentence + 1)  # an apology and what it is for may
+        specific = any(feelings.get(i) or problems.get(i) for i in near)  # be a sentence apart
         is_ack = bool(
             restates.get(sentence)
-            or (soothing.get(sentence) and (feelings.get(sentence) or problems.get(sentence)))
-            or (feelings.get(sentence) and problems.get(sentence))
+            or empathic.get(sentence)
+            or (soothing.get(sentence) and specific)
+            or (feelings.get(sentence) and any(problems.get(i) for i in near))
         )
         repeated = state.sentences.get(key) if len(key) >= 5 else None
         if is_ack and (
@@ -458,16 +462,41 @@ def _empathy_signals(
             f.ack_quote = a.sentence_quote(start)
             f.ack_repeated_from = repeated
     f.sentence_keys = tuple(keys)
+    # a red-line move is never a next step (docs/labelling.md)
+    tainted = {
+        a.sentence_of(h.start)
+        for key in ("forbidden.off_platform", "forbidden.review_inducement", "forbidden.insult")
+        for h in a.get(key)
+        if not h.negated
+    }
     actions = [h for h in a.get("signals.action") if not h.negated]
     actions += [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
-    action_sentences = {a.sentence_of(h.start) for h in actions}
+    action_sentences = {a.sentence_of(h.start) for h in actions} - tainted
     for hit in a.get("signals.ownership"):
         if not hit.negated and a.sentence_of(hit.start) in action_sentences:
             f.ownership_quote = a.sentence_quote(hit.start)
             break
-    offers = [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
+    offers = [
+        h
+        for hs in a.prefixed("resolutions.").values()
+        for h in hs
+        if not h.negated and a.sentence_of(h.start) not in tainted
+    ]
     if f.ownership_quote is None and offers:  # a concrete offer is ownership with a next step
         f.ownership_quote = a.sentence_quote(min(h.start for h in offers))
+    if f.ownership_quote is None:  # asking for what is needed, and saying what it is for
+        for hit in a.get("signals.purpose"):
+            if a.sentence_of(hit.start) not in tainted and any(
+                a.get(k)
+                for k in (
+                    "intents.order_id",
+                    "intents.photos",
+                    "intents.identity",
+                    "intents.item_received",
+                )
+            ):
+                f.ownership_quote = a.sentence_quote(hit.start)
+                break
 
 
 def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:

@@ -61,6 +61,7 @@ _NOT_NEGATABLE = frozenset(
         "legit_condition",
         "approximate",
         "hypothetical",
+        "purpose",
     )
 )
 
