@@ -121,11 +121,11 @@ class ScenarioRules:
         scenario = resolved.scenario
         by_kind: dict[str, list[str]] = {}
         self.phrase_checks: list[tuple[str, PhraseCheck]] = []
+        terms = [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en]
+        item = " ".join((scenario.order.item.zh, scenario.order.item.en)).lower()
         categories: list[tuple[str, list[str]]] = [
-            (
-                "problem",
-                [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en],
-            )
+            ("problem", terms),
+            ("defect", [t for t in terms if t.lower() not in item]),  # not just the item's name
         ]
         scenario_first = sorted(
             resolved.applicable_clauses,
@@ -440,6 +440,7 @@ def _empathy_signals(
     soothing = _by_sentence(a, [*a.get("signals.apology"), *a.get("signals.understanding")])
     feelings = _by_sentence(a, a.get("signals.feeling"))
     problems = _by_sentence(a, extra.get("problem", []))
+    defects = _by_sentence(a, extra.get("defect", []))
     restates = _by_sentence(a, [h for h in a.get("signals.restate") if not h.negated])
     empathic = _by_sentence(a, [h for h in a.get("signals.empathic") if not h.negated])
     keys = []
@@ -454,6 +455,7 @@ def _empathy_signals(
             or empathic.get(sentence)
             or (soothing.get(sentence) and specific)
             or (feelings.get(sentence) and any(problems.get(i) for i in near))
+            or defects.get(sentence)  # names what went wrong: 裂了, "grey XL instead of black M"
         )
         repeated = state.sentences.get(key) if len(key) >= 5 else None
         if is_ack and (
