@@ -482,7 +482,7 @@ def _empathy_signals(
         h
         for hs in a.prefixed("resolutions.").values()
         for h in hs
-        if not h.negated and a.sentence_of(h.start) not in tainted
+        if not h.negated and not r.negated_clause(h.start) and a.sentence_of(h.start) not in tainted
     ]
     if f.ownership_quote is None and offers:  # a concrete offer is ownership with a next step
         f.ownership_quote = a.sentence_quote(min(h.start for h in offers))
@@ -531,6 +531,7 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
         sentence = a.sentence_of(hit.start)
         return (
             not hit.negated
+            and not r.negated_clause(hit.start)  # 没法给您补发或者退款: neither is offered
             and a.clause_of(hit.start) not in inquiring  # only asked about (退款进度, whether…)
             and sentence not in void
             and not (kind == "refund" and sentence in difference)  # it is the difference

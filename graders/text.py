@@ -303,7 +303,9 @@ def _filter(text: str, raw: list[tuple[str, int, int, Check]]) -> list[tuple[str
         if check == "token":
             if tokens is None:
                 tokens = token_bounds(text)
-            if start not in tokens or end not in tokens:
+            # jieba glues a trailing pronoun on (谢谢您, 告诉您): the phrase still ends there
+            glued = end < len(text) and text[end] in "您你" and end + 1 in tokens
+            if start not in tokens or (end not in tokens and not glued):
                 continue
         elif check == "word" and not _on_word_boundary(text, start, end):
             continue

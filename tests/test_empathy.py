@@ -104,7 +104,17 @@ def test_follow_up_that_moves_the_case_on_keeps_full_marks(grading) -> None:
     g = grading().customer(OPENING)
     g.reply("水壶到手就裂了，真的很抱歉，麻烦发一下订单号，我马上为您处理。")
     g.customer("订单号JD2026111100123")
-    assert g.reply("好的，我这就为您安排48小时内补发。")["empathy"].score == 3
+    assert g.reply("好的，感谢您提供，我这就为您安排48小时内补发。")["empathy"].score == 3
+
+
+def test_follow_up_without_courtesy_loses_a_point(grading) -> None:
+    # a bare 您 is not courtesy (docs/labelling.md): the step alone earns 2
+    g = grading().customer(OPENING)
+    g.reply("水壶到手就裂了，真的很抱歉，麻烦发一下订单号，我马上为您处理。")
+    g.customer("订单号JD2026111100123")
+    grade = g.reply("好的，我这就为您安排48小时内补发。")["empathy"]
+    assert grade.score == 2
+    assert "empathy.no_courtesy" in codes(grade)
 
 
 def test_sentiment_words_alone_do_not_score(grading) -> None:
