@@ -633,6 +633,16 @@ class AnswerKey(Strict):
     problem_terms: Phrases = Field(
         description="Words naming this customer's problem; an apology that names it is specific."
     )
+    defect_terms: Phrases = Field(
+        default_factory=Phrases,
+        description="Words saying what went wrong (裂了, 'wrong size', 没到账); naming it is an "
+        "acknowledgement without an apology. Not the item's name or the remedy's.",
+    )
+    wanted_terms: Phrases = Field(
+        default_factory=Phrases,
+        description="Words naming what this customer asks for (面霜, 'black M', 差价); naming it "
+        "in an offer restates what they want, an acknowledgement.",
+    )
     acceptable_resolutions: list[ResolutionKind] = Field(min_length=1)
     forbidden_resolutions: list[ResolutionKind] = Field(
         default_factory=list, description="Offers that break policy here."

@@ -121,11 +121,11 @@ class ScenarioRules:
         scenario = resolved.scenario
         by_kind: dict[str, list[str]] = {}
         self.phrase_checks: list[tuple[str, PhraseCheck]] = []
-        terms = [*scenario.answer_key.problem_terms.zh, *scenario.answer_key.problem_terms.en]
-        item = " ".join((scenario.order.item.zh, scenario.order.item.en)).lower()
+        key = scenario.answer_key
         categories: list[tuple[str, list[str]]] = [
-            ("problem", terms),
-            ("defect", [t for t in terms if t.lower() not in item]),  # not just the item's name
+            ("problem", [*key.problem_terms.zh, *key.problem_terms.en]),
+            ("defect", [*key.defect_terms.zh, *key.defect_terms.en]),
+            ("wanted", [*key.wanted_terms.zh, *key.wanted_terms.en]),
         ]
         scenario_first = sorted(
             resolved.applicable_clauses,
@@ -293,11 +293,12 @@ class _Reader:
                 distance += 8  # English names the thing first: "a new one out within 48 hours"
             if best is None or (distance, priority[key]) < best[:2]:
                 best = (distance, priority[key], key)
-            if key in _WINDOW_TOPICS:
-                window = key if window is None else window
+            if key in _WINDOW_TOPICS or (key == "topics.damage_report" and window is None):
+                window = key if window is None or window == "topics.damage_report" else window
         if best is not None:
-            # "3 days from delivery" is the no-reason window, counted from delivery
-            if window and best[2] in _ANCHOR_TOPICS:
+            # "3 days from delivery" is the no-reason window, counted from delivery;
+            # 签收24小时内报破损 is the damage-report window
+            if window and best[2] in _ANCHOR_TOPICS and best[2] != window:
                 return window
             if best[2] == "topics.delivery" and "topics.refund" in priority:
                 sentence = self.a.sentence_of(start)
@@ -440,22 +441,48 @@ def _empathy_signals(
     soothing = _by_sentence(a, [*a.get("signals.apology"), *a.get("signals.understanding")])
     feelings = _by_sentence(a, a.get("signals.feeling"))
     problems = _by_sentence(a, extra.get("problem", []))
-    defects = _by_sentence(a, extra.get("defect", []))
+    photos = a.get("intents.photos")
+    defects = _by_sentence(  # not what a photo is asked of ("photos (the crack…)", 裂缝的照片)
+        a,
+        [
+            h
+            for h in extra.get("defect", [])
+            if not any(-30 <= h.start - p.end <= 30 for p in photos if not p.negated)
+        ],
+    )
     restates = _by_sentence(a, [h for h in a.get("signals.restate") if not h.negated])
     empathic = _by_sentence(a, [h for h in a.get("signals.empathic") if not h.negated])
+    # a red-line move is never a next step (docs/labelling.md)
+    tainted = {
+        a.sentence_of(h.start)
+        for key in ("forbidden.off_platform", "forbidden.review_inducement", "forbidden.insult")
+        for h in a.get(key)
+        if not h.negated
+    }
+    offers = [
+        h
+        for hs in a.prefixed("resolutions.").values()
+        for h in hs
+        if not h.negated and not r.negated_clause(h.start) and a.sentence_of(h.start) not in tainted
+    ]
+    offered = {a.sentence_of(h.start) for h in offers}
+    wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
     keys = []
     for start, end in a.sentences():
         sentence = a.sentence_of(start)
         key = sentence_key(a.text[start:end])
         keys.append(key)
         near = (sentence - 1, sentence, sentence + 1)  # an apology and what it is for may
-        specific = any(feelings.get(i) or problems.get(i) for i in near)  # be a sentence apart
+        specific = (  # be a sentence apart; other problem words (the item) only in the same one
+            any(feelings.get(i) or defects.get(i) for i in near) or sentence in problems
+        )
         is_ack = bool(
             restates.get(sentence)
             or empathic.get(sentence)
             or (soothing.get(sentence) and specific)
             or (feelings.get(sentence) and any(problems.get(i) for i in near))
-            or defects.get(sentence)  # names what went wrong: 裂了, "grey XL instead of black M"
+            or defects.get(sentence)  # names what went wrong: 裂了, "the wrong size"
+            or (sentence in wanted and sentence in offered)  # "the black M ships today"
         )
         repeated = state.sentences.get(key) if len(key) >= 5 else None
         if is_ack and (
@@ -464,13 +491,6 @@ def _empathy_signals(
             f.ack_quote = a.sentence_quote(start)
             f.ack_repeated_from = repeated
     f.sentence_keys = tuple(keys)
-    # a red-line move is never a next step (docs/labelling.md)
-    tainted = {
-        a.sentence_of(h.start)
-        for key in ("forbidden.off_platform", "forbidden.review_inducement", "forbidden.insult")
-        for h in a.get(key)
-        if not h.negated
-    }
     actions = [h for h in a.get("signals.action") if not h.negated]
     actions += [h for hs in a.prefixed("resolutions.").values() for h in hs if not h.negated]
     action_sentences = {a.sentence_of(h.start) for h in actions} - tainted
@@ -478,12 +498,6 @@ def _empathy_signals(
         if not hit.negated and a.sentence_of(hit.start) in action_sentences:
             f.ownership_quote = a.sentence_quote(hit.start)
             break
-    offers = [
-        h
-        for hs in a.prefixed("resolutions.").values()
-        for h in hs
-        if not h.negated and not r.negated_clause(h.start) and a.sentence_of(h.start) not in tainted
-    ]
     if f.ownership_quote is None and offers:  # a concrete offer is ownership with a next step
         f.ownership_quote = a.sentence_quote(min(h.start for h in offers))
     if f.ownership_quote is None:  # asking for what is needed, and saying what it is for

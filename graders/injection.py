@@ -150,8 +150,8 @@ def _find(text: str) -> list[tuple[int, int]]:
         if _AIMED.search(inner) or _SCORE_ASSIGN.search(inner) or _GRADER_RE.search(inner):
             spans.append(match.span())
     masked = list(text)
-    for start, end in spans:
-        masked[start:end] = " " * (end - start)
+    for start, end in spans:  # a cut marker ends the sentence around it
+        masked[start:end] = "\n" * (end - start)
     rest = "".join(masked)
     for match in _SENTENCE.finditer(rest):
         spans += _aimed_clauses(rest, match.start(), match.end())

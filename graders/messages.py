@@ -28,8 +28,9 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "“{problem}” or their frustration).",
     ),
     "empathy.no_courtesy": (
-        "推进了处理，但没有任何礼貌用语（如「您」「请」「抱歉」）。",
-        "Moves the case on, but without any polite form (please, sorry, thank you).",
+        "推进了处理，但没有任何礼貌用语（如「麻烦您」「谢谢」「抱歉」「辛苦了」；单独一个「您」「请」不算）。",
+        "Moves the case on, but without any polite form (thank you, sorry, could you please; "
+        "a bare 'please' does not count).",
     ),
     "empathy.no_ownership": (
         "有共情，但没有主动担责并说明下一步（例如「我这就为您……」）。",

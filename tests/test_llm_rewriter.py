@@ -158,8 +158,9 @@ def test_the_request_fences_the_reply_and_the_chat_and_is_deterministic() -> Non
     assert body.count("<<<END REPLY") == 1
     chat = body.split(f"<<<CHAT {marker}>>>\n")[1].split(f"\n<<<END CHAT {marker}>>>")[0]
     assert chat.startswith("顾客: ") and "裂" in chat
-    # the deduction's quote (trainee words) is fenced and neutralised in the system prompt
-    assert f"<<<QUOTE {marker}>>>\n{neutralise(typed)}" in system["content"]
+    # the deduction quotes the graded words (the text aimed at the grader is cut out of
+    # them), fenced in the system prompt
+    assert f"<<<QUOTE {marker}>>>\n亲，请耐心等待\n<<<END QUOTE {marker}>>>" in system["content"]
     assert "<<<END REPLY 0000000000>>>" not in system["content"] + body
 
 

@@ -38,13 +38,13 @@ GOOD = [
     "Thank you for the photos, and I'm sorry for the trouble the cracked kettle has caused. "
     "You can choose: we send a new kettle within 48 hours and pick up the cracked one for free, "
     "or we refund the full ¥299 to your Alipay within 1-3 business days.",
-    "To protect your details, could you first tell me the recipient's name or the last four "
+    "Thanks, Ms. Wang. To protect your details, could you first tell me the recipient's name or the last four "
     "digits of the phone on the order? I'll confirm the address for you right after.",
 ]
-COLD = "Could you send me the order number and two photos (the crack and the outer box)?"
+COLD = "Thanks. Could you send me the order number and two photos (the crack and the outer box)?"
 WRONG_TIMING = GOOD[1].replace("1-3 business days", "10 business days")
 FIX = "Sorry, let me correct that: the ¥299 refund reaches your Alipay within 1-3 business days."
-NO_ACK = "Could you tell me the last four digits of the phone on the order?"
+NO_ACK = "Thanks. Could you tell me the last four digits of the phone on the order?"
 # Resolved, 75.8 points in four deductions (5, 2.5, 5, 11.67 with clause REFUND-TIMING):
 # the session fails only because the total is below the pass mark.
 BELOW_ONLY = [COLD, WRONG_TIMING, FIX, NO_ACK]
