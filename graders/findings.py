@@ -612,9 +612,8 @@ def _claims(
             if (amount.start, amount.end) in given:  # judged against the cap
                 escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
                 verdict: Verdict = "correct" if amount.value <= cap or escalated else "wrong"
-                cap_text: dict[Lang, str] = {"zh": f"不超过{cap}元", "en": f"up to ¥{cap}"}
                 stated = r.quote(amount.start, amount.end)
-                claims.append(Claim("compensation", verdict, stated, cap_text, cap_clauses))
+                claims.append(Claim("compensation", verdict, stated, _cap_text(cap), cap_clauses))
             elif a.sentence_of(amount.start) in tainted:  # a red line, judged by policy
                 continue
             elif _round(amount.value) not in heard:  # repeating the customer is no claim
@@ -844,6 +843,11 @@ def _claims(
                 )
 
     if order_clauses and any(k == "topics.delivery" for k, _, _ in r.topics):
+
+        def eta_clauses(pos: int) -> tuple[str, ...]:
+            # a guaranteed date is the promise's clause, not a misstated order fact
+            return () if r.in_sentence_with(pos, "signals.promise", None) else order_clauses
+
         for duration in numbers.durations:
             if r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery" or (
                 r.negated_clause(duration.start)
@@ -852,11 +856,17 @@ def _claims(
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
                 if not r.in_clause_with(duration.start, "signals.approximate", None):
-                    claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
+                    claims.append(
+                        Claim("eta", "unsupported", stated, None, eta_clauses(duration.start))
+                    )
                 continue
             days = (key.eta - day_of(scenario.today)).days
             verdict = "correct" if duration.hi_hours == days * 24 else "wrong"
-            claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
+            claims.append(
+                Claim(
+                    "eta", verdict, stated, _date_text(key.eta), eta_clauses(duration.start), "eta"
+                )
+            )
         for date in numbers.dates:
             until = date.days_from(today.weekday())
             if until is None or not r.in_clause_with(date.start, "topics.delivery"):
@@ -865,10 +875,12 @@ def _claims(
                 continue
             stated = r.quote(date.start, date.end)
             if key.eta is None:
-                claims.append(Claim("eta", "unsupported", stated, None, order_clauses))
+                claims.append(Claim("eta", "unsupported", stated, None, eta_clauses(date.start)))
                 continue
             verdict = "correct" if until == (key.eta - today).days else "wrong"
-            claims.append(Claim("eta", verdict, stated, _date_text(key.eta), order_clauses, "eta"))
+            claims.append(
+                Claim("eta", verdict, stated, _date_text(key.eta), eta_clauses(date.start), "eta")
+            )
 
     payer_clauses = rules.clauses("shipping_fee_payer")
     if payer_clauses:
@@ -1213,6 +1225,9 @@ def _violations(
     }
     for (category, start), clause_ids in sorted(cited.items(), key=lambda kv: kv[0][1]):
         paid_privately = category == "forbidden.off_platform" and start in money_moves
+        route = Claim("payment_route", "wrong", a.sentence_quote(start), _PLATFORM_ROUTE, ())
+        if paid_privately and route not in f.claims:  # money moves only through the platform
+            f.claims.append(route)
         if paid_privately and refund_channel and _pays_the_refund(r, rules, start):
             clause_ids = [*clause_ids, *refund_channel]  # the refund, paid privately
         out.append(rules.violation(clause_ids, a.sentence_quote(start)))
@@ -1251,9 +1266,19 @@ def _violations(
                 )
             )
         for hit in a.get("forbidden.excessive_compensation"):
-            if hit.negated or r.in_sentence_with(hit.start, "signals.escalation_framing", None):
+            if (
+                hit.negated
+                or r.in_clause_with(
+                    hit.start, "signals.negation", None
+                )  # "… isn't something I can give"
+                or r.in_sentence_with(hit.start, "signals.escalation_framing", None)
+            ):
                 continue
-            out.append(rules.violation(cap_clauses, a.sentence_quote(hit.start)))
+            quote = a.sentence_quote(hit.start)
+            out.append(rules.violation(cap_clauses, quote))
+            extra_given = Claim("compensation", "wrong", quote, _cap_text(cap), cap_clauses)
+            if extra_given not in f.claims:  # a free extra item is beyond what the agent may give
+                f.claims.append(extra_given)
 
     identity_clauses = rules.clauses("identity_before_disclosure")
     if identity_clauses and not state.identity_verified:
@@ -1431,6 +1456,19 @@ def _declined(r: _Reader, start: int, end: int) -> bool:
         return True
     clause_start = max((b for b in a.clause_bounds if b <= start), default=0)
     return bool(_REPORTED_DEMAND.search(a.text[clause_start:start]))
+
+
+def _cap_text(cap: float) -> dict[Lang, str]:
+    return {
+        "zh": f"平台优惠券或红包，不超过{cap:g}元",
+        "en": f"a platform coupon or red packet up to ¥{cap:g}",
+    }
+
+
+_PLATFORM_ROUTE: dict[Lang, str] = {
+    "zh": "只能通过平台：原路退款或平台优惠券",
+    "en": "only through the platform: a refund to the original payment method or a platform coupon",
+}
 
 
 def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:

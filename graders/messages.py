@@ -140,6 +140,7 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
     "resolution": ("处理方案", "solution"),
     "condition": ("处理条件", "condition for the remedy"),
     "compensation": ("补偿金额", "compensation"),
+    "payment_route": ("打款方式", "how the money is paid"),
 }
 
 

@@ -298,7 +298,10 @@ _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
 
 
-_LATE_BY = re.compile(r"(?:晚了|超了|延误了|延迟了|拖了|超时|等了|late by|overdue by|waited)\s*$")
+_LATE_BY = re.compile(
+    r"(?:晚了|超了|延误了|延迟了|拖了|超时|等了|多等了?|久等了?|白等了?|耽误了?|late by|overdue by|waited)\s*$"
+)
+_LATE_AFTER = re.compile(r"\s*(?:late|overdue|past (?:the|its|your)|behind|of waiting|了都|都没)")
 _FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟]|\s*(?:times|a time))")
 
 
@@ -361,8 +364,10 @@ def extract(text: str) -> Numbers:
             hi = _parse_range(match["hi"]) if match["hi"] else lo
             if lo is None or hi is None or _FREQUENCY.match(masked, match.end()):
                 continue  # 一天刷八遍: how often, not how long
-            if _LATE_BY.search(masked[max(0, match.start() - 6) : match.start()]):
-                continue  # 已经晚了4天: how late it is, not a time promised
+            if _LATE_BY.search(masked[max(0, match.start() - 6) : match.start()]) or (
+                _LATE_AFTER.match(masked, match.end())
+            ):
+                continue  # 已经晚了4天, "4 days past the promised date": how late, not a promise
             if masked[max(0, match.start() - 1) : match.start()] == "每":
                 continue
             unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
