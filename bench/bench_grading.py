@@ -19,7 +19,7 @@ import sys
 import time
 
 from bot.content import ScenarioLibrary
-from graders import DialogueTracker, get_grader, grade_reply
+from graders import DialogueTracker, get_grader, grade_reply, tune_gc
 from graders.text import analyze
 
 ZH = [
@@ -86,6 +86,7 @@ async def run(n: int, seed: int, unique: bool = False) -> list[float]:
 
         await grade_reply(text, GradingContext(s, lang, state), graders[s.id])
     analyze.cache_clear()
+    tune_gc()  # as `trainer` does at start-up
     from graders.context import GradingContext
 
     timings = []

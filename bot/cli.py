@@ -28,6 +28,7 @@ from bot.scenario import DIFFICULTIES, Scenario
 from bot.storage import Store, StoreError
 from bot.terminal import TerminalPractice, grade_line, print_scorecard
 from bot.transcript import TranscriptError, load_transcript
+from graders import tune_gc
 from graders.rubric import RUBRICS, Scorecard
 
 SCHEMA_PATH = Path("docs") / "scenario.schema.json"
@@ -109,6 +110,7 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, scenarios=scenarios)
+    tune_gc()  # every command may grade many replies
 
 
 @cli.command()

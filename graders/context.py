@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 from bot.i18n import Lang
 from bot.scenario import ResolvedScenario
 from graders._base import Grade, Grader
-from graders.dialogue import DialogueState, after_customer
-from graders.findings import Findings, find
+from graders.dialogue import DialogueState, after_customer, fingerprint
+from graders.findings import Findings, find, rules_for
 from graders.messages import message
 
 
@@ -62,8 +63,25 @@ class RuleGrader(ABC):
         """Grade one reply synchronously."""
 
     async def __call__(self, reply: str, ctx: Any) -> Grade:
-        """The :class:`graders.Grader` protocol."""
-        return self.grade(reply, ctx)
+        """The :class:`graders.Grader` protocol.
+
+        A rule grade depends only on the reply, the scenario, the language and the
+        dialogue state, so the same reply in the same chat state is graded once.
+        """
+        if not isinstance(ctx, GradingContext):
+            return self.grade(reply, ctx)
+        key = (self, reply, rules_for(ctx.scenario), ctx.lang, fingerprint(ctx.state))
+        grade = _GRADED.get(key)
+        if grade is None:
+            grade = self.grade(reply, ctx)
+            _GRADED[key] = grade
+            if len(_GRADED) > _GRADED_SIZE:
+                _GRADED.popitem(last=False)
+        return grade
+
+
+_GRADED: OrderedDict[tuple[object, ...], Grade] = OrderedDict()
+_GRADED_SIZE = 8192
 
 
 async def grade_reply(reply: str, ctx: GradingContext, graders: Sequence[Grader]) -> list[Grade]:

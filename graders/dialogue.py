@@ -48,6 +48,24 @@ class DialogueState:
     """Phone numbers the customer wrote (their own, or a new one for the order)."""
 
 
+def fingerprint(state: DialogueState) -> tuple[object, ...]:
+    """A hashable value equal for equal states (a cache key)."""
+    return (
+        state.replies,
+        state.revealed,
+        state.identity_verified,
+        tuple(state.asked.items()),
+        tuple(state.offered.items()),
+        state.timeline_stated,
+        state.ownership_taken,
+        state.acknowledged,
+        tuple(state.sentences.items()),
+        state.stated_facts,
+        state.last_customer,
+        state.customer_numbers,
+    )
+
+
 def revealed_in(scenario: ResolvedScenario, text: str) -> set[str]:
     """Fact ids that a customer message gives (in either language)."""
     return {fact.id for fact in scenario.scenario.customer.facts if _gives(scenario, fact, text)}

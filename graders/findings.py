@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, cast
 
 from bot.i18n import LANGS, Lang
@@ -25,7 +27,7 @@ from bot.scenario import (
     SimpleCheck,
     day_of,
 )
-from graders.dialogue import DialogueState, sentence_key
+from graders.dialogue import DialogueState, fingerprint, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
@@ -147,8 +149,24 @@ class ScenarioRules:
         categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
         self._by_kind = {kind: tuple(ids) for kind, ids in by_kind.items()}
+        # for resolution_fit the scenario's own clauses come first: INFO-ACCURATE's check
+        # is only the fallback for a case with no handling clause
+        fit = self._by_kind.get("resolution_fit", ())
+        specific = tuple(c for c in fit if resolved.policy.clauses[c].scope == "scenario")
+        if fit:
+            self._by_kind["resolution_fit"] = specific or fit
         order = scenario.order
         key = scenario.answer_key
+        self.resolution_options: dict[Lang, str] = {
+            lang: ("、" if lang == "zh" else ", ").join(
+                LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
+            )
+            for lang in LANGS
+        }
+        self.order_numbers = {
+            compact_digits(order.order_id),
+            compact_digits(order.tracking_no or ""),
+        }
         self.refund_amounts = {_round(key.refund_amount or order.price)}
         if key.price_difference:
             self.refund_amounts.add(_round(key.price_difference))
@@ -180,15 +198,9 @@ class ScenarioRules:
     def clauses(self, kind: str) -> tuple[str, ...]:
         """Applicable clause ids that declare check ``kind``.
 
-        For ``resolution_fit`` the scenario's own clauses come first: INFO-ACCURATE's
-        check is only the fallback for a case with no handling clause.
+        For ``resolution_fit``: the scenario's own clauses when it has any.
         """
-        found = self._by_kind.get(kind, ())
-        if kind == "resolution_fit":
-            clauses = self.resolved.policy.clauses
-            specific = tuple(c for c in found if clauses[c].scope == "scenario")
-            return specific or found
-        return found
+        return self._by_kind.get(kind, ())
 
     def violation(
         self,
@@ -264,11 +276,13 @@ class _Reader:
 
     def __init__(self, analysis: Analysis):
         self.a = analysis
-        self.topics: list[tuple[str, int, int]] = [
-            (f"topics.{key}", hit.start, hit.end)
-            for key, hits in analysis.prefixed("topics.").items()
-            for hit in hits
-        ]
+        if "topics" not in analysis.memo:  # the memo must not hold the reader: a cycle
+            analysis.memo["topics"] = [
+                (f"topics.{key}", hit.start, hit.end)
+                for key, hits in analysis.prefixed("topics.").items()
+                for hit in hits
+            ]
+        self.topics: list[tuple[str, int, int]] = analysis.memo["topics"]
 
     def topic(
         self, start: int, end: int, allowed: Iterable[str], fallback: bool = True
@@ -355,6 +369,7 @@ def _money(value: float) -> dict[Lang, str]:
     return {"zh": f"{text}元", "en": f"¥{text}"}
 
 
+@lru_cache(maxsize=256)
 def _days(lo: float, hi: float, unit_zh: str = "天", unit_en: str = "days") -> dict[Lang, str]:
     def fmt(v: float) -> str:
         return f"{v:g}"
@@ -369,6 +384,12 @@ def _hours_text(hours: float) -> dict[Lang, str]:
     return {"zh": f"{hours:g}小时", "en": f"{hours:g} hours"}
 
 
+@lru_cache(maxsize=1024)
+def _amounts_in(message: str) -> frozenset[float]:
+    """The amounts in a customer message (cached: each is read once per turn)."""
+    return frozenset(_round(amount.value) for amount in extract(normalize(message).text).amounts)
+
+
 def _date_text(value: dt.date) -> dict[Lang, str]:
     return {"zh": f"{value.month}月{value.day}日", "en": value.strftime("%b ") + str(value.day)}
 
@@ -376,21 +397,39 @@ def _date_text(value: dt.date) -> dict[Lang, str]:
 # --- the checks -------------------------------------------------------------------------
 
 
+_FOUND: OrderedDict[tuple[object, ...], Findings] = OrderedDict()
+_FOUND_SIZE = 4096
+
+
 def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findings:
     """Read one trainee reply against its scenario and the dialogue before it.
 
     Text aimed at the grader is cut out first (:mod:`graders.injection`): the rest is
-    graded as if it had never been written, and the reply is flagged.
+    graded as if it had never been written, and the reply is flagged. The same reply in
+    the same scenario and dialogue state is read once (stock lines repeat across chats);
+    findings are never changed after they are made, so sharing them is safe.
     """
+    rules = rules_for(resolved)
+    key = (reply, rules, fingerprint(state))
+    found = _FOUND.get(key)
+    if found is None:
+        found = _find(reply, rules, state)
+        _FOUND[key] = found
+        if len(_FOUND) > _FOUND_SIZE:
+            _FOUND.popitem(last=False)
+    return found
+
+
+def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
     stripped = strip_injections(reply)
     analysis = analyze(stripped.text)
-    rules = rules_for(resolved)
-    extra = scan_extra(analysis, rules.matcher) if not rules.matcher.empty else {}
     memo = analysis.memo
-    if "reader" not in memo:  # text-only work, shared by every scenario and turn
-        memo["reader"] = _Reader(analysis)
+    if rules not in memo:  # the scenario's own phrases, found once per text
+        memo[rules] = scan_extra(analysis, rules.matcher) if not rules.matcher.empty else {}
+    extra: dict[str, list[Hit]] = memo[rules]
+    reader = _Reader(analysis)
+    if "numbers" not in memo:  # text-only work, shared by every scenario and turn
         memo["numbers"] = extract(analysis.text)
-    reader: _Reader = memo["reader"]
     numbers: Numbers = memo["numbers"]
     findings = Findings(analysis=analysis)
     _empathy_signals(findings, reader, extra, state)
@@ -603,9 +642,7 @@ def _claims(
             for h in a.get(key)
         }
         given = {(c.start, c.end) for c in _compensations(r, rules, numbers)}
-        heard = {
-            _round(amount.value) for amount in extract(normalize(state.last_customer).text).amounts
-        }
+        heard = _amounts_in(state.last_customer)
         cap = params.compensation_cap
         cap_clauses = rules.clauses("compensation_cap") or order_clauses
         for amount in numbers.amounts:
@@ -620,7 +657,7 @@ def _claims(
                 claims.extend(_amount_claim(amount, r, rules, order_clauses))
         for quote in _recipient_data(r, rules):  # read back from the order: right by itself
             claims.append(Claim("recipient", "correct", quote, None, order_clauses))
-        valid = {compact_digits(order.order_id), compact_digits(order.tracking_no or "")}
+        valid = rules.order_numbers
         for token in numbers.ids:
             verdict = "correct" if compact_digits(token.value) in valid else "wrong"
             claims.append(
@@ -959,12 +996,7 @@ def _claims(
     if fit_clauses:
         acceptable = set(key.acceptable_resolutions)
         unfit = set(f.offers) - acceptable - NEUTRAL_RESOLUTIONS - set(key.forbidden_resolutions)
-        options = {
-            lang: ("、" if lang == "zh" else ", ").join(
-                LEXICON.resolutions[k].get(lang)[0] for k in key.acceptable_resolutions
-            )
-            for lang in LANGS
-        }
+        options = rules.resolution_options
         quotes = [f.offers[kind] for kind in sorted(unfit)]
         quotes += [a.sentence_quote(h.start) for h in a.get("claims.substitute") if not h.negated]
         quotes += [  # part of what is due, as the fix: "keep it and I'll refund ¥20 of it"
@@ -1411,6 +1443,10 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
     is not the refund, the difference or the price; not when declined or only quoted.
     """
     a = r.a
+    memo_key = ("compensations", rules)
+    if memo_key in a.memo:
+        cached: list[Amount] = a.memo[memo_key]
+        return cached
     found = []
     for amount in numbers.amounts:
         if _declined(r, amount.start, amount.end):
@@ -1421,11 +1457,10 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
         )
         if topic == "topics.compensation":
-            found.append(amount)
+            if _round(amount.value) not in rules.refund_amounts:
+                found.append(amount)  # the refund or difference as a coupon is the remedy
             continue
         known = _round(amount.value) in rules.known_amounts - {float(rules.cap)}
-        if topic == "topics.compensation" and _round(amount.value) in rules.refund_amounts:
-            continue  # the refund or difference paid as a coupon: the remedy, not an extra
         clause = a.clause_of(amount.start)
         framed = any(
             a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
@@ -1433,6 +1468,7 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         )
         if not known and (framed or (topic is None and amount.handed)):
             found.append(amount)
+    a.memo[memo_key] = found
     return found
 
 

@@ -13,9 +13,11 @@ is left in place for the policy grader (review bait).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+from graders.prefilter import Gate
 from graders.text import clean
 
 _GRADING_KEY = (
@@ -134,21 +136,35 @@ def _cut(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+_GATES = {
+    pattern: Gate(pattern)
+    for pattern in (_COMMENT, _FENCE, _TAG, _BLOCK, _YAML_LINE, _BRACKETED, _AIMED, _SCORE_ASSIGN)
+}
+
+
 def _find(text: str) -> list[tuple[int, int]]:
+    lowered = text.lower()
+
+    def matches(pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        # most replies hold none of the words a pattern needs: skip it then
+        return pattern.finditer(text) if _GATES[pattern].open(text, lowered) else iter(())
+
     spans: list[tuple[int, int]] = []
     for pattern in (_COMMENT, _FENCE, _TAG):
-        spans += [m.span() for m in pattern.finditer(text)]
-    for match in _BLOCK.finditer(text):
+        spans += [m.span() for m in matches(pattern)]
+    for match in matches(_BLOCK):
         block = match.group()
         if _SCORE_ASSIGN.search(block) or _QUOTED_KEY.search(block):
             spans.append(match.span())
-    for match in _YAML_LINE.finditer(text):
+    for match in matches(_YAML_LINE):
         if _SCORE_ASSIGN.search(match.group()) or _YAML_VALUE.search(match.group()):
             spans.append(match.span())
-    for match in _BRACKETED.finditer(text):
+    for match in matches(_BRACKETED):
         inner = match.group()
         if _AIMED.search(inner) or _SCORE_ASSIGN.search(inner) or _GRADER_RE.search(inner):
             spans.append(match.span())
+    if not (_GATES[_AIMED].open(text, lowered) or _GATES[_SCORE_ASSIGN].open(text, lowered)):
+        return spans
     masked = list(text)
     for start, end in spans:  # a cut marker ends the sentence around it
         masked[start:end] = "\n" * (end - start)

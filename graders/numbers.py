@@ -8,7 +8,10 @@ Works on normalised text (see :mod:`graders.text`): half-width digits, lower-cas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from graders.prefilter import Gate
 
 _CN_DIGITS = {
     "零": 0,
@@ -155,9 +158,12 @@ _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
 _PHONE = re.compile(r"(?<!\d)1[3-9]\d(?:[ -]?\d{4}){2}(?!\d)")
 
 
+_NON_DIGIT = re.compile(r"\D+")
+
+
 def compact_digits(text: str) -> str:
     """The digits of an id, which is how two spellings of one id are compared."""
-    return "".join(c for c in text if c.isdigit())
+    return _NON_DIGIT.sub("", text)
 
 
 def parse_chinese_int(text: str) -> int | None:
@@ -305,6 +311,19 @@ _LATE_AFTER = re.compile(r"\s*(?:late|overdue|past (?:the|its|your)|behind|of wa
 _FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟]|\s*(?:times|a time))")
 
 
+_GATES: dict[re.Pattern[str], Gate] = {}
+_DIGIT = re.compile(r"\d")
+_DIGIT_RUN = re.compile(r"\d{3}")
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, skipped when the text lacks a word the pattern needs."""
+    gate = _GATES.get(pattern)
+    if gate is None:
+        gate = _GATES[pattern] = Gate(pattern)
+    return pattern.finditer(text) if gate.open(text) else iter(())
+
+
 def extract(text: str) -> Numbers:
     """Find amounts, durations, dates, ids and phone numbers in normalised ``text``."""
     cjk = _HAS_CJK.search(text) is not None
@@ -312,30 +331,33 @@ def extract(text: str) -> Numbers:
     if not _DIGITISH.search(text) and not (latin and _EN_NUMBERISH.search(text)):
         return Numbers((), (), (), (), ())
     dates: list[DateRef] = []
-    for match in _DATE_ZH.finditer(text) if cjk else ():
+    for match in _matches(_DATE_ZH, text) if cjk else ():
         month, day = parse_number(match["m"]), parse_number(match["d"])
         if month and day and 1 <= month <= 12 and 1 <= day <= 31:
             dates.append(DateRef(int(month), int(day), None, match.start(), match.end()))
-    for match in _DATE_EN.finditer(text) if latin else ():
+    for match in _matches(_DATE_EN, text) if latin else ():
         mon = (match["mon"] or match["mon2"])[:3]
         day_text = match["d"] or match["d2"]
         if 1 <= int(day_text) <= 31:
             dates.append(DateRef(_MONTHS[mon], int(day_text), None, match.start(), match.end()))
-    for match in _RELATIVE.finditer(text):
+    for match in _matches(_RELATIVE, text):
         dates.append(DateRef(None, None, _RELATIVE_DAYS[match.group()], match.start(), match.end()))
-    for match in _WEEKDAY_ZH.finditer(text) if cjk else ():
+    for match in _matches(_WEEKDAY_ZH, text) if cjk else ():
         digit = match["d"]
         day = int(digit) - 1 if digit.isdigit() else _WEEKDAYS_ZH[digit]
         ahead = {"下下": 2, "下": 1, "下个": 1}.get(match["next"] or "", 0)
         dates.append(DateRef(None, None, None, match.start(), match.end(), day, ahead))
-    for match in _WEEKDAY_EN.finditer(text) if latin else ():
+    for match in _matches(_WEEKDAY_EN, text) if latin else ():
         ahead = 1 if match["next"] == "next" else 0
         day = _WEEKDAYS_EN.index(match["d"])
         dates.append(DateRef(None, None, None, match.start(), match.end(), day, ahead))
-    phones = [Token(m.group(), m.start(), m.end()) for m in _PHONE.finditer(text)]
+    long_number = _DIGIT_RUN.search(text) is not None  # ids and phones have 3+ digits
+    phones = [
+        Token(m.group(), m.start(), m.end()) for m in (_PHONE.finditer(text) if long_number else ())
+    ]
     ids = [
         Token(m.group(), m.start(), m.end())
-        for m in _ID.finditer(text)
+        for m in (_ID.finditer(text) if long_number else ())
         if len(compact_digits(m.group())) >= 8
         and not _PHONE.fullmatch(compact_digits(m.group()))
         and not _PHONE.fullmatch(m.group())
@@ -345,12 +367,12 @@ def extract(text: str) -> Numbers:
         text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids]
     )
     amounts = []
-    for match in _AMOUNT.finditer(masked):
+    for match in _matches(_AMOUNT, masked):
         value = parse_number(match["a"] or match["b"])
         if value is not None:
             amounts.append(Amount(value, match.start(), match.end()))
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
-    for match in _GIVEN_AMOUNT.finditer(masked):
+    for match in _GIVEN_AMOUNT.finditer(masked) if _DIGIT.search(masked) else ():
         group = next(g for g in "cdefghijk" if match[g] is not None)
         handed = group in "ce"  # a giving verb right before the number
         amounts.append(Amount(float(match[group]), match.start(group), match.end(group), handed))
@@ -359,7 +381,7 @@ def extract(text: str) -> Numbers:
     durations = []
     patterns = [p for p, on in ((_DURATION_ZH, cjk), (_DURATION_EN, latin)) if on]
     for pattern in patterns:
-        for match in pattern.finditer(masked):
+        for match in _matches(pattern, masked):
             lo = _parse_range(match["lo"])
             hi = _parse_range(match["hi"]) if match["hi"] else lo
             if lo is None or hi is None or _FREQUENCY.match(masked, match.end()):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import ahocorasick
 
 from graders.lexicon import LEXICON
+from graders.prefilter import required_literals
 from graders.segment import token_bounds
 
 _CONTROL = re.compile(
@@ -38,7 +39,6 @@ _ASCII_FOLD = str.maketrans(
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
 _CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s-\s")
 _CJK = re.compile(r"[\u3400-\u9fff]")
-_WORD_CHAR = re.compile(r"[a-z0-9]")
 _LATIN = re.compile(r"[a-z]")
 _NOT_NEGATABLE = frozenset(
     f"signals.{name}"
@@ -170,11 +170,29 @@ class Matcher:
                     entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
         for term, entries in table.items():
             self._automaton.add_word(term, tuple(entries))
-        self._regexes: list[tuple[str, bool, re.Pattern[str]]] = [
-            (key, cjk, re.compile("|".join(f"(?:{p})" for p in sources)))
-            for (key, cjk), sources in patterns.items()
-        ]
-        self.empty = not table and not self._regexes
+        # a pattern with required literals runs only when one of them is in the text;
+        # the others of a category and script run as one alternation
+        self._regexes: list[tuple[str, bool, re.Pattern[str]]] = []
+        self._gated: list[tuple[str, bool, re.Pattern[str]]] = []
+        gates: dict[str, list[int]] = {}
+        for (key, cjk), sources in patterns.items():
+            always = []
+            for source in sources:
+                literals = required_literals(source)
+                if literals is None:
+                    always.append(source)
+                    continue
+                for literal in literals:
+                    gates.setdefault(literal, []).append(len(self._gated))
+                self._gated.append((key, cjk, re.compile(source)))
+            if always:
+                self._regexes.append((key, cjk, re.compile("|".join(f"(?:{p})" for p in always))))
+        self._gates = ahocorasick.Automaton()
+        for literal, indexes in gates.items():
+            self._gates.add_word(literal, tuple(indexes))
+        if gates:
+            self._gates.make_automaton()
+        self.empty = not table and not self._regexes and not self._gated
         if table:
             self._automaton.make_automaton()
 
@@ -188,15 +206,18 @@ class Matcher:
                 for entry in entries:
                     check: Check = "token" if entry.cjk else "word"
                     found.append((entry.key, end + 1 - entry.length, end + 1, check))
-        if self._regexes:
-            has_cjk = _CJK.search(text) is not None
-            has_latin = _LATIN.search(text) is not None
-            for key, cjk, pattern in self._regexes:
-                if not (has_cjk if cjk else has_latin):
-                    continue
-                for match in pattern.finditer(text):
-                    if match.end() > match.start():
-                        found.append((key, match.start(), match.end(), "none"))
+        if not self._regexes and not self._gated:
+            return found
+        has_cjk = _CJK.search(text) is not None
+        has_latin = _LATIN.search(text) is not None
+        runs = [(k, c, p) for k, c, p in self._regexes if (has_cjk if c else has_latin)]
+        if self._gated:
+            opened = {i for _, indexes in self._gates.iter(text) for i in indexes}
+            runs += [self._gated[i] for i in opened]
+        for key, _, pattern in runs:
+            for match in pattern.finditer(text):
+                if match.end() > match.start():
+                    found.append((key, match.start(), match.end(), "none"))
         return found
 
 
@@ -220,7 +241,7 @@ class Analysis:
     hits: dict[str, list[Hit]]
     sentence_bounds: list[int]
     clause_bounds: list[int]
-    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    memo: dict[object, Any] = field(default_factory=dict, repr=False)
     """Text-only results computed from this analysis (it is cached, so they are too)."""
 
     @property
@@ -288,12 +309,16 @@ class Analysis:
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
 def _on_word_boundary(text: str, start: int, end: int) -> bool:
-    if start > 0 and _WORD_CHAR.match(text[start]) and _WORD_CHAR.match(text[start - 1]):
+    word = _WORD_CHARS
+    if start > 0 and text[start] in word and text[start - 1] in word:
         return False
     if text.startswith("'t", end):  # "i can" must not match inside "i can't"
         return False
-    return not (end < len(text) and _WORD_CHAR.match(text[end - 1]) and _WORD_CHAR.match(text[end]))
+    return not (end < len(text) and text[end - 1] in word and text[end] in word)
 
 
 def _filter(text: str, raw: list[tuple[str, int, int, Check]]) -> list[tuple[str, int, int]]:
@@ -316,7 +341,7 @@ def _filter(text: str, raw: list[tuple[str, int, int, Check]]) -> list[tuple[str
 def _dedupe(hits: list[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
     """Per category, keep the longest of overlapping hits."""
     by_key: dict[str, list[tuple[int, int]]] = {}
-    for key, start, end in sorted(hits, key=lambda h: (h[0], h[1], h[1] - h[2])):
+    for key, start, _, end in sorted([(k, s, s - e, e) for k, s, e in hits]):
         spans = by_key.setdefault(key, [])
         if spans and start < spans[-1][1]:
             continue
