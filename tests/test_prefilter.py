@@ -1,0 +1,69 @@
+"""The regex gates: a pattern is skipped only when it cannot match."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from graders.lexicon import LEXICON
+from graders.prefilter import Gate, required_literals
+from graders.text import _lexicon_matcher, normalize
+
+LABELS = Path(__file__).resolve().parent.parent / "scenarios" / "labels"
+
+
+def _lexicon_patterns() -> list[tuple[str, re.Pattern[str]]]:
+    out = []
+    for section, entries in LEXICON.sections().items():
+        for name, phrases in entries.items():
+            for phrase in [*phrases.zh, *phrases.en]:
+                if phrase.startswith("re:"):
+                    out.append((f"{section}.{name}", re.compile(phrase[3:])))
+    return out
+
+
+def _corpus() -> list[str]:
+    texts = []
+    for path in sorted(LABELS.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            texts.append(item["reply"])
+            texts += [turn["text"] for turn in item.get("history", [])]
+    return [normalize(t).text for t in texts]
+
+
+def test_required_literals_come_from_the_mandatory_parts() -> None:
+    assert required_literals(r"\bnot (?:an?|the) (?:kidney )?transplant\b") == {"transplant"}
+    assert required_literals(r"(?:说|问)(?:了)?第?[二三四]遍") == {"遍"}
+    assert required_literals(r"(?:您|你)再(?:仔细)?瞅瞅") == {"瞅瞅"}
+    assert required_literals(r"[您你]太急") == {"太急"}
+    assert required_literals(r"(?:a|b)\d+") is None  # one Latin letter is no gate
+    assert required_literals(r"\d{5}") is None
+    assert required_literals(r"(?:full|top) MARKS", re.IGNORECASE) == {" marks"}
+
+
+def test_a_gate_opens_on_every_text_its_pattern_matches() -> None:
+    texts = _corpus()
+    assert len(texts) > 800
+    patterns = _lexicon_patterns()
+    assert len(patterns) > 200
+    for key, pattern in patterns:
+        gate = Gate(pattern)
+        for text in texts:
+            if pattern.search(text):
+                assert gate.open(text), (key, pattern.pattern, text)
+
+
+def test_the_gated_scan_finds_what_running_every_pattern_finds() -> None:
+    matcher = _lexicon_matcher()
+    patterns = _lexicon_patterns()
+    for text in _corpus():
+        scanned = {(k, s, e) for k, s, e, check in matcher.scan(text) if check == "none"}
+        expected = {
+            (key, m.start(), m.end())
+            for key, pattern in patterns
+            for m in pattern.finditer(text)
+            if m.end() > m.start()
+        }
+        assert scanned == expected, text
