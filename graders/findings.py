@@ -277,10 +277,17 @@ class _Reader:
     def __init__(self, analysis: Analysis):
         self.a = analysis
         if "topics" not in analysis.memo:  # the memo must not hold the reader: a cycle
-            analysis.memo["topics"] = [
+            spans = [
                 (f"topics.{key}", hit.start, hit.end)
                 for key, hits in analysis.prefixed("topics.").items()
                 for hit in hits
+            ]
+            analysis.memo["topics"] = [  # "price difference" is a difference, not a price
+                (k, s, e)
+                for k, s, e in spans
+                if not any(
+                    o != k and os <= s and e <= oe and oe - os > e - s for o, os, oe in spans
+                )
             ]
         self.topics: list[tuple[str, int, int]] = analysis.memo["topics"]
 
@@ -295,7 +302,7 @@ class _Reader:
         """
         priority = {key: rank for rank, key in enumerate(allowed)}
         clause = self.a.clause_of(start)
-        best: tuple[int, int, str] | None = None
+        best: tuple[int, bool, int, str] | None = None
         window: str | None = None
         latin = self.a.text[start:end].isascii()
         for key, t_start, t_end in self.topics:
@@ -303,23 +310,24 @@ class _Reader:
                 continue
             overlap = t_start < end and start < t_end
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
-            if latin and t_start >= end:
+            after = latin and t_start >= end
+            if after:
                 distance += 8  # English names the thing first: "a new one out within 48 hours"
-            if best is None or (distance, priority[key]) < best[:2]:
-                best = (distance, priority[key], key)
+            if best is None or (distance, after, priority[key]) < best[:3]:
+                best = (distance, after, priority[key], key)
             if key in _WINDOW_TOPICS or (key == "topics.damage_report" and window is None):
                 window = key if window is None or window == "topics.damage_report" else window
         if best is not None:
             # "3 days from delivery" is the no-reason window, counted from delivery;
             # 签收24小时内报破损 is the damage-report window
-            if window and best[2] in _ANCHOR_TOPICS and best[2] != window:
+            if window and best[3] in _ANCHOR_TOPICS and best[3] != window:
                 return window
-            if best[2] == "topics.delivery" and "topics.refund" in priority:
+            if best[3] == "topics.delivery" and "topics.refund" in priority:
                 sentence = self.a.sentence_of(start)
                 here = {k for k, t, _ in self.topics if self.a.sentence_of(t) == sentence}
                 if "topics.refund" in here and "topics.reship" not in here:
                     return "topics.refund"  # "refund of ¥189 … it'll reach you in 3 days"
-            return best[2]
+            return best[3]
         if not fallback:
             return None
         sentence = self.a.sentence_of(start)
@@ -633,6 +641,9 @@ def _claims(
     claims = f.claims
     a = r.a
     today = day_of(scenario.today)
+    private = {  # money moved off the platform: judged by policy, not as refund facts
+        a.sentence_of(h.start) for h in a.get("forbidden.off_platform") if not h.negated
+    }
 
     order_clauses = rules.clauses("order_facts")
     if order_clauses:
@@ -659,6 +670,8 @@ def _claims(
             claims.append(Claim("recipient", "correct", quote, None, order_clauses))
         valid = rules.order_numbers
         for token in numbers.ids:
+            if a.sentence_of(token.start) in tainted:  # a contact number, judged by policy
+                continue
             verdict = "correct" if compact_digits(token.value) in valid else "wrong"
             claims.append(
                 Claim(
@@ -730,7 +743,11 @@ def _claims(
         expected = rules.payment_names
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
-                if hit.negated or r.negated_clause(hit.start):
+                if (
+                    hit.negated
+                    or r.negated_clause(hit.start)
+                    or a.sentence_of(hit.start) in private
+                ):
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if not _refund_destination(r, hit) or r.in_clause_with(
                     hit.start, "signals.hypothetical", None
@@ -777,7 +794,8 @@ def _claims(
                 and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
             )  # 银行卡3–7个工作日, "bank cards take 3–7 business days"
             if (
-                _qualified(r, duration)
+                a.sentence_of(duration.start) in private
+                or _qualified(r, duration)
                 or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
                 or r.in_clause_with(duration.start, "signals.hypothetical", None)
@@ -802,6 +820,8 @@ def _claims(
             until = date.days_from(today.weekday())
             if until is None or r.negated_clause(date.start) or _qualified(r, date):
                 continue
+            if a.sentence_of(date.start) in private:
+                continue
             if not _about_refund_arrival(r, Hit("date", date.start, date.end)):
                 continue
             if any(h.start <= date.start < h.end for h in a.get("claims.immediate")):
@@ -814,7 +834,9 @@ def _claims(
             if until < lo:
                 f.too_fast.append(a.sentence_quote(date.start))
         for hit in a.get("claims.immediate"):
-            if hit.negated or not _about_refund_arrival(r, hit):
+            if hit.negated or a.sentence_of(hit.start) in private:
+                continue
+            if not _about_refund_arrival(r, hit):
                 continue
             verdict = "correct" if lo == 0 else "wrong"
             claims.append(
@@ -1141,13 +1163,28 @@ def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChan
     return default
 
 
+_ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back)\b")
+
+
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     """Whether a time word ("today", 马上) is said of the refund arriving, not of a parcel."""
     clause = r.a.clause_of(hit.start)
     if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):
         return False  # a coupon or red packet arriving is not the refund
     keys = ("topics.refund", "outcomes.credit", "topics.difference")
-    return any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key))
+    if any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key)):
+        return True
+    # "面霜那139给您退了，原路回花呗，一般当天就到": an arrival (当天就到) of the money named
+    # earlier in the sentence, in a sentence about no parcel
+    if not _ARRIVING.search(r.a.text[hit.start : hit.end]):
+        return False
+    sentence = r.a.sentence_of(hit.start)
+    money = any(
+        r.a.sentence_of(h.start) == sentence
+        for key in (*keys, *(f"payments.{p}" for p in PAYMENT_NAMES))
+        for h in r.a.get(key)
+    )
+    return money and not r.in_sentence_with(hit.start, "topics.reship", None)
 
 
 def _qualified(r: _Reader, span: Duration | DateRef) -> bool:
@@ -1193,6 +1230,8 @@ def _amount_claim(
     if topic == "topics.difference":
         if key.price_difference is None:
             return [Claim("price_difference", "unsupported", stated, None, clauses)]
+        if value == _round(order.price - key.price_difference):
+            return [Claim("price", "correct", stated, _money(order.price), clauses)]  # 降到399
         ok = value == _round(key.price_difference)
         return [
             Claim(

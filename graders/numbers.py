@@ -80,7 +80,7 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
     + r"|(?P<i>\d{2,}(?:\.\d+)?)\s*(?:的)?(?:退款|货款|差价|的事)"
     + r"|(?:退款|差价|货款)\s*(?P<j>\d{2,}(?:\.\d+)?)"
     + _NOT_MONEY
-    + r"|\b(?:the|your|of) (?P<k>\d{2,}(?:\.\d+)?)\b(?! ?(?:business|working|days?|hours?|items?|%|stars?|times))"
+    + r"|\b(?:the|your|of) (?P<k>\d{2,}(?:\.\d+)?)\b(?! ?(?:business|working|days?|hours?|items?|%|stars?|times|numbers?|ending|digits))"
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
@@ -88,7 +88,7 @@ _DURATION_ZH = re.compile(
     r"(?P<unit>工作日|自然日|天|日(?!期)|小时|钟头|分钟|周|星期|个月)"
 )
 _DURATION_EN = re.compile(
-    rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?\s*"
+    rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?(?:\s*|-)"
     r"(?P<unit>business days?|working days?|days?|hours?|hrs?|weeks?|minutes?|mins?)\b"
 )
 _UNIT_HOURS = {
@@ -125,6 +125,7 @@ _DATE_EN = re.compile(
 )
 _RELATIVE = re.compile(
     r"大后天|后天|明天|今天|今日|明日|当天|今晚|明早|day after tomorrow|tomorrow|today|tonight|same day|same-day"
+    r"|next (?:business|working) day"
 )
 _RELATIVE_DAYS = {
     "今天": 0,
@@ -142,6 +143,8 @@ _RELATIVE_DAYS = {
     "tonight": 0,
     "same day": 0,
     "same-day": 0,
+    "next business day": 1,
+    "next working day": 1,
 }
 _WEEKDAY_ZH = re.compile(
     r"(?P<next>下下|下个?|这个?|本)?(?:周|星期|礼拜)(?P<d>[一二三四五六日天1-7])"

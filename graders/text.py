@@ -97,12 +97,56 @@ def _t2s() -> Any:
     return opencc.OpenCC("t2s")
 
 
+_SLANG = {
+    "u": "you",
+    "ur": "your",
+    "pls": "please",
+    "plz": "please",
+    "thx": "thanks",
+    "tmrw": "tomorrow",
+    "tmr": "tomorrow",
+    "rn": "right now",
+    "b4": "before",
+    "cuz": "because",
+    "coz": "because",
+    "gonna": "going to",
+    "wanna": "want to",
+}
+_SLANG_WORD = re.compile(r"(?<![\w'])(?:" + "|".join(_SLANG) + r")(?![\w'])")
+
+
+def _expand_slang(text: str, origin: tuple[int, ...] | None) -> tuple[str, tuple[int, ...] | None]:
+    """Chat spellings as words ("u" → "you", tmrw → tomorrow), keeping the offset map."""
+    if not _SLANG_WORD.search(text):
+        return text, origin
+    offsets = list(origin) if origin is not None else list(range(len(text)))
+    parts: list[str] = []
+    mapped: list[int] = []
+    last = 0
+    for match in _SLANG_WORD.finditer(text):
+        parts.append(text[last : match.start()])
+        mapped.extend(offsets[last : match.start()])
+        word = _SLANG[match.group()]
+        span = offsets[match.start() : match.end()]
+        parts.append(word)
+        mapped.extend(span[min(i, len(span) - 1)] for i in range(len(word)))
+        last = match.end()
+    parts.append(text[last:])
+    mapped.extend(offsets[last:])
+    return "".join(parts), tuple(mapped)
+
+
 def normalize(text: str) -> Normalized:
-    """Fold to Simplified Chinese, half width and ASCII lower case, keeping an offset map."""
-    if text.isascii():
-        return Normalized(text.translate(_ASCII_FOLD), text, None)
-    folded = unicodedata.normalize("NFKC", text)
+    """Fold to Simplified Chinese, half width and ASCII lower case, keeping an offset map.
+
+    Chat spellings of English words are written out ("u" → "you", tmrw → tomorrow), so
+    the lexicon needs only the words.
+    """
     origin: tuple[int, ...] | None = None
+    if text.isascii():
+        expanded, origin = _expand_slang(text.translate(_ASCII_FOLD), None)
+        return Normalized(expanded, text, origin)
+    folded = unicodedata.normalize("NFKC", text)
     if len(folded) != len(text):
         chars: list[str] = []
         offsets: list[int] = []
@@ -118,6 +162,8 @@ def normalize(text: str) -> Normalized:
         simplified = "".join(_t2s().convert(c) or c for c in folded)
         if len(simplified) != len(folded):
             simplified = folded
+    if _LATIN.search(simplified):
+        simplified, origin = _expand_slang(simplified, origin)
     return Normalized(simplified, text, origin)
 
 
