@@ -278,8 +278,8 @@ def grade(
     """Grade chats: TRANSCRIPTS are JSON files, JSONL files (one chat per line) or folders.
 
     One JSON file prints its per-reply grades and scorecard as JSON. Several files, a
-    JSONL file or a folder are graded in one run (bulk QC of real chats) with a progress
-    bar; a transcript that cannot be read is reported with its file and line and the
+    JSONL file or a folder are graded in one run (bulk QC of real chats), counting the
+    chats done on a terminal; a transcript that cannot be read is reported with its file and line and the
     others are still graded (the exit status is then 1). The format is in
     docs/transcripts.md. Real chats can be graded against any scenario whose order and
     policy match them.
@@ -317,7 +317,7 @@ def grade(
     _emit(text, output)
     replies = sum(len(g.records) for g in results)
     click.echo(
-        f"Graded {len(results)} transcripts ({replies} replies) in "
+        f"Graded {_count(len(results), 'transcript')} ({_count(replies, 'reply', 'replies')}) in "
         f"{time.perf_counter() - started:.1f} s"
         + (f"; {len(problems)} could not be read (above)." if problems else "."),
         err=True,
@@ -349,7 +349,8 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
         )
         broken = ", ".join(row["most_broken_clauses"]) or "—"
         click.echo(
-            f"{row['agent']}: {row['transcripts']} chats, mean {mean}, passed {row['passed']} "
+            f"{row['agent']}: {_count(row['transcripts'], 'chat')}, mean {mean}, "
+            f"passed {row['passed']} "
             f"({row['pass_rate']:.0%}), with a red line {row['red_line_chats']}; {dims}; "
             f"most broken: {broken}",
             err=True,
@@ -499,7 +500,7 @@ def _print_calibration(console: Console, report: Any, checks: list[Any], worst: 
 
 @contextmanager
 def _progress(description: str) -> Iterator[Callable[[], None]]:
-    """A progress bar on a terminal's standard error; nothing when it is redirected."""
+    """A running count on a terminal's standard error; nothing when it is redirected."""
     if not sys.stderr.isatty():
         yield lambda: None
         return
@@ -648,8 +649,9 @@ def _check_calibration(library: ScenarioLibrary, scenarios: list[Any]) -> bool:
     return all_met
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 chat``, ``2 chats``."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 @scenarios.command("schema")

@@ -85,7 +85,7 @@ def _local_time(value: dt.date) -> dt.date:
     return value
 
 
-When = Annotated[dt.datetime | dt.date, AfterValidator(_local_time)]
+When = Annotated[dt.date | dt.datetime, AfterValidator(_local_time)]
 """A date, optionally with a time of day (``2026-11-14`` or ``2026-11-14 10:30``)."""
 
 
@@ -94,20 +94,18 @@ def day_of(value: dt.date) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
 
-def _moment(value: dt.date) -> dt.datetime:
-    """A date as the start of its day, a datetime as itself (for ordering)."""
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime(value.year, value.month, value.day)
+def _before(later: dt.date, earlier: dt.date) -> bool:
+    """Whether ``later`` comes before ``earlier``.
+
+    By the clock when both carry a time of day, else by the calendar day (a date alone
+    is any time that day).
+    """
+    if isinstance(later, dt.datetime) and isinstance(earlier, dt.datetime):
+        return later < earlier
+    return day_of(later) < day_of(earlier)
 
 
 ORDER_ID_PATTERN = r"^[A-Z]{0,4}\d{6,20}(?:-[0-9A-Z]{1,12}){0,3}$"
-_ID_SEPARATORS = re.compile(r"[\s\-_./\u2010-\u2015\u2212\uff0d]+")
-
-
-def compact_id(text: str) -> str:
-    """An order or tracking id without separators, lower case (JD20261201-0042 → jd202612010042)."""
-    return _ID_SEPARATORS.sub("", text).lower()
 
 
 AskIntent = Literal[
@@ -474,7 +472,7 @@ class Order(Strict):
         dates.append(("signed_on", self.signed_on))
         known = [(k, v) for k, v in dates if v is not None]
         for (k1, v1), (k2, v2) in itertools.pairwise(known):
-            if _moment(v2) < _moment(v1):
+            if _before(v2, v1):
                 raise ValueError(f"{k2} ({v2}) is before {k1} ({v1})")
         return self
 

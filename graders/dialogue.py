@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from bot.i18n import LANGS
 from bot.scenario import PHOTO_MARKERS, CustomerFact, ResolvedScenario
@@ -88,10 +89,18 @@ def _gives(scenario: ResolvedScenario, fact: CustomerFact, text: str) -> bool:
     return any(m.lower() in lowered for lang in LANGS for m in fact.markers.get(lang))
 
 
+@lru_cache(maxsize=64)
+def id_digits_pattern(identifier: str) -> re.Pattern[str]:
+    """The digits of an id, with any separators between them (JD20261201 0042, 2026-1201…)."""
+    gap = r"[\s\-_./\u2010-\u2015\u2212]{0,2}"
+    return re.compile(r"(?<!\d)" + gap.join(compact_digits(identifier)) + r"(?!\d)")
+
+
 def mentions_order_id(scenario: ResolvedScenario, text: str) -> bool:
     """Whether ``text`` contains the order number, however it is written (JD-2026…, 2026…)."""
-    wanted = compact_digits(scenario.scenario.order.order_id)
-    return any(compact_digits(t.value) == wanted for t in extract(normalize(text).text).ids)
+    return (
+        id_digits_pattern(scenario.scenario.order.order_id).search(normalize(text).text) is not None
+    )
 
 
 def gives_identity(scenario: ResolvedScenario, text: str) -> bool:

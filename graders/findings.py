@@ -27,7 +27,7 @@ from bot.scenario import (
     SimpleCheck,
     day_of,
 )
-from graders.dialogue import DialogueState, fingerprint, sentence_key
+from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
@@ -167,6 +167,7 @@ class ScenarioRules:
             compact_digits(order.order_id),
             compact_digits(order.tracking_no or ""),
         }
+        self.order_id_digits = id_digits_pattern(order.order_id)
         self.refund_amounts = {_round(key.refund_amount or order.price)}
         if key.price_difference:
             self.refund_amounts.add(_round(key.price_difference))
@@ -506,11 +507,14 @@ def _empathy_signals(
         for h in a.get(key)
         if not h.negated
     }
+    stonewalled = {a.sentence_of(h.start) for h in a.get("signals.stonewall")}
     offers = [
         h
         for hs in a.prefixed("resolutions.").values()
         for h in hs
-        if not h.negated and not r.negated_clause(h.start) and a.sentence_of(h.start) not in tainted
+        if not h.negated
+        and not r.negated_clause(h.start)
+        and a.sentence_of(h.start) not in tainted | stonewalled  # 价保要等系统处理，请耐心等待
     ]
     offered = {a.sentence_of(h.start) for h in offers}
     wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
@@ -672,7 +676,9 @@ def _claims(
         for token in numbers.ids:
             if a.sentence_of(token.start) in tainted:  # a contact number, judged by policy
                 continue
-            verdict = "correct" if compact_digits(token.value) in valid else "wrong"
+            split = rules.order_id_digits.search(a.text, token.start, token.end + 24)
+            whole = split is not None and split.start() < token.end  # JD20261201 0042
+            verdict = "correct" if whole or compact_digits(token.value) in valid else "wrong"
             claims.append(
                 Claim(
                     "order_id",
@@ -907,10 +913,14 @@ def _claims(
             # a guaranteed date is the promise's clause, not a misstated order fact
             return () if r.in_sentence_with(pos, "signals.promise", None) else order_clauses
 
+        def disclaimed(pos: int) -> bool:
+            # 周五前送到我没法保证, "I can't guarantee Friday": the date is not given
+            return r.negated_clause(pos) or r.in_clause_with(pos, "signals.promise", True)
+
         for duration in numbers.durations:
-            if r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery" or (
-                r.negated_clause(duration.start)
-            ):
+            if r.topic(
+                duration.start, duration.end, _CLAIM_TOPICS
+            ) != "topics.delivery" or disclaimed(duration.start):
                 continue
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
@@ -930,7 +940,7 @@ def _claims(
             until = date.days_from(today.weekday())
             if until is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
-            if r.negated_clause(date.start):
+            if disclaimed(date.start):
                 continue
             stated = r.quote(date.start, date.end)
             if key.eta is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from graders.prefilter import Gate
-from graders.text import clean
+from graders.text import clean, simplified
 
 _GRADING_KEY = (
     r"(?:score|scores|scoring|grade|grades|grading|graded|marks?|points?|rating|empathy|"
@@ -210,7 +210,7 @@ def strip(text: str) -> Stripped:
     Invisible characters are removed first, so they cannot split a marker.
     """
     text = clean(text)
-    spans = _find(text)
+    spans = _find(simplified(text))  # 評分規則 as 评分规则; offsets are the same
     if not spans:
         return Stripped(text, ())
     injected = tuple(

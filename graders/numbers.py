@@ -80,7 +80,7 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
     + r"|(?P<i>\d{2,}(?:\.\d+)?)\s*(?:的)?(?:退款|货款|差价|的事)"
     + r"|(?:退款|差价|货款)\s*(?P<j>\d{2,}(?:\.\d+)?)"
     + _NOT_MONEY
-    + r"|\b(?:the|your|of) (?P<k>\d{2,}(?:\.\d+)?)\b(?! ?(?:business|working|days?|hours?|items?|%|stars?|times|numbers?|ending|digits))"
+    + r"|\b(?:the|your|of) (?P<k>\d{2,}(?:\.\d+)?)\b(?![ -]?(?:business|working|days?|hours?|items?|%|stars?|times|numbers?|ending|digits))"
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(

@@ -136,6 +136,16 @@ def _expand_slang(text: str, origin: tuple[int, ...] | None) -> tuple[str, tuple
     return "".join(parts), tuple(mapped)
 
 
+def simplified(text: str) -> str:
+    """Traditional characters as Simplified, keeping every offset (same length)."""
+    if text.isascii():
+        return text
+    converted = _t2s().convert(text)
+    if len(converted) != len(text):
+        converted = "".join(_t2s().convert(c) or c for c in text)
+    return converted if len(converted) == len(text) else text
+
+
 def normalize(text: str) -> Normalized:
     """Fold to Simplified Chinese, half width and ASCII lower case, keeping an offset map.
 
@@ -191,22 +201,21 @@ class _Entry:
 class Matcher:
     """All phrases of a set of categories, found in one pass.
 
-    A phrase starting with ``re:`` is a regular expression. Regular expressions are
-    grouped into one per category and script, and run only on text of that script
-    (Chinese patterns on text with Chinese characters, the others on text with Latin
-    letters). A pattern sets its own context, so its matches skip the word-boundary
+    A phrase starting with ``re:`` is a regular expression. A pattern runs only when
+    the text holds one of the literals it cannot match without (:mod:`graders.prefilter`);
+    the few patterns without such literals run on every text, as one alternation per
+    category. A pattern sets its own context, so its matches skip the word-boundary
     check that literal phrases get.
     """
 
     def __init__(self, categories: Iterable[tuple[str, Sequence[str]]]):
         self._automaton = ahocorasick.Automaton()
         table: dict[str, list[_Entry]] = {}
-        patterns: dict[tuple[str, bool], list[str]] = {}
+        patterns: dict[str, list[str]] = {}
         for key, phrases in categories:
             for phrase in phrases:
                 if phrase.startswith("re:"):
-                    source = phrase[3:]
-                    patterns.setdefault((key, _CJK.search(source) is not None), []).append(source)
+                    patterns.setdefault(key, []).append(phrase[3:])
                     continue
                 term = normalize(phrase).text
                 if not term:
@@ -216,12 +225,10 @@ class Matcher:
                     entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
         for term, entries in table.items():
             self._automaton.add_word(term, tuple(entries))
-        # a pattern with required literals runs only when one of them is in the text;
-        # the others of a category and script run as one alternation
-        self._regexes: list[tuple[str, bool, re.Pattern[str]]] = []
-        self._gated: list[tuple[str, bool, re.Pattern[str]]] = []
+        self._regexes: list[tuple[str, re.Pattern[str]]] = []
+        self._gated: list[tuple[str, re.Pattern[str]]] = []
         gates: dict[str, list[int]] = {}
-        for (key, cjk), sources in patterns.items():
+        for key, sources in patterns.items():
             always = []
             for source in sources:
                 literals = required_literals(source)
@@ -230,9 +237,9 @@ class Matcher:
                     continue
                 for literal in literals:
                     gates.setdefault(literal, []).append(len(self._gated))
-                self._gated.append((key, cjk, re.compile(source)))
+                self._gated.append((key, re.compile(source)))
             if always:
-                self._regexes.append((key, cjk, re.compile("|".join(f"(?:{p})" for p in always))))
+                self._regexes.append((key, re.compile("|".join(f"(?:{p})" for p in always))))
         self._gates = ahocorasick.Automaton()
         for literal, indexes in gates.items():
             self._gates.add_word(literal, tuple(indexes))
@@ -254,13 +261,11 @@ class Matcher:
                     found.append((entry.key, end + 1 - entry.length, end + 1, check))
         if not self._regexes and not self._gated:
             return found
-        has_cjk = _CJK.search(text) is not None
-        has_latin = _LATIN.search(text) is not None
-        runs = [(k, c, p) for k, c, p in self._regexes if (has_cjk if c else has_latin)]
+        runs = list(self._regexes)
         if self._gated:
             opened = {i for _, indexes in self._gates.iter(text) for i in indexes}
             runs += [self._gated[i] for i in opened]
-        for key, _, pattern in runs:
+        for key, pattern in runs:
             for match in pattern.finditer(text):
                 if match.end() > match.start():
                     found.append((key, match.start(), match.end(), "none"))

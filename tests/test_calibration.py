@@ -234,3 +234,9 @@ def test_a_pack_declares_calibration_for_all_its_scenarios(tmp_path: Path) -> No
         "6 labelled replies" in result.output
         and "damaged-kettle, delivery-delay-gift" in result.output
     )
+
+
+def test_the_shipped_library_reaches_its_required_agreement() -> None:
+    result = CliRunner().invoke(cli, ["scenarios", "validate", "--calibrated"], obj={})
+    assert result.exit_code == 0, result.output
+    assert "calibrated: damaged-kettle" in result.output and "NOT calibrated" not in result.output

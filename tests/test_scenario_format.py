@@ -171,3 +171,33 @@ def test_the_library_still_refuses_a_draft_dropped_into_it(tmp_path: Path) -> No
     _draft(root, lambda d: d.update(policy="corner-shop"), "draft.yaml")
     problems = [str(p) for p in ScenarioLibrary(root).problems]
     assert any("unknown policy pack 'corner-shop'" in p for p in problems)
+
+
+def test_a_date_without_a_time_is_any_time_that_day(
+    tmp_path: Path, library: ScenarioLibrary
+) -> None:
+    def same_day(data: dict) -> None:  # type: ignore[type-arg]
+        data["order"]["ordered_on"] = "2026-11-12 20:00"
+        data["order"]["shipped_on"] = "2026-11-12"
+
+    result = CliRunner().invoke(
+        cli, ["scenarios", "validate", str(_draft(tmp_path, same_day))], obj={}
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("written", ["JD20261201 0042", "JD20261201_0042", "2026 1201 0042"])
+def test_an_order_id_split_by_spaces_is_still_the_order_id(
+    tmp_path: Path, library: ScenarioLibrary, written: str
+) -> None:
+    scenario = library.get(str(_draft(tmp_path, _dashed)))
+    assert "order-number" in revealed_in(scenario, f"订单号{written}，自己查。")
+
+
+@pytest.mark.parametrize("written", ["JD20261201 0042", "JD20261201_0042"])
+def test_a_trainee_writing_the_order_id_split_is_not_marked_wrong(
+    tmp_path: Path, library: ScenarioLibrary, written: str
+) -> None:
+    scenario = library.get(str(_draft(tmp_path, _dashed)))
+    grade = Grading(scenario).customer("水壶裂了").reply(f"您的订单{written}我查到了。")["accuracy"]
+    assert grade.score == 2, grade.deductions
