@@ -126,6 +126,10 @@ class _Doc:
     data: Any
     root: yaml.Node | None
 
+    def problem(self, display: str, loc: Sequence[int | str], problem: str, fix: str) -> Problem:
+        """A problem at ``loc`` (``clauses.0.checks``) of this file, with its line."""
+        return Problem(display, ".".join(map(str, loc)), problem, fix, self.line_of(loc))
+
     def line_of(self, loc: Sequence[int | str]) -> int | None:
         """Line (1-based) of the YAML node at ``loc``, or of its nearest existing parent."""
         node = self.root
@@ -419,9 +423,9 @@ class ScenarioLibrary:
                 continue
             first = raw.get(pack.id) or self._pack_sources.get(pack.id)
             if first is not None:
-                problems.append(Problem(self._display(path), "id",
-                                        f"pack id '{pack.id}' is also used by {first[1].path.name}",
-                                        "give each policy pack a unique id", doc.line_of(["id"])))  # fmt: skip
+                problems.append(doc.problem(self._display(path), ["id"],
+                                            f"pack id '{pack.id}' is also used by {first[1].path.name}",
+                                            "give each policy pack a unique id"))  # fmt: skip
                 continue
             raw[pack.id] = (pack, doc)
         self._pack_sources.update(raw)
@@ -442,27 +446,18 @@ class ScenarioLibrary:
             parent_id = chain[-1].extends
             if parent_id in (p.id for p in chain):
                 return None, [
-                    Problem(
+                    doc.problem(
                         display,
-                        "extends",
+                        ["extends"],
                         f"inheritance cycle via '{parent_id}'",
                         "remove the cycle",
-                        doc.line_of(["extends"]),
                     )
                 ]
             parent = raw.get(parent_id) or self._pack_sources.get(parent_id)
             if parent is None:
                 close = difflib.get_close_matches(parent_id, [*raw, *self.packs], n=1)
                 fix = f"did you mean '{close[0]}'?" if close else "name an existing pack id"
-                return None, [
-                    Problem(
-                        display,
-                        "extends",
-                        f"unknown pack '{parent_id}'",
-                        fix,
-                        doc.line_of(["extends"]),
-                    )
-                ]
+                return None, [doc.problem(display, ["extends"], f"unknown pack '{parent_id}'", fix)]
             chain.append(parent[0])
         params: dict[str, Any] = {}
         clauses: dict[str, Clause] = {}
@@ -472,12 +467,11 @@ class ScenarioLibrary:
         missing = [name for name in PolicyParams.model_fields if name not in params]
         if missing:
             return None, [
-                Problem(
+                doc.problem(
                     display,
-                    "params",
+                    ["params"],
                     f"missing parameters {', '.join(missing)}",
                     "set them here or 'extends' a pack that does",
-                    doc.line_of(["params"]),
                 )
             ]
         problems = []
@@ -490,12 +484,11 @@ class ScenarioLibrary:
                 ):
                     loc: list[int | str] = ["clauses", index, "checks", check_index, "lexicon"]
                     problems.append(
-                        Problem(
+                        doc.problem(
                             display,
-                            ".".join(map(str, loc)),
+                            loc,
                             f"unknown lexicon category '{check.lexicon}'",
                             "use one of " + ", ".join(sorted(LEXICON.forbidden)),
-                            doc.line_of(loc),
                         )
                     )
         resolved = ResolvedPolicy(
@@ -519,13 +512,7 @@ class ScenarioLibrary:
             close = difflib.get_close_matches(scenario.policy, list(self.packs), n=1)
             fix = f"did you mean '{close[0]}'?" if close else "add the pack to scenarios/policies/"
             return None, [
-                Problem(
-                    display,
-                    "policy",
-                    f"unknown policy pack '{scenario.policy}'",
-                    fix,
-                    doc.line_of(["policy"]),
-                )
+                doc.problem(display, ["policy"], f"unknown policy pack '{scenario.policy}'", fix)
             ]
         if self.shared is None:
             return None, [
@@ -579,18 +566,16 @@ class ScenarioLibrary:
                     except ValueError as exc:
                         loc = [*base, key, index, lang]
                         problem, _, fix = str(exc).partition(" — ")
-                        problems.append(Problem(display, ".".join(map(str, loc)), problem, fix,
-                                                doc.line_of(loc)))  # fmt: skip
+                        problems.append(doc.problem(display, loc, problem, fix))
                         continue
                     if unknown:
                         loc = [*base, key, index, lang]
                         problems.append(
-                            Problem(
+                            doc.problem(
                                 display,
-                                ".".join(map(str, loc)),
+                                loc,
                                 f"placeholder {{{sorted(unknown)[0]}}} has no value here",
                                 "use one of " + ", ".join(sorted(allowed)),
-                                doc.line_of(loc),
                             )
                         )
         if scenario is not None:
@@ -599,12 +584,11 @@ class ScenarioLibrary:
                     if not scenario.lines_for(key, level):
                         loc = [*base, key]
                         problems.append(
-                            Problem(
+                            doc.problem(
                                 display,
-                                ".".join(map(str, loc)),
+                                loc,
                                 f"no '{key}' line usable at difficulty '{level}'",
                                 "add one here or in scenarios/shared/customer.yaml",
-                                doc.line_of(loc),
                             )
                         )
         return problems
@@ -628,12 +612,11 @@ def _calibration_problems(
         if not (doc.path.parent / name).is_file():
             loc: list[int | str] = ["calibration", "labels", index]
             problems.append(
-                Problem(
+                doc.problem(
                     display,
-                    ".".join(map(str, loc)),
+                    loc,
                     f"no file {name!r} next to this one",
                     "give a path relative to this file",
-                    doc.line_of(loc),
                 )
             )
     return problems
@@ -650,9 +633,7 @@ class _ScenarioChecker:
         self.problems: list[Problem] = []
 
     def add(self, loc: list[int | str], problem: str, fix: str) -> None:
-        self.problems.append(
-            Problem(self.display, ".".join(map(str, loc)), problem, fix, self.doc.line_of(loc))
-        )
+        self.problems.append(self.doc.problem(self.display, loc, problem, fix))
 
     def run(self) -> list[Problem]:
         self.check_texts()
