@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from bot.i18n import Lang
 from bot.scenario import Severity
@@ -170,3 +171,23 @@ def get_grader(name: str, **options: Any) -> Grader:
 def available_graders() -> list[str]:
     """Registered grader names, sorted."""
     return sorted(_REGISTRY)
+
+
+_V = TypeVar("_V")
+
+
+class Recent(Generic[_V]):
+    """The most recently made values by key, at most ``size`` of them."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._values: OrderedDict[Hashable, _V] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], _V]) -> _V:
+        """The value for ``key``, made (and kept) if it is not known yet."""
+        value = self._values.get(key)
+        if value is None:
+            value = self._values[key] = make()
+            if len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from bot.i18n import Lang
 from bot.scenario import ResolvedScenario
-from graders._base import Grade, Grader
+from graders._base import Grade, Grader, Recent
 from graders.dialogue import DialogueState, after_customer, fingerprint
 from graders.findings import Findings, find, rules_for
 from graders.messages import message
@@ -71,17 +70,10 @@ class RuleGrader(ABC):
         if not isinstance(ctx, GradingContext):
             return self.grade(reply, ctx)
         key = (self, reply, rules_for(ctx.scenario), ctx.lang, fingerprint(ctx.state))
-        grade = _GRADED.get(key)
-        if grade is None:
-            grade = self.grade(reply, ctx)
-            _GRADED[key] = grade
-            if len(_GRADED) > _GRADED_SIZE:
-                _GRADED.popitem(last=False)
-        return grade
+        return _GRADED.get(key, lambda: self.grade(reply, ctx))
 
 
-_GRADED: OrderedDict[tuple[object, ...], Grade] = OrderedDict()
-_GRADED_SIZE = 8192
+_GRADED: Recent[Grade] = Recent(8192)
 
 
 async def grade_reply(reply: str, ctx: GradingContext, graders: Sequence[Grader]) -> list[Grade]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +26,7 @@ from bot.scenario import (
     SimpleCheck,
     day_of,
 )
+from graders._base import Recent
 from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
@@ -406,8 +406,7 @@ def _date_text(value: dt.date) -> dict[Lang, str]:
 # --- the checks -------------------------------------------------------------------------
 
 
-_FOUND: OrderedDict[tuple[object, ...], Findings] = OrderedDict()
-_FOUND_SIZE = 4096
+_FOUND: Recent[Findings] = Recent(4096)
 
 
 def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findings:
@@ -419,14 +418,7 @@ def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findin
     findings are never changed after they are made, so sharing them is safe.
     """
     rules = rules_for(resolved)
-    key = (reply, rules, fingerprint(state))
-    found = _FOUND.get(key)
-    if found is None:
-        found = _find(reply, rules, state)
-        _FOUND[key] = found
-        if len(_FOUND) > _FOUND_SIZE:
-            _FOUND.popitem(last=False)
-    return found
+    return _FOUND.get((reply, rules, fingerprint(state)), lambda: _find(reply, rules, state))
 
 
 def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
