@@ -110,7 +110,6 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj.update(db=db, scenarios=scenarios)
-    tune_gc()  # every command may grade many replies
 
 
 @cli.command()
@@ -1027,4 +1026,5 @@ async def _llm_check_role(name: str, settings: Any) -> bool:
 
 def main() -> None:
     """Console entry point."""
+    tune_gc()  # every command may grade many replies (here, not in `cli`: tests call that)
     cli(obj={})
