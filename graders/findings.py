@@ -747,8 +747,12 @@ def _claims(
                     or a.sentence_of(hit.start) in private
                 ):
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
-                if not _refund_destination(r, hit) or r.in_clause_with(
-                    hit.start, "signals.hypothetical", None
+                if _INSTEAD_OF.search(a.text[max(0, hit.start - 18) : hit.start]):
+                    continue  # "to Alipay instead of Huabei": Huabei is where it is not going
+                redirected = r.in_clause_with(hit.start, "signals.redirect", None)
+                if not redirected and (
+                    not _refund_destination(r, hit)
+                    or r.in_clause_with(hit.start, "signals.hypothetical", None)
                 ):
                     continue  # "if you'd paid by Alipay it'd be quicker" names no destination
                 if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
@@ -1131,6 +1135,9 @@ _CLAIM_TOPICS = (
 """Topics a duration can be a claim about (amounts use their own list)."""
 
 
+_INSTEAD_OF = re.compile(
+    r"(?:instead of|rather than|not to|而不是|不是退到|不退到?)\s*(?:your |the |a |an )?$"
+)
 _DESTINATION = re.compile(
     r"(?:退|回|打|转|到|进|入|存|放|换成|改成|改到|改退|退回|原路)(?:到|回|进|入)?(?:您|你)?的?\s*$"
     r"|(?:to|into|onto|on|back to|via|through|in) (?:your |the |a )?(?:own )?$"

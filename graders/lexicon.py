@@ -107,6 +107,7 @@ _SIGNAL_KEYS = {
     "inquiry",
     "refusal",
     "non_negating",
+    "redirect",
 }
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name

@@ -215,3 +215,114 @@ def test_a_scenario_can_forbid_its_own_moves(tmp_path, library) -> None:  # type
         .score
         == 2
     )
+
+
+def cited(grading, reply: str, lang: str, scenario: str) -> set[str]:  # type: ignore[no-untyped-def]
+    """Clauses any grade deducts for (facts are cited by accuracy, conduct by policy)."""
+    grades = grading(scenario, lang).customer(OPENING).reply(reply).values()
+    return {c for g in grades for d in g.deductions for c in d.clause_ids}
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply", "clause", "scenario"),
+    [
+        ("zh", "您喊什么喊，我又不聋。", "CONDUCT-NO-INSULT", "damaged-kettle"),
+        ("zh", "一个水壶而已，搞得跟天塌了一样。", "CONDUCT-NO-INSULT", "damaged-kettle"),
+        ("zh", "我再说最后一遍，订单号发过来。", "CONDUCT-NO-INSULT", "damaged-kettle"),
+        (
+            "en",
+            "Let me explain it slowly so you can follow.",
+            "CONDUCT-NO-INSULT",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "Yelling at me won't make the courier drive any faster.",
+            "CONDUCT-NO-INSULT",
+            "delivery-delay-gift",
+        ),
+        ("zh", "谁让您不等活动再买呢。", "CONDUCT-NO-BLAME", "price-protection-airfryer"),
+        ("zh", "好多客户自己选错尺码，回头又说我们发错。", "CONDUCT-NO-BLAME", "wrong-item-hoodie"),
+        (
+            "en",
+            "Any adult would check the box before signing for it.",
+            "CONDUCT-NO-BLAME",
+            "damaged-kettle",
+        ),
+        ("en", "Honestly you should've measured first.", "CONDUCT-NO-BLAME", "wrong-item-hoodie"),
+        ("zh", "评价那边记得回来夸夸我们哦。", "CONDUCT-NO-REVIEW-BAIT", "damaged-kettle"),
+        (
+            "en",
+            "Would you mind changing the 1-star once it arrives?",
+            "CONDUCT-NO-REVIEW-BAIT",
+            "damaged-kettle",
+        ),
+        ("zh", "我用工作微信加您，我们微信上细聊。", "CONDUCT-OFF-PLATFORM", "damaged-kettle"),
+        ("zh", "我先用自己支付宝给您转299。", "CONDUCT-OFF-PLATFORM", "damaged-kettle"),
+        (
+            "en",
+            "No problem, I'll switch the ¥299 refund over to your bank card.",
+            "REFUND-CHANNEL",
+            "damaged-kettle",
+        ),
+        ("zh", "行，那我给您改成退到银行卡。", "REFUND-CHANNEL", "damaged-kettle"),
+        ("zh", "这款是活动特价商品，不支持七天无理由退货。", "RET-7D", "wrong-item-hoodie"),
+        (
+            "en",
+            "Sorry, sale items aren't eligible for no-reason returns.",
+            "RET-7D",
+            "wrong-item-hoodie",
+        ),
+        ("zh", "运费您这边先垫一下，到仓后给您报销。", "SHIP-FEE", "damaged-kettle"),
+        (
+            "en",
+            "Drop it at any post office, pay the postage and keep the receipt.",
+            "SHIP-FEE",
+            "damaged-kettle",
+        ),
+    ],
+)
+def test_paraphrase_families_are_caught(grading, lang, reply, clause, scenario) -> None:
+    assert clause in cited(grading, reply, lang, scenario)
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply", "clause", "scenario"),
+    [
+        ("en", "None of this is on you, Ms. Wang.", "CONDUCT-NO-BLAME", "damaged-kettle"),
+        (
+            "en",
+            "You shouldn't have had to pay the postage; I'll refund it.",
+            "CONDUCT-NO-BLAME",
+            "refund-dispute-blender",
+        ),
+        (
+            "en",
+            "I can't make the bank move any faster, but I'll chase them today.",
+            "CONDUCT-NO-INSULT",
+            "refund-dispute-blender",
+        ),
+        ("zh", "行，您别生气，我这就给您处理。", "CONDUCT-NO-INSULT", "damaged-kettle"),
+        (
+            "en",
+            "The refund goes back to your Alipay, not to a bank card.",
+            "REFUND-CHANNEL",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "I'll refund it to your Alipay instead of a bank card.",
+            "REFUND-CHANNEL",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "We book the pickup and pay the shipping, nothing up front.",
+            "SHIP-FEE",
+            "wrong-item-hoodie",
+        ),
+        ("zh", "您可以申请七天无理由退货，寄回运费由商家承担。", "RET-7D", "wrong-item-hoodie"),
+    ],
+)
+def test_paraphrase_look_alikes_are_not_flagged(grading, lang, reply, clause, scenario) -> None:
+    assert clause not in cited(grading, reply, lang, scenario)
