@@ -45,7 +45,9 @@ class AccuracyGrader(RuleGrader):
             points = min(_POINTS[claim.verdict], remaining)
             remaining -= points
             expected = claim.expected or {"zh": "", "en": ""}
-            if claim.verdict == "unfit":
+            if claim.fact == "learned":
+                reason = message("accuracy.learned", stated=claim.stated, clause=expected)
+            elif claim.verdict == "unfit":
                 reason = message("accuracy.unfit", stated=claim.stated, expected=expected)
             elif claim.verdict == "unsupported":
                 note = {

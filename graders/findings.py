@@ -26,6 +26,7 @@ from bot.scenario import (
     SimpleCheck,
     day_of,
 )
+from graders import learned
 from graders._base import Recent
 from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sentence_key
 from graders.injection import strip as strip_injections
@@ -148,6 +149,15 @@ class ScenarioRules:
         }
         categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
+        self.fact_clauses = frozenset(  # every check is about what the reply states
+            cid
+            for cid in resolved.applicable_clauses
+            if resolved.policy.clauses[cid].checks
+            and all(c.kind in _FACT_CHECKS for c in resolved.policy.clauses[cid].checks)
+        )
+        self.dismissive_clauses = frozenset(
+            cid for cid, check in self.phrase_checks if f"forbidden.{check.lexicon}" in _DISMISSIVE
+        )
         self._by_kind = {kind: tuple(ids) for kind, ids in by_kind.items()}
         # for resolution_fit the scenario's own clauses come first: INFO-ACCURATE's check
         # is only the fallback for a case with no handling clause
@@ -226,6 +236,23 @@ class ScenarioRules:
 
 
 _SEVERITY_ORDER = {"critical": 0, "major": 1, "minor": 2}
+_FACT_CHECKS = frozenset(
+    {
+        "order_facts",
+        "resolution_fit",
+        "forbidden_resolution",
+        "return_window",
+        "exchange_window",
+        "price_protection_window",
+        "eligibility",
+        "shipping_fee_payer",
+        "refund_channel",
+        "refund_timing",
+        "reship_timing",
+        "compensation_cap",
+    }
+)
+"""Check kinds about what a reply states: breaking a clause made only of these is a wrong fact."""
 _RULES: dict[int, tuple[ResolvedScenario, ScenarioRules]] = {}
 
 
@@ -449,6 +476,7 @@ def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
     findings.timeline, findings.stonewall = timeline, stonewall
     _claims(findings, reader, rules, numbers, state)
     _violations(findings, reader, rules, numbers, extra, state)
+    _learned(findings, rules)
     if stripped.injected:
         findings.injection_quote = stripped.injected[0]
     return findings
@@ -1427,6 +1455,31 @@ def _violations(
             for w in unique
         )
     ]
+
+
+def _learned(f: Findings, rules: ScenarioRules) -> None:
+    """Clauses the patterns did not cite that the shipped model reads in the reply."""
+    model = learned.shipped()
+    if model is None or not model.applies_to(rules.resolved.policy.id):
+        return
+    a = f.analysis
+    cited = {c for v in f.violations for c in v.clause_ids}
+    cited |= {c for claim in f.claims if claim.verdict != "correct" for c in claim.clause_ids}
+    open_clauses = [c for c in rules.resolved.applicable_clauses if c not in cited]
+    for p in model.propose(a, open_clauses):
+        quote = a.norm.quote(p.start, p.end).strip()
+        if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
+            title = rules.title(p.clause)
+            cited_clause: dict[Lang, str] = {
+                "zh": f"{p.clause}（{title['zh']}）",
+                "en": f"{p.clause} ({title['en']})",
+            }
+            f.claims.append(Claim("learned", "wrong", quote, cited_clause, (p.clause,)))
+            continue
+        words = ("、" if _is_cjk(quote[:1]) else ", ").join(f"“{w}”" for w in p.words) or "—"
+        f.violations.append(rules.violation(p.clause, quote, "policy.learned", words=words))
+        if p.clause in rules.dismissive_clauses:  # rude, blaming or brushing off: empathy 0
+            f.dismissive_quote = f.dismissive_quote or quote
 
 
 _PROMISE_GAP = {True: 24, False: 90}  # chars between a promise marker and its outcome

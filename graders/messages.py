@@ -63,6 +63,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "{fact}说错了：回复说「{stated}」，正确的是「{expected}」。",
         "Wrong {fact}: the reply says “{stated}”, but it is “{expected}”.",
     ),
+    "accuracy.learned": (
+        "「{stated}」不符合 {clause} 的规定：读起来与标注为说错的回复相符。",
+        "“{stated}” goes against {clause}: it reads like replies labelled as wrong on it.",
+    ),
     "accuracy.unsupported": (
         "{fact}「{stated}」在订单和政策里找不到依据{expected_note}。",
         "The {fact} “{stated}” has no basis in the order or policy{expected_note}.",
@@ -92,6 +96,11 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "Breaks {clauses}: ¥{amount} compensation is over the ¥{cap} limit; ask a "
         "supervisor instead of promising it.",
     ),
+    "policy.learned": (
+        "违反 {clauses}：「{quote}」与标注为违反该条的回复说法相近（起决定作用的词：{words}）。",
+        "Breaks {clauses}: “{quote}” is worded like replies labelled as breaking it (the "
+        "words that weigh most: {words}).",
+    ),
     "policy.forbidden_resolution": (
         "违反 {clauses}：本案不能提供「{quote}」这种处理方式。",
         "Breaks {clauses}: “{quote}” is not an allowed way to handle this case.",
@@ -112,6 +121,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 FACT_NAMES: dict[str, tuple[str, str]] = {
+    "learned": ("政策条款", "policy terms"),
     "refund_amount": ("退款金额", "refund amount"),
     "refund_channel": ("退款渠道", "refund channel"),
     "refund_timing": ("退款到账时间", "refund timing"),

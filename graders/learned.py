@@ -1,0 +1,246 @@
+"""Clauses the patterns missed, proposed by a small linear model trained on labelled replies.
+
+The model reads what the patterns read: the normalised text of each sentence, as word
+and character n-grams, plus the lexicon categories found in it. It is trained by
+``scripts/train_clause_model.py`` on the dev split of ``scenarios/labels/`` (never on the
+frozen test split) and shipped as ``graders/data/clause_model.json``. It applies only to
+the policy packs it was trained for, only adds a clause the patterns did not cite, and
+only above that clause's threshold; the deduction quotes the sentence that weighs most
+and the words in it that weigh most. The same text always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graders._base import Recent
+from graders.text import Analysis
+
+MODEL_PATH = Path(__file__).parent / "data" / "clause_model.json"
+FORMAT = 1
+
+_TOKEN = re.compile(r"[\u3400-\u9fff]|[a-z]+(?:'[a-z]+)?|[0-9]+|[¥$]")
+_DIGITS = re.compile(r"[0-9]+")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_MAX_N = 3
+
+
+def sentence_tokens(text: str) -> list[str]:
+    """Tokens of normalised text: each Chinese character, each word, any number as ``0``."""
+    return ["0" if t[0].isdigit() else t for t in _TOKEN.findall(text)]
+
+
+def ngrams(tokens: Sequence[str]) -> set[str]:
+    """Uni-, bi- and trigrams of one sentence's tokens, with sentence start and end marks."""
+    marked = ["<s>", *tokens, "</s>"]
+    found = set(tokens)
+    for n in range(2, _MAX_N + 1):
+        found.update(" ".join(marked[i : i + n]) for i in range(len(marked) - n + 1))
+    return found
+
+
+def sentence_features(analysis: Analysis) -> list[tuple[int, int, set[str]]]:
+    """Each sentence's span and features: its n-grams and the lexicon categories in it."""
+    spans = analysis.sentences() or [(0, len(analysis.text))]
+    out = [(start, end, ngrams(sentence_tokens(analysis.text[start:end]))) for start, end in spans]
+    starts = [start for start, _ in spans]
+    for key, hits in analysis.hits.items():
+        for hit in hits:
+            index = max(0, bisect.bisect_right(starts, hit.start) - 1)
+            out[index][2].add(("neg:" if hit.negated else "hit:") + key)
+    return out
+
+
+def reply_features(analysis: Analysis) -> Counter[str]:
+    """A reply's features with the number of sentences each occurs in (the model's input)."""
+    return Counter(f for _, _, features in sentence_features(analysis) for f in features)
+
+
+def shown(feature: str) -> str:
+    """An n-gram as the trainee would read it (Chinese without spaces)."""
+    parts = [p for p in feature.split(" ") if p not in ("<s>", "</s>")]
+    text = ""
+    for part in parts:
+        joined = bool(text) and not (_CJK.match(part) or _CJK.match(text[-1]))
+        text += (" " if joined else "") + part
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A clause the model reads in the reply, and the words behind it."""
+
+    clause: str
+    probability: float
+    start: int
+    end: int
+    """The span of the sentence that weighs most (normalised text offsets)."""
+    words: tuple[str, ...]
+
+
+class ClauseModel:
+    """One logistic-regression head per clause over shared sparse features.
+
+    A feature's value is the number of sentences it occurs in, so a reply's score is the
+    sum of its sentences' scores, and the sentence that weighs most is the evidence.
+    """
+
+    def __init__(self, data: dict[str, Any]):
+        if data.get("format") != FORMAT:
+            raise ValueError(f"clause model format {data.get('format')!r}, expected {FORMAT}")
+        self.packs: frozenset[str] = frozenset(data["packs"])
+        self.heads: tuple[str, ...] = tuple(data["heads"])
+        self.thresholds: tuple[float, ...] = tuple(data["thresholds"])
+        """Per head, the logit a reply must reach."""
+        self.bias: tuple[float, ...] = tuple(data["bias"])
+        self.names: tuple[str, ...] = tuple(data["features"])
+        self.features: dict[str, int] = {f: i for i, f in enumerate(self.names)}
+        self.weights = np.array(data["weights"], dtype=np.float64).reshape(
+            len(self.names), len(self.heads)
+        )
+        self.trained_on: dict[str, Any] = data["trained_on"]
+        self._head = {clause: i for i, clause in enumerate(self.heads)}
+        self._shown = np.array([not f.startswith(("hit:", "neg:")) for f in self.names])
+        self._categories: dict[str, tuple[int | None, int | None]] = {}
+        self._known: Recent[tuple[tuple[int, ...], tuple[float, ...]]] = Recent(8192)
+        """Sentences already scored (numbers folded to 0): agents reuse stock lines."""
+
+    def applies_to(self, pack: str) -> bool:
+        """Whether the model was trained on this policy pack's clause ids."""
+        return pack in self.packs
+
+    def probabilities(self, features: Mapping[str, int]) -> dict[str, float]:
+        """Each head's probability for a reply's features (as the trainer computes them)."""
+        logits = np.array(self.bias)
+        for feature, count in sorted(features.items()):
+            row = self.features.get(feature)
+            if row is not None:
+                logits += count * self.weights[row]
+        return {c: 1 / (1 + math.exp(-float(x))) for c, x in zip(self.heads, logits, strict=True)}
+
+    def propose(self, analysis: Analysis, clauses: Iterable[str]) -> list[Proposal]:
+        """The clauses among ``clauses`` whose score reaches their threshold."""
+        wanted = [self._head[c] for c in clauses if c in self._head]
+        if not wanted:
+            return []
+        key = ("learned", id(self))
+        if key not in analysis.memo:  # text-only work, shared by every scenario and turn
+            analysis.memo[key] = self._sentences(analysis)
+        sentences: list[tuple[int, int, tuple[int, ...], tuple[float, ...]]] = analysis.memo[key]
+        logits = self.bias
+        for _, _, _, score in sentences:  # plain floats: cheaper than numpy for a few heads
+            logits = tuple(x + y for x, y in zip(logits, score, strict=True))
+        proposals = []
+        for head in wanted:
+            logit = logits[head]
+            if logit < self.thresholds[head]:
+                continue
+            best = max(range(len(sentences)), key=lambda i: (float(sentences[i][3][head]), -i))
+            start, end, rows, _ = sentences[best]
+            chance = round(1 / (1 + math.exp(-logit)), 2)
+            words = self._words(analysis, start, end, rows, self.weights[:, head])
+            proposals.append(Proposal(self.heads[head], chance, start, end, words))
+        return proposals
+
+    def _sentences(
+        self, analysis: Analysis
+    ) -> list[tuple[int, int, tuple[int, ...], tuple[float, ...]]]:
+        """Each sentence's span, the rows of its known features and its score per head."""
+        text = analysis.text
+        spans = analysis.sentences() or [(0, len(text))]
+        starts = [start for start, _ in spans]
+        found: list[set[int]] = [set() for _ in spans]
+        categories = self._categories
+        for category, hits in analysis.hits.items():
+            plain, negated = categories.get(category) or self._category_rows(category)
+            if plain is None and negated is None:
+                continue
+            for hit in hits:
+                row = negated if hit.negated else plain
+                if row is not None:
+                    index = 0 if len(spans) == 1 else bisect.bisect_right(starts, hit.start) - 1
+                    found[max(0, index)].add(row)
+        out = []
+        for (start, end), rows in zip(spans, found, strict=True):
+            words, seen = _DIGITS.sub("0", text[start:end]), frozenset(rows)
+            known, score = self._known.get((words, seen), partial(self._score, words, seen))
+            out.append((start, end, known, score))
+        return out
+
+    def _score(
+        self, sentence: str, categories: frozenset[int]
+    ) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """A sentence's known feature rows and its score per head."""
+        found = ngrams(sentence_tokens(sentence))
+        rows = tuple(  # in feature order: the same sum, to the last bit, in every process
+            sorted(
+                {*(row for f in found if (row := self.features.get(f)) is not None), *categories}
+            )
+        )
+        return rows, tuple(self.weights[list(rows)].sum(axis=0).tolist())
+
+    def _category_rows(self, category: str) -> tuple[int | None, int | None]:
+        rows = self._categories.get(category)
+        if rows is None:
+            rows = self._categories[category] = (
+                self.features.get("hit:" + category),
+                self.features.get("neg:" + category),
+            )
+        return rows
+
+    def _words(
+        self, analysis: Analysis, start: int, end: int, rows: tuple[int, ...], weights: np.ndarray
+    ) -> tuple[str, ...]:
+        """Up to three of the sentence's own phrases that weigh most for the head.
+
+        A lexicon category is shown as the trainee's words it matched; single words and
+        characters only when nothing longer weighs in, and never a folded number.
+        """
+        ranked = sorted((r for r in set(rows) if weights[r] > 0), key=lambda r: (-weights[r], r))
+        said = analysis.text[start:end]
+        phrases: list[str] = []
+        singles: list[str] = []
+        for row in ranked:
+            name = self.names[row]
+            if name.startswith(("hit:", "neg:")):
+                negated = name.startswith("neg:")
+                hits = analysis.hits.get(name[4:], ())
+                hit = next(
+                    (h for h in hits if start <= h.start < end and h.negated == negated), None
+                )
+                word = analysis.quote(hit).strip() if hit else ""
+            else:
+                word = shown(name)
+                if word not in said:  # an n-gram across punctuation is not the trainee's words
+                    continue
+            if not word or "0" in name.split(" "):
+                continue
+            single = " " not in word and not (len(word) > 1 and _CJK.match(word))
+            (singles if single else phrases).append(word)
+        words: list[str] = []
+        for word in phrases + singles:
+            folded = word.lower()
+            if not any(folded in w.lower() or w.lower() in folded for w in words):
+                words.append(word)
+                if len(words) == 3:
+                    break
+        return tuple(words)
+
+
+@cache
+def shipped() -> ClauseModel | None:
+    """The model shipped with the graders (None when the file is absent)."""
+    if not MODEL_PATH.exists():
+        return None
+    return ClauseModel(json.loads(MODEL_PATH.read_text(encoding="utf-8")))

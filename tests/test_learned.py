@@ -1,0 +1,146 @@
+"""The learned clause model: what it adds to the rules, how it explains it, how it is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.content import ScenarioLibrary
+from graders import learned
+from graders.learned import ClauseModel, reply_features, shown
+from graders.text import analyze
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = ROOT / "scenarios" / "labels" / "dev.jsonl"
+
+
+def tiny(**changes: Any) -> ClauseModel:
+    """A hand-made model: two features push CONDUCT-NO-BLAME over its threshold together."""
+    data: dict[str, Any] = {
+        "format": learned.FORMAT,
+        "packs": ["default-shop"],
+        "heads": ["CONDUCT-NO-BLAME"],
+        "thresholds": [0.0],
+        "bias": [-1.0],
+        "features": ["尺 码", "看", "谢 谢"],
+        "weights": [0.8, 0.5, -2.0],
+        "trained_on": {"files": {}, "replies": 0},
+    }
+    return ClauseModel(data | changes)
+
+
+def test_a_head_fires_on_the_sentence_that_weighs_most_and_quotes_its_words() -> None:
+    analysis = analyze("您好。您没看尺码表吗？")
+    [proposal] = tiny().propose(analysis, ["CONDUCT-NO-BLAME"])
+    assert analysis.text[proposal.start : proposal.end] == "您没看尺码表吗"
+    assert proposal.words == ("尺码", "看")  # phrases before single characters
+    assert proposal.probability == pytest.approx(0.57, abs=0.01)
+
+
+def test_below_the_threshold_or_not_asked_for_nothing_is_proposed() -> None:
+    assert tiny().propose(analyze("您没看尺码表吗？谢谢。"), ["CONDUCT-NO-BLAME"]) == []
+    assert tiny().propose(analyze("您没看尺码表吗？"), ["CONDUCT-NO-INSULT"]) == []
+
+
+def test_a_feature_counts_once_per_sentence_it_occurs_in() -> None:
+    features = reply_features(analyze("尺码看了。尺码没看。"))
+    assert features["尺 码"] == 2 and features["看"] == 2
+    probability = tiny().probabilities(features)["CONDUCT-NO-BLAME"]
+    assert probability == pytest.approx(1 / (1 + 2.718281828 ** -(-1.0 + 2 * 0.8 + 2 * 0.5)))
+
+
+def test_the_model_applies_only_to_the_packs_it_was_trained_for() -> None:
+    assert tiny().applies_to("default-shop")
+    assert not tiny(packs=["other-shop"]).applies_to("default-shop")
+
+
+def test_a_model_file_of_another_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="format"):
+        tiny(format=99)
+
+
+def test_ngrams_are_shown_as_the_trainee_wrote_them() -> None:
+    assert shown("<s> 您 确 定") == "您确定"
+    assert shown("are you sure") == "are you sure"
+
+
+def test_the_shipped_model_was_trained_on_the_current_dev_split_and_never_on_the_test_split(
+    library: ScenarioLibrary,
+) -> None:
+    model = learned.shipped()
+    assert model is not None
+    digest = hashlib.sha256(DEV.read_bytes()).hexdigest()
+    assert model.trained_on["files"] == {"scenarios/labels/dev.jsonl": digest}, (
+        "scenarios/labels/dev.jsonl changed since graders/data/clause_model.json was "
+        "trained: run python scripts/train_clause_model.py"
+    )
+    pack = library.get("damaged-kettle").policy
+    assert model.packs == {pack.id}
+    assert set(model.heads) <= set(pack.clauses)
+
+
+def test_a_blame_the_patterns_miss_is_cited_with_the_trainees_words(grading) -> None:  # type: ignore[no-untyped-def]
+    reply = "您下单之前就没想过量一下尺寸吗？"
+    grades = grading("wrong-item-hoodie", "zh").customer("发错货了！").reply(reply)
+    [deduction] = grades["policy"].deductions
+    assert deduction.code == "policy.learned"
+    assert deduction.clause_ids == ("CONDUCT-NO-BLAME",)
+    assert deduction.quote == "您下单之前就没想过量一下尺寸吗"
+    assert "“下单”" in deduction.reason["zh"] and "CONDUCT-NO-BLAME" in deduction.reason["en"]
+    assert grades["empathy"].score == 0  # blaming the customer, as the labelling guide says
+
+
+def test_the_same_reply_gets_the_same_proposals_from_a_freshly_loaded_model() -> None:
+    text = "Next time maybe read the size chart before you checkout?"
+    fresh = ClauseModel(json.loads(learned.MODEL_PATH.read_text(encoding="utf-8")))
+    shipped = learned.shipped()
+    assert shipped is not None
+    heads = list(shipped.heads)
+    assert fresh.propose(analyze(text), heads) == shipped.propose(analyze(text), heads)
+
+
+def test_training_refuses_the_frozen_test_split(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "scripts/train_clause_model.py",
+            "--labels",
+            "scenarios/labels/test.jsonl",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode != 0 and "frozen test split" in run.stderr
+
+
+@pytest.mark.slow
+def test_training_gives_the_same_file_twice_and_a_model_the_graders_load(tmp_path: Path) -> None:
+    lines = DEV.read_text(encoding="utf-8").splitlines()
+    small = tmp_path / "labels.jsonl"  # two writing batches: dev and dev2
+    small.write_text(
+        "\n".join(line for line in lines if '"id": "dev-' in line or '"id": "dev2' in line),
+        encoding="utf-8",
+    )
+    outputs = []
+    for name in ("a.json", "b.json"):
+        run = subprocess.run(
+            [sys.executable, "scripts/train_clause_model.py", "--labels", str(small)]
+            + ["--out", str(tmp_path / name)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    model = ClauseModel(json.loads(outputs[0]))
+    assert model.heads and model.trained_on["replies"] == 704
