@@ -900,6 +900,10 @@ def _claims(
                 or r.negated_clause(duration.start)
             ):
                 continue
+            if kind != "reship_timing" and r.in_clause_with(
+                duration.start, "outcomes.credit", None
+            ):
+                continue  # "price protection done, the ¥100 is back in 1–3 days": refund timing
             if kind == "reship_timing":  # the shop may ship sooner than its limit
                 verdict = "correct" if duration.hi_hours <= hours else "wrong"
             else:
@@ -987,6 +991,11 @@ def _claims(
             for hit in a.get(f"claims.payer_{payer}"):
                 if hit.negated:
                     continue
+                if payer == "insurance" and (
+                    _NO_INSURANCE_BEFORE.search(a.text[max(0, hit.start - 14) : hit.start])
+                    or _NO_INSURANCE_AFTER.match(a.text, hit.end)
+                ):
+                    continue  # "there's no freight insurance", 跟运费险没关系: nobody said it pays
                 verdict = "correct" if payer == expected_payer else "wrong"
                 claims.append(
                     Claim(
@@ -1163,8 +1172,12 @@ _CLAIM_TOPICS = (
 """Topics a duration can be a claim about (amounts use their own list)."""
 
 
+_NO_INSURANCE_BEFORE = re.compile(
+    r"(?:\bno|\bwithout|\bnot covered by|没有|没买|没有买|未购买|无)\s*(?:the |any )?$"
+)
+_NO_INSURANCE_AFTER = re.compile(r"\s*(?:没关系|无关|不管用|不适用|用不上)")
 _INSTEAD_OF = re.compile(
-    r"(?:instead of|rather than|not to|而不是|不是退到|不退到?)\s*(?:your |the |a |an )?$"
+    r"(?:instead of|rather than|not to|withdraw (?:it |the money )?to|而不是|不是退到|不退到?|退不到|退不了|(?:不能|没法|无法)退到|提现到)\s*(?:your |the |a |an )?$"
 )
 _DESTINATION = re.compile(
     r"(?:退|回|打|转|到|进|入|存|放|换成|改成|改到|改退|退回|原路)(?:到|回|进|入)?(?:您|你)?的?\s*$"
@@ -1200,7 +1213,7 @@ def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChan
     return default
 
 
-_ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back)\b")
+_ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
 
 
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:

@@ -89,7 +89,7 @@ _DURATION_ZH = re.compile(
 )
 _DURATION_EN = re.compile(
     rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?(?:\s*|-)"
-    r"(?P<unit>business days?|working days?|days?|hours?|hrs?|weeks?|minutes?|mins?)\b"
+    r"(?P<unit>business days?|working days?|days?|hours?|hrs?|h|weeks?|minutes?|mins?)\b"
 )
 _UNIT_HOURS = {
     "工作日": 24,
@@ -107,6 +107,7 @@ _UNIT_HOURS = {
     "day": 24,
     "hour": 1,
     "hr": 1,
+    "h": 1,
     "week": 168,
     "minute": 1 / 60,
     "min": 1 / 60,

@@ -37,7 +37,7 @@ _ASCII_FOLD = str.maketrans(
     }
 )
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
-_CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s-\s")
+_CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s[-–]\s|\s?—+\s?")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[a-z]")
 _NOT_NEGATABLE = frozenset(

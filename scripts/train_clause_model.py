@@ -59,6 +59,7 @@ MIN_DOCS = 2  # a feature must occur in at least this many replies
 MIN_ADDED = 5  # fewer additions than this say little about their precision
 MODEL_PRECISION = 0.9  # the head's own flags, cited by the rules or not
 GRID = [round(0.2 + 0.05 * i, 2) for i in range(16)]  # candidate probabilities 0.20–0.95
+LEXICON = ROOT / "graders" / "data" / "lexicon.yaml"  # the rules a head's additions are judged by
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ def main() -> None:
         "weights": [float(w) for row in used for w in weights[row]],
         "trained_on": {
             "files": files,
+            "lexicon_sha256": hashlib.sha256(LEXICON.read_bytes()).hexdigest(),
             "replies": len(items),
             "out_of_batch": report,
             "C": C,

@@ -70,16 +70,18 @@ def test_ngrams_are_shown_as_the_trainee_wrote_them() -> None:
     assert shown("are you sure") == "are you sure"
 
 
-def test_the_shipped_model_was_trained_on_the_current_dev_split_and_never_on_the_test_split(
+def test_the_shipped_model_was_trained_on_the_current_dev_split_and_lexicon_never_the_test_split(
     library: ScenarioLibrary,
 ) -> None:
     model = learned.shipped()
     assert model is not None
     digest = hashlib.sha256(DEV.read_bytes()).hexdigest()
+    lexicon = hashlib.sha256((ROOT / "graders/data/lexicon.yaml").read_bytes()).hexdigest()
+    retrain = "changed since graders/data/clause_model.json was trained: run python scripts/train_clause_model.py"
     assert model.trained_on["files"] == {"scenarios/labels/dev.jsonl": digest}, (
-        "scenarios/labels/dev.jsonl changed since graders/data/clause_model.json was "
-        "trained: run python scripts/train_clause_model.py"
+        f"dev.jsonl {retrain}"
     )
+    assert model.trained_on["lexicon_sha256"] == lexicon, f"the lexicon {retrain}"
     pack = library.get("damaged-kettle").policy
     assert model.packs == {pack.id}
     assert set(model.heads) <= set(pack.clauses)
@@ -132,9 +134,15 @@ def test_training_gives_the_same_file_twice_and_a_model_the_graders_load(tmp_pat
     outputs = []
     for name in ("a.json", "b.json"):
         run = subprocess.run(
-            [sys.executable, "scripts/train_clause_model.py", "--labels", str(small)]
-            + ["--out", str(tmp_path / name)],
-            cwd=ROOT,
+            [
+                sys.executable,
+                ROOT / "scripts/train_clause_model.py",
+                "--labels",
+                small,
+                "--out",
+                name,
+            ],
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=600,
