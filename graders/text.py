@@ -111,6 +111,14 @@ _SLANG = {
     "coz": "because",
     "gonna": "going to",
     "wanna": "want to",
+    "cant": "can't",
+    "dont": "don't",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "isnt": "isn't",
+    "wont": "won't",
+    "im": "i'm",
+    "ive": "i've",
 }
 _SLANG_WORD = re.compile(r"(?<![\w'])(?:" + "|".join(_SLANG) + r")(?![\w'])")
 

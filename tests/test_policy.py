@@ -276,6 +276,25 @@ def cited(grading, reply: str, lang: str, scenario: str) -> set[str]:  # type: i
         ("zh", "运费您这边先垫一下，到仓后给您报销。", "SHIP-FEE", "damaged-kettle"),
         (
             "en",
+            "When you're ready to talk like an adult, send the order number.",
+            "CONDUCT-NO-INSULT",
+            "damaged-kettle",
+        ),
+        ("zh", "您冷静一点好吗，冲我吼也没用。", "CONDUCT-NO-INSULT", "delivery-delay-gift"),
+        (
+            "zh",
+            "行，差价给您退，您就别去写差评了哈。",
+            "CONDUCT-NO-REVIEW-BAIT",
+            "price-protection-airfryer",
+        ),
+        (
+            "en",
+            "i can just alipay u the 189 myself right now",
+            "CONDUCT-OFF-PLATFORM",
+            "wrong-item-hoodie",
+        ),
+        (
+            "en",
             "Drop it at any post office, pay the postage and keep the receipt.",
             "SHIP-FEE",
             "damaged-kettle",
@@ -320,6 +339,12 @@ def test_paraphrase_families_are_caught(grading, lang, reply, clause, scenario) 
             "We book the pickup and pay the shipping, nothing up front.",
             "SHIP-FEE",
             "wrong-item-hoodie",
+        ),
+        (
+            "en",
+            "sorry, i cant add u on wechat or move this off the platform",
+            "CONDUCT-OFF-PLATFORM",
+            "damaged-kettle",
         ),
         ("zh", "您可以申请七天无理由退货，寄回运费由商家承担。", "RET-7D", "wrong-item-hoodie"),
     ],
