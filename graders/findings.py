@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, cast
 
+import ahocorasick
+
 from bot.i18n import LANGS, Lang
 from bot.scenario import (
     COURIER_NAMES,
@@ -149,6 +151,7 @@ class ScenarioRules:
         }
         categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
+        self.applicable = frozenset(resolved.applicable_clauses)
         self.fact_clauses = frozenset(  # every check is about what the reply states
             cid
             for cid in resolved.applicable_clauses
@@ -195,7 +198,11 @@ class ScenarioRules:
         }
         if key.price_difference:
             self.known_amounts.add(_round(order.price - key.price_difference))
-        self.address = re.compile("|".join(map(re.escape, _windows(order.receiver.address))))
+        self._address = ahocorasick.Automaton()
+        for piece in _windows(order.receiver.address):
+            self._address.add_word(piece, piece)
+        if len(self._address):
+            self._address.make_automaton()
         receiver = order.receiver
         self.phone = receiver.phone
         self.last4 = re.compile(rf"(?<!\d){receiver.phone[-4:]}(?!\d)")
@@ -205,6 +212,10 @@ class ScenarioRules:
         self.names = _disclosing_names(receiver.name.zh, receiver.name.en)
         self.payment_names: dict[Lang, str] = PAYMENT_NAMES[order.payment]
         self.courier_names: dict[Lang, str] = COURIER_NAMES[order.courier]
+
+    def reads_address(self, compact: str) -> bool:
+        """Whether text without spaces holds a distinctive piece of the recipient's address."""
+        return len(self._address) > 0 and next(self._address.iter(compact), None) is not None
 
     def clauses(self, kind: str) -> tuple[str, ...]:
         """Applicable clause ids that declare check ``kind``.
@@ -1120,7 +1131,7 @@ def _recipient_data(r: _Reader, rules: ScenarioRules) -> list[str]:
     """The recipient's name, phone or address as the reply reads them back."""
     a = r.a
     quotes: list[str] = []
-    if rules.address.search(a.text.replace(" ", "")):
+    if rules.reads_address(a.text.replace(" ", "")):
         quotes.append(a.excerpt())
     for name in rules.names:
         index = a.text.find(name)
@@ -1411,7 +1422,7 @@ def _violations(
         for match in _MASKED_PHONE.finditer(a.text):
             if (match["head"], match["tail"]) == (rules.phone[:3], rules.phone[-4:]):
                 quotes.append(a.sentence_quote(match.start()))
-        if rules.address.search(compact):
+        if rules.reads_address(compact):
             quotes.append(a.excerpt())
         for name in rules.names:
             index = a.text.find(name)
@@ -1476,10 +1487,12 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
     if model is None or not model.applies_to(rules.resolved.policy.id):
         return
     a = f.analysis
-    cited = {c for v in f.violations for c in v.clause_ids}
+    candidates = model.candidates(a, rules.applicable)
+    if not candidates:
+        return
+    cited = {c for v in f.violations for c in v.clause_ids}  # the rules explain these already
     cited |= {c for claim in f.claims if claim.verdict != "correct" for c in claim.clause_ids}
-    open_clauses = [c for c in rules.resolved.applicable_clauses if c not in cited]
-    for p in model.propose(a, open_clauses):
+    for p in model.propose(a, [c for c in candidates if c not in cited]):
         quote = a.norm.quote(p.start, p.end).strip()
         if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
             title = rules.title(p.clause)

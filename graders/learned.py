@@ -77,6 +77,11 @@ def shown(feature: str) -> str:
     return text
 
 
+_Sentence = tuple[int, int, tuple[int, ...], tuple[float, ...]]
+"""A sentence's start and end, the rows of its known features, its score per head."""
+_Scored = tuple[list[_Sentence], tuple[float, ...], list[int]]
+
+
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """A clause the model reads in the reply, and the words behind it."""
@@ -129,33 +134,45 @@ class ClauseModel:
                 logits += count * self.weights[row]
         return {c: 1 / (1 + math.exp(-float(x))) for c, x in zip(self.heads, logits, strict=True)}
 
-    def propose(self, analysis: Analysis, clauses: Iterable[str]) -> list[Proposal]:
-        """The clauses among ``clauses`` whose score reaches their threshold."""
-        wanted = [self._head[c] for c in clauses if c in self._head]
-        if not wanted:
+    def candidates(self, analysis: Analysis, clauses: Iterable[str]) -> list[str]:
+        """The clauses among ``clauses`` whose score reaches their threshold (cheap)."""
+        _, _, over = self._scored(analysis)
+        if not over:
             return []
-        key = ("learned", id(self))
-        if key not in analysis.memo:  # text-only work, shared by every scenario and turn
-            analysis.memo[key] = self._sentences(analysis)
-        sentences: list[tuple[int, int, tuple[int, ...], tuple[float, ...]]] = analysis.memo[key]
-        logits = self.bias
-        for _, _, _, score in sentences:  # plain floats: cheaper than numpy for a few heads
-            logits = tuple(x + y for x, y in zip(logits, score, strict=True))
+        wanted = clauses if isinstance(clauses, (set, frozenset)) else set(clauses)
+        return [self.heads[head] for head in over if self.heads[head] in wanted]
+
+    def propose(self, analysis: Analysis, clauses: Iterable[str]) -> list[Proposal]:
+        """The candidates among ``clauses``, each with its sentence and words."""
+        sentences, logits, _ = self._scored(analysis)
         proposals = []
-        for head in wanted:
-            logit = logits[head]
-            if logit < self.thresholds[head]:
-                continue
-            best = max(range(len(sentences)), key=lambda i: (float(sentences[i][3][head]), -i))
+        for clause in self.candidates(analysis, clauses):
+            head = self._head[clause]
+            best = max(range(len(sentences)), key=lambda i: (sentences[i][3][head], -i))
             start, end, rows, _ = sentences[best]
-            chance = round(1 / (1 + math.exp(-logit)), 2)
+            chance = round(1 / (1 + math.exp(-logits[head])), 2)
             words = self._words(analysis, start, end, rows, self.weights[:, head])
-            proposals.append(Proposal(self.heads[head], chance, start, end, words))
+            proposals.append(Proposal(clause, chance, start, end, words))
         return proposals
 
-    def _sentences(
-        self, analysis: Analysis
-    ) -> list[tuple[int, int, tuple[int, ...], tuple[float, ...]]]:
+    def _scored(self, analysis: Analysis) -> _Scored:
+        """Sentences, logits and the heads over threshold; text-only, kept with the analysis."""
+        key = ("learned", id(self))
+        if key not in analysis.memo:  # shared by every scenario and turn of the same text
+            sentences = self._sentences(analysis)
+            logits = self.bias
+            for _, _, _, score in sentences:  # plain floats: cheaper than numpy for 8 heads
+                logits = tuple(x + y for x, y in zip(logits, score, strict=True))
+            pairs = zip(logits, self.thresholds, strict=True)
+            analysis.memo[key] = (
+                sentences,
+                logits,
+                [h for h, (x, t) in enumerate(pairs) if x >= t],
+            )
+        scored: _Scored = analysis.memo[key]
+        return scored
+
+    def _sentences(self, analysis: Analysis) -> list[_Sentence]:
         """Each sentence's span, the rows of its known features and its score per head."""
         text = analysis.text
         spans = analysis.sentences() or [(0, len(text))]

@@ -289,6 +289,7 @@ def _lexicon_matcher() -> Matcher:
     return Matcher(categories)
 
 
+_NO_HITS: tuple[Hit, ...] = ()
 _NEGATION_GAP = {True: 4, False: 48}  # chars allowed between a negation and its target
 
 
@@ -308,9 +309,9 @@ class Analysis:
         """The normalised text."""
         return self.norm.text
 
-    def get(self, key: str) -> list[Hit]:
-        """Hits of one category, e.g. ``signals.apology``."""
-        return self.hits.get(key, [])
+    def get(self, key: str) -> Sequence[Hit]:
+        """Hits of one category, e.g. ``signals.apology`` (read-only)."""
+        return self.hits.get(key, _NO_HITS)
 
     def has(self, key: str, *, negated: bool | None = False) -> bool:
         """Whether the category occurs (by default: not under a negation)."""
