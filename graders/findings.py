@@ -158,8 +158,14 @@ class ScenarioRules:
             if resolved.policy.clauses[cid].checks
             and all(c.kind in _FACT_CHECKS for c in resolved.policy.clauses[cid].checks)
         )
-        self.dismissive_clauses = frozenset(
-            cid for cid, check in self.phrase_checks if f"forbidden.{check.lexicon}" in _DISMISSIVE
+        self.dismissive_clauses = frozenset(  # rude, blaming or brushing off, and nothing else
+            cid
+            for cid in resolved.applicable_clauses
+            if resolved.policy.clauses[cid].checks
+            and all(
+                isinstance(c, PhraseCheck) and f"forbidden.{c.lexicon}" in _DISMISSIVE
+                for c in resolved.policy.clauses[cid].checks
+            )
         )
         self._by_kind = {kind: tuple(ids) for kind, ids in by_kind.items()}
         # for resolution_fit the scenario's own clauses come first: INFO-ACCURATE's check
@@ -837,6 +843,7 @@ def _claims(
             if (
                 a.sentence_of(duration.start) in private
                 or _qualified(r, duration)
+                or _SO_FAR.search(a.text[max(0, duration.start - 12) : duration.start])
                 or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
                 or r.in_clause_with(duration.start, "signals.hypothetical", None)
@@ -1188,7 +1195,7 @@ _NO_INSURANCE_BEFORE = re.compile(
 )
 _NO_INSURANCE_AFTER = re.compile(r"\s*(?:没关系|无关|不管用|不适用|用不上)")
 _INSTEAD_OF = re.compile(
-    r"(?:instead of|rather than|not to|withdraw (?:it |the money )?to|而不是|不是退到|不退到?|退不到|退不了|(?:不能|没法|无法)退到|提现到)\s*(?:your |the |a |an )?$"
+    r"(?:instead of|rather than|not to|withdraw (?:it |the money )?to|而不是|不是退到|不退到?|退不到|退不了|改不到|(?:不能|没法|无法)(?:退|改)到|提现到)\s*(?:your |the |a |an )?$"
 )
 _DESTINATION = re.compile(
     r"(?:退|回|打|转|到|进|入|存|放|换成|改成|改到|改退|退回|原路)(?:到|回|进|入)?(?:您|你)?的?\s*$"
@@ -1224,11 +1231,29 @@ def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChan
     return default
 
 
+_AGENT_ACTS_AFTER = re.compile(
+    r"\s*(?:就|会|马上|立刻|都)?(?:去|帮您|给您|为您|跟您)?"
+    r"(?:催|查|核查|核实|跟进|处理|提交|联系|申请|登记|反馈|回复|同步)"
+)
+_AGENT_ACTS_BEFORE = re.compile(
+    r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
+    r"push\w*|update you|get back to you)\b[^.!?,;]{0,40}$"
+)
+_SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past)|for the past)\s+$")
+"""Before a duration: time already gone (这两天, "the last two days"), not a promised time."""
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
 
 
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
-    """Whether a time word ("today", 马上) is said of the refund arriving, not of a parcel."""
+    """Whether a time word ("today", 马上) is said of the refund arriving.
+
+    Not of a parcel, nor of the agent's own work (我今天就去催财务, "I'll chase finance today").
+    """
+    text = r.a.text
+    if _AGENT_ACTS_AFTER.match(text, hit.end) or _AGENT_ACTS_BEFORE.search(
+        text[max(0, hit.start - 40) : hit.start]
+    ):
+        return False
     clause = r.a.clause_of(hit.start)
     if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):
         return False  # a coupon or red packet arriving is not the refund
@@ -1492,7 +1517,11 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
         return
     cited = {c for v in f.violations for c in v.clause_ids}  # the rules explain these already
     cited |= {c for claim in f.claims if claim.verdict != "correct" for c in claim.clause_ids}
-    for p in model.propose(a, [c for c in candidates if c not in cited]):
+    judged = {c for claim in f.claims for c in claim.clause_ids}  # facts the rules checked
+    left = [
+        c for c in candidates if c not in cited and not (c in rules.fact_clauses and c in judged)
+    ]
+    for p in model.propose(a, left):
         quote = a.norm.quote(p.start, p.end).strip()
         if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
             title = rules.title(p.clause)

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -104,6 +104,11 @@ class ClauseModel:
     def __init__(self, data: dict[str, Any]):
         if data.get("format") != FORMAT:
             raise ValueError(f"clause model format {data.get('format')!r}, expected {FORMAT}")
+        heads, features = len(data["heads"]), len(data["features"])
+        if not (len(data["thresholds"]) == len(data["bias"]) == heads):
+            raise ValueError("thresholds and bias need one value per head")
+        if len(data["weights"]) != heads * features:
+            raise ValueError("weights need one value per feature and head")
         self.packs: frozenset[str] = frozenset(data["packs"])
         self.heads: tuple[str, ...] = tuple(data["heads"])
         self.thresholds: tuple[float, ...] = tuple(data["thresholds"])
@@ -116,6 +121,7 @@ class ClauseModel:
         )
         self.trained_on: dict[str, Any] = data["trained_on"]
         self._head = {clause: i for i, clause in enumerate(self.heads)}
+        self._token = object()  # this model's results in an analysis memo (never reused)
         self._shown = np.array([not f.startswith(("hit:", "neg:")) for f in self.names])
         self._categories: dict[str, tuple[int | None, int | None]] = {}
         self._known: Recent[tuple[tuple[int, ...], tuple[float, ...]]] = Recent(8192)
@@ -124,15 +130,6 @@ class ClauseModel:
     def applies_to(self, pack: str) -> bool:
         """Whether the model was trained on this policy pack's clause ids."""
         return pack in self.packs
-
-    def probabilities(self, features: Mapping[str, int]) -> dict[str, float]:
-        """Each head's probability for a reply's features (as the trainer computes them)."""
-        logits = np.array(self.bias)
-        for feature, count in sorted(features.items()):
-            row = self.features.get(feature)
-            if row is not None:
-                logits += count * self.weights[row]
-        return {c: 1 / (1 + math.exp(-float(x))) for c, x in zip(self.heads, logits, strict=True)}
 
     def candidates(self, analysis: Analysis, clauses: Iterable[str]) -> list[str]:
         """The clauses among ``clauses`` whose score reaches their threshold (cheap)."""
@@ -157,7 +154,7 @@ class ClauseModel:
 
     def _scored(self, analysis: Analysis) -> _Scored:
         """Sentences, logits and the heads over threshold; text-only, kept with the analysis."""
-        key = ("learned", id(self))
+        key = ("learned", self._token)
         if key not in analysis.memo:  # shared by every scenario and turn of the same text
             sentences = self._sentences(analysis)
             logits = self.bias
@@ -257,7 +254,17 @@ class ClauseModel:
 
 @cache
 def shipped() -> ClauseModel | None:
-    """The model shipped with the graders (None when the file is absent)."""
+    """The model shipped with the graders (None when the file is absent).
+
+    A file that is there but is not a clause model is a broken install: grading stops with
+    a message that says so rather than silently grading without the model.
+    """
     if not MODEL_PATH.exists():
         return None
-    return ClauseModel(json.loads(MODEL_PATH.read_text(encoding="utf-8")))
+    try:
+        return ClauseModel(json.loads(MODEL_PATH.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{MODEL_PATH} is not a clause model ({exc}): restore it with git checkout, "
+            "or retrain it with python scripts/train_clause_model.py"
+        ) from exc

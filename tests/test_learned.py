@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -49,10 +50,30 @@ def test_below_the_threshold_or_not_asked_for_nothing_is_proposed() -> None:
 
 
 def test_a_feature_counts_once_per_sentence_it_occurs_in() -> None:
-    features = reply_features(analyze("尺码看了。尺码没看。"))
+    analysis = analyze("尺码看了。尺码没看。")
+    features = reply_features(analysis)
     assert features["尺 码"] == 2 and features["看"] == 2
-    probability = tiny().probabilities(features)["CONDUCT-NO-BLAME"]
-    assert probability == pytest.approx(1 / (1 + 2.718281828 ** -(-1.0 + 2 * 0.8 + 2 * 0.5)))
+    [proposal] = tiny().propose(analysis, ["CONDUCT-NO-BLAME"])
+    assert proposal.probability == pytest.approx(
+        1 / (1 + math.exp(-(-1.0 + 2 * 0.8 + 2 * 0.5))), abs=0.005
+    )
+
+
+def test_two_models_never_share_results_cached_with_a_text() -> None:
+    analysis = analyze("您没看尺码表吗？")
+    assert tiny().propose(analysis, ["CONDUCT-NO-BLAME"])
+    assert tiny(bias=[-10.0]).propose(analysis, ["CONDUCT-NO-BLAME"]) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [({"bias": []}, "one value per head"), ({"weights": [0.8]}, "one value per feature")],
+)
+def test_a_model_file_with_inconsistent_sizes_is_refused(
+    changes: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        tiny(**changes)
 
 
 def test_the_model_applies_only_to_the_packs_it_was_trained_for() -> None:
@@ -87,6 +108,17 @@ def test_the_shipped_model_was_trained_on_the_current_dev_split_and_lexicon_neve
     assert set(model.heads) <= set(pack.clauses)
 
 
+def test_a_late_present_finding_does_not_zero_empathy(library: ScenarioLibrary) -> None:
+    from graders.findings import rules_for
+
+    rules = rules_for(library.get("delivery-delay-gift"))
+    assert rules.dismissive_clauses == {
+        "CONDUCT-NO-BLAME",
+        "CONDUCT-NO-DEFLECT",
+        "CONDUCT-NO-INSULT",
+    }
+
+
 def test_a_blame_the_patterns_miss_is_cited_with_the_trainees_words(grading) -> None:  # type: ignore[no-untyped-def]
     reply = "您下单之前就没想过量一下尺寸吗？"
     grades = grading("wrong-item-hoodie", "zh").customer("发错货了！").reply(reply)
@@ -96,6 +128,21 @@ def test_a_blame_the_patterns_miss_is_cited_with_the_trainees_words(grading) -> 
     assert deduction.quote == "您下单之前就没想过量一下尺寸吗"
     assert "“下单”" in deduction.reason["zh"] and "CONDUCT-NO-BLAME" in deduction.reason["en"]
     assert grades["empathy"].score == 0  # blaming the customer, as the labelling guide says
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("en", "When did you sign for the parcel?"),
+        ("en", "Which day did you place the order?"),
+        ("en", "How many items were in the box when you opened it?"),
+        ("zh", "请问您当时下单选的是哪个尺码呢？"),
+        ("zh", "您好，请问您是什么时候下单的？"),
+    ],
+)
+def test_questions_an_agent_must_ask_are_not_read_as_blame(grading, lang: str, reply: str) -> None:  # type: ignore[no-untyped-def]
+    grades = grading("wrong-item-hoodie", lang).customer("发错货了！").reply(reply)
+    assert not [d for g in grades.values() for d in g.deductions if d.code == "policy.learned"]
 
 
 def test_the_same_reply_gets_the_same_proposals_from_a_freshly_loaded_model() -> None:

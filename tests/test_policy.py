@@ -351,3 +351,63 @@ def test_paraphrase_families_are_caught(grading, lang, reply, clause, scenario) 
 )
 def test_paraphrase_look_alikes_are_not_flagged(grading, lang, reply, clause, scenario) -> None:
     assert clause not in cited(grading, reply, lang, scenario)
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply", "scenario"),
+    [  # innocent replies that share words with the insult, blame and review families
+        ("zh", "如果您想多了解一下价保规则，我可以发给您。", "price-protection-airfryer"),
+        ("zh", "我在认真听您说，您别着急。", "damaged-kettle"),
+        ("en", "I'm so sorry you've waited two whole days for this.", "delivery-delay-gift"),
+        (
+            "en",
+            "A crack like that could be serious, so please don't use the kettle.",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "Don't worry, it's not complicated: send a photo and I'll do the rest.",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "Resubmitting won't make the refund any faster, but I'll chase finance today.",
+            "refund-dispute-blender",
+        ),
+        ("zh", "当初要是我们仓库多检查一下就好了，真的抱歉。", "wrong-item-hoodie"),
+        ("zh", "好多客户都问过，我再说明一下：退款会原路退回。", "refund-dispute-blender"),
+        ("zh", "您确定选L码吗？我帮您登记换货。", "wrong-item-hoodie"),
+        ("en", "Any adult at home can sign for the replacement.", "damaged-kettle"),
+        (
+            "en",
+            "We should've checked it before it left the warehouse, I'm sorry.",
+            "damaged-kettle",
+        ),
+        ("zh", "我个人帮您转达给主管，有结果马上告诉您。", "delivery-delay-gift"),
+        ("zh", "我自己帮您发起退款申请，您稍等。", "missing-item-skincare"),
+        ("zh", "我自己给您打个备注，仓库会优先处理。", "missing-item-skincare"),
+        ("zh", "处理完如果还有不满意的地方，可以随时找我。", "damaged-kettle"),
+        ("zh", "我来跟进到您满意为止。", "damaged-kettle"),
+        ("en", "We've improved our packaging thanks to feedback like yours.", "damaged-kettle"),
+    ],
+)
+def test_innocent_replies_sharing_words_with_violations_lose_nothing_to_patterns(
+    grading, lang, reply, scenario
+) -> None:
+    grades = grading(scenario, lang).customer(OPENING).reply(reply)
+    codes = {d.code for g in grades.values() for d in g.deductions}
+    assert not codes & {"policy.violation", "empathy.dismissive"}, codes
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "We don't pay the return shipping on a no-reason return.",
+        "We'll need you to pay the return shipping.",
+    ],
+)
+def test_the_shop_not_paying_postage_is_not_read_as_the_shop_paying(grading, reply: str) -> None:
+    grades = grading("refund-dispute-blender", "en").customer(OPENING).reply(reply)
+    assert not [
+        d for d in grades["accuracy"].deductions if d.code == "accuracy.wrong.shipping_payer"
+    ]
