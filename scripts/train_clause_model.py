@@ -58,9 +58,9 @@ C = 3.0  # inverse regularisation strength, chosen on an untouched dev batch (de
 MIN_DOCS = 2  # a feature must occur in at least this many replies
 MIN_ADDED = 5  # fewer additions than this say little about their precision
 MODEL_PRECISION = 0.9  # the head's own flags, cited by the rules or not
-GRID = [
-    round(0.5 + 0.05 * i, 2) for i in range(10)
-]  # candidate probabilities 0.50–0.95: more likely than not
+# candidate probabilities 0.60–0.95: a deduction only where the model is clearly more
+# sure than not (at 0.50 a plain 您好，请问您是什么时候下单的？ read as blame)
+GRID = [round(0.6 + 0.05 * i, 2) for i in range(8)]
 LEXICON = ROOT / "graders" / "data" / "lexicon.yaml"  # the rules a head's additions are judged by
 
 

@@ -294,6 +294,55 @@ def cited(grading, reply: str, lang: str, scenario: str) -> set[str]:  # type: i
             "wrong-item-hoodie",
         ),
         (
+            "zh",
+            "页面写得很清楚，您是没看到还是看不懂？",
+            "CONDUCT-NO-INSULT",
+            "refund-dispute-blender",
+        ),
+        ("zh", "您先数清楚了再来问好吗？", "CONDUCT-NO-INSULT", "missing-item-skincare"),
+        (
+            "en",
+            "I'll explain one more time. Which part isn't clear?",
+            "CONDUCT-NO-INSULT",
+            "refund-dispute-blender",
+        ),
+        (
+            "en",
+            "Thanks for the order number, which you so helpfully pointed out twice.",
+            "CONDUCT-NO-INSULT",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "People like you always order late and then complain.",
+            "CONDUCT-NO-BLAME",
+            "delivery-delay-gift",
+        ),
+        (
+            "en",
+            "Buying before the sale was your call, not ours.",
+            "CONDUCT-NO-BLAME",
+            "price-protection-airfryer",
+        ),
+        (
+            "zh",
+            "说不定是您的卡被冻结了，您自己去银行问问。",
+            "CONDUCT-NO-BLAME",
+            "refund-dispute-blender",
+        ),
+        (
+            "en",
+            "If you feel like leaving a nice review afterwards, that'd be great.",
+            "CONDUCT-NO-REVIEW-BAIT",
+            "damaged-kettle",
+        ),
+        (
+            "en",
+            "I saw the one-star. Would you consider updating it once this is fixed?",
+            "CONDUCT-NO-REVIEW-BAIT",
+            "damaged-kettle",
+        ),
+        (
             "en",
             "Drop it at any post office, pay the postage and keep the receipt.",
             "SHIP-FEE",
@@ -389,6 +438,16 @@ def test_paraphrase_look_alikes_are_not_flagged(grading, lang, reply, clause, sc
         ("zh", "处理完如果还有不满意的地方，可以随时找我。", "damaged-kettle"),
         ("zh", "我来跟进到您满意为止。", "damaged-kettle"),
         ("en", "We've improved our packaging thanks to feedback like yours.", "damaged-kettle"),
+        (
+            "zh",
+            "退款只能原路退回，我这边也不能微信转给您，这是为了资金安全。",
+            "refund-dispute-blender",
+        ),
+        (
+            "en",
+            "Is the crack serious? Was the box knocked around in transit too?",
+            "damaged-kettle",
+        ),
     ],
 )
 def test_innocent_replies_sharing_words_with_violations_lose_nothing_to_patterns(
