@@ -50,21 +50,35 @@ def ngrams(tokens: Sequence[str]) -> set[str]:
     return found
 
 
-def sentence_features(analysis: Analysis) -> list[tuple[int, int, set[str]]]:
-    """Each sentence's span and features: its n-grams and the lexicon categories in it."""
-    spans = analysis.sentences() or [(0, len(analysis.text))]
-    out = [(start, end, ngrams(sentence_tokens(analysis.text[start:end]))) for start, end in spans]
+def sentence_parts(analysis: Analysis) -> list[tuple[int, int, str, frozenset[str]]]:
+    """Each sentence's span, its text with numbers folded to ``0``, its lexicon categories.
+
+    Categories read ``hit:forbidden.blame`` or, under a negation, ``neg:signals.promise``.
+    """
+    text = analysis.text
+    spans = analysis.sentences() or [(0, len(text))]
     starts = [start for start, _ in spans]
+    categories: list[set[str]] = [set() for _ in spans]
     for key, hits in analysis.hits.items():
         for hit in hits:
-            index = max(0, bisect.bisect_right(starts, hit.start) - 1)
-            out[index][2].add(("neg:" if hit.negated else "hit:") + key)
-    return out
+            index = 0 if len(spans) == 1 else bisect.bisect_right(starts, hit.start) - 1
+            categories[max(0, index)].add(("neg:" if hit.negated else "hit:") + key)
+    return [
+        (start, end, _DIGITS.sub("0", text[start:end]), frozenset(found))
+        for (start, end), found in zip(spans, categories, strict=True)
+    ]
 
 
 def reply_features(analysis: Analysis) -> Counter[str]:
-    """A reply's features with the number of sentences each occurs in (the model's input)."""
-    return Counter(f for _, _, features in sentence_features(analysis) for f in features)
+    """A reply's features, each with the number of sentences it occurs in (model input).
+
+    A sentence's features are its n-grams and the lexicon categories found in it.
+    """
+    return Counter(
+        feature
+        for _, _, words, categories in sentence_parts(analysis)
+        for feature in ngrams(sentence_tokens(words)) | categories
+    )
 
 
 def shown(feature: str) -> str:
@@ -122,8 +136,6 @@ class ClauseModel:
         self.trained_on: dict[str, Any] = data["trained_on"]
         self._head = {clause: i for i, clause in enumerate(self.heads)}
         self._token = object()  # this model's results in an analysis memo (never reused)
-        self._shown = np.array([not f.startswith(("hit:", "neg:")) for f in self.names])
-        self._categories: dict[str, tuple[int | None, int | None]] = {}
         self._known: Recent[tuple[tuple[int, ...], tuple[float, ...]]] = Recent(8192)
         """Sentences already scored (numbers folded to 0): agents reuse stock lines."""
 
@@ -171,47 +183,22 @@ class ClauseModel:
 
     def _sentences(self, analysis: Analysis) -> list[_Sentence]:
         """Each sentence's span, the rows of its known features and its score per head."""
-        text = analysis.text
-        spans = analysis.sentences() or [(0, len(text))]
-        starts = [start for start, _ in spans]
-        found: list[set[int]] = [set() for _ in spans]
-        categories = self._categories
-        for category, hits in analysis.hits.items():
-            plain, negated = categories.get(category) or self._category_rows(category)
-            if plain is None and negated is None:
-                continue
-            for hit in hits:
-                row = negated if hit.negated else plain
-                if row is not None:
-                    index = 0 if len(spans) == 1 else bisect.bisect_right(starts, hit.start) - 1
-                    found[max(0, index)].add(row)
         out = []
-        for (start, end), rows in zip(spans, found, strict=True):
-            words, seen = _DIGITS.sub("0", text[start:end]), frozenset(rows)
-            known, score = self._known.get((words, seen), partial(self._score, words, seen))
-            out.append((start, end, known, score))
+        for start, end, words, categories in sentence_parts(analysis):
+            key = (words, categories)  # stock lines repeat: score each once
+            rows, score = self._known.get(key, partial(self._score, words, categories))
+            out.append((start, end, rows, score))
         return out
 
     def _score(
-        self, sentence: str, categories: frozenset[int]
+        self, words: str, categories: frozenset[str]
     ) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """A sentence's known feature rows and its score per head."""
-        found = ngrams(sentence_tokens(sentence))
+        found = ngrams(sentence_tokens(words)) | categories
         rows = tuple(  # in feature order: the same sum, to the last bit, in every process
-            sorted(
-                {*(row for f in found if (row := self.features.get(f)) is not None), *categories}
-            )
+            sorted(row for f in found if (row := self.features.get(f)) is not None)
         )
         return rows, tuple(self.weights[list(rows)].sum(axis=0).tolist())
-
-    def _category_rows(self, category: str) -> tuple[int | None, int | None]:
-        rows = self._categories.get(category)
-        if rows is None:
-            rows = self._categories[category] = (
-                self.features.get("hit:" + category),
-                self.features.get("neg:" + category),
-            )
-        return rows
 
     def _words(
         self, analysis: Analysis, start: int, end: int, rows: tuple[int, ...], weights: np.ndarray
