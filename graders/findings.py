@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, cast
@@ -152,20 +152,20 @@ class ScenarioRules:
         categories += [(k, [*m.phrases.zh, *m.phrases.en]) for k, m in self.moves.items()]
         self.matcher = Matcher(categories)
         self.applicable = frozenset(resolved.applicable_clauses)
-        self.fact_clauses = frozenset(  # every check is about what the reply states
-            cid
-            for cid in resolved.applicable_clauses
-            if resolved.policy.clauses[cid].checks
-            and all(c.kind in _FACT_CHECKS for c in resolved.policy.clauses[cid].checks)
-        )
-        self.dismissive_clauses = frozenset(  # rude, blaming or brushing off, and nothing else
-            cid
-            for cid in resolved.applicable_clauses
-            if resolved.policy.clauses[cid].checks
-            and all(
-                isinstance(c, PhraseCheck) and f"forbidden.{c.lexicon}" in _DISMISSIVE
-                for c in resolved.policy.clauses[cid].checks
+
+        def made_only_of(kind: Callable[[SimpleCheck | PhraseCheck], bool]) -> frozenset[str]:
+            clauses = resolved.policy.clauses
+            return frozenset(
+                cid
+                for cid in resolved.applicable_clauses
+                if clauses[cid].checks and all(kind(c) for c in clauses[cid].checks)
             )
+
+        # every check is about what the reply states: breaking one is a wrong statement
+        self.fact_clauses = made_only_of(lambda c: c.kind in _FACT_CHECKS)
+        # rude, blaming or brushing off, and nothing else: breaking one makes empathy 0
+        self.dismissive_clauses = made_only_of(
+            lambda c: isinstance(c, PhraseCheck) and f"forbidden.{c.lexicon}" in _DISMISSIVE
         )
         self._by_kind = {kind: tuple(ids) for kind, ids in by_kind.items()}
         # for resolution_fit the scenario's own clauses come first: INFO-ACCURATE's check

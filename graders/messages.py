@@ -121,7 +121,6 @@ _MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 FACT_NAMES: dict[str, tuple[str, str]] = {
-    "learned": ("政策条款", "policy terms"),
     "refund_amount": ("退款金额", "refund amount"),
     "refund_channel": ("退款渠道", "refund channel"),
     "refund_timing": ("退款到账时间", "refund timing"),
