@@ -1,6 +1,9 @@
 """Accuracy (0–2, or N/A): order facts and policy terms against the answer key."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 OPENING = "你们发的水壶到手就是裂的！"
 
@@ -93,45 +96,12 @@ def test_partial_refund_amount_is_checked_against_the_answer_key(grading) -> Non
 
 
 @pytest.mark.parametrize(
-    ("lang", "reply", "scenario"),
-    [  # correct statements in wordings that used to be read as wrong facts
-        (
-            "en",
-            "For a no-reason return the buyer covers the postage; there's no freight insurance on this order.",
-            "refund-dispute-blender",
-        ),
-        (
-            "zh",
-            "无理由退货的寄回运费是由买家承担的，这单没有运费险，运费这块没办法报销。",
-            "refund-dispute-blender",
-        ),
-        ("zh", "确认是错发了，这个跟运费险没关系，运费全部由我们承担。", "wrong-item-hoodie"),
-        ("en", "It's our mistake, so we pay all shipping both ways.", "damaged-kettle"),
-        (
-            "en",
-            "Price protection is submitted and the ¥100 will be back on your Baitiao within 1–3 business days.",
-            "price-protection-airfryer",
-        ),
-        (
-            "en",
-            "I get it, losing half a day over this is maddening. I can add a ¥20 coupon right now.",
-            "damaged-kettle",
-        ),
-        ("zh", "不好意思，我们只能在平台上沟通，也不能私下转账。", "damaged-kettle"),
-        (
-            "zh",
-            "399元退不到支付宝，只能原路退回您付款的银行卡，3–7个工作日到账。",
-            "refund-dispute-blender",
-        ),
-        ("zh", "299元3个工作日内退回您的支付宝，到账后您可以自己提现到银行卡。", "damaged-kettle"),
-        ("en", "Replacement submitted, it'll ship within 48h.", "damaged-kettle"),
-        (
-            "en",
-            "Not too late at all — damage can be reported within 48 hours of sign-for.",
-            "damaged-kettle",
-        ),
+    "case",
+    yaml.safe_load((Path(__file__).parent / "data" / "paraphrases.yaml").read_text("utf-8"))[
+        "credited"
     ],
+    ids=lambda case: f"{case['lang']}-{case['reply'][:24]}",
 )
-def test_correct_statements_in_many_wordings_lose_nothing(grading, lang, reply, scenario) -> None:
-    grade = acc(grading, reply, lang, scenario)
+def test_correct_statements_in_many_wordings_lose_nothing(grading, case) -> None:
+    grade = acc(grading, case["reply"], case["lang"], case["scenario"])
     assert grade.deductions == () and grade.score in (2, None)

@@ -1,6 +1,9 @@
 """Policy compliance (0–2): clauses, red lines and the dialogue state they depend on."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 OPENING = "你们发的水壶到手就是裂的！"
 
@@ -217,299 +220,36 @@ def test_a_scenario_can_forbid_its_own_moves(tmp_path, library) -> None:  # type
     )
 
 
+PARAPHRASES = yaml.safe_load(
+    (Path(__file__).parent / "data" / "paraphrases.yaml").read_text(encoding="utf-8")
+)
+
+
+def case_id(case: dict[str, str]) -> str:
+    return f"{case['lang']}-{case.get('clause', case['scenario'])}-{case['reply'][:24]}"
+
+
 def cited(grading, reply: str, lang: str, scenario: str) -> set[str]:  # type: ignore[no-untyped-def]
     """Clauses any grade deducts for (facts are cited by accuracy, conduct by policy)."""
     grades = grading(scenario, lang).customer(OPENING).reply(reply).values()
     return {c for g in grades for d in g.deductions for c in d.clause_ids}
 
 
-@pytest.mark.parametrize(
-    ("lang", "reply", "clause", "scenario"),
-    [
-        ("zh", "您喊什么喊，我又不聋。", "CONDUCT-NO-INSULT", "damaged-kettle"),
-        ("zh", "一个水壶而已，搞得跟天塌了一样。", "CONDUCT-NO-INSULT", "damaged-kettle"),
-        ("zh", "我再说最后一遍，订单号发过来。", "CONDUCT-NO-INSULT", "damaged-kettle"),
-        (
-            "en",
-            "Let me explain it slowly so you can follow.",
-            "CONDUCT-NO-INSULT",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "Yelling at me won't make the courier drive any faster.",
-            "CONDUCT-NO-INSULT",
-            "delivery-delay-gift",
-        ),
-        ("zh", "谁让您不等活动再买呢。", "CONDUCT-NO-BLAME", "price-protection-airfryer"),
-        ("zh", "好多客户自己选错尺码，回头又说我们发错。", "CONDUCT-NO-BLAME", "wrong-item-hoodie"),
-        (
-            "en",
-            "Any adult would check the box before signing for it.",
-            "CONDUCT-NO-BLAME",
-            "damaged-kettle",
-        ),
-        ("en", "Honestly you should've measured first.", "CONDUCT-NO-BLAME", "wrong-item-hoodie"),
-        ("zh", "评价那边记得回来夸夸我们哦。", "CONDUCT-NO-REVIEW-BAIT", "damaged-kettle"),
-        (
-            "en",
-            "Would you mind changing the 1-star once it arrives?",
-            "CONDUCT-NO-REVIEW-BAIT",
-            "damaged-kettle",
-        ),
-        ("zh", "我用工作微信加您，我们微信上细聊。", "CONDUCT-OFF-PLATFORM", "damaged-kettle"),
-        ("zh", "我先用自己支付宝给您转299。", "CONDUCT-OFF-PLATFORM", "damaged-kettle"),
-        (
-            "en",
-            "No problem, I'll switch the ¥299 refund over to your bank card.",
-            "REFUND-CHANNEL",
-            "damaged-kettle",
-        ),
-        ("zh", "行，那我给您改成退到银行卡。", "REFUND-CHANNEL", "damaged-kettle"),
-        ("zh", "这款是活动特价商品，不支持七天无理由退货。", "RET-7D", "wrong-item-hoodie"),
-        (
-            "en",
-            "Sorry, sale items aren't eligible for no-reason returns.",
-            "RET-7D",
-            "wrong-item-hoodie",
-        ),
-        ("zh", "运费您这边先垫一下，到仓后给您报销。", "SHIP-FEE", "damaged-kettle"),
-        (
-            "en",
-            "When you're ready to talk like an adult, send the order number.",
-            "CONDUCT-NO-INSULT",
-            "damaged-kettle",
-        ),
-        ("zh", "您冷静一点好吗，冲我吼也没用。", "CONDUCT-NO-INSULT", "delivery-delay-gift"),
-        (
-            "zh",
-            "行，差价给您退，您就别去写差评了哈。",
-            "CONDUCT-NO-REVIEW-BAIT",
-            "price-protection-airfryer",
-        ),
-        (
-            "en",
-            "i can just alipay u the 189 myself right now",
-            "CONDUCT-OFF-PLATFORM",
-            "wrong-item-hoodie",
-        ),
-        (
-            "zh",
-            "页面写得很清楚，您是没看到还是看不懂？",
-            "CONDUCT-NO-INSULT",
-            "refund-dispute-blender",
-        ),
-        ("zh", "您先数清楚了再来问好吗？", "CONDUCT-NO-INSULT", "missing-item-skincare"),
-        (
-            "en",
-            "I'll explain one more time. Which part isn't clear?",
-            "CONDUCT-NO-INSULT",
-            "refund-dispute-blender",
-        ),
-        (
-            "en",
-            "Thanks for the order number, which you so helpfully pointed out twice.",
-            "CONDUCT-NO-INSULT",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "People like you always order late and then complain.",
-            "CONDUCT-NO-BLAME",
-            "delivery-delay-gift",
-        ),
-        (
-            "en",
-            "Buying before the sale was your call, not ours.",
-            "CONDUCT-NO-BLAME",
-            "price-protection-airfryer",
-        ),
-        (
-            "zh",
-            "说不定是您的卡被冻结了，您自己去银行问问。",
-            "CONDUCT-NO-BLAME",
-            "refund-dispute-blender",
-        ),
-        (
-            "en",
-            "If you feel like leaving a nice review afterwards, that'd be great.",
-            "CONDUCT-NO-REVIEW-BAIT",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "I saw the one-star. Would you consider updating it once this is fixed?",
-            "CONDUCT-NO-REVIEW-BAIT",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "Drop it at any post office, pay the postage and keep the receipt.",
-            "SHIP-FEE",
-            "damaged-kettle",
-        ),
-    ],
-)
-def test_paraphrase_families_are_caught(grading, lang, reply, clause, scenario) -> None:
-    assert clause in cited(grading, reply, lang, scenario)
+@pytest.mark.parametrize("case", PARAPHRASES["caught"], ids=case_id)
+def test_paraphrase_families_are_caught(grading, case) -> None:
+    assert case["clause"] in cited(grading, case["reply"], case["lang"], case["scenario"])
 
 
-@pytest.mark.parametrize(
-    ("lang", "reply", "clause", "scenario"),
-    [
-        ("en", "None of this is on you, Ms. Wang.", "CONDUCT-NO-BLAME", "damaged-kettle"),
-        (
-            "en",
-            "You shouldn't have had to pay the postage; I'll refund it.",
-            "CONDUCT-NO-BLAME",
-            "refund-dispute-blender",
-        ),
-        (
-            "en",
-            "I can't make the bank move any faster, but I'll chase them today.",
-            "CONDUCT-NO-INSULT",
-            "refund-dispute-blender",
-        ),
-        ("zh", "行，您别生气，我这就给您处理。", "CONDUCT-NO-INSULT", "damaged-kettle"),
-        (
-            "en",
-            "The refund goes back to your Alipay, not to a bank card.",
-            "REFUND-CHANNEL",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "I'll refund it to your Alipay instead of a bank card.",
-            "REFUND-CHANNEL",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "We book the pickup and pay the shipping, nothing up front.",
-            "SHIP-FEE",
-            "wrong-item-hoodie",
-        ),
-        (
-            "en",
-            "sorry, i cant add u on wechat or move this off the platform",
-            "CONDUCT-OFF-PLATFORM",
-            "damaged-kettle",
-        ),
-        ("zh", "您可以申请七天无理由退货，寄回运费由商家承担。", "RET-7D", "wrong-item-hoodie"),
-    ],
-)
-def test_paraphrase_look_alikes_are_not_flagged(grading, lang, reply, clause, scenario) -> None:
-    assert clause not in cited(grading, reply, lang, scenario)
+@pytest.mark.parametrize("case", PARAPHRASES["not_flagged"], ids=case_id)
+def test_paraphrase_look_alikes_are_not_flagged(grading, case) -> None:
+    assert case["clause"] not in cited(grading, case["reply"], case["lang"], case["scenario"])
 
 
-@pytest.mark.parametrize(
-    ("lang", "reply", "scenario"),
-    [  # innocent replies that share words with the insult, blame and review families
-        ("zh", "如果您想多了解一下价保规则，我可以发给您。", "price-protection-airfryer"),
-        ("zh", "我在认真听您说，您别着急。", "damaged-kettle"),
-        ("en", "I'm so sorry you've waited two whole days for this.", "delivery-delay-gift"),
-        (
-            "en",
-            "A crack like that could be serious, so please don't use the kettle.",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "Don't worry, it's not complicated: send a photo and I'll do the rest.",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "Resubmitting won't make the refund any faster, but I'll chase finance today.",
-            "refund-dispute-blender",
-        ),
-        ("zh", "当初要是我们仓库多检查一下就好了，真的抱歉。", "wrong-item-hoodie"),
-        ("zh", "好多客户都问过，我再说明一下：退款会原路退回。", "refund-dispute-blender"),
-        ("zh", "您确定选L码吗？我帮您登记换货。", "wrong-item-hoodie"),
-        ("en", "Any adult at home can sign for the replacement.", "damaged-kettle"),
-        (
-            "en",
-            "We should've checked it before it left the warehouse, I'm sorry.",
-            "damaged-kettle",
-        ),
-        ("zh", "我个人帮您转达给主管，有结果马上告诉您。", "delivery-delay-gift"),
-        ("zh", "我自己帮您发起退款申请，您稍等。", "missing-item-skincare"),
-        ("zh", "我自己给您打个备注，仓库会优先处理。", "missing-item-skincare"),
-        ("zh", "处理完如果还有不满意的地方，可以随时找我。", "damaged-kettle"),
-        ("zh", "我来跟进到您满意为止。", "damaged-kettle"),
-        ("en", "We've improved our packaging thanks to feedback like yours.", "damaged-kettle"),
-        (
-            "zh",
-            "退款只能原路退回，我这边也不能微信转给您，这是为了资金安全。",
-            "refund-dispute-blender",
-        ),
-        ("zh", "我这里先把售后单号发给您，您留意一下。", "damaged-kettle"),
-        ("en", "Please don't post anything with your full address here.", "damaged-kettle"),
-        (
-            "en",
-            "I completely understand if you feel like leaving a bad review; I'll still fix this.",
-            "damaged-kettle",
-        ),
-        ("zh", "如果您从外观上都分不清的话也没关系，我来帮您核对。", "wrong-item-hoodie"),
-        ("zh", "因为您问了我们就马上去仓库核实了。", "missing-item-skincare"),
-        ("zh", "您打这么多问号我理解是太着急了。", "delivery-delay-gift"),
-        ("zh", "照片里的单号我这边还是看不懂，麻烦您再拍一张。", "damaged-kettle"),
-        ("zh", "帮您查一下又不是什么大事，您放心。", "delivery-delay-gift"),
-        ("zh", "您想清楚了再来找我就好，不着急。", "price-protection-airfryer"),
-        ("zh", "谁也不能指望水壶用一辈子，但这次确实是我们的问题。", "damaged-kettle"),
-        (
-            "en",
-            "As you so kindly pointed out, the order number is on the receipt.",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "Your earlier message may not have been read by our team, I'm sorry.",
-            "damaged-kettle",
-        ),
-        ("en", "Yes, our whole team is aware of the delay.", "delivery-delay-gift"),
-        (
-            "en",
-            "Please tell me which part isn't clear and I'll explain it better.",
-            "refund-dispute-blender",
-        ),
-        (
-            "en",
-            "Lots of people panic over a late gift, and that's understandable.",
-            "delivery-delay-gift",
-        ),
-        ("en", "I'll go ahead and escalate this to our claims team.", "damaged-kettle"),
-        ("zh", "具体是物流哪个环节的责任不好说，但这不影响您的售后。", "damaged-kettle"),
-        ("zh", "说不定是您的快递被放到驿站了，我帮您查一下。", "delivery-delay-gift"),
-        (
-            "en",
-            "The shipping window was always going to be a gamble on our side.",
-            "delivery-delay-gift",
-        ),
-        ("en", "Are you sure you'd rather have a refund than a replacement?", "damaged-kettle"),
-        ("en", "When was your call with our hotline?", "refund-dispute-blender"),
-        (
-            "en",
-            "We really appreciate people like you who take the time to tell us.",
-            "damaged-kettle",
-        ),
-        (
-            "en",
-            "No worries if you gave the wrong address earlier; I can update it.",
-            "wrong-item-hoodie",
-        ),
-        ("en", "Sorry, I was looking at the wrong order.", "wrong-item-hoodie"),
-        (
-            "en",
-            "Is the crack serious? Was the box knocked around in transit too?",
-            "damaged-kettle",
-        ),
-    ],
-)
+@pytest.mark.parametrize("case", PARAPHRASES["innocent"], ids=case_id)
 def test_innocent_replies_sharing_words_with_violations_lose_nothing_to_patterns(
-    grading, lang, reply, scenario
+    grading, case
 ) -> None:
-    grades = grading(scenario, lang).customer(OPENING).reply(reply)
+    grades = grading(case["scenario"], case["lang"]).customer(OPENING).reply(case["reply"])
     codes = {d.code for g in grades.values() for d in g.deductions}
     assert not codes & {"policy.violation", "empathy.dismissive"}, codes
 
