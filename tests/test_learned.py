@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,13 +146,26 @@ def test_questions_an_agent_must_ask_are_not_read_as_blame(grading, lang: str, r
     assert not [d for g in grades.values() for d in g.deductions if d.code == "policy.learned"]
 
 
-def test_the_same_reply_gets_the_same_proposals_from_a_freshly_loaded_model() -> None:
-    text = "Next time maybe read the size chart before you checkout?"
-    fresh = ClauseModel(json.loads(learned.MODEL_PATH.read_text(encoding="utf-8")))
-    shipped = learned.shipped()
-    assert shipped is not None
-    heads = list(shipped.heads)
-    assert fresh.propose(analyze(text), heads) == shipped.propose(analyze(text), heads)
+def test_the_same_reply_gets_the_same_scores_in_every_process() -> None:
+    script = (
+        "from graders.learned import shipped; from graders.text import analyze; m = shipped()\n"
+        "for t in ['Next time maybe read the size chart before you checkout?',"
+        " '您下单之前就没想过量一下尺寸吗？', '亲，加我微信，差评删了给您返20。']:\n"
+        "    print(m._scored(analyze(t))[1], m.propose(analyze(t), m.heads))\n"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},  # a different set and dict order
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1 and "CONDUCT-NO-BLAME" in outputs.pop()
 
 
 def test_training_refuses_the_frozen_test_split(tmp_path: Path) -> None:
