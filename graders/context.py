@@ -23,6 +23,8 @@ class GradingContext:
         self.lang = lang
         self.state = state
         self._findings: dict[str, Findings] = {}
+        self.key = (rules_for(scenario), lang, fingerprint(state))
+        """What a rule grade depends on besides the reply (a cache key)."""
 
     @property
     def reply_number(self) -> int:
@@ -33,7 +35,7 @@ class GradingContext:
         """What the reply does (computed once and shared by all graders)."""
         cached = self._findings.get(reply)
         if cached is None:
-            cached = find(reply, self.scenario, self.state)
+            cached = find(reply, self.scenario, self.state, self.key[2])
             self._findings[reply] = cached
         return cached
 
@@ -69,8 +71,7 @@ class RuleGrader(ABC):
         """
         if not isinstance(ctx, GradingContext):
             return self.grade(reply, ctx)
-        key = (self, reply, rules_for(ctx.scenario), ctx.lang, fingerprint(ctx.state))
-        return _GRADED.get(key, lambda: self.grade(reply, ctx))
+        return _GRADED.get((self, reply, ctx.key), lambda: self.grade(reply, ctx))
 
 
 _GRADED: Recent[Grade] = Recent(8192)

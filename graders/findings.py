@@ -126,6 +126,8 @@ class ScenarioRules:
         scenario = resolved.scenario
         by_kind: dict[str, list[str]] = {}
         self.phrase_checks: list[tuple[str, PhraseCheck]] = []
+        self.phrase_keys: list[tuple[str, PhraseCheck, str | None, str]] = []
+        """Per phrase check: its clause, the check, its lexicon category and matcher key."""
         key = scenario.answer_key
         categories: list[tuple[str, list[str]]] = [
             ("problem", [*key.problem_terms.zh, *key.problem_terms.en]),
@@ -143,6 +145,8 @@ class ScenarioRules:
                     by_kind.setdefault(check.kind, []).append(clause_id)
                 else:
                     self.phrase_checks.append((clause_id, check))
+                    lexicon_key = f"forbidden.{check.lexicon}" if check.lexicon else None
+                    self.phrase_keys.append((clause_id, check, lexicon_key, f"clause:{clause_id}"))
                     categories.append(
                         (f"clause:{clause_id}", [*check.phrases.zh, *check.phrases.en])
                     )
@@ -204,6 +208,7 @@ class ScenarioRules:
         }
         if key.price_difference:
             self.known_amounts.add(_round(order.price - key.price_difference))
+        self.known_but_cap = self.known_amounts - {float(self.cap)}
         self._address = ahocorasick.Automaton()
         for piece in _windows(order.receiver.address):
             self._address.add_word(piece, piece)
@@ -453,16 +458,23 @@ def _date_text(value: dt.date) -> dict[Lang, str]:
 _FOUND: Recent[Findings] = Recent(4096)
 
 
-def find(reply: str, resolved: ResolvedScenario, state: DialogueState) -> Findings:
+def find(
+    reply: str,
+    resolved: ResolvedScenario,
+    state: DialogueState,
+    state_key: tuple[object, ...] | None = None,
+) -> Findings:
     """Read one trainee reply against its scenario and the dialogue before it.
 
     Text aimed at the grader is cut out first (:mod:`graders.injection`): the rest is
     graded as if it had never been written, and the reply is flagged. The same reply in
     the same scenario and dialogue state is read once (stock lines repeat across chats);
     findings are never changed after they are made, so sharing them is safe.
+    ``state_key`` is ``fingerprint(state)`` when the caller has it already.
     """
     rules = rules_for(resolved)
-    return _FOUND.get((reply, rules, fingerprint(state)), lambda: _find(reply, rules, state))
+    key = (reply, rules, fingerprint(state) if state_key is None else state_key)
+    return _FOUND.get(key, lambda: _find(reply, rules, state))
 
 
 def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
@@ -544,14 +556,15 @@ def _empathy_signals(
         for h in a.get(key)
         if not h.negated
     }
-    stonewalled = {a.sentence_of(h.start) for h in a.get("signals.stonewall")}
+    # 价保要等系统处理，请耐心等待 offers nothing
+    no_offer = tainted | {a.sentence_of(h.start) for h in a.get("signals.stonewall")}
     offers = [
         h
         for hs in a.prefixed("resolutions.").values()
         for h in hs
         if not h.negated
         and not r.negated_clause(h.start)
-        and a.sentence_of(h.start) not in tainted | stonewalled  # 价保要等系统处理，请耐心等待
+        and a.sentence_of(h.start) not in no_offer
     ]
     offered = {a.sentence_of(h.start) for h in offers}
     wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
@@ -1128,14 +1141,23 @@ def _intended(r: _Reader, kind: str) -> bool:
     a = r.a
     for hit in a.get(f"resolutions.{kind}"):
         before = a.text[max(0, hit.start - (8 if _is_cjk(a.text[hit.start]) else 28)) : hit.start]
-        clause_start = max((b for b in a.clause_bounds if b <= hit.start), default=0)
+        clause_start = a.clause_start(hit.start)
         if _PURPOSE.search(before[max(0, clause_start - hit.start + len(before)) :]):
             return True
     return False
 
 
 def _recipient_data(r: _Reader, rules: ScenarioRules) -> list[str]:
-    """The recipient's name, phone or address as the reply reads them back."""
+    """The recipient's name, phone or address as the reply reads them back (memoised)."""
+    a = r.a
+    memo_key = ("recipient", rules)
+    if memo_key not in a.memo:
+        a.memo[memo_key] = _read_back(r, rules)
+    found: list[str] = a.memo[memo_key]
+    return found
+
+
+def _read_back(r: _Reader, rules: ScenarioRules) -> list[str]:
     a = r.a
     quotes: list[str] = []
     if rules.reads_address(a.text.replace(" ", "")):
@@ -1370,9 +1392,9 @@ def _violations(
         for hit in extra.get(move_key, []):
             if not (hit.negated and move.negatable):
                 cited.setdefault((hit.key, hit.start), []).append(move.clause)
-    for clause_id, check in rules.phrase_checks:  # scenario clauses first: most specific
-        hits = list(a.get(f"forbidden.{check.lexicon}")) if check.lexicon else []
-        hits += extra.get(f"clause:{clause_id}", [])
+    for clause_id, check, lexicon_key, extra_key in rules.phrase_keys:  # most specific first
+        own = extra.get(extra_key, [])
+        hits = [*a.get(lexicon_key), *own] if lexicon_key else own
         for hit in hits:
             if not (hit.negated and check.negatable):
                 cited.setdefault((hit.key, hit.start), []).append(clause_id)
@@ -1616,7 +1638,7 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             if _round(amount.value) not in rules.refund_amounts:
                 found.append(amount)  # the refund or difference as a coupon is the remedy
             continue
-        known = _round(amount.value) in rules.known_amounts - {float(rules.cap)}
+        known = _round(amount.value) in rules.known_but_cap
         clause = a.clause_of(amount.start)
         framed = any(
             a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
@@ -1646,7 +1668,7 @@ def _declined(r: _Reader, start: int, end: int) -> bool:
         for h in a.get("signals.refusal")
     ):
         return True
-    clause_start = max((b for b in a.clause_bounds if b <= start), default=0)
+    clause_start = a.clause_start(start)
     return bool(_REPORTED_DEMAND.search(a.text[clause_start:start]))
 
 

@@ -335,6 +335,11 @@ class Analysis:
         """Index of the clause containing ``pos`` (clauses also end at sentence ends)."""
         return bisect.bisect_right(self.clause_bounds, pos)
 
+    def clause_start(self, pos: int) -> int:
+        """Offset where the clause containing ``pos`` starts."""
+        index = bisect.bisect_right(self.clause_bounds, pos)
+        return self.clause_bounds[index - 1] if index else 0
+
     def sentences(self) -> list[tuple[int, int]]:
         """``(start, end)`` spans of the sentences, without their end punctuation."""
         if "sentences" in self.memo:
