@@ -85,11 +85,14 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
     rf"(?<!第)(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
-    r"(?P<unit>工作日|自然日|天|日(?!期)|小时|钟头|分钟|周|星期|个月)"
+    r"(?P<unit>工作日|自然日|天|日(?!期)|小时|钟头|(?<=个)钟|分钟|周|星期|个月)"  # 48个钟: hours
 )
 _DURATION_EN = re.compile(
     rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?(?:\s*|-)"
     r"(?P<unit>business days?|working days?|days?|hours?|hrs?|h|weeks?|minutes?|mins?)\b"
+)
+_SHORT_SPAN = re.compile(
+    r"半个?(?:小时|钟头|钟)|\bhalf an? hour\b|(?<=within )the (?:next )?hour\b|(?<=in )the next hour\b"
 )
 _UNIT_HOURS = {
     "工作日": 24,
@@ -98,6 +101,7 @@ _UNIT_HOURS = {
     "日": 24,
     "小时": 1,
     "钟头": 1,
+    "钟": 1,
     "分钟": 1 / 60,
     "周": 168,
     "星期": 168,
@@ -267,8 +271,9 @@ class DateRef:
             return self.relative_days
         if self.weekday is None:
             return None
-        ahead = (self.weekday - today_weekday) % 7
-        return ahead + 7 * self.weeks_ahead if self.weeks_ahead else ahead
+        if self.weeks_ahead:  # 下周三: that day of the next calendar week (weeks start Monday)
+            return 7 - today_weekday + self.weekday + 7 * (self.weeks_ahead - 1)
+        return (self.weekday - today_weekday) % 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,11 +303,14 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-_DIGITISH = re.compile(r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天|周|星期|礼拜")
+_DIGITISH = re.compile(
+    r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天|周|星期|礼拜|半个?(?:小时|钟)"
+)
 _EN_NUMBERISH = re.compile(
     rf"\btoday\b|\btomorrow\b|\b(?:{'|'.join(w for w in _EN_WORDS if w not in ('a', 'an'))})\b"
     r"|day\b"
     r"|\ban? (?:day|hour|week|business day|working day)"
+    r"|\bthe (?:next )?hour\b"
 )
 _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
@@ -382,7 +390,12 @@ def extract(text: str) -> Numbers:
         amounts.append(Amount(float(match[group]), match.start(group), match.end(group), handed))
     amounts.sort(key=lambda a: a.start)
     masked = _mask(masked, [(a.start, a.end) for a in amounts])
-    durations = []
+    durations = [  # 半小时内, "half an hour", "within the hour"
+        Duration(hours, hours, match.start(), match.end())
+        for match in _matches(_SHORT_SPAN, masked)
+        for hours in [0.5 if match.group().startswith(("半", "half")) else 1.0]
+    ]
+    masked = _mask(masked, [(d.start, d.end) for d in durations])
     patterns = [p for p, on in ((_DURATION_ZH, cjk), (_DURATION_EN, latin)) if on]
     for pattern in patterns:
         for match in _matches(pattern, masked):

@@ -67,6 +67,10 @@ def _durations(text: str) -> list[tuple[float, float]]:
         ("within 1 to 3 business days", (24, 72)),
         ("within 24 hours", (24, 24)),
         ("two days", (48, 48)),
+        ("48个钟内出货", (48, 48)),
+        ("钱半小时内到账", (0.5, 0.5)),
+        ("in half an hour", (0.5, 0.5)),
+        ("back within the hour", (1, 1)),
     ],
 )
 def test_durations_become_hour_ranges(text: str, hours: tuple[int, int]) -> None:
@@ -90,3 +94,18 @@ def test_phones_are_not_order_ids() -> None:
     found = extract(normalize("订单号JD2026111100123，电话13812345678，138****5678").text)
     assert [t.value for t in found.ids] == ["jd2026111100123"]
     assert [t.value for t in found.phones] == ["13812345678"]
+
+
+@pytest.mark.parametrize(
+    ("text", "today", "days"),
+    [
+        ("下周一", 4, 3),  # said on a Friday: the coming Monday
+        ("下周三", 4, 5),
+        ("下周一", 0, 7),  # said on a Monday: a week today
+        ("周三", 4, 5),
+        ("next Friday", 4, 7),
+    ],
+)
+def test_weekdays_count_from_today(text: str, today: int, days: int) -> None:
+    (date,) = extract(normalize(text).text).dates
+    assert date.days_from(today) == days
