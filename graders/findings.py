@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal, cast
 
@@ -851,8 +851,11 @@ def _claims(
             channel_named = (
                 refund_talk
                 and topic is None
-                and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
-            )  # 银行卡3–7个工作日, "bank cards take 3–7 business days"
+                and (
+                    r.in_clause_with(duration.start, f"payments.{order.payment}", None)
+                    or _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+                )
+            )  # 银行卡3–7个工作日, "It usually takes 5-7 business days to show up."
             if (
                 a.sentence_of(duration.start) in private
                 or _qualified(r, duration)
@@ -981,6 +984,8 @@ def _claims(
                 duration.start, duration.end, _CLAIM_TOPICS
             ) != "topics.delivery" or disclaimed(duration.start):
                 continue
+            if _COUNTED_FROM.match(a.text, duration.end):
+                continue  # "within 7 days of delivery": a window counted from it, not an ETA
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
                 if not r.in_clause_with(duration.start, "signals.approximate", None):
@@ -1108,14 +1113,32 @@ def _claims(
         refused = any(not h.negated for k in _REFUSALS for h in a.get(f"claims.{k}")) or a.has(
             "signals.instead"
         )
-        if "compensation" in f.offers and refused and not fixes:  # a coupon instead of the fix
+        coupon_only = (  # only a coupon, where a coupon is no fix and none was offered yet
+            "compensation" not in acceptable
+            and not set(state.offered) & acceptable
+            and not a.has("intents.photos")  # the fix waits for the evidence
+            and any(
+                not h.negated
+                and not _COUPON_PRICE.match(a.text, h.end)
+                and not _AS_WELL.search(a.text[a.clause_start(h.start) : h.start])
+                for h in a.get("resolutions.compensation")
+            )
+        )
+        if "compensation" in f.offers and not fixes and (refused or coupon_only):
             quotes.append(f.offers["compensation"])
         for quote in dict.fromkeys(quotes):
             claims.append(Claim("resolution", "unfit", quote, options, fit_clauses))
         if not quotes:  # a remedy this case allows is a correct statement of the policy
-            for kind in sorted(set(f.offers) & acceptable - NEUTRAL_RESOLUTIONS):
-                if kind in state.offered or _intended(r, kind):
-                    continue  # said before, or only what the agent means to look into
+            sending_away = {  # 您直接打圆通电话催一下吧: the customer's errand, not a remedy
+                a.sentence_of(h.start)
+                for key in ("forbidden.courier_deflection", "forbidden.dismissive")
+                for h in a.get(key)
+                if not h.negated
+            }
+            for kind in sorted(set(f.offers) & acceptable - {"compensation"}):
+                hits = [h for h in a.get(f"resolutions.{kind}") if not h.negated]
+                if _intended(r, kind) or all(a.sentence_of(h.start) in sending_away for h in hits):
+                    continue  # only what the agent means to look into, or sends the customer to do
                 claims.append(Claim("resolution", "correct", f.offers[kind], options, fit_clauses))
 
     if order_clauses:  # conditions the policy does not have: 发票, 开箱视频, "only if…"
@@ -1131,6 +1154,12 @@ _PURPOSE = re.compile(
     r"核实|查一下|查查|查看|check|看一下|看看|look into|verify|pull (?:it )?up|so (?:that )?i can|"
     r"好给您|我好|以便|方便我|便于|先帮您查|确认一下"
 )
+
+
+_COUPON_PRICE = re.compile(r"\s*(?:price|价)")
+"""After a coupon word: a coupon price ("their own coupon prices", 券后价), not a coupon given."""
+_AS_WELL = re.compile(r"\b(?:also|as well|on top|in addition)\b|另外|额外|先给|先发|再给|同时|顺便")
+"""Before a coupon: given beside the fix, not instead of it."""
 
 
 def _intended(r: _Reader, kind: str) -> bool:
@@ -1259,10 +1288,17 @@ _AGENT_ACTS_AFTER = re.compile(
 )
 _AGENT_ACTS_BEFORE = re.compile(
     r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
-    r"push\w*|update you|get back to you)\b[^.!?,;]{0,40}$"
+    r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|"
+    r"what i can do(?: right now| now)? is)\b[^.!?,;]{0,40}$"
 )
-_SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past)|for the past)\s+$")
-"""Before a duration: time already gone (这两天, "the last two days"), not a promised time."""
+_COUNTED_FROM = re.compile(
+    r"\s*(?:of|from|after|since) (?:the )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
+)
+"""After a duration: the day a window is counted from."""
+_BUSINESS_DAYS = re.compile(r"工作日|business|working")
+"""In a duration: counted in business days, as refunds are (in a reply about a refund)."""
+_SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past)|for the past|for)\s+$")
+"""Before a duration: time already gone (这两天, "for 2 days"), not a promised time."""
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
 
 
@@ -1435,6 +1471,13 @@ def _violations(
             escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
             if amount.value <= cap or (escalated and not approval_promised):
                 continue
+            stated = r.quote(amount.start, amount.end)  # approval promised: not a request now
+            f.claims[:] = [
+                replace(c, verdict="wrong")
+                if c.fact == "compensation" and c.stated == stated
+                else c
+                for c in f.claims
+            ]
             out.append(
                 rules.violation(
                     cap_clauses,
@@ -1662,7 +1705,8 @@ def _declined(r: _Reader, start: int, end: int) -> bool:
     if any(a.clause_of(h.start) == clause for h in a.get("signals.negation")):
         return True
     sentence = a.sentence_of(start)
-    gap = 16 if _is_cjk(a.text[start]) or not a.text[start].isascii() else 60
+    chinese = any(_is_cjk(c) for c in a.text[max(0, start - 2) : end + 2])  # 发一张20元券
+    gap = 16 if chinese or not a.text[start].isascii() else 60
     if any(
         a.sentence_of(h.start) == sentence and 0 <= h.start - end <= gap
         for h in a.get("signals.refusal")
