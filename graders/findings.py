@@ -747,7 +747,10 @@ def _claims(
             for hit in hits:
                 if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
                     continue
-                if a.sentence_of(hit.start) in sending_away:
+                if a.sentence_of(hit.start) in sending_away and not (
+                    _CARRIES_AFTER.match(a.text, hit.end)
+                    or _CARRIES_BEFORE.search(a.text[max(0, hit.start - 16) : hit.start])
+                ):
                     continue  # "您得去找顺丰" names the courier to send the customer away
                 verdict = "correct" if courier == order.courier else "wrong"
                 expected = rules.courier_names
@@ -807,6 +810,8 @@ def _claims(
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if _INSTEAD_OF.search(a.text[max(0, hit.start - 18) : hit.start]):
                     continue  # "to Alipay instead of Huabei": Huabei is where it is not going
+                if _THEIR_WISH.search(a.text[max(0, hit.start - 30) : hit.start]):
+                    continue  # "You'd rather have it on Alipay — but…": the customer's wish
                 redirected = r.in_clause_with(hit.start, "signals.redirect", None)
                 if not redirected and (
                     not _refund_destination(r, hit)
@@ -846,15 +851,16 @@ def _claims(
         lo, hi = params.refund_days.for_channel(order.payment)
         expected = _days(lo, hi, "个工作日", "business days")
         refund_talk = any(a.get(k) for k in ("topics.refund", "outcomes.credit"))
+        paid_asked = _asks_when_paid(state.last_customer)
         for duration in numbers.durations:
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
-            channel_named = (
-                refund_talk
-                and topic is None
-                and (
-                    r.in_clause_with(duration.start, f"payments.{order.payment}", None)
-                    or _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+            channel_named = topic is None and (
+                (
+                    refund_talk
+                    and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
                 )
+                or _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+                or _answers_when_paid(r, duration.start, duration.end, paid_asked)
             )  # 银行卡3–7个工作日, "It usually takes 5-7 business days to show up."
             if (
                 a.sentence_of(duration.start) in private
@@ -886,7 +892,10 @@ def _claims(
                 continue
             if a.sentence_of(date.start) in private:
                 continue
-            if not _about_refund_arrival(r, Hit("date", date.start, date.end)):
+            if not (
+                _about_refund_arrival(r, Hit("date", date.start, date.end))
+                or _answers_when_paid(r, date.start, date.end, paid_asked)
+            ):
                 continue
             if any(h.start <= date.start < h.end for h in a.get("claims.immediate")):
                 continue  # 今天就到账: counted as an immediate refund below
@@ -928,8 +937,9 @@ def _claims(
         if not clauses:
             continue
         for duration in numbers.durations:
+            late = kind == "reship_timing" and duration.lo_hours > hours  # even at the earliest
             if (
-                _qualified(r, duration)
+                (_qualified(r, duration) and not late)
                 or r.topic(duration.start, duration.end, _CLAIM_TOPICS) != topic
                 or r.negated_clause(duration.start)
             ):
@@ -958,9 +968,11 @@ def _claims(
             )
         if kind == "reship_timing":  # "ships today", 下周三才能发, "next Friday"
             for date in numbers.dates:
-                until = date.days_from(today.weekday())
-                if until is None or r.negated_clause(date.start) or _qualified(r, date):
-                    continue
+                until = _days_until(date, today)  # 下周三才能发, "around Nov 25"
+                if until is None or until < 0 or r.negated_clause(date.start):
+                    continue  # a past date is when it shipped, not a promise
+                if _qualified(r, date) and until * 24 <= hours:
+                    continue  # 最快明天发: an estimate within the limit
                 if r.topic(date.start, date.end, _CLAIM_TOPICS, fallback=False) != topic:
                     continue
                 verdict = "correct" if until * 24 <= hours else "wrong"
@@ -1077,6 +1089,11 @@ def _claims(
             for hit in a.get(f"claims.{claim_key}"):
                 if hit.negated or r.in_clause_with(hit.start, "signals.inquiry", None):
                     continue
+                if claim_key == "refuse_return" and any(
+                    r.in_clause_with(hit.start, k, None)
+                    for k in ("topics.difference", "topics.price_protection")
+                ):
+                    continue  # 差价这块退不了 refuses price protection, not a return
                 if claim_key == "refuse_refund" and any(
                     a.clause_of(p.start) == a.clause_of(hit.start)
                     for ps in a.prefixed("payments.").values()
@@ -1142,9 +1159,16 @@ def _claims(
                 claims.append(Claim("resolution", "correct", f.offers[kind], options, fit_clauses))
 
     if order_clauses:  # conditions the policy does not have: 发票, 开箱视频, "only if…"
+        for hit in a.get("claims.no_condition"):  # 没录视频也没关系: what the policy says
+            if not hit.negated:
+                stated = a.sentence_quote(hit.start)
+                claims.append(Claim("condition", "correct", stated, None, order_clauses))
+        waived = a.get("claims.no_condition")
         for hit in a.get("claims.condition"):
-            if hit.negated or r.in_sentence_with(hit.start, "signals.legit_condition", None):
+            if hit.negated or _legit(r, hit):
                 continue
+            if any(w.start <= hit.start and hit.end <= w.end for w in waived):
+                continue  # 不需要开箱视频: the condition waived
             claims.append(
                 Claim("condition", "wrong", a.sentence_quote(hit.start), None, order_clauses)
             )
@@ -1288,9 +1312,36 @@ _AGENT_ACTS_AFTER = re.compile(
 )
 _AGENT_ACTS_BEFORE = re.compile(
     r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
-    r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|"
+    r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|set up|put through|"
     r"what i can do(?: right now| now)? is)\b[^.!?,;]{0,40}$"
 )
+_CARRIES_AFTER = re.compile(
+    r"\s*(?:那边|这边)?(?:在送|送的|派送|配送|在派|运的|送来的)"
+    r"|(?:'s|s) (?:[a-z]+ )?(?:hub|depot|station|transit centre|transit center)\b"
+    r"|\s+(?:delivered|is delivering|are delivering|has it|have it)\b"
+)
+_CARRIES_BEFORE = re.compile(
+    r"(?:包裹|快递|货|东西)(?:是|在|由)\s*$|\b(?:sitting|stuck|held) (?:at|with)\s*$"
+)
+"""Around a courier's name: it carries the parcel (包裹是中通送的), a checkable fact even
+in a reply that sends the customer to it."""
+_NAMES_THE_DAY = re.compile(
+    r"\s*(?:是|才)?\s*(?:第|\d{1,2}\s*[号日]|[一二三四五六七八九十]+[号日])"
+    r"|,?\s*(?:is |it's )?(?:only )?(?:the )?\d{1,2}(?:st|nd|rd|th)\b"
+)
+"""After "today": the date it is (今天16号, 今天才第2个工作日), not when money arrives."""
+_MADE_UP = re.compile(
+    r"发票|开箱|视频|录像|video|原包装|包装盒|包装袋|泡沫|快递员签字|身份证|质检报告|检测报告|银行流水|流水|"
+    r"invoice|receipt|id card|bank statement|inspection report|original (?:box|packaging)|packing foam"
+)
+"""Requirements the policy never sets, whatever else is said with them."""
+_THEIR_WISH = re.compile(
+    r"\b(?:you'?d (?:rather|prefer|like)|you (?:want|wanted|asked for|prefer|would prefer))\b"
+    r"[^.!?]{0,20}$|(?:您|你)(?:想|想要|希望|要求|说)(?:退到|退回|转到|改到|改成|改退)?\s*$"
+)
+"""Before a payment channel: what the customer wants, not where the refund goes."""
+_WHEN = re.compile(r"什么时候|啥时候|几时|多久|哪天|几天|\bwhen\b|how long")
+_MONEY_WORDS = re.compile(r"钱|退款|到账|\b(?:refund|money|cash)\b")
 _COUNTED_FROM = re.compile(
     r"\s*(?:of|from|after|since) (?:the )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
 )
@@ -1302,15 +1353,60 @@ _SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
 
 
+def _days_until(date: DateRef, today: dt.date) -> int | None:
+    """Days from ``today`` to a relative date, a weekday or a calendar date (month and day)."""
+    until = date.days_from(today.weekday())
+    if until is None and date.month is not None and date.day is not None:
+        try:
+            until = (dt.date(today.year, date.month, date.day) - today).days
+        except ValueError:  # 2月30日: no such day
+            return None
+    return until
+
+
+def _legit(r: _Reader, condition: Hit) -> bool:
+    """Whether a condition is one the policy sets (photos, the 7 days, verification).
+
+    A condition naming a made-up requirement (开箱视频, "a photo of your ID card") is made
+    up whatever else its clause mentions.
+    """
+    if _MADE_UP.search(r.a.text, condition.start, condition.end):
+        return False
+    return r.in_clause_with(condition.start, "signals.legit_condition", None)
+
+
+def _agent_acts(r: _Reader, start: int, end: int) -> bool:
+    """Whether a time is said of the agent's own work (我今天就去催财务, "I'll chase finance today")."""
+    text = r.a.text
+    return bool(
+        _AGENT_ACTS_AFTER.match(text, end)
+        or _AGENT_ACTS_BEFORE.search(text[max(0, start - 40) : start])
+    )
+
+
+@lru_cache(maxsize=1024)
+def _asks_when_paid(message: str) -> bool:
+    """Whether a customer message asks when the money arrives (钱什么时候到？)."""
+    text = normalize(message).text
+    return bool(_WHEN.search(text) and _MONEY_WORDS.search(text))
+
+
+def _answers_when_paid(r: _Reader, start: int, end: int, asked: bool) -> bool:
+    """A time with no topic of its own, answering "when do I get my money?"."""
+    return (
+        asked
+        and r.topic(start, end, _CLAIM_TOPICS, fallback=False) is None
+        and not _agent_acts(r, start, end)
+        and not _NAMES_THE_DAY.match(r.a.text, end)
+    )
+
+
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     """Whether a time word ("today", 马上) is said of the refund arriving.
 
     Not of a parcel, nor of the agent's own work (我今天就去催财务, "I'll chase finance today").
     """
-    text = r.a.text
-    if _AGENT_ACTS_AFTER.match(text, hit.end) or _AGENT_ACTS_BEFORE.search(
-        text[max(0, hit.start - 40) : hit.start]
-    ):
+    if _agent_acts(r, hit.start, hit.end):
         return False
     clause = r.a.clause_of(hit.start)
     if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):

@@ -129,7 +129,7 @@ _DATE_EN = re.compile(
     rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon2>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b"
 )
 _RELATIVE = re.compile(
-    r"大后天|后天|明天|今天|今日|明日|当天|今晚|明早|day after tomorrow|tomorrow|today|tonight|same day|same-day"
+    r"大后天|后天|明天|今天|今日|明日|听日|当天|今晚|明早|day after tomorrow|tomorrow|today|tonight|same day|same-day"
     r"|next (?:business|working) day"
 )
 _RELATIVE_DAYS = {
@@ -138,6 +138,7 @@ _RELATIVE_DAYS = {
     "today": 0,
     "明天": 1,
     "明日": 1,
+    "听日": 1,  # Cantonese 聽日
     "tomorrow": 1,
     "后天": 2,
     "day after tomorrow": 2,
@@ -304,7 +305,7 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
 
 
 _DIGITISH = re.compile(
-    r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|后天|周|星期|礼拜|半个?(?:小时|钟)"
+    r"[\d零〇一二两三四五六七八九十百千]|今天|今日|明天|明日|听日|后天|周|星期|礼拜|半个?(?:小时|钟)"
 )
 _EN_NUMBERISH = re.compile(
     rf"\btoday\b|\btomorrow\b|\b(?:{'|'.join(w for w in _EN_WORDS if w not in ('a', 'an'))})\b"

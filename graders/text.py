@@ -461,6 +461,7 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
             cjk = _CJK.match(text[start]) is not None
             negated = negatable and (
                 bool(negations and _negated(start, negations, clause_bounds, cjk))
+                or bool(key in _ERRANDS and negations and _led_by_negation(text, start, negations))
                 or bool(refusable and refusals and _refused(end, refusals, sentence_bounds, cjk))
                 or any(q_start <= start and end <= q_end for q_start, q_end in quoted)
             )
@@ -484,7 +485,7 @@ _QUOTED = re.compile(
 )
 _REPORTED = re.compile(
     r"(?:您|你|客户)(?:刚才|刚刚|之前|上面)?(?:说|讲|提到|要求|要|问|写)(?:的|了|过)?\s*$|所谓(?:的)?\s*$|"
-    r"(?:you|you've|you have)\s+(?:just\s+)?(?:said|asked(?: for)?|mentioned|wrote|want(?:ed)?|"
+    r"(?:you|you've|you have)\s+(?:just\s+)?(?:said|asked(?: for| me to| me)?|mentioned|wrote|want(?:ed)?|"
     r"suggested|requested)\s*[:,]?\s*$|as you put it\s*[:,]?\s*$|your (?:request|suggestion)"
     r"(?: for| to)?\s*[:,]?\s*$",
 )
@@ -498,6 +499,23 @@ def _quoted_spans(text: str) -> list[tuple[int, int]]:
         if _REPORTED.search(before):
             spans.append(match.span())
     return spans
+
+
+_ERRANDS = frozenset({"forbidden.courier_deflection", "forbidden.dismissive"})
+"""Sending the customer elsewhere: 您不用自己去找圆通 negates it in its own words."""
+
+
+def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) -> bool:
+    """A move whose own words negate it right after the pronoun: 您不用自己去找圆通, "you won't need to call"."""
+    if text.startswith(("您也", "你也"), start):
+        after = start + 2
+    elif text.startswith(("您", "你"), start):
+        after = start + 1
+    elif text.startswith("you ", start):
+        after = start + 4
+    else:
+        return False
+    return any(n_start == after for n_start, _ in negations)
 
 
 def _refused(

@@ -121,12 +121,12 @@ def test_a_late_present_finding_does_not_zero_empathy(library: ScenarioLibrary) 
 
 
 def test_a_blame_the_patterns_miss_is_cited_with_the_trainees_words(grading) -> None:  # type: ignore[no-untyped-def]
-    reply = "您下单之前就没想过量一下尺寸吗？"
+    reply = "您下单的时候没仔细看尺码表吗？"
     grades = grading("wrong-item-hoodie", "zh").customer("发错货了！").reply(reply)
     [deduction] = grades["policy"].deductions
     assert deduction.code == "policy.learned"
     assert deduction.clause_ids == ("CONDUCT-NO-BLAME",)
-    assert deduction.quote == "您下单之前就没想过量一下尺寸吗"
+    assert deduction.quote == "您下单的时候没仔细看尺码表吗"
     assert "“下单”" in deduction.reason["zh"] and "CONDUCT-NO-BLAME" in deduction.reason["en"]
     assert grades["empathy"].score == 0  # blaming the customer, as the labelling guide says
 
