@@ -125,3 +125,29 @@ def test_sentiment_words_alone_do_not_score(grading) -> None:
         .reply("Great news! Read the manual, deal with it.")["empathy"]
     )
     assert grade.score == 0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "A cracked kettle the day you unpack it, I'd be fuming too. I'll set up the replacement now.",
+        "I get why this feels unfair, Ms. Wang. I'm submitting the replacement now.",
+        "You're right, you shouldn't have to chase anyone. I'm logging it with SF myself now.",
+        "I know a coupon is not what you asked for. I'll arrange the new kettle today.",
+    ],
+)
+def test_english_acknowledgement_without_an_apology_word_counts(grading, reply: str) -> None:
+    grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
+    assert grade.score == 3, grade.reason["en"]
+
+
+@pytest.mark.parametrize("reply", ["Checking now.", "Intercept requested.", "Replacement's booked."])
+def test_a_clipped_status_of_the_agents_own_work_is_a_next_step(grading, reply: str) -> None:
+    grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
+    assert grade.score == 1 and "empathy.no_acknowledgement" in codes(grade)
+
+
+def test_a_status_nobody_acts_on_is_not_a_next_step(grading) -> None:
+    reply = "The refund has been approved, please be patient."
+    grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
+    assert grade.score == 0
