@@ -141,7 +141,9 @@ def test_english_acknowledgement_without_an_apology_word_counts(grading, reply: 
     assert grade.score == 3, grade.reason["en"]
 
 
-@pytest.mark.parametrize("reply", ["Checking now.", "Intercept requested.", "Replacement's booked."])
+@pytest.mark.parametrize(
+    "reply", ["Checking now.", "Intercept requested.", "Replacement's booked."]
+)
 def test_a_clipped_status_of_the_agents_own_work_is_a_next_step(grading, reply: str) -> None:
     grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
     assert grade.score == 1 and "empathy.no_acknowledgement" in codes(grade)
