@@ -24,13 +24,17 @@ def test_the_test_split_is_frozen() -> None:
     )
 
 
-@pytest.mark.parametrize(("split", "size"), [("test", 384), ("dev", 3976)])
+@pytest.mark.parametrize(("split", "size"), [("test", 384), ("dev", 4168)])
 def test_every_line_loads_and_every_clause_is_broken_ten_ways(
     split: str, size: int, library: ScenarioLibrary
 ) -> None:
     items, bad = load_labels([LABELS / f"{split}.jsonl"], library)
     assert not bad and len(items) == size
-    assert Counter(i.item.language for i in items) == {"zh": size // 2, "en": size // 2}
+    languages = Counter(i.item.language for i in items)
+    if split == "test":
+        assert languages == {"zh": size // 2, "en": size // 2}
+    else:  # batches written for English empathy tilt it a little
+        assert languages.keys() == {"zh", "en"} and min(languages.values()) >= 0.45 * size
     assert len({i.item.id for i in items}) == size
     assert {i.scenario.id for i in items} == set(library.ids())
     clauses = Counter(c for i in items for c in i.item.clauses)
