@@ -359,6 +359,8 @@ class _Reader:
             if key not in priority or self.a.clause_of(t_start) != clause:
                 continue
             overlap = t_start < end and start < t_end
+            if t_start >= end and _ALTERNATIVE.search(self.a.text, end, t_start):
+                continue  # "reship within 48 hours or refund": the refund is the other option
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
             after = latin and t_start >= end
             if after:
@@ -387,6 +389,7 @@ class _Reader:
             if k in priority
             and self.a.sentence_of(t_start) == sentence
             and abs(self.a.clause_of(t_start) - clause) == 1
+            and not _ALTERNATIVE.search(self.a.text, min(t_start, end), max(t_start, start))
         }
         return keys.pop() if len(keys) == 1 else None
 
@@ -718,6 +721,8 @@ def _claims(
                 claims.append(Claim("compensation", verdict, stated, _cap_text(cap), cap_clauses))
             elif a.sentence_of(amount.start) in tainted:  # a red line, judged by policy
                 continue
+            elif _NOT_A_CENT.search(a.text, max(0, amount.start - 6), amount.end + 2):
+                continue  # 唔使你畀一蚊, 一分钱都不用: nothing, not an amount
             elif _round(amount.value) not in heard:  # repeating the customer is no claim
                 claims.extend(_amount_claim(amount, r, rules, order_clauses))
         for quote in _recipient_data(r, rules):  # read back from the order: right by itself
@@ -756,8 +761,8 @@ def _claims(
                 expected = rules.courier_names
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
         for date in numbers.dates:
-            if date.month is None or r.negated_clause(date.start):
-                continue
+            if date.day is None or r.negated_clause(date.start):
+                continue  # a weekday or "tomorrow" is no order date
             topic = r.topic(
                 date.start,
                 date.end,
@@ -783,7 +788,8 @@ def _claims(
             if actual is None:
                 claims.append(Claim(field_name, "unsupported", stated, None, order_clauses))
                 continue
-            verdict = "correct" if (date.month, date.day) == (actual.month, actual.day) else "wrong"
+            month = date.month or actual.month  # 12号签收: the order's month
+            verdict = "correct" if (month, date.day) == (actual.month, actual.day) else "wrong"
             required = "eta" if field_name == "eta" else None
             claims.append(
                 Claim(field_name, verdict, stated, _date_text(actual), order_clauses, required)
@@ -938,9 +944,12 @@ def _claims(
             continue
         for duration in numbers.durations:
             late = kind == "reship_timing" and duration.lo_hours > hours  # even at the earliest
+            said_of = _window_from_delivery(r, duration) or r.topic(
+                duration.start, duration.end, _CLAIM_TOPICS
+            )
             if (
                 (_qualified(r, duration) and not late)
-                or r.topic(duration.start, duration.end, _CLAIM_TOPICS) != topic
+                or said_of != topic
                 or r.negated_clause(duration.start)
             ):
                 continue
@@ -968,6 +977,8 @@ def _claims(
             )
         if kind == "reship_timing":  # "ships today", 下周三才能发, "next Friday"
             for date in numbers.dates:
+                if _HOPED.search(a.text[max(0, date.start - 24) : date.start]):
+                    continue  # "whether it'll make Saturday": hoped for, not promised
                 until = _days_until(date, today)  # 下周三才能发, "around Nov 25"
                 if until is None or until < 0 or r.negated_clause(date.start):
                     continue  # a past date is when it shipped, not a promise
@@ -996,8 +1007,8 @@ def _claims(
                 duration.start, duration.end, _CLAIM_TOPICS
             ) != "topics.delivery" or disclaimed(duration.start):
                 continue
-            if _COUNTED_FROM.match(a.text, duration.end):
-                continue  # "within 7 days of delivery": a window counted from it, not an ETA
+            if _window_from_delivery(r, duration):
+                continue  # "within 7 days of delivery", 签收后3天内: a window, not an ETA
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
                 if not r.in_clause_with(duration.start, "signals.approximate", None):
@@ -1180,6 +1191,13 @@ _PURPOSE = re.compile(
 )
 
 
+_HOPED = re.compile(r"\b(?:whether|if)\b[^.!?]{0,20}$|\bin time for\s*$|赶(?:得上|得及|上)\s*$")
+_NOT_A_CENT = re.compile(
+    r"(?:不用|不需|唔使|唔洗|无需|不会|没|免|不收)[^。！？，,]{0,4}(?:一分钱|一蚊|一毛|一块钱)"
+    r"|(?:一分钱|一蚊|一毛)(?:都|也)"
+)
+_ALTERNATIVE = re.compile(r"\bor\b|\+|还是|或者|或是")
+"""Between a number and a topic: the topic belongs to another option (…48小时内发出，还是退139元)."""
 _COUPON_PRICE = re.compile(r"\s*(?:price|价)")
 """After a coupon word: a coupon price ("their own coupon prices", 券后价), not a coupon given."""
 _AS_WELL = re.compile(r"\b(?:also|as well|on top|in addition)\b|另外|额外|先给|先发|再给|同时|顺便")
@@ -1342,6 +1360,7 @@ _THEIR_WISH = re.compile(
 """Before a payment channel: what the customer wants, not where the refund goes."""
 _WHEN = re.compile(r"什么时候|啥时候|几时|多久|哪天|几天|\bwhen\b|how long")
 _MONEY_WORDS = re.compile(r"钱|退款|到账|\b(?:refund|money|cash)\b")
+_AFTER_DELIVERY = re.compile(r"(?:签收|收货|收到货|到货|收到)(?:后|之后|以后)(?:的)?\s*$")
 _COUNTED_FROM = re.compile(
     r"\s*(?:of|from|after|since) (?:the )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
 )
@@ -1351,6 +1370,26 @@ _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 _SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past)|for the past|for)\s+$")
 """Before a duration: time already gone (这两天, "for 2 days"), not a promised time."""
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
+
+
+def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
+    """The window a time counted from delivery is about (签收后3天内, "within 7 days of delivery").
+
+    A window named in the sentence decides; otherwise hours are the damage report's and
+    days the no-reason return's.
+    """
+    text = r.a.text
+    if not (
+        _COUNTED_FROM.match(text, duration.end)
+        or _AFTER_DELIVERY.search(text[max(0, duration.start - 8) : duration.start])
+    ):
+        return None
+    for key in ("topics.price_protection", "topics.exchange_window", "topics.return_window"):
+        if r.in_sentence_with(duration.start, key, None):
+            return key
+    if r.in_sentence_with(duration.start, "topics.damage_report", None):
+        return "topics.damage_report"
+    return "topics.damage_report" if duration.hi_hours < 72 else "topics.return_window"
 
 
 def _days_until(date: DateRef, today: dt.date) -> int | None:
@@ -1683,6 +1722,16 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
         c for c in candidates if c not in cited and not (c in rules.fact_clauses and c in judged)
     ]
     for p in model.propose(a, left):
+        said = [h for key in _DISAVOWED.get(p.clause, ()) for h in a.get(key)]
+        here = [h for h in said if p.start <= h.start < p.end]
+        if here and all(h.negated for h in here):
+            continue  # 您不用自己去找顺丰: the sentence says the agent will not do it
+        if (
+            p.clause == "CONDUCT-NO-BLAME"
+            and not here
+            and _POLITE_QUESTION.search(a.text, p.start, p.end)
+        ):
+            continue  # 请问您是什么时候下单的？ asks what the agent needs to know
         quote = a.norm.quote(p.start, p.end).strip()
         if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
             title = rules.title(p.clause)
@@ -1697,6 +1746,20 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
         if p.clause in rules.dismissive_clauses:  # rude, blaming or brushing off: empathy 0
             f.dismissive_quote = f.dismissive_quote or quote
 
+
+_POLITE_QUESTION = re.compile(
+    r"请问|想跟您确认|想确认一下|麻烦问一下|\bmay i ask\b|\bjust to confirm\b"
+    r"|\b(?:could|can) you (?:please )?(?:tell|confirm|let)\b"
+)
+_DISAVOWED = {
+    "CONDUCT-NO-DEFLECT": ("forbidden.courier_deflection", "forbidden.dismissive"),
+    "DELAY-HANDLING": ("forbidden.courier_deflection",),
+    "CONDUCT-NO-BLAME": ("forbidden.blame",),
+    "CONDUCT-OFF-PLATFORM": ("forbidden.off_platform",),
+    "CONDUCT-NO-REVIEW-BAIT": ("forbidden.review_inducement",),
+    "AUTH-NO-OVERPROMISE": ("signals.promise",),
+}
+"""Per clause the model may add: the moves whose negation in a sentence disavows it there."""
 
 _PROMISE_GAP = {True: 24, False: 90}  # chars between a promise marker and its outcome
 
@@ -1723,8 +1786,8 @@ def _promises(
         if marker.negated or sentence in disclaimed:
             continue
         cjk = _is_cjk(a.text[marker.start])
-        if cjk and a.text.startswith(("不是", "没", "不会是"), marker.end):
-            continue  # 肯定不是您的问题: certain of a fact, not promising an outcome
+        if cjk and a.text.startswith(("不是", "没", "不会是", "不了", "不到"), marker.end):
+            continue  # 肯定不是您的问题, 我真保证不了: no promise of an outcome
         gap = _PROMISE_GAP[cjk]
         kinds = {
             kind
@@ -1766,8 +1829,9 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         return cached
     found = []
     for amount in numbers.amounts:
-        if _declined(r, amount.start, amount.end):
-            continue
+        escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+        if _declined(r, amount.start, amount.end) and not escalated:
+            continue  # "the extra ¥50 is beyond what I can approve, so I've passed it on" stays
         topic = r.topic(
             amount.start,
             amount.end,
