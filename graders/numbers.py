@@ -128,6 +128,14 @@ _DATE_EN = re.compile(
     rf"\b{_MONTH_RE}\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b"
     rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon2>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b"
 )
+_DAY_ZH = re.compile(
+    r"(?<![\d月路街道巷弄栋幢层室第.])(?<!今天是)(?<!今天)(?<!今天才)(?P<d>\d{1,2})\s*[号日](?![院楼线门店仓柜口室栋幢])"
+)
+_DAY_EN = re.compile(
+    r"(?<!today's )(?<!today is )(?<!before )(?<!after )"
+    r"\b(?:on|by|since|the|from|until|till) (?:the )?(?P<d>\d{1,2})(?:st|nd|rd|th)\b"
+    r"(?! (?:business|working|day|floor|of (?:the )?(?:month|week)))"
+)
 _RELATIVE = re.compile(
     r"大后天|后天|明天|今天|今日|明日|听日|当天|今晚|明早|day after tomorrow|tomorrow|today|tonight|same day|same-day"
     r"|next (?:business|working) day"
@@ -353,6 +361,11 @@ def extract(text: str) -> Numbers:
         day_text = match["d"] or match["d2"]
         if 1 <= int(day_text) <= 31:
             dates.append(DateRef(_MONTHS[mon], int(day_text), None, match.start(), match.end()))
+    taken = [(d.start, d.end) for d in dates]
+    for pattern in [p for p, on in ((_DAY_ZH, cjk), (_DAY_EN, latin)) if on]:
+        for match in _matches(pattern, text):  # 12号签收, "on the 14th": the month is implied
+            if 1 <= int(match["d"]) <= 31 and not any(s <= match.start() < e for s, e in taken):
+                dates.append(DateRef(None, int(match["d"]), None, match.start(), match.end()))
     for match in _matches(_RELATIVE, text):
         dates.append(DateRef(None, None, _RELATIVE_DAYS[match.group()], match.start(), match.end()))
     for match in _matches(_WEEKDAY_ZH, text) if cjk else ():

@@ -109,3 +109,18 @@ def test_phones_are_not_order_ids() -> None:
 def test_weekdays_count_from_today(text: str, today: int, days: int) -> None:
     (date,) = extract(normalize(text).text).dates
     assert date.days_from(today) == days
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [("我看您是12号签收的", 12), ("it was signed for on the 14th", 14), ("预计20号送达", 20)],
+)
+def test_a_day_without_its_month_is_a_date(text: str, day: int) -> None:
+    assert [(d.month, d.day) for d in extract(normalize(text).text).dates] == [(None, day)]
+
+
+@pytest.mark.parametrize(
+    "text", ["阜通东大街6号院2号楼1703室", "the 7th business day", "today's the 18th", "今天16号"]
+)
+def test_house_numbers_ordinals_and_today_are_no_day_dates(text: str) -> None:
+    assert all(d.day is None for d in extract(normalize(text).text).dates)
