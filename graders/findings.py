@@ -775,6 +775,21 @@ def _claims(
                 ),
                 fallback=False,
             )
+            if date.month is None and (
+                _PRICE_DROP.search(a.text, a.clause_start(date.start), date.end + 12)
+                or (
+                    topic == "topics.delivery"
+                    and any(
+                        r.in_sentence_with(date.start, k, None)
+                        for k in ("topics.refund", "outcomes.credit")
+                    )
+                )
+                or (
+                    topic == "topics.shipped"
+                    and _RESHIP_WORD.search(a.text, a.sentence_start(date.start), date.end)
+                )
+            ):
+                continue  # 补发的水壶最晚17号前发出, "reach you by the 27th", "dropped on the 11th"
             field_name, actual = {
                 "topics.promised": ("promised_by", order.promised_by),
                 "topics.signed": ("signed_on", order.signed_on),
@@ -816,7 +831,10 @@ def _claims(
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if _INSTEAD_OF.search(a.text[max(0, hit.start - 18) : hit.start]):
                     continue  # "to Alipay instead of Huabei": Huabei is where it is not going
-                if _THEIR_WISH.search(a.text[max(0, hit.start - 30) : hit.start]):
+                if _THEIR_WISH.search(a.text[max(0, hit.start - 30) : hit.start]) and (
+                    r.in_sentence_with(hit.start, "signals.refusal", None)
+                    or _CONTRAST.search(a.text, hit.end, hit.end + 40)
+                ):
                     continue  # "You'd rather have it on Alipay — but…": the customer's wish
                 redirected = r.in_clause_with(hit.start, "signals.redirect", None)
                 if not redirected and (
@@ -860,12 +878,22 @@ def _claims(
         paid_asked = _asks_when_paid(state.last_customer)
         for duration in numbers.durations:
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
+            business = (
+                (
+                    refund_talk
+                    or paid_asked
+                    or scenario.category == "refund_dispute"  # every time here is the refund's
+                    or _names_a_channel(r, duration.start)
+                )
+                and _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+                and not _agent_acts(r, duration.start, duration.end)
+            )
             channel_named = topic is None and (
                 (
                     refund_talk
                     and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
                 )
-                or _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+                or business
                 or _answers_when_paid(r, duration.start, duration.end, paid_asked)
             )  # 银行卡3–7个工作日, "It usually takes 5-7 business days to show up."
             if (
@@ -1007,7 +1035,7 @@ def _claims(
                 duration.start, duration.end, _CLAIM_TOPICS
             ) != "topics.delivery" or disclaimed(duration.start):
                 continue
-            if _window_from_delivery(r, duration):
+            if _counted_from_delivery(r, duration):
                 continue  # "within 7 days of delivery", 签收后3天内: a window, not an ETA
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
@@ -1100,6 +1128,10 @@ def _claims(
             for hit in a.get(f"claims.{claim_key}"):
                 if hit.negated or r.in_clause_with(hit.start, "signals.inquiry", None):
                     continue
+                if claim_key == "refuse_return" and _NOT_ARRIVED.search(
+                    a.text, max(0, a.sentence_start(hit.start)), hit.end + 40
+                ):
+                    continue  # 包裹还没签收，现在还不能退货: true until it arrives
                 if claim_key == "refuse_return" and any(
                     r.in_clause_with(hit.start, k, None)
                     for k in ("topics.difference", "topics.price_protection")
@@ -1144,7 +1176,7 @@ def _claims(
         coupon_only = (  # only a coupon, where a coupon is no fix and none was offered yet
             "compensation" not in acceptable
             and not set(state.offered) & acceptable
-            and not a.has("intents.photos")  # the fix waits for the evidence
+            and "photos" not in f.asks  # the fix waits for the evidence
             and any(
                 not h.negated
                 and not _COUPON_PRICE.match(a.text, h.end)
@@ -1325,13 +1357,14 @@ def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChan
 
 
 _AGENT_ACTS_AFTER = re.compile(
-    r"\s*(?:就|会|马上|立刻|都)?(?:去|帮您|给您|为您|跟您)?"
+    r"\s*(?:内|之内|以内)?\s*(?:就|会|马上|立刻|都|再)?(?:去|帮您|给您|为您|跟您)?"
     r"(?:催|查|核查|核实|跟进|处理|提交|联系|申请|登记|反馈|回复|同步)"
 )
 _AGENT_ACTS_BEFORE = re.compile(
     r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
     r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|set up|put through|"
-    r"what i can do(?: right now| now)? is)\b[^.!?,;]{0,40}$"
+    r"what i can do(?: right now| now)? is|respond|reply|get back|contact you)\b[^.!?,;]{0,40}$"
+    r"|(?:答复|回复)[^。！？，,；;]{0,12}$"
 )
 _CARRIES_AFTER = re.compile(
     r"\s*(?:那边|这边)?(?:在送|送的|派送|配送|在派|运的|送来的)"
@@ -1353,6 +1386,18 @@ _MADE_UP = re.compile(
     r"invoice|receipt|id card|bank statement|inspection report|original (?:box|packaging)|packing foam"
 )
 """Requirements the policy never sets, whatever else is said with them."""
+_RESHIP_WORD = re.compile(r"补发|重发|补寄|新壶|新的|\bresh\w*|\breplacement\b|\bnew one\b")
+"""Before a shipping date: the replacement's, not the order's (补发的水壶最晚17号前发出)."""
+_PRICE_DROP = re.compile(r"降|\bdrop\w*|cheaper|\bfell\b")
+_WAIVED = re.compile(
+    r"(?:\bnot (?:a |an |the |any )?|\bno |不需要|不用|无需|不必|不要求|也不用|或)\s*$"
+)
+"""Before a requirement: it is said not to be needed (not a video, 不需要发票或视频)."""
+_NOT_ARRIVED = re.compile(
+    r"还没(?:签收|到|收到)|未签收|没收到|\b(?:hasn't|has not|haven't|not yet) (?:been )?(?:delivered|arrived|signed)"
+    r"|\bnever (?:got|received)\b"
+)
+_CONTRAST = re.compile(r"\bbut\b|\bhowever\b|但|不过|可是|只能")
 _THEIR_WISH = re.compile(
     r"\b(?:you'?d (?:rather|prefer|like)|you (?:want|wanted|asked for|prefer|would prefer))\b"
     r"[^.!?]{0,20}$|(?:您|你)(?:想|想要|希望|要求|说)(?:退到|退回|转到|改到|改成|改退)?\s*$"
@@ -1367,9 +1412,20 @@ _COUNTED_FROM = re.compile(
 """After a duration: the day a window is counted from."""
 _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 """In a duration: counted in business days, as refunds are (in a reply about a refund)."""
-_SO_FAR = re.compile(r"(?:这|最近|过去|近)\s*$|\b(?:these|the (?:last|past)|for the past|for)\s+$")
+_SO_FAR = re.compile(
+    r"(?:这|最近|过去|近|才过了?|已经过了)\s*$|\b(?:these|the (?:last|past)|for the past|for|been|only been)\s+$"
+)
 """Before a duration: time already gone (这两天, "for 2 days"), not a promised time."""
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
+
+
+def _counted_from_delivery(r: _Reader, duration: Duration) -> bool:
+    """Whether a time is counted from a delivery (签收后3天内, "24 hours after delivery")."""
+    text = r.a.text
+    return bool(
+        _COUNTED_FROM.match(text, duration.end)
+        or _AFTER_DELIVERY.search(text[max(0, duration.start - 8) : duration.start])
+    )
 
 
 def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
@@ -1378,18 +1434,14 @@ def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
     A window named in the sentence decides; otherwise hours are the damage report's and
     days the no-reason return's.
     """
-    text = r.a.text
-    if not (
-        _COUNTED_FROM.match(text, duration.end)
-        or _AFTER_DELIVERY.search(text[max(0, duration.start - 8) : duration.start])
-    ):
+    if not _counted_from_delivery(r, duration):
         return None
     for key in ("topics.price_protection", "topics.exchange_window", "topics.return_window"):
         if r.in_sentence_with(duration.start, key, None):
             return key
     if r.in_sentence_with(duration.start, "topics.damage_report", None):
         return "topics.damage_report"
-    return "topics.damage_report" if duration.hi_hours < 72 else "topics.return_window"
+    return "topics.return_window" if duration.hi_hours >= 72 else None
 
 
 def _days_until(date: DateRef, today: dt.date) -> int | None:
@@ -1409,9 +1461,27 @@ def _legit(r: _Reader, condition: Hit) -> bool:
     A condition naming a made-up requirement (开箱视频, "a photo of your ID card") is made
     up whatever else its clause mentions.
     """
-    if _MADE_UP.search(r.a.text, condition.start, condition.end):
+    text = r.a.text
+    required = [
+        m
+        for m in _MADE_UP.finditer(text, condition.start, condition.end)
+        if not _WAIVED.search(text[max(0, m.start() - 8) : m.start()])
+    ]
+    if required:
         return False
-    return r.in_clause_with(condition.start, "signals.legit_condition", None)
+    return bool(
+        _MADE_UP.search(text, condition.start, condition.end)  # only waived ones: 不需要发票或视频
+        or r.in_clause_with(condition.start, "signals.legit_condition", None)
+    )
+
+
+def _names_a_channel(r: _Reader, pos: int) -> bool:
+    """Whether a payment channel is named in the clause at ``pos`` (银行卡3-7个工作日)."""
+    return any(
+        r.a.clause_of(h.start) == r.a.clause_of(pos)
+        for hits in r.a.prefixed("payments.").values()
+        for h in hits
+    )
 
 
 def _agent_acts(r: _Reader, start: int, end: int) -> bool:

@@ -335,6 +335,11 @@ class Analysis:
         """Index of the clause containing ``pos`` (clauses also end at sentence ends)."""
         return bisect.bisect_right(self.clause_bounds, pos)
 
+    def sentence_start(self, pos: int) -> int:
+        """Offset where the sentence containing ``pos`` starts."""
+        index = bisect.bisect_right(self.sentence_bounds, pos)
+        return self.sentence_bounds[index - 1] if index else 0
+
     def clause_start(self, pos: int) -> int:
         """Offset where the clause containing ``pos`` starts."""
         index = bisect.bisect_right(self.clause_bounds, pos)
@@ -507,8 +512,8 @@ _ERRANDS = frozenset({"forbidden.courier_deflection", "forbidden.dismissive"})
 
 def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) -> bool:
     """A move whose own words negate it right after the pronoun: 您不用自己去找圆通, "you won't need to call"."""
-    if text.startswith(("您也", "你也"), start):
-        after = start + 2
+    if text.startswith(("您也", "你也", "您自己", "你自己"), start):
+        after = start + (3 if text.startswith("自己", start + 1) else 2)
     elif text.startswith(("您", "你"), start):
         after = start + 1
     elif text.startswith("you ", start):

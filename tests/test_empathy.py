@@ -153,3 +153,9 @@ def test_a_status_nobody_acts_on_is_not_a_next_step(grading) -> None:
     reply = "The refund has been approved, please be patient."
     grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
     assert grade.score == 0
+
+
+@pytest.mark.parametrize("reply", ["We owe you nothing beyond the policy.", "Noted."])
+def test_a_refusal_or_a_bare_noted_is_no_acknowledgement_or_next_step(grading, reply: str) -> None:
+    grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
+    assert grade.score == 0
