@@ -743,11 +743,7 @@ def _claims(
                     order_clauses,
                 )
             )
-        sending_away = {
-            a.sentence_of(h.start)
-            for key in ("forbidden.courier_deflection", "forbidden.dismissive")
-            for h in a.get(key)
-        }
+        sending_away = _errand_sentences(a, disavowed_too=True)
         for courier, hits in a.prefixed("couriers.").items():
             for hit in hits:
                 if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
@@ -1129,7 +1125,7 @@ def _claims(
                 if hit.negated or r.in_clause_with(hit.start, "signals.inquiry", None):
                     continue
                 if claim_key == "refuse_return" and _NOT_ARRIVED.search(
-                    a.text, max(0, a.sentence_start(hit.start)), hit.end + 40
+                    a.text, a.sentence_start(hit.start), hit.end + 40
                 ):
                     continue  # 包裹还没签收，现在还不能退货: true until it arrives
                 if claim_key == "refuse_return" and any(
@@ -1189,12 +1185,8 @@ def _claims(
         for quote in dict.fromkeys(quotes):
             claims.append(Claim("resolution", "unfit", quote, options, fit_clauses))
         if not quotes:  # a remedy this case allows is a correct statement of the policy
-            sending_away = {  # 您直接打圆通电话催一下吧: the customer's errand, not a remedy
-                a.sentence_of(h.start)
-                for key in ("forbidden.courier_deflection", "forbidden.dismissive")
-                for h in a.get(key)
-                if not h.negated
-            }
+            # 您直接打圆通电话催一下吧: the customer's errand, not a remedy
+            sending_away = _errand_sentences(a, disavowed_too=False)
             for kind in sorted(set(f.offers) & acceptable - {"compensation"}):
                 hits = [h for h in a.get(f"resolutions.{kind}") if not h.negated]
                 if _intended(r, kind) or all(a.sentence_of(h.start) in sending_away for h in hits):
@@ -1250,17 +1242,18 @@ def _intended(r: _Reader, kind: str) -> bool:
     return False
 
 
+def _errand_sentences(a: Analysis, *, disavowed_too: bool) -> set[int]:
+    """Sentences that send the customer to the courier or elsewhere (您得去找顺丰)."""
+    return {
+        a.sentence_of(h.start)
+        for key in ("forbidden.courier_deflection", "forbidden.dismissive")
+        for h in a.get(key)
+        if disavowed_too or not h.negated
+    }
+
+
 def _recipient_data(r: _Reader, rules: ScenarioRules) -> list[str]:
-    """The recipient's name, phone or address as the reply reads them back (memoised)."""
-    a = r.a
-    memo_key = ("recipient", rules)
-    if memo_key not in a.memo:
-        a.memo[memo_key] = _read_back(r, rules)
-    found: list[str] = a.memo[memo_key]
-    return found
-
-
-def _read_back(r: _Reader, rules: ScenarioRules) -> list[str]:
+    """The recipient's name, phone or address as the reply reads them back."""
     a = r.a
     quotes: list[str] = []
     if rules.reads_address(a.text.replace(" ", "")):
@@ -1431,8 +1424,8 @@ def _counted_from_delivery(r: _Reader, duration: Duration) -> bool:
 def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
     """The window a time counted from delivery is about (签收后3天内, "within 7 days of delivery").
 
-    A window named in the sentence decides; otherwise hours are the damage report's and
-    days the no-reason return's.
+    A window named in the sentence decides (the damage report's when damage is named);
+    otherwise days are the no-reason return's, and hours are no window at all.
     """
     if not _counted_from_delivery(r, duration):
         return None
