@@ -420,6 +420,17 @@ class _Reader:
             for h in self.a.get(key)
         )
 
+    def escalated(self, pos: int) -> bool:
+        """Whether an approver or an open outcome is named in or beside ``pos``'s sentence.
+
+        "I'd like to request a ¥30 coupon. Anything over ¥20 needs my supervisor's approval."
+        """
+        sentence = self.a.sentence_of(pos)
+        return any(
+            abs(self.a.sentence_of(h.start) - sentence) <= 1
+            for h in self.a.get("signals.escalation_framing")
+        )
+
     def quote(self, start: int, end: int) -> str:
         """Original characters of a span."""
         return self.a.norm.quote(start, end)
@@ -715,7 +726,7 @@ def _claims(
         cap_clauses = rules.clauses("compensation_cap") or order_clauses
         for amount in numbers.amounts:
             if (amount.start, amount.end) in given:  # judged against the cap
-                escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+                escalated = r.escalated(amount.start)
                 verdict: Verdict = "correct" if amount.value <= cap or escalated else "wrong"
                 stated = r.quote(amount.start, amount.end)
                 claims.append(Claim("compensation", verdict, stated, _cap_text(cap), cap_clauses))
@@ -1666,7 +1677,7 @@ def _violations(
             v.clause_ids[0] in rules.clauses("promise_beyond_authority") for v in out
         ) and a.has("outcomes.approval") | a.has("signals.certain_outcome")
         for amount in _compensations(r, rules, numbers):
-            escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+            escalated = r.escalated(amount.start)
             if amount.value <= cap or (escalated and not approval_promised):
                 continue
             stated = r.quote(amount.start, amount.end)  # approval promised: not a request now
@@ -1691,7 +1702,7 @@ def _violations(
                 or r.in_clause_with(
                     hit.start, "signals.negation", None
                 )  # "… isn't something I can give"
-                or r.in_sentence_with(hit.start, "signals.escalation_framing", None)
+                or r.escalated(hit.start)
             ):
                 continue
             quote = a.sentence_quote(hit.start)
@@ -1892,7 +1903,7 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         return cached
     found = []
     for amount in numbers.amounts:
-        escalated = r.in_sentence_with(amount.start, "signals.escalation_framing", None)
+        escalated = r.escalated(amount.start)
         if _declined(r, amount.start, amount.end) and not escalated:
             continue  # "the extra ¥50 is beyond what I can approve, so I've passed it on" stays
         topic = r.topic(

@@ -455,6 +455,8 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
         for start, end in spans.get("signals.negation", [])
         if not any(k_start <= start and end <= k_end for k_start, k_end in keep_words)
     ]
+    if keep_words:  # 不好意思 and 别呀 negate nothing, here or in any later check
+        spans["signals.negation"] = negations
     refusals = spans.get("signals.refusal", [])
     quoted = _quoted_spans(text) if _QUOTE_CHARS.search(text) else []
     hits: dict[str, list[Hit]] = {}
