@@ -34,7 +34,7 @@ from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sent
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
-from graders.text import Analysis, Hit, Matcher, analyze, normalize, scan_extra
+from graders.text import Analysis, Hit, Matcher, Normalized, analyze, normalize, scan_extra
 
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
 NEUTRAL_RESOLUTIONS = frozenset({"escalate", "urge_courier", "compensation"})
@@ -500,7 +500,7 @@ def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
     extra: dict[str, list[Hit]] = memo[rules]
     reader = _Reader(analysis)
     if "numbers" not in memo:  # text-only work, shared by every scenario and turn
-        memo["numbers"] = extract(analysis.text)
+        memo["numbers"] = extract(_numbers_text(analysis.norm))
     numbers: Numbers = memo["numbers"]
     findings = Findings(analysis=analysis)
     _empathy_signals(findings, reader, extra, state)
@@ -523,6 +523,17 @@ def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
     if stripped.injected:
         findings.injection_quote = stripped.injected[0]
     return findings
+
+
+def _numbers_text(norm: Normalized) -> str:
+    """The text to read numbers in, with the Chinese comma kept: 399，100块 is two numbers."""
+    if "，" not in norm.original:
+        return norm.text
+    chars = list(norm.text)
+    for i, char in enumerate(chars):
+        if char == "," and norm.quote(i, i + 1) == "，":
+            chars[i] = "，"
+    return "".join(chars)
 
 
 def _by_sentence(analysis: Analysis, hits: Iterable[Hit]) -> dict[int, list[Hit]]:
@@ -986,6 +997,7 @@ def _claims(
                 (_qualified(r, duration) and not late)
                 or said_of != topic
                 or r.negated_clause(duration.start)
+                or _GONE.search(a.text[max(0, duration.start - 6) : duration.start])
             ):
                 continue
             if kind != "reship_timing" and r.in_clause_with(
@@ -1184,6 +1196,7 @@ def _claims(
             "compensation" not in acceptable
             and not set(state.offered) & acceptable
             and "photos" not in f.asks  # the fix waits for the evidence
+            and not any(c.fact in _REFUND_FACTS for c in claims)  # the refund is on its way
             and any(
                 not h.negated
                 and not _COUPON_PRICE.match(a.text, h.end)
@@ -1416,6 +1429,17 @@ _COUNTED_FROM = re.compile(
 """After a duration: the day a window is counted from."""
 _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 """In a duration: counted in business days, as refunds are (in a reply about a refund)."""
+_GONE = re.compile(r"(?:才过了?|已经过了|过了|才)\s*$")
+"""Before a duration: days already gone (到今天才过了9天), not the window itself."""
+
+_REFUND_FACTS = frozenset({"refund_amount", "refund_channel", "refund_timing"})
+"""Facts that show the reply speaks of the refund itself (a coupon beside it is no substitute)."""
+
+_EXTRA = re.compile(
+    r"(?:额外|另外|再|多)(?:补偿|赔|给|送|补)|\b(?:extra|on top|additional(?:ly)?)\b"
+)
+"""Before an amount: money on top of what is due (另外再额外补偿您100元)."""
+
 _SO_FAR = re.compile(
     r"(?:这|最近|过去|近|才过了?|已经过了)\s*$|\b(?:these|the (?:last|past)|for the past|for|been|only been)\s+$"
 )
@@ -1911,11 +1935,12 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             amount.end,
             ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
         )
+        extra = _EXTRA.search(a.text, a.clause_start(amount.start), amount.start)
+        known = _round(amount.value) in rules.known_but_cap and not extra
         if topic == "topics.compensation":
-            if _round(amount.value) not in rules.refund_amounts:
-                found.append(amount)  # the refund or difference as a coupon is the remedy
+            if not known:
+                found.append(amount)  # the refund as a coupon is the remedy; 券后价399 a price
             continue
-        known = _round(amount.value) in rules.known_but_cap
         clause = a.clause_of(amount.start)
         framed = any(
             a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
