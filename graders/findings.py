@@ -569,7 +569,11 @@ def _empathy_signals(
         [
             h
             for h in extra.get("defect", [])
-            if not any(-30 <= h.start - p.end <= 30 for p in photos if not p.negated)
+            if not any(
+                -30 <= h.start - p.end <= 30 and a.sentence_of(p.start) == a.sentence_of(h.start)
+                for p in photos
+                if not p.negated
+            )
         ],
     )
     restates = _by_sentence(a, [h for h in a.get("signals.restate") if not h.negated])

@@ -159,3 +159,27 @@ def test_a_status_nobody_acts_on_is_not_a_next_step(grading) -> None:
 def test_a_refusal_or_a_bare_noted_is_no_acknowledgement_or_next_step(grading, reply: str) -> None:
     grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
     assert grade.score == 0
+
+
+@pytest.mark.parametrize(
+    ("scenario", "lang", "opening", "reply"),
+    [
+        (  # a question about the problem names it; the photo request is another sentence
+            "damaged-kettle",
+            "zh",
+            OPENING,
+            "王女士，壶是一拆开就裂了吗？麻烦拍张照片给我，我好给您登记处理。",
+        ),
+        (
+            "refund-dispute-blender",
+            "en",
+            "Where is my refund?",
+            "Sorry this has dragged on, Mr. Chen. I'll log an urgent trace with finance now.",
+        ),
+    ],
+)
+def test_naming_the_problem_in_other_words_is_an_acknowledgement(
+    grading, scenario: str, lang: str, opening: str, reply: str
+) -> None:
+    grade = grading(scenario, lang).customer(opening).reply(reply)["empathy"]
+    assert grade.score == 3, grade.reason["en"]
