@@ -24,6 +24,7 @@ from bot.scenario import (
     PaymentChannel,
     PhraseCheck,
     ResolvedScenario,
+    Scenario,
     Severity,
     SimpleCheck,
     day_of,
@@ -797,18 +798,14 @@ def _claims(
                 ),
                 fallback=False,
             )
-            if date.month is None and (
-                _PRICE_DROP.search(a.text, a.clause_start(date.start), date.end + 12)
-                or (
-                    topic == "topics.delivery"
-                    and any(
-                        r.in_sentence_with(date.start, k, None)
-                        for k in ("topics.refund", "outcomes.credit")
+            if (topic == "topics.delivery" and _money_arriving(r, date.start, scenario)) or (
+                date.month is None
+                and (
+                    _PRICE_DROP.search(a.text, a.clause_start(date.start), date.end + 12)
+                    or (
+                        topic == "topics.shipped"
+                        and _RESHIP_WORD.search(a.text, a.sentence_start(date.start), date.end)
                     )
-                )
-                or (
-                    topic == "topics.shipped"
-                    and _RESHIP_WORD.search(a.text, a.sentence_start(date.start), date.end)
                 )
             ):
                 continue  # 补发的水壶最晚17号前发出, "reach you by the 27th", "dropped on the 11th"
@@ -1078,6 +1075,8 @@ def _claims(
             until = date.days_from(today.weekday())
             if until is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
+            if _money_arriving(r, date.start, scenario):
+                continue  # "refunds take 3 business days, so it should be there by Friday"
             if disclaimed(date.start):
                 continue
             stated = r.quote(date.start, date.end)
@@ -1436,6 +1435,9 @@ _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 _GONE = re.compile(r"(?:才过了?|已经过了|过了|才)\s*$")
 """Before a duration: days already gone (到今天才过了9天), not the window itself."""
 
+_MONEY_TOPICS = ("topics.refund", "outcomes.credit")
+"""In a sentence about money arriving, a date is the money's, not the parcel's."""
+
 _REFUND_FACTS = frozenset({"refund_amount", "refund_channel", "refund_timing"})
 """Facts that show the reply speaks of the refund itself (a coupon beside it is no substitute)."""
 
@@ -1539,6 +1541,18 @@ def _answers_when_paid(r: _Reader, start: int, end: int, asked: bool) -> bool:
         and r.topic(start, end, _CLAIM_TOPICS, fallback=False) is None
         and not _agent_acts(r, start, end)
         and not _NAMES_THE_DAY.match(r.a.text, end)
+    )
+
+
+def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
+    """Whether an arrival at ``pos`` is the money's: a refund case, or money in the sentence."""
+    if scenario.category == "refund_dispute":  # the parcel went back long ago
+        return True
+    sentence = r.a.sentence_of(pos)
+    return any(
+        r.a.sentence_of(h.start) == sentence
+        for key in (*_MONEY_TOPICS, *(f"payments.{p}" for p in PAYMENT_NAMES))
+        for h in r.a.get(key)
     )
 
 

@@ -36,7 +36,8 @@ _ASCII_FOLD = str.maketrans(
         "\u201d": '"',
     }
 )
-_SENTENCE_END = re.compile(r"[。！？!?；;\n]+|\.(?=\s|$)")
+_SENTENCE_END = re.compile(r"[。！？!?；;\n]+|(?<!\bmr)(?<!\bms)(?<!\bmrs)(?<!\bdr)\.(?=\s|$)")
+"""Ends a sentence; the dot after a title (Mr. Chen) does not."""
 _CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s[-–]\s|\s?—+\s?")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[a-z]")
