@@ -351,7 +351,7 @@ class _Reader:
         exactly one allowed topic ("预计1–3个工作日，退款原路退回"), so a number is never
         read against a topic from an unrelated part of the sentence.
         """
-        priority = {key: rank for rank, key in enumerate(allowed)}
+        priority = _priority(tuple(allowed))
         clause = self.a.clause_of(start)
         best: tuple[int, bool, int, str] | None = None
         window: str | None = None
@@ -435,6 +435,12 @@ class _Reader:
     def quote(self, start: int, end: int) -> str:
         """Original characters of a span."""
         return self.a.norm.quote(start, end)
+
+
+@lru_cache(maxsize=64)
+def _priority(allowed: tuple[str, ...]) -> dict[str, int]:
+    """Each allowed topic's rank (the first wins a tie)."""
+    return {key: rank for rank, key in enumerate(allowed)}
 
 
 def _money(value: float) -> dict[Lang, str]:
@@ -985,15 +991,16 @@ def _claims(
         "price_protection_window": ("topics.price_protection", params.price_protection_days * 24),
         "reship_timing": ("topics.reship", params.reship_within_hours),
     }
+    said_of_each = [  # what each time is said of, the same for every window
+        _window_from_delivery(r, d) or r.topic(d.start, d.end, _CLAIM_TOPICS)
+        for d in numbers.durations
+    ]
     for kind, (topic, hours) in windows.items():
         clauses = rules.clauses(kind)
         if not clauses:
             continue
-        for duration in numbers.durations:
+        for duration, said_of in zip(numbers.durations, said_of_each, strict=True):
             late = kind == "reship_timing" and duration.lo_hours > hours  # even at the earliest
-            said_of = _window_from_delivery(r, duration) or r.topic(
-                duration.start, duration.end, _CLAIM_TOPICS
-            )
             if (
                 (_qualified(r, duration) and not late)
                 or said_of != topic
@@ -1932,6 +1939,9 @@ def _is_cjk(char: str) -> bool:
     return "\u3400" <= char <= "\u9fff"
 
 
+_CJK_CHAR = re.compile("[\u3400-\u9fff]")
+
+
 def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[Amount]:
     """Amounts given as compensation.
 
@@ -1945,8 +1955,7 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         return cached
     found = []
     for amount in numbers.amounts:
-        escalated = r.escalated(amount.start)
-        if _declined(r, amount.start, amount.end) and not escalated:
+        if _declined(r, amount.start, amount.end) and not r.escalated(amount.start):
             continue  # "the extra ¥50 is beyond what I can approve, so I've passed it on" stays
         topic = r.topic(
             amount.start,
@@ -1982,7 +1991,7 @@ def _declined(r: _Reader, start: int, end: int) -> bool:
     if any(a.clause_of(h.start) == clause for h in a.get("signals.negation")):
         return True
     sentence = a.sentence_of(start)
-    chinese = any(_is_cjk(c) for c in a.text[max(0, start - 2) : end + 2])  # 发一张20元券
+    chinese = _CJK_CHAR.search(a.text, max(0, start - 2), end + 2) is not None  # 发一张20元券
     gap = 16 if chinese or not a.text[start].isascii() else 60
     if any(
         a.sentence_of(h.start) == sentence and 0 <= h.start - end <= gap
