@@ -756,7 +756,9 @@ def _claims(
                 continue
             elif _NOT_A_CENT.search(a.text, max(0, amount.start - 6), amount.end + 2):
                 continue  # 唔使你畀一蚊, 一分钱都不用: nothing, not an amount
-            elif _round(amount.value) not in heard:  # repeating the customer is no claim
+            elif _round(amount.value) not in heard and not _DEMANDED.search(
+                a.text, a.clause_start(amount.start), amount.start
+            ):  # repeating the customer (您要的100元) is no claim
                 claims.extend(_amount_claim(amount, r, rules, order_clauses))
         for quote in _recipient_data(r, rules):  # read back from the order: right by itself
             claims.append(Claim("recipient", "correct", quote, None, order_clauses))
@@ -804,7 +806,11 @@ def _claims(
                 ),
                 fallback=False,
             )
-            if (topic == "topics.delivery" and _money_arriving(r, date.start, scenario)) or (
+            if (
+                _SINCE.search(a.text[max(0, date.start - 8) : date.start])
+                or _SINCE_AFTER.match(a.text, date.end)
+                or (topic == "topics.delivery" and _money_arriving(r, date.start, scenario))
+            ) or (
                 date.month is None
                 and (
                     _PRICE_DROP.search(a.text, a.clause_start(date.start), date.end + 12)
@@ -1211,6 +1217,7 @@ def _claims(
                 not h.negated
                 and not _COUPON_PRICE.match(a.text, h.end)
                 and not _AS_WELL.search(a.text[a.clause_start(h.start) : h.start])
+                and not _COUPON_ASKED.search(a.text, a.clause_start(h.start), h.start)
                 for h in a.get("resolutions.compensation")
             )
         )
@@ -1256,8 +1263,12 @@ _NOT_A_CENT = re.compile(
 )
 _ALTERNATIVE = re.compile(r"\bor\b|\+|还是|或者|或是")
 """Between a number and a topic: the topic belongs to another option (…48小时内发出，还是退139元)."""
-_COUPON_PRICE = re.compile(r"\s*(?:price|价)")
+_COUPON_PRICE = re.compile(r"\s*(?:price|价|(?:was |were )?(?:applied|used))")
 """After a coupon word: a coupon price ("their own coupon prices", 券后价), not a coupon given."""
+_COUPON_ASKED = re.compile(
+    r"\b(?:was|were|did you (?:use|apply|get))\b|用了|用的|领了|领的|叠加|有没有"
+)
+"""Before a coupon word: asking about a coupon the customer used, not giving one."""
 _AS_WELL = re.compile(r"\b(?:also|as well|on top|in addition)\b|另外|额外|先给|先发|再给|同时|顺便")
 """Before a coupon: given beside the fix, not instead of it."""
 
@@ -1442,6 +1453,19 @@ _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 _GONE = re.compile(r"(?:才过了?|已经过了|过了|才)\s*$")
 """Before a duration: days already gone (到今天才过了9天), not the window itself."""
 
+_SINCE = re.compile(r"\b(?:since|from)\s+$|(?:自|从)\s*$")
+"""Before a date: when something began (stuck at the hub since Nov 15), not an arrival."""
+_SINCE_AFTER = re.compile(r"\s*(?:起|开始|以来)")
+"""After a date: the same (15号起一直压在转运中心)."""
+
+_DEMANDED = re.compile(
+    r"(?:您|你)(?:说的|要求的|要的|想要的|提的)|\byou (?:asked for|wanted|want|demanded|mentioned)\b"
+)
+"""Before an amount: the customer's own demand (您要的100元), not the agent's claim."""
+
+_MORE_AFTER = re.compile(r"\s*(?:more|less|extra|too much)\b")
+_MORE_BEFORE = re.compile(r"(?:多付|多花|多出|多给)了?\s*$")
+
 _MONEY_TOPICS = ("topics.refund", "outcomes.credit")
 """In a sentence about money arriving, a date is the money's, not the parcel's."""
 
@@ -1616,6 +1640,10 @@ def _amount_claim(
     )
     if topic == "topics.compensation":
         return []  # judged by the compensation cap (policy), not accuracy
+    if _MORE_AFTER.match(r.a.text, amount.end) or _MORE_BEFORE.search(
+        r.a.text, max(0, amount.start - 4), amount.start
+    ):
+        topic = "topics.difference"  # "paying ¥100 more", 多花了100: what was overpaid
     if topic == "topics.refund":
         expected = _money(key.refund_amount or order.price)
         ok = value in rules.refund_amounts
@@ -1632,8 +1660,11 @@ def _amount_claim(
     if topic == "topics.difference":
         if key.price_difference is None:
             return [Claim("price_difference", "unsupported", stated, None, clauses)]
-        if value == _round(order.price - key.price_difference):
-            return [Claim("price", "correct", stated, _money(order.price), clauses)]  # 降到399
+        if value == _round(order.price - key.price_difference) or (
+            value == _round(order.price)
+            and r.topic(amount.start, amount.end, ("topics.difference",), fallback=False) is None
+        ):  # 降到399; "ordered at ¥499 …, so the difference is ¥100": the prices
+            return [Claim("price", "correct", stated, _money(order.price), clauses)]
         ok = value == _round(key.price_difference)
         return [
             Claim(

@@ -67,9 +67,9 @@ _NOT_MONEY = (
     r"business|working|days?|hours?|items?|pieces?|%|times|am|pm|stars?|星|京豆|积分|jd beans|beans|points))"
 )
 _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "transfer you 50"
-    r"(?:补|赔|补偿|赔偿|赔付|转|垫|送|退|多给|再给|另给)(?:给)?(?:您|你)?(?P<c>\d+(?:\.\d+)?)"
+    r"(?:补|赔|补偿|赔偿|赔付|转|垫|送|退|多给|再给|另给|再加|另加|额外)(?:给)?(?:您|你)?(?P<c>\d+(?:\.\d+)?)"
     + _NOT_MONEY
-    + r"|(?P<d>\d+(?:\.\d+)?)\s*(?:的)?(?:红包|无门槛券|优惠券|代金券|券|现金)"
+    + r"|(?P<d>\d+(?:\.\d+)?)\s*(?:的)?(?:红包|无门槛券|优惠券|代金券|券|现金|补偿)"
     + r"|\b(?:send|transfer|pay|give|refund|credit|add|throw in|compensate|put)(?: you)?"
     r"(?: an? extra| another| the extra| extra| over)?\s+(?P<e>\d+(?:\.\d+)?)\b"
     + _NOT_MONEY
@@ -84,8 +84,8 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
-    rf"(?<!第)(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
-    r"(?P<unit>工作日|自然日|天|日(?!期)|小时|钟头|(?<=个)钟|分钟|周|星期|个月)"  # 48个钟: hours
+    rf"(?<![第从自于])(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
+    r"(?P<unit>工作日|自然日|天|日(?!期|起|开始|那天|当天|零点|凌晨|上午|下午|晚)|小时|钟头|(?<=个)钟|分钟|周|星期|个月)"  # 48个钟: hours; 11日起 is a date
 )
 _DURATION_EN = re.compile(
     rf"\b(?P<lo>\d+(?:\.\d+)?|{_EN_NUM})(?:{_RANGE_SEP}(?P<hi>\d+(?:\.\d+)?|{_EN_NUM}))?(?:\s*|-)"
