@@ -233,7 +233,9 @@ class Matcher:
                 if all(e.key != key for e in entries):
                     entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
         for term, entries in table.items():
-            self._automaton.add_word(term, tuple(entries))
+            self._automaton.add_word(
+                term, tuple((e.key, e.length, "token" if e.cjk else "word") for e in entries)
+            )
         self._regexes: list[tuple[str, re.Pattern[str]]] = []
         self._gated: list[tuple[str, re.Pattern[str]]] = []
         gates: dict[str, list[int]] = {}
@@ -264,10 +266,11 @@ class Matcher:
         if self.empty:
             return found
         if len(self._automaton):
-            for end, entries in self._automaton.iter(text):
-                for entry in entries:
-                    check: Check = "token" if entry.cjk else "word"
-                    found.append((entry.key, end + 1 - entry.length, end + 1, check))
+            found = [
+                (key, end + 1 - length, end + 1, check)
+                for end, entries in self._automaton.iter(text)
+                for key, length, check in entries
+            ]
         if not self._regexes and not self._gated:
             return found
         runs = list(self._regexes)
@@ -291,6 +294,7 @@ def _lexicon_matcher() -> Matcher:
 
 
 _NO_HITS: tuple[Hit, ...] = ()
+_NO_SECTION: dict[str, list[Hit]] = {}
 _NEGATION_GAP = {True: 4, False: 48}  # chars allowed between a negation and its target
 
 
@@ -320,13 +324,14 @@ class Analysis:
 
     def prefixed(self, prefix: str) -> dict[str, list[Hit]]:
         """Categories of one section, e.g. ``intents.`` → ``{"order_id": [...]}``."""
-        key = "prefixed:" + prefix
-        if key not in self.memo:
-            self.memo[key] = {
-                k[len(prefix) :]: v for k, v in self.hits.items() if k.startswith(prefix)
-            }
-        result: dict[str, list[Hit]] = self.memo[key]
-        return result
+        sections: dict[str, dict[str, list[Hit]]] | None = self.memo.get("sections")
+        if sections is None:  # grouped once for every section
+            sections = {}
+            for k, v in self.hits.items():
+                section, _, name = k.partition(".")
+                sections.setdefault(section + ".", {})[name] = v
+            self.memo["sections"] = sections
+        return sections.get(prefix, _NO_SECTION)
 
     def sentence_of(self, pos: int) -> int:
         """Index of the sentence containing ``pos``."""
