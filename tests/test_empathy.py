@@ -142,7 +142,14 @@ def test_english_acknowledgement_without_an_apology_word_counts(grading, reply: 
 
 
 @pytest.mark.parametrize(
-    "reply", ["Checking now.", "Intercept requested.", "Replacement's booked."]
+    "reply",
+    [
+        "Checking now.",
+        "Intercept requested.",
+        "Replacement's booked.",
+        "Photo of the crack please, looking into it now.",
+        "Done, I've changed the pickup time to Saturday.",
+    ],
 )
 def test_a_clipped_status_of_the_agents_own_work_is_a_next_step(grading, reply: str) -> None:
     grade = grading(lang="en").customer("My new kettle arrived cracked!").reply(reply)["empathy"]
