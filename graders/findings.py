@@ -422,14 +422,15 @@ class _Reader:
         )
 
     def escalated(self, pos: int) -> bool:
-        """Whether an approver or an open outcome is named in or beside ``pos``'s sentence.
+        """Whether an approver or an open outcome is named within two sentences of ``pos``.
 
         "I'd like to request a ¥30 coupon. Anything over ¥20 needs my supervisor's approval."
         """
         sentence = self.a.sentence_of(pos)
         return any(
-            abs(self.a.sentence_of(h.start) - sentence) <= 1
+            abs(self.a.sentence_of(h.start) - sentence) <= 2
             for h in self.a.get("signals.escalation_framing")
+            if not h.negated  # "no need to wait on anyone's sign-off"
         )
 
     def quote(self, start: int, end: int) -> str:
@@ -558,7 +559,9 @@ def _empathy_signals(
     f.apologies = len(a.get("signals.apology"))
     for key in _DISMISSIVE:
         # an insult counts even when negated ("我不是说你傻"), as CONDUCT-NO-INSULT does
-        hits = [h for h in a.get(key) if not h.negated or key == "forbidden.insult"]
+        hits = [
+            h for h in a.get(key) if not h.negated or (key == "forbidden.insult" and not h.quoted)
+        ]
         if hits:
             f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
             f.blamed = f.blamed or key == "forbidden.blame"
@@ -577,7 +580,14 @@ def _empathy_signals(
             h
             for h in extra.get("defect", [])
             if not any(
-                -30 <= h.start - p.end <= 30 and a.sentence_of(p.start) == a.sentence_of(h.start)
+                (  # "photos of the crack"; 裂缝和外箱的照片 (the same clause)
+                    (
+                        0 <= h.start - p.end <= 30
+                        and a.sentence_of(p.start) == a.sentence_of(h.start)
+                    )
+                    or (0 <= p.start - h.end <= 30 and a.clause_of(p.start) == a.clause_of(h.start))
+                )
+                and not _CONFIRMED.match(a.text, h.end)  # 裂了是吧，麻烦拍下裂缝: named first
                 for p in photos
                 if not p.negated
             )
@@ -756,6 +766,10 @@ def _claims(
                 continue
             elif _NOT_A_CENT.search(a.text, max(0, amount.start - 6), amount.end + 2):
                 continue  # 唔使你畀一蚊, 一分钱都不用: nothing, not an amount
+            elif _round(amount.value) not in rules.known_amounts and r.in_sentence_with(
+                amount.start, "signals.escalation_framing"
+            ):
+                continue  # 看能不能多给到50元，这个需要审批: asked of an approver, not stated
             elif _round(amount.value) not in heard and not _DEMANDED.search(
                 a.text, a.clause_start(amount.start), amount.start
             ):  # repeating the customer (您要的100元) is no claim
@@ -1012,6 +1026,7 @@ def _claims(
                 or said_of != topic
                 or r.negated_clause(duration.start)
                 or _GONE.search(a.text[max(0, duration.start - 6) : duration.start])
+                or _LEFT.search(a.text[max(0, duration.start - 6) : duration.start])
             ):
                 continue
             if kind != "reship_timing" and r.in_clause_with(
@@ -1090,6 +1105,8 @@ def _claims(
                 continue
             if _money_arriving(r, date.start, scenario):
                 continue  # "refunds take 3 business days, so it should be there by Friday"
+            if r.in_clause_with(date.start, "signals.hypothetical", None):
+                continue  # 今天能不能优先派送: asked, not promised
             if disclaimed(date.start):
                 continue
             stated = r.quote(date.start, date.end)
@@ -1450,12 +1467,12 @@ _COUNTED_FROM = re.compile(
 """After a duration: the day a window is counted from."""
 _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 """In a duration: counted in business days, as refunds are (in a reply about a refund)."""
-_GONE = re.compile(r"(?:才过了?|已经过了|过了|才)\s*$")
+_GONE = re.compile(r"(?:才过了?|已经过了|过了|(?:下单|签收|买|收货|到货)(?:后)?(?:才|刚|已经))\s*$")
 """Before a duration: days already gone (到今天才过了9天), not the window itself."""
 
-_SINCE = re.compile(r"\b(?:since|from)\s+$|(?:自|从)\s*$")
+_SINCE = re.compile(r"\bsince\s+$|自\s*$")
 """Before a date: when something began (stuck at the hub since Nov 15), not an arrival."""
-_SINCE_AFTER = re.compile(r"\s*(?:起|开始|以来)")
+_SINCE_AFTER = re.compile(r"\s*(?:起一直|起就|以来)")
 """After a date: the same (15号起一直压在转运中心)."""
 
 _DEMANDED = re.compile(
@@ -1469,9 +1486,17 @@ _MORE_BEFORE = re.compile(r"(?:多付|多花|多出|多给)了?\s*$")
 _MONEY_TOPICS = ("topics.refund", "outcomes.credit")
 """In a sentence about money arriving, a date is the money's, not the parcel's."""
 
+_LEFT = re.compile(r"(?:还剩|只剩|剩下)\s*$|\b(?:still have|only have|left with)\s+$")
+"""Before a duration: days still left (还剩6天), not the window itself."""
+
+_CONFIRMED = re.compile(r"了?(?:是吧|对吧|吗|了吧)")
+"""After a problem word: the agent confirms the problem (裂了是吧), an acknowledgement."""
+
 _REFUND_FACTS = frozenset({"refund_amount", "refund_channel", "refund_timing"})
 """Facts that show the reply speaks of the refund itself (a coupon beside it is no substitute)."""
 
+_DUE_AFTER = re.compile(r"\s*(?:元|块)?(?:的)?(?:差价|退款|货款)|\s*(?:difference|refund)\b")
+"""After an amount: it is the difference or refund itself (再给您补100元差价), not extra."""
 _EXTRA = re.compile(
     r"(?:额外|另外|再|多)(?:补偿|赔|给|送|补)|\b(?:extra|on top|additional(?:ly)?)\b"
 )
@@ -1580,8 +1605,9 @@ def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
     if scenario.category == "refund_dispute":  # the parcel went back long ago
         return True
     sentence = r.a.sentence_of(pos)
-    return any(
-        r.a.sentence_of(h.start) == sentence
+    coupons = {r.a.clause_of(h.start) for h in r.a.get("topics.compensation")}
+    return any(  # a coupon "already in your account" is no refund arriving
+        r.a.sentence_of(h.start) == sentence and r.a.clause_of(h.start) not in coupons
         for key in (*_MONEY_TOPICS, *(f"payments.{p}" for p in PAYMENT_NAMES))
         for h in r.a.get(key)
     )
@@ -1715,13 +1741,13 @@ def _violations(
     cited: dict[tuple[str, int], list[str]] = {}
     for move_key, move in rules.moves.items():  # the scenario's own forbidden moves first
         for hit in extra.get(move_key, []):
-            if not (hit.negated and move.negatable):
+            if not (hit.negated and (move.negatable or hit.quoted)):
                 cited.setdefault((hit.key, hit.start), []).append(move.clause)
     for clause_id, check, lexicon_key, extra_key in rules.phrase_keys:  # most specific first
         own = extra.get(extra_key, [])
         hits = [*a.get(lexicon_key), *own] if lexicon_key else own
         for hit in hits:
-            if not (hit.negated and check.negatable):
+            if not (hit.negated and (check.negatable or hit.quoted)):
                 cited.setdefault((hit.key, hit.start), []).append(clause_id)
     refund_channel = rules.clauses("refund_channel")
     money_moves = {
@@ -1783,6 +1809,10 @@ def _violations(
                     hit.start, "signals.negation", None
                 )  # "… isn't something I can give"
                 or r.escalated(hit.start)
+                or (  # 差价退您，东西您留着用: price protection keeps the item by design
+                    "留着" in a.text[hit.start : hit.end]
+                    and r.in_sentence_with(hit.start, "topics.difference", None)
+                )
             ):
                 continue
             quote = a.sentence_quote(hit.start)
@@ -1993,7 +2023,9 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             amount.end,
             ("topics.compensation", "topics.refund", "topics.difference", "topics.price"),
         )
-        extra = _EXTRA.search(a.text, a.clause_start(amount.start), amount.start)
+        extra = _EXTRA.search(
+            a.text, a.clause_start(amount.start), amount.start
+        ) and not _DUE_AFTER.match(a.text, amount.end)
         known = _round(amount.value) in rules.known_but_cap and not extra
         if topic == "topics.compensation":
             if not known:

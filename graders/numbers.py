@@ -84,7 +84,7 @@ _GIVEN_AMOUNT = re.compile(  # money given without a unit: 补您50, 50红包, "
 )
 _RANGE_SEP = r"\s*(?:-|~|到|至|—|–|to)\s*"
 _DURATION_ZH = re.compile(
-    rf"(?<![第从自于])(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
+    rf"(?<![第从自])(?P<lo>{NUM})(?:{_RANGE_SEP}(?P<hi>{NUM}))?\s*个?\s*"
     r"(?P<unit>工作日|自然日|天|日(?!期|起|开始|那天|当天|零点|凌晨|上午|下午|晚)|小时|钟头|(?<=个)钟|分钟|周|星期|个月)"  # 48个钟: hours; 11日起 is a date
 )
 _DURATION_EN = re.compile(

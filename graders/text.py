@@ -194,6 +194,8 @@ class Hit:
     start: int
     end: int
     negated: bool = False
+    quoted: bool = False
+    """Inside the customer's words quoted back (您说"把我当傻子"): negated whatever the check."""
 
 
 Check = Literal["token", "word", "none"]
@@ -205,6 +207,22 @@ class _Entry:
     key: str
     length: int
     cjk: bool
+
+
+_NEGATED_CLASS = re.compile(r"\[\^(?:\\.|[^\]\\])*\]")
+
+
+def _half_width_stops(source: str) -> str:
+    """Let ``[^。！？]`` in a pattern stop at ! and ? too: text is matched half width."""
+
+    def widen(match: re.Match[str]) -> str:
+        body = match.group()
+        extra = ("!" if "！" in body and "!" not in body else "") + (
+            "?" if "？" in body and "?" not in body else ""
+        )
+        return body[:-1] + extra + "]" if extra else body
+
+    return _NEGATED_CLASS.sub(widen, source)
 
 
 class Matcher:
@@ -248,9 +266,10 @@ class Matcher:
                     continue
                 for literal in literals:
                     gates.setdefault(literal, []).append(len(self._gated))
-                self._gated.append((key, re.compile(source)))
+                self._gated.append((key, re.compile(_half_width_stops(source))))
             if always:
-                self._regexes.append((key, re.compile("|".join(f"(?:{p})" for p in always))))
+                joined = "|".join(f"(?:{_half_width_stops(p)})" for p in always)
+                self._regexes.append((key, re.compile(joined)))
         self._gates = ahocorasick.Automaton()
         for literal, indexes in gates.items():
             self._gates.add_word(literal, tuple(indexes))
@@ -472,13 +491,14 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
         key_hits = []
         for start, end in key_spans:
             cjk = _CJK.match(text[start]) is not None
+            in_quote = any(q_start <= start and end <= q_end for q_start, q_end in quoted)
             negated = negatable and (
                 bool(negations and _negated(start, negations, clause_bounds, cjk))
                 or bool(key in _ERRANDS and negations and _led_by_negation(text, start, negations))
                 or bool(refusable and refusals and _refused(end, refusals, sentence_bounds, cjk))
-                or any(q_start <= start and end <= q_end for q_start, q_end in quoted)
+                or in_quote
             )
-            key_hits.append(Hit(key, start, end, negated))
+            key_hits.append(Hit(key, start, end, negated, negatable and in_quote))
         hits[key] = key_hits
     return Analysis(norm, hits, sentence_bounds, clause_bounds)
 
@@ -505,11 +525,11 @@ _REPORTED = re.compile(
 
 
 def _quoted_spans(text: str) -> list[tuple[int, int]]:
-    """Quotes of the customer's words: a quotation introduced by 您说/you said and the like."""
+    """Quotes of the customer's words: introduced by 您说/you said, or opening the reply."""
     spans = []
     for match in _QUOTED.finditer(text):
         before = text[max(0, match.start() - 16) : match.start()]
-        if _REPORTED.search(before):
+        if _REPORTED.search(before) or not before.strip():  # or opening the reply
             spans.append(match.span())
     return spans
 

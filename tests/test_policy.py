@@ -1,5 +1,6 @@
 """Policy compliance (0–2): clauses, red lines and the dialogue state they depend on."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,39 @@ def test_the_shop_not_paying_postage_is_not_read_as_the_shop_paying(grading, rep
     assert not [
         d for d in grades["accuracy"].deductions if d.code == "accuracy.wrong.shipping_payer"
     ]
+
+
+REVIEWED = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "review_lookalikes.jsonl")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip()
+]
+
+
+@pytest.mark.parametrize(
+    "case", REVIEWED, ids=lambda c: f"{c['language']}-{c['expect']}-{c['reply'][:24]}"
+)
+def test_reviewed_replies_in_their_chat(grading, library, case) -> None:
+    """A review's hand-written replies near today's rules: polite ones cite nothing."""
+    g = grading(case["scenario"], case["language"])
+    if not case.get("history"):
+        scenario = library.get(case["scenario"])
+        opening = scenario.lines_for("opening", "normal")[0].get(case["language"])
+        g.customer(scenario.render(opening, case["language"]))
+    for turn in case.get("history", []):
+        if turn["role"] == "customer":
+            g.customer(turn["text"])
+        else:
+            g.reply(turn["text"])
+    clauses = {
+        c
+        for grade in g.reply(case["reply"]).values()
+        for d in grade.deductions
+        for c in d.clause_ids
+    }
+    if case["expect"] == "clean":
+        assert not clauses, case["why"]
+    else:
+        assert case["expect"] in clauses, case["why"]
