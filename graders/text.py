@@ -212,6 +212,11 @@ class _Entry:
 _NEGATED_CLASS = re.compile(r"\[\^(?:\\.|[^\]\\])*\]")
 
 
+def compile_pattern(source: str) -> re.Pattern[str]:
+    """Compile a lexicon pattern as the matcher runs it (see :func:`_half_width_stops`)."""
+    return re.compile(_half_width_stops(source))
+
+
 def _half_width_stops(source: str) -> str:
     """Let ``[^。！？]`` in a pattern stop at ! and ? too: text is matched half width."""
 
@@ -266,7 +271,7 @@ class Matcher:
                     continue
                 for literal in literals:
                     gates.setdefault(literal, []).append(len(self._gated))
-                self._gated.append((key, re.compile(_half_width_stops(source))))
+                self._gated.append((key, compile_pattern(source)))
             if always:
                 joined = "|".join(f"(?:{_half_width_stops(p)})" for p in always)
                 self._regexes.append((key, re.compile(joined)))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from graders.lexicon import LEXICON
 from graders.prefilter import Gate, required_literals
-from graders.text import _lexicon_matcher, normalize
+from graders.text import _lexicon_matcher, compile_pattern, normalize
 
 LABELS = Path(__file__).resolve().parent.parent / "scenarios" / "labels"
 
@@ -19,7 +19,7 @@ def _lexicon_patterns() -> list[tuple[str, re.Pattern[str]]]:
         for name, phrases in entries.items():
             for phrase in [*phrases.zh, *phrases.en]:
                 if phrase.startswith("re:"):
-                    out.append((f"{section}.{name}", re.compile(phrase[3:])))
+                    out.append((f"{section}.{name}", compile_pattern(phrase[3:])))
     return out
 
 
