@@ -1482,6 +1482,7 @@ _DEMANDED = re.compile(
 
 _MORE_AFTER = re.compile(r"\s*(?:more|less|extra|too much)\b")
 _MORE_BEFORE = re.compile(r"(?:多付|多花|多出|多给)了?\s*$")
+"""Around an amount: what was overpaid ("paying ¥100 more", 多花了100), the difference."""
 
 _MONEY_TOPICS = ("topics.refund", "outcomes.credit")
 """In a sentence about money arriving, a date is the money's, not the parcel's."""
