@@ -945,6 +945,7 @@ def _claims(
                 a.sentence_of(duration.start) in private
                 or _qualified(r, duration)
                 or _SO_FAR.search(a.text[max(0, duration.start - 12) : duration.start])
+                or _COUNTED_FROM_ORDER.match(a.text, duration.end)
                 or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
                 or r.in_clause_with(duration.start, "signals.hypothetical", None)
@@ -1027,6 +1028,11 @@ def _claims(
                 or r.negated_clause(duration.start)
                 or _GONE.search(a.text[max(0, duration.start - 6) : duration.start])
                 or _LEFT.search(a.text[max(0, duration.start - 6) : duration.start])
+                or _AGO.match(a.text, duration.end)
+                or (
+                    kind != "reship_timing"
+                    and _BUSINESS_DAYS.search(a.text, duration.start, duration.end) is not None
+                )  # windows run in calendar days; business days are a refund's
             ):
                 continue
             if kind != "reship_timing" and r.in_clause_with(
@@ -1180,6 +1186,8 @@ def _claims(
             for hit in a.get(f"claims.{claim_key}"):
                 if hit.negated or r.in_clause_with(hit.start, "signals.inquiry", None):
                     continue
+                if _names_excluded_kind(a.text, a.clause_start(hit.start), hit.start):
+                    continue  # 券后价不在价保范围: the rule for such prices, not a refusal
                 if claim_key == "refuse_return" and _NOT_ARRIVED.search(
                     a.text, a.sentence_start(hit.start), hit.end + 40
                 ):
@@ -1283,7 +1291,7 @@ _ALTERNATIVE = re.compile(r"\bor\b|\+|还是|或者|或是")
 _COUPON_PRICE = re.compile(r"\s*(?:price|价|(?:was |were )?(?:applied|used))")
 """After a coupon word: a coupon price ("their own coupon prices", 券后价), not a coupon given."""
 _COUPON_ASKED = re.compile(
-    r"\b(?:was|were|did you (?:use|apply|get))\b|用了|用的|领了|领的|叠加|有没有"
+    r"\b(?:was|were|did you (?:use|apply|get)|after)\b|用了|用的|领了|领的|叠加|有没有"
 )
 """Before a coupon word: asking about a coupon the customer used, not giving one."""
 _AS_WELL = re.compile(r"\b(?:also|as well|on top|in addition)\b|另外|额外|先给|先发|再给|同时|顺便")
@@ -1465,6 +1473,10 @@ _COUNTED_FROM = re.compile(
     r"\s*(?:of|from|after|since) (?:the )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
 )
 """After a duration: the day a window is counted from."""
+_COUNTED_FROM_ORDER = re.compile(
+    r"\s*(?:of|from|after|since) (?:the |your )?(?:order|ordering|purchase|delivery|sign-for)\b"
+)
+"""After a duration: a window counted from a day ("within 15 days of your order")."""
 _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 """In a duration: counted in business days, as refunds are (in a reply about a refund)."""
 _GONE = re.compile(r"(?:才过了?|已经过了|过了|(?:下单|签收|买|收货|到货)(?:后)?(?:才|刚|已经))\s*$")
@@ -1492,6 +1504,28 @@ _LEFT = re.compile(r"(?:还剩|只剩|剩下)\s*$|\b(?:still have|only have|left
 
 _CONFIRMED = re.compile(r"了?(?:是吧|对吧|吗|了吧)")
 """After a problem word: the agent confirms the problem (裂了是吧), an acknowledgement."""
+
+_EXCLUDED_KIND = re.compile(
+    r"(?:券后价?|秒杀价|专享券?价|个人券)|\b(?:coupon|flash[- ]sale|personal[- ]coupon) prices\b"
+)
+"""Before a refusal: a kind of price the policy excludes, named as a rule (not this order)."""
+_THIS_PRICE_EXCLUDED = re.compile(
+    r"(?:399|这个|那个|这单|您这)[^。！？!?,，]{0,8}是[^。！？!?,，]{0,6}(?:秒杀|券后|专享|个人券)"
+    r"|\b(?:¥?399|it|that|your price)\b[^.!?]{0,30}\b(?:was|is)\b[^.!?]{0,20}\b(?:flash|coupon)"
+)
+"""This order's price said to be an excluded kind: a claim about the order, not a rule."""
+
+
+def _names_excluded_kind(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` states the rule for an excluded kind of price only."""
+    return bool(
+        _EXCLUDED_KIND.search(text, start, end)
+        and not _THIS_PRICE_EXCLUDED.search(text, start, end)
+    )
+
+
+_AGO = re.compile(r"\s*(?:ago\b|前(?![后往]))")
+"""After a duration: time gone by ("9 days ago", 9天前), not a window."""
 
 _REFUND_FACTS = frozenset({"refund_amount", "refund_channel", "refund_timing"})
 """Facts that show the reply speaks of the refund itself (a coupon beside it is no substitute)."""
@@ -1917,6 +1951,10 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
             and _POLITE_QUESTION.search(a.text, p.start, p.end)
         ):
             continue  # 请问您是什么时候下单的？ asks what the agent needs to know
+        if p.clause in rules.clauses("eligibility") and _names_excluded_kind(
+            a.text, p.start, p.end
+        ):
+            continue  # 券后价不在价保范围内: the rule for excluded prices, not a refusal
         quote = a.norm.quote(p.start, p.end).strip()
         if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
             title = rules.title(p.clause)
