@@ -923,6 +923,8 @@ def _claims(
         paid_asked = _asks_when_paid(state.last_customer)
         for duration in numbers.durations:
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
+            if topic == "topics.delivery" and _money_arriving(r, duration.start, scenario):
+                topic = "topics.refund"  # 银行卡3-7个工作日就到: the money arrives, not a parcel
             business = (
                 (
                     refund_talk
@@ -966,15 +968,22 @@ def _claims(
             )
             if duration.hi_hours < c_lo * 24:  # faster than the fastest the policy allows
                 f.too_fast.append(a.sentence_quote(duration.start))
-        for date in numbers.dates:  # "by tomorrow morning", 最晚下周一
+        for date in numbers.dates:  # "by tomorrow morning", 最晚下周一, 最晚23号就到
+            arrives = (  # a day named for the money, in a sentence about it
+                _money_arriving(r, date.start, scenario)
+                and _ARRIVES_AFTER.match(a.text, date.end) is not None
+            )
             until = date.days_from(today.weekday())
-            if until is None or r.negated_clause(date.start) or _qualified(r, date):
+            if until is None and arrives:
+                until = _days_until(replace(date, month=date.month or today.month), today)
+            if until is None or until < 0 or r.negated_clause(date.start) or _qualified(r, date):
                 continue
             if a.sentence_of(date.start) in private:
                 continue
             if not (
                 _about_refund_arrival(r, Hit("date", date.start, date.end))
                 or _answers_when_paid(r, date.start, date.end, paid_asked)
+                or arrives
             ):
                 continue
             if any(h.start <= date.start < h.end for h in a.get("claims.immediate")):
@@ -1085,9 +1094,11 @@ def _claims(
             return r.negated_clause(pos) or r.in_clause_with(pos, "signals.promise", True)
 
         for duration in numbers.durations:
-            if r.topic(
-                duration.start, duration.end, _CLAIM_TOPICS
-            ) != "topics.delivery" or disclaimed(duration.start):
+            if (
+                r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery"
+                or disclaimed(duration.start)
+                or _money_arriving(r, duration.start, scenario)
+            ):
                 continue
             if _counted_from_delivery(r, duration):
                 continue  # "within 7 days of delivery", 签收后3天内: a window, not an ETA
@@ -1541,6 +1552,8 @@ _SO_FAR = re.compile(
     r"(?:这|最近|过去|近|才过了?|已经过了)\s*$|\b(?:these|the (?:last|past)|for the past|for|been|only been)\s+$"
 )
 """Before a duration: time already gone (这两天, "for 2 days"), not a promised time."""
+_ARRIVES_AFTER = re.compile(r"\s*(?:前|之前)?(?:就|能|会|一定|肯定)?(?:到账|到了|到|回来|进卡)")
+"""After a date: the money arrives then (最晚23号就到了), not 今天可能还到不了."""
 _ARRIVING = re.compile(r"[到回进入]|\b(?:credit\w*|lands?|arrives?|back|instant\w*)\b")
 
 
