@@ -464,6 +464,9 @@ class Order(Strict):
         default=None, description="Sign-for date, optionally with a time; None = not yet."
     )
     promised_by: When | None = Field(default=None, description="Promised delivery date.")
+    refund_approved_on: When | None = Field(
+        default=None, description="When the refund was approved (refund cases); None = not yet."
+    )
     receiver: Receiver
 
     @model_validator(mode="after")

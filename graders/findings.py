@@ -817,6 +817,7 @@ def _claims(
                     "topics.ordered",
                     "topics.shipped",
                     "topics.delivery",
+                    "topics.approved",
                 ),
                 fallback=False,
             )
@@ -841,9 +842,15 @@ def _claims(
                 "topics.ordered": ("ordered_on", order.ordered_on),
                 "topics.shipped": ("shipped_on", order.shipped_on),
                 "topics.delivery": ("eta", key.eta),
+                "topics.approved": ("refund_approved_on", order.refund_approved_on),
             }.get(topic or "", ("", None))
-            if not field_name:
-                continue
+            if not field_name or (
+                field_name == "refund_approved_on"
+                and (
+                    actual is None or _DEADLINE.search(a.text[max(0, date.start - 8) : date.start])
+                )
+            ):
+                continue  # checked only where the case records one; "until Nov 27" is no approval
             stated = r.quote(date.start, date.end)
             if actual is None:
                 claims.append(Claim(field_name, "unsupported", stated, None, order_clauses))
@@ -1506,6 +1513,9 @@ _DEMANDED = re.compile(
 _MORE_AFTER = re.compile(r"\s*(?:more|less|extra|too much)\b")
 _MORE_BEFORE = re.compile(r"(?:多付|多花|多出|多给)了?\s*$")
 """Around an amount: what was overpaid ("paying ¥100 more", 多花了100), the difference."""
+
+_DEADLINE = re.compile(r"\b(?:until|till|by|before)\s+$|最晚\s*$|最迟\s*$")
+"""Before a date: a deadline ("until Nov 27"), not when something happened."""
 
 _MONEY_TOPICS = ("topics.refund", "outcomes.credit")
 """In a sentence about money arriving, a date is the money's, not the parcel's."""

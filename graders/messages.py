@@ -137,6 +137,7 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
     "shipped_on": ("发货日期", "ship date"),
     "eta": ("预计送达时间", "expected delivery"),
     "promised_by": ("承诺送达日期", "promised delivery date"),
+    "refund_approved_on": ("退款审核通过日期", "refund approval date"),
     "return_window": ("无理由退货期限", "no-reason return window"),
     "exchange_window": ("质量问题换货期限", "quality-exchange window"),
     "damage_report_window": ("破损报备时限", "damage-report window"),
