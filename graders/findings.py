@@ -1531,8 +1531,8 @@ _EXCLUDED_KIND = re.compile(
 )
 """Before a refusal: a kind of price the policy excludes, named as a rule (not this order)."""
 _THIS_PRICE_EXCLUDED = re.compile(
-    r"(?:399|这个|那个|这单|您这)[^。！？!?,，]{0,8}是[^。！？!?,，]{0,6}(?:秒杀|券后|专享|个人券)"
-    r"|\b(?:¥?399|it|that|your price)\b[^.!?]{0,30}\b(?:was|is)\b[^.!?]{0,20}\b(?:flash|coupon)"
+    r"(?:\d+|这个|那个|这单|您这)[^。！？!?,，]{0,8}是[^。！？!?,，]{0,6}(?:秒杀|券后|专享|个人券)"
+    r"|(?:¥?\b\d+|\bit|\bthat|\byour price)\b[^.!?]{0,30}\b(?:was|is)\b[^.!?]{0,20}\b(?:flash|coupon)"
 )
 """This order's price said to be an excluded kind: a claim about the order, not a rule."""
 
