@@ -954,6 +954,7 @@ def _claims(
                 a.sentence_of(duration.start) in private
                 or _qualified(r, duration)
                 or _SO_FAR.search(a.text[max(0, duration.start - 12) : duration.start])
+                or _COUNTED_FROM.match(a.text, duration.end)  # a window, not a refund time
                 or _COUNTED_FROM_ORDER.match(a.text, duration.end)
                 or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
@@ -1042,8 +1043,7 @@ def _claims(
                 (_qualified(r, duration) and not late)
                 or said_of != topic
                 or r.negated_clause(duration.start)
-                or _GONE.search(a.text[max(0, duration.start - 6) : duration.start])
-                or _LEFT.search(a.text[max(0, duration.start - 6) : duration.start])
+                or _GONE_OR_LEFT.search(a.text[max(0, duration.start - 14) : duration.start])
                 or _AGO.match(a.text, duration.end)
                 or (
                     kind != "reship_timing"
@@ -1488,17 +1488,20 @@ _WHEN = re.compile(r"什么时候|啥时候|几时|多久|哪天|几天|\bwhen\b
 _MONEY_WORDS = re.compile(r"钱|退款|到账|\b(?:refund|money|cash)\b")
 _AFTER_DELIVERY = re.compile(r"(?:签收|收货|收到货|到货|收到)(?:后|之后|以后)(?:的)?\s*$")
 _COUNTED_FROM = re.compile(
-    r"\s*(?:of|from|after|since) (?:the )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
+    r"\s*(?:of|from|after|since) (?:the |your )?(?:delivery|sign-for|signing|receipt|being delivered)\b"
 )
-"""After a duration: the day a window is counted from."""
+"""After a duration: the delivery day a window is counted from."""
 _COUNTED_FROM_ORDER = re.compile(
-    r"\s*(?:of|from|after|since) (?:the |your )?(?:order|ordering|purchase|delivery|sign-for)\b"
+    r"\s*(?:of|from|after|since) (?:the |your )?(?:order|ordering|purchase)\b"
 )
-"""After a duration: a window counted from a day ("within 15 days of your order")."""
+"""After a duration: the order day a window is counted from ("within 15 days of your order")."""
 _BUSINESS_DAYS = re.compile(r"工作日|business|working")
 """In a duration: counted in business days, as refunds are (in a reply about a refund)."""
-_GONE = re.compile(r"(?:才过了?|已经过了|过了|(?:下单|签收|买|收货|到货)(?:后)?(?:才|刚|已经))\s*$")
-"""Before a duration: days already gone (到今天才过了9天), not the window itself."""
+_GONE_OR_LEFT = re.compile(
+    r"(?:才过了?|已经过了|过了|(?:下单|签收|买|收货|到货)(?:后)?(?:才|刚|已经)|还剩|只剩|剩下)\s*$"
+    r"|\b(?:still have|only have|left with)\s+$"
+)
+"""Before a duration: days already gone or still left (才过了9天, 还剩6天), not the window."""
 
 _SINCE = re.compile(r"\bsince\s+$|自\s*$")
 """Before a date: when something began (stuck at the hub since Nov 15), not an arrival."""
@@ -1519,9 +1522,6 @@ _DEADLINE = re.compile(r"\b(?:until|till|by|before)\s+$|最晚\s*$|最迟\s*$")
 
 _MONEY_TOPICS = ("topics.refund", "outcomes.credit")
 """In a sentence about money arriving, a date is the money's, not the parcel's."""
-
-_LEFT = re.compile(r"(?:还剩|只剩|剩下)\s*$|\b(?:still have|only have|left with)\s+$")
-"""Before a duration: days still left (还剩6天), not the window itself."""
 
 _CONFIRMED = re.compile(r"了?(?:是吧|对吧|吗|了吧)")
 """After a problem word: the agent confirms the problem (裂了是吧), an acknowledgement."""
