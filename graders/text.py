@@ -500,7 +500,9 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
             negated = negatable and (
                 bool(negations and _negated(start, negations, clause_bounds, cjk))
                 or bool(key in _ERRANDS and negations and _led_by_negation(text, start, negations))
-                or bool(refusable and refusals and _refused(end, refusals, sentence_bounds, cjk))
+                or bool(
+                    refusable and refusals and _refused(text, end, refusals, sentence_bounds, cjk)
+                )
                 or in_quote
             )
             key_hits.append(Hit(key, start, end, negated, negatable and in_quote))
@@ -530,13 +532,28 @@ _REPORTED = re.compile(
 
 
 def _quoted_spans(text: str) -> list[tuple[int, int]]:
-    """Quotes of the customer's words: introduced by 您说/you said, or opening the reply."""
+    """Quoted words not said to the customer.
+
+    Introduced by 您说/you said, opening the reply, or talked about ('not my department'
+    is the last thing you want to hear).
+    """
     spans = []
     for match in _QUOTED.finditer(text):
         before = text[max(0, match.start() - 16) : match.start()]
-        if _REPORTED.search(before) or not before.strip():  # or opening the reply
+        if (
+            _REPORTED.search(before)
+            or not before.strip()  # opening the reply
+            or _MENTIONED.match(text, match.end())
+        ):
             spans.append(match.span())
     return spans
+
+
+_MENTIONED = re.compile(
+    r"\s*(?:is|isn't|was|wasn't|sounds|would be)\s+(?:the\s+last|not|no|never|exactly|just|what)\b|"
+    r"(?:这种话|这句话|这样的话|之类的话)"
+)
+"""After a quote, words that make it a phrase talked about: 'not my department' is the last thing…"""
 
 
 _ERRANDS = frozenset({"forbidden.courier_deflection", "forbidden.dismissive"})
@@ -557,15 +574,27 @@ def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) ->
 
 
 def _refused(
-    end: int, refusals: list[tuple[int, int]], sentence_bounds: list[int], cjk: bool
+    text: str, end: int, refusals: list[tuple[int, int]], sentence_bounds: list[int], cjk: bool
 ) -> bool:
+    """A refusal later in the hit's sentence, or opening the answer to an echoed question.
+
+    私下转账行不行？不行的 — the customer's question asked back, then turned down.
+    """
     sentence = bisect.bisect_right(sentence_bounds, end - 1)
-    return any(
-        r_start >= end
-        and r_start - end <= _REFUSAL_GAP[cjk]
-        and bisect.bisect_right(sentence_bounds, r_start) == sentence
-        for r_start, _ in refusals
-    )
+    asked = sentence < len(sentence_bounds) and text[sentence_bounds[sentence] - 1] in "?？"
+    for r_start, r_end in refusals:
+        if r_start < end:
+            continue
+        in_sentence = bisect.bisect_right(sentence_bounds, r_start)
+        if in_sentence == sentence and r_start - end <= _REFUSAL_GAP[cjk]:
+            return True
+        if asked and in_sentence == sentence + 1:
+            opens = not text[sentence_bounds[sentence] : r_start].strip(" ，,嗯哦啊呃")
+            return opens and not _IF_NOT.match(text, r_end)  # 不行的话 / 不行就算了: a condition
+    return False
+
+
+_IF_NOT = re.compile(r"的?话|就|那|\s*(?:then|,? then)\b")
 
 
 @lru_cache(maxsize=4096)
