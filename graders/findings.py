@@ -795,8 +795,14 @@ def _claims(
         sending_away = _errand_sentences(a, disavowed_too=True)
         for courier, hits in a.prefixed("couriers.").items():
             for hit in hits:
-                if hit.negated or r.in_clause_with(hit.start, "topics.reship"):
-                    continue
+                if (
+                    hit.negated
+                    or r.in_sentence_with(hit.start, "resolutions.reship", None)
+                    or _NEW_PARCEL.search(
+                        a.text, a.sentence_start(hit.start), a.sentence_end(hit.start)
+                    )
+                ):
+                    continue  # 补发走顺丰, "a second set by SF": the new parcel's courier
                 if a.sentence_of(hit.start) in sending_away and not (
                     _CARRIES_AFTER.match(a.text, hit.end)
                     or _CARRIES_BEFORE.search(a.text[max(0, hit.start - 16) : hit.start])
@@ -863,9 +869,10 @@ def _claims(
             )
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
-                if r.in_clause_with(hit.start, "topics.payment_verb", None) and not (
-                    r.in_sentence_with(hit.start, "topics.refund", None)
-                ):
+                paid = r.in_clause_with(hit.start, "topics.payment_verb", None) or bool(
+                    _PAID_AMOUNT.match(a.text, hit.end)  # 微信支付329元
+                )
+                if paid and not r.in_sentence_with(hit.start, "topics.refund", None):
                     verdict = "correct" if channel == order.payment else "wrong"
                     expected = rules.payment_names
                     claims.append(Claim("payment", verdict, a.quote(hit), expected, order_clauses))
@@ -1293,6 +1300,15 @@ def _claims(
             )
 
 
+_NEW_PARCEL = re.compile(
+    r"\b(?:second|another|extra) (?:set|one|parcel|box|kettle|hoodie|cream|unit)\b|"
+    r"(?:再|另|重新)(?:发|寄)|转(?:走)?(?:顺丰|京东|圆通|中通|韵达|申通|邮政|ems|极兔)"
+)
+"""A parcel besides the order's: the courier named for it is no claim about the order."""
+
+_PAID_AMOUNT = re.compile(r"\s*(?:付了?|付款|支付了?)?\s*[¥￥]?\s*\d+(?:\.\d+)?\s*(?:元|块)")
+"""A payment channel right before the amount paid: 微信支付329元, 花呗付了329元."""
+
 _PURPOSE = re.compile(
     r"核实|查一下|查查|查看|check|看一下|看看|look into|verify|pull (?:it )?up|so (?:that )?i can|"
     r"好给您|我好|以便|方便我|便于|先帮您查|确认一下"
@@ -1663,12 +1679,18 @@ def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
     if scenario.category == "refund_dispute":  # the parcel went back long ago
         return True
     sentence = r.a.sentence_of(pos)
+    sentences = {sentence}
+    if sentence and _IT_OPENS.match(r.a.text, r.a.sentence_start(pos)):
+        sentences.add(sentence - 1)  # "I've refunded ¥139 to your Huabei; it'll arrive in 1–3 days"
     coupons = {r.a.clause_of(h.start) for h in r.a.get("topics.compensation")}
     return any(  # a coupon "already in your account" is no refund arriving
-        r.a.sentence_of(h.start) == sentence and r.a.clause_of(h.start) not in coupons
+        r.a.sentence_of(h.start) in sentences and r.a.clause_of(h.start) not in coupons
         for key in (*_MONEY_TOPICS, *(f"payments.{p}" for p in PAYMENT_NAMES))
         for h in r.a.get(key)
     )
+
+
+_IT_OPENS = re.compile(r"\s*(?:(?:it|that)(?:'ll| will| should|'s| is)?\b|这笔|钱|款项?)")
 
 
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:

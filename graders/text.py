@@ -370,6 +370,11 @@ class Analysis:
         index = bisect.bisect_right(self.sentence_bounds, pos)
         return self.sentence_bounds[index - 1] if index else 0
 
+    def sentence_end(self, pos: int) -> int:
+        """Offset where the sentence containing ``pos`` ends (after its punctuation)."""
+        index = bisect.bisect_right(self.sentence_bounds, pos)
+        return self.sentence_bounds[index] if index < len(self.sentence_bounds) else len(self.text)
+
     def clause_start(self, pos: int) -> int:
         """Offset where the clause containing ``pos`` starts."""
         index = bisect.bisect_right(self.clause_bounds, pos)
