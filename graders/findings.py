@@ -890,6 +890,12 @@ def _claims(
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if _INSTEAD_OF.search(a.text[max(0, hit.start - 18) : hit.start]):
                     continue  # "to Alipay instead of Huabei": Huabei is where it is not going
+                generic = _KIND_OF_REFUND.match(a.text, hit.end)
+                if generic and (
+                    _GENERALLY.match(a.text, generic.end())
+                    or _GENERALLY_BEFORE.search(a.text[max(0, hit.start - 6) : hit.start])
+                ):
+                    continue  # 支付宝退款一般是1-3个工作日: how that channel's refunds go in general
                 if _THEIR_WISH.search(a.text[max(0, hit.start - 30) : hit.start]) and (
                     r.in_sentence_with(hit.start, "signals.refusal", None)
                     or _CONTRAST.search(a.text, hit.end, hit.end + 40)
@@ -961,6 +967,7 @@ def _claims(
                 a.sentence_of(duration.start) in private
                 or _qualified(r, duration)
                 or _SO_FAR.search(a.text[max(0, duration.start - 12) : duration.start])
+                or _WAIT_FOR_ME.search(a.text[max(0, duration.start - 10) : duration.start])
                 or _COUNTED_FROM.match(a.text, duration.end)  # a window, not a refund time
                 or _COUNTED_FROM_ORDER.match(a.text, duration.end)
                 or (topic != "topics.refund" and not channel_named)
@@ -1423,6 +1430,18 @@ _DESTINATION = re.compile(
     r"(?:退|回|打|转|到|进|入|存|放|换成|改成|改到|改退|退回|原路)(?:到|回|进|入)?(?:您|你)?的?\s*$"
     r"|(?:to|into|onto|on|back to|via|through|in) (?:your |the |a )?(?:own )?$"
 )
+
+
+_WAIT_FOR_ME = re.compile(
+    r"(?:稍等|稍候|等我|给我|give me|bear with me(?: for)?|hold on(?: for)?)\s*(?:a |about |around |大概|约)?\s*$"
+)
+"""麻烦您稍等两分钟, "give me five minutes": the agent's own check, not the refund."""
+
+_KIND_OF_REFUND = re.compile(r"\s*的?(?:退款|refunds?)")
+_GENERALLY = re.compile(
+    r"\s*(?:一般|通常|大多|基本上?|都是|usually|generally|typically|normally|tend to|take|are)"
+)
+_GENERALLY_BEFORE = re.compile(r"(?:一般|通常|大多)(?:都)?是?\s*$")
 
 
 def _refund_destination(r: _Reader, hit: Hit) -> bool:

@@ -337,6 +337,9 @@ _DIGIT = re.compile(r"\d")
 _DIGIT_RUN = re.compile(r"\d{3}")
 
 
+_LISTED_DAY = re.compile(r"\d\s*[日号][^。！？\d]{0,8}[、，,]\s*$")
+
+
 def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
     """``pattern.finditer(text)``, skipped when the text lacks a word the pattern needs."""
     gate = _GATES.get(pattern)
@@ -389,8 +392,14 @@ def extract(text: str) -> Numbers:
         and not _PHONE.fullmatch(m.group())
         and not _ISO_DATE.fullmatch(m.group())
     ]
+    listed = [  # 11月3日下单、5日发货、6日签收: a day after another date in a list is a date
+        (d.start, d.end)
+        for d in dates
+        if d.month is None and d.day and _LISTED_DAY.search(text, max(0, d.start - 24), d.start)
+    ]
     masked = _mask(
-        text, [(d.start, d.end) for d in dates if d.month] + [(t.start, t.end) for t in ids]
+        text,
+        [(d.start, d.end) for d in dates if d.month] + listed + [(t.start, t.end) for t in ids],
     )
     amounts = []
     for match in _matches(_AMOUNT, masked):
