@@ -696,6 +696,7 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
             and a.clause_of(hit.start) not in inquiring  # only asked about (退款进度, whether…)
             and sentence not in void
             and not (kind == "refund" and sentence in difference)  # it is the difference
+            and not _REPLACED.search(a.text[max(0, hit.start - 20) : hit.start])
             and not any(  # a more specific offer wins: "refund the difference"
                 k != kind and s <= hit.start and hit.end <= e and e - s > hit.end - hit.start
                 for k, s, e in spans
@@ -945,6 +946,8 @@ def _claims(
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
             if topic == "topics.delivery" and _money_arriving(r, duration.start, scenario):
                 topic = "topics.refund"  # 银行卡3-7个工作日就到: the money arrives, not a parcel
+            elif topic is None and r.in_clause_with(duration.start, "outcomes.credit", None):
+                topic = "topics.refund"  # 一小时内钱就回您卡上
             business = (
                 (
                     refund_talk
@@ -1431,6 +1434,11 @@ _DESTINATION = re.compile(
     r"|(?:to|into|onto|on|back to|via|through|in) (?:your |the |a )?(?:own )?$"
 )
 
+
+_REPLACED = re.compile(
+    r"(?:in place of|instead of|rather than|代替|替代|顶替|而不是)\s*(?:the |your |a )?$"
+)
+"""What an offer stands in for is not offered: "1,000 JD beans in place of the difference"."""
 
 _WAIT_FOR_ME = re.compile(
     r"(?:稍等|稍候|等我|给我|give me|bear with me(?: for)?|hold on(?: for)?)\s*(?:a |about |around |大概|约)?\s*$"
@@ -2184,16 +2192,30 @@ _PLATFORM_ROUTE: dict[Lang, str] = {
 def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:
     """Whether the money in an off-platform move is the refund (or the price difference)."""
     sentence = r.a.sentence_of(pos)
-    if any(r.a.sentence_of(h.start) == sentence for h in r.a.get("topics.refund")):
+    start, end = r.a.sentence_start(pos), r.a.sentence_end(pos)
+    if not r.in_sentence_with(pos, "topics.compensation", None) and _THE_MONEY.search(
+        r.a.text, start, end
+    ):
+        sentences = {sentence, sentence - 1}  # "your ¥100 back fast. I'll send it on WeChat"
+    else:
+        sentences = {sentence}
+    if any(r.a.sentence_of(h.start) in sentences for h in r.a.get("topics.refund")):
         return True
     numbers: Numbers = r.a.memo["numbers"]
     bare = (
         float(m.group())
         for m in _BARE_NUMBER.finditer(r.a.text)
-        if r.a.sentence_of(m.start()) == sentence
+        if r.a.sentence_of(m.start()) in sentences
     )
-    in_sentence = [a.value for a in numbers.amounts if r.a.sentence_of(a.start) == sentence]
-    return any(_round(v) in rules.refund_amounts for v in [*in_sentence, *bare])
+    in_sentence = [a.value for a in numbers.amounts if r.a.sentence_of(a.start) in sentences]
+    return any(_round(v) in rules.refund_amounts for v in [*in_sentence, *bare]) or bool(
+        _OWED_MONEY.search(r.a.text, start, end)
+    )
+
+
+_THE_MONEY = re.compile(r"\b(?:it|the money|your money)\b|这笔|钱")
+_OWED_MONEY = re.compile(r"\b(?:the|your) money\b|货款|(?:您|你)的钱|这笔钱|钱(?:我|直接)")
+"""The money the customer is owed, named as such: it is the refund."""
 
 
 _MONEY = re.compile(
