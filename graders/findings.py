@@ -812,6 +812,20 @@ def _claims(
                 verdict = "correct" if courier == order.courier else "wrong"
                 expected = rules.courier_names
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
+        if order.promised_by is not None and today > day_of(order.promised_by):
+            overdue = (today - day_of(order.promised_by)).days
+            for (
+                said_late
+            ) in numbers.late:  # only a wrong count: the right one restates the complaint
+                if r.negated_clause(said_late.start) or said_late.hi_hours % 24:
+                    continue
+                at_least = _MORE_THAN.search(a.text[max(0, said_late.start - 10) : said_late.start])
+                low, high = said_late.lo_hours / 24, said_late.hi_hours / 24
+                if (overdue > low) if at_least else (low <= overdue <= high):
+                    continue
+                expected_days: dict[Lang, str] = {"zh": f"{overdue}天", "en": f"{overdue} days"}
+                stated = r.quote(said_late.start, said_late.end)
+                claims.append(Claim("lateness", "wrong", stated, expected_days, order_clauses))
         for date in numbers.dates:
             if date.day is None or r.negated_clause(date.start):
                 continue  # a weekday or "tomorrow" is no order date
@@ -1435,6 +1449,8 @@ _DESTINATION = re.compile(
 )
 
 
+_MORE_THAN = re.compile(r"(?:more than|over|超过|超出|不止)\s*$")
+
 _REPLACED = re.compile(
     r"(?:in place of|instead of|rather than|代替|替代|顶替|而不是)\s*(?:the |your |a )?$"
 )
@@ -1491,12 +1507,13 @@ _AGENT_ACTS_BEFORE = re.compile(
     r"|(?:答复|回复)[^。！？，,；;]{0,12}$"
 )
 _CARRIES_AFTER = re.compile(
-    r"\s*(?:那边|这边)?(?:在送|送的|派送|配送|在派|运的|送来的)"
+    r"\s*(?:那边|这边)?(?:在送|送的|派送|配送|在派|运的|送来的|发的|发出的|寄的|寄来的)"
     r"|(?:'s|s) (?:[a-z]+ )?(?:hub|depot|station|transit centre|transit center)\b"
     r"|\s+(?:delivered|is delivering|are delivering|has it|have it)\b"
 )
 _CARRIES_BEFORE = re.compile(
-    r"(?:包裹|快递|货|东西)(?:是|在|由)\s*$|\b(?:sitting|stuck|held) (?:at|with)\s*$"
+    r"(?:包裹|快递|货|东西|这单|订单|您这单)(?:是|在|由|走的|用的)\s*$|\b(?:sitting|stuck|held) (?:at|with)\s*$|"
+    r"\b(?:shipped|sent|went out|came) (?:with|by|via)\s*$"
 )
 """Around a courier's name: it carries the parcel (包裹是中通送的), a checkable fact even
 in a reply that sends the customer to it."""

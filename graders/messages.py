@@ -136,6 +136,7 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
     "ordered_on": ("下单日期", "order date"),
     "shipped_on": ("发货日期", "ship date"),
     "eta": ("预计送达时间", "expected delivery"),
+    "lateness": ("延误天数", "how late the parcel is"),
     "promised_by": ("承诺送达日期", "promised delivery date"),
     "refund_approved_on": ("退款审核通过日期", "refund approval date"),
     "return_window": ("无理由退货期限", "no-reason return window"),

@@ -303,6 +303,8 @@ class Numbers:
     dates: tuple[DateRef, ...]
     ids: tuple[Token, ...]
     phones: tuple[Token, ...]
+    late: tuple[Duration, ...] = ()
+    """How late something is (已经晚了4天, "4 days late"): no promise, but a checkable fact."""
 
 
 def _mask(text: str, spans: list[tuple[int, int]]) -> str:
@@ -327,6 +329,10 @@ _HAS_LATIN = re.compile(r"[a-z]")
 
 _LATE_BY = re.compile(
     r"(?:晚了|超了|延误了|延迟了|拖了|超时|等了|多等了?|久等了?|白等了?|耽误了?|late by|overdue by|waited)\s*$"
+)
+_OVERDUE_BY = re.compile(r"(?:晚了|超了|延误了|延迟了|拖了|超时了?|late by|overdue by)\s*$")
+_OVERDUE_AFTER = re.compile(
+    r"\s*(?:late|overdue|past (?:the|its|your) (?:promised|delivery|due))\b"
 )
 _LATE_AFTER = re.compile(r"\s*(?:late|overdue|past (?:the|its|your)|behind|of waiting|了都|都没)")
 _FREQUENCY = re.compile(r"\s*(?:\S{0,3}[遍次趟]|\s*(?:times|a time))")
@@ -419,6 +425,7 @@ def extract(text: str) -> Numbers:
         for hours in [0.5 if match.group().startswith(("半", "half")) else 1.0]
     ]
     masked = _mask(masked, [(d.start, d.end) for d in durations])
+    late: list[Duration] = []
     patterns = [p for p, on in ((_DURATION_ZH, cjk), (_DURATION_EN, latin)) if on]
     for pattern in patterns:
         for match in _matches(pattern, masked):
@@ -428,11 +435,19 @@ def extract(text: str) -> Numbers:
                 continue  # 一天刷八遍: how often, not how long
             if _LATE_BY.search(masked[max(0, match.start() - 6) : match.start()]) or (
                 _LATE_AFTER.match(masked, match.end())
-            ):
-                continue  # 已经晚了4天, "4 days past the promised date": how late, not a promise
+            ):  # 已经晚了4天, "4 days past the promised date": how late, not a promise
+                if _OVERDUE_BY.search(masked[max(0, match.start() - 6) : match.start()]) or (
+                    _OVERDUE_AFTER.match(masked, match.end())
+                ):
+                    unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
+                    hours = _UNIT_HOURS[unit]
+                    late.append(Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end()))
+                continue
             if masked[max(0, match.start() - 1) : match.start()] == "每":
                 continue
             unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
             hours = _UNIT_HOURS[unit]
             durations.append(Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end()))
-    return Numbers(tuple(amounts), tuple(durations), tuple(dates), tuple(ids), tuple(phones))
+    return Numbers(
+        tuple(amounts), tuple(durations), tuple(dates), tuple(ids), tuple(phones), tuple(late)
+    )

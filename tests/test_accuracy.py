@@ -96,6 +96,30 @@ def test_partial_refund_amount_is_checked_against_the_answer_key(grading) -> Non
 
 
 @pytest.mark.parametrize(
+    ("lang", "reply", "wrong"),
+    [
+        ("zh", "包裹比承诺时间晚了2天，还不能补偿。", True),
+        ("en", "It's only 2 days late, so no compensation yet.", True),
+        ("en", "Compensation only applies once a parcel is 7 days past the promised date.", True),
+        ("zh", "已经晚了4天了，真的抱歉，我马上催圆通。", False),
+        ("en", "It's more than 3 days late, so I've added a ¥20 coupon for you.", False),
+        ("en", "Ordering a week later would have been tight too, sorry.", False),
+    ],
+)
+def test_how_late_the_parcel_is_is_checked_against_the_promised_date(
+    grading, lang: str, reply: str, wrong: bool
+) -> None:
+    grade = acc(grading, reply, lang, "delivery-delay-gift")
+    codes = [d.code for d in grade.deductions]
+    assert ("accuracy.wrong.lateness" in codes) is wrong
+    if wrong:
+        assert (
+            "4"
+            in next(d for d in grade.deductions if d.code == "accuracy.wrong.lateness").reason["en"]
+        )
+
+
+@pytest.mark.parametrize(
     "case",
     yaml.safe_load((Path(__file__).parent / "data" / "paraphrases.yaml").read_text("utf-8"))[
         "credited"
