@@ -60,6 +60,14 @@ class _Lexicon(BaseModel):
                 for lang, name in by_lang.items():
                     if key not in entries or name not in entries[key].get(lang):
                         raise ValueError(f"{section}.{key}.{lang} must list {name!r}")
+        for kind, phrases in self.resolutions.items():  # the first phrase names the remedy
+            for lang in ("zh", "en"):
+                first = phrases.get(lang)[0]
+                if first.startswith("re:"):
+                    raise ValueError(
+                        f"resolutions.{kind}.{lang}: the first phrase names the remedy in"
+                        f" feedback, so it must be words, not a pattern ({first[:30]!r}…)"
+                    )
         return self
 
     def sections(self) -> dict[str, dict[Any, Phrases]]:

@@ -42,3 +42,19 @@ def test_control_characters_are_removed_but_text_kept() -> None:
 def test_emoji_and_mixed_language_do_not_break_analysis() -> None:
     a = analyze("非常抱歉😭 sorry for the delay，我马上为您处理🙏")
     assert a.get("signals.apology") and a.get("signals.ownership")
+
+
+def test_a_remedy_named_by_a_pattern_is_refused_when_the_lexicon_loads() -> None:
+    from importlib import resources
+
+    import pytest
+    import yaml
+    from pydantic import ValidationError
+
+    from graders.lexicon import _Lexicon
+
+    text = resources.files("graders").joinpath("data/lexicon.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    data["resolutions"]["exchange"]["zh"].insert(0, "re:换(?:成|到)")
+    with pytest.raises(ValidationError, match=r"resolutions\.exchange\.zh: the first phrase"):
+        _Lexicon.model_validate(data)
