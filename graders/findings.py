@@ -466,8 +466,10 @@ def _hours_text(hours: float) -> dict[Lang, str]:
 
 @lru_cache(maxsize=1024)
 def _amounts_in(message: str) -> frozenset[float]:
-    """The amounts in a customer message (cached: each is read once per turn)."""
-    return frozenset(_round(amount.value) for amount in extract(normalize(message).text).amounts)
+    """The amounts in a customer message, bare numbers too ("I saw 379 in another shop")."""
+    text = normalize(message).text
+    bare = (float(m.group()) for m in _BARE_NUMBER.finditer(text))
+    return frozenset(_round(v) for v in [*(a.value for a in extract(text).amounts), *bare])
 
 
 def _date_text(value: dt.date) -> dict[Lang, str]:
@@ -973,10 +975,7 @@ def _claims(
                 and not _agent_acts(r, duration.start, duration.end)
             )
             channel_named = topic is None and (
-                (
-                    refund_talk
-                    and r.in_clause_with(duration.start, f"payments.{order.payment}", None)
-                )
+                (refund_talk and _same_option(r, duration, f"payments.{order.payment}"))
                 or business
                 or _answers_when_paid(r, duration.start, duration.end, paid_asked)
             )  # 银行卡3–7个工作日, "It usually takes 5-7 business days to show up."
@@ -1269,10 +1268,16 @@ def _claims(
         options = rules.resolution_options
         quotes = [f.offers[kind] for kind in sorted(unfit)]
         quotes += [a.sentence_quote(h.start) for h in a.get("claims.substitute") if not h.negated]
+        due = {
+            a.sentence_of(m.start)
+            for m in numbers.amounts
+            if _round(m.value) in rules.refund_amounts and _round(m.value) != _round(order.price)
+        }
         quotes += [  # part of what is due, as the fix: "keep it and I'll refund ¥20 of it"
             a.sentence_quote(h.start)
             for h in a.get("claims.partial")
             if not h.negated
+            and a.sentence_of(h.start) not in due  # the cream's ¥139 is what is due
             and (
                 r.in_sentence_with(h.start, "topics.refund", None)
                 or r.in_sentence_with(h.start, "topics.difference", None)
@@ -1449,6 +1454,8 @@ _DESTINATION = re.compile(
 )
 
 
+_SHARE = re.compile(r"\bshare\b|分摊|摊下来|单价|单品价|单独算")
+
 _MORE_THAN = re.compile(r"(?:more than|over|超过|超出|不止)\s*$")
 
 _REPLACED = re.compile(
@@ -1466,6 +1473,19 @@ _GENERALLY = re.compile(
     r"\s*(?:一般|通常|大多|基本上?|都是|usually|generally|typically|normally|tend to|take|are)"
 )
 _GENERALLY_BEFORE = re.compile(r"(?:一般|通常|大多)(?:都)?是?\s*$")
+
+
+def _same_option(r: _Reader, duration: Duration, key: str) -> bool:
+    """A ``key`` hit in the duration's clause, not in another option ("black M in 48h or …")."""
+    a = r.a
+    clause = a.clause_of(duration.start)
+    for hit in a.get(key):
+        if a.clause_of(hit.start) != clause:
+            continue
+        low, high = sorted((duration.end, hit.start))
+        if not _ALTERNATIVE.search(a.text, low, high):
+            return True
+    return False
 
 
 def _refund_destination(r: _Reader, hit: Hit) -> bool:
@@ -1503,6 +1523,7 @@ _AGENT_ACTS_AFTER = re.compile(
 _AGENT_ACTS_BEFORE = re.compile(
     r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
     r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|set up|put through|"
+    r"get (?:the|your|it|this|things) [^.!?,;]{0,30}moving|"
     r"what i can do(?: right now| now)? is|respond|reply|get back|contact you)\b[^.!?,;]{0,40}$"
     r"|(?:答复|回复)[^。！？，,；;]{0,12}$"
 )
@@ -1644,9 +1665,11 @@ def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
     """
     if not _counted_from_delivery(r, duration):
         return None
-    for key in ("topics.price_protection", "topics.exchange_window", "topics.return_window"):
-        if r.in_sentence_with(duration.start, key, None):
-            return key
+    windows = ("topics.price_protection", "topics.exchange_window", "topics.return_window")
+    for near in (r.in_clause_with, r.in_sentence_with):  # 不是质量问题，无理由退货签收后3天内
+        for key in windows:
+            if near(duration.start, key, False):
+                return key
     if r.in_sentence_with(duration.start, "topics.damage_report", None):
         return "topics.damage_report"
     return "topics.return_window" if duration.hi_hours >= 72 else None
@@ -1794,6 +1817,10 @@ def _amount_claim(
         r.a.text, max(0, amount.start - 4), amount.start
     ):
         topic = "topics.difference"  # "paying ¥100 more", 多花了100: what was overpaid
+    if topic == "topics.price" and _SHARE.search(
+        r.a.text, r.a.clause_start(amount.start), amount.start
+    ):
+        topic = "topics.refund"  # "the face cream's share of the set price is ¥139": what is due
     if topic == "topics.refund":
         expected = _money(key.refund_amount or order.price)
         ok = value in rules.refund_amounts
@@ -2231,7 +2258,9 @@ def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:
 
 
 _THE_MONEY = re.compile(r"\b(?:it|the money|your money)\b|这笔|钱")
-_OWED_MONEY = re.compile(r"\b(?:the|your) money\b|货款|(?:您|你)的钱|这笔钱|钱(?:我|直接)")
+_OWED_MONEY = re.compile(
+    r"\b(?:the|your) money\b|货款|(?:您|你|面霜|水壶|卫衣|炸锅|积木|差价|货|东西)的钱|这笔钱|钱(?:我|直接)"
+)
 """The money the customer is owed, named as such: it is the refund."""
 
 
