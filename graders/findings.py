@@ -816,9 +816,8 @@ def _claims(
                 claims.append(Claim("courier", verdict, a.quote(hit), expected, order_clauses))
         if order.promised_by is not None and today > day_of(order.promised_by):
             overdue = (today - day_of(order.promised_by)).days
-            for (
-                said_late
-            ) in numbers.late:  # only a wrong count: the right one restates the complaint
+            # only a wrong count is a claim: the right one restates the complaint
+            for said_late in numbers.late:
                 if r.negated_clause(said_late.start) or said_late.hi_hours % 24:
                     continue
                 at_least = _MORE_THAN.search(a.text[max(0, said_late.start - 10) : said_late.start])
@@ -1758,6 +1757,7 @@ def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
 
 
 _IT_OPENS = re.compile(r"\s*(?:(?:it|that)(?:'ll| will| should|'s| is)?\b|这笔|钱|款项?)")
+"""A sentence about the money named in the one before: "…to your Huabei; it'll arrive…"."""
 
 
 def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:

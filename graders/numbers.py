@@ -433,21 +433,18 @@ def extract(text: str) -> Numbers:
             hi = _parse_range(match["hi"]) if match["hi"] else lo
             if lo is None or hi is None or _FREQUENCY.match(masked, match.end()):
                 continue  # 一天刷八遍: how often, not how long
-            if _LATE_BY.search(masked[max(0, match.start() - 6) : match.start()]) or (
-                _LATE_AFTER.match(masked, match.end())
-            ):  # 已经晚了4天, "4 days past the promised date": how late, not a promise
-                if _OVERDUE_BY.search(masked[max(0, match.start() - 6) : match.start()]) or (
-                    _OVERDUE_AFTER.match(masked, match.end())
-                ):
-                    unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
-                    hours = _UNIT_HOURS[unit]
-                    late.append(Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end()))
+            unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
+            hours = _UNIT_HOURS[unit]
+            span = Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end())
+            before = masked[max(0, match.start() - 6) : match.start()]
+            if _LATE_BY.search(before) or _LATE_AFTER.match(masked, match.end()):
+                # 已经晚了4天, "4 days past the promised date": how late, not a promise
+                if _OVERDUE_BY.search(before) or _OVERDUE_AFTER.match(masked, match.end()):
+                    late.append(span)
                 continue
             if masked[max(0, match.start() - 1) : match.start()] == "每":
                 continue
-            unit = match["unit"].rstrip("s") if match["unit"].isascii() else match["unit"]
-            hours = _UNIT_HOURS[unit]
-            durations.append(Duration(lo[0] * hours, hi[1] * hours, match.start(), match.end()))
+            durations.append(span)
     return Numbers(
         tuple(amounts), tuple(durations), tuple(dates), tuple(ids), tuple(phones), tuple(late)
     )
