@@ -909,7 +909,7 @@ def _claims(
                 generic = _KIND_OF_REFUND.match(a.text, hit.end)
                 if generic and (
                     _GENERALLY.match(a.text, generic.end())
-                    or _GENERALLY_BEFORE.search(a.text[max(0, hit.start - 6) : hit.start])
+                    or _GENERALLY_BEFORE.search(a.text[max(0, hit.start - 10) : hit.start])
                 ):
                     continue  # 支付宝退款一般是1-3个工作日: how that channel's refunds go in general
                 if _THEIR_WISH.search(a.text[max(0, hit.start - 30) : hit.start]) and (
@@ -1469,9 +1469,12 @@ _WAIT_FOR_ME = re.compile(
 
 _KIND_OF_REFUND = re.compile(r"\s*的?(?:退款|refunds?)")
 _GENERALLY = re.compile(
-    r"\s*(?:一般|通常|大多|基本上?|都是|usually|generally|typically|normally|tend to|take|are)"
+    r"\s*(?:一般|通常|大多|基本上?|都是|才|会|可能|usually|generally|typically|normally|tend to|"
+    r"take|are|can|may|might)"
 )
-_GENERALLY_BEFORE = re.compile(r"(?:一般|通常|大多)(?:都)?是?\s*$")
+_GENERALLY_BEFORE = re.compile(
+    r"(?:一般|通常|大多)(?:都)?是?\s*$|\b(?:that'?s|that is|those are)\s*$"
+)
 
 
 def _same_option(r: _Reader, duration: Duration, key: str) -> bool:
@@ -1565,6 +1568,8 @@ _THEIR_WISH = re.compile(
 )
 """Before a payment channel: what the customer wants, not where the refund goes."""
 _WHEN = re.compile(r"什么时候|啥时候|几时|多久|哪天|几天|\bwhen\b|how long")
+_ASKING = re.compile(r"\b(?:what|which|does|do|did|how|where|is there)\b|什么|哪|怎么")
+"""A question word before a time in its clause: the time is asked about, not stated."""
 _MONEY_WORDS = re.compile(r"钱|退款|到账|\b(?:refund|money|cash)\b")
 _AFTER_DELIVERY = re.compile(r"(?:签收|收货|收到货|到货|收到)(?:后|之后|以后)(?:的)?\s*$")
 _COUNTED_FROM = re.compile(
@@ -1767,9 +1772,22 @@ def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     """
     if _agent_acts(r, hit.start, hit.end):
         return False
+    end = r.a.sentence_end(hit.start)
+    if r.a.text[end - 1 : end] in ("?", "？") and _ASKING.search(
+        r.a.text, r.a.clause_start(hit.start), hit.start
+    ):
+        return False  # "What does your refund page show right now?" asks, states no time
     clause = r.a.clause_of(hit.start)
     if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):
         return False  # a coupon or red packet arriving is not the refund
+    if (
+        r.in_sentence_with(hit.start, "topics.compensation", None)
+        and not any(
+            r.in_clause_with(hit.start, key, None) for key in ("topics.refund", "topics.difference")
+        )
+        and not _MONEY_WORDS.search(r.a.text, r.a.clause_start(hit.start), hit.start)
+    ):
+        return False  # 给您发一张20元券，马上到账: the coupon arrives
     keys = ("topics.refund", "outcomes.credit", "topics.difference")
     if any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key)):
         return True

@@ -386,6 +386,10 @@ def extract(text: str) -> Numbers:
         ahead = 1 if match["next"] == "next" else 0
         day = _WEEKDAYS_EN.index(match["d"])
         dates.append(DateRef(None, None, None, match.start(), match.end(), day, ahead))
+    dated_starts = [d.start for d in dates if d.month is not None]
+    dates = [  # "Friday, Nov 27", 周五（11月27日）: the calendar date is the claim
+        d for d in dates if d.weekday is None or not any(0 <= s - d.end <= 3 for s in dated_starts)
+    ]
     long_number = _DIGIT_RUN.search(text) is not None  # ids and phones have 3+ digits
     phones = [
         Token(m.group(), m.start(), m.end()) for m in (_PHONE.finditer(text) if long_number else ())

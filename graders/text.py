@@ -530,6 +530,7 @@ _QUOTED = re.compile(
 )
 _REPORTED = re.compile(
     r"(?:您|你|客户)(?:刚才|刚刚|之前|上面)?(?:说|讲|提到|要求|要|问|写)(?:的|了|过)?\s*$|所谓(?:的)?\s*$|"
+    r"(?:想要|想听|就想要|就想听|要的是)(?:一句|句)?\s*$|"
     r"(?:you|you've|you have)\s+(?:just\s+)?(?:said|asked(?: for| me to| me)?|mentioned|wrote|want(?:ed)?|"
     r"suggested|requested)\s*[:,]?\s*$|as you put it\s*[:,]?\s*$|your (?:request|suggestion)"
     r"(?: for| to)?\s*[:,]?\s*$",
