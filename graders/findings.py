@@ -362,6 +362,8 @@ class _Reader:
             overlap = t_start < end and start < t_end
             if t_start >= end and _ALTERNATIVE.search(self.a.text, end, t_start):
                 continue  # "reship within 48 hours or refund": the refund is the other option
+            if t_end <= start and _ALTERNATIVE.search(self.a.text, t_end, start):
+                continue  # 补发新壶48小时内发出，或退299元…1–3个工作日: the reship is the other one
             distance = 0 if overlap else min(abs(t_start - end), abs(start - t_end))
             after = latin and t_start >= end
             if after:
@@ -1458,7 +1460,7 @@ _SHARE = re.compile(r"\bshare\b|分摊|摊下来|单价|单品价|单独算")
 _MORE_THAN = re.compile(r"(?:more than|over|超过|超出|不止)\s*$")
 
 _REPLACED = re.compile(
-    r"(?:in place of|instead of|rather than|代替|替代|顶替|而不是)\s*(?:the |your |a )?$"
+    r"(?:in place of|instead of|in lieu of|rather than|代替|替代|顶替|而不是)\s*(?:the |your |a )?$"
 )
 """What an offer stands in for is not offered: "1,000 JD beans in place of the difference"."""
 
