@@ -1471,7 +1471,7 @@ _WAIT_FOR_ME = re.compile(
 
 _KIND_OF_REFUND = re.compile(r"\s*的?(?:退款|refunds?)")
 _GENERALLY = re.compile(
-    r"\s*(?:一般|通常|大多|基本上?|都是|才|会|可能|usually|generally|typically|normally|tend to|"
+    r"\s*(?:一般|通常|大多|基本上?|都是|才|可能|usually|generally|typically|normally|tend to|"
     r"take|are|can|may|might)"
 )
 _GENERALLY_BEFORE = re.compile(
