@@ -2203,8 +2203,8 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
         ) and not _DUE_AFTER.match(a.text, amount.end)
         known = _round(amount.value) in rules.known_but_cap and not extra
         if topic == "topics.compensation":
-            if not known:
-                found.append(amount)  # the refund as a coupon is the remedy; 券后价399 a price
+            if not known or _COUPON_OF.match(a.text, amount.end):
+                found.append(amount)  # 100元店铺券 is a coupon over the cap; 券后价399 a price
             continue
         clause = a.clause_of(amount.start)
         framed = any(
@@ -2216,6 +2216,11 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
     a.memo[memo_key] = found
     return found
 
+
+_COUPON_OF = re.compile(
+    r"\s*(?:的)?(?:店铺|无门槛|平台)?(?:券|优惠券|代金券|红包)|\s*(?:shop |store )?(?:coupon|voucher)"
+)
+"""Right after an amount: a coupon of that value, compensation even when it equals the difference."""
 
 _REPORTED_DEMAND = re.compile(
     r"(?:您|你)(?:说|要求|要|想)(?:让我|要我|我)?|you (?:asked|want|wanted|said|demanded)(?: me)?"
