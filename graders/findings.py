@@ -35,7 +35,16 @@ from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sent
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
 from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
-from graders.text import Analysis, Hit, Matcher, Normalized, analyze, normalize, scan_extra
+from graders.text import (
+    CJK,
+    Analysis,
+    Hit,
+    Matcher,
+    Normalized,
+    analyze,
+    normalize,
+    scan_extra,
+)
 
 Verdict = Literal["correct", "wrong", "unsupported", "unfit"]
 NEUTRAL_RESOLUTIONS = frozenset({"escalate", "urge_courier", "compensation"})
@@ -1369,7 +1378,7 @@ def _intended(r: _Reader, kind: str) -> bool:
     """
     a = r.a
     for hit in a.get(f"resolutions.{kind}"):
-        before = a.text[max(0, hit.start - (8 if _is_cjk(a.text[hit.start]) else 28)) : hit.start]
+        before = a.text[max(0, hit.start - (8 if CJK.match(a.text, hit.start) else 28)) : hit.start]
         clause_start = a.clause_start(hit.start)
         if _PURPOSE.search(before[max(0, clause_start - hit.start + len(before)) :]):
             return True
@@ -2100,7 +2109,7 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
             }
             f.claims.append(Claim("learned", "wrong", quote, cited_clause, (p.clause,)))
             continue
-        words = ("、" if _is_cjk(quote[:1]) else ", ").join(f"“{w}”" for w in p.words) or "—"
+        words = ("、" if CJK.match(quote) else ", ").join(f"“{w}”" for w in p.words) or "—"
         f.violations.append(rules.violation(p.clause, quote, "policy.learned", words=words))
         if p.clause in rules.dismissive_clauses:  # rude, blaming or brushing off: empathy 0
             f.dismissive_quote = f.dismissive_quote or quote
@@ -2144,7 +2153,7 @@ def _promises(
         sentence = a.sentence_of(marker.start)
         if marker.negated or sentence in disclaimed:
             continue
-        cjk = _is_cjk(a.text[marker.start])
+        cjk = CJK.match(a.text, marker.start) is not None
         if cjk and a.text.startswith(("不是", "没", "不会是", "不了", "不到"), marker.end):
             continue  # 肯定不是您的问题, 我真保证不了: no promise of an outcome
         gap = _PROMISE_GAP[cjk]
@@ -2169,13 +2178,6 @@ def _promises(
     quoted = {q for q, _ in found.values()}
     out += [rules.violation(clause_ids, q) for q in dict.fromkeys(too_fast) if q not in quoted]
     return out
-
-
-def _is_cjk(char: str) -> bool:
-    return "\u3400" <= char <= "\u9fff"
-
-
-_CJK_CHAR = re.compile("[\u3400-\u9fff]")
 
 
 def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[Amount]:
@@ -2234,7 +2236,7 @@ def _declined(r: _Reader, start: int, end: int) -> bool:
     if any(a.clause_of(h.start) == clause for h in a.get("signals.negation")):
         return True
     sentence = a.sentence_of(start)
-    chinese = _CJK_CHAR.search(a.text, max(0, start - 2), end + 2) is not None  # 发一张20元券
+    chinese = CJK.search(a.text, max(0, start - 2), end + 2) is not None  # 发一张20元券
     gap = 16 if chinese or not a.text[start].isascii() else 60
     if any(
         a.sentence_of(h.start) == sentence and 0 <= h.start - end <= gap

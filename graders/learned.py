@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from graders._base import Recent
-from graders.text import Analysis
+from graders.text import CJK, Analysis
 
 MODEL_PATH = Path(__file__).parent / "data" / "clause_model.json"
 FORMAT = 1
 
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[a-z]+(?:'[a-z]+)?|[0-9]+|[¥$]")
 _DIGITS = re.compile(r"[0-9]+")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 _MAX_N = 3
 
 
@@ -86,7 +85,7 @@ def shown(feature: str) -> str:
     parts = [p for p in feature.split(" ") if p not in ("<s>", "</s>")]
     text = ""
     for part in parts:
-        joined = bool(text) and not (_CJK.match(part) or _CJK.match(text[-1]))
+        joined = bool(text) and not (CJK.match(part) or CJK.match(text[-1]))
         text += (" " if joined else "") + part
     return text
 
@@ -227,7 +226,7 @@ class ClauseModel:
                     continue
             if not word or "0" in name.split(" "):
                 continue
-            single = " " not in word and not (len(word) > 1 and _CJK.match(word))
+            single = " " not in word and not (len(word) > 1 and CJK.match(word))
             (singles if single else phrases).append(word)
         words: list[str] = []
         for word in phrases + singles:

@@ -327,10 +327,11 @@ _HAS_CJK = re.compile(r"[\u3400-\u9fff]")
 _HAS_LATIN = re.compile(r"[a-z]")
 
 
-_LATE_BY = re.compile(
-    r"(?:晚了|超了|延误了|延迟了|拖了|超时|等了|多等了?|久等了?|白等了?|耽误了?|late by|overdue by|waited)\s*$"
-)
-_OVERDUE_BY = re.compile(r"(?:晚了|超了|延误了|延迟了|拖了|超时了?|late by|overdue by)\s*$")
+_OVERDUE_WORDS = r"晚了|超了|延误了|延迟了|拖了|超时了?|late by|overdue by"
+_OVERDUE_BY = re.compile(rf"(?:{_OVERDUE_WORDS})\s*$")
+"""Before a duration: how late the parcel is (已经晚了4天)."""
+_LATE_BY = re.compile(rf"(?:{_OVERDUE_WORDS}|等了|多等了?|久等了?|白等了?|耽误了?|waited)\s*$")
+"""Before a duration: how late, or how long the customer waited: no promise either way."""
 _OVERDUE_AFTER = re.compile(
     r"\s*(?:late|overdue|past (?:the|its|your) (?:promised|delivery|due))\b"
 )

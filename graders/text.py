@@ -39,7 +39,8 @@ _ASCII_FOLD = str.maketrans(
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|(?<!\bmr)(?<!\bms)(?<!\bmrs)(?<!\bdr)\.(?=\s|$)")
 """Ends a sentence; the dot after a title (Mr. Chen) does not."""
 _CLAUSE_END = re.compile(r"[，,、：:（）()\u3000]+|\s[-–]\s|\s?—+\s?")
-_CJK = re.compile(r"[\u3400-\u9fff]")
+CJK = re.compile(r"[\u3400-\u9fff]")
+"""A Chinese character (the graders' one definition)."""
 _LATIN = re.compile(r"[a-z]")
 _NOT_NEGATABLE = frozenset(
     f"signals.{name}"
@@ -254,7 +255,7 @@ class Matcher:
                     continue
                 entries = table.setdefault(term, [])
                 if all(e.key != key for e in entries):
-                    entries.append(_Entry(key, len(term), _CJK.search(term) is not None))
+                    entries.append(_Entry(key, len(term), CJK.search(term) is not None))
         for term, entries in table.items():
             self._automaton.add_word(
                 term, tuple((e.key, e.length, "token" if e.cjk else "word") for e in entries)
@@ -500,7 +501,7 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
         refusable = key.startswith(_REFUSABLE)
         key_hits = []
         for start, end in key_spans:
-            cjk = _CJK.match(text[start]) is not None
+            cjk = CJK.match(text[start]) is not None
             in_quote = any(q_start <= start and end <= q_end for q_start, q_end in quoted)
             negated = negatable and (
                 bool(negations and _negated(start, negations, clause_bounds, cjk))
@@ -600,7 +601,7 @@ def _refused(
     return False
 
 
-_IF_NOT = re.compile(r"的?话|就|那|\s*(?:then|,? then)\b")
+_IF_NOT = re.compile(r"的?话|就|那|\s*,?\s*then\b")
 
 
 @lru_cache(maxsize=4096)
@@ -624,7 +625,7 @@ def scan_extra(analysis: Analysis, matcher: Matcher) -> dict[str, list[Hit]]:
                 start,
                 end,
                 _negated(
-                    start, negations, analysis.clause_bounds, _CJK.match(text[start]) is not None
+                    start, negations, analysis.clause_bounds, CJK.match(text[start]) is not None
                 ),
             )
             for start, end in spans
