@@ -627,6 +627,13 @@ def _empathy_signals(
     ]
     offered = {a.sentence_of(h.start) for h in offers}
     wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
+    heard = normalize(state.last_customer).text
+    reassured = {  # 不用您自己找顺丰, after "do I have to call SF myself?"
+        a.sentence_of(h.start)
+        for h in a.get("signals.reassure")
+        if not h.negated
+        and _same_worry(a.text[a.sentence_start(h.start) : a.sentence_end(h.start)], heard)
+    }
     keys = []
     for start, end in a.sentences():
         sentence = a.sentence_of(start)
@@ -643,6 +650,7 @@ def _empathy_signals(
             or (feelings.get(sentence) and any(problems.get(i) for i in near))
             or defects.get(sentence)  # names what went wrong: 裂了, "the wrong size"
             or (sentence in wanted and sentence in offered)  # "the black M ships today"
+            or sentence in reassured
         )
         repeated = state.sentences.get(key) if len(key) >= 5 else None
         if is_ack and (
@@ -869,6 +877,17 @@ def _claims(
                 )
             ):
                 continue  # 补发的水壶最晚17号前发出, "reach you by the 27th", "dropped on the 11th"
+            promised = order.promised_by
+            if (
+                topic == "topics.delivery"
+                and promised is not None
+                and day_of(promised) < today
+                and ((date.month or promised.month), date.day) == (promised.month, promised.day)
+                and not _ESTIMATE.search(a.text, a.clause_start(date.start), date.end)
+            ):
+                topic = (
+                    "topics.promised"  # 页面写的是14号前送到: a past date is the promise, no ETA
+                )
             field_name, actual = {
                 "topics.promised": ("promised_by", order.promised_by),
                 "topics.signed": ("signed_on", order.signed_on),
@@ -1046,6 +1065,8 @@ def _claims(
         for hit in a.get("claims.immediate"):
             if hit.negated or a.sentence_of(hit.start) in private:
                 continue
+            if _agent_acts(r, hit.start, hit.end, reach=60):
+                continue  # "I'm applying for the ¥100 difference right now": the agent's step
             if not _about_refund_arrival(r, hit):
                 continue
             verdict = "correct" if lo == 0 else "wrong"
@@ -1100,7 +1121,12 @@ def _claims(
             else:
                 verdict = "correct" if duration.hi_hours == hours else "wrong"
             anchor = _WRONG_ANCHOR.get(kind)
-            if anchor and r.in_sentence_with(duration.start, anchor, None):
+            if anchor and any(
+                a.sentence_of(h.start) == a.sentence_of(duration.start)
+                and not h.negated
+                and not r.negated_clause(h.start)
+                for h in a.get(anchor)
+            ):
                 verdict = "wrong"  # 15 days from sign-for, where it runs from the order
             required = "reship_timing" if kind == "reship_timing" else None
             claims.append(
@@ -1149,6 +1175,8 @@ def _claims(
                 continue
             if _counted_from_delivery(r, duration):
                 continue  # "within 7 days of delivery", 签收后3天内: a window, not an ETA
+            if _RELATIVE_TO.match(a.text, duration.end):
+                continue  # "a day after her birthday", 比生日晚一天: the gap between two days
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
                 if not r.in_clause_with(duration.start, "signals.approximate", None):
@@ -1192,8 +1220,8 @@ def _claims(
         }
         for payer in ("customer", "merchant", "insurance"):
             for hit in a.get(f"claims.payer_{payer}"):
-                if hit.negated:
-                    continue
+                if hit.negated or _THEY_ASK.search(a.text, a.clause_start(hit.start), hit.start):
+                    continue  # 您问是不是要先垫付运费——不用的: their question, not the answer
                 if payer == "insurance" and (
                     _NO_INSURANCE_BEFORE.search(a.text[max(0, hit.start - 14) : hit.start])
                     or _NO_INSURANCE_AFTER.match(a.text, hit.end)
@@ -1535,9 +1563,10 @@ _AGENT_ACTS_AFTER = re.compile(
 )
 _AGENT_ACTS_BEFORE = re.compile(
     r"\b(?:chase|chasing|check|checking|follow(?:ing)? up|escalat\w+|contact\w*|call\w*|"
-    r"push\w*|update you|get back to you|arrange|sort|process|apply for|submit|issue|start|set up|put through|"
+    r"push\w*|update you|get back to you|arrange|sort|process(?:ing)?|apply(?:ing)?(?: for)?|"
+    r"submit(?:ting)?|fil(?:e|ing)|issue|start|set up|put through|"
     r"get (?:the|your|it|this|things) [^.!?,;]{0,30}moving|"
-    r"what i can do(?: right now| now)? is|respond|reply|get back|contact you)\b[^.!?,;]{0,40}$"
+    r"what (?:i|we) can do(?: right now| now)?(?: is)?|respond|reply|get back|contact you)\b[^.!?,;—–]{0,60}$"
     r"|(?:答复|回复)[^。！？，,；;]{0,12}$"
 )
 _CARRIES_AFTER = re.compile(
@@ -1730,13 +1759,44 @@ def _names_a_channel(r: _Reader, pos: int) -> bool:
     )
 
 
-def _agent_acts(r: _Reader, start: int, end: int) -> bool:
-    """Whether a time is said of the agent's own work (我今天就去催财务, "I'll chase finance today")."""
+def _agent_acts(r: _Reader, start: int, end: int, reach: int = 40) -> bool:
+    """Whether a time is said of the agent's own work (我今天就去催财务, "I'll chase finance today").
+
+    ``reach`` is how far back the agent's verb may stand.
+    """
     text = r.a.text
     return bool(
         _AGENT_ACTS_AFTER.match(text, end)
-        or _AGENT_ACTS_BEFORE.search(text[max(0, start - 40) : start])
+        or _AGENT_ACTS_BEFORE.search(text[max(0, start - reach) : start])
     )
+
+
+# What a customer worries about having to do or pay; a reply that lifts the same worry
+# off them has heard them (docs/labelling.md, acknowledgement)
+_WORRIES = tuple(
+    re.compile(p)
+    for p in (
+        r"快递|圆通|顺丰|中通|申通|韵达|京东物流|派件|网点|驿站|courier|\byto\b|\bsf\b|\bzto\b|driver|\bhub\b",
+        r"运费|邮费|垫|postage|shipping fee|shipping cost|out of pocket|up ?front|pay for (?:the )?(?:return|shipping)",
+        r"视频|video",
+        r"拒收|refuse",
+        r"银行|\bbank\b",
+        r"跑|寄回|寄过去|drop (?:it )?off|post office|send it back|ship it back",
+        r"申请|提交|apply|submit|file (?:it|a claim)",
+    )
+)
+
+
+_THEY_ASK = re.compile(
+    r"(?:您|你)(?:是)?(?:问|担心)|\byou(?:'re| are)? (?:asked|asking|wonder(?:ed|ing)?) (?:if|whether)\b"
+)
+_RELATIVE_TO = re.compile(r"\s*(?:after|before|later than|past) (?:her|his|your|the|my|their)\b")
+_ESTIMATE = re.compile(r"预计|预估|估计|最新|estimat|expect|\beta\b|\bwill\b|'ll\b")
+
+
+def _same_worry(sentence: str, customer: str) -> bool:
+    """Whether a sentence and the customer's last message speak of the same worry."""
+    return any(w.search(sentence) and w.search(customer) for w in _WORRIES)
 
 
 @lru_cache(maxsize=1024)

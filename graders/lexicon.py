@@ -116,6 +116,7 @@ _SIGNAL_KEYS = {
     "refusal",
     "non_negating",
     "redirect",
+    "reassure",
 }
 _missing = _SIGNAL_KEYS - set(LEXICON.signals)
 if _missing:  # the graders read these by name

@@ -190,3 +190,58 @@ def test_naming_the_problem_in_other_words_is_an_acknowledgement(
 ) -> None:
     grade = grading(scenario, lang).customer(opening).reply(reply)["empathy"]
     assert grade.score == 3, grade.reason["en"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "score"),
+    [
+        ("稍等，我核对下订单。", 2),  # after an earlier acknowledgement: a step, no courtesy
+        ("好的，麻烦稍等，我去跟仓库确认一下。", 3),
+        ("出库记录正在为您核实，核实完马上回复您。", 2),
+        ("我核对了，订单没问题。", 0),  # done, not a next step
+    ],
+)
+def test_a_terse_step_of_the_agents_own_after_an_acknowledgement(
+    grading, reply: str, score: int
+) -> None:
+    g = grading().customer(OPENING)
+    g.reply("水壶到手就裂了，换谁都会生气，真的很抱歉。麻烦发一下订单号，我马上为您处理。")
+    g.customer("订单号JD2026111100123")
+    grade = g.reply(reply)["empathy"]
+    assert grade.score == score, grade.reason["en"]
+
+
+@pytest.mark.parametrize(
+    ("worry", "score"),
+    [
+        ("退货的运费是不是得我自己先垫？", 3),  # the reply lifts the worry they raised
+        ("订单号JD2026111100123", 1),  # nobody asked: the same words acknowledge nothing
+    ],
+)
+def test_lifting_the_worry_the_customer_raised_is_an_acknowledgement(
+    grading, worry: str, score: int
+) -> None:
+    g = grading().customer(OPENING)
+    g.reply("您好，麻烦发一下订单号和照片。")
+    g.customer(worry)
+    grade = g.reply("运费不用您垫，麻烦您拍下裂缝，我马上安排快递上门取件。")["empathy"]
+    assert grade.score == score, grade.reason["en"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "理解您想尽快用上新水壶，我现在就给您安排补发。"),
+        ("en", "I get wanting this settled before the weekend. I'll arrange the replacement now."),
+        ("en", "You asked me to skip the forms, fair enough. I'll file the claim myself now."),
+        (
+            "en",
+            "A crack on day one, I'd be checking every inch of the box too. I'll arrange the new one now.",
+        ),
+    ],
+)
+def test_naming_what_the_customer_wants_is_an_acknowledgement(
+    grading, lang: str, reply: str
+) -> None:
+    grade = grading(lang=lang).customer(OPENING).reply(reply)["empathy"]
+    assert grade.score == 3, grade.reason["en"]
