@@ -627,12 +627,12 @@ def _empathy_signals(
     ]
     offered = {a.sentence_of(h.start) for h in offers}
     wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
-    heard = normalize(state.last_customer).text
+    lifts = [h for h in a.get("signals.reassure") if not h.negated]
+    heard = normalize(state.last_customer).text if lifts else ""
     reassured = {  # 不用您自己找顺丰, after "do I have to call SF myself?"
         a.sentence_of(h.start)
-        for h in a.get("signals.reassure")
-        if not h.negated
-        and _same_worry(a.text[a.sentence_start(h.start) : a.sentence_end(h.start)], heard)
+        for h in lifts
+        if _same_worry(a.text[a.sentence_start(h.start) : a.sentence_end(h.start)], heard)
     }
     keys = []
     for start, end in a.sentences():
