@@ -885,9 +885,8 @@ def _claims(
                 and ((date.month or promised.month), date.day) == (promised.month, promised.day)
                 and not _ESTIMATE.search(a.text, a.clause_start(date.start), date.end)
             ):
-                topic = (
-                    "topics.promised"  # 页面写的是14号前送到: a past date is the promise, no ETA
-                )
+                # 页面写的是14号前送到: a past date that is the promise is no ETA
+                topic = "topics.promised"
             field_name, actual = {
                 "topics.promised": ("promised_by", order.promised_by),
                 "topics.signed": ("signed_on", order.signed_on),
@@ -1176,7 +1175,7 @@ def _claims(
             if _counted_from_delivery(r, duration):
                 continue  # "within 7 days of delivery", 签收后3天内: a window, not an ETA
             if _RELATIVE_TO.match(a.text, duration.end):
-                continue  # "a day after her birthday", 比生日晚一天: the gap between two days
+                continue  # "a day after her birthday": the gap between two days, no ETA
             stated = r.quote(duration.start, duration.end)
             if key.eta is None:
                 if not r.in_clause_with(duration.start, "signals.approximate", None):
@@ -1771,6 +1770,13 @@ def _agent_acts(r: _Reader, start: int, end: int, reach: int = 40) -> bool:
     )
 
 
+_THEY_ASK = re.compile(
+    r"(?:您|你)(?:是)?(?:问|担心)|\byou(?:'re| are)? (?:asked|asking|wonder(?:ed|ing)?) (?:if|whether)\b"
+)
+_RELATIVE_TO = re.compile(r"\s*(?:after|before|later than|past) (?:her|his|your|the|my|their)\b")
+_ESTIMATE = re.compile(r"预计|预估|估计|最新|estimat|expect|\beta\b|\bwill\b|'ll\b")
+
+
 # What a customer worries about having to do or pay; a reply that lifts the same worry
 # off them has heard them (docs/labelling.md, acknowledgement)
 _WORRIES = tuple(
@@ -1785,13 +1791,6 @@ _WORRIES = tuple(
         r"申请|提交|apply|submit|file (?:it|a claim)",
     )
 )
-
-
-_THEY_ASK = re.compile(
-    r"(?:您|你)(?:是)?(?:问|担心)|\byou(?:'re| are)? (?:asked|asking|wonder(?:ed|ing)?) (?:if|whether)\b"
-)
-_RELATIVE_TO = re.compile(r"\s*(?:after|before|later than|past) (?:her|his|your|the|my|their)\b")
-_ESTIMATE = re.compile(r"预计|预估|估计|最新|estimat|expect|\beta\b|\bwill\b|'ll\b")
 
 
 def _same_worry(sentence: str, customer: str) -> bool:
