@@ -1120,12 +1120,7 @@ def _claims(
             else:
                 verdict = "correct" if duration.hi_hours == hours else "wrong"
             anchor = _WRONG_ANCHOR.get(kind)
-            if anchor and any(
-                a.sentence_of(h.start) == a.sentence_of(duration.start)
-                and not h.negated
-                and not r.negated_clause(h.start)
-                for h in a.get(anchor)
-            ):
+            if anchor and r.in_sentence_with(duration.start, anchor, False):
                 verdict = "wrong"  # 15 days from sign-for, where it runs from the order
             required = "reship_timing" if kind == "reship_timing" else None
             claims.append(
