@@ -21,12 +21,12 @@ from rich.table import Table
 
 from bot import paths
 from bot.content import ContentError, Problem, ScenarioLibrary, UnknownScenario
-from bot.engine import MODES, Engine, NotConfigured
+from bot.engine import MODES, Engine, NotConfigured, SessionClosed
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
 from bot.scenario import DIFFICULTIES, Scenario
 from bot.storage import Store, StoreError
-from bot.terminal import TerminalPractice, grade_line, print_scorecard
+from bot.terminal import Interrupted, TerminalPractice, grade_line, print_scorecard
 from bot.transcript import TranscriptError, load_transcript
 from graders import tune_gc
 from graders.rubric import RUBRICS, Scorecard
@@ -157,6 +157,12 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
 @config_option
 @click.option("--trainee", default=None, help="Your name in the history (default: login name).")
 @click.option("--plain", is_flag=True, help="No colours (for screen readers or logs).")
+@click.option(
+    "--resume",
+    metavar="SESSION",
+    default=None,
+    help="Continue an unfinished session (its id is in `trainer history`) instead of a new one.",
+)
 @click.pass_context
 def play(
     ctx: click.Context,
@@ -171,36 +177,49 @@ def play(
     config_file: str | None,
     trainee: str | None,
     plain: bool,
+    resume: str | None,
 ) -> None:
     """Practise one SCENARIO (an id or a YAML path) in the terminal.
 
     Without SCENARIO you pick one from a list. Type your replies to the customer; type
-    /end (or press Ctrl-C) to finish. The session is saved as you go. An LLM customer or
-    judge needs a model (see `trainer llm check` and docs/llm.md); if its server fails
-    mid-session, the scripted customer takes over and the grades wait for review.
+    /end (or press Ctrl-C) to finish. The session is saved as you go; Ctrl-C while a reply
+    is graded lets it finish first. An LLM customer or judge needs a model (see `trainer llm
+    check` and docs/llm.md); if its server fails mid-session, the scripted customer takes
+    over and the grades wait for review.
     """
+    if resume is not None and scenario is not None:
+        raise click.UsageError("give either a SCENARIO or --resume SESSION, not both")
     assistants = _assistants(config_file)
     library = _library(ctx)
     console = _console(plain)
-    chosen_lang: Lang = lang or _default_lang()  # type: ignore[assignment]
-    if scenario is None:
-        scenario = _choose(console, library, chosen_lang)
-    resolved = _resolve(library, scenario)
+    start: dict[str, Any] = {"resume": resume}
+    if resume is None:
+        chosen_lang: Lang = lang or _default_lang()  # type: ignore[assignment]
+        resolved = _resolve(library, scenario or _choose(console, library, chosen_lang))
+        start = {
+            "trainee": trainee or _default_trainee(),
+            "scenario": resolved.id if resolved.id in library.scenarios else str(resolved.source),
+            "lang": chosen_lang,
+            "difficulty": difficulty,
+            "mode": mode,
+            "rubric": rubric,
+            "seed": seed,
+            "player": customer,
+            "judge": judge,
+        }
     store = _store(ctx)
     try:
-        TerminalPractice(Engine(store, library, assistants), console).run(
-            trainee=trainee or _default_trainee(),
-            scenario=str(resolved.source) if resolved.id not in library.scenarios else resolved.id,
-            lang=chosen_lang,
-            difficulty=difficulty,
-            mode=mode,
-            rubric=rubric,
-            seed=seed,
-            player=customer,
-            judge=judge,
-        )
+        TerminalPractice(Engine(store, library, assistants), console).run(**start)
+    except (LookupError, SessionClosed) as exc:
+        if resume is None:
+            raise
+        raise click.ClickException(
+            f"--resume {resume}: {exc}; `trainer history` lists the sessions"
+        ) from None
     except NotConfigured as exc:
         raise click.ClickException(str(exc)) from None
+    except Interrupted:
+        ctx.exit(130)
     finally:
         store.close()
 

@@ -1,13 +1,20 @@
 """Terminal practice: a thin adapter between the engine and a console (rich).
 
 Colour and panels on a terminal; plain readable text in a pipe. Ctrl-C, end of input or
-``/end`` ends the session cleanly; everything is already saved when it is shown.
+``/end`` ends the session cleanly; everything is already saved when it is shown. Ctrl-C
+while a reply is being graded lets that reply finish first; a second one stops at once and
+leaves the session open for ``trainer play --resume``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -40,6 +47,12 @@ UI: dict[str, tuple[str, str]] = {
     "better": ("更好的回复", "A better reply"),
     "ended": ("会话结束", "Session over"),
     "interrupted": ("已中断，会话已结束并保存。", "Interrupted: the session was ended and saved."),
+    "forced": (
+        "已强制停止：最后一条回复已保存但未评完，会话仍未结束。继续：trainer play --resume {sid}",
+        "Stopped at once: the last reply is saved but not fully graded, and the session is "
+        "still open. Continue it with: trainer play --resume {sid}",
+    ),
+    "resumed": ("继续会话 {sid}，此前的对话：", "Resuming session {sid}. The chat so far:"),
     "scorecard": ("成绩单", "Scorecard"),
     "total": ("总分", "Total"),
     "passed": ("通过", "PASSED"),
@@ -88,6 +101,37 @@ def grade_line(grade: Grade, lang: Lang) -> str:
     return f"{grade.dimension} {score}{clauses}{flags}: {grade.reason[lang]}"
 
 
+class Interrupted(Exception):
+    """Ctrl-C pressed twice while a reply was graded: the session stays open."""
+
+
+class _CtrlC:
+    """Holds Ctrl-C back while a step runs, so a half-graded reply is not cut off.
+
+    The first press is noted and acted on when the step is done; a second one stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def _press(self, signum: int, frame: FrameType | None) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Run a step with Ctrl-C held back (only the main thread receives signals)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._press)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 class TerminalPractice:
     """Runs one practice session on a console."""
 
@@ -95,46 +139,75 @@ class TerminalPractice:
         self.engine = engine
         self.console = console
 
-    def run(self, **start: Any) -> Scorecard:
-        """Play a session from start to scorecard (blocking)."""
+    def run(self, resume: str | None = None, **start: Any) -> Scorecard:
+        """Play a session from start (or from where ``resume`` stopped) to scorecard."""
         with asyncio.Runner() as runner:
             try:
-                return self._run(runner, start)
+                return self._run(runner, resume, start)
             finally:  # model clients hold connections bound to this event loop
                 runner.run(self.engine.assistants.aclose())
 
-    def _run(self, runner: asyncio.Runner, start: dict[str, Any]) -> Scorecard:
-        session, opening = runner.run(self.engine.start(**start))
+    def _run(self, runner: asyncio.Runner, resume: str | None, start: dict[str, Any]) -> Scorecard:
+        ctrl_c = _CtrlC()
+        if resume is None:
+            session, opening = runner.run(self.engine.start(**start))
+            self._header(session)
+            self._customer(session, opening)
+        else:
+            session, _ = runner.run(self.engine.resume(resume))  # its answer is stored
+            self._header(session)
+            self._replay(session)
         lang = session.lang
-        self._header(session)
-        self._customer(session, opening)
-        while not session.ended:
+        while not session.ended and not ctrl_c.pressed:
             shown = time.monotonic()
             try:
                 text = self.console.input(f"[bold green]{ui('you', lang)} ›[/] ")
             except (KeyboardInterrupt, EOFError):
-                self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
+                ctrl_c.pressed = True
                 break
             command = text.strip().lower()
             if command in ("/end", "/quit", "/exit"):
                 break
-            if command.startswith("/"):
-                self._command(session, command)
-                continue
             try:
-                result = runner.run(session.reply(text, time.monotonic() - shown))
-            except ReplyRejected as exc:
-                self.console.print(f"[yellow]{escape(exc.message[lang])}[/]")
-                continue
-            if session.mode == "coach":
-                self._feedback(session, result.record.grades, result.better)
-            if result.note:
-                self.console.print(f"[dim]{escape(result.note[lang])}[/]")
-            if result.customer_text:
-                self._customer(session, result.customer_text)
-        card = runner.run(session.end())
-        self.scorecard(session, card)
+                with ctrl_c.held():
+                    self._step(runner, session, text, time.monotonic() - shown)
+            except KeyboardInterrupt:
+                self.console.print(f"\n[yellow]{ui('forced', lang, sid=session.id)}[/]")
+                raise Interrupted(session.id) from None
+        if ctrl_c.pressed:
+            self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
+        with ctrl_c.held():
+            card = runner.run(session.end())
+            self.scorecard(session, card)
         return card
+
+    def _step(self, runner: asyncio.Runner, session: Session, text: str, latency: float) -> None:
+        """One command or reply: graded, answered and shown."""
+        lang = session.lang
+        command = text.strip().lower()
+        if command.startswith("/"):
+            self._command(session, command)
+            return
+        try:
+            result = runner.run(session.reply(text, latency))
+        except ReplyRejected as exc:
+            self.console.print(f"[yellow]{escape(exc.message[lang])}[/]")
+            return
+        if session.mode == "coach":
+            self._feedback(session, result.record.grades, result.better)
+        if result.note:
+            self.console.print(f"[dim]{escape(result.note[lang])}[/]")
+        if result.customer_text:
+            self._customer(session, result.customer_text)
+
+    def _replay(self, session: Session) -> None:
+        """Show a resumed session's chat so far, ending with the customer's latest line."""
+        self.console.print(f"[dim]{ui('resumed', session.lang, sid=session.id)}[/]")
+        for turn in session.store.turns(session.id):
+            if turn.role == "customer":
+                self._customer(session, turn.text)
+            elif turn.role == "trainee":
+                self.console.print(f"[green]{ui('you', session.lang)} ›[/] {escape(turn.text)}")
 
     # pieces
 
