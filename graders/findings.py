@@ -681,6 +681,24 @@ def _empathy_signals(
             ):
                 f.ownership_quote = a.sentence_quote(hit.start)
                 break
+    if f.ownership_quote is None and state.acknowledged and a.has("signals.timeline"):
+        # acknowledged before, now the step and its time without a subject: 48小时内发出，
+        # 单号出来发您 after "多久能发？"
+        for hit in a.get("signals.action"):
+            if (
+                not hit.negated
+                and a.text[hit.start : hit.end] not in _NO_STEP_BY_ITSELF
+                and a.sentence_of(hit.start) not in no_offer
+                and not _NOT_DONE.match(a.text, hit.end)
+            ):
+                f.ownership_quote = a.sentence_quote(hit.start)
+                break
+
+
+_NO_STEP_BY_ITSELF = frozenset({"get", "got", "keep", "look", "help", "put", "审核"})
+"""Action words that name no step of the agent's without a subject ("I get how…", 审核通过了)."""
+_NOT_DONE = re.compile(r"不了|不到|不成")
+"""After a verb: it cannot be done (退不了)."""
 
 
 def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
@@ -1784,6 +1802,8 @@ _WORRIES = tuple(
         r"银行|\bbank\b",
         r"跑|寄回|寄过去|drop (?:it )?off|post office|send it back|ship it back",
         r"申请|提交|apply|submit|file (?:it|a claim)",
+        r"做错|弄错|搞错|操作错|(?:您|你|我)的(?:问题|原因|错)|did (?:anything |something )?wrong"
+        r"|(?:you|i) did wrong|mess(?:ed)? (?:something|it|this|anything) up|(?:my|your) fault",
     )
 )
 

@@ -459,13 +459,34 @@ def _bounds(pattern: re.Pattern[str], text: str) -> list[int]:
     return [m.end() for m in pattern.finditer(text)]
 
 
+_IF_CLAUSE = re.compile(r"\b(?:if|unless|in case|once|when)\b[^,.;!?]{0,40}$")
+_MAIN_SUBJECT = re.compile(r"\b(?:i|we)(?:'ll|'d|'m|'ve| will| would| can| am| have)?\b")
+
+
+def _scopes(text: str, negations: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Each negation with where its scope ends at the latest.
+
+    A negation inside an English condition stops where the main clause's subject begins:
+    in "if it's not there by then I'll chase it", the chasing is not negated.
+    """
+    scopes = []
+    for start, end in negations:
+        limit = len(text)
+        if _IF_CLAUSE.search(text, max(0, start - 40), start):
+            subject = _MAIN_SUBJECT.search(text, end, end + _NEGATION_GAP[False])
+            if subject:
+                limit = subject.start()
+        scopes.append((start, end, limit))
+    return scopes
+
+
 def _negated(
-    start: int, negations: list[tuple[int, int]], clause_bounds: list[int], cjk: bool
+    start: int, negations: list[tuple[int, int, int]], clause_bounds: list[int], cjk: bool
 ) -> bool:
     clause = bisect.bisect_right(clause_bounds, start)
-    for neg_start, neg_end in negations:
+    for neg_start, neg_end, limit in negations:
         if (
-            neg_end <= start
+            neg_end <= start < limit
             and start - neg_end <= _NEGATION_GAP[cjk]
             and bisect.bisect_right(clause_bounds, neg_start) == clause
         ):
@@ -493,6 +514,7 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
     ]
     if keep_words:  # 不好意思 and 别呀 negate nothing, here or in any later check
         spans["signals.negation"] = negations
+    scopes = _scopes(text, negations)
     refusals = spans.get("signals.refusal", [])
     quoted = _quoted_spans(text) if _QUOTE_CHARS.search(text) else []
     hits: dict[str, list[Hit]] = {}
@@ -504,7 +526,7 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
             cjk = CJK.match(text[start]) is not None
             in_quote = any(q_start <= start and end <= q_end for q_start, q_end in quoted)
             negated = negatable and (
-                bool(negations and _negated(start, negations, clause_bounds, cjk))
+                bool(negations and _negated(start, scopes, clause_bounds, cjk))
                 or bool(key in _ERRANDS and negations and _led_by_negation(text, start, negations))
                 or bool(
                     refusable and refusals and _refused(text, end, refusals, sentence_bounds, cjk)
@@ -617,7 +639,7 @@ def scan_extra(analysis: Analysis, matcher: Matcher) -> dict[str, list[Hit]]:
     if not raw:
         return {}
     text = analysis.text
-    negations = [(h.start, h.end) for h in analysis.get("signals.negation")]
+    negations = _scopes(text, [(h.start, h.end) for h in analysis.get("signals.negation")])
     return {
         key: [
             Hit(

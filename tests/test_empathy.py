@@ -229,6 +229,47 @@ def test_lifting_the_worry_the_customer_raised_is_an_acknowledgement(
 
 
 @pytest.mark.parametrize(
+    ("lang", "acknowledged", "reply", "score"),
+    [
+        ("zh", True, "48小时内发出，单号出来发您。", 2),  # the step and its time, no subject
+        ("zh", False, "48小时内发出，单号出来发您。", 0),  # without a subject, only after one
+        ("en", True, "Ships within 48h, tracking no. goes here once it's out.", 2),
+        ("en", True, "I get how stressful this is with the guests tomorrow.", 0),  # no step
+        ("zh", True, "退不了，今天也一样。", 0),  # what cannot be done is no step
+    ],
+)
+def test_the_step_and_its_time_answer_the_customer_after_an_acknowledgement(
+    grading, lang: str, acknowledged: bool, reply: str, score: int
+) -> None:
+    opening = OPENING if lang == "zh" else "The kettle you sent arrived CRACKED!"
+    g = grading(lang=lang).customer(opening)
+    g.reply(
+        ("水壶到手就裂了，真的很抱歉。" if acknowledged else "您好。")
+        if lang == "zh"
+        else ("A cracked kettle on day one, I'm so sorry." if acknowledged else "Hello.")
+    )
+    g.customer("补发吧，多久能发？" if lang == "zh" else "Replacement. When does it ship?")
+    grade = g.reply(reply)["empathy"]
+    assert grade.score == score, grade.reason["en"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "worry", "reply", "score"),
+    [
+        ("en", "Did I mess something up?", "No, that isn't anything you did wrong.", 2),
+        ("en", "Order number JD2026110503318.", "No, that isn't anything you did wrong.", 0),
+        ("zh", "是不是我退货的时候哪里弄错了？", "不是您的问题，退货按时到了，现在在银行处理。", 2),
+    ],
+)
+def test_lifting_a_fear_of_their_own_fault_is_an_acknowledgement(
+    grading, lang: str, worry: str, reply: str, score: int
+) -> None:
+    g = grading("refund-dispute-blender", lang).customer(worry)
+    grade = g.reply(reply)["empathy"]
+    assert grade.score == score, grade.reason["en"]
+
+
+@pytest.mark.parametrize(
     ("lang", "reply"),
     [
         ("zh", "理解您想尽快用上新水壶，我现在就给您安排补发。"),

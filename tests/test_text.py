@@ -35,6 +35,12 @@ def test_negation_does_not_cross_clauses() -> None:
     assert not analyze("没问题，我保证明天送到").get("signals.promise")[0].negated
 
 
+def test_a_negation_inside_a_condition_leaves_the_main_clause_alone() -> None:
+    chase = analyze("If it's not there by then I'll chase it myself.").get("signals.action")
+    assert chase and not chase[0].negated
+    assert analyze("I can't promise I'll chase it today.").get("signals.ownership")[0].negated
+
+
 def test_control_characters_are_removed_but_text_kept() -> None:
     assert clean("抱歉\x00\x1b[31m您好\u200b") == "抱歉[31m您好"
 
