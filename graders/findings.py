@@ -2367,7 +2367,7 @@ _OWED_MONEY = re.compile(
 
 _MONEY = re.compile(
     r"转|垫|打款|红包|收款码|付款码|掏腰包|扫|钱|账号|pay|transfer|send|drop|wire|alipay|wechat pay|"
-    r"qr|pocket|account|¥|\d{2,}"
+    r"qr|pocket|account|¥|(?<![a-z_\d-])\d{2,}"  # not the digits of a handle (kf0921)
 )
 _BARE_NUMBER = re.compile(r"(?<![\d.])\d{2,5}(?:\.\d{1,2})?(?![\d.])")
 _PHONE_WORDS = re.compile(

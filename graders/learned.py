@@ -30,13 +30,15 @@ from graders.text import CJK, Analysis
 MODEL_PATH = Path(__file__).parent / "data" / "clause_model.json"
 FORMAT = 1
 
-_TOKEN = re.compile(r"[\u3400-\u9fff]|[a-z]+(?:'[a-z]+)?|[0-9]+|[¥$]")
+_TOKEN = re.compile(
+    r"[\u3400-\u9fff]|[a-z]+(?:'[a-z]+)?|[0-9]+|[¥$]|[\u2600-\u27bf\u2b50\U0001f300-\U0001faff]"
+)
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_N = 3
 
 
 def sentence_tokens(text: str) -> list[str]:
-    """Tokens of normalised text: each Chinese character, each word, any number as ``0``."""
+    """Tokens of normalised text: each Chinese character, word or emoji, any number as ``0``."""
     return ["0" if t[0].isdigit() else t for t in _TOKEN.findall(text)]
 
 

@@ -531,11 +531,41 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
                 or bool(
                     refusable and refusals and _refused(text, end, refusals, sentence_bounds, cjk)
                 )
+                or bool(
+                    refusable
+                    and negations
+                    and _their_words_turned_down(text, start, end, negations, sentence_bounds)
+                )
                 or in_quote
             )
             key_hits.append(Hit(key, start, end, negated, negatable and in_quote))
         hits[key] = key_hits
+    if negations:
+        _share_negations(text, hits)
     return Analysis(norm, hits, sentence_bounds, clause_bounds)
+
+
+_COORDINATED = re.compile(r"\s*(?:或者|或是|或|和|以及|及|还有|、|/| or| nor)\s*")
+
+
+def _share_negations(text: str, hits: dict[str, list[Hit]]) -> None:
+    """A phrase joined by 或者/、/or to a negated one shares its negation.
+
+    不会让您私下转账或者私聊: the private chat is ruled out with the transfer.
+    """
+    negated_ends = {h.end for hs in hits.values() for h in hs if h.negated and not h.quoted}
+    if not negated_ends:
+        return
+    for key, key_hits in hits.items():
+        if key in _NOT_NEGATABLE:
+            continue
+        for i, hit in enumerate(key_hits):
+            if hit.negated:
+                continue
+            for end in negated_ends:
+                if end < hit.start and _COORDINATED.fullmatch(text, end, hit.start):
+                    key_hits[i] = Hit(key, hit.start, hit.end, True, hit.quoted)
+                    break
 
 
 _REFUSABLE = (
@@ -549,7 +579,7 @@ _REFUSABLE = (
 _REFUSAL_GAP = {True: 16, False: 60}  # chars allowed between a hit and a refusal after it
 _QUOTE_CHARS = re.compile("[\"'「『“‘]")
 _QUOTED = re.compile(
-    r"\"([^\"\n]{1,60})\"|「([^」\n]{1,60})」|『([^』\n]{1,60})』|'([^'\n]{2,60})'"
+    r"\"([^\"\n]{1,60})\"|「([^」\n]{1,60})」|『([^』\n]{1,60})』|(?<![a-z])'([^'\n]{2,60})'(?![a-z])"
 )
 _REPORTED = re.compile(
     r"(?:您|你|客户)(?:刚才|刚刚|之前|上面)?(?:说|讲|提到|要求|要|问|写)(?:的|了|过)?\s*$|所谓(?:的)?\s*$|"
@@ -600,6 +630,25 @@ def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) ->
     else:
         return False
     return any(n_start == after for n_start, _ in negations)
+
+
+_THEY_SAID = re.compile(
+    r"(?:您|你)(?:说|提到|提的|想|要求|希望|问)[^。！？!?，,;；]{0,12}$"
+    r"|\byou (?:said|asked|mentioned|suggested|wanted|want|proposed)\b[^.!?,;]{0,30}$",
+    re.IGNORECASE,
+)
+
+
+def _their_words_turned_down(
+    text: str, start: int, end: int, negations: list[tuple[int, int]], sentence_bounds: list[int]
+) -> bool:
+    """The customer's suggestion told back, then a negation: 您说加微信方便，但不能加私人微信."""
+    first = bisect.bisect_right(sentence_bounds, start)
+    sentence_start = sentence_bounds[first - 1] if first else 0
+    if not _THEY_SAID.search(text, sentence_start, start):
+        return False
+    sentence_end = sentence_bounds[first] if first < len(sentence_bounds) else len(text)
+    return any(end <= n_start < sentence_end for n_start, _ in negations)
 
 
 def _refused(
