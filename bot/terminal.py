@@ -48,9 +48,9 @@ UI: dict[str, tuple[str, str]] = {
     "ended": ("会话结束", "Session over"),
     "interrupted": ("已中断，会话已结束并保存。", "Interrupted: the session was ended and saved."),
     "forced": (
-        "已强制停止：最后一条回复已保存但未评完，会话仍未结束。继续：trainer play --resume {sid}",
-        "Stopped at once: the last reply is saved but not fully graded, and the session is "
-        "still open. Continue it with: trainer play --resume {sid}",
+        "已强制停止：已保存的内容都在，会话仍未结束。继续：trainer play --resume {sid}",
+        "Stopped at once: everything saved so far is kept and the session is still open. "
+        "Continue it with: trainer play --resume {sid}",
     ),
     "resumed": ("继续会话 {sid}，此前的对话：", "Resuming session {sid}. The chat so far:"),
     "scorecard": ("成绩单", "Scorecard"),
@@ -168,18 +168,25 @@ class TerminalPractice:
             command = text.strip().lower()
             if command in ("/end", "/quit", "/exit"):
                 break
-            try:
-                with ctrl_c.held():
-                    self._step(runner, session, text, time.monotonic() - shown)
-            except KeyboardInterrupt:
-                self.console.print(f"\n[yellow]{ui('forced', lang, sid=session.id)}[/]")
-                raise Interrupted(session.id) from None
+            with self._stoppable(session, ctrl_c):
+                self._step(runner, session, text, time.monotonic() - shown)
         if ctrl_c.pressed:
             self.console.print(f"\n[yellow]{ui('interrupted', lang)}[/]")
-        with ctrl_c.held():
+            ctrl_c.pressed = False  # one more press while it is saved is still held back
+        with self._stoppable(session, ctrl_c):
             card = runner.run(session.end())
             self.scorecard(session, card)
         return card
+
+    @contextmanager
+    def _stoppable(self, session: Session, ctrl_c: _CtrlC) -> Iterator[None]:
+        """Hold Ctrl-C back; if pressed twice, say how to resume and stop."""
+        try:
+            with ctrl_c.held():
+                yield
+        except KeyboardInterrupt:
+            self.console.print(f"\n[yellow]{ui('forced', session.lang, sid=session.id)}[/]")
+            raise Interrupted(session.id) from None
 
     def _step(self, runner: asyncio.Runner, session: Session, text: str, latency: float) -> None:
         """One command or reply: graded, answered and shown."""

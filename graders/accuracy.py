@@ -39,9 +39,11 @@ class AccuracyGrader(RuleGrader):
             )
         deductions: list[Deduction] = []
         remaining = MAX
+        said: set[tuple[str, str, str]] = set()
         for claim in sorted(claims, key=lambda c: -_POINTS.get(c.verdict, 0)):
-            if claim.verdict == "correct":
-                continue
+            if claim.verdict == "correct" or (claim.fact, claim.verdict, claim.stated) in said:
+                continue  # the same words read twice are one mistake
+            said.add((claim.fact, claim.verdict, claim.stated))
             points = min(_POINTS[claim.verdict], remaining)
             remaining -= points
             expected = claim.expected or {"zh": "", "en": ""}
@@ -65,6 +67,10 @@ class AccuracyGrader(RuleGrader):
                     fact=fact_name(claim.fact),
                     stated=claim.stated,
                     expected_note=note,
+                )
+            elif claim.expected is None:  # a made-up condition: nothing to set against it
+                reason = message(
+                    "accuracy.baseless", fact=fact_name(claim.fact), stated=claim.stated
                 )
             else:
                 reason = message(

@@ -63,6 +63,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "{fact}说错了：回复说「{stated}」，正确的是「{expected}」。",
         "Wrong {fact}: the reply says “{stated}”, but it is “{expected}”.",
     ),
+    "accuracy.baseless": (
+        "{fact}说错了：「{stated}」没有依据，政策和订单里都没有这一条。",
+        "Wrong {fact}: “{stated}” has no basis in the policy or the order.",
+    ),
     "accuracy.learned": (
         "「{stated}」不符合 {clause} 的规定：读起来与标注为说错的回复相符。",
         "“{stated}” goes against {clause}: it reads like replies labelled as wrong on it.",

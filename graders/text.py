@@ -633,8 +633,8 @@ def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) ->
 
 
 _THEY_SAID = re.compile(
-    r"(?:您|你)(?:说|提到|提的|想|要求|希望|问)[^。！？!?，,;；]{0,12}$"
-    r"|\byou (?:said|asked|mentioned|suggested|wanted|want|proposed)\b[^.!?,;]{0,30}$",
+    r"(?:您|你)(?:说|提到|提的|要求|问)[^。！？!?，,;；]{0,12}$"
+    r"|\byou (?:said|asked|mentioned|suggested|proposed)\b[^.!?,;]{0,30}$",
     re.IGNORECASE,
 )
 

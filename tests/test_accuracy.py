@@ -58,6 +58,15 @@ def test_each_wrong_fact_costs_both_points_and_names_the_right_one(
     assert deduction.quote  # the words that were wrong
 
 
+def test_a_made_up_condition_is_one_mistake_with_no_empty_right_answer(grading) -> None:
+    grade = acc(grading, "破损补发有个前提：原包装和泡沫一样都不能少，缺了就没法补发。")
+    assert grade.score == 0
+    [deduction] = grade.deductions  # two patterns read the same words: one mistake
+    assert deduction.code == "accuracy.wrong.condition"
+    assert "「」" not in deduction.reason["zh"] and "“”" not in deduction.reason["en"]
+    assert "没有依据" in deduction.reason["zh"] and "no basis" in deduction.reason["en"]
+
+
 def test_an_amount_with_no_basis_costs_one(grading) -> None:
     grade = acc(grading, "给您一个88元的方案。")
     assert grade.score == 1
