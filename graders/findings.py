@@ -797,6 +797,8 @@ def _claims(
         cap = params.compensation_cap
         cap_clauses = rules.clauses("compensation_cap") or order_clauses
         for amount in numbers.amounts:
+            if amount.value in _HOTLINES and not _CURRENCY.search(a.text, amount.start, amount.end):
+                continue  # 12315, the consumer hotline, is no amount
             if (amount.start, amount.end) in given:  # judged against the cap
                 escalated = r.escalated(amount.start)
                 verdict: Verdict = "correct" if amount.value <= cap or escalated else "wrong"
@@ -1645,6 +1647,8 @@ _SINCE = re.compile(r"\bsince\s+$|自\s*$")
 _SINCE_AFTER = re.compile(r"\s*(?:起一直|起就|以来)")
 """After a date: the same (15号起一直压在转运中心)."""
 
+_HOTLINES = frozenset({12315.0, 12345.0})
+_CURRENCY = re.compile(r"¥|元|块|yuan|rmb", re.IGNORECASE)
 _DEMANDED = re.compile(
     r"(?:您|你)(?:说的|要求的|要的|想要的|提的)|\byou (?:asked for|wanted|want|demanded|mentioned)\b"
 )
