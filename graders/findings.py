@@ -987,6 +987,16 @@ def _claims(
                         "refund_channel",
                     )
                 )
+                if (
+                    verdict == "wrong"
+                    and order_clauses
+                    and (
+                        _AS_PAID_BEFORE.search(a.text, max(0, hit.start - 16), hit.start)
+                        or _AS_PAID_AFTER.match(a.text, hit.end)
+                    )
+                ):
+                    # 原路退回您的支付宝 when they paid by card: the payment method is misstated too
+                    claims.append(Claim("payment", "wrong", a.quote(hit), expected, order_clauses))
         for hit in a.get("claims.original_route"):
             if not hit.negated:
                 claims.append(
@@ -1616,6 +1626,16 @@ _NOT_ARRIVED = re.compile(
     r"|\bnever (?:got|received)\b"
 )
 _CONTRAST = re.compile(r"\bbut\b|\bhowever\b|但|不过|可是|只能")
+_AS_PAID_BEFORE = re.compile(
+    r"(?:原路|原渠道|原支付方式|(?:您|你)(?:当时)?(?:付款|支付|下单)(?:时|时候)?(?:用|使用)?的|"
+    r"\b(?:back|straight back) (?:to|into|onto) (?:your|the)|\boriginal)[^，,。.;；:：]{0,8}$"
+)
+_AS_PAID_AFTER = re.compile(
+    r"[^，,。.;；:：]{0,20}?(?:\b(?:that |which )?you (?:paid|bought it|ordered) (?:with|by|on|using|via)\b|"
+    r"\byou used to pay\b|(?:您|你)(?:当时)?(?:付款|支付)(?:用|使用)?的)"
+)
+"""Around a refund's channel: the way the customer paid (原路退回您的支付宝, "the card you paid with")."""
+
 _THEIR_WISH = re.compile(
     r"\b(?:you'?d (?:rather|prefer|like)|you (?:want|wanted|asked for|prefer|would prefer))\b"
     r"[^.!?]{0,20}$|(?:您|你)(?:想|想要|希望|要求|说)(?:退到|退回|转到|改到|改成|改退)?\s*$"
