@@ -573,7 +573,10 @@ def _empathy_signals(
     for key in _DISMISSIVE:
         # an insult counts even when negated ("我不是说你傻"), as CONDUCT-NO-INSULT does
         hits = [
-            h for h in a.get(key) if not h.negated or (key == "forbidden.insult" and not h.quoted)
+            h
+            for h in a.get(key)
+            if (not h.negated or (key == "forbidden.insult" and not h.quoted))
+            and not (key == "forbidden.dismissive" and _official_flow(a, h.start))
         ]
         if hits:
             f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
@@ -885,6 +888,7 @@ def _claims(
             if (
                 _SINCE.search(a.text[max(0, date.start - 8) : date.start])
                 or _SINCE_AFTER.match(a.text, date.end)
+                or _ENDS_AFTER.match(a.text, date.end)
                 or (topic == "topics.delivery" and _money_arriving(r, date.start, scenario))
             ) or (
                 date.month is None
@@ -1666,6 +1670,8 @@ _SINCE = re.compile(r"\bsince\s+$|自\s*$")
 """Before a date: when something began (stuck at the hub since Nov 15), not an arrival."""
 _SINCE_AFTER = re.compile(r"\s*(?:起一直|起就|以来)")
 """After a date: the same (15号起一直压在转运中心)."""
+_ENDS_AFTER = re.compile(r"\s*(?:就|便)?(?:已经)?(?:截止|到期|过期|结束|过了)")
+"""After a date: when a window ends (10号就截止了), not when the order was placed."""
 
 _HOTLINES = frozenset({12315.0, 12345.0})
 _CURRENCY = re.compile(r"¥|元|块|yuan|rmb", re.IGNORECASE)
@@ -2025,6 +2031,10 @@ def _violations(
         own = extra.get(extra_key, [])
         hits = [*a.get(lexicon_key), *own] if lexicon_key else own
         for hit in hits:
+            if hit.key == "forbidden.review_inducement" and _free_to_rate(a, hit.start):
+                continue  # 平台会邀请您评价，您如实评就好: the survey named, the choice theirs
+            if hit.key == "forbidden.dismissive" and _official_flow(a, hit.start):
+                continue  # 在订单页点申请售后上传，我这边能直接看到: the shop's own flow
             if not (hit.negated and (check.negatable or hit.quoted)):
                 cited.setdefault((hit.key, hit.start), []).append(clause_id)
     refund_channel = rules.clauses("refund_channel")
@@ -2198,6 +2208,8 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
             a.text, p.start, p.end
         ):
             continue  # 券后价不在价保范围内: the rule for excluded prices, not a refusal
+        if p.clause == "CONDUCT-NO-DEFLECT" and _official_flow(a, p.start):
+            continue  # 在订单页点申请换货，系统会自动预约上门取件: the shop's own flow, not a brush-off
         quote = a.norm.quote(p.start, p.end).strip()
         if p.clause in rules.fact_clauses:  # a wrong statement, graded as accuracy
             title = rules.title(p.clause)
@@ -2211,6 +2223,35 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
         f.violations.append(rules.violation(p.clause, quote, "policy.learned", words=words))
         if p.clause in rules.dismissive_clauses:  # rude, blaming or brushing off: empathy 0
             f.dismissive_quote = f.dismissive_quote or quote
+
+
+_OFFICIAL_FLOW = re.compile(
+    r"官方流程|系统会自动|我这边(?:能|可以|也能|就能)?(?:直接)?看到|跟进记录都在|"
+    r"\bofficial (?:flow|process|return flow)\b|\b(?:i|we)(?:\'ll| will| can)? see (?:it|them) (?:there|directly|right away)\b"
+)
+"""In a sentence sending the customer to the order page: the shop's own flow, still in its hands."""
+
+
+def _official_flow(a: Analysis, pos: int) -> bool:
+    """Whether the sentence at ``pos`` sends the customer to the shop's own flow, still watched."""
+    return bool(_OFFICIAL_FLOW.search(a.text, a.sentence_start(pos), a.sentence_end(pos)))
+
+
+_FREE_TO_RATE = re.compile(
+    r"如实|照实|实事求是|怎么评都|随您|随意评|(?:您|你)的自由|真实感受|好坏都|"
+    r"\bhowever you (?:like|want|see fit|feel)\b|\bhonest(?:ly)?\b[^.!?]{0,20}\b(?:rating|review|feedback|survey)\b|"
+    r"\b(?:rating|review|feedback|survey)\b[^.!?]{0,30}\b(?:honest(?:ly)?|entirely up to you|your call)\b"
+)
+_BARGAIN = re.compile(
+    r"返|红包|券|送|补偿|加急|优先|提成|五星|5星|好评|满分|"
+    r"\b(?:cashback|coupon|voucher|gift|faster|priority|bonus|five[- ]stars?|5[- ]stars?|10/10)\b"
+)
+
+
+def _free_to_rate(a: Analysis, pos: int) -> bool:
+    """The platform's survey mentioned with the choice left to the customer, nothing offered."""
+    sentence = a.text[a.sentence_start(pos) : a.sentence_end(pos)]
+    return bool(_FREE_TO_RATE.search(sentence)) and not _BARGAIN.search(sentence)
 
 
 _POLITE_QUESTION = re.compile(
@@ -2327,12 +2368,19 @@ _REPORTED_DEMAND = re.compile(
 )
 
 
+_BECAUSE = re.compile(r"\b(?:because|since|as this|as it)\b|因为|毕竟")
+"""Between an amount and a later negation: the reason, which declines nothing."""
+
+
 def _declined(r: _Reader, start: int, end: int) -> bool:
     """Whether what is said at ``start:end`` is negated, refused or only the customer's demand."""
     a = r.a
     clause = a.clause_of(start)
-    if any(a.clause_of(h.start) == clause for h in a.get("signals.negation")):
-        return True
+    if any(
+        a.clause_of(h.start) == clause and not _BECAUSE.search(a.text, end, max(end, h.start))
+        for h in a.get("signals.negation")
+    ):
+        return True  # "¥50 isn't something I can approve"; not "¥100 because this is not OK"
     sentence = a.sentence_of(start)
     chinese = CJK.search(a.text, max(0, start - 2), end + 2) is not None  # 发一张20元券
     gap = 16 if chinese or not a.text[start].isascii() else 60
