@@ -557,6 +557,44 @@ def _numbers_text(norm: Normalized) -> str:
     return "".join(chars)
 
 
+_OFFICIAL_FLOW = re.compile(
+    r"官方流程|系统会自动|我这边(?:能|可以|也能|就能)?(?:直接)?看到|跟进记录都在|"
+    r"\bofficial (?:flow|process|return flow)\b|\b(?:i|we)(?:'ll| will| can)? see (?:it|them) (?:there|directly|right away)\b"
+)
+"""In a sentence sending the customer to the order page: the shop's own flow, still in its hands."""
+
+
+def _official_flow(a: Analysis, pos: int) -> bool:
+    """Whether the sentence at ``pos`` sends the customer to the shop's own flow, still watched."""
+    return bool(_OFFICIAL_FLOW.search(a.text, a.sentence_start(pos), a.sentence_end(pos)))
+
+
+_FREE_TO_RATE = re.compile(
+    r"如实|照实|实事求是|怎么评都|随您|随意评|(?:您|你)的自由|真实感受|好坏都|"
+    r"\bhowever you (?:like|want|see fit|feel)\b|\bhonest(?:ly)?\b[^.!?]{0,20}\b(?:rating|review|feedback|survey)\b|"
+    r"\b(?:rating|review|feedback|survey)\b[^.!?]{0,30}\b(?:honest(?:ly)?|entirely up to you|your call)\b"
+)
+_BARGAIN = re.compile(
+    r"返|红包|券|送|补偿|加急|优先|提成|五星|5星|好评|满分|"
+    r"\b(?:cashback|coupon|voucher|gift|faster|priority|bonus|five[- ]stars?|5[- ]stars?|10/10)\b"
+)
+
+
+def _free_to_rate(a: Analysis, pos: int) -> bool:
+    """The platform's survey mentioned with the choice left to the customer, nothing offered."""
+    sentence = a.text[a.sentence_start(pos) : a.sentence_end(pos)]
+    return bool(_FREE_TO_RATE.search(sentence)) and not _BARGAIN.search(sentence)
+
+
+def _excused(a: Analysis, hit: Hit) -> bool:
+    """A move its sentence takes back: the survey left to the customer, the shop's own flow."""
+    if hit.key == "forbidden.review_inducement":
+        return _free_to_rate(a, hit.start)  # 平台会邀请您评价，您如实评就好
+    if hit.key == "forbidden.dismissive":
+        return _official_flow(a, hit.start)  # 在订单页点申请售后上传，我这边能直接看到
+    return False
+
+
 def _by_sentence(analysis: Analysis, hits: Iterable[Hit]) -> dict[int, list[Hit]]:
     grouped: dict[int, list[Hit]] = {}
     for hit in hits:
@@ -576,7 +614,7 @@ def _empathy_signals(
             h
             for h in a.get(key)
             if (not h.negated or (key == "forbidden.insult" and not h.quoted))
-            and not (key == "forbidden.dismissive" and _official_flow(a, h.start))
+            and not _excused(a, h)
         ]
         if hits:
             f.dismissive_quote = f.dismissive_quote or a.sentence_quote(hits[0].start)
@@ -616,7 +654,7 @@ def _empathy_signals(
         a.sentence_of(h.start)
         for key in ("forbidden.off_platform", "forbidden.review_inducement", "forbidden.insult")
         for h in a.get(key)
-        if not h.negated
+        if not h.negated and not _excused(a, h)
     }
     # 价保要等系统处理，请耐心等待 offers nothing
     no_offer = tainted | {a.sentence_of(h.start) for h in a.get("signals.stonewall")}
@@ -2031,10 +2069,8 @@ def _violations(
         own = extra.get(extra_key, [])
         hits = [*a.get(lexicon_key), *own] if lexicon_key else own
         for hit in hits:
-            if hit.key == "forbidden.review_inducement" and _free_to_rate(a, hit.start):
-                continue  # 平台会邀请您评价，您如实评就好: the survey named, the choice theirs
-            if hit.key == "forbidden.dismissive" and _official_flow(a, hit.start):
-                continue  # 在订单页点申请售后上传，我这边能直接看到: the shop's own flow
+            if _excused(a, hit):
+                continue
             if not (hit.negated and (check.negatable or hit.quoted)):
                 cited.setdefault((hit.key, hit.start), []).append(clause_id)
     refund_channel = rules.clauses("refund_channel")
@@ -2223,35 +2259,6 @@ def _learned(f: Findings, rules: ScenarioRules) -> None:
         f.violations.append(rules.violation(p.clause, quote, "policy.learned", words=words))
         if p.clause in rules.dismissive_clauses:  # rude, blaming or brushing off: empathy 0
             f.dismissive_quote = f.dismissive_quote or quote
-
-
-_OFFICIAL_FLOW = re.compile(
-    r"官方流程|系统会自动|我这边(?:能|可以|也能|就能)?(?:直接)?看到|跟进记录都在|"
-    r"\bofficial (?:flow|process|return flow)\b|\b(?:i|we)(?:\'ll| will| can)? see (?:it|them) (?:there|directly|right away)\b"
-)
-"""In a sentence sending the customer to the order page: the shop's own flow, still in its hands."""
-
-
-def _official_flow(a: Analysis, pos: int) -> bool:
-    """Whether the sentence at ``pos`` sends the customer to the shop's own flow, still watched."""
-    return bool(_OFFICIAL_FLOW.search(a.text, a.sentence_start(pos), a.sentence_end(pos)))
-
-
-_FREE_TO_RATE = re.compile(
-    r"如实|照实|实事求是|怎么评都|随您|随意评|(?:您|你)的自由|真实感受|好坏都|"
-    r"\bhowever you (?:like|want|see fit|feel)\b|\bhonest(?:ly)?\b[^.!?]{0,20}\b(?:rating|review|feedback|survey)\b|"
-    r"\b(?:rating|review|feedback|survey)\b[^.!?]{0,30}\b(?:honest(?:ly)?|entirely up to you|your call)\b"
-)
-_BARGAIN = re.compile(
-    r"返|红包|券|送|补偿|加急|优先|提成|五星|5星|好评|满分|"
-    r"\b(?:cashback|coupon|voucher|gift|faster|priority|bonus|five[- ]stars?|5[- ]stars?|10/10)\b"
-)
-
-
-def _free_to_rate(a: Analysis, pos: int) -> bool:
-    """The platform's survey mentioned with the choice left to the customer, nothing offered."""
-    sentence = a.text[a.sentence_start(pos) : a.sentence_end(pos)]
-    return bool(_FREE_TO_RATE.search(sentence)) and not _BARGAIN.search(sentence)
 
 
 _POLITE_QUESTION = re.compile(
