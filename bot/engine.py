@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot.content import ScenarioLibrary
 from bot.customers import CustomerMind, Reaction, ScriptedVoice
@@ -27,7 +27,7 @@ from bot.llm.reasons import describe
 from bot.llm.rewriter import Rewrite, Rewriter
 from bot.llm.roles import Assistants
 from bot.scenario import Difficulty, ResolvedScenario
-from bot.storage import SessionRow, Store
+from bot.storage import Owed, SessionRow, Store
 from graders._base import Bilingual, Grade
 from graders.context import GradingContext
 from graders.rubric import RUBRICS, Outcome, Scorecard, scorecard
@@ -105,6 +105,27 @@ class TurnResult:
     """Shown with the customer's answer, e.g. that the LLM customer fell back to the script."""
 
 
+class Postbox(Protocol):
+    """What an adapter owes its user for each state change of a session.
+
+    The engine asks for it before the change is stored and stores the answer in the same
+    transaction (:class:`~bot.storage.Owed`); the adapter delivers it from there, so a
+    crash means a message arrives late, never that it is lost.
+    """
+
+    def opening(self, session: Session, text: str) -> Owed:
+        """The briefing and the customer's opening line."""
+
+    def answer(self, session: Session, result: TurnResult) -> Owed:
+        """What follows a trainee reply: feedback, the customer's answer, a scorecard."""
+
+    def line(self, session: Session, text: str, *, ended: bool) -> Owed:
+        """A customer line produced late (after a restart), and the scorecard if it ended."""
+
+    def ending(self, session: Session, card: Scorecard) -> Owed:
+        """The scorecard of a session ended without a reply (/end, a timeout)."""
+
+
 class Session:
     """One practice session in progress."""
 
@@ -179,12 +200,18 @@ class Session:
         return self.scenario.exemplar(stage_of(self.scenario, self.grader.state))
 
     async def reply(
-        self, text: str, latency_s: float | None = None, *, ref: str | None = None
+        self,
+        text: str,
+        latency_s: float | None = None,
+        *,
+        ref: str | None = None,
+        postbox: Postbox | None = None,
     ) -> TurnResult:
         """Send one trainee reply; returns its grades and the customer's answer.
 
         ``ref`` identifies the incoming chat message (an adapter's update id); it is
         stored with the turn so an adapter can tell a re-delivered message from a new one.
+        What the result owes the trainee (``postbox``) is stored with it.
         """
         if self.ended:
             raise SessionClosed(f"session {self.id} has ended")
@@ -206,6 +233,9 @@ class Session:
             self.rewrites[record.number] = rewrite.text
         ending = self.mind.mood.ending
         card = self._scorecard(ending) if ending is not None else None
+        result = TurnResult(
+            record, spoken.text, ending, card, self.better_reply(record), self._note(spoken)
+        )
         self.store.add_answer(
             self.id,
             (turn_idx, record.number, record.grades),
@@ -213,13 +243,12 @@ class Session:
             meta=self._answer_meta(reaction, spoken, rewrite),
             customer_state=self.mind.snapshot(),
             ending=None if ending is None or card is None else (ending, card),
+            owed=None if postbox is None else postbox.answer(self, result),
         )
         self._heard(spoken.text)
         if ending is not None:
             self.outcome, self.card = ending, card
-        return TurnResult(
-            record, spoken.text, ending, card, self.better_reply(record), self._note(spoken)
-        )
+        return result
 
     def better_reply(self, record: ReplyRecord) -> Bilingual | None:
         """A better version of a reply that lost points, or None.
@@ -293,14 +322,15 @@ class Session:
             log.exception("rewriter failed in session %s; the model reply is shown", self.id)
             return Rewrite(None, "error", None, None, None)
 
-    def _store_answer(self, reaction: Reaction, spoken: Spoken) -> None:
-        """Store the customer's message and the state it leaves the customer in; hear it."""
+    def _store_answer(self, reaction: Reaction, spoken: Spoken, owed: Owed | None = None) -> None:
+        """Store the customer's message, its customer state and what it owes; hear it."""
         self.store.add_turn(
             self.id,
             "customer",
             spoken.text,
             meta=self._answer_meta(reaction, spoken, None),
             customer_state=self.mind.snapshot(),
+            owed=owed,
         )
         self._heard(spoken.text)
 
@@ -339,15 +369,18 @@ class Session:
         why = describe(spoken.fallback)
         return {lang: _FALLBACK_NOTE[lang].format(reason=why[lang]) for lang in LANGS}
 
-    async def end(self, outcome: Outcome = "trainee_ended") -> Scorecard:
-        """End the session (idempotent) and store its scorecard."""
-        return self._close(outcome)
+    async def end(
+        self, outcome: Outcome = "trainee_ended", *, postbox: Postbox | None = None
+    ) -> Scorecard:
+        """End the session (idempotent) and store its scorecard (and what it owes)."""
+        return self._close(outcome, postbox)
 
-    def _close(self, outcome: Outcome) -> Scorecard:
+    def _close(self, outcome: Outcome, postbox: Postbox | None = None) -> Scorecard:
         if self.card is not None:
             return self.card
         card = self._scorecard(outcome)
-        self.store.end_session(self.id, outcome, card)
+        owed = None if postbox is None else postbox.ending(self, card)
+        self.store.end_session(self.id, outcome, card, owed=owed)
         self.outcome, self.card = outcome, card
         return card
 
@@ -404,8 +437,11 @@ class Engine:
         assignment_id: int | None = None,
         player: str | None = None,
         judge: str | None = None,
+        postbox: Postbox | None = None,
     ) -> tuple[Session, str]:
         """Start a session; returns it and the customer's opening message (already stored).
+
+        What the opening owes the trainee is stored with it when a ``postbox`` is given.
 
         ``player`` (``scripted`` or ``llm``) and ``judge`` (``rules`` or ``llm``) default to
         the scenario's. Asked for explicitly, an LLM role must be configured
@@ -449,7 +485,8 @@ class Engine:
         )
         opening = mind.opening()
         spoken = await session._speak(opening)
-        session._store_answer(opening, spoken)
+        owed = None if postbox is None else postbox.opening(session, spoken.text)
+        session._store_answer(opening, spoken, owed)
         return session, spoken.text
 
     def _choose(
@@ -469,12 +506,15 @@ class Engine:
             )
         return allowed[0]
 
-    async def resume(self, session_id: str) -> tuple[Session, str | None]:
+    async def resume(
+        self, session_id: str, *, postbox: Postbox | None = None
+    ) -> tuple[Session, str | None]:
         """Rebuild an active session from the store, exactly where it stopped.
 
         If the process died after a reply was stored but before the customer answered,
         the missing grades and the customer's answer are produced now; that answer is
-        returned so the adapter can show it (otherwise ``None``).
+        returned so the adapter can show it (otherwise ``None``), and what it owes is
+        stored with it when a ``postbox`` is given.
         """
         row = self.store.session(session_id)
         if row is None:
@@ -515,13 +555,19 @@ class Engine:
             # The process died while the (LLM) customer was writing the opening line.
             opening = mind.opening()
             spoken = await session._speak(opening)
-            session._store_answer(opening, spoken)
+            owed = None if postbox is None else postbox.opening(session, spoken.text)
+            session._store_answer(opening, spoken, owed)
             pending = spoken.text
         elif turns and turns[-1].role == "trainee" and mind.mood.turn < len(grader.records):
             reaction = mind.react(grader.records[-1].findings)
             spoken = await session._speak(reaction)
-            session._store_answer(reaction, spoken)
+            ending = mind.mood.ending
+            owed = (
+                None if postbox is None else postbox.line(session, spoken.text, ended=bool(ending))
+            )
+            with self.store.transaction():  # the line and the scorecard it ends with
+                session._store_answer(reaction, spoken, owed)
+                if ending is not None:
+                    session._close(ending)
             pending = spoken.text
-            if mind.mood.ending is not None:
-                await session.end(mind.mood.ending)
         return session, pending

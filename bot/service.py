@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.content import ScenarioLibrary
-from bot.engine import MODES, Engine, Session
+from bot.engine import MODES, Engine, Postbox, Session
 from bot.i18n import Lang
 from bot.scenario import Difficulty
 from bot.storage import (
@@ -451,8 +451,12 @@ class Training:
         difficulty: str = "normal",
         mode: str = "coach",
         assignment_id: int | None = None,
+        postbox: Postbox | None = None,
     ) -> tuple[Session, str]:
-        """Start a session for the actor (an assignment fixes difficulty and mode)."""
+        """Start a session for the actor (an assignment fixes difficulty and mode).
+
+        What the start owes the trainee is stored with it when a ``postbox`` is given.
+        """
         active = self.store.active_session(actor.user.trainee)
         if active is not None:
             raise Invalid(
@@ -501,6 +505,7 @@ class Training:
             mode=mode,
             rubric=rubric,
             assignment_id=assignment_id or None,
+            postbox=postbox,
         )
 
     def active_session(self, actor: Actor) -> SessionRow | None:

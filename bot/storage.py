@@ -260,8 +260,76 @@ def m004_judge_cache(db: Database) -> None:
     )
 
 
+@migrations()
+def m005_outbox(db: Database) -> None:
+    """What a state change owes a user, kept until delivered; how often an update was started."""
+    db.table("updates").add_column("attempts", int, not_null_default=0)
+    db.table("outbox").create(
+        {
+            "id": int,
+            "address": str,
+            "ref": str,
+            "kind": str,
+            "body": str,
+            "status": str,
+            "attempts": int,
+            "error": str,
+            "created_at": str,
+            "sent_at": str,
+        },
+        pk="id",
+        not_null={"address", "kind", "body", "status", "attempts", "created_at"},
+        defaults={"status": "pending", "attempts": 0},
+    )
+    db.table("outbox").create_index(["status", "address"])
+    db.table("outbox").create_index(["address", "ref"])
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Owed:
+    """Messages a state change owes a user, written in the same transaction as the change.
+
+    ``address`` says where, in the channel's own form (``telegram:42``); ``ref`` what
+    caused it (an update id), so a re-run of that update finds them instead of sending
+    again; ``messages`` are (kind, body) pairs the channel knows how to send.
+    """
+
+    address: str
+    ref: str | None
+    messages: tuple[tuple[str, dict[str, Any]], ...]
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The outbox rows (address, ref, kind, body, created_at)."""
+        now = _now()
+        return [
+            (self.address, self.ref, kind, json.dumps(body, ensure_ascii=False), now)
+            for kind, body in self.messages
+        ]
+
+
+def _write_owed(db: Database, owed: Owed | None) -> None:
+    if owed is not None and owed.messages:
+        db.conn.executemany(
+            "INSERT INTO outbox (address, ref, kind, body, created_at, status, attempts)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', 0)",
+            owed.rows(),
+        )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One owed message not yet delivered."""
+
+    id: int
+    address: str
+    ref: str | None
+    kind: str
+    body: dict[str, Any]
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -494,15 +562,19 @@ class Store:
         latency_s: float | None = None,
         meta: dict[str, Any] | None = None,
         customer_state: dict[str, Any] | None = None,
+        owed: Owed | None = None,
     ) -> int:
         """Append a turn (committed before returning) and return its index.
 
         ``customer_state``, if given, is saved in the same transaction, so a customer's
-        message and the state it left the customer in are never out of step.
+        message and the state it left the customer in are never out of step; so is
+        ``owed``, what the turn owes the user (:class:`Owed`).
         """
         turn = _Turn.encode(session_id, role, text, latency_s, meta, customer_state)
         with self._tx() as db:
-            return turn.insert(db)
+            idx = turn.insert(db)
+            _write_owed(db, owed)
+            return idx
 
     def add_grades(
         self, session_id: str, turn_idx: int, reply_number: int, grades: Iterable[Grade]
@@ -512,11 +584,14 @@ class Store:
         with self._tx() as db:
             _insert_grades(db, rows)
 
-    def end_session(self, session_id: str, outcome: str, card: Scorecard) -> None:
-        """Mark a session ended and store its scorecard and ledger."""
+    def end_session(
+        self, session_id: str, outcome: str, card: Scorecard, *, owed: Owed | None = None
+    ) -> None:
+        """Mark a session ended and store its scorecard, ledger and what it owes the user."""
         end = _End.encode(session_id, outcome, card)
         with self._tx() as db:
             end.write(db)
+            _write_owed(db, owed)
 
     def add_answer(
         self,
@@ -527,13 +602,15 @@ class Store:
         meta: dict[str, Any],
         customer_state: dict[str, Any],
         ending: tuple[str, Scorecard] | None = None,
+        owed: Owed | None = None,
     ) -> int:
         """Store what follows from a trainee reply in one commit; returns the answer's index.
 
         ``reply`` is the reply's (turn index, number, grades); ``text``, ``meta`` and
         ``customer_state`` the customer's answer and the state it leaves the customer in;
-        ``ending`` the outcome and scorecard when the session ends there. Everything is
-        encoded before the write lock is taken: other processes wait while it is held.
+        ``ending`` the outcome and scorecard when the session ends there; ``owed`` what
+        all this owes the user. Everything is encoded before the write lock is taken:
+        other processes wait while it is held.
         """
         rows = _grade_rows(session_id, *reply)
         turn = _Turn.encode(session_id, "customer", text, None, meta, customer_state)
@@ -543,6 +620,7 @@ class Store:
             idx = turn.insert(db)
             if end is not None:
                 end.write(db)
+            _write_owed(db, owed)
         return idx
 
     # reading
@@ -1103,6 +1181,87 @@ class Store:
             [bot_id],
         ).fetchall()
         return [(int(u), str(p)) for u, p in rows]
+
+    def inbox_resume(self, bot_id: int, max_starts: int) -> list[tuple[int, str]]:
+        """The pending updates to process again at a start, each counted as one more start.
+
+        An update already started ``max_starts`` times (each ended by a crash) is marked
+        failed instead: it must not stop every start of the bot.
+        """
+        with self._tx() as db:
+            db.execute(
+                "UPDATE updates SET status = 'failed', done_at = ?,"
+                " error = 'stopped the bot ' || attempts || ' times; skipped'"
+                " WHERE bot_id = ? AND status = 'received' AND attempts >= ?",
+                [_now(), bot_id, max_starts],
+            )
+            db.execute(
+                "UPDATE updates SET attempts = attempts + 1"
+                " WHERE bot_id = ? AND status = 'received'",
+                [bot_id],
+            )
+        return self.inbox_pending(bot_id)
+
+    def inbox_error(self, bot_id: int, update_id: int) -> str | None:
+        """Why a stored update failed (None when it did not)."""
+        row = self.db.execute(
+            "SELECT error FROM updates WHERE bot_id = ? AND update_id = ?", [bot_id, update_id]
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    # outbox (what state changes owe users, until it is delivered)
+
+    def outbox_add(self, owed: Owed) -> None:
+        """Store owed messages on their own (when no state change goes with them)."""
+        with self._tx() as db:
+            _write_owed(db, owed)
+
+    def outbox_has(self, address: str, ref: str) -> bool:
+        """Whether messages caused by ``ref`` were owed to ``address`` (sent or not)."""
+        row = self.db.execute(
+            "SELECT 1 FROM outbox WHERE address = ? AND ref = ? LIMIT 1", [address, ref]
+        ).fetchone()
+        return row is not None
+
+    def outbox_pending(self, address: str) -> list[OutboxRow]:
+        """An address's undelivered messages, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, address, ref, kind, body, attempts FROM outbox"
+            " WHERE status = 'pending' AND address = ? ORDER BY id",
+            [address],
+        ).fetchall()
+        return [OutboxRow(i, a, r, k, json.loads(b), n) for i, a, r, k, b, n in rows]
+
+    def outbox_addresses(self, prefix: str) -> list[str]:
+        """Addresses starting with ``prefix`` that are owed messages."""
+        rows = self.db.execute(
+            "SELECT DISTINCT address FROM outbox WHERE status = 'pending'"
+            " AND substr(address, 1, ?) = ? ORDER BY address",
+            [len(prefix), prefix],
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def outbox_done(self, row_id: int, error: str | None = None) -> None:
+        """Mark an owed message sent, or given up with ``error`` (it can never be sent)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET status = ?, error = ?, sent_at = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                ["failed" if error else "sent", error, _now(), row_id],
+            )
+
+    def outbox_retry(self, row_id: int, error: str) -> None:
+        """Record a failed attempt; the message stays owed."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, error = ? WHERE id = ?",
+                [error, row_id],
+            )
+
+    def outbox_counts(self) -> dict[str, int]:
+        """How many owed messages are pending, sent and failed."""
+        rows = self.db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+        return {str(s): int(n) for s, n in rows}
 
     def inbox_backlog(self, bot_id: int) -> int:
         """How many of a bot's stored updates are not processed yet."""

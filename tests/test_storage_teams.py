@@ -25,6 +25,9 @@ M002_TABLES = {
 }
 
 
+ALL_MIGRATIONS = ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache", "m005_outbox"]
+
+
 def _session(store: Store, trainee: str = "t") -> str:
     return store.create_session(trainee=trainee, scenario_id="s", scenario_version=1,
                                 scenario_source="s.yaml", lang="zh", difficulty="easy",
@@ -60,8 +63,10 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     old.close()
 
     store = Store.open(path)
-    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
+    assert _applied(store.db) == ALL_MIGRATIONS
     assert set(store.db.table_names()) >= M002_TABLES
+    assert "outbox" in store.db.table_names()  # what a change owes, delivered until it arrives
+    assert "attempts" in store.db.table("updates").columns_dict
     triggers = {
         r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     }
@@ -78,7 +83,7 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     store.close()
 
     again = Store.open(path)  # reopening applies nothing twice
-    assert _applied(again.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
+    assert _applied(again.db) == ALL_MIGRATIONS
     assert again.user_by_external("telegram", "42") == user
     again.close()
 
@@ -86,19 +91,14 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
 def test_reopening_a_store_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = Store.open(path)
-    assert _applied(store.db) == ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache"]
+    assert _applied(store.db) == ALL_MIGRATIONS
     assert set(store.db.table_names()) >= M002_TABLES
     store.inbox_add(BOT, 1, "{}")
     store.set_chat_state("chat:1", "await_reason", {"session": "abc"})
     store.close()
     for _ in range(2):
         store = Store.open(path)
-        assert _applied(store.db) == [
-            "m001_initial",
-            "m002_teams",
-            "m003_judge",
-            "m004_judge_cache",
-        ]
+        assert _applied(store.db) == ALL_MIGRATIONS
         assert store.inbox_pending(BOT) == [(1, "{}")]
         assert store.chat_state("chat:1") == ("await_reason", {"session": "abc"})
         store.close()

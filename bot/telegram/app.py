@@ -18,15 +18,22 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError, TelegramNetworkError
-from aiogram.methods import GetUpdates, Response, TelegramMethod
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramNotFound,
+)
+from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiogram.types import (
     BotCommand,
@@ -36,6 +43,7 @@ from aiogram.types import (
     Update,
 )
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
@@ -43,10 +51,11 @@ from bot.engine import Engine, Session
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
 from bot.service import Actor, Training
-from bot.storage import BUSY_TIMEOUT_S, Store, StoreBusy, StoreError, UserRow
+from bot.storage import BUSY_TIMEOUT_S, OutboxRow, Store, StoreBusy, StoreError, UserRow
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
+from bot.telegram.postbox import PREFIX, TelegramPostbox, address, chat_of
 from bot.telegram.session import JsonSession
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
@@ -106,18 +115,51 @@ def protect_logs(token: str) -> None:
         handler.addFilter(token_filter)
 
 
+MAX_STARTS = 3
+"""Starts of the bot an update may stop (a crash while processing it) before it is skipped."""
+MAX_UPDATE_ID = 2**63 - 1
+
+
+def valid_update_id(value: object) -> bool:
+    """Whether a JSON value is an update id: an integer (not true, not 9013.7) that fits."""
+    return type(value) is int and 0 <= value <= MAX_UPDATE_ID
+
+
+def _id_of(holder: object) -> int | None:
+    value = holder.get("id") if isinstance(holder, dict) else None
+    return value if type(value) is int else None
+
+
 def _chat_key(payload: dict[str, Any]) -> int:
+    """The chat an update belongs to (0 when it names none a Bot API would send)."""
     for kind in ("message", "edited_message", "callback_query", "my_chat_member"):
         event = payload.get(kind)
         if not isinstance(event, dict):
             continue
-        chat = event.get("chat") or (event.get("message") or {}).get("chat")
-        if isinstance(chat, dict) and "id" in chat:
-            return int(chat["id"])
-        sender = event.get("from")
-        if isinstance(sender, dict) and "id" in sender:
-            return int(sender["id"])
+        message = event.get("message")
+        for holder in (
+            event.get("chat"),
+            message.get("chat") if isinstance(message, dict) else None,
+            event.get("from"),
+        ):
+            found = _id_of(holder)
+            if found is not None:
+                return found
     return 0
+
+
+class RawGetUpdates(TelegramMethod[list[Any]]):
+    """getUpdates answered as plain JSON.
+
+    An update aiogram cannot parse is then one bad update, stored and marked failed on its
+    own, not a batch that stops the poller.
+    """
+
+    __returning__ = list[Any]
+    __api_method__ = "getUpdates"
+
+    offset: int | None = None
+    timeout: int | None = None
 
 
 _RESPONSE_TYPES: dict[Any, type] = {}
@@ -303,7 +345,11 @@ class _ChatQueue:
 
 
 class TelegramApp:
-    """The bot: owns the aiogram Bot and Dispatcher, the inbox and live sessions."""
+    """The bot: owns the aiogram Bot and Dispatcher, the inbox, the outbox and live sessions."""
+
+    RETRY_FIRST_S = 1.0
+    RETRY_MAX_S = 60.0
+    """Owed messages the Bot API did not take are tried again after 1, 2, 4 … 60 s."""
 
     def __init__(
         self,
@@ -344,6 +390,10 @@ class TelegramApp:
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._flush_soon = False
+        self.shard: tuple[int, int] | None = None
+        """(index, count) of a worker of a pool: it delivers to the chats it answers."""
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = self.RETRY_FIRST_S
 
     # lifecycle
 
@@ -356,11 +406,7 @@ class TelegramApp:
         me = await self.bot.get_me()
         self.username = me.username or ""
         if not worker:
-            for lang in ("zh", "en"):
-                await self.bot.set_my_commands(
-                    [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
-                    language_code=lang,
-                )
+            await self._publish_commands()
         if self.pool is not None:
             await self.pool.start()
         else:
@@ -372,13 +418,26 @@ class TelegramApp:
         # stalled). Frozen, they are skipped; what is created from now on is collected.
         gc.freeze()
         self._accepting = True
+        self._sweep()  # what a crash left owed goes out before anything new
         if worker:
             return
-        pending = self.store.inbox_pending(self.bot.id)
+        pending = self.store.inbox_resume(self.bot.id, MAX_STARTS)
         if pending:
             log.info("resuming %d update(s) stored before the last stop", len(pending))
         for update_id, payload in pending:
             self._route(update_id, payload, json.loads(payload))
+
+    async def _publish_commands(self) -> None:
+        """The command menu: optional, a Bot API server without it only loses the menu."""
+        for lang in ("zh", "en"):
+            try:
+                await self.bot.set_my_commands(
+                    [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
+                    language_code=lang,
+                )
+            except (TelegramAPIError, TelegramNetworkError) as exc:
+                log.warning("could not publish the command menu (%s); the bot runs without it", exc)
+                return
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for in-flight updates; True if all finished within ``timeout``.
@@ -412,6 +471,9 @@ class TelegramApp:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self.store.flush()
         await self.charts.close()
         await self.bot.session.close()
@@ -440,31 +502,48 @@ class TelegramApp:
     def take(self, update_id: int, payload: dict[str, Any]) -> None:
         """Process a stored update: after the chat's earlier ones, concurrently with others."""
         chat = _chat_key(payload)
+        self._in_chat(chat, lambda: self._process(update_id, payload, chat))
+
+    def _in_chat(self, chat: int, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` after the chat's earlier work, concurrently with other chats."""
         queue = self._chats.setdefault(chat, _ChatQueue())
         queue.updates += 1
-        task = asyncio.create_task(self._process(update_id, payload, chat, queue))
+        task = asyncio.create_task(self._run_in_chat(chat, queue, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(
-        self, update_id: int, payload: dict[str, Any], chat: int, queue: _ChatQueue
+    async def _process(self, update_id: int, payload: dict[str, Any], chat: int) -> None:
+        error = None
+        if self.store.outbox_has(address(chat), str(update_id)):
+            # A crash came after this update's change was stored with what it owes.
+            log.info("update %d was processed before a restart; delivering what it owes", update_id)
+        else:
+            try:
+                update = Update.model_validate(payload, context={"bot": self.bot})
+                await self.dp.feed_update(self.bot, update)
+            except asyncio.CancelledError:
+                raise  # left as 'received': processed again at the next start
+            except ValidationError as exc:  # not an update this bot can read: skipped
+                where = sorted({".".join(map(str, e["loc"][:2])) for e in exc.errors()})
+                error = f"not a valid update ({', '.join(where[:5])})"
+                log.warning("update %d skipped: %s", update_id, error)
+            except Exception as exc:  # a failing update must not stop the bot
+                log.exception("update %d failed", update_id)
+                error = f"{type(exc).__name__}: {exc}"
+        if self.owns(chat):
+            await self.deliver(chat)
+        # Several updates finishing together share one commit of their marks.
+        self.store.inbox_done(self.bot.id, update_id, error, defer=True)
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _run_in_chat(
+        self, chat: int, queue: _ChatQueue, work: Callable[[], Awaitable[None]]
     ) -> None:
         try:
             async with queue.lock:
-                error = None
-                try:
-                    update = Update.model_validate(payload, context={"bot": self.bot})
-                    await self.dp.feed_update(self.bot, update)
-                except asyncio.CancelledError:
-                    raise  # left as 'received': processed again at the next start
-                except Exception as exc:  # a failing update must not stop the bot
-                    log.exception("update %d failed", update_id)
-                    error = f"{type(exc).__name__}: {exc}"
-                # Several updates finishing together share one commit of their marks.
-                self.store.inbox_done(self.bot.id, update_id, error, defer=True)
-                if not self._flush_soon:
-                    self._flush_soon = True
-                    asyncio.get_running_loop().call_soon(self._flush)
+                await work()
         finally:
             # Forget the chat's lock only when no update of it is queued or running:
             # dropping it while one waits would let a newer update overtake it.
@@ -486,12 +565,15 @@ class TelegramApp:
         await self.bot.delete_webhook(drop_pending_updates=False)
         offset: int | None = None
         backoff = 1.0
+        idle = 0.0  # a server that answers an empty long poll at once is asked less often
+        loop = asyncio.get_running_loop()
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                asked = loop.time()
                 request = asyncio.create_task(
                     self.bot(
-                        GetUpdates(offset=offset, timeout=self.config.poll_timeout),
+                        RawGetUpdates(offset=offset, timeout=self.config.poll_timeout),
                         request_timeout=self.config.poll_timeout + 10,
                     )
                 )
@@ -504,28 +586,35 @@ class TelegramApp:
                         await request
                     break
                 try:
-                    updates = request.result()
-                except (TelegramAPIError, TelegramNetworkError) as exc:
+                    answer = request.result()
+                except (TelegramAPIError, TelegramNetworkError, ValidationError) as exc:
                     log.warning("getUpdates failed (%s); retrying in %.0fs", exc, backoff)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 1.0
-                try:
-                    await self.accept(
-                        *(
-                            u.model_dump(mode="json", exclude_none=True, by_alias=True)
-                            for u in updates
-                        )
+                updates = [u for u in answer if isinstance(u, dict)]
+                valid = [u for u in updates if valid_update_id(u.get("update_id"))]
+                if len(valid) < len(answer):
+                    log.warning(
+                        "getUpdates returned %d item(s) without an update id; skipped",
+                        len(answer) - len(valid),
                     )
+                try:
+                    await self.accept(*valid)
                 except (OSError, StoreError) as exc:  # not confirmed: fetched again
                     log.error("could not store updates (%s); fetching them again", exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     continue
-                if updates:
-                    offset = updates[-1].update_id + 1
+                if valid:
+                    offset = max(u["update_id"] for u in valid) + 1
+                    idle = 0.0
+                elif loop.time() - asked < min(1.0, self.config.poll_timeout / 2):
+                    idle = min(max(idle * 2, 0.5), float(max(self.config.poll_timeout, 1)))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), idle)
         finally:
             stopping.cancel()
 
@@ -546,10 +635,11 @@ class TelegramApp:
         if not self._accepting:
             return web.Response(status=503, text="shutting down")
         try:
-            payload = await request.json()
-            int(payload["update_id"])
-        except (ValueError, KeyError, TypeError):
-            return web.Response(status=400, text="not a Telegram update")
+            payload = json.loads(await request.text())
+        except (ValueError, RecursionError):
+            return web.Response(status=400, text="not JSON")
+        if not isinstance(payload, dict) or not valid_update_id(payload.get("update_id")):
+            return web.Response(status=400, text="not a Telegram update: no integer update_id")
         await self.accept(payload)  # on the disk before the 200 below acknowledges it
         return web.Response(text="ok")
 
@@ -623,10 +713,13 @@ class TelegramApp:
 
     # live sessions
 
-    async def session_for(self, actor: Actor) -> tuple[Session | None, str | None]:
+    async def session_for(
+        self, actor: Actor, postbox: TelegramPostbox | None = None
+    ) -> tuple[Session | None, str | None]:
         """The actor's session in progress and a customer message a crash left unsent.
 
-        After a restart the session is rebuilt from the store.
+        After a restart the session is rebuilt from the store; what the rebuild produces
+        (the line the customer still owed) is owed to ``postbox``'s chat with it.
         """
         row = self.svc.active_session(actor)
         if row is None:
@@ -634,41 +727,131 @@ class TelegramApp:
         live = self.live.get(row.id)
         if live is not None:
             return live, None
-        session, pending = await self.engine.resume(row.id)
-        self.live[row.id] = session
+        session, pending = await self.engine.resume(row.id, postbox=postbox)
+        if not session.ended:
+            self.live[row.id] = session
         return session, pending
+
+    def postbox(self, chat_id: int, actor: Actor, update_id: int | None) -> TelegramPostbox:
+        """Where a state change caused by an update stores what it owes the chat."""
+        ref = None if update_id is None else str(update_id)
+        return TelegramPostbox(chat_id, actor.user.id, actor.lang, ref)
 
     def forget(self, session_id: str) -> None:
         """Drop an ended session from memory."""
         self.live.pop(session_id, None)
         self.shown_at.pop(session_id, None)
 
-    async def send_result(self, chat_id: int | str, actor: Actor, session_id: str) -> None:
-        """The end-of-session messages: a chart photo and the scorecard with its ledger."""
+    # the outbox
+
+    def owns(self, chat: int) -> bool:
+        """Whether this process delivers to a chat (a pool's front leaves it to the workers)."""
+        if self.pool is not None:
+            return False
+        return self.shard is None or chat % self.shard[1] == self.shard[0]
+
+    async def deliver(self, chat: int) -> bool:
+        """Send what a chat is owed, oldest first, marking each message as it is accepted.
+
+        A message the Bot API refuses for good (the user blocked the bot, a bad request)
+        is marked failed with the reason; a chart that fails is skipped; anything else
+        (network, server errors) stops the chat's delivery, which is tried again later.
+        Returns False when something is left for later. Call it inside the chat's turn.
+        """
+        for row in self.store.outbox_pending(address(chat)):
+            try:
+                await self._send_owed(chat, row)
+            except (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound) as exc:
+                log.warning("message %d to chat %d refused (%s); not sent", row.id, chat, exc)
+                self.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
+            except (TelegramAPIError, TelegramNetworkError, OSError, TimeoutError) as exc:
+                if row.kind == "chart":  # an optional extra never holds back the text
+                    log.info("chart for chat %d not sent (%s); the scorecard follows", chat, exc)
+                    self.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
+                    continue
+                log.warning("message %d to chat %d not sent yet (%s)", row.id, chat, exc)
+                self.store.outbox_retry(row.id, f"{type(exc).__name__}: {exc}")
+                self._retry_soon()
+                return False
+            except Exception as exc:  # a bug: logged, never retried in a loop
+                log.exception("message %d to chat %d could not be built", row.id, chat)
+                self.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
+            else:
+                self.store.outbox_done(row.id)
+        return True
+
+    def _sweep(self) -> None:
+        """Schedule delivery to every chat of this process that is owed messages."""
+        self._retry = None
+        for addr in self.store.outbox_addresses(PREFIX):
+            chat = chat_of(addr)
+            if self.owns(chat):
+                self._in_chat(chat, partial(self._deliver_quietly, chat))
+
+    async def _deliver_quietly(self, chat: int) -> None:
+        if await self.deliver(chat):
+            self._retry_delay = self.RETRY_FIRST_S
+
+    def _retry_soon(self) -> None:
+        if self._retry is None and self._accepting:
+            loop = asyncio.get_running_loop()
+            self._retry = loop.call_later(self._retry_delay, self._sweep)
+            self._retry_delay = min(self._retry_delay * 2, self.RETRY_MAX_S)
+
+    async def _send_owed(self, chat: int, row: OutboxRow) -> None:
+        body = row.body
+        if row.kind == "text":
+            markup = body.get("markup")
+            keyboard = None if markup is None else InlineKeyboardMarkup.model_validate(markup)
+            await self.send(chat, body["text"], keyboard)
+        elif row.kind in ("chart", "result"):
+            actor = self.svc.actor(int(body["user"]))
+            if row.kind == "chart":
+                await self.send_chart(chat, actor, body["session"])
+            else:
+                await self.send_card(chat, actor, body["session"])
+        else:
+            raise ValueError(f"unknown kind of owed message {row.kind!r}")
+
+    async def send_chart(self, chat_id: int | str, actor: Actor, session_id: str) -> None:
+        """The scorecard chart of an ended session, as a photo."""
         view = self.svc.session_view(actor, session_id)
         if view.card is None:
             return
-        lang = actor.lang
-        scenario_title = self.library.get(view.row.scenario_id).scenario.title
-        title: dict[Lang, str] = {"zh": scenario_title.zh, "en": scenario_title.en}
+        title = self._title(view.row.scenario_id)
         png = await self.charts.render(
             [(d.title, d.score, d.max_score) for d in view.card.dimensions],
             self.svc.trend(actor, session_id),
             title=title,
-            lang=lang,
+            lang=actor.lang,
         )
         await self.bot.send_photo(
             chat_id,
             BufferedInputFile(png, filename=f"scorecard-{session_id}.png"),
-            caption=texts.t("chart_caption", lang, title=title[lang]),
+            caption=texts.t("chart_caption", actor.lang, title=title[actor.lang]),
         )
+
+    async def send_card(self, chat_id: int | str, actor: Actor, session_id: str) -> None:
+        """The scorecard and ledger of an ended session; Dispute buttons for its trainee."""
+        view = self.svc.session_view(actor, session_id)
+        if view.card is None:
+            return
+        lang = actor.lang
         own = view.row.trainee == actor.user.trainee
         markup = _dispute_keyboard(session_id, len(view.entries), lang) if own else None
+        title = self._title(view.row.scenario_id)
         await self.send(
             chat_id,
             texts.scorecard(view, title[lang], lang, with_buttons=markup is not None),
             markup,
         )
+
+    def _title(self, scenario_id: str) -> dict[Lang, str]:
+        found = self.library.scenarios.get(scenario_id)
+        if found is None:
+            return {"zh": scenario_id, "en": scenario_id}
+        title = found.scenario.title
+        return {"zh": title.zh, "en": title.en}
 
 
 def _dispute_keyboard(session_id: str, entries: int, lang: Lang) -> InlineKeyboardMarkup | None:

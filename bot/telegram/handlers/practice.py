@@ -19,7 +19,7 @@ from aiogram.types import (
     Update,
 )
 
-from bot.engine import ReplyRejected, Session
+from bot.engine import ReplyRejected
 from bot.service import DIFFICULTIES, Actor, Invalid
 from bot.telegram import texts
 from bot.telegram.state import Cmd, Flow, IsCommand, IsText, PracticeCb, set_flow
@@ -35,46 +35,38 @@ def _button(text: str, data: PracticeCb) -> list[InlineKeyboardButton]:
     return [InlineKeyboardButton(text=text[:60], callback_data=data.pack())]
 
 
-def _customer_name(session: Session) -> str:
-    return session.scenario.scenario.customer.persona.name.get(session.lang)
-
-
 async def _begin(
-    app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, data: PracticeCb
+    app: TelegramApp,
+    chat_id: int,
+    actor: Actor,
+    state: FSMContext,
+    data: PracticeCb,
+    update_id: int,
 ) -> None:
+    postbox = app.postbox(chat_id, actor, update_id)
+    session, opened = await app.session_for(actor, postbox)
+    if session is not None and opened is not None and not session.grader.records:
+        # A crash came while this session was being opened: rebuilding it owed the opening.
+        await set_flow(state, Flow.practising, {"session": session.id})
+        return
     async with app.typing(chat_id):
-        session, opening = await app.svc.start_practice(
+        session, _ = await app.svc.start_practice(
             actor,
             data.scenario,
             difficulty=data.difficulty or "normal",
             mode=data.mode or "coach",
             assignment_id=data.assignment or None,
+            postbox=postbox,
         )
     app.live[session.id] = session
     await set_flow(state, Flow.practising, {"session": session.id})
-    lang = actor.lang
-    s = session.scenario.scenario
-    head = t(
-        "starting",
-        lang,
-        title=s.title.get(lang),
-        difficulty=t(session.difficulty, lang),
-        mode=t(session.mode, lang),
-    )
-    briefing = t("briefing", lang, briefing=s.briefing.get(lang))
-    await app.send(
-        chat_id,
-        f"{head}\n\n{briefing}\n\n{texts.customer_line(_customer_name(session), opening, lang)}",
-    )
     app.shown_at[session.id] = time.monotonic()
 
 
-async def _finish(
-    app: TelegramApp, chat_id: int, actor: Actor, state: FSMContext, sid: str
-) -> None:
-    app.forget(sid)
+async def _finished(app: TelegramApp, state: FSMContext, session_id: str) -> None:
+    """Forget an ended session; its scorecard is owed to the chat (sent after the handler)."""
+    app.forget(session_id)
     await set_flow(state, None)
-    await app.send_result(chat_id, actor, sid)
 
 
 def router() -> Router:
@@ -101,6 +93,7 @@ def router() -> Router:
     async def choose(
         query: CallbackQuery,
         callback_data: PracticeCb,
+        event_update: Update,
         actor: Actor,
         app: TelegramApp,
         state: FSMContext,
@@ -139,24 +132,28 @@ def router() -> Router:
             )
             await query.answer()
         elif data.step in ("m", "a"):
-            await _begin(app, query.from_user.id, actor, state, data)
+            await _begin(app, query.from_user.id, actor, state, data, event_update.update_id)
             await query.answer()
         else:  # a step this version does not know: an old or forged button
             await query.answer(t("stale_button", lang), show_alert=True)
 
     @r.message(Cmd("end"))
-    async def end(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
-        session, _ = await app.session_for(actor)
+    async def end(
+        message: Message, event_update: Update, actor: Actor, app: TelegramApp, state: FSMContext
+    ) -> None:
+        postbox = app.postbox(message.chat.id, actor, event_update.update_id)
+        session, _ = await app.session_for(actor, postbox)
         if session is None:
             await set_flow(state, None)
             await app.send(message.chat.id, t("no_session", actor.lang))
             return
-        await session.end()
-        await _finish(app, message.chat.id, actor, state, session.id)
+        await session.end(postbox=postbox)
+        await _finished(app, state, session.id)
 
     @r.message(Cmd("hint"))
-    async def hint(message: Message, actor: Actor, app: TelegramApp) -> None:
-        session, _ = await app.session_for(actor)
+    async def hint(message: Message, event_update: Update, actor: Actor, app: TelegramApp) -> None:
+        postbox = app.postbox(message.chat.id, actor, event_update.update_id)
+        session, _ = await app.session_for(actor, postbox)
         if session is None:
             await app.send(message.chat.id, t("no_session", actor.lang))
         elif session.mode != "coach":
@@ -178,52 +175,30 @@ def router() -> Router:
     ) -> None:
         lang = actor.lang
         chat_id = message.chat.id
-        session, pending = await app.session_for(actor)
+        postbox = app.postbox(chat_id, actor, event_update.update_id)
+        session, _ = await app.session_for(actor, postbox)
         if session is None:
             await set_flow(state, None)
             await app.send(chat_id, t("no_session", lang))
             return
         ref = str(event_update.update_id)
-        stored = app.store.turn_with_ref(session.id, ref)
-        if stored is not None:
-            # A crash interrupted this very update after the reply was saved: show what the
-            # customer answered (resume produced it if it was missing) instead of replying twice.
-            answer = pending or next(
-                (
-                    x.text
-                    for x in app.store.turns(session.id)
-                    if x.idx > stored and x.role == "customer"
-                ),
-                None,
-            )
-            number = sum(
-                1 for x in app.store.turns(session.id) if x.role == "trainee" and x.idx <= stored
-            )
-            record = session.grader.records[number - 1]
-            note = None
-        else:
-            shown = app.shown_at.get(session.id)
-            latency = None if shown is None else time.monotonic() - shown
-            try:
-                async with app.typing(chat_id):
-                    result = await session.reply(message.text or "", latency, ref=ref)
-            except ReplyRejected as exc:
-                await app.send(chat_id, exc.message[lang])
-                return
-            record, answer, note = result.record, result.customer_text, result.note
-        parts = []
-        if session.mode == "coach":
-            better = session.better_reply(record)
-            parts.append(texts.feedback(record.number, record.grades, better, lang))
-        if note:
-            parts.append(note[lang])
-        if answer:
-            parts.append(texts.customer_line(_customer_name(session), answer, lang))
-        if parts:
-            await app.send(chat_id, "\n\n".join(parts))
+        if session.ended or app.store.turn_with_ref(session.id, ref) is not None:
+            # A crash interrupted this very update after the reply was saved: rebuilding the
+            # session answered it and owed the answer (and the scorecard if it ended) here.
+            if session.ended:
+                await _finished(app, state, session.id)
+            return
+        shown = app.shown_at.get(session.id)
+        latency = None if shown is None else time.monotonic() - shown
+        try:
+            async with app.typing(chat_id):
+                await session.reply(message.text or "", latency, ref=ref, postbox=postbox)
+        except ReplyRejected as exc:
+            await app.send(chat_id, exc.message[lang])
+            return
         app.shown_at[session.id] = time.monotonic()
         if session.ended:
-            await _finish(app, chat_id, actor, state, session.id)
+            await _finished(app, state, session.id)
 
     @r.message()
     async def other(message: Message, actor: Actor, app: TelegramApp) -> None:
