@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.i18n import Lang
 from bot.service import PracticeChoice, Profile, SessionView, TeamReport
-from bot.storage import SessionRow, TurnRow
+from bot.storage import TurnRow
 from graders import Grade
 from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT
@@ -36,9 +36,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "help_trainee": (
         "学员命令：\n/practice 选择场景开始练习\n/end 结束当前会话\n/hint 参考回复（教练模式）\n"
-        "/history 最近的会话\n/me 我的成绩与推荐\n/lang 切换语言（zh / en）",
+        "/history [会话号] 最近的会话；带会话号重看成绩单并申诉\n/me 我的成绩与推荐\n/lang 切换语言（zh / en）",
         "Trainee commands:\n/practice choose a scenario and start\n/end finish the session\n"
-        "/hint model reply (coach mode)\n/history recent sessions\n/me my results and what "
+        "/hint model reply (coach mode)\n/history [SESSION] recent sessions; with an id, "
+        "that scorecard again with its Dispute buttons\n/me my results and what "
         "to practise next\n/lang switch language (zh / en)",
     ),
     "help_mentor": (
@@ -210,8 +211,19 @@ TEXTS: dict[str, tuple[str, str]] = {
     "usage_sessions": ("用法：/sessions @用户 或 用户 id", "Usage: /sessions @user or user id"),
     "sessions_of": ("{name} 的会话：", "Sessions of {name}:"),
     "usage_transcript": ("用法：/transcript 会话号", "Usage: /transcript SESSION"),
+    "history_running": (
+        "这个会话还在进行中，结束后才有成绩单（/end 结束）。",
+        "That session is still running; its scorecard comes when it ends (/end).",
+    ),
     "history_empty": ("还没有练习记录。发送 /practice 开始。", "No sessions yet. Send /practice."),
-    "history": ("最近的会话：", "Recent sessions:"),
+    "history": (
+        "最近的会话（/history 会话号 查看成绩单并申诉）：",
+        "Recent sessions (/history SESSION shows its scorecard and Dispute buttons):",
+    ),
+    "adjusted_total": (
+        "{total}（导师调整，原 {was}）",
+        "{total} (adjusted by a mentor; was {was})",
+    ),
     "me": (
         "📈 我的成绩\n会话 {sessions} 场 · 平均分 {average} · 通过 {passed} 场",
         "📈 My results\n{sessions} session(s) · average {average} · {passed} passed",
@@ -386,14 +398,19 @@ def ledger(view: SessionView, lang: Lang, *, with_buttons: bool) -> str:
     return "\n".join(lines)
 
 
-def session_line(row: SessionRow, lang: Lang, title: str) -> str:
-    """One session in a list."""
+def session_line(view: SessionView, lang: Lang, title: str) -> str:
+    """One session in a list, with the mentor-adjusted total when points were changed."""
+    row = view.row
     if row.status != "ended":
         state = "…"
+    elif view.adjusted:
+        verdict = "✅" if view.adjusted_passed else "❌"
+        state = t("adjusted_total", lang, total=_score(view.adjusted_total), was=_score(row.total))
+        state += f" {verdict}"
     else:
         verdict = "✅" if row.passed else "❌"
         state = f"{_score(row.total)} {verdict}"
-    return f"{row.id} · {row.started_at[:10]} · {title} · {row.difficulty} · {state}"
+    return f"{row.id} · {row.started_at[:10]} · {title} · {t(row.difficulty, lang)} · {state}"
 
 
 def transcript(

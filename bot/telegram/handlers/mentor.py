@@ -249,7 +249,7 @@ def router() -> Router:
         for row in app.store.sessions(user.trainee, limit=30):
             title = app.library.scenarios.get(row.scenario_id)
             name = title.scenario.title.get(actor.lang) if title else row.scenario_id
-            lines.append(texts.session_line(row, actor.lang, name))
+            lines.append(texts.session_line(app.svc.session_view(actor, row.id), actor.lang, name))
         await app.send(message.chat.id, "\n".join(lines))
 
     @r.message(Cmd("transcript"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import Router
-from aiogram.filters import StateFilter
+from aiogram.filters import CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
@@ -23,7 +23,17 @@ def router() -> Router:
     r = Router(name="results")
 
     @r.message(Cmd("history"))
-    async def history(message: Message, actor: Actor, app: TelegramApp) -> None:
+    async def history(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        session_id = (command.args or "").strip()
+        if session_id:  # one session: its scorecard again, with its Dispute buttons
+            row = app.svc.session_row(actor, session_id)
+            if row.status != "ended":
+                await app.send(message.chat.id, t("history_running", actor.lang))
+                return
+            await app.send_card(message.chat.id, actor, row.id)
+            return
         rows = app.svc.history(actor)
         if not rows:
             await app.send(message.chat.id, t("history_empty", actor.lang))
@@ -32,7 +42,8 @@ def router() -> Router:
         for row in rows:
             title = app.library.scenarios.get(row.scenario_id)
             name = title.scenario.title.get(actor.lang) if title else row.scenario_id
-            lines.append(texts.session_line(row, actor.lang, name))
+            view = app.svc.session_view(actor, row.id)
+            lines.append(texts.session_line(view, actor.lang, name))
         await app.send(message.chat.id, "\n".join(lines))
 
     @r.message(Cmd("me"))
