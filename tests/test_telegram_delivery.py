@@ -366,3 +366,41 @@ def test_owed_messages_are_stored_with_the_change_that_owes_them(db: Path) -> No
             assert "Grades for reply #1" in json.loads(rows[1][2])["text"]
 
     asyncio.run(run())
+
+
+def test_history_with_an_id_shows_that_scorecard_again_with_dispute_buttons(db: Path) -> None:
+    async def run() -> None:
+        async with BotHarness(Store.open(db)) as h:
+            sid = await _ready_to_end(h, 46)
+            await h.say(46, "/end")
+            listed = await h.say(46, "/history")
+            assert sid in listed[0] and "/history" in listed[0]
+            again = await h.say(46, f"/history {sid}")
+            assert len(again) == 1 and again[0].startswith("📊")
+            assert any(d.startswith(f"dp:{sid}:") for _, d in h.buttons(46))
+            refused = await h.say(46, "/history nosuchsession")
+            assert refused and "nosuchsession" in refused[0]
+
+    asyncio.run(run())
+
+
+def test_a_server_that_answers_an_empty_poll_at_once_is_not_polled_in_a_loop(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = FakeBotAPI._m_getUpdates
+
+    async def at_once(self: FakeBotAPI, params: dict[str, Any], call: Any) -> Any:
+        return await original(self, {**params, "timeout": 0}, call)
+
+    monkeypatch.setattr(FakeBotAPI, "_m_getUpdates", at_once)
+
+    async def run() -> None:
+        async with BotHarness(Store.open(db)) as h:
+            assert await h.say(47, "/start")
+            before = len([c for c in h.api.calls if c.method == "getUpdates"])
+            await asyncio.sleep(3.0)
+            polls = len([c for c in h.api.calls if c.method == "getUpdates"]) - before
+            assert polls <= 10  # it was about 140 a second
+            assert await h.say(47, "/help")  # and still answers
+
+    asyncio.run(run())

@@ -347,6 +347,8 @@ class _ChatQueue:
 class TelegramApp:
     """The bot: owns the aiogram Bot and Dispatcher, the inbox, the outbox and live sessions."""
 
+    IDLE_POLL_MAX_S = 2.0
+    """Longest wait before asking again a server that answers an empty long poll at once."""
     RETRY_FIRST_S = 1.0
     RETRY_MAX_S = 60.0
     """Owed messages the Bot API did not take are tried again after 1, 2, 4 … 60 s."""
@@ -612,7 +614,7 @@ class TelegramApp:
                     offset = max(u["update_id"] for u in valid) + 1
                     idle = 0.0
                 elif loop.time() - asked < min(1.0, self.config.poll_timeout / 2):
-                    idle = min(max(idle * 2, 0.5), float(max(self.config.poll_timeout, 1)))
+                    idle = min(max(idle * 2, 0.5), self.IDLE_POLL_MAX_S)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), idle)
         finally:
