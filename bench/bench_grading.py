@@ -86,7 +86,7 @@ async def run(n: int, seed: int, unique: bool = False) -> list[float]:
 
         await grade_reply(text, GradingContext(s, lang, state), graders[s.id])
     analyze.cache_clear()
-    tune_gc()  # as `trainer` does at start-up
+    tune_gc()  # as `trainer` does before grading
     from graders.context import GradingContext
 
     timings = []

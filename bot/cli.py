@@ -7,31 +7,50 @@ import getpass
 import json
 import locale
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from bot import paths
-from bot.content import ContentError, Problem, ScenarioLibrary, UnknownScenario
-from bot.engine import MODES, Engine, NotConfigured, SessionClosed
-from bot.i18n import Lang
-from bot.llm.roles import Assistants
-from bot.scenario import DIFFICULTIES, Scenario
-from bot.storage import Store, StoreError
-from bot.terminal import Interrupted, TerminalPractice, grade_line, print_scorecard
-from bot.transcript import TranscriptError, load_transcript
-from graders import tune_gc
-from graders.rubric import RUBRICS, Scorecard
+
+# The modules behind the commands load when a command runs: `trainer --help` and a
+# missing setting are answered at once.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bot.content import Problem, ScenarioLibrary
+    from bot.i18n import Lang
+    from bot.llm.roles import Assistants
+    from bot.storage import Store
 
 SCHEMA_PATH = Path("docs") / "scenario.schema.json"
+
+
+class _LazyChoice(click.Choice):  # type: ignore[type-arg]
+    """A choice whose values live in a module loaded only when the option is used or shown."""
+
+    def __init__(self, module: str, name: str):
+        self._where = (module, name)
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The values, from their module."""
+        import importlib
+
+        module, name = self._where
+        return tuple(getattr(importlib.import_module(module), name))
+
+
+DIFFICULTY_CHOICE = _LazyChoice("bot.scenario", "DIFFICULTIES")
+MODE_CHOICE = _LazyChoice("bot.engine", "MODES")
+RUBRIC_CHOICE = _LazyChoice("graders.rubric", "RUBRICS")
 
 config_option = click.option(
     "--config",
@@ -57,21 +76,32 @@ def _default_trainee() -> str:
 
 
 def _console(plain: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(no_color=plain or None, highlight=False, soft_wrap=False)
 
 
 def _library(ctx: click.Context) -> ScenarioLibrary:
+    from bot.content import ContentError, ScenarioLibrary
+
     root = ctx.obj.get("scenarios")
     try:
-        return ScenarioLibrary.load(Path(root) if root else None)
+        library = ScenarioLibrary.load(Path(root) if root else None)
     except ContentError as exc:
         raise click.ClickException(
             "The scenario library has errors; fix them or run `trainer scenarios validate`:\n"
             + str(exc)
         ) from None
+    if ctx.obj.get("tune_gc"):  # the command may grade many replies: after the loading
+        from graders import tune_gc
+
+        tune_gc()
+    return library
 
 
 def _store(ctx: click.Context) -> Store:
+    from bot.storage import Store, StoreError
+
     path = ctx.obj.get("db") or paths.default_db_path()
     try:
         return Store.open(path)
@@ -80,6 +110,8 @@ def _store(ctx: click.Context) -> Store:
 
 
 def _resolve(library: ScenarioLibrary, ref: str) -> Any:
+    from bot.content import ContentError, UnknownScenario
+
     try:
         return library.get(ref)
     except UnknownScenario as exc:
@@ -122,21 +154,21 @@ def cli(ctx: click.Context, db: str | None, scenarios: str | None) -> None:
 )
 @click.option(
     "--difficulty",
-    type=click.Choice(DIFFICULTIES),
+    type=DIFFICULTY_CHOICE,
     default="normal",
     show_default=True,
     help="easy, normal or hard: changes how the customer behaves.",
 )
 @click.option(
     "--mode",
-    type=click.Choice(MODES),
+    type=MODE_CHOICE,
     default="coach",
     show_default=True,
     help="coach: grades after every reply; exam: grades at the end.",
 )
 @click.option(
     "--rubric",
-    type=click.Choice(RUBRICS),
+    type=RUBRIC_CHOICE,
     default="default",
     show_default=True,
     help="Scorecard: the three dimensions, or the 100-point assessment.",
@@ -187,6 +219,9 @@ def play(
     check` and docs/llm.md); if its server fails mid-session, the scripted customer takes
     over and the grades wait for review.
     """
+    from bot.engine import Engine, NotConfigured, SessionClosed
+    from bot.terminal import Interrupted, TerminalPractice
+
     if resume is not None and scenario is not None:
         raise click.UsageError("give either a SCENARIO or --resume SESSION, not both")
     assistants = _assistants(config_file)
@@ -228,6 +263,7 @@ def _assistants(config_file: str | None) -> Assistants:
     """The LLM roles configured in the config file and the environment."""
     from bot.config import ConfigError, config_path
     from bot.llm.config import llm_settings
+    from bot.llm.roles import Assistants
 
     try:
         return Assistants.from_settings(llm_settings(config_path(config_file)))
@@ -236,6 +272,8 @@ def _assistants(config_file: str | None) -> Assistants:
 
 
 def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
+    from rich.markup import escape
+
     ids = library.ids()
     for index, scenario_id in enumerate(ids, 1):
         title = library.scenarios[scenario_id].scenario.title.get(lang)
@@ -257,7 +295,7 @@ def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
 )
 @click.option(
     "--rubric",
-    type=click.Choice(RUBRICS),
+    type=RUBRIC_CHOICE,
     default="default",
     show_default=True,
     help="Scorecard preset.",
@@ -303,7 +341,9 @@ def grade(
     policy match them.
     """
     from bot import bulk
+    from bot.transcript import TranscriptError, load_transcript
 
+    _check_output(output)
     library = _library(ctx)
     grader = bulk.Grader(library, rubric, scenario_ref)
     single = len(transcripts) == 1 and transcripts[0].suffix != ".jsonl"
@@ -344,6 +384,15 @@ def grade(
         _print_summary(summary)
     if problems:
         raise SystemExit(1)
+
+
+def _check_output(output: Path | None) -> None:
+    """Fail before the work, not after it, when the results could not be written."""
+    if output is not None and not output.parent.is_dir():
+        raise click.BadParameter(
+            f"the folder {output.parent} does not exist; create it or choose another file",
+            param_hint="'--output'",
+        )
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -410,6 +459,7 @@ def calibrate(
     and the worst disagreements with both sides. A line that cannot be used is reported
     with its number and skipped; the exit status is then 1.
     """
+    _check_output(html_path)
     from bot.calibration import calibrate as run_calibration
     from bot.calibration import check, load_labels
 
@@ -443,6 +493,9 @@ def calibrate(
 
 
 def _print_calibration(console: Console, report: Any, checks: list[Any], worst: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     def figure(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
@@ -519,6 +572,8 @@ def _print_calibration(console: Console, report: Any, checks: list[Any], worst: 
 @contextmanager
 def _progress(description: str) -> Iterator[Callable[[], None]]:
     """A running count on a terminal's standard error; nothing when it is redirected."""
+    from rich.console import Console
+
     if not sys.stderr.isatty():
         yield lambda: None
         return
@@ -544,6 +599,9 @@ def scenarios() -> None:
 @click.pass_context
 def scenarios_list(ctx: click.Context, lang: str | None) -> None:
     """List the scenarios you can play."""
+    from rich.markup import escape
+    from rich.table import Table
+
     library = _library(ctx)
     chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
     table = Table("id", "category", "title", "clauses")
@@ -559,6 +617,8 @@ def scenarios_list(ctx: click.Context, lang: str | None) -> None:
 @click.pass_context
 def scenarios_show(ctx: click.Context, scenario: str, lang: str | None) -> None:
     """Show a scenario's briefing, order, applicable policy and difficulty settings."""
+    from rich.markup import escape
+
     library = _library(ctx)
     resolved = _resolve(library, scenario)
     chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
@@ -607,6 +667,8 @@ def scenarios_validate(ctx: click.Context, paths: tuple[Path, ...], calibrated: 
     declares `calibration:` thresholds must also meet them on its labelled replies
     (see docs/labelling.md) before it is used for assessment.
     """
+    from bot.content import ScenarioLibrary
+
     root = ctx.obj.get("scenarios")
     library = ScenarioLibrary(Path(root) if root else None)
     problems: list[Problem] = list(library.problems)
@@ -698,6 +760,8 @@ def scenarios_schema(check: bool, output: Path) -> None:
 
 def schema_text() -> str:
     """The scenario JSON Schema as committed text."""
+    from bot.scenario import Scenario
+
     schema = Scenario.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cs-trainer scenario"
@@ -720,6 +784,12 @@ def history(
     as_json: bool,
 ) -> None:
     """List past sessions and scores, or show one SESSION_ID: transcript, grades, scorecard."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bot.terminal import grade_line, print_scorecard
+    from graders.rubric import Scorecard
+
     store = _store(ctx)
     chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
     console = _console()
@@ -850,7 +920,12 @@ def serve() -> None:
 @click.option(
     "--webhook-url", default=None, help="Public HTTPS URL for webhook mode (default: long polling)."
 )
-@click.option("--webhook-secret", default=None, help="Secret Telegram must send with each update.")
+@click.option(
+    "--webhook-secret",
+    default=None,
+    help="Secret Telegram must send with each update. Prefer TELEGRAM_WEBHOOK_SECRET: a "
+    "flag shows in every user's process list (ps).",
+)
 @click.option("--host", "listen_host", default=None, help="Webhook listen address (127.0.0.1).")
 @click.option("--port", "listen_port", type=int, default=None, help="Webhook listen port (8080).")
 @click.option(
@@ -876,11 +951,8 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
     import logging
 
     from bot.config import ConfigError, config_path, telegram_config
-    from bot.telegram.app import protect_logs
-    from bot.telegram.app import serve as run
-    from bot.telegram.workers import WorkerError
 
-    try:
+    try:  # settings first: a missing token is said before the bot's modules load
         config = telegram_config(config_path(config_file), **options)
     except ConfigError as exc:
         if "no Telegram bot token" in str(exc):
@@ -888,12 +960,20 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
         raise click.ClickException(str(exc)) from None
     if config.webhook_url and not config.webhook_secret:
         raise click.ClickException(
-            "Webhook mode needs a secret: pass --webhook-secret (letters, digits, _ and -) "
-            "or set TELEGRAM_WEBHOOK_SECRET."
+            "Webhook mode needs a secret: set TELEGRAM_WEBHOOK_SECRET (letters, digits, _ "
+            "and -) or pass --webhook-secret."
         )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if options.get("webhook_secret"):
+        logging.getLogger("trainer").warning(
+            "--webhook-secret shows in the process list; set TELEGRAM_WEBHOOK_SECRET instead"
+        )
+    from bot.telegram.app import protect_logs
+    from bot.telegram.app import serve as run
+    from bot.telegram.workers import WorkerError
+
     protect_logs(config.token)
     assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
@@ -957,6 +1037,7 @@ def admin_invite(
 
 
 def _service(ctx: click.Context) -> Any:
+    from bot.engine import Engine
     from bot.service import Training
 
     store, library = _store(ctx), _library(ctx)
@@ -1044,6 +1125,21 @@ async def _llm_check_role(name: str, settings: Any) -> bool:
 
 
 def main() -> None:
-    """Console entry point."""
-    tune_gc()  # every command may grade many replies (here, not in `cli`: tests call that)
-    cli(obj={})
+    """Console entry point: an error the commands did not foresee is one line, not a traceback."""
+    try:
+        cli(obj={"tune_gc": True})  # not in `cli`: tests call that, in one long process
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _die(f"{where}{exc.strerror or exc} — check the path and its permissions")
+    except sqlite3.Error as exc:
+        _die(
+            f"the database could not be used ({exc}); if the file is read-only or on a full "
+            "disk, make it writable or choose another with --db (nothing saved was lost)"
+        )
+    except RecursionError:
+        _die("the input is nested too deeply to be read; check the file")
+
+
+def _die(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)

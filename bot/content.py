@@ -151,7 +151,22 @@ class _Doc:
         return line
 
 
+MAX_CONTENT_BYTES = 1_000_000
+"""Largest scenario or pack file read (the bundled ones are under 40 kB)."""
+
+
+def _too_big(path: Path) -> bool:
+    try:
+        return path.stat().st_size > MAX_CONTENT_BYTES
+    except OSError:
+        return False  # reading it says what is wrong
+
+
 def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
+    if _too_big(path):
+        size = f"{path.stat().st_size / 1e6:.1f} MB"
+        limit = f"{MAX_CONTENT_BYTES // 1_000_000} MB"
+        return None, [Problem(display, "", f"the file is {size}, over {limit}", "split it")]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -182,6 +197,8 @@ def _kind_of(data: dict[str, Any]) -> str:
 
 def _is_pack_file(path: Path) -> bool:
     """Whether a YAML file looks like a policy pack (unreadable files are not packs)."""
+    if _too_big(path):
+        return False
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

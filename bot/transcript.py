@@ -114,6 +114,10 @@ def parse_transcript(raw: str, where: str, one_line: bool = False) -> Transcript
     except json.JSONDecodeError as exc:
         at = f"{where}: column {exc.colno}" if one_line else f"{where}:{exc.lineno}:{exc.colno}"
         raise TranscriptError(f"{at}: invalid JSON ({exc.msg}) — fix the syntax") from None
+    except RecursionError:
+        raise TranscriptError(
+            f"{where}: JSON nested too deeply to be a transcript — see docs/transcripts.md"
+        ) from None
     try:
         return Transcript.model_validate(data)
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -279,3 +280,82 @@ def test_every_command_has_help_and_is_documented(path: str, command: click.Comm
     assert command.help, f"{path} has no help"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert path in readme, f"{path} is not documented in README.md"
+
+
+def test_grade_into_a_missing_folder_fails_first_in_one_line(run, tmp_path: Path) -> None:
+    transcript = tmp_path / "t.json"
+    transcript.write_text(
+        json.dumps({"language": "zh", "scenario": "damaged-kettle",
+                    "turns": [{"role": "trainee", "text": "您好"}]}), encoding="utf-8")  # fmt: skip
+    result = run("grade", str(transcript), "-o", str(tmp_path / "no" / "such" / "o.json"))
+    assert result.exit_code == 2
+    assert "'--output'" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_transcript_nested_50000_deep_is_one_reported_line(run, tmp_path: Path) -> None:
+    deep = "[" * 50_000 + "]" * 50_000
+    good = {"language": "zh", "scenario": "damaged-kettle", "turns": [{"role": "trainee", "text": "您好"}]}  # fmt: skip
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(
+        '{"language": "zh", "scenario": "damaged-kettle", "turns": ' + deep + "}\n"
+        + json.dumps(good) + "\n", encoding="utf-8")  # fmt: skip
+    result = run("grade", str(chats), "--format", "jsonl")
+    assert result.exit_code == 1
+    assert "chats.jsonl:1" in result.output and "nested too deeply" in result.output
+    assert "Traceback" not in result.output and "RecursionError" not in result.output
+    assert '"scenario": "damaged-kettle"' in result.output  # the good chat was graded
+
+
+def test_a_database_that_cannot_be_written_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As on a read-only file (root can write any file, so the error is staged)."""
+    from bot import cli as cli_module
+    from bot.storage import Store
+
+    def read_only(*args: Any, **kwargs: Any) -> str:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(Store, "create_session", read_only)
+    monkeypatch.setattr(
+        sys, "argv", ["trainer", "--db", str(tmp_path / "t.db"), "play", "damaged-kettle"]
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(SystemExit) as stopped:
+        cli_module.main()
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "readonly database" in err[0] and "--db" in err[0]
+
+
+def test_an_oversized_scenario_file_is_refused_with_its_size(run, tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("id: big\n" + "# padding\n" * 120_000, encoding="utf-8")
+    result = run("scenarios", "validate", str(big))
+    assert result.exit_code == 1
+    assert (
+        "big.yaml" in result.output and "over 1 MB" in result.output and "split it" in result.output
+    )
+
+
+def test_help_and_a_missing_token_load_none_of_the_bot(tmp_path: Path) -> None:
+    """`trainer --help` and a missing token are answered before the graders, aiogram or
+    openai load (what made them take seconds)."""
+    probe = (
+        "import sys\n"
+        "from bot.cli import main\n"
+        "sys.argv = ['trainer'] + sys.argv[1:]\n"
+        "try:\n    main()\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('graders', 'aiogram', 'openai', 'matplotlib', 'jieba') or m == 'bot.engine')\n"
+        "print('LOADED', heavy, file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TELEGRAM_")}
+    env["TRAINER_CONFIG"] = str(tmp_path / "none.toml")
+    for args in (["--help"], ["serve", "telegram"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+        assert "LOADED []" in done.stderr, (args, done.stderr[-500:])
+    assert "BotFather" in done.stderr or "token" in done.stderr.lower()
