@@ -3,6 +3,7 @@
 
     python3 dev.py play [ARGS...]   install into .venv, then `trainer play ARGS...`
     python3 dev.py test [ARGS...]   install with test extras, then lint, type-check and test
+    python3 dev.py test --busy      the same with one core kept busy (as on a shared CI host)
     python3 dev.py bench            install, then run every benchmark in bench/
 
 The virtual environment is created in .venv beside this file and re-installed only
@@ -56,11 +57,20 @@ def main(argv: list[str]) -> None:
         trainer = str(BIN / ("trainer.exe" if os.name == "nt" else "trainer"))
         os.execv(trainer, [trainer, "play", *rest])
     elif command == "test":
+        busy = "--busy" in rest
+        rest = [arg for arg in rest if arg != "--busy"]
         ensure_venv("test")
-        _run(PY, "-m", "ruff", "check", ".")
-        _run(PY, "-m", "ruff", "format", "--check", ".")
-        _run(PY, "-m", "mypy")
-        _run(PY, "-m", "pytest", *rest)
+        # A process spinning on one core: the suite must pass with its other core loaded.
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            _run(PY, "-m", "ruff", "check", ".")
+            _run(PY, "-m", "ruff", "format", "--check", ".")
+            _run(PY, "-m", "mypy")
+            _run(PY, "-m", "pytest", *rest)
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
     else:
         ensure_venv()
         for script in sorted((ROOT / "bench").glob("bench_*.py")):

@@ -622,7 +622,7 @@ class FakeBotAPI:
     # ------------------------------------------------------------------ waiting
 
     async def wait_for(
-        self, predicate: Callable[[Call], bool], *, count: int = 1, timeout: float = 10.0
+        self, predicate: Callable[[Call], bool], *, count: int = 1, timeout: float = 60.0
     ) -> list[Call]:
         """Wait until ``count`` successful calls match ``predicate``; returns all matches."""
 
@@ -640,7 +640,7 @@ class FakeBotAPI:
 
         return await self._wait_until(matches, timeout, f"{count} matching call(s)")
 
-    async def wait_texts(self, chat_id: int, n: int, timeout: float = 10.0) -> list[str]:
+    async def wait_texts(self, chat_id: int, n: int, timeout: float = 60.0) -> list[str]:
         """Wait until at least ``n`` texts were sent to ``chat_id``; returns them all."""
 
         def enough() -> list[str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import random
 import time
@@ -30,12 +31,56 @@ from bot.telegram.throttle import Throttle, ThrottleStats
 Failure = Callable[[TelegramMethod[Any]], Exception]
 
 
+class VirtualTime:
+    """A clock that moves only when every task is waiting on it: simulated, never measured.
+
+    Throughput and spacing are then the throttle's own, whatever else the machine runs.
+    """
+
+    SETTLE = 50
+    """Loop turns given to ready tasks before the clock jumps to the next wake-up."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def clock(self) -> float:
+        """The simulated time."""
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until the simulated clock reaches now + ``seconds``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), next(self._order), future))
+        await future
+
+    def run(self, work: Any) -> Any:
+        """Run a coroutine to the end in simulated time."""
+
+        async def drive() -> Any:
+            task = asyncio.ensure_future(work)
+            while True:
+                for _ in range(self.SETTLE):
+                    await asyncio.sleep(0)
+                if task.done():
+                    return task.result()
+                assert self._sleepers, "nothing runs and nothing waits: a deadlock"
+                when, _, future = heapq.heappop(self._sleepers)
+                self.now = max(self.now, when)
+                future.set_result(None)
+
+        return asyncio.run(drive())
+
+
 class FakeSession(BaseSession):
     """Records every request that reaches the network and raises planned failures."""
 
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(self, latency: float = 0.0, time_: VirtualTime | None = None) -> None:
         super().__init__()
         self.latency = latency
+        self._clock = time.monotonic if time_ is None else time_.clock
+        self._sleep = asyncio.sleep if time_ is None else time_.sleep
         self.attempts: list[tuple[float, TelegramMethod[Any]]] = []
         self.delivered: list[tuple[float, int | str | None, str | None]] = []
         # (chat_id, text) -> failures to raise on the next attempts, in order
@@ -45,7 +90,7 @@ class FakeSession(BaseSession):
     async def make_request(
         self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None
     ) -> Any:
-        now = time.monotonic()
+        now = self._clock()
         self.attempts.append((now, method))
         chat_id = getattr(method, "chat_id", None)
         text = getattr(method, "text", None)
@@ -56,7 +101,7 @@ class FakeSession(BaseSession):
             raise planned.pop(0)(method)
         self.delivered.append((now, chat_id, text))
         if self.latency:
-            await asyncio.sleep(self.latency)
+            await self._sleep(self.latency)
         if isinstance(method, SendMessage):
             return Message(
                 message_id=len(self.delivered),
@@ -80,8 +125,10 @@ class FakeSession(BaseSession):
         yield b""
 
 
-def make_bot(throttle: Throttle, latency: float = 0.0) -> tuple[Bot, FakeSession]:
-    session = FakeSession(latency)
+def make_bot(
+    throttle: Throttle, latency: float = 0.0, time_: VirtualTime | None = None
+) -> tuple[Bot, FakeSession]:
+    session = FakeSession(latency, time_)
     session.middleware(throttle)
     return Bot("42:TEST", session=session), session
 
@@ -122,8 +169,15 @@ def test_a_message_goes_through_and_returns_the_result() -> None:
 
 
 def test_per_chat_order_and_spacing_with_retries() -> None:
-    throttle = Throttle(global_rate=1000, chat_rate=25, backoff=(0.005, 0.02))
-    bot, session = make_bot(throttle, latency=0.001)
+    virtual = VirtualTime()
+    throttle = Throttle(
+        global_rate=1000,
+        chat_rate=25,
+        backoff=(0.005, 0.02),
+        clock=virtual.clock,
+        sleep=virtual.sleep,
+    )
+    bot, session = make_bot(throttle, latency=0.001, time_=virtual)
     chats = [1, 2, 3, 4, 5]
     rng = random.Random(3)
     failures = [retry_after(0), server_error, network_error]
@@ -134,9 +188,8 @@ def test_per_chat_order_and_spacing_with_retries() -> None:
     planned = sum(len(v) for v in session.plan.values())
     assert planned >= 5
 
-    start = time.monotonic()
-    asyncio.run(send_interleaved(bot, chats, 6))
-    elapsed = time.monotonic() - start
+    virtual.run(send_interleaved(bot, chats, 6))
+    elapsed = virtual.now
 
     by_chat = per_chat(session.delivered)
     for chat in chats:
@@ -154,9 +207,10 @@ def test_per_chat_order_and_spacing_with_retries() -> None:
 
 def test_global_window_and_throughput_with_a_backlog_across_50_chats() -> None:
     rate = 200
-    throttle = Throttle(global_rate=rate, chat_rate=10)
-    bot, session = make_bot(throttle, latency=0.002)
-    asyncio.run(send_interleaved(bot, list(range(1000, 1050)), 6))
+    virtual = VirtualTime()  # the throughput is the throttle's, not the machine's
+    throttle = Throttle(global_rate=rate, chat_rate=10, clock=virtual.clock, sleep=virtual.sleep)
+    bot, session = make_bot(throttle, latency=0.002, time_=virtual)
+    virtual.run(send_interleaved(bot, list(range(1000, 1050)), 6))
 
     times = sorted(t for t, _, _ in session.delivered)
     assert len(times) == 300
@@ -176,10 +230,11 @@ def test_global_window_and_throughput_with_a_backlog_across_50_chats() -> None:
 
 
 def test_retry_after_waits_then_succeeds_without_blocking_other_chats() -> None:
-    throttle = Throttle(global_rate=100, chat_rate=50)
-    bot, session = make_bot(throttle)
+    virtual = VirtualTime()
+    throttle = Throttle(global_rate=100, chat_rate=50, clock=virtual.clock, sleep=virtual.sleep)
+    bot, session = make_bot(throttle, time_=virtual)
     session.plan[(1, "1:1")] = [retry_after(1)]
-    asyncio.run(send_interleaved(bot, [1, 2], 5))
+    virtual.run(send_interleaved(bot, [1, 2], 5))
 
     by_chat = per_chat(session.delivered)
     assert [text for _, text in by_chat[1]] == [f"1:{i}" for i in range(5)]
@@ -272,8 +327,11 @@ def test_get_updates_is_passed_through_untouched() -> None:
 
 
 def test_unlimited_methods_skip_the_limits_but_are_retried() -> None:
-    throttle = Throttle(global_rate=5, chat_rate=1, backoff=(0.001, 0.001))
-    bot, session = make_bot(throttle)
+    virtual = VirtualTime()
+    throttle = Throttle(
+        global_rate=5, chat_rate=1, backoff=(0.001, 0.001), clock=virtual.clock, sleep=virtual.sleep
+    )
+    bot, session = make_bot(throttle, time_=virtual)
 
     async def run() -> None:
         await asyncio.gather(*(bot.send_chat_action(1, "typing") for _ in range(10)))
@@ -281,9 +339,8 @@ def test_unlimited_methods_skip_the_limits_but_are_retried() -> None:
         await bot.answer_callback_query("cb")
         await bot.get_me()
 
-    start = time.monotonic()
-    asyncio.run(run())
-    assert time.monotonic() - start < 0.2
+    virtual.run(run())
+    assert virtual.now < 0.2  # 10 typing actions at 1/s per chat would take 9 s
     assert throttle.stats.sent == 12
     assert throttle.stats.retried_network == 1
     assert throttle.tracked_chats == 0

@@ -153,7 +153,7 @@ class BotHarness:
         update_id = self.api.callback(user_id, data, lang=lang)
         return await self._send(update_id, user_id, wait)
 
-    async def idle(self, timeout: float = 15.0) -> None:
+    async def idle(self, timeout: float = 60.0) -> None:
         """Wait until every queued update was taken and processed."""
         assert self.app is not None
         loop = asyncio.get_running_loop()
