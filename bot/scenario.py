@@ -145,6 +145,7 @@ ReactionKey = Literal[
     "blamed",
     "insulted",
     "repeat_ask",
+    "still_waiting",
     "unknown",
     "offer_rejected",
     "want_timeline",

@@ -120,3 +120,20 @@ def test_english_customers_speak_english(library) -> None:
     _, said = play(library, ["Could you send me your order number?"], lang="en")
     assert "JD2026111100123" in said[1]
     assert not any("\u4e00" <= ch <= "\u9fff" for ch in "".join(said))
+
+
+def test_an_unanswered_curveball_is_repeated_but_not_word_for_word(library) -> None:
+    """The address check stays unanswered: asked, asked again in full with a reminder,
+    then the reminder alone, never the same message twice."""
+    stall = "好的，我们这边会尽快为您安排补发，请您放心。"
+    _, said = play(library, [*GOOD, stall, stall, stall], seed=3)
+    curveball = "念一下我的收货地址"
+    raised = [i for i, text in enumerate(said) if curveball in text]
+    assert raised, said
+    first = raised[0]
+    again = said[first + 1 :]
+    assert len(again) >= 2, said
+    reminders = ("还没回答", "别绕开", "再问最后一遍")
+    assert curveball in again[0] and any(r in again[0] for r in reminders)
+    assert curveball not in again[1] and any(r in again[1] for r in reminders)
+    assert len(set(said[first:])) == len(said[first:])

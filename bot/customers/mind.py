@@ -33,6 +33,8 @@ class Mood:
     """Curveballs (agenda ids) whose expected answer has not come yet."""
     threatened_at: int = -10
     ending: Ending | None = None
+    repeats: int = 0
+    """How many messages in a row have repeated an unanswered curveball."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Reaction:
     reveals: tuple[CustomerFact, ...] = ()
     agenda: tuple[AgendaItem, ...] = ()
     ending: Ending | None = None
+    repeat: int = 0
+    """This message repeats its curveball for the n-th time (0: said for the first time)."""
 
 
 class CustomerMind:
@@ -202,8 +206,12 @@ class CustomerMind:
         if m.turn >= p.max_turns:
             m.ending = "turn_limit"
             return Reaction((*_reactive(keys), "turn_limit"), reveals, ending="turn_limit")
-        if not agenda and m.pending:  # repeat the unanswered curveball
+        repeat = 0
+        if not agenda and m.pending:  # repeat the unanswered curveball, not word for word
             agenda = tuple(a for a in self._agenda_items() if a.id == m.pending[0])
+            m.repeats += 1
+            repeat = m.repeats
+            keys.append("still_waiting")
         elif m.offered_ok:
             if p.needs_timeline and not m.timeline:
                 keys.append("want_timeline")
@@ -218,7 +226,9 @@ class CustomerMind:
             keys.append(
                 "calmer" if m.anger <= p.concede_at + 1 else "hurry" if m.ownership else "press"
             )
-        return Reaction(tuple(dict.fromkeys(keys)), reveals, agenda)
+        if not repeat:
+            m.repeats = 0
+        return Reaction(tuple(dict.fromkeys(keys)), reveals, agenda, repeat=repeat)
 
     def _agenda(self) -> tuple[AgendaItem, ...]:
         """The curveball due now, if any: one per message, blocking ones first."""

@@ -40,7 +40,8 @@ class ScriptedVoice:
             if key not in leading:
                 parts.append(self._pick(self.scenario.lines_for(key, self.difficulty), turn, key))
         parts = parts[:3]  # short messages, but a curveball is never cut off
-        for item in reaction.agenda:
-            parts.append(self.scenario.render(item.say.get(self.lang), self.lang))
+        if reaction.repeat < 2:  # asked again once in full; after that, the reminder alone
+            for item in reaction.agenda:
+                parts.append(self.scenario.render(item.say.get(self.lang), self.lang))
         separator = "" if self.lang == "zh" else " "
         return separator.join(parts)
