@@ -32,6 +32,7 @@ from bot.storage import (
     AssignmentRow,
     DisputeRow,
     GradeEventRow,
+    Owed,
     SessionRow,
     Store,
     TeamRow,
@@ -75,6 +76,27 @@ def _forbidden() -> Forbidden:
         {
             "zh": "没有权限：这不属于你的团队或你本人。",
             "en": "Not allowed: this is not your team's or your own.",
+        },
+    )
+
+
+def _admins_only(what: Bilingual) -> Forbidden:
+    return Forbidden(
+        "admins_only",
+        {
+            "zh": f"只有管理员可以{what['zh']}。请联系管理员（服务器上：trainer admin --help）。",
+            "en": f"Only an admin can {what['en']}. Ask your admin (on the server: "
+            "trainer admin --help).",
+        },
+    )
+
+
+def _mentors_only(team: str) -> Forbidden:
+    return Forbidden(
+        "mentors_only",
+        {
+            "zh": f"你是团队「{team}」的学员；只有导师和管理员可以管理团队。",
+            "en": f"You are a trainee of team '{team}'; only its mentors and admins manage it.",
         },
     )
 
@@ -329,7 +351,7 @@ class Training:
     def create_team(self, name: str, by: Actor | None = None) -> TeamRow:
         """Create a team (admin only)."""
         if by is not None and not by.is_admin:
-            raise _forbidden()
+            raise _admins_only({"zh": "创建团队", "en": "create teams"})
         name = name.strip()
         if not name or len(name) > 64:
             raise Invalid(
@@ -354,6 +376,9 @@ class Training:
         guess, and a different answer would tell outsiders which teams exist.
         """
         team = self.store.team_by_name(name.strip())
+        member = team is not None and by is not None and team.id in by.trainee_in
+        if member and by is not None and team is not None and not by.mentors(team.id):
+            raise _mentors_only(team.name)  # a member knows the team exists: say why
         if team is None or (by is not None and not by.mentors(team.id)):
             raise _no_team(name, self.teams(by))
         return team
@@ -384,7 +409,7 @@ class Training:
             )
         if role == "admin":
             if by is not None and not by.is_admin:
-                raise _forbidden()
+                raise _admins_only({"zh": "邀请管理员", "en": "invite admins"})
             team = None
         else:
             if team is None:
@@ -396,6 +421,14 @@ class Training:
                     },
                 )
             allowed = by is None or by.is_admin or (role == "trainee" and by.mentors(team.id))
+            if not allowed and by is not None and by.mentors(team.id):
+                raise _admins_only(
+                    {
+                        "zh": f"邀请导师；你可以邀请学员：/invite {team.name} trainee",
+                        "en": f"invite mentors; you can invite trainees: /invite {team.name} "
+                        "trainee",
+                    }
+                )
             if not allowed:
                 raise _forbidden()
         code = secrets.token_urlsafe(9)
@@ -457,15 +490,7 @@ class Training:
 
         What the start owes the trainee is stored with it when a ``postbox`` is given.
         """
-        active = self.store.active_session(actor.user.trainee)
-        if active is not None:
-            raise Invalid(
-                "already_practising",
-                {
-                    "zh": "你还有一个进行中的会话，请先发送 /end 结束它。",
-                    "en": "You have a session in progress; send /end to finish it first.",
-                },
-            )
+        self.ensure_no_session(actor)
         rubric = "default"
         if assignment_id:
             assignment = self.store.assignment(assignment_id)
@@ -507,6 +532,17 @@ class Training:
             assignment_id=assignment_id or None,
             postbox=postbox,
         )
+
+    def ensure_no_session(self, actor: Actor) -> None:
+        """Refuse to start another session while one is in progress."""
+        if self.store.active_session(actor.user.trainee) is not None:
+            raise Invalid(
+                "already_practising",
+                {
+                    "zh": "你还有一个进行中的会话，请先发送 /end 结束它。",
+                    "en": "You have a session in progress; send /end to finish it first.",
+                },
+            )
 
     def active_session(self, actor: Actor) -> SessionRow | None:
         """The actor's session in progress."""
@@ -669,8 +705,28 @@ class Training:
 
     # disputes and overrides
 
-    def open_dispute(self, actor: Actor, session_id: str, entry: int, reason: str) -> DisputeRow:
-        """A trainee disputes one deduction of their own ended session."""
+    def open_dispute(
+        self,
+        actor: Actor,
+        session_id: str,
+        entry: int,
+        reason: str,
+        notices: Callable[[DisputeRow], Sequence[Owed]] | None = None,
+    ) -> DisputeRow:
+        """A trainee disputes one deduction of their own ended session.
+
+        What ``notices`` says the dispute owes the mentors is stored with it.
+        """
+        row = self.disputable(actor, session_id, entry)
+        reason = _required_reason(reason)
+        with self.store.transaction():
+            dispute = self.store.add_dispute(row.id, entry, actor.id, reason)
+            for owed in notices(dispute) if notices else ():
+                self.store.outbox_add(owed)
+        return dispute
+
+    def disputable(self, actor: Actor, session_id: str, entry: int) -> SessionRow:
+        """The session if the actor may dispute this deduction now (before asking why)."""
         row = self.store.session(session_id)
         if row is None:
             raise _no_session(session_id)
@@ -686,8 +742,7 @@ class Training:
                     "en": f"Deduction {entry} is already disputed; wait for your mentor.",
                 },
             )
-        reason = _required_reason(reason)
-        return self.store.add_dispute(row.id, entry, actor.id, reason)
+        return row
 
     def _entry(self, view: SessionView, number: int) -> EntryView:
         for e in view.entries:
@@ -773,11 +828,12 @@ class Training:
         verdict: str,
         reason: str,
         points: float | None = None,
+        notices: Callable[[SessionView], Sequence[Owed]] | None = None,
     ) -> SessionView:
         """Rule on a dispute: accepted, partly (``points`` still lost) or rejected.
 
         Accepted gives all the points back; rejected leaves them. The ruling and its reason
-        are appended to the grade history.
+        are appended to the grade history, with what ``notices`` says it owes the trainee.
         """
         dispute, row = self.open_dispute_for_ruling(actor, dispute_id)
         if verdict not in VERDICTS:
@@ -796,23 +852,36 @@ class Training:
             new = entry.points
         else:
             new = _points(points, entry.points, strict_below=True)
-        self.store.add_grade_event(
-            session_id=row.id,
-            entry=dispute.entry,
-            kind="dispute",
-            actor_id=actor.id,
-            old_points=entry.points,
-            new_points=new,
-            reason=reason,
-            dispute_id=dispute.id,
-            verdict=verdict,
-        )
-        return self._view(row)
+        with self.store.transaction():
+            self.store.add_grade_event(
+                session_id=row.id,
+                entry=dispute.entry,
+                kind="dispute",
+                actor_id=actor.id,
+                old_points=entry.points,
+                new_points=new,
+                reason=reason,
+                dispute_id=dispute.id,
+                verdict=verdict,
+            )
+            view = self._view(row)
+            for owed in notices(view) if notices else ():
+                self.store.outbox_add(owed)
+        return view
 
     def override(
-        self, actor: Actor, session_id: str, entry: int, points: float, reason: str
+        self,
+        actor: Actor,
+        session_id: str,
+        entry: int,
+        points: float,
+        reason: str,
+        notices: Callable[[SessionView], Sequence[Owed]] | None = None,
     ) -> SessionView:
-        """A mentor sets how many points one deduction costs, with a required reason."""
+        """A mentor sets how many points one deduction costs, with a required reason.
+
+        What ``notices`` says it owes the trainee is stored with the change.
+        """
         row = self.store.session(session_id)
         if row is None:
             raise _no_session(session_id)
@@ -821,16 +890,20 @@ class Training:
         current = self._entry(view, entry)
         new = _points(points, 100.0, strict_below=False)
         reason = _required_reason(reason)
-        self.store.add_grade_event(
-            session_id=row.id,
-            entry=entry,
-            kind="override",
-            actor_id=actor.id,
-            old_points=current.points,
-            new_points=new,
-            reason=reason,
-        )
-        return self._view(row)
+        with self.store.transaction():
+            self.store.add_grade_event(
+                session_id=row.id,
+                entry=entry,
+                kind="override",
+                actor_id=actor.id,
+                old_points=current.points,
+                new_points=new,
+                reason=reason,
+            )
+            view = self._view(row)
+            for owed in notices(view) if notices else ():
+                self.store.outbox_add(owed)
+        return view
 
     # mentors
 
@@ -847,10 +920,13 @@ class Training:
         difficulty: str = "normal",
         mode: str = "exam",
         rubric: str = "default",
+        notices: Callable[[Sequence[AssignmentRow], Sequence[UserRow]], Sequence[Owed]]
+        | None = None,
     ) -> tuple[list[AssignmentRow], list[UserRow]]:
         """Assign scenarios to a whole team or one trainee.
 
-        Returns the assignments and the trainees to notify (those who have started the bot).
+        Returns the assignments and the trainees to notify (those who have started the bot);
+        what ``notices`` says the assignments owe them is stored with the assignments.
         """
         if not scenario_ids:
             raise Invalid(
@@ -898,23 +974,27 @@ class Training:
             user, team = self.trainee_target(actor, trainee)
         if team is None or not actor.mentors(team.id):
             raise _forbidden()
-        rows = [
-            self.store.add_assignment(
-                team_id=team.id,
-                user_id=None if user is None else user.id,
-                scenario_id=sid,
-                difficulty=difficulty,
-                mode=mode,
-                rubric=rubric,
-                due=None if due is None else due.isoformat(),
-                pass_mark=pass_mark,
-                attempts=attempts,
-                created_by=actor.id,
-            )
-            for sid in scenario_ids
-        ]
         targets = [user] if user is not None else self.store.members(team.id, "trainee")
-        return rows, [u for u in targets if u.chat_id]
+        reachable = [u for u in targets if u.chat_id]
+        with self.store.transaction():
+            rows = [
+                self.store.add_assignment(
+                    team_id=team.id,
+                    user_id=None if user is None else user.id,
+                    scenario_id=sid,
+                    difficulty=difficulty,
+                    mode=mode,
+                    rubric=rubric,
+                    due=None if due is None else due.isoformat(),
+                    pass_mark=pass_mark,
+                    attempts=attempts,
+                    created_by=actor.id,
+                )
+                for sid in scenario_ids
+            ]
+            for owed in notices(rows, reachable) if notices else ():
+                self.store.outbox_add(owed)
+        return rows, reachable
 
     def trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
         """A trainee of the actor's teams by id or @username, with that team."""

@@ -824,6 +824,11 @@ class Store:
         ).fetchone()
         return self._user(row) if row else None
 
+    def user_by_trainee(self, trainee: str) -> UserRow | None:
+        """The chat-app user whose sessions run under the engine's trainee name."""
+        row = self.db.execute(self._USER_SQL + " WHERE t.name = ?", [trainee]).fetchone()
+        return self._user(row) if row else None
+
     def user(self, user_id: int) -> UserRow | None:
         """A user by id."""
         row = self.db.execute(self._USER_SQL + " WHERE u.id = ?", [user_id]).fetchone()

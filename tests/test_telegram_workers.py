@@ -186,3 +186,27 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
             store.close()
 
     asyncio.run(run())
+
+
+def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
+    tmp_path: Path,
+) -> None:
+    """The mentor's worker stores the assignment notice; the trainee's worker sends it."""
+    from test_telegram import _team
+
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True, workers=2) as h:
+            _, mentor, trainee = await _team(h)
+            assert worker_of(mentor, 2) != worker_of(trainee, 2)
+            before = len(h.api.texts(trainee))
+            await h.say(mentor, "/assign damaged-kettle team=Alpha due=2099-01-31")
+            texts = await h.api.wait_texts(trainee, before + 1, timeout=90)
+            assert "2099-01-31" in texts[-1]
+            await asyncio.sleep(1.0)
+            assert len(h.api.texts(trainee)) == before + 1  # once
+            assert store.outbox_counts() == {"sent": store.outbox_counts()["sent"]}
+
+    asyncio.run(run())
+    store.close()

@@ -38,8 +38,10 @@ from aiogram.methods.base import TelegramType
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    Message,
     Update,
 )
 from aiohttp import web
@@ -51,7 +53,15 @@ from bot.engine import Engine, Session
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
 from bot.service import Actor, Training
-from bot.storage import BUSY_TIMEOUT_S, OutboxRow, Store, StoreBusy, StoreError, UserRow
+from bot.storage import (
+    BUSY_TIMEOUT_S,
+    OutboxRow,
+    Owed,
+    Store,
+    StoreBusy,
+    StoreError,
+    UserRow,
+)
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
@@ -59,7 +69,7 @@ from bot.telegram.postbox import PREFIX, TelegramPostbox, address, chat_of
 from bot.telegram.session import JsonSession
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
-from bot.telegram.workers import WorkerError, WorkerPool
+from bot.telegram.workers import WorkerError, WorkerPool, worker_of
 from graders.segment import warm_up as warm_up_word_model
 
 log = logging.getLogger("trainer.telegram")
@@ -349,6 +359,8 @@ class TelegramApp:
 
     IDLE_POLL_MAX_S = 2.0
     """Longest wait before asking again a server that answers an empty long poll at once."""
+    SWEEP_S = 10.0
+    """How often owed messages another process stored for this one's chats are looked for."""
     RETRY_FIRST_S = 1.0
     RETRY_MAX_S = 60.0
     """Owed messages the Bot API did not take are tried again after 1, 2, 4 … 60 s."""
@@ -396,6 +408,9 @@ class TelegramApp:
         """(index, count) of a worker of a pool: it delivers to the chats it answers."""
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = self.RETRY_FIRST_S
+        self._owed_elsewhere: set[int] = set()
+        """Chats other than the update's own that a change just owed messages."""
+        self._sweeper: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -421,6 +436,7 @@ class TelegramApp:
         gc.freeze()
         self._accepting = True
         self._sweep()  # what a crash left owed goes out before anything new
+        self._sweeper = asyncio.create_task(self._sweep_every(self.SWEEP_S))
         if worker:
             return
         pending = self.store.inbox_resume(self.bot.id, MAX_STARTS)
@@ -476,6 +492,9 @@ class TelegramApp:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         self.store.flush()
         await self.charts.close()
         await self.bot.session.close()
@@ -534,6 +553,10 @@ class TelegramApp:
                 error = f"{type(exc).__name__}: {exc}"
         if self.owns(chat):
             await self.deliver(chat)
+        others, self._owed_elsewhere = self._owed_elsewhere - {chat}, set()
+        for other in others:  # notices to other users: in those chats' turn
+            if self.owns(other):
+                self._in_chat(other, partial(self._deliver_quietly, other))
         # Several updates finishing together share one commit of their marks.
         self.store.inbox_done(self.bot.id, update_id, error, defer=True)
         if not self._flush_soon:
@@ -699,19 +722,51 @@ class TelegramApp:
             last = i == len(parts) - 1
             await self.bot.send_message(chat_id, part, reply_markup=markup if last else None)
 
-    async def notify(self, users: Iterable[UserRow], text: Callable[[Lang], str]) -> int:
-        """Message users who have started the bot; returns how many were reached."""
-        reached = 0
+    async def drop_buttons(self, query: CallbackQuery) -> None:
+        """Take the keyboard off a menu whose button was pressed (each menu is used once).
+
+        Called after the next message went out, so the edit never delays what the user
+        waits for; a message too old to edit keeps its buttons, which then answer "stale".
+        """
+        message = query.message
+        if not isinstance(message, Message):
+            return  # inaccessible (too old): nothing to edit
+        try:
+            await self.bot.edit_message_reply_markup(
+                chat_id=message.chat.id, message_id=message.message_id, reply_markup=None
+            )
+        except (TelegramAPIError, TelegramNetworkError) as exc:
+            log.info("could not remove a used keyboard: %s", exc)
+
+    async def answer_burst(self, chat_id: int, text: str) -> None:
+        """Send an answer that every message of a burst would repeat word for word.
+
+        While later updates of the chat wait in its queue, this one is skipped: they will
+        get the same answer, so 20 messages in a row get one reply, not 20.
+        """
+        queue = self._chats.get(chat_id)
+        if queue is not None and queue.updates > 1:
+            return
+        await self.send(chat_id, text)
+
+    def notices(
+        self, users: Iterable[UserRow], text: Callable[[Lang], str], update_id: int | None
+    ) -> list[Owed]:
+        """Messages a change owes users who have started the bot, each in their language.
+
+        The service stores them with the change; they go out after the update (from the
+        worker of each chat, with several workers).
+        """
+        owed = []
         for user in users:
             if not user.chat_id:
                 continue
             lang: Lang = "en" if user.lang == "en" else "zh"
-            try:
-                await self.send(user.chat_id, text(lang))
-                reached += 1
-            except (TelegramForbiddenError, TelegramAPIError) as exc:
-                log.info("could not notify user %d: %s", user.id, exc)
-        return reached
+            chat = int(user.chat_id)
+            ref = None if update_id is None else str(update_id)
+            owed.append(Owed(address(chat), ref, (("text", {"text": text(lang)}),)))
+            self._owed_elsewhere.add(chat)
+        return owed
 
     # live sessions
 
@@ -750,7 +805,7 @@ class TelegramApp:
         """Whether this process delivers to a chat (a pool's front leaves it to the workers)."""
         if self.pool is not None:
             return False
-        return self.shard is None or chat % self.shard[1] == self.shard[0]
+        return self.shard is None or worker_of(chat, self.shard[1]) == self.shard[0]
 
     async def deliver(self, chat: int) -> bool:
         """Send what a chat is owed, oldest first, marking each message as it is accepted.
@@ -784,11 +839,23 @@ class TelegramApp:
 
     def _sweep(self) -> None:
         """Schedule delivery to every chat of this process that is owed messages."""
-        self._retry = None
         for addr in self.store.outbox_addresses(PREFIX):
             chat = chat_of(addr)
             if self.owns(chat):
                 self._in_chat(chat, partial(self._deliver_quietly, chat))
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self._sweep()
+
+    async def _sweep_every(self, seconds: float) -> None:
+        """Deliver what other processes owed this one's chats (a worker's notices)."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                self._sweep()
+            except Exception:  # a locked or busy store: the next round tries again
+                log.exception("could not look for owed messages")
 
     async def _deliver_quietly(self, chat: int) -> None:
         if await self.deliver(chat):
@@ -797,7 +864,7 @@ class TelegramApp:
     def _retry_soon(self) -> None:
         if self._retry is None and self._accepting:
             loop = asyncio.get_running_loop()
-            self._retry = loop.call_later(self._retry_delay, self._sweep)
+            self._retry = loop.call_later(self._retry_delay, self._retry_now)
             self._retry_delay = min(self._retry_delay * 2, self.RETRY_MAX_S)
 
     async def _send_owed(self, chat: int, row: OutboxRow) -> None:

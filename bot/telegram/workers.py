@@ -62,6 +62,8 @@ class WorkerSpec:
     """Everything a worker process needs to run its share of the bot."""
 
     index: int
+    of: int
+    """How many workers the pool has (a worker delivers to the chats it answers)."""
     config: dict[str, Any]
     """The :class:`~bot.telegram.app.TelegramConfig` fields, global rate already shared out."""
     db: str
@@ -105,6 +107,7 @@ class WorkerPool:
         self.specs = [
             WorkerSpec(
                 index=i,
+                of=config.workers,
                 config=asdict(worker_config),
                 db=str(db),
                 scenarios=str(scenarios),
@@ -278,6 +281,7 @@ async def run_worker() -> None:
     assistants = _assistants(spec)
     library = ScenarioLibrary.load(Path(spec.scenarios))
     app = TelegramApp(config, store, library, assistants=assistants)
+    app.shard = (spec.index, spec.of)
     stopping = False
 
     def halt() -> None:

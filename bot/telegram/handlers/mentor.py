@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.filters import CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
@@ -14,11 +17,12 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    Update,
 )
 
 from bot.i18n import Lang
-from bot.service import VERDICTS, Actor, Forbidden, Invalid
-from bot.storage import TeamRow
+from bot.service import VERDICTS, Actor, Forbidden, Invalid, SessionView
+from bot.storage import AssignmentRow, Owed, TeamRow
 from bot.telegram import texts
 from bot.telegram.state import Cmd, Flow, IsPlainText, RulingCb, TeamCb, set_flow
 from bot.telegram.texts import t
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
     from bot.telegram.app import TelegramApp
 
 MAX_DISPUTES_SHOWN = 10
+
+
+log = logging.getLogger("trainer.telegram")
 
 
 def _require_mentor(actor: Actor) -> None:
@@ -105,11 +112,15 @@ async def _report(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -
 async def _export(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -> None:
     data = app.svc.export_csv(actor, team).encode("utf-8")
     stamp = dt.date.today().isoformat()
-    await app.bot.send_document(
-        chat_id,
-        BufferedInputFile(data, filename=f"team-{team.id}-{stamp}.csv"),
-        caption=t("exported", actor.lang, team=team.name),
-    )
+    try:
+        await app.bot.send_document(
+            chat_id,
+            BufferedInputFile(data, filename=f"team-{team.id}-{stamp}.csv"),
+            caption=t("exported", actor.lang, team=team.name),
+        )
+    except (TelegramAPIError, TelegramNetworkError) as exc:  # a server without files
+        log.warning("sendDocument failed (%s); the CSV goes out as text", exc)
+        await app.send(chat_id, t("export_as_text", actor.lang, team=team.name, csv=data.decode()))
 
 
 def _dispute_text(app: TelegramApp, row: Any, view: Any, lang: Lang) -> str:
@@ -170,7 +181,11 @@ def router() -> Router:
 
     @r.message(Cmd("assign"))
     async def assign(
-        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+        message: Message,
+        command: CommandObject,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
     ) -> None:
         _require_mentor(actor)
         lang = actor.lang
@@ -202,7 +217,16 @@ def router() -> Router:
             int(_number(options["attempts"], "attempts", usage)) if "attempts" in options else None
         )
         target_team = app.svc.team_named(options["team"], actor) if "team" in options else None
-        rows, notify = app.svc.assign(
+
+        def note(lang: Lang, rows: Sequence[AssignmentRow]) -> str:
+            return "\n\n".join(
+                texts.assignment_note(
+                    a, app.library.get(a.scenario_id).scenario.title.get(lang), lang
+                )
+                for a in rows
+            )
+
+        rows, notified = app.svc.assign(
             actor,
             scenario_ids,
             team=target_team,
@@ -212,27 +236,14 @@ def router() -> Router:
             attempts=attempts,
             difficulty=options.get("difficulty", "normal"),
             mode=options.get("mode", "exam"),
+            notices=lambda rows, users: app.notices(
+                users, lambda lang: note(lang, rows), event_update.update_id
+            ),
         )
-
-        def note(lang: Lang) -> str:
-            return "\n\n".join(
-                t(
-                    "assignment_new",
-                    lang,
-                    title=app.library.get(a.scenario_id).scenario.title.get(lang),
-                    difficulty=t(a.difficulty, lang),
-                    mode=t(a.mode, lang),
-                    pass_mark=f"{a.pass_mark:g}",
-                    due=t("due_on", lang, due=a.due) if a.due else "",
-                    attempts=t("attempts_n", lang, n=a.attempts) if a.attempts else "",
-                )
-                for a in rows
-            )
-
-        reached = await app.notify(notify, note)
         target = options.get("team") or options.get("trainee") or ""
         await app.send(
-            message.chat.id, t("assigned", lang, n=len(rows), target=target, notified=reached)
+            message.chat.id,
+            t("assigned", lang, n=len(rows), target=target, notified=len(notified)),
         )
 
     @r.message(Cmd("sessions"))
@@ -269,7 +280,11 @@ def router() -> Router:
 
     @r.message(Cmd("override"))
     async def override(
-        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+        message: Message,
+        command: CommandObject,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
     ) -> None:
         _require_mentor(actor)
         words = (command.args or "").split(maxsplit=3)
@@ -279,8 +294,27 @@ def router() -> Router:
         usage = t("usage_override", actor.lang)
         points = _number(words[2], "points", usage)
         before = app.svc.session_view(actor, words[0])
-        view = app.svc.override(actor, words[0], int(words[1]), points, words[3])
         old = next((e.points for e in before.entries if e.number == int(words[1])), 0.0)
+        owner = app.store.user_by_trainee(before.row.trainee)
+
+        def told(view: SessionView) -> list[Owed]:
+            total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+            return app.notices(
+                [owner] if owner is not None else [],
+                lambda lang: t(
+                    "overridden_trainee",
+                    lang,
+                    session=view.row.id,
+                    entry=words[1],
+                    old=f"{old:g}",
+                    new=f"{points:g}",
+                    reason=words[3].strip(),
+                    total=total,
+                ),
+                event_update.update_id,
+            )
+
+        view = app.svc.override(actor, words[0], int(words[1]), points, words[3], told)
         await app.send(
             message.chat.id,
             t(
@@ -332,7 +366,11 @@ def router() -> Router:
 
     @r.message(StateFilter(Flow.ruling_reason), IsPlainText())
     async def ruling_reason(
-        message: Message, actor: Actor, app: TelegramApp, state: FSMContext
+        message: Message,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
     ) -> None:
         data = await state.get_data()
         text = message.text or ""
@@ -340,7 +378,27 @@ def router() -> Router:
         if data["verdict"] == "partly":
             first, _, rest = text.partition(" ")
             points, text = _number(first, "points", t("ruling_ask_partly", actor.lang)), rest
-        view = app.svc.resolve_dispute(actor, int(data["dispute"]), data["verdict"], text, points)
+        dispute = app.store.dispute(int(data["dispute"]))
+        owner = app.store.user(dispute.user_id) if dispute else None
+
+        def told(view: SessionView) -> list[Owed]:
+            total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+            return app.notices(
+                [owner] if owner is not None else [],
+                lambda lang: t(
+                    "ruled_trainee",
+                    lang,
+                    id=data["dispute"],
+                    verdict=t(data["verdict"], lang),
+                    reason=text.strip(),
+                    total=total,
+                ),
+                event_update.update_id,
+            )
+
+        view = app.svc.resolve_dispute(
+            actor, int(data["dispute"]), data["verdict"], text, points, told
+        )
         await set_flow(state, None)
         total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
         await app.send(
@@ -354,19 +412,5 @@ def router() -> Router:
                 total=total,
             ),
         )
-        dispute = app.store.dispute(int(data["dispute"]))
-        owner = app.store.user(dispute.user_id) if dispute else None
-        if owner is not None:
-            await app.notify(
-                [owner],
-                lambda lang: t(
-                    "ruled_trainee",
-                    lang,
-                    id=data["dispute"],
-                    verdict=t(data["verdict"], lang),
-                    reason=text.strip(),
-                    total=total,
-                ),
-            )
 
     return r

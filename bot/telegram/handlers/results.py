@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from aiogram import Router
 from aiogram.filters import CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, Message, Update
 
 from bot.service import Actor, Forbidden
+from bot.storage import DisputeRow, Owed
 from bot.telegram import texts
 from bot.telegram.state import Cmd, DisputeCb, Flow, IsPlainText, set_flow
 from bot.telegram.texts import t
@@ -68,9 +69,10 @@ def router() -> Router:
                 },
             )
         entry = next((e for e in view.entries if e.number == callback_data.entry), None)
-        if entry is None:
-            await query.answer(t("cancelled", actor.lang), show_alert=True)
+        if entry is None:  # a forged or outdated button
+            await query.answer(t("stale_button", actor.lang), show_alert=True)
             return
+        app.svc.disputable(actor, view.row.id, entry.number)  # refused now, not after the why
         await query.answer()
         await set_flow(state, Flow.dispute_reason, {"session": view.row.id, "entry": entry.number})
         await app.send(
@@ -80,31 +82,39 @@ def router() -> Router:
 
     @r.message(StateFilter(Flow.dispute_reason), IsPlainText())
     async def dispute_reason(
-        message: Message, actor: Actor, app: TelegramApp, state: FSMContext
+        message: Message,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
+        state: FSMContext,
     ) -> None:
         data = await state.get_data()
-        dispute = app.svc.open_dispute(
-            actor, data["session"], int(data["entry"]), message.text or ""
-        )
-        await set_flow(state, None)
-        await app.send(message.chat.id, t("dispute_saved", actor.lang, id=dispute.id))
-        view = app.svc.session_view(actor, dispute.session_id)
-        entry = view.entries[dispute.entry - 1]
         mentors = {
             u.id: u for team_id in actor.trainee_in for u in app.store.members(team_id, "mentor")
         }
-        await app.notify(
-            mentors.values(),
-            lambda lang: t(
-                "dispute_new",
-                lang,
-                id=dispute.id,
-                trainee=actor.user.name,
-                session=dispute.session_id,
-                entry=dispute.entry,
-                points=f"{entry.points:g}",
-                reason=dispute.reason,
-            ),
+
+        def told(dispute: DisputeRow) -> list[Owed]:
+            view = app.svc.session_view(actor, dispute.session_id)
+            entry = view.entries[dispute.entry - 1]
+            return app.notices(
+                mentors.values(),
+                lambda lang: t(
+                    "dispute_new",
+                    lang,
+                    id=dispute.id,
+                    trainee=actor.user.name,
+                    session=dispute.session_id,
+                    entry=dispute.entry,
+                    points=f"{entry.points:g}",
+                    reason=dispute.reason,
+                ),
+                event_update.update_id,
+            )
+
+        dispute = app.svc.open_dispute(
+            actor, data["session"], int(data["entry"]), message.text or "", told
         )
+        await set_flow(state, None)
+        await app.send(message.chat.id, t("dispute_saved", actor.lang, id=dispute.id))
 
     return r
