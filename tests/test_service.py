@@ -229,7 +229,9 @@ def test_a_mentor_invites_trainees_to_their_own_team_only(world: World) -> None:
     ]:
         with pytest.raises(Forbidden) as err:
             svc.create_invite(role, team, mentor)  # type: ignore[arg-type]
-        assert err.value.code == "forbidden"
+        # their own team: told only admins invite mentors; admin invites likewise
+        own = role == "admin" or team == world.team_a
+        assert err.value.code == ("admins_only" if own else "forbidden")
         assert_bilingual(err.value)
     assert counts(world.store)["invites"] == before["invites"] + 1
 
@@ -344,10 +346,14 @@ DENIED_AS: dict[str, tuple[type[ServiceError], str]] = {
     "assign_trainee": (NotFound, "no_trainee"),
     "team_named": (NotFound, "no_team"),
     "resolve_dispute": (NotFound, "no_dispute"),
+    "create_team": (Forbidden, "admins_only"),  # says who can, not "not yours"
 }
-# ... except for A1, who filed the dispute: they know it exists, and may not rule on it.
+# ... except for A1, who filed the dispute: they know it exists, and may not rule on it;
+# and Alpha's trainees, who know their team exists: they are told only mentors manage it.
 DENIED_AS_BY: dict[tuple[str, str], tuple[type[ServiceError], str]] = {
     ("resolve_dispute", "a1"): (Forbidden, "forbidden"),
+    ("team_named", "a1"): (Forbidden, "mentors_only"),
+    ("team_named", "a2"): (Forbidden, "mentors_only"),
 }
 FORBIDDEN_TEXT = {
     "zh": "没有权限：这不属于你的团队或你本人。",
@@ -372,6 +378,15 @@ def denial_text(m: Matrix, code: str, actor: Actor) -> dict[str, str]:
         "no_dispute": {
             "zh": f"没有申诉 #{m.dispute.id}。",
             "en": f"No dispute #{m.dispute.id}.",
+        },
+        "admins_only": {
+            "zh": "只有管理员可以创建团队。请联系管理员（服务器上：trainer admin --help）。",
+            "en": "Only an admin can create teams. Ask your admin (on the server: "
+            "trainer admin --help).",
+        },
+        "mentors_only": {
+            "zh": "你是团队「Alpha」的学员；只有导师和管理员可以管理团队。",
+            "en": "You are a trainee of team 'Alpha'; only its mentors and admins manage it.",
         },
     }[code]
 

@@ -75,6 +75,28 @@ NO_TRAINEE = {
     "en": "No trainee @alice_a1 in your teams (use their user id or @username).",
 }
 NO_SESSION = {lang: t("no_session", lang) for lang in ("zh", "en")}
+# Someone with no invite and no session is greeted with how to begin instead.
+WELCOME_STRANGER = {lang: t("welcome", lang, name="Sam-Stranger") for lang in ("zh", "en")}
+TRAINEE_OF_A = {  # a member knows the team exists: told why, not "no such team"
+    "zh": "你是团队「A」的学员；只有导师和管理员可以管理团队。",
+    "en": "You are a trainee of team 'A'; only its mentors and admins manage it.",
+}
+
+
+def admins_only(zh: str, en: str) -> Bilingual:
+    """Refused because only an admin may: says so and where an admin works."""
+    return {
+        "zh": f"只有管理员可以{zh}。请联系管理员（服务器上：trainer admin --help）。",
+        "en": f"Only an admin can {en}. Ask your admin (on the server: trainer admin --help).",
+    }
+
+
+ADMINS_CREATE_TEAMS = admins_only("创建团队", "create teams")
+ADMINS_INVITE_ADMINS = admins_only("邀请管理员", "invite admins")
+ADMINS_INVITE_MENTORS = admins_only(
+    "邀请导师；你可以邀请学员：/invite A trainee",
+    "invite mentors; you can invite trainees: /invite A trainee",
+)
 NO_DISPUTES = {lang: t("no_disputes", lang) for lang in ("zh", "en")}
 OWN_ONLY = {
     "zh": "只有学员本人可以对自己的扣分提出申诉。",
@@ -471,6 +493,8 @@ WRITE_ROWS = (
         ("say /invite A trainee",),
         rule(
             Deny(texts=(NO_TEAM_A,)),
+            a1=Deny(texts=(TRAINEE_OF_A,)),
+            a2=Deny(texts=(TRAINEE_OF_A,)),
             mentor_b=Deny(texts=(NO_TEAM_A_FOR_B,)),
             admin=Allow({"invites": 1}, shows=("/start ",)),
             mentor_a=Allow({"invites": 1}, shows=("/start ",)),
@@ -481,20 +505,22 @@ WRITE_ROWS = (
         ("say /invite A mentor",),
         rule(
             Deny(texts=(NO_TEAM_A,)),
+            a1=Deny(texts=(TRAINEE_OF_A,)),
+            a2=Deny(texts=(TRAINEE_OF_A,)),
             mentor_b=Deny(texts=(NO_TEAM_A_FOR_B,)),
-            mentor_a=Deny(texts=(FORBIDDEN,)),  # their team, but only admins invite mentors
+            mentor_a=Deny(texts=(ADMINS_INVITE_MENTORS,)),  # their team; admins invite mentors
             admin=Allow({"invites": 1}, shows=("/start ",)),
         ),
     ),
     Row(
         "/invite - admin",
         ("say /invite - admin",),
-        rule(Deny(texts=(FORBIDDEN,)), admin=Allow({"invites": 1}, shows=("/start ",))),
+        rule(Deny(texts=(ADMINS_INVITE_ADMINS,)), admin=Allow({"invites": 1}, shows=("/start ",))),
     ),
     Row(
         "/newteam",
         ("say /newteam X-{key}",),
-        rule(Deny(texts=(FORBIDDEN,)), admin=Allow({"teams": 1}, shows=("X-admin",))),
+        rule(Deny(texts=(ADMINS_CREATE_TEAMS,)), admin=Allow({"teams": 1}, shows=("X-admin",))),
     ),
 )
 
@@ -520,6 +546,7 @@ DISPUTE_ROWS = (
         rule(
             # Outsiders are told what a missing dispute gets; A1 filed it, so knows it exists.
             Deny(texts=(NO_SESSION,), alerts=(NO_DISPUTE,)),
+            stranger=Deny(texts=(WELCOME_STRANGER,), alerts=(NO_DISPUTE,)),
             a1=Deny(texts=(NO_SESSION,), alerts=(FORBIDDEN,)),
             admin=Allow({"grade_events": 1}, shows=("{sid}", "#{d2}")),
             mentor_a=Allow({"grade_events": 1}, shows=("{sid}", "#{d1}")),
@@ -528,13 +555,17 @@ DISPUTE_ROWS = (
     Row(
         "ruling button for a dispute that does not exist",
         ("press rl:{d0}:a", "say fair: the apology was there"),
-        rule(Deny(texts=(NO_SESSION,), alerts=(NO_SUCH_DISPUTE,))),
+        rule(
+            Deny(texts=(NO_SESSION,), alerts=(NO_SUCH_DISPUTE,)),
+            stranger=Deny(texts=(WELCOME_STRANGER,), alerts=(NO_SUCH_DISPUTE,)),
+        ),
     ),
     Row(
         "dispute button then a reason",
         ("press dp:{sid}:1", FORGED_REASON),
         rule(
             Deny(texts=(NO_SESSION,), alerts=(FORBIDDEN,)),
+            stranger=Deny(texts=(WELCOME_STRANGER,), alerts=(FORBIDDEN,)),
             # Readers who are not the owner may see the session but not dispute it.
             admin=Deny(texts=(NO_SESSION,), alerts=(OWN_ONLY,)),
             mentor_a=Deny(texts=(NO_SESSION,), alerts=(OWN_ONLY,)),
@@ -556,7 +587,10 @@ DISPUTE_ROWS = (
             *MALFORMED_PRESSES,
             "say fair: the apology was there",  # no ruling or dispute is waiting for it
         ),
-        rule(Deny(texts=(NO_SESSION,), alerts=(STALE,) * len(MALFORMED_PRESSES))),
+        rule(
+            Deny(texts=(NO_SESSION,), alerts=(STALE,) * len(MALFORMED_PRESSES)),
+            stranger=Deny(texts=(WELCOME_STRANGER,), alerts=(STALE,) * len(MALFORMED_PRESSES)),
+        ),
     ),
 )
 

@@ -26,6 +26,7 @@ from aiogram.exceptions import (
 from aiogram.methods import SendMessage, TelegramMethod
 from aiogram.types import Chat, Message
 
+from bot.telegram.app import RawGetUpdates
 from bot.telegram.throttle import Throttle, ThrottleStats
 
 Failure = Callable[[TelegramMethod[Any]], Exception]
@@ -322,7 +323,9 @@ def test_get_updates_is_passed_through_untouched() -> None:
     session.fail_all = server_error
     with pytest.raises(TelegramServerError):
         asyncio.run(bot.get_updates())
-    assert len(session.attempts) == 1
+    with pytest.raises(TelegramServerError):  # the bot's own getUpdates, answered as JSON
+        asyncio.run(bot(RawGetUpdates(timeout=1)))
+    assert len(session.attempts) == 2
     assert throttle.stats == ThrottleStats()
 
 

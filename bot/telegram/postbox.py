@@ -70,7 +70,8 @@ class TelegramPostbox:
             difficulty=t(session.difficulty, lang),
             mode=t(session.mode, lang),
         )
-        briefing = t("briefing", lang, briefing=s.briefing.get(lang))
+        key = "briefing" if session.mode == "coach" else "briefing_exam"
+        briefing = t(key, lang, briefing=s.briefing.get(lang))
         line = texts.customer_line(customer_name(session), text, lang)
         return self._owed(("text", {"text": f"{head}\n\n{briefing}\n\n{line}"}))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.i18n import Lang
 from bot.service import PracticeChoice, Profile, SessionView, TeamReport
-from bot.storage import TurnRow
+from bot.storage import AssignmentRow, TurnRow
 from graders import Grade
 from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT
@@ -84,9 +84,18 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Starting: {title} ({difficulty}, {mode})",
     ),
     "briefing": (
-        "📋 情况说明\n{briefing}\n\n命令：/hint 参考回复 · /end 结束\n直接输入文字回复客户。",
+        "📋 情况说明\n{briefing}\n\n命令：/hint 参考回复 · /end 结束\n直接输入文字回复客户。"
+        "每条回复后给评分；触犯红线会立即标出，辱骂客户会让客户离开、会话结束。",
         "📋 Briefing\n{briefing}\n\nCommands: /hint model reply · /end finish\n"
-        "Type your reply to the customer.",
+        "Type your reply to the customer. Each reply is graded at once; a red line is flagged "
+        "at once, and insulting the customer makes them leave, ending the session.",
+    ),
+    "briefing_exam": (
+        "📋 情况说明\n{briefing}\n\n考试模式：没有参考回复，评分在结束时统一给出。命令：/end 结束\n"
+        "直接输入文字回复客户。触犯红线记入成绩单（不通过）；辱骂客户会让客户离开、会话结束。",
+        "📋 Briefing\n{briefing}\n\nExam mode: no model replies; grades come at the end. "
+        "Command: /end finish\nType your reply to the customer. A red line goes on the "
+        "scorecard (not passed); insulting the customer makes them leave, ending the session.",
     ),
     "customer": ("👤 {name}：{text}", "👤 {name}: {text}"),
     "feedback_head": ("📝 第 {n} 条回复的评分", "📝 Grades for reply #{n}"),
@@ -163,6 +172,17 @@ TEXTS: dict[str, tuple[str, str]] = {
     "ruled_trainee": (
         "你的申诉 #{id} 已处理：{verdict}。理由：{reason}\n调整后总分 {total}。",
         "Your dispute #{id} was ruled {verdict}. Reason: {reason}\nAdjusted total: {total}.",
+    ),
+    "export_as_text": (
+        "这个服务器无法发送文件；团队「{team}」的 CSV 如下（可复制保存为 .csv）：\n\n{csv}",
+        "This server cannot send files; team '{team}' as CSV below (copy it into a .csv "
+        "file):\n\n{csv}",
+    ),
+    "overridden_trainee": (
+        "导师调整了会话 {session} 第 {entry} 项扣分：{old} → {new} 分。理由：{reason}\n"
+        "调整后总分 {total}（/history {session} 查看）。",
+        "A mentor changed entry {entry} of session {session}: {old} → {new} points. "
+        "Reason: {reason}\nAdjusted total: {total} (/history {session} shows it).",
     ),
     "overridden": (
         "已修改会话 {session} 第 {entry} 项：{old} → {new} 分。调整后总分 {total}。",
@@ -316,19 +336,40 @@ def customer_line(name: str, text: str, lang: Lang) -> str:
     return t("customer", lang, name=name, text=text)
 
 
-def choice_label(choice: PracticeChoice, lang: Lang) -> str:
-    """A practice keyboard button label."""
+def choice_label(choice: PracticeChoice, lang: Lang, limit: int = 60) -> str:
+    """A practice keyboard button label of at most ``limit`` characters.
+
+    A long title is shortened, never the due date or the attempts left after it.
+    """
     title = choice.title[lang]
     if choice.assignment is None:
-        return title
-    parts = [f"📌 {title}"]
+        return title if len(title) <= limit else title[: limit - 1] + "…"
+    tail = []
     if choice.passed:
-        parts.append(t("done", lang))
+        tail.append(t("done", lang))
     if choice.assignment.due:
-        parts.append(t("due", lang, due=choice.assignment.due))
+        tail.append(t("due", lang, due=choice.assignment.due))
     if choice.attempts_left is not None:
-        parts.append(t("left", lang, n=choice.attempts_left))
-    return " · ".join(parts)
+        tail.append(t("left", lang, n=choice.attempts_left))
+    after = "".join(f" · {part}" for part in tail)
+    room = max(limit - len(after) - 2, 1)
+    shown = title if len(title) <= room else title[: room - 1] + "…"
+    return f"📌 {shown}{after}"
+
+
+def assignment_note(assignment: AssignmentRow, title: str, lang: Lang) -> str:
+    """What a trainee is told about an assignment."""
+    a = assignment
+    return t(
+        "assignment_new",
+        lang,
+        title=title,
+        difficulty=t(a.difficulty, lang),
+        mode=t(a.mode, lang),
+        pass_mark=f"{a.pass_mark:g}",
+        due=t("due_on", lang, due=a.due) if a.due else "",
+        attempts=t("attempts_n", lang, n=a.attempts) if a.attempts else "",
+    )
 
 
 def scorecard(view: SessionView, title: str, lang: Lang, *, with_buttons: bool) -> str:
@@ -418,7 +459,8 @@ def transcript(
 ) -> str:
     """A session's chat and its ledger."""
     customer, trainee = names
-    lines = [f"{view.row.id} · {view.row.scenario_id} · {view.row.difficulty} · {view.row.mode}"]
+    row = view.row
+    lines = [f"{row.id} · {row.scenario_id} · {t(row.difficulty, lang)} · {t(row.mode, lang)}"]
     for turn in turns:
         if turn.role == "customer":
             lines.append(f"👤 {customer}: {turn.text}")

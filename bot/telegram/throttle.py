@@ -28,7 +28,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.methods import GetUpdates, SendChatAction
+from aiogram.methods import SendChatAction
 from aiogram.methods.base import TelegramType
 
 if TYPE_CHECKING:
@@ -245,8 +245,8 @@ class Throttle(BaseRequestMiddleware):
 
 
 def _is_polling(method: TelegramMethod[Any]) -> bool:
-    """Whether ``method`` is GetUpdates, which passes through untouched."""
-    return isinstance(method, GetUpdates)
+    """Whether ``method`` is getUpdates (aiogram's or the bot's raw one): passed through."""
+    return method.__api_method__ == "getUpdates"
 
 
 def _is_limited(method: TelegramMethod[Any]) -> bool:

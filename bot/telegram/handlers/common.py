@@ -10,6 +10,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.service import Actor
+from bot.telegram import texts
 from bot.telegram.state import Cmd, LangCb, set_flow
 from bot.telegram.texts import t
 
@@ -43,6 +44,14 @@ def router() -> Router:
             actor = app.svc.actor(actor.id)
             name = "" if team is None else team.name
             await app.send(message.chat.id, t(_JOINED[role], actor.lang, team=name))
+            if role == "trainee":  # assignments made before they joined
+                notes = [
+                    texts.assignment_note(c.assignment, c.title[actor.lang], actor.lang)
+                    for c in app.svc.practice_choices(actor)
+                    if c.assignment is not None and not c.passed and c.attempts_left != 0
+                ]
+                if notes:
+                    await app.send(message.chat.id, "\n\n".join(notes))
         await app.send(message.chat.id, t("welcome", actor.lang, name=actor.user.name))
 
     @r.message(Cmd("help"))

@@ -76,6 +76,7 @@ def router() -> Router:
     @r.message(Cmd("practice"))
     async def practice(message: Message, actor: Actor, app: TelegramApp) -> None:
         lang = actor.lang
+        app.svc.ensure_no_session(actor)  # said now, not after three menus
         rows = []
         for choice in app.svc.practice_choices(actor)[:MAX_CHOICES]:
             if choice.assignment is not None:
@@ -134,8 +135,11 @@ def router() -> Router:
         elif data.step in ("m", "a"):
             await _begin(app, query.from_user.id, actor, state, data, event_update.update_id)
             await query.answer()
+            await app.deliver(query.from_user.id)  # the briefing first, then the clean-up
         else:  # a step this version does not know: an old or forged button
             await query.answer(t("stale_button", lang), show_alert=True)
+            return
+        await app.drop_buttons(query)
 
     @r.message(Cmd("end"))
     async def end(
@@ -179,7 +183,10 @@ def router() -> Router:
         session, _ = await app.session_for(actor, postbox)
         if session is None:
             await set_flow(state, None)
-            await app.send(chat_id, t("no_session", lang))
+            if not actor.roles and not app.svc.history(actor, limit=1):  # new here, no invite
+                await app.answer_burst(chat_id, t("welcome", lang, name=actor.user.name))
+            else:
+                await app.answer_burst(chat_id, t("no_session", lang))
             return
         ref = str(event_update.update_id)
         if session.ended or app.store.turn_with_ref(session.id, ref) is not None:
