@@ -347,11 +347,13 @@ class Intake:
 
 @dataclass
 class _ChatQueue:
-    """The updates of one chat: processed one at a time, in arrival order."""
+    """The work of one chat (its updates, deliveries to it): one at a time, in order."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    work: int = 0
+    """Pieces of work of this chat queued or running."""
     updates: int = 0
-    """Updates of this chat queued or running."""
+    """Of those, the chat's updates."""
 
 
 class TelegramApp:
@@ -523,13 +525,16 @@ class TelegramApp:
     def take(self, update_id: int, payload: dict[str, Any]) -> None:
         """Process a stored update: after the chat's earlier ones, concurrently with others."""
         chat = _chat_key(payload)
-        self._in_chat(chat, lambda: self._process(update_id, payload, chat))
+        self._in_chat(chat, lambda: self._process(update_id, payload, chat), update=True)
 
-    def _in_chat(self, chat: int, work: Callable[[], Awaitable[None]]) -> None:
+    def _in_chat(
+        self, chat: int, work: Callable[[], Awaitable[None]], *, update: bool = False
+    ) -> None:
         """Run ``work`` after the chat's earlier work, concurrently with other chats."""
         queue = self._chats.setdefault(chat, _ChatQueue())
-        queue.updates += 1
-        task = asyncio.create_task(self._run_in_chat(chat, queue, work))
+        queue.work += 1
+        queue.updates += update
+        task = asyncio.create_task(self._run_in_chat(chat, queue, work, update))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -564,16 +569,17 @@ class TelegramApp:
             asyncio.get_running_loop().call_soon(self._flush)
 
     async def _run_in_chat(
-        self, chat: int, queue: _ChatQueue, work: Callable[[], Awaitable[None]]
+        self, chat: int, queue: _ChatQueue, work: Callable[[], Awaitable[None]], update: bool
     ) -> None:
         try:
             async with queue.lock:
                 await work()
         finally:
-            # Forget the chat's lock only when no update of it is queued or running:
+            # Forget the chat's lock only when no work of it is queued or running:
             # dropping it while one waits would let a newer update overtake it.
-            queue.updates -= 1
-            if queue.updates == 0 and self._chats.get(chat) is queue:
+            queue.work -= 1
+            queue.updates -= update
+            if queue.work == 0 and self._chats.get(chat) is queue:
                 del self._chats[chat]
 
     def _flush(self) -> None:
@@ -742,7 +748,8 @@ class TelegramApp:
         """Send an answer that every message of a burst would repeat word for word.
 
         While later updates of the chat wait in its queue, this one is skipped: they will
-        get the same answer, so 20 messages in a row get one reply, not 20.
+        get the same answer, so 20 messages in a row get one reply, not 20. (Deliveries
+        queued for the chat do not count: they answer nothing.)
         """
         queue = self._chats.get(chat_id)
         if queue is not None and queue.updates > 1:
