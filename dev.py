@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -47,6 +48,25 @@ def ensure_venv(extras: str = "") -> None:
     stamp.write_text(f"{digest}:{extras}")
 
 
+def ensure_foreign_botapi() -> None:
+    """Install the npm Bot API emulator the tests run the bot against (needs Node.js/npm)."""
+    folder = ROOT / "tests" / "foreign_botapi"
+    lock = folder / "package-lock.json"
+    stamp = folder / "node_modules" / ".dev-install-stamp"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: tests/test_foreign_botapi.py needs Node.js 18+ and npm", flush=True)
+        return  # that test then says so and fails
+    print("+ npm ci (tests/foreign_botapi)", flush=True)
+    code = subprocess.call([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=folder)
+    if code:
+        sys.exit(code)
+    stamp.write_text(digest)
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in {"play", "test", "bench"}:
         print(__doc__)
@@ -60,6 +80,7 @@ def main(argv: list[str]) -> None:
         busy = "--busy" in rest
         rest = [arg for arg in rest if arg != "--busy"]
         ensure_venv("test")
+        ensure_foreign_botapi()
         # A process spinning on one core: the suite must pass with its other core loaded.
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:

@@ -138,14 +138,25 @@ def test_a_button_press_aiogram_cannot_parse_is_skipped_when_polling(db: Path) -
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             await h.say(32, "/start")
-            query = {"id": "77", "from": h.api.user(32), "data": "p:s:damaged-kettle:::0"}
-            bad = h.api.add_update({"callback_query": query})  # no chat_instance
+            nameless = {"id": 32}  # no is_bot, no first_name: not a User aiogram can read
+            query = {"id": "77", "from": nameless, "chat_instance": "1", "data": "x"}
+            bad = h.api.add_update({"callback_query": query})
             not_an_update = h.api.add_update({"message": "hello"})
             answered = await h.say(32, "/help")
             assert answered
             await h.idle()
             assert h.store.inbox_status(BOT_ID, bad) == "failed"
+            assert "callback_query.from" in (h.store.inbox_error(BOT_ID, bad) or "")
             assert h.store.inbox_status(BOT_ID, not_an_update) == "failed"
+            # Some servers leave out chat_instance, which the bot never reads: accepted.
+            await h.say(32, "/practice")
+            press = {"id": "78", "from": h.api.user(32), "data": "p:s:damaged-kettle:::0",
+                     "message": h.api.last_message(32)}  # fmt: skip
+            before = len(h.api.texts(32))
+            pressed = h.api.add_update({"callback_query": press})
+            await h.api.wait_texts(32, before + 1)
+            await h.idle()
+            assert h.store.inbox_status(BOT_ID, pressed) == "done"
 
     asyncio.run(run())
 

@@ -27,10 +27,9 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
-    TelegramAPIError,
+    ClientDecodeError,
     TelegramBadRequest,
     TelegramForbiddenError,
-    TelegramNetworkError,
     TelegramNotFound,
 )
 from aiogram.methods import Response, TelegramMethod
@@ -66,7 +65,7 @@ from bot.telegram import texts
 from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
 from bot.telegram.postbox import PREFIX, TelegramPostbox, address, chat_of
-from bot.telegram.session import JsonSession
+from bot.telegram.session import API_FAILURES, JsonSession, accepted
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
 from bot.telegram.workers import WorkerError, WorkerPool, worker_of
@@ -158,6 +157,17 @@ def _chat_key(payload: dict[str, Any]) -> int:
     return 0
 
 
+class RawGetMe(TelegramMethod[dict[str, Any]]):
+    """getMe answered as plain JSON.
+
+    Only the username is read, so a Bot API server that leaves out fields Telegram always
+    sends (``is_bot``) still starts the bot.
+    """
+
+    __returning__ = dict[str, Any]
+    __api_method__ = "getMe"
+
+
 class RawGetUpdates(TelegramMethod[list[Any]]):
     """getUpdates answered as plain JSON.
 
@@ -170,6 +180,26 @@ class RawGetUpdates(TelegramMethod[list[Any]]):
 
     offset: int | None = None
     timeout: int | None = None
+
+
+def _brief(exc: BaseException) -> str:
+    """An error in one short line (aiogram's decode errors quote the whole answer)."""
+    if isinstance(exc, ClientDecodeError):
+        data = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+        return f"the server's answer is not a Bot API answer: {str(data)[:200]}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _lenient(payload: dict[str, Any]) -> dict[str, Any]:
+    """An update with what some Bot API servers leave out and the bot never reads filled in.
+
+    A button press without ``chat_instance`` (an opaque id Telegram always sends) is
+    otherwise not a valid update; anything else missing still is.
+    """
+    query = payload.get("callback_query")
+    if isinstance(query, dict) and "chat_instance" not in query:
+        return {**payload, "callback_query": {**query, "chat_instance": ""}}
+    return payload
 
 
 _RESPONSE_TYPES: dict[Any, type] = {}
@@ -422,8 +452,8 @@ class TelegramApp:
         A ``worker`` of a pool leaves the menu and the inbox to the front and only gets
         ready to answer.
         """
-        me = await self.bot.get_me()
-        self.username = me.username or ""
+        me = await self.bot(RawGetMe())
+        self.username = str(me.get("username") or "")
         if not worker:
             await self._publish_commands()
         if self.pool is not None:
@@ -455,8 +485,10 @@ class TelegramApp:
                     [BotCommand(command=c, description=d) for c, d in _COMMANDS[lang]],
                     language_code=lang,
                 )
-            except (TelegramAPIError, TelegramNetworkError) as exc:
-                log.warning("could not publish the command menu (%s); the bot runs without it", exc)
+            except API_FAILURES as exc:
+                log.warning(
+                    "could not publish the command menu (%s); the bot runs without it", _brief(exc)
+                )
                 return
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -545,7 +577,7 @@ class TelegramApp:
             log.info("update %d was processed before a restart; delivering what it owes", update_id)
         else:
             try:
-                update = Update.model_validate(payload, context={"bot": self.bot})
+                update = Update.model_validate(_lenient(payload), context={"bot": self.bot})
                 await self.dp.feed_update(self.bot, update)
             except asyncio.CancelledError:
                 raise  # left as 'received': processed again at the next start
@@ -618,8 +650,8 @@ class TelegramApp:
                     break
                 try:
                     answer = request.result()
-                except (TelegramAPIError, TelegramNetworkError, ValidationError) as exc:
-                    log.warning("getUpdates failed (%s); retrying in %.0fs", exc, backoff)
+                except (*API_FAILURES, ValidationError) as exc:
+                    log.warning("getUpdates failed (%s); retrying in %.0fs", _brief(exc), backoff)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 30.0)
@@ -701,8 +733,8 @@ class TelegramApp:
             while True:
                 try:
                     await self.bot.send_chat_action(chat_id, "typing")
-                except TelegramAPIError as exc:
-                    log.info("typing action for chat %s failed: %s", chat_id, exc)
+                except API_FAILURES as exc:
+                    log.info("typing action for chat %s failed: %s", chat_id, _brief(exc))
                 await asyncio.sleep(4.0)
 
         def begin() -> None:
@@ -741,8 +773,8 @@ class TelegramApp:
             await self.bot.edit_message_reply_markup(
                 chat_id=message.chat.id, message_id=message.message_id, reply_markup=None
             )
-        except (TelegramAPIError, TelegramNetworkError) as exc:
-            log.info("could not remove a used keyboard: %s", exc)
+        except API_FAILURES as exc:
+            log.info("could not remove a used keyboard: %s", _brief(exc))
 
     async def answer_burst(self, chat_id: int, text: str) -> None:
         """Send an answer that every message of a burst would repeat word for word.
@@ -828,13 +860,20 @@ class TelegramApp:
             except (TelegramForbiddenError, TelegramBadRequest, TelegramNotFound) as exc:
                 log.warning("message %d to chat %d refused (%s); not sent", row.id, chat, exc)
                 self.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
-            except (TelegramAPIError, TelegramNetworkError, OSError, TimeoutError) as exc:
-                if row.kind == "chart":  # an optional extra never holds back the text
-                    log.info("chart for chat %d not sent (%s); the scorecard follows", chat, exc)
-                    self.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
+            except (*API_FAILURES, OSError, TimeoutError) as exc:
+                if isinstance(exc, ClientDecodeError) and accepted(exc):
+                    log.warning(
+                        "message %d to chat %d sent; its answer was unreadable", row.id, chat
+                    )
+                    self.store.outbox_done(row.id)
                     continue
-                log.warning("message %d to chat %d not sent yet (%s)", row.id, chat, exc)
-                self.store.outbox_retry(row.id, f"{type(exc).__name__}: {exc}")
+                why = f"{type(exc).__name__}: {_brief(exc)}"
+                if row.kind == "chart":  # an optional extra never holds back the text
+                    log.info("chart for chat %d not sent (%s); the scorecard follows", chat, why)
+                    self.store.outbox_done(row.id, why)
+                    continue
+                log.warning("message %d to chat %d not sent yet (%s)", row.id, chat, why)
+                self.store.outbox_retry(row.id, why)
                 self._retry_soon()
                 return False
             except Exception as exc:  # a bug: logged, never retried in a loop

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.exceptions import TelegramNetworkError
+from aiogram.exceptions import ClientDecodeError, TelegramAPIError, TelegramNetworkError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from aiohttp import ClientError, ClientTimeout
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from aiogram import Bot
 
 _JSON = {"Content-Type": "application/json"}
+
+API_FAILURES = (TelegramAPIError, TelegramNetworkError, ClientDecodeError)
+"""How a Bot API call fails on the server's side: an error answer, no answer, or an answer
+that is no Bot API answer at all (a server without the method may send ``{"message": …}``)."""
+
+
+def accepted(exc: ClientDecodeError) -> bool:
+    """Whether an answer that could not be read still says the server took the request."""
+    return isinstance(exc.data, dict) and exc.data.get("ok") is True
 
 
 class JsonSession(AiohttpSession):

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
-from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.filters import CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.types import (
@@ -24,6 +23,7 @@ from bot.i18n import Lang
 from bot.service import VERDICTS, Actor, Forbidden, Invalid, SessionView
 from bot.storage import AssignmentRow, Owed, TeamRow
 from bot.telegram import texts
+from bot.telegram.session import API_FAILURES
 from bot.telegram.state import Cmd, Flow, IsPlainText, RulingCb, TeamCb, set_flow
 from bot.telegram.texts import t
 
@@ -118,7 +118,7 @@ async def _export(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -
             BufferedInputFile(data, filename=f"team-{team.id}-{stamp}.csv"),
             caption=t("exported", actor.lang, team=team.name),
         )
-    except (TelegramAPIError, TelegramNetworkError) as exc:  # a server without files
+    except API_FAILURES as exc:  # a server without files
         log.warning("sendDocument failed (%s); the CSV goes out as text", exc)
         await app.send(chat_id, t("export_as_text", actor.lang, team=team.name, csv=data.decode()))
 
