@@ -376,9 +376,13 @@ class Training:
         guess, and a different answer would tell outsiders which teams exist.
         """
         team = self.store.team_by_name(name.strip())
-        member = team is not None and by is not None and team.id in by.trainee_in
-        if member and by is not None and team is not None and not by.mentors(team.id):
-            raise _mentors_only(team.name)  # a member knows the team exists: say why
+        if (  # a trainee of the team knows it exists: say why, not "no such team"
+            team is not None
+            and by is not None
+            and team.id in by.trainee_in
+            and not by.mentors(team.id)
+        ):
+            raise _mentors_only(team.name)
         if team is None or (by is not None and not by.mentors(team.id)):
             raise _no_team(name, self.teams(by))
         return team
