@@ -79,6 +79,11 @@ def prepare_reply(text: str) -> str:
     return cleaned
 
 
+def _lost(grades: tuple[Grade, ...]) -> bool:
+    """Whether any scored grade took points."""
+    return any(g.status == "scored" and g.lost for g in grades)
+
+
 class NotConfigured(ValueError):
     """An LLM role was asked for explicitly but has no model configured."""
 
@@ -174,6 +179,8 @@ class Session:
         """The conversation so far as ``(role, text)``, role ``customer`` or ``trainee``."""
         self.rewrites: dict[int, str] = {}
         """Accepted better replies by reply number."""
+        self.docked: set[int] = set()
+        """Numbers of the replies the rule graders took points from (before any judge)."""
         self.outcome: Outcome | None = None
         self.card: Scorecard | None = None
         self._last_fallback: str | None = None
@@ -222,6 +229,7 @@ class Session:
         turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s, meta=meta)
         history = list(self.chat)
         record = await self.grader.trainee(cleaned, latency_s)
+        self._note_docked(record)
         self.chat.append(("trainee", cleaned))
         reaction = self.mind.react(record.findings)
         # The model-backed parts run together: the trainee waits for the slowest, not the sum.
@@ -250,13 +258,19 @@ class Session:
             self.outcome, self.card = ending, card
         return result
 
+    def _note_docked(self, record: ReplyRecord) -> None:
+        """Remember a reply the rule graders took points from, before any judge settles it."""
+        if _lost(record.grades):
+            self.docked.add(record.number)
+
     def better_reply(self, record: ReplyRecord) -> Bilingual | None:
         """A better version of a reply that lost points, or None.
 
         The model's rewrite of the reply itself when one passed its checks, else the
-        scenario's model reply for the stage.
+        scenario's model reply for the stage. A reply the rules docked gets one whether or
+        not a judge answered: coach feedback never depends on the model.
         """
-        if not any(g.status == "scored" and g.lost for g in record.grades):
+        if record.number not in self.docked and not _lost(record.grades):
             return None
         rewrite = self.rewrites.get(record.number)
         if rewrite is not None:
@@ -544,6 +558,7 @@ class Engine:
                 continue
             history = list(session.chat)
             record = await grader.trainee(turn.text, turn.latency_s)
+            session._note_docked(record)
             session.chat.append(("trainee", turn.text))
             if turn.idx in stored:  # as graded then (a judge's grade is not asked again)
                 grader.settle(record, tuple(stored[turn.idx]))

@@ -484,3 +484,23 @@ def test_resume_writes_an_opening_the_crash_interrupted(library, tmp_path: Path)
         run(library, check, store=reopened)
     finally:
         reopened.close()
+
+
+def test_a_reply_the_rules_docked_gets_a_better_reply_even_when_the_judge_fails(
+    library, store
+) -> None:
+    """Coach feedback never depends on the model: the judge down, the model reply is shown."""
+
+    async def check(api: FakeLLM, engine: Engine, db: Store) -> None:
+        api.fail_next(status=503, count=100, retry_after=0.01)
+        session, _ = await engine.start(
+            trainee="t", scenario="damaged-kettle", lang="zh", judge="llm", seed=3
+        )
+        result = await session.reply("不知道，你自己去问快递。")
+        assert all(g.status == "unscored" for g in result.record.grades if g.grader == "llm_judge")
+        assert result.better is not None and result.better["zh"]
+        rules = Engine(db, library)
+        plain, _ = await rules.start(trainee="u", scenario="damaged-kettle", lang="zh", seed=3)
+        assert (await plain.reply("不知道，你自己去问快递。")).better == result.better
+
+    run(library, check, roles=("judge",), store=store)
