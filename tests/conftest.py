@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.content import ScenarioLibrary
+from bot.llm.client import forget_modes
 from bot.scenario import ResolvedScenario
 from bot.storage import Store
 from graders import DialogueTracker, Grade, get_grader, grade_reply
@@ -54,6 +55,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _offline(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("runapi") is None:  # live tests opted in to the network
         monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_llm_modes() -> Iterator[None]:
+    """Each test's fake LLM server negotiates its structured mode afresh (ports are reused)."""
+    forget_modes()
+    yield
+    forget_modes()
 
 
 @pytest.fixture(scope="session")

@@ -276,6 +276,37 @@ def test_auto_falls_back_on_400_and_remembers(
     run(scenario, responder=lambda request: '{"score": 3}', supports=supports)
 
 
+def test_auto_moves_on_when_a_server_answers_500_naming_json_schema_and_never_retries_it() -> None:
+    """llama-cpp-python answers an unsupported response_format with a 500 the SDK retried."""
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA)
+            assert done.mode == "json_object" == client.auto_mode
+            assert [(c.mode, c.status) for c in api.calls] == [
+                ("json_schema", 500),  # once: a refusal is not retried
+                ("json_object", 200),
+            ]
+        async with LLMClient(settings(api)) as other:  # another role, same server and model
+            api.calls.clear()
+            assert other.auto_mode == "json_object"
+            await other.complete(SYSTEM, schema=SCHEMA)
+            assert [c.mode for c in api.calls] == ["json_object"]
+
+    run(scenario, responder=lambda request: '{"score": 3}', supports={"json_object"},
+        reject_status=500)  # fmt: skip
+
+
+def test_a_500_that_names_no_mode_is_a_server_error_not_a_refusal() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            api.fail_next(500, count=2)
+            error = await error_of(client, schema=SCHEMA)
+            assert error.reason == "server_error" and client.auto_mode is None
+
+    run(scenario, responder=lambda request: '{"score": 3}')
+
+
 def test_fixed_mode_does_not_fall_back() -> None:
     async def scenario(api: FakeLLM) -> None:
         async with LLMClient(settings(api, structured="json_schema")) as client:

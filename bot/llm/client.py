@@ -4,14 +4,17 @@ The openai SDK is the only retry layer (``max_retries=1``: one retry of 408/409/
 timeouts and connection errors); every failure reaches the caller as an ``LLMError`` with a
 short ``reason`` so it can fall back to scripted or rule behaviour. Structured answers use
 the role's ``structured`` mode; ``auto`` uses what ``probe()`` found, else tries
-``json_schema``, then ``json_object``, then ``text`` while the server answers 400, and
-remembers the first that worked.
+``json_schema``, then ``json_object``, then ``text`` while the server refuses the mode (a
+400, or any error whose message names ``response_format`` or the mode: llama.cpp's server
+answers 500), without retrying those tries, and remembers the first that worked for every
+client of the same base URL and model in the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +41,27 @@ PROBE_MESSAGES = [
     {"role": "system", "content": "You are a health check. Answer briefly."},
     {"role": "user", "content": 'Answer with the JSON object {"ok": true}.'},
 ]
+
+
+_SETTLED: dict[tuple[str | None, str], Mode] = {}
+"""The structured mode ``auto`` settled on, per (base URL, model), for the whole process."""
+_TRANSIENT = frozenset({"server_error", "connection", "timeout", "rate_limited"})
+"""Failures the SDK retries once (408/409/429/5xx, timeouts, connection errors)."""
+_NAMES_A_MODE = re.compile(r"response_format|json_schema|json_object|grammar", re.IGNORECASE)
+
+
+def forget_modes() -> None:
+    """Forget what ``auto`` settled on (a server replaced behind the same URL; tests)."""
+    _SETTLED.clear()
+
+
+def _mode_refused(error: LLMError) -> bool:
+    """Whether a failed structured request says the server does not take that mode."""
+    if error.reason == "bad_request":
+        return True
+    return error.reason in ("server_error", "not_found") and bool(
+        _NAMES_A_MODE.search(error.message)
+    )
 
 
 class LLMError(Exception):
@@ -105,15 +129,18 @@ class LLMClient:
             # than httpx (bench_llm); the bot already depends on aiohttp.
             http_client=openai.DefaultAioHttpClient(timeout=settings.timeout_s),
         )
-        self._auto: Mode | None = None
 
     def __repr__(self) -> str:
         return f"LLMClient({self.settings!r})"
 
     @property
+    def _endpoint(self) -> tuple[str | None, str]:
+        return (self.settings.base_url, self.settings.model)
+
+    @property
     def auto_mode(self) -> Mode | None:
-        """The structured mode ``auto`` settled on (None until known)."""
-        return self._auto
+        """The structured mode ``auto`` settled on for this endpoint (None until known)."""
+        return _SETTLED.get(self._endpoint)
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -142,18 +169,42 @@ class LLMClient:
         wanted = self.settings.structured
         if wanted != "auto":
             return await self._call(messages, wanted, schema, schema_name, max_tokens)
-        if self._auto is not None:
-            return await self._call(messages, self._auto, schema, schema_name, max_tokens)
+        settled = self.auto_mode
+        if settled is not None:
+            return await self._call(messages, settled, schema, schema_name, max_tokens)
         for mode in MODES:
             try:
-                completion = await self._call(messages, mode, schema, schema_name, max_tokens)
+                completion = await self._try_mode(messages, mode, schema, schema_name, max_tokens)
             except LLMError as error:
-                if error.reason == "bad_request" and mode != "text":
+                if mode != "text" and _mode_refused(error):
                     continue  # the server does not take this response_format: try the next
                 raise
-            self._auto = mode
+            _SETTLED[self._endpoint] = mode
             return completion
         raise AssertionError("unreachable: text mode either returns or raises")
+
+    async def _try_mode(
+        self,
+        messages: list[dict[str, str]],
+        mode: Mode,
+        schema: dict[str, Any],
+        schema_name: str,
+        max_tokens: int | None,
+    ) -> Completion:
+        """One structured request while ``auto`` is still finding its mode.
+
+        A refusal of the mode is an answer, so it is not retried; any other failure gets
+        the one retry every request gets (after half a second, as the SDK would wait).
+        """
+        if mode == "text":
+            return await self._call(messages, mode, schema, schema_name, max_tokens)
+        try:
+            return await self._call(messages, mode, schema, schema_name, max_tokens, retry=False)
+        except LLMError as error:
+            if _mode_refused(error) or error.reason not in _TRANSIENT:
+                raise
+        await asyncio.sleep(0.5)
+        return await self._call(messages, mode, schema, schema_name, max_tokens, retry=False)
 
     async def probe(self) -> ProbeResult:
         """Try a tiny plain request, then one per structured mode; sets what ``auto`` uses."""
@@ -166,7 +217,9 @@ class LLMClient:
             return ProbeResult(False, 0.0, None, {m: False for m in MODES}, errors)
         for mode in MODES:
             try:
-                done = await self._call(PROBE_MESSAGES, mode, PROBE_SCHEMA, "probe", 64)
+                done = await self._call(
+                    PROBE_MESSAGES, mode, PROBE_SCHEMA, "probe", 64, retry=mode == "text"
+                )
                 if mode != "text":
                     json.loads(done.text)
                 modes[mode] = True
@@ -175,7 +228,8 @@ class LLMClient:
             except ValueError:
                 modes[mode], errors[mode] = False, "bad_response: the answer is not JSON"
         result = ProbeResult(True, plain.elapsed_s, plain.model, modes, errors)
-        self._auto = result.auto
+        if result.auto is not None:
+            _SETTLED[self._endpoint] = result.auto
         return result
 
     # ------------------------------------------------------------------ internals
@@ -212,6 +266,8 @@ class LLMClient:
         schema: dict[str, Any] | None,
         schema_name: str,
         max_tokens: int | None,
+        *,
+        retry: bool = True,
     ) -> Completion:
         body = self._request(messages, mode, schema, schema_name, max_tokens)
         start = time.monotonic()
@@ -225,6 +281,7 @@ class LLMClient:
                 options={
                     "headers": {RAW_RESPONSE_HEADER: "true"},
                     "security": {"bearer_auth": True},
+                    **({} if retry else {"max_retries": 0}),
                 },
             )
             raw = response.text
