@@ -349,7 +349,9 @@ def test_a_scorecard_the_network_keeps_refusing_arrives_late_not_never(db: Path)
             h.api.message(43, "/end")
             await wait_until(lambda: h.store.outbox_counts().get("pending", 0) > 0)
             await wait_until(lambda: len(scorecards(h, 43)) == 1)
+            await h.idle()  # the send returned and was marked
             assert h.store.outbox_counts().get("pending", 0) == 0
+            assert len(scorecards(h, 43)) == 1
 
     asyncio.run(run())
 
