@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.content import ScenarioLibrary
-from bot.llm.client import forget_modes
+from bot.llm.client import forget_endpoints
 from bot.scenario import ResolvedScenario
 from bot.storage import Store
 from graders import DialogueTracker, Grade, get_grader, grade_reply
@@ -59,10 +59,10 @@ def _offline(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) ->
 
 @pytest.fixture(autouse=True)
 def _fresh_llm_modes() -> Iterator[None]:
-    """Each test's fake LLM server negotiates its structured mode afresh (ports are reused)."""
-    forget_modes()
+    """Each test's fake LLM server starts with no settled mode and a closed breaker."""
+    forget_endpoints()
     yield
-    forget_modes()
+    forget_endpoints()
 
 
 @pytest.fixture(scope="session")

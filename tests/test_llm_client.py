@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from bot.cli import cli
 from bot.config import ConfigError
 from bot.llm import LLMClient, LLMError, LLMSettings, RoleSettings, llm_settings
+from bot.llm import client as client_module
 from tests.llmapi import FakeLLM, Reply, serve
 
 KEY = "sk-test-secret-0123456789"
@@ -525,3 +526,67 @@ def test_check_unconfigured_and_config_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["llm", "check", "--config", str(bad)], obj={})
     assert result.exit_code == 2
     assert str(bad) in result.output and "timeout_s" in result.output
+
+
+# ---------------------------------------------------------------------- circuit breaker
+
+
+def test_a_hung_server_costs_two_timeouts_then_is_not_asked_until_the_cool_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "COOL_DOWN_S", 0.5)
+
+    async def scenario(api: FakeLLM) -> None:
+        async with (
+            LLMClient(settings(api, timeout_s=0.3)) as customer,
+            LLMClient(settings(api, timeout_s=0.3)) as judge,
+        ):
+            api.latency = 5.0  # hung: every request outlives the timeout
+            for client in (customer, judge):
+                assert (await error_of(client)).reason == "timeout"
+            reached = len(api.calls)
+            for client in (customer, judge, customer):  # every role, at once, no request
+                error = await error_of(client)
+                assert error.reason == "circuit_open" and "2 times in a row" in error.message
+            assert len(api.calls) == reached
+            api.latency = 0.0  # the server is back
+            await asyncio.sleep(0.6)
+            assert (await customer.complete(USER)).text  # the one trial goes, and closes it
+            assert (await judge.complete(USER)).text
+            assert len(api.calls) == reached + 2
+
+    run(scenario)
+
+
+def test_a_failed_trial_opens_the_breaker_again_and_a_refusal_does_not_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "COOL_DOWN_S", 0.3)
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            api.fail_next(400, count=3)  # the server answers: it is up
+            for _ in range(3):
+                assert (await error_of(client)).reason == "bad_request"
+            assert (await client.complete(USER)).text
+            api.fail_next(503, count=4, retry_after=0.01)  # two calls, each retried once
+            for _ in range(2):
+                assert (await error_of(client)).reason == "server_error"
+            assert (await error_of(client)).reason == "circuit_open"
+            await asyncio.sleep(0.35)
+            api.fail_next(503, count=2, retry_after=0.01)
+            assert (await error_of(client)).reason == "server_error"  # the trial fails
+            assert (await error_of(client)).reason == "circuit_open"  # open again at once
+
+    run(scenario)
+
+
+def test_a_flapping_server_never_opens_the_breaker() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            for _ in range(4):
+                api.fail_next(503, count=2, retry_after=0.01)
+                assert (await error_of(client)).reason == "server_error"
+                assert (await client.complete(USER)).text  # a success in between
+
+    run(scenario)

@@ -13,6 +13,7 @@ from llmapi import FakeLLM, Reply
 from bot.content import ScenarioLibrary
 from bot.customers import CustomerMind, ScriptedVoice
 from bot.customers.llm import LLMVoice, Spoken, canary_for
+from bot.llm import client as client_module
 from bot.llm.client import LLMClient
 from bot.llm.config import RoleSettings
 
@@ -100,9 +101,11 @@ def test_a_bad_answer_is_replaced_by_the_scripted_draft(
     run(library, check)
 
 
-def test_a_slow_or_failing_endpoint_falls_back_then_stays_scripted(
-    library: ScenarioLibrary,
+def test_a_slow_or_failing_endpoint_falls_back_then_rests_then_is_tried_again(
+    library: ScenarioLibrary, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(client_module, "COOL_DOWN_S", 0.5)
+
     async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
         api.responder = lambda req: Reply("Where is my refund?", latency=0.6)
         slow = await _say(voice, mind)
@@ -113,8 +116,11 @@ def test_a_slow_or_failing_endpoint_falls_back_then_stays_scripted(
         assert failed.voice == "scripted" and failed.fallback == "server_error"
         calls = len(api.completions)
         down = await _say(voice, mind)
-        assert (down.voice, down.fallback) == ("scripted", "endpoint_down")
-        assert len(api.completions) == calls  # not asked again this session
+        assert (down.voice, down.fallback) == ("scripted", "circuit_open")
+        assert len(api.completions) == calls  # not asked during the cool-down
+        await asyncio.sleep(0.6)
+        back = await _say(voice, mind)  # one trial, and the server is well again
+        assert (back.voice, back.text) == ("llm", "Where is my refund?")
 
     run(library, check, budget_s=0.3)
 

@@ -7,13 +7,13 @@ the persona's voice, reacting to the chat. Its answer is checked before it is us
 session's canary or a fence marker in it (the prompt leaked), a number that appears
 nowhere in the draft, the order or the chat (an invented fact), the wrong language or a
 runaway length all send the scripted draft instead. So do a timeout and any endpoint
-error; after two failures in a row the session stays scripted. Every customer message
-records which voice wrote it and why a fallback happened.
+error; after two failures in a row the server's breaker (shared by every role and session,
+:mod:`bot.llm.client`) keeps it scripted for a cool-down, then tries the model again. Every
+customer message records which voice wrote it and why a fallback happened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -81,15 +81,12 @@ class LLMVoice:
         self.session_id = session_id
         self.canary = canary_for(session_id, seed)
         self.budget_s = budget_s
-        self.failures = 0
 
     async def say(
         self, reaction: Reaction, turn: int, mood: Mood, chat: Sequence[tuple[str, str]]
     ) -> Spoken:
         """The customer's message for ``reaction``; ``chat`` is (role, text) so far."""
         draft = self.scripted.say(reaction, turn)
-        if self.failures >= 2:
-            return Spoken(draft, "scripted", "endpoint_down")
         marker = nonce(self.session_id, turn, "customer")
         prompt = render(
             "customer",
@@ -110,16 +107,9 @@ class LLMVoice:
             {"role": "user", "content": self._chat(chat, marker)},
         ]
         try:
-            done = await asyncio.wait_for(
-                self.client.complete(messages, max_tokens=300), self.budget_s
-            )
-        except TimeoutError:
-            self.failures += 1
-            return Spoken(draft, "scripted", "timeout", prompt_sha=prompt.sha)
-        except LLMError as exc:
-            self.failures += 1
+            done = await self.client.complete(messages, max_tokens=300, budget_s=self.budget_s)
+        except LLMError as exc:  # circuit_open: the server failed just now, not asked
             return Spoken(draft, "scripted", exc.reason, prompt_sha=prompt.sha)
-        self.failures = 0
         text = done.text.strip().strip("\"'“”「」").strip()
         problem = self._check(text, draft, chat, marker)
         if problem is not None:

@@ -50,9 +50,47 @@ _TRANSIENT = frozenset({"server_error", "connection", "timeout", "rate_limited"}
 _NAMES_A_MODE = re.compile(r"response_format|json_schema|json_object|grammar", re.IGNORECASE)
 
 
-def forget_modes() -> None:
-    """Forget what ``auto`` settled on (a server replaced behind the same URL; tests)."""
+BREAK_AFTER = 2
+"""Consecutive failures of a server (timeouts, refused connections, 5xx) that open its breaker."""
+COOL_DOWN_S = 60.0
+"""How long an open breaker answers at once before one trial request may go."""
+_DOWN = frozenset({"timeout", "connection", "server_error", "rate_limited"})
+
+
+@dataclass
+class _Breaker:
+    """One server's health, shared by every role and session of the process."""
+
+    failures: int = 0
+    open_until: float = 0.0
+    trial: bool = False
+    """A half-open trial request is on its way."""
+
+    def admit(self, now: float) -> bool:
+        """Whether a request may go (when the cool-down is over, one trial goes)."""
+        if self.trial or now < self.open_until:
+            return False
+        if self.open_until:
+            self.trial = True
+        return True
+
+    def record(self, ok: bool, now: float) -> None:
+        """Count a request's outcome; the ``BREAK_AFTER``-th failure in a row opens it."""
+        if ok:
+            self.failures, self.open_until, self.trial = 0, 0.0, False
+            return
+        self.failures += 1
+        if self.trial or self.failures >= BREAK_AFTER:
+            self.open_until, self.trial = now + COOL_DOWN_S, False
+
+
+_BREAKERS: dict[str | None, _Breaker] = {}
+
+
+def forget_endpoints() -> None:
+    """Forget what ``auto`` settled on and every breaker (a server replaced; tests)."""
     _SETTLED.clear()
+    _BREAKERS.clear()
 
 
 def _mode_refused(error: LLMError) -> bool:
@@ -68,7 +106,8 @@ class LLMError(Exception):
     """A model call that gave no usable answer; ``reason`` is a short machine-readable word.
 
     Reasons: ``timeout``, ``rate_limited``, ``server_error``, ``connection``, ``auth``,
-    ``not_found``, ``bad_request``, ``bad_response``, ``truncated``, ``refused``.
+    ``not_found``, ``bad_request``, ``bad_response``, ``truncated``, ``refused``,
+    ``circuit_open`` (the server failed too often just now; not asked).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -159,11 +198,48 @@ class LLMClient:
         schema: dict[str, Any] | None = None,
         schema_name: str = "answer",
         max_tokens: int | None = None,
+        budget_s: float | None = None,
     ) -> Completion:
         """One chat completion; with ``schema`` the answer is asked for as JSON fitting it.
 
-        Raises ``LLMError``. The JSON is not validated here: the caller checks it.
+        ``budget_s`` caps the whole call, retries included (a ``timeout`` failure after it).
+
+        Raises ``LLMError``. The JSON is not validated here: the caller checks it. While
+        the server's breaker is open (``BREAK_AFTER`` failures in a row), raises at once
+        with reason ``circuit_open``: a hung server costs a trainee one timeout, not one
+        per turn and role.
         """
+        breaker = _BREAKERS.setdefault(self.settings.base_url, _Breaker())
+        if not breaker.admit(time.monotonic()):
+            left = max(0.0, breaker.open_until - time.monotonic())
+            raise self._error(
+                "circuit_open",
+                f"the server failed {breaker.failures} times in a row; "
+                f"not asked again for {left:.0f} s",
+            )
+        try:
+            completion = await asyncio.wait_for(
+                self._complete(messages, schema, schema_name, max_tokens), budget_s
+            )
+        except TimeoutError:
+            breaker.record(False, time.monotonic())
+            raise self._error("timeout", f"no answer within {budget_s:g} s") from None
+        except LLMError as error:
+            breaker.record(error.reason not in _DOWN, time.monotonic())
+            raise
+        except BaseException:  # cancelled: says nothing about the server
+            breaker.trial = False
+            raise
+        breaker.record(True, time.monotonic())
+        return completion
+
+    async def _complete(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None,
+        schema_name: str,
+        max_tokens: int | None,
+    ) -> Completion:
         if schema is None:
             return await self._call(messages, None, None, schema_name, max_tokens)
         wanted = self.settings.structured

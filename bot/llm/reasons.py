@@ -8,9 +8,9 @@ _REASONS: dict[str, Bilingual] = {
     "timeout": {"zh": "模型回复超时", "en": "the model took too long"},
     "budget": {"zh": "模型回复超时", "en": "the model took too long"},
     "rate_limited": {"zh": "模型服务繁忙", "en": "the model server is busy"},
-    "endpoint_down": {
-        "zh": "模型服务连续失败，本次会话剩余部分改用脚本",
-        "en": "the model server failed twice; the rest of this session is scripted",
+    "circuit_open": {
+        "zh": "模型服务连续失败，暂时改用脚本台词和规则评分",
+        "en": "the model server failed repeatedly; scripted lines and rule grades for now",
     },
     "invalid_answer": {
         "zh": "模型两次给出的评分都不符合要求",
