@@ -1083,6 +1083,7 @@ def llm_check(config_file: str | None, role: str | None) -> None:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(2) from None
     failed = False
+    groups: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}
     for name in [role] if role else ROLES:
         found = settings.for_role(name)  # type: ignore[arg-type]
         if found is None:
@@ -1095,17 +1096,27 @@ def llm_check(config_file: str | None, role: str | None) -> None:
             )
             failed = failed or role is not None
             continue
-        failed = not asyncio.run(_llm_check_role(name, found)) or failed
+        key = (found.base_url, found.model, found.api_key, found.structured)
+        groups.setdefault(key, []).append((name, found))
+    for members in groups.values():  # one probe, one verdict per server and model
+        failed = not asyncio.run(_llm_check_endpoint(members)) or failed
     raise SystemExit(1 if failed else 0)
 
 
-async def _llm_check_role(name: str, settings: Any) -> bool:
+JUDGE_TOKENS = 300
+"""About how many tokens the judge writes per dimension (its answer's size)."""
+
+
+async def _llm_check_endpoint(members: list[tuple[str, Any]]) -> bool:
     from bot.llm.client import MODES, LLMClient
 
+    names = ", ".join(name for name, _ in members)
+    settings = members[0][1]
     click.echo(
-        f"{name}: {settings.base_url or 'default (https://api.openai.com/v1)'} "
-        f"model {settings.model} (timeout {settings.timeout_s:g} s, "
-        f"structured {settings.structured})"
+        f"{names}: {settings.base_url or 'default (https://api.openai.com/v1)'} "
+        f"model {settings.model} (structured {settings.structured}; timeout "
+        + ", ".join(f"{name} {s.timeout_s:g} s" for name, s in members)
+        + ")"
     )
     client = LLMClient(settings)
     try:
@@ -1115,12 +1126,29 @@ async def _llm_check_role(name: str, settings: Any) -> bool:
     if not result.ok:
         click.echo(f"  plain completion: FAILED: {result.errors.get('plain')}")
         return False
-    click.echo(f"  plain completion: ok in {result.latency_s:.2f} s (server model {result.model})")
+    speed = f", ~{result.tokens_per_s:.0f} tokens/s" if result.tokens_per_s else ""
+    click.echo(
+        f"  plain completion: ok in {result.latency_s:.2f} s{speed} (server model {result.model})"
+    )
+    listed = {True: "yes", False: "NO (check the name)", None: "the server lists no models"}
+    click.echo(f"  model listed: {listed[result.listed]}")
+    if result.context:
+        click.echo(f"  context length: {result.context} tokens")
     for mode in MODES:
         state = "ok" if result.modes.get(mode) else f"no ({result.errors.get(mode)})"
         click.echo(f"  {mode}: {state}")
     used = settings.structured if settings.structured != "auto" else f"auto -> {result.auto}"
     click.echo(f"  structured answers use: {used}")
+    judge = next((s for name, s in members if name == "judge"), None)
+    if judge is not None and result.tokens_per_s:
+        needed = JUDGE_TOKENS / result.tokens_per_s
+        if needed > 0.8 * judge.timeout_s:
+            click.echo(
+                f"  too slow for the judge: this server gives ~{result.tokens_per_s:.0f} "
+                f"tokens/s and the judge needs ~{JUDGE_TOKENS} tokens per dimension "
+                f"(~{needed:.0f} s): raise timeout_s to {int(needed * 1.5) + 1} or use a "
+                "faster model"
+            )
     return True
 
 

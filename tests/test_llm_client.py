@@ -488,11 +488,44 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
         assert "auto -> json_object" in out
         assert "customer" not in out
 
-        result = await invoke("--config", str(config))  # every role
+        assert "model listed: yes" in out and "tokens/s" in out
+
+        api.calls.clear()
+        result = await invoke("--config", str(config))  # every role: one server, one verdict
         assert result.exit_code == 0, result.output
-        assert all(f"{role}: {api.base_url}" in result.output for role in ("customer", "rewriter"))
+        assert f"customer, judge, rewriter: {api.base_url}" in result.output
+        assert result.output.count("plain completion: ok") == 1
+        assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 4  # once
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
+
+
+def test_check_says_when_a_server_is_too_slow_for_the_judge(tmp_path: Path) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        config = write(
+            tmp_path,
+            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n'
+            "timeout_s = 5\n",
+        )
+        result = await invoke("--config", str(config), "--role", "judge")
+        assert result.exit_code == 0, result.output
+        assert "too slow for the judge" in result.output and "raise timeout_s to" in result.output
+
+    run(scenario, responder=lambda request: Reply('{"ok": true}', latency=0.8))
+
+
+def test_a_plain_answer_cut_at_the_probes_token_limit_still_works() -> None:
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            result = await client.probe()
+            assert result.ok and "plain" not in result.errors
+
+    def answer(request: dict[str, Any]) -> Reply:
+        if "response_format" in request or "JSON Schema" in json.dumps(request):
+            return Reply('{"ok": true}')
+        return Reply("Sure! Here is a long and chatty health check answer", finish_reason="length")
+
+    run(scenario, responder=answer)
 
 
 def test_check_a_dead_endpoint() -> None:
@@ -508,7 +541,7 @@ def test_check_a_dead_endpoint() -> None:
         result = await invoke(env=env)
         assert result.exit_code == 1, result.output
         assert "customer" in result.output and "plain completion: ok" in result.output
-        assert "plain completion: FAILED: connection" in result.output
+        assert "plain completion: FAILED: connection: connection refused" in result.output
         assert "rewriter: not configured" in result.output and KEY not in result.output
 
     run(scenario)

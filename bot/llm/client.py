@@ -128,6 +128,8 @@ class Completion:
     raw: str
     """The full response body as received, for storing with what it produced."""
     elapsed_s: float
+    tokens: int | None = None
+    """Completion tokens, when the server counts them."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,12 @@ class ProbeResult:
     """Structured mode -> whether it works."""
     errors: dict[str, str] = field(default_factory=dict)
     """``plain`` or a mode -> why it failed."""
+    tokens_per_s: float | None = None
+    """Decoding speed of the plain completion, when the server counts tokens."""
+    listed: bool | None = None
+    """Whether the server lists the model (None: it lists no models)."""
+    context: int | None = None
+    """The model's context length, when the server says it."""
 
     @property
     def auto(self) -> Mode | None:
@@ -286,8 +294,8 @@ class LLMClient:
         """Try a tiny plain request, then one per structured mode; sets what ``auto`` uses."""
         errors: dict[str, str] = {}
         modes: dict[str, bool] = {}
-        try:
-            plain = await self._call(PROBE_MESSAGES, None, None, "probe", 64)
+        try:  # a plain answer cut at the probe's small token limit still shows it works
+            plain = await self._call(PROBE_MESSAGES, None, None, "probe", 64, cut_ok=True)
         except LLMError as error:
             errors[PLAIN] = str(error)
             return ProbeResult(False, 0.0, None, {m: False for m in MODES}, errors)
@@ -303,10 +311,41 @@ class LLMClient:
                 modes[mode], errors[mode] = False, str(error)
             except ValueError:
                 modes[mode], errors[mode] = False, "bad_response: the answer is not JSON"
-        result = ProbeResult(True, plain.elapsed_s, plain.model, modes, errors)
+        speed = plain.tokens / plain.elapsed_s if plain.tokens and plain.elapsed_s else None
+        listed, context = await self._model_listing()
+        result = ProbeResult(
+            True, plain.elapsed_s, plain.model, modes, errors, speed, listed, context
+        )
         if result.auto is not None:
             _SETTLED[self._endpoint] = result.auto
         return result
+
+    async def _model_listing(self) -> tuple[bool | None, int | None]:
+        """Whether ``GET /models`` lists the model, and its context length if it says."""
+        try:
+            listing: Any = await self._openai.get("/models", cast_to=object)
+        except (openai.APIError, ValueError):
+            return None, None
+        models = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(models, list):
+            return None, None
+        found = next(
+            (m for m in models if isinstance(m, dict) and m.get("id") == self.settings.model),
+            None,
+        )
+        if found is None:
+            return False, None
+        meta: dict[str, Any] = found["meta"] if isinstance(found.get("meta"), dict) else {}
+        for value in (  # vLLM, llama.cpp's server, others
+            found.get("max_model_len"),
+            meta.get("n_ctx"),
+            meta.get("n_ctx_train"),
+            found.get("context_length"),
+            found.get("context_window"),
+        ):
+            if isinstance(value, int) and value > 0:
+                return True, value
+        return True, None
 
     # ------------------------------------------------------------------ internals
 
@@ -344,6 +383,7 @@ class LLMClient:
         max_tokens: int | None,
         *,
         retry: bool = True,
+        cut_ok: bool = False,
     ) -> Completion:
         body = self._request(messages, mode, schema, schema_name, max_tokens)
         start = time.monotonic()
@@ -364,12 +404,12 @@ class LLMClient:
             parsed: Any = response.parse()
         except openai.APITimeoutError as error:
             if _connection_failed(error):
-                raise self._error("connection", f"cannot reach the server ({error})") from None
+                raise self._error("connection", _unreachable(error)) from None
             raise self._error(
                 "timeout", f"no answer within {self.settings.timeout_s:g} s"
             ) from None
         except openai.APIConnectionError as error:
-            raise self._error("connection", f"cannot reach the server ({error})") from None
+            raise self._error("connection", _unreachable(error)) from None
         except openai.APIStatusError as error:
             raise self._error(_status_reason(error.status_code), _status_text(error)) from None
         except openai.APIError as error:
@@ -389,19 +429,21 @@ class LLMClient:
             raise self._error("refused", f"the model refused: {_clip(refusal)}")
         if choice.finish_reason == "content_filter":
             raise self._error("refused", "the answer was stopped by the content filter")
-        if choice.finish_reason == "length":
+        if choice.finish_reason == "length" and not cut_ok:
             raise self._error("truncated", "the answer was cut at the token limit (max_tokens)")
         if not choice.finish_reason:
             raise self._error("bad_response", "the answer has no finish_reason (incomplete)")
         text = choice.message.content or ""
         if not text.strip():
             raise self._error("bad_response", "the answer is empty")
+        usage = parsed.usage
         return Completion(
             text=text,
             model=parsed.model or self.settings.model,
             mode=mode or PLAIN,
             raw=raw,
             elapsed_s=elapsed,
+            tokens=usage.completion_tokens if usage is not None else None,
         )
 
     def _error(self, reason: str, message: str) -> LLMError:
@@ -437,6 +479,19 @@ def _connection_failed(error: BaseException) -> bool:
             return not isinstance(cause, asyncio.TimeoutError)
         cause = cause.__cause__
     return False
+
+
+def _unreachable(error: BaseException) -> str:
+    """Why the server could not be reached, in the words an operator looks for."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or (
+            isinstance(cause, aiohttp.ClientConnectorError)
+            and isinstance(cause.os_error, ConnectionRefusedError)
+        ):
+            return "connection refused: nothing listens there (is the server running?)"
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot reach the server ({error})"
 
 
 def _status_reason(status: int) -> str:
