@@ -158,6 +158,8 @@ def test_environment_alone_configures_one_role(monkeypatch: pytest.MonkeyPatch) 
         ('[llm]\ntimeout_s = "soon"', ["[llm] timeout_s", "not a number of seconds"]),
         ("[llm]\nmodel = 3", ["[llm] model", "must be a string"]),
         ('llm = "x"', ["[llm] must be a table"]),
+        ('[llm]\nmodel = "m"\nmax_concurrency = 0', ["max_concurrency must be 1 or more"]),
+        ('[llm]\nmodel = "m"\nmax_concurrency = "two"', ["max_concurrency = 'two'"]),
     ],
 )
 def test_config_errors_name_the_file_and_the_fix(
@@ -170,6 +172,14 @@ def test_config_errors_name_the_file_and_the_fix(
     assert str(path) in message
     for part in expected:
         assert part in message
+
+
+def test_max_concurrency_is_read_per_role(tmp_path: Path) -> None:
+    path = write(tmp_path, '[llm]\nmodel = "m"\n[llm.judge]\nmax_concurrency = 1\n')
+    found = llm_settings(path)
+    judge, customer = found.for_role("judge"), found.for_role("customer")
+    assert judge is not None and judge.max_concurrency == 1
+    assert customer is not None and customer.max_concurrency == 4
 
 
 def test_api_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -623,3 +633,59 @@ def test_a_flapping_server_never_opens_the_breaker() -> None:
                 assert (await client.complete(USER)).text  # a success in between
 
     run(scenario)
+
+
+# ---------------------------------------------------------------------- one server, few slots
+
+
+def test_a_single_slot_server_gets_one_request_at_a_time_customer_first() -> None:
+    running = 0
+    most = 0
+    order: list[str] = []
+
+    async def one_at_a_time(request: dict[str, Any]) -> str:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        order.append(request["messages"][-1]["content"])
+        await asyncio.sleep(0.2)
+        running -= 1
+        return "ok"
+
+    async def scenario(api: FakeLLM) -> None:
+        one = settings(api, max_concurrency=1)
+        async with (
+            LLMClient(one, "customer") as customer,
+            LLMClient(one, "judge") as judge,
+            LLMClient(one, "rewriter") as rewriter,
+        ):
+
+            def ask(client: LLMClient, what: str) -> asyncio.Task[Any]:
+                return asyncio.create_task(client.complete([{"role": "user", "content": what}]))
+
+            first = ask(judge, "judge-1")  # takes the slot
+            await asyncio.sleep(0.05)
+            queued = [ask(rewriter, "rewrite"), ask(judge, "judge-2"), ask(customer, "customer")]
+            await asyncio.gather(first, *queued)
+        assert most == 1
+        assert order == ["judge-1", "customer", "judge-2", "rewrite"]
+
+    run(scenario, responder=one_at_a_time)
+
+
+def test_a_call_given_up_while_waiting_for_a_slot_frees_nothing_it_did_not_take() -> None:
+    async def slow(request: dict[str, Any]) -> str:
+        await asyncio.sleep(0.3)
+        return "ok"
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, max_concurrency=1), "judge") as client:
+            busy = asyncio.create_task(client.complete(USER))
+            await asyncio.sleep(0.05)
+            error = await error_of(client, budget_s=0.1)  # gives up in the queue
+            assert error.reason == "timeout"
+            assert (await busy).text == "ok"
+            assert (await client.complete(USER)).text == "ok"  # the slot is free again
+            assert len(api.completions) == 2
+
+    run(scenario, responder=slow)

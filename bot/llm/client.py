@@ -13,6 +13,8 @@ client of the same base URL and model in the process.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import re
 import time
@@ -86,11 +88,51 @@ class _Breaker:
 
 _BREAKERS: dict[str | None, _Breaker] = {}
 
+PRIORITY = {"customer": 0, "judge": 1, "rewriter": 2}
+"""Who goes first when a server's slots are taken: the trainee reads the customer first."""
+
+
+class _Gate:
+    """At most ``capacity`` requests at once to one server; waiters by priority, then age."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.active = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def enter(self, priority: int) -> None:
+        """Wait for a slot."""
+        if self.active < self.capacity and not self._waiting:
+            self.active += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.leave()  # the slot came as the wait was cancelled: hand it on
+            raise
+
+    def leave(self) -> None:
+        """Free a slot: the first live waiter gets it."""
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.active -= 1
+
+
+_GATES: dict[str | None, _Gate] = {}
+
 
 def forget_endpoints() -> None:
     """Forget what ``auto`` settled on and every breaker (a server replaced; tests)."""
     _SETTLED.clear()
     _BREAKERS.clear()
+    _GATES.clear()
 
 
 def _mode_refused(error: LLMError) -> bool:
@@ -164,8 +206,9 @@ class ProbeResult:
 class LLMClient:
     """An async client for one role (one ``openai.AsyncOpenAI``)."""
 
-    def __init__(self, settings: RoleSettings) -> None:
+    def __init__(self, settings: RoleSettings, role: str = "customer") -> None:
         self.settings = settings
+        self.priority = PRIORITY.get(role, len(PRIORITY))
         self._secret = settings.api_key or ""
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
@@ -225,9 +268,10 @@ class LLMClient:
                 f"the server failed {breaker.failures} times in a row; "
                 f"not asked again for {left:.0f} s",
             )
+        gate = _GATES.setdefault(self.settings.base_url, _Gate(self.settings.max_concurrency))
         try:
             completion = await asyncio.wait_for(
-                self._complete(messages, schema, schema_name, max_tokens), budget_s
+                self._gated(gate, messages, schema, schema_name, max_tokens), budget_s
             )
         except TimeoutError:
             breaker.record(False, time.monotonic())
@@ -240,6 +284,21 @@ class LLMClient:
             raise
         breaker.record(True, time.monotonic())
         return completion
+
+    async def _gated(
+        self,
+        gate: _Gate,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None,
+        schema_name: str,
+        max_tokens: int | None,
+    ) -> Completion:
+        """The call once the server has a free slot (a cancelled one frees it at once)."""
+        await gate.enter(self.priority)
+        try:
+            return await self._complete(messages, schema, schema_name, max_tokens)
+        finally:
+            gate.leave()
 
     async def _complete(
         self,

@@ -22,7 +22,7 @@ Structured = Literal["auto", "json_schema", "json_object", "text"]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 STRUCTURED: tuple[str, ...] = get_args(Structured)
-KEYS = ("base_url", "api_key", "model", "timeout_s", "structured", "temperature")
+KEYS = ("base_url", "api_key", "model", "timeout_s", "structured", "temperature", "max_concurrency")
 SHARED_ENV = {
     "base_url": "OPENAI_BASE_URL",
     "api_key": "OPENAI_API_KEY",
@@ -46,6 +46,8 @@ class RoleSettings:
     timeout_s: float = 20.0
     structured: Structured = "auto"
     temperature: float | None = None
+    max_concurrency: int = 4
+    """Requests at once to this server (all roles on it); 1 for a single-slot llama.cpp."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,12 @@ def _value(key: str, raw: Any, source: str) -> Any:
                 f"{source}: structured = {raw!r} is not a mode; use one of {', '.join(STRUCTURED)}"
             )
         return raw
+    if key == "max_concurrency":
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+            raise ConfigError(f"{source}: max_concurrency = {raw!r} is not a whole number")
+        if int(raw) < 1:
+            raise ConfigError(f"{source}: max_concurrency must be 1 or more")
+        return int(raw)
     what = "a number of seconds" if key == "timeout_s" else "a number"
     try:
         if isinstance(raw, bool):
@@ -129,5 +137,6 @@ def llm_settings(path: Path | None) -> LLMSettings:
                 timeout_s=values.get("timeout_s", 20.0),
                 structured=values.get("structured", "auto"),
                 temperature=values.get("temperature"),
+                max_concurrency=values.get("max_concurrency", 4),
             )
     return LLMSettings(roles)

@@ -26,7 +26,7 @@ class Assistants:
 
         def client(role: Role) -> LLMClient | None:
             found = settings.for_role(role)
-            return LLMClient(found) if found else None
+            return LLMClient(found, role) if found else None
 
         return cls(client("customer"), client("judge"), client("rewriter"))
 

@@ -249,7 +249,7 @@ class WorkerPool:
 def _assistants(spec: WorkerSpec) -> Assistants | None:
     if not spec.llm:
         return None
-    clients = {role: LLMClient(RoleSettings(**fields)) for role, fields in spec.llm.items()}
+    clients = {role: LLMClient(RoleSettings(**fields), role) for role, fields in spec.llm.items()}
     return Assistants(**clients)
 
 
