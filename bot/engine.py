@@ -181,6 +181,8 @@ class Session:
         """Accepted better replies by reply number."""
         self.docked: set[int] = set()
         """Numbers of the replies the rule graders took points from (before any judge)."""
+        self.opening_note: Bilingual | None = None
+        """Shown with the opening line, e.g. that the LLM customer fell back to the script."""
         self.outcome: Outcome | None = None
         self.card: Scorecard | None = None
         self._last_fallback: str | None = None
@@ -499,6 +501,7 @@ class Engine:
         )
         opening = mind.opening()
         spoken = await session._speak(opening)
+        session.opening_note = session._note(spoken)
         owed = None if postbox is None else postbox.opening(session, spoken.text)
         session._store_answer(opening, spoken, owed)
         return session, spoken.text

@@ -152,6 +152,8 @@ class TerminalPractice:
         if resume is None:
             session, opening = runner.run(self.engine.start(**start))
             self._header(session)
+            if session.opening_note:
+                self.console.print(f"[dim]{escape(session.opening_note[session.lang])}[/]")
             self._customer(session, opening)
         else:
             session, _ = runner.run(self.engine.resume(resume))  # its answer is stored

@@ -504,3 +504,18 @@ def test_a_reply_the_rules_docked_gets_a_better_reply_even_when_the_judge_fails(
         assert (await plain.reply("不知道，你自己去问快递。")).better == result.better
 
     run(library, check, roles=("judge",), store=store)
+
+
+def test_a_scripted_opening_says_why_like_every_other_scripted_line(library) -> None:
+    async def check(api: FakeLLM, engine: Engine, store: Store) -> None:
+        api.fail_next(status=500, count=2, retry_after=0.01)
+        session, opening = await engine.start(
+            trainee="t", scenario="damaged-kettle", lang="zh", player="llm", seed=3
+        )
+        assert opening and session.opening_note is not None
+        assert "脚本客户" in session.opening_note["zh"]
+        api.responder = lambda req: LINE
+        first = await session.reply(GOOD)
+        assert first.customer_text == LINE and first.note is None
+
+    run(library, check)

@@ -73,7 +73,8 @@ class TelegramPostbox:
         key = "briefing" if session.mode == "coach" else "briefing_exam"
         briefing = t(key, lang, briefing=s.briefing.get(lang))
         line = texts.customer_line(customer_name(session), text, lang)
-        return self._owed(("text", {"text": f"{head}\n\n{briefing}\n\n{line}"}))
+        note = f"{session.opening_note[lang]}\n\n" if session.opening_note else ""
+        return self._owed(("text", {"text": f"{head}\n\n{briefing}\n\n{note}{line}"}))
 
     def answer(self, session: Session, result: TurnResult) -> Owed:
         """Feedback (coach mode), a note, the customer's answer; the scorecard if it ended."""
