@@ -127,3 +127,11 @@ def test_a_slow_or_failing_endpoint_falls_back_then_rests_then_is_tried_again(
 
 def test_the_canary_is_per_session() -> None:
     assert canary_for("s1", 7) == canary_for("s1", 7) != canary_for("s2", 7)
+
+
+def test_fallback_notes_name_what_happened_not_a_generic_outage() -> None:
+    from bot.llm.reasons import describe
+
+    assert describe("truncated")["en"] == "the model's answer was cut off"
+    assert "连续失败" in describe("circuit_open")["zh"]
+    assert describe("server_error")["en"] == "the model server is unavailable"

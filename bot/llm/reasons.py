@@ -12,6 +12,7 @@ _REASONS: dict[str, Bilingual] = {
         "zh": "模型服务连续失败，暂时改用脚本台词和规则评分",
         "en": "the model server failed repeatedly; scripted lines and rule grades for now",
     },
+    "truncated": {"zh": "模型的回复被截断", "en": "the model's answer was cut off"},
     "invalid_answer": {
         "zh": "模型两次给出的评分都不符合要求",
         "en": "the model's answer was invalid twice",
