@@ -18,8 +18,15 @@ so the ideal is one server latency; overhead = (turn latency - latency) / latenc
 and p95. Also shown: a single session (no contention), the same sessions with rules only
 and the scripted customer (no model at all), and a bare request through ``LLMClient``
 (SDK, HTTP and the fake server's own work: the floor under any turn). Target: overhead at
-p50 <= 10 % with --sessions concurrent sessions. The full run takes about 70 s, ``--quick``
-about 20 s. Always exits 0.
+p50 <= 10 % with --sessions concurrent sessions.
+
+Then a single-slot server (the fake decodes one request at a time, like a llama.cpp
+server with one slot, and finishes a request whose client gave up): --slot-sessions (4)
+sessions with --slot-timeout (3 s), once with no limit on concurrent requests (the
+default; ``max_concurrency`` 4 here, more than the server's one slot) and once with
+``max_concurrency = 1`` (customer first, then judge, then rewriter), each
+reporting turn latency p50/p95 and how many judged grades the judge decided. The full run
+takes about 2 minutes, ``--quick`` about 35 s. Always exits 0.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from typing import Any
 
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
-from bot.llm.client import LLMClient
+from bot.llm.client import LLMClient, forget_endpoints
 from bot.llm.config import RoleSettings
 from bot.llm.judge import JUDGED
 from bot.llm.roles import Assistants
@@ -128,11 +135,15 @@ def _server_stats(api: FakeLLM) -> dict[str, Any]:
     return stats
 
 
-def serve(conn: multiprocessing.connection.Connection, latency: float) -> None:
+def serve(
+    conn: multiprocessing.connection.Connection, latency: float, slots: int | None = None
+) -> None:
     """The fake server in a child process: sends its port, answers ``stats``, ``stop``."""
 
     async def main() -> None:
-        async with FakeLLM(api_key=API_KEY, latency=latency, raise_responder_errors=False) as api:
+        async with FakeLLM(
+            api_key=API_KEY, latency=latency, raise_responder_errors=False, slots=slots
+        ) as api:
             api.responder = answer
             conn.send(api.port)
             loop = asyncio.get_running_loop()
@@ -145,9 +156,10 @@ def serve(conn: multiprocessing.connection.Connection, latency: float) -> None:
 class Server:
     """The fake server, in a child process or on this event loop."""
 
-    def __init__(self, latency: float, inline: bool) -> None:
+    def __init__(self, latency: float, inline: bool, slots: int | None = None) -> None:
         self.latency = latency
         self.inline = inline
+        self.slots = slots
         self.api: FakeLLM | None = None
         self.conn: multiprocessing.connection.Connection | None = None
         self.process: Any = None
@@ -155,13 +167,17 @@ class Server:
 
     async def start(self) -> None:
         if self.inline:
-            self.api = FakeLLM(api_key=API_KEY, latency=self.latency, responder=answer)
+            self.api = FakeLLM(
+                api_key=API_KEY, latency=self.latency, responder=answer, slots=self.slots
+            )
             await self.api.start()
             self.base_url = self.api.base_url
             return
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, self.latency), daemon=True)
+        self.process = context.Process(
+            target=serve, args=(child, self.latency, self.slots), daemon=True
+        )
         self.process.start()
         port = await asyncio.to_thread(self.conn.recv)
         self.base_url = f"http://127.0.0.1:{port}/v1"
@@ -338,6 +354,58 @@ def print_voices(store: Store, phase: Phase) -> None:
     )
 
 
+# ---------------------------------------------------------------------- a single-slot server
+
+
+async def single_slot(
+    library: ScenarioLibrary, cases: list[Case], args: argparse.Namespace, store: Store
+) -> list[tuple[int, Phase]]:
+    """The same sessions on a server that decodes one request at a time, with every role
+    allowed 4 requests at once (no limit in effect) and with ``max_concurrency = 1``."""
+    results = []
+    for slots in (4, 1):
+        forget_endpoints()
+        server = Server(args.latency, args.inline_server, slots=1)
+        await server.start()
+        settings = RoleSettings(
+            base_url=server.base_url,
+            api_key=API_KEY,
+            model="fake",
+            timeout_s=args.slot_timeout,
+            max_concurrency=slots,
+        )
+        roles = Assistants(
+            LLMClient(settings, "customer"),
+            LLMClient(settings, "judge"),
+            LLMClient(settings, "rewriter"),
+        )
+        phase = Phase(f"max_concurrency {slots}", args.slot_sessions, True)
+        try:
+            await run_phase(Engine(store, library, roles), cases, phase, args.slot_seconds, server)
+        finally:
+            await roles.aclose()
+            await server.stop()
+        results.append((slots, phase))
+    return results
+
+
+def print_single_slot(results: list[tuple[int, Phase]], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"single-slot server: one request decoded at a time, {args.latency * 1000:.0f} ms each "
+        f"(a reply asks up to 5: customer, 3 judge dimensions, rewrite); {args.slot_sessions} "
+        f"sessions, timeout_s {args.slot_timeout:g}"
+    )
+    print(f"  {'':<20}{'replies':>8}{'p50 ms':>9}{'p95 ms':>9}{'judge decided':>15}")
+    for _, phase in results:
+        values = phase.latencies or [0.0]
+        decided = f"{phase.judged - phase.unscored}/{phase.judged}"
+        print(
+            f"  {phase.name:<20}{len(phase.latencies):>8}{ms(pct(values, 0.5))}"
+            f"{ms(pct(values, 0.95))}{decided:>15}"
+        )
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -397,6 +465,7 @@ async def bench(args: argparse.Namespace) -> None:
                 print_calls(phase)
             for phase in phases[:2]:
                 print_voices(store, phase)
+            print_single_slot(await single_slot(library, cases, args, store), args)
         finally:
             await assistants.aclose()
             await server.stop()
@@ -437,12 +506,21 @@ def main() -> None:
         help="commits skip the fsync (the Telegram bot's setting); default: every commit waits",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the N-session run")
+    parser.add_argument(
+        "--slot-sessions", type=int, default=4, help="sessions on the single-slot server"
+    )
+    parser.add_argument(
+        "--slot-timeout", type=float, default=3.0, help="timeout_s on the single-slot server"
+    )
+    parser.add_argument("--slot-seconds", type=float, help="length of each single-slot run")
     args = parser.parse_args()
     args.sessions = max(1, args.sessions)
     if args.seconds is None:
         args.seconds = 5.0 if args.quick else 40.0
     args.one_seconds = 2.0 if args.quick else 8.0
     args.rules_seconds = 2.0 if args.quick else 10.0
+    if args.slot_seconds is None:
+        args.slot_seconds = 6.0 if args.quick else 20.0
     asyncio.run(bench(args))
 
 

@@ -280,6 +280,7 @@ class FakeLLM:
         reject_status: int = 400,
         chunk_chars: int = 4,
         raise_responder_errors: bool = True,
+        slots: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.responder: Responder = responder or default_responder
@@ -290,6 +291,10 @@ class FakeLLM:
         self.models = list(models)
         self.latency = latency
         """Seconds slept before handling every request (faults included)."""
+        self.slots = None if slots is None else asyncio.Semaphore(slots)
+        self._decoding: set[asyncio.Future[web.StreamResponse]] = set()
+        """Chat completions decoded at once (a llama.cpp server started with one slot);
+        the others wait in line, and one whose client gave up is still decoded."""
         self.reject_status = reject_status
         self.chunk_chars = chunk_chars
         self.raise_responder_errors = raise_responder_errors
@@ -419,6 +424,24 @@ class FakeLLM:
                 else:
                     body_error = "request body must be a JSON object"
         call = self._new_call(request, body)
+        if self.slots is not None and request.path == "/v1/chat/completions":
+            # Decoded to the end even when the client gives up, as llama.cpp does.
+            task = asyncio.ensure_future(self._in_slot(request, call, body_error))
+            self._decoding.add(task)
+            task.add_done_callback(self._decoding.discard)
+            return await asyncio.shield(task)
+        return await self._answer(request, call, body_error)
+
+    async def _in_slot(
+        self, request: web.Request, call: Call, body_error: str | None
+    ) -> web.StreamResponse:
+        assert self.slots is not None
+        async with self.slots:
+            return await self._answer(request, call, body_error)
+
+    async def _answer(
+        self, request: web.Request, call: Call, body_error: str | None
+    ) -> web.StreamResponse:
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)

@@ -179,7 +179,7 @@ def test_max_concurrency_is_read_per_role(tmp_path: Path) -> None:
     found = llm_settings(path)
     judge, customer = found.for_role("judge"), found.for_role("customer")
     assert judge is not None and judge.max_concurrency == 1
-    assert customer is not None and customer.max_concurrency == 4
+    assert customer is not None and customer.max_concurrency is None  # no limit
 
 
 def test_api_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -562,3 +562,34 @@ def test_request_key_is_canonical() -> None:
     assert request_key(a) == request_key(b)
     assert request_key(a) != request_key(a | {"response_format": {"type": "json_object"}})
     assert len(request_key(a)) == 64
+
+
+def test_a_single_slot_server_decodes_one_request_at_a_time_even_if_its_client_left() -> None:
+    running = 0
+    most = 0
+    finished: list[str] = []
+
+    async def decode(request: dict[str, Any]) -> str:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.2)
+        running -= 1
+        finished.append(request["messages"][-1]["content"])
+        return "done"
+
+    async def scenario(api: FakeLLM) -> None:
+        async def one(text: str, timeout: float = 5.0) -> Any:
+            async with client(api, timeout=timeout) as c:
+                user: list[ChatCompletionMessageParam] = [{"role": "user", "content": text}]
+                return await c.chat.completions.create(model="fake-model", messages=user)
+
+        gave_up = asyncio.create_task(one("abandoned", timeout=0.05))
+        await asyncio.sleep(0.01)
+        waited = await one("next")
+        with pytest.raises(openai.APITimeoutError):
+            await gave_up
+        assert waited.choices[0].message.content == "done"
+        assert most == 1 and finished == ["abandoned", "next"]  # decoded though abandoned
+
+    run(scenario, responder=decode, slots=1)

@@ -268,7 +268,8 @@ class LLMClient:
                 f"the server failed {breaker.failures} times in a row; "
                 f"not asked again for {left:.0f} s",
             )
-        gate = _GATES.setdefault(self.settings.base_url, _Gate(self.settings.max_concurrency))
+        limit = self.settings.max_concurrency
+        gate = None if limit is None else _GATES.setdefault(self.settings.base_url, _Gate(limit))
         try:
             completion = await asyncio.wait_for(
                 self._gated(gate, messages, schema, schema_name, max_tokens), budget_s
@@ -287,13 +288,15 @@ class LLMClient:
 
     async def _gated(
         self,
-        gate: _Gate,
+        gate: _Gate | None,
         messages: list[dict[str, str]],
         schema: dict[str, Any] | None,
         schema_name: str,
         max_tokens: int | None,
     ) -> Completion:
         """The call once the server has a free slot (a cancelled one frees it at once)."""
+        if gate is None:
+            return await self._complete(messages, schema, schema_name, max_tokens)
         await gate.enter(self.priority)
         try:
             return await self._complete(messages, schema, schema_name, max_tokens)

@@ -46,8 +46,10 @@ class RoleSettings:
     timeout_s: float = 20.0
     structured: Structured = "auto"
     temperature: float | None = None
-    max_concurrency: int = 4
-    """Requests at once to this server (all roles on it); 1 for a single-slot llama.cpp."""
+    max_concurrency: int | None = None
+    """Requests at once to this server (all roles on it); None: no limit. 1 for a
+    llama.cpp server with one slot, which otherwise queues requests it then decodes for
+    clients that gave up."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,6 @@ def llm_settings(path: Path | None) -> LLMSettings:
                 timeout_s=values.get("timeout_s", 20.0),
                 structured=values.get("structured", "auto"),
                 temperature=values.get("temperature"),
-                max_concurrency=values.get("max_concurrency", 4),
+                max_concurrency=values.get("max_concurrency"),
             )
     return LLMSettings(roles)
