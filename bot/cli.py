@@ -1067,11 +1067,13 @@ def llm() -> None:
     default=None,
     help="Check only this role (default: every role).",
 )
-def llm_check(config_file: str | None, role: str | None) -> None:
+@click.pass_context
+def llm_check(ctx: click.Context, config_file: str | None, role: str | None) -> None:
     """Send tiny requests to each configured role's server and report what works.
 
     Prints the base URL, the model, whether a plain completion works (and how fast), and
-    which structured-output modes work. Exit 0 if every configured role works, 1 if one
+    which structured-output modes work; the mode ``auto`` will use is saved in the
+    database, so sessions start with it. Exit 0 if every configured role works, 1 if one
     does not (or --role names an unconfigured one), 2 for a configuration error.
     """
     from bot.config import ConfigError, config_path
@@ -1098,8 +1100,13 @@ def llm_check(config_file: str | None, role: str | None) -> None:
             continue
         key = (found.base_url, found.model, found.api_key, found.structured)
         groups.setdefault(key, []).append((name, found))
-    for members in groups.values():  # one probe, one verdict per server and model
-        failed = not asyncio.run(_llm_check_endpoint(members)) or failed
+    store = _store(ctx) if groups else None
+    try:
+        for members in groups.values():  # one probe, one verdict per server and model
+            failed = not asyncio.run(_llm_check_endpoint(members, store)) or failed
+    finally:
+        if store is not None:
+            store.close()
     raise SystemExit(1 if failed else 0)
 
 
@@ -1107,7 +1114,7 @@ JUDGE_TOKENS = 300
 """About how many tokens the judge writes per dimension (its answer's size)."""
 
 
-async def _llm_check_endpoint(members: list[tuple[str, Any]]) -> bool:
+async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | None) -> bool:
     from bot.llm.client import MODES, LLMClient
 
     names = ", ".join(name for name, _ in members)
@@ -1119,6 +1126,7 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]]) -> bool:
         + ")"
     )
     client = LLMClient(settings)
+    client.memory = store  # what auto will use is kept for the sessions
     try:
         result = await client.probe()
     finally:
@@ -1138,7 +1146,8 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]]) -> bool:
         state = "ok" if result.modes.get(mode) else f"no ({result.errors.get(mode)})"
         click.echo(f"  {mode}: {state}")
     used = settings.structured if settings.structured != "auto" else f"auto -> {result.auto}"
-    click.echo(f"  structured answers use: {used}")
+    kept = " (saved: sessions start with it)" if settings.structured == "auto" and store else ""
+    click.echo(f"  structured answers use: {used}{kept}")
     judge = next((s for name, s in members if name == "judge"), None)
     if judge is not None and result.tokens_per_s:
         needed = JUDGE_TOKENS / result.tokens_per_s

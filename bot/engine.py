@@ -439,6 +439,7 @@ class Engine:
         self.store = store
         self.library = library
         self.assistants = assistants or Assistants()
+        self.assistants.remember_modes(store)
 
     async def start(
         self,

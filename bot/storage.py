@@ -285,6 +285,16 @@ def m005_outbox(db: Database) -> None:
     db.table("outbox").create_index(["address", "ref"])
 
 
+@migrations()
+def m006_llm_modes(db: Database) -> None:
+    """The structured-output mode each model server takes, as last found, with its date."""
+    db.table("llm_modes").create(
+        {"base_url": str, "model": str, "mode": str, "found_at": str},
+        pk=("base_url", "model"),
+        not_null={"mode", "found_at"},
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -1088,6 +1098,26 @@ class Store:
                 [key, answer, model, _now()],
             )
         )
+
+    # model servers
+
+    def recall_mode(self, base_url: str | None, model: str) -> tuple[str, str] | None:
+        """The structured mode last found for a server and model, and when."""
+        row = self.db.execute(
+            "SELECT mode, found_at FROM llm_modes WHERE base_url = ? AND model = ?",
+            [base_url or "", model],
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def remember_mode(self, base_url: str | None, model: str, mode: str) -> None:
+        """Store the structured mode a server and model take (replacing an older finding)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO llm_modes (base_url, model, mode, found_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (base_url, model) DO UPDATE SET mode = excluded.mode,"
+                " found_at = excluded.found_at",
+                [base_url or "", model, mode, _now()],
+            )
 
     # update inbox (each chat-app update is stored before it is processed)
 

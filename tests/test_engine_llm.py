@@ -519,3 +519,16 @@ def test_a_scripted_opening_says_why_like_every_other_scripted_line(library) -> 
         assert first.customer_text == LINE and first.note is None
 
     run(library, check)
+
+
+def test_sessions_keep_the_structured_mode_the_judge_found_for_the_next_process(library) -> None:
+    async def check(api: FakeLLM, engine: Engine, store: Store) -> None:
+        api.responder = lambda req: _verdict(req)
+        session, _ = await engine.start(
+            trainee="t", scenario="damaged-kettle", lang="zh", judge="llm", seed=3
+        )
+        await session.reply(GOOD)
+        found = store.recall_mode(api.base_url, "fake")
+        assert found is not None and found[0] == "json_schema"
+
+    run(library, check, roles=("judge",))

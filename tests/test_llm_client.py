@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -19,6 +20,9 @@ from bot.cli import cli
 from bot.config import ConfigError
 from bot.llm import LLMClient, LLMError, LLMSettings, RoleSettings, llm_settings
 from bot.llm import client as client_module
+from bot.llm.client import forget_endpoints
+from bot.llm.roles import Assistants
+from bot.storage import Store
 from tests.llmapi import FakeLLM, Reply, serve
 
 KEY = "sk-test-secret-0123456789"
@@ -470,10 +474,11 @@ def test_missing_finish_reason_is_a_bad_response() -> None:
 # ---------------------------------------------------------------------- trainer llm check
 
 
-async def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+async def invoke(*args: str, env: dict[str, str] | None = None, db: Path | None = None) -> Result:
     """Run the CLI in a worker thread (it has its own event loop) while the fake serves."""
+    where = db or Path(tempfile.mkdtemp()) / "t.db"
     return await asyncio.to_thread(
-        CliRunner().invoke, cli, ["llm", "check", *args], env=env, obj={}
+        CliRunner().invoke, cli, ["--db", str(where), "llm", "check", *args], env=env, obj={}
     )
 
 
@@ -506,6 +511,28 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
         assert f"customer, judge, rewriter: {api.base_url}" in result.output
         assert result.output.count("plain completion: ok") == 1
         assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 4  # once
+
+    run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
+
+
+def test_the_mode_check_finds_is_saved_and_a_new_process_starts_with_it(tmp_path: Path) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        config = write(
+            tmp_path,
+            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
+        )
+        db = tmp_path / "t.db"
+        result = await invoke("--config", str(config), "--role", "judge", db=db)
+        assert "auto -> json_object (saved: sessions start with it)" in result.output
+        forget_endpoints()  # as a new process
+        store = Store.open(db)
+        assert store.recall_mode(api.base_url, "fake-model")[0] == "json_object"  # type: ignore[index]
+        async with LLMClient(settings(api)) as judge:
+            Assistants(judge=judge).remember_modes(store)
+            api.calls.clear()
+            await judge.complete(SYSTEM, schema=SCHEMA)
+            assert [c.mode for c in api.calls] == ["json_object"]  # no json_schema try first
+        store.close()
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
 

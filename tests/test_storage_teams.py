@@ -25,7 +25,14 @@ M002_TABLES = {
 }
 
 
-ALL_MIGRATIONS = ["m001_initial", "m002_teams", "m003_judge", "m004_judge_cache", "m005_outbox"]
+ALL_MIGRATIONS = [
+    "m001_initial",
+    "m002_teams",
+    "m003_judge",
+    "m004_judge_cache",
+    "m005_outbox",
+    "m006_llm_modes",
+]
 
 
 def _session(store: Store, trainee: str = "t") -> str:

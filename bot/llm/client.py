@@ -19,7 +19,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import openai
@@ -144,6 +144,18 @@ def _mode_refused(error: LLMError) -> bool:
     )
 
 
+class ModeMemory(Protocol):
+    """Where the structured mode a server takes is kept between processes (the store)."""
+
+    def recall_mode(self, base_url: str | None, model: str) -> tuple[str, str] | None:
+        """The mode last found for the server and model, and when."""
+        ...
+
+    def remember_mode(self, base_url: str | None, model: str, mode: str) -> None:
+        """Keep the mode found."""
+        ...
+
+
 class LLMError(Exception):
     """A model call that gave no usable answer; ``reason`` is a short machine-readable word.
 
@@ -209,6 +221,8 @@ class LLMClient:
     def __init__(self, settings: RoleSettings, role: str = "customer") -> None:
         self.settings = settings
         self.priority = PRIORITY.get(role, len(PRIORITY))
+        self.memory: ModeMemory | None = None
+        """Where the mode ``auto`` finds is kept (and read from) between processes."""
         self._secret = settings.api_key or ""
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
@@ -229,8 +243,22 @@ class LLMClient:
 
     @property
     def auto_mode(self) -> Mode | None:
-        """The structured mode ``auto`` settled on for this endpoint (None until known)."""
-        return _SETTLED.get(self._endpoint)
+        """The structured mode ``auto`` settled on for this endpoint (None until known).
+
+        Known from this process, else from the memory (what an earlier process or
+        ``trainer llm check`` found).
+        """
+        found = _SETTLED.get(self._endpoint)
+        if found is None and self.memory is not None:
+            kept = self.memory.recall_mode(*self._endpoint)
+            if kept is not None and kept[0] in MODES:
+                found = _SETTLED[self._endpoint] = kept[0]
+        return found
+
+    def _settle(self, mode: Mode) -> None:
+        _SETTLED[self._endpoint] = mode
+        if self.memory is not None:
+            self.memory.remember_mode(*self._endpoint, mode)
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -325,7 +353,7 @@ class LLMClient:
                 if mode != "text" and _mode_refused(error):
                     continue  # the server does not take this response_format: try the next
                 raise
-            _SETTLED[self._endpoint] = mode
+            self._settle(mode)
             return completion
         raise AssertionError("unreachable: text mode either returns or raises")
 
@@ -379,7 +407,7 @@ class LLMClient:
             True, plain.elapsed_s, plain.model, modes, errors, speed, listed, context
         )
         if result.auto is not None:
-            _SETTLED[self._endpoint] = result.auto
+            self._settle(result.auto)
         return result
 
     async def _model_listing(self) -> tuple[bool | None, int | None]:

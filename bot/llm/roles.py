@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.llm.client import LLMClient
+from bot.llm.client import LLMClient, ModeMemory
 from bot.llm.config import LLMSettings, Role
 
 
@@ -41,6 +41,12 @@ class Assistants:
         if found is None:
             return 0.0
         return float(found.settings.timeout_s) * (2 if role == "judge" else 1)
+
+    def remember_modes(self, memory: ModeMemory) -> None:
+        """Keep the structured modes the clients find in ``memory`` (and start from it)."""
+        for found in (self.customer, self.judge, self.rewriter):
+            if found is not None:
+                found.memory = memory
 
     async def aclose(self) -> None:
         """Close every client."""
