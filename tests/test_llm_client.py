@@ -537,6 +537,21 @@ def test_the_mode_check_finds_is_saved_and_a_new_process_starts_with_it(tmp_path
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
 
 
+def test_a_saved_mode_the_server_no_longer_takes_is_found_again(tmp_path: Path) -> None:
+    async def scenario(api: FakeLLM) -> None:
+        store = Store.open(tmp_path / "t.db")
+        store.remember_mode(api.base_url, "fake-model", "json_schema")  # an older server
+        async with LLMClient(settings(api)) as judge:
+            judge.memory = store
+            done = await judge.complete(SYSTEM, schema=SCHEMA)
+            assert done.mode == "json_object"
+            assert [c.mode for c in api.calls] == ["json_schema", "json_object"]
+        assert store.recall_mode(api.base_url, "fake-model")[0] == "json_object"  # type: ignore[index]
+        store.close()
+
+    run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
+
+
 def test_check_says_when_a_server_is_too_slow_for_the_judge(tmp_path: Path) -> None:
     async def scenario(api: FakeLLM) -> None:
         config = write(

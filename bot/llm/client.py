@@ -345,8 +345,13 @@ class LLMClient:
             return await self._call(messages, wanted, schema, schema_name, max_tokens)
         settled = self.auto_mode
         if settled is not None:
-            return await self._call(messages, settled, schema, schema_name, max_tokens)
-        for mode in MODES:
+            try:
+                return await self._call(messages, settled, schema, schema_name, max_tokens)
+            except LLMError as error:
+                if settled == "text" or not _mode_refused(error):
+                    raise
+                # The server behind the URL changed since the mode was found: find it again.
+        for mode in (m for m in MODES if m != settled):
             try:
                 completion = await self._try_mode(messages, mode, schema, schema_name, max_tokens)
             except LLMError as error:
