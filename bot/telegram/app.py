@@ -1,10 +1,12 @@
-"""The Telegram bot: a durable update inbox, long polling or a webhook, and shutdown.
+"""The Telegram bot: a durable update inbox, an outbox, long polling or a webhook, shutdown.
 
 Every update is written to the store (keyed by ``update_id``) before it is acknowledged
 or processed, so a re-delivered update is processed once and an update interrupted by a
-crash or shutdown is processed at the next start. Updates of one chat are processed one
-at a time, in order; different chats run concurrently. Outgoing messages pass through
-:class:`~bot.telegram.throttle.Throttle` (rate limits and retries).
+crash or shutdown is processed at the next start. What a state change owes a chat is
+stored with the change (:mod:`bot.telegram.postbox`) and delivered until the Bot API
+accepts it. Updates of one chat are processed one at a time, in order; different chats
+run concurrently. Outgoing messages pass through :class:`~bot.telegram.throttle.Throttle`
+(rate limits and retries).
 """
 
 from __future__ import annotations
