@@ -725,8 +725,7 @@ class Training:
         reason = _required_reason(reason)
         with self.store.transaction():
             dispute = self.store.add_dispute(row.id, entry, actor.id, reason)
-            for owed in notices(dispute) if notices else ():
-                self.store.outbox_add(owed)
+            self.store.outbox_add(*(notices(dispute) if notices else ()))
         return dispute
 
     def disputable(self, actor: Actor, session_id: str, entry: int) -> SessionRow:
@@ -869,8 +868,7 @@ class Training:
                 verdict=verdict,
             )
             view = self._view(row)
-            for owed in notices(view) if notices else ():
-                self.store.outbox_add(owed)
+            self.store.outbox_add(*(notices(view) if notices else ()))
         return view
 
     def override(
@@ -905,8 +903,7 @@ class Training:
                 reason=reason,
             )
             view = self._view(row)
-            for owed in notices(view) if notices else ():
-                self.store.outbox_add(owed)
+            self.store.outbox_add(*(notices(view) if notices else ()))
         return view
 
     # mentors
@@ -996,8 +993,7 @@ class Training:
                 )
                 for sid in scenario_ids
             ]
-            for owed in notices(rows, reachable) if notices else ():
-                self.store.outbox_add(owed)
+            self.store.outbox_add(*(notices(rows, reachable) if notices else ()))
         return rows, reachable
 
     def trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:

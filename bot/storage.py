@@ -1246,10 +1246,11 @@ class Store:
 
     # outbox (what state changes owe users, until it is delivered)
 
-    def outbox_add(self, owed: Owed) -> None:
-        """Store owed messages on their own (when no state change goes with them)."""
+    def outbox_add(self, *owed: Owed) -> None:
+        """Store owed messages (inside :meth:`transaction`, with the change that owes them)."""
         with self._tx() as db:
-            _write_owed(db, owed)
+            for one in owed:
+                _write_owed(db, one)
 
     def outbox_has(self, address: str, ref: str) -> bool:
         """Whether messages caused by ``ref`` were owed to ``address`` (sent or not)."""

@@ -112,6 +112,33 @@ Responder = Callable[[dict[str, Any]], ReplyLike | Awaitable[ReplyLike]]
 
 
 @dataclass
+class Decoding:
+    """A responder that takes ``seconds`` per answer and records what ran at the same time.
+
+    ``started`` and ``finished`` hold each request's last message, in the order they began
+    and ended decoding; ``most`` is how many decoded at once at the peak.
+    """
+
+    seconds: float
+    answer: str = "ok"
+    running: int = 0
+    most: int = 0
+    started: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+    async def __call__(self, request: dict[str, Any]) -> str:
+        """Decode one request."""
+        last = request["messages"][-1]["content"]
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.started.append(last)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
+        self.finished.append(last)
+        return self.answer
+
+
+@dataclass
 class Call:
     """One request received by the fake server (answered or not)."""
 

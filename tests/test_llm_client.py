@@ -23,7 +23,7 @@ from bot.llm import client as client_module
 from bot.llm.client import forget_endpoints
 from bot.llm.roles import Assistants
 from bot.storage import Store
-from tests.llmapi import FakeLLM, Reply, serve
+from tests.llmapi import Decoding, FakeLLM, Reply, serve
 
 KEY = "sk-test-secret-0123456789"
 SCHEMA: dict[str, Any] = {
@@ -681,18 +681,7 @@ def test_a_flapping_server_never_opens_the_breaker() -> None:
 
 
 def test_a_single_slot_server_gets_one_request_at_a_time_customer_first() -> None:
-    running = 0
-    most = 0
-    order: list[str] = []
-
-    async def one_at_a_time(request: dict[str, Any]) -> str:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        order.append(request["messages"][-1]["content"])
-        await asyncio.sleep(0.2)
-        running -= 1
-        return "ok"
+    decoding = Decoding(0.2)
 
     async def scenario(api: FakeLLM) -> None:
         one = settings(api, max_concurrency=1)
@@ -709,16 +698,13 @@ def test_a_single_slot_server_gets_one_request_at_a_time_customer_first() -> Non
             await asyncio.sleep(0.05)
             queued = [ask(rewriter, "rewrite"), ask(judge, "judge-2"), ask(customer, "customer")]
             await asyncio.gather(first, *queued)
-        assert most == 1
-        assert order == ["judge-1", "customer", "judge-2", "rewrite"]
+        assert decoding.most == 1
+        assert decoding.started == ["judge-1", "customer", "judge-2", "rewrite"]
 
-    run(scenario, responder=one_at_a_time)
+    run(scenario, responder=decoding)
 
 
 def test_a_call_given_up_while_waiting_for_a_slot_frees_nothing_it_did_not_take() -> None:
-    async def slow(request: dict[str, Any]) -> str:
-        await asyncio.sleep(0.3)
-        return "ok"
 
     async def scenario(api: FakeLLM) -> None:
         async with LLMClient(settings(api, max_concurrency=1), "judge") as client:
@@ -730,4 +716,4 @@ def test_a_call_given_up_while_waiting_for_a_slot_frees_nothing_it_did_not_take(
             assert (await client.complete(USER)).text == "ok"  # the slot is free again
             assert len(api.completions) == 2
 
-    run(scenario, responder=slow)
+    run(scenario, responder=Decoding(0.3))

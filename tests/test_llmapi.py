@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ValidationError
 
-from tests.llmapi import Cassette, FakeLLM, Reply, check_json, request_key, serve
+from tests.llmapi import Cassette, Decoding, FakeLLM, Reply, check_json, request_key, serve
 
 KEY = "sk-test-key"
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "顾客说水壶坏了"}]
@@ -565,18 +565,7 @@ def test_request_key_is_canonical() -> None:
 
 
 def test_a_single_slot_server_decodes_one_request_at_a_time_even_if_its_client_left() -> None:
-    running = 0
-    most = 0
-    finished: list[str] = []
-
-    async def decode(request: dict[str, Any]) -> str:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.2)
-        running -= 1
-        finished.append(request["messages"][-1]["content"])
-        return "done"
+    decoding = Decoding(0.2, answer="done")
 
     async def scenario(api: FakeLLM) -> None:
         async def one(text: str, timeout: float = 5.0) -> Any:
@@ -590,6 +579,7 @@ def test_a_single_slot_server_decodes_one_request_at_a_time_even_if_its_client_l
         with pytest.raises(openai.APITimeoutError):
             await gave_up
         assert waited.choices[0].message.content == "done"
-        assert most == 1 and finished == ["abandoned", "next"]  # decoded though abandoned
+        # decoded though abandoned
+        assert decoding.most == 1 and decoding.finished == ["abandoned", "next"]
 
-    run(scenario, responder=decode, slots=1)
+    run(scenario, responder=decoding, slots=1)

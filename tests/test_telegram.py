@@ -128,6 +128,17 @@ async def _team(h: BotHarness) -> tuple[int, int, int]:
     return 1, 2, 3
 
 
+async def ended_exam_session(h: BotHarness) -> tuple[int, int, str]:
+    """Team Alpha (mentor 2, trainee 3); the trainee's ended exam session with deductions."""
+    _, mentor, trainee = await _team(h)
+    await start_session(h, trainee, "zh", "exam")
+    await h.say(trainee, "不知道", lang="zh")
+    await h.say(trainee, "/end", lang="zh")
+    session = h.store.sessions(limit=1)[0]
+    assert h.store.ledger(session.id)
+    return mentor, trainee, session.id
+
+
 def test_mentor_assigns_trainee_practises_team_report_and_override(store: Store) -> None:
     async def run() -> None:
         async with BotHarness(store) as h:
@@ -173,12 +184,9 @@ def test_mentor_assigns_trainee_practises_team_report_and_override(store: Store)
 def test_dispute_is_queued_for_the_mentor_and_ruled_with_a_reason(store: Store) -> None:
     async def run() -> None:
         async with BotHarness(store) as h:
-            _, mentor, trainee = await _team(h)
-            await start_session(h, trainee, "zh", "exam")
-            await h.say(trainee, "不知道", lang="zh")
-            await h.say(trainee, "/end", lang="zh")
+            mentor, trainee, sid = await ended_exam_session(h)
             session = store.sessions(limit=1)[0]
-            assert store.ledger(session.id)
+            assert session.id == sid
             ask = await h.press(trainee, f"dp:{session.id}:1", lang="zh")
             assert "第 1 项" in ask[0]
             saved = await h.say(trainee, "我已经道歉了", lang="zh")

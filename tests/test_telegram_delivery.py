@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from botapi import FakeBotAPI
-from test_telegram import KETTLE_EN, count, start_session
+from test_telegram import KETTLE_EN, count, ended_exam_session, start_session
 from tgharness import BotHarness
 
 from bot.storage import Store
@@ -419,23 +419,10 @@ def test_a_server_that_answers_an_empty_poll_at_once_is_not_polled_in_a_loop(
     asyncio.run(run())
 
 
-async def _ruled_session(h: BotHarness) -> tuple[int, int, str]:
-    """Team Alpha (mentor 2, trainee 3); the trainee's ended exam session with deductions."""
-    from test_telegram import _team
-
-    _, mentor, trainee = await _team(h)
-    await start_session(h, trainee, "zh", "exam")
-    await h.say(trainee, "不知道", lang="zh")
-    await h.say(trainee, "/end", lang="zh")
-    session = h.store.sessions(limit=1)[0]
-    assert h.store.ledger(session.id)
-    return mentor, trainee, session.id
-
-
 def test_an_override_is_announced_to_the_trainee(db: Path) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
-            mentor, trainee, sid = await _ruled_session(h)
+            mentor, trainee, sid = await ended_exam_session(h)
             await h.say(mentor, f"/override {sid} 1 0 grader misread")
             told = h.api.texts(trainee)[-1]
             assert "导师调整了会话" in told and "grader misread" in told and sid in told
@@ -448,7 +435,7 @@ def test_a_ruling_survives_a_kill_before_the_trainee_is_told(
 ) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
-            mentor, trainee, sid = await _ruled_session(h)
+            mentor, trainee, sid = await ended_exam_session(h)
             await h.press(trainee, f"dp:{sid}:1", lang="zh")
             await h.say(trainee, "我已经道歉了", lang="zh")
             await h.say(mentor, "/disputes")
@@ -471,7 +458,7 @@ def test_a_ruling_survives_a_kill_before_the_trainee_is_told(
 def test_a_server_without_senddocument_gets_the_csv_as_text(db: Path) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
-            mentor, _, sid = await _ruled_session(h)
+            mentor, _, sid = await ended_exam_session(h)
             h.api.fail_next("sendDocument", status=404, count=3, description="Not Found")
             answer = await h.say(mentor, "/export Alpha")
             assert answer and "cannot send files" in answer[0]

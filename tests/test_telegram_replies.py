@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from test_telegram import KETTLE_EN, _team, start_session
+from test_telegram import KETTLE_EN, _team, ended_exam_session, start_session
 from tgharness import BotHarness
 
 from bot.service import PracticeChoice
@@ -64,11 +64,7 @@ def test_someone_without_an_invite_is_welcomed_not_told_of_no_session(store: Sto
 def test_a_deduction_already_disputed_is_refused_at_the_button(store: Store) -> None:
     async def run() -> None:
         async with BotHarness(store) as h:
-            _, _, trainee = await _team(h)
-            await start_session(h, trainee, "zh", "exam")
-            await h.say(trainee, "不知道", lang="zh")
-            await h.say(trainee, "/end", lang="zh")
-            sid = store.sessions(limit=1)[0].id
+            _, trainee, sid = await ended_exam_session(h)
             await h.press(trainee, f"dp:{sid}:1", lang="zh")
             await h.say(trainee, "我已经道歉了", lang="zh")
             asked = await h.press(trainee, f"dp:{sid}:1", lang="zh")

@@ -918,9 +918,7 @@ class TelegramApp:
     async def _send_owed(self, chat: int, row: OutboxRow) -> None:
         body = row.body
         if row.kind == "text":
-            markup = body.get("markup")
-            keyboard = None if markup is None else InlineKeyboardMarkup.model_validate(markup)
-            await self.send(chat, body["text"], keyboard)
+            await self.send(chat, body["text"])
         elif row.kind in ("chart", "result"):
             actor = self.svc.actor(int(body["user"]))
             if row.kind == "chart":

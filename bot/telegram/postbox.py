@@ -6,7 +6,7 @@ deliver` sends them in order until the Bot API accepts each one, marking each as
 a crash means a message arrives late, and a re-run of the update finds its messages
 already owed instead of producing them twice.
 
-Kinds of owed message: ``text`` (a text and an optional keyboard), ``chart`` (the
+Kinds of owed message: ``text``, ``chart`` (the
 scorecard chart of a session: an optional extra whose failure never holds back the rest)
 and ``result`` (the scorecard text with its Dispute buttons), the last two drawn from the
 store when sent.

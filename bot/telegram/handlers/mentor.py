@@ -123,6 +123,11 @@ async def _export(app: TelegramApp, chat_id: int, actor: Actor, team: TeamRow) -
         await app.send(chat_id, t("export_as_text", actor.lang, team=team.name, csv=data.decode()))
 
 
+def _adjusted(view: SessionView) -> str:
+    """A session's total after mentors' changes, as shown in messages."""
+    return "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+
+
 def _dispute_text(app: TelegramApp, row: Any, view: Any, lang: Lang) -> str:
     entry = view.entries[row.entry - 1]
     owner = app.store.user(row.user_id)
@@ -298,7 +303,7 @@ def router() -> Router:
         owner = app.store.user_by_trainee(before.row.trainee)
 
         def told(view: SessionView) -> list[Owed]:
-            total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+            total = _adjusted(view)
             return app.notices(
                 [owner] if owner is not None else [],
                 lambda lang: t(
@@ -324,7 +329,7 @@ def router() -> Router:
                 entry=words[1],
                 old=f"{old:g}",
                 new=f"{points:g}",
-                total="—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}",
+                total=_adjusted(view),
             ),
         )
 
@@ -382,7 +387,7 @@ def router() -> Router:
         owner = app.store.user(dispute.user_id) if dispute else None
 
         def told(view: SessionView) -> list[Owed]:
-            total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+            total = _adjusted(view)
             return app.notices(
                 [owner] if owner is not None else [],
                 lambda lang: t(
@@ -400,7 +405,7 @@ def router() -> Router:
             actor, int(data["dispute"]), data["verdict"], text, points, told
         )
         await set_flow(state, None)
-        total = "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
+        total = _adjusted(view)
         await app.send(
             message.chat.id,
             t(
