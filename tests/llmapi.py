@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import inspect
 import itertools
@@ -78,10 +79,15 @@ __all__ = [
     "error_body",
     "request_key",
     "serve",
+    "simplest",
 ]
 
-MODES = frozenset({"json_schema", "json_object"})
-"""Structured-output ``response_format`` types a server may support (``text`` always is)."""
+MODES = frozenset({"json_schema", "grammar", "json_object"})
+"""Structured-output modes a server may support (``text`` always is). ``grammar`` is
+llama.cpp's ``{"type": "json_object", "schema": ...}``: a server that supports it answers
+with JSON fitting the schema (the responder's answer, or else the schema's simplest
+instance, as a constrained decoder would); one that supports only ``json_object`` ignores
+the schema."""
 
 
 @dataclass
@@ -155,7 +161,8 @@ class Call:
     messages: list[dict[str, Any]] = field(default_factory=list)
     response_format: dict[str, Any] | None = None
     mode: str = "text"
-    """``response_format.type`` (``json_schema``/``json_object``/``text``); ``text`` when absent."""
+    """``response_format.type`` (``json_schema``/``json_object``/``text``; ``grammar`` for a
+    ``json_object`` with a ``schema``); ``text`` when absent."""
     stream: bool = False
     include_usage: bool = False
     temperature: float | None = None
@@ -257,6 +264,46 @@ class _Answer(Exception):
             message, error_type=_ERROR_TYPES.get(status, "api_error"), code=status, param=param
         )
         self.headers = dict(headers or {})
+
+
+def _mode_of(response_format: dict[str, Any] | None) -> str:
+    if response_format is None:
+        return "text"
+    kind = str(response_format.get("type", "text"))
+    return "grammar" if kind == "json_object" and "schema" in response_format else kind
+
+
+def _constrained(result: ReplyLike, schema: dict[str, Any]) -> ReplyLike:
+    """The answer a grammar-constrained decoder gives: ``result`` if it fits ``schema``,
+    else the schema's simplest instance."""
+    content = result.content if isinstance(result, Reply) else result
+    try:
+        check_json(content, {"response_format": {"type": "json_object", "schema": schema}})
+    except ValueError:
+        content = json.dumps(simplest(schema), ensure_ascii=False)
+    return dataclasses.replace(result, content=content) if isinstance(result, Reply) else content
+
+
+def simplest(schema: dict[str, Any]) -> Any:
+    """The simplest value fitting ``schema`` (first enum value, required properties only)."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: simplest(props.get(name, {})) for name in schema.get("required", [])}
+    if kind == "array":
+        return [simplest(schema.get("items", {}))] * int(schema.get("minItems", 0))
+    if kind in ("number", "integer"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "x" * int(schema.get("minLength", 0))
 
 
 def _text(content: Any) -> str:
@@ -519,7 +566,7 @@ class FakeLLM:
             model=body.get("model") if isinstance(body.get("model"), str) else None,
             messages=list(messages) if isinstance(messages, list) else [],
             response_format=response_format,
-            mode=str(response_format.get("type", "text")) if response_format else "text",
+            mode=_mode_of(response_format),
             stream=body.get("stream") is True,
             include_usage=isinstance(stream_options, dict)
             and stream_options.get("include_usage") is True,
@@ -570,9 +617,11 @@ class FakeLLM:
         if "response_format" not in body:
             return
         fmt = body["response_format"]
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        allowed = ["text", *sorted(self.supports)]
-        if kind not in ("text", *MODES) or kind not in allowed:
+        kind = call.mode if isinstance(fmt, dict) else None
+        if kind == "grammar" and "grammar" not in self.supports:
+            kind = "json_object"  # the schema key is ignored
+        allowed = ["text", *sorted(self.supports - {"grammar"})]
+        if kind not in ("text", *MODES) or kind not in ("grammar", *allowed):
             quoted = ", ".join(f'"{a}"' for a in allowed)
             raise _Answer(
                 self.reject_status if kind in MODES else 400,
@@ -593,6 +642,8 @@ class FakeLLM:
             result = self.responder(copy.deepcopy(call.body))
             if inspect.isawaitable(result):
                 result = await result
+            if call.mode == "grammar" and "grammar" in self.supports:
+                result = _constrained(result, call.body["response_format"]["schema"])
         except Exception as error:
             message = f"fake LLM responder failed: {error}"
             self.errors.append(f"{message} ({type(error).__name__}; call: {call.summary()})")

@@ -156,7 +156,10 @@ def test_environment_alone_configures_one_role(monkeypatch: pytest.MonkeyPatch) 
         ('[llm]\nmodle = "x"', ["unknown key(s) in [llm]: modle", "known keys: base_url"]),
         ('[llm.boss]\nmodel = "x"', ["unknown key(s) in [llm]: boss", "customer, judge"]),
         ('[llm.judge]\nkey = "x"', ["unknown key(s) in [llm.judge]: key", "api_key"]),
-        ('[llm]\nstructured = "xml"', ["[llm] structured", "'xml'", "json_schema, json_object"]),
+        (
+            '[llm]\nstructured = "xml"',
+            ["[llm] structured", "'xml'", "json_schema, grammar, json_object"],
+        ),
         ("[llm.judge]\ntimeout_s = 0", ["[llm.judge] timeout_s", "more than 0"]),
         ("[llm]\ntimeout_s = -1", ["[llm] timeout_s", "more than 0"]),
         ('[llm]\ntimeout_s = "soon"', ["[llm] timeout_s", "not a number of seconds"]),
@@ -270,20 +273,28 @@ def test_text_mode_has_no_response_format() -> None:
 @pytest.mark.parametrize(
     ("supports", "tried", "settled"),
     [
-        ({"json_schema", "json_object"}, ["json_schema"], "json_schema"),
-        ({"json_object"}, ["json_schema", "json_object"], "json_object"),
-        (set(), ["json_schema", "json_object", "text"], "text"),
+        ({"json_schema", "json_object"}, [("json_schema", 200)], "json_schema"),
+        # the grammar probe's schema is ignored (a 200 without the mark): not used
+        (
+            {"json_object"},
+            [("json_schema", 400), ("grammar", 200), ("json_object", 200)],
+            "json_object",
+        ),
+        (
+            set(),
+            [("json_schema", 400), ("grammar", 400), ("json_object", 400), ("text", 200)],
+            "text",
+        ),
     ],
 )
 def test_auto_falls_back_on_400_and_remembers(
-    supports: set[str], tried: list[str], settled: str
+    supports: set[str], tried: list[tuple[str, int]], settled: str
 ) -> None:
     async def scenario(api: FakeLLM) -> None:
         async with LLMClient(settings(api)) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == settled and client.auto_mode == settled
-            assert [c.mode for c in api.calls] == tried
-            assert [c.status for c in api.calls] == [400] * (len(tried) - 1) + [200]
+            assert [(c.mode, c.status) for c in api.calls] == tried
             api.calls.clear()
             again = await client.complete(SYSTEM, schema=SCHEMA)
             assert again.mode == settled and [c.mode for c in api.calls] == [settled]
@@ -300,6 +311,7 @@ def test_auto_moves_on_when_a_server_answers_500_naming_json_schema_and_never_re
             assert done.mode == "json_object" == client.auto_mode
             assert [(c.mode, c.status) for c in api.calls] == [
                 ("json_schema", 500),  # once: a refusal is not retried
+                ("grammar", 200),  # the schema was ignored
                 ("json_object", 200),
             ]
         async with LLMClient(settings(api)) as other:  # another role, same server and model
@@ -309,6 +321,33 @@ def test_auto_moves_on_when_a_server_answers_500_naming_json_schema_and_never_re
             assert [c.mode for c in api.calls] == ["json_object"]
 
     run(scenario, responder=lambda request: '{"score": 3}', supports={"json_object"},
+        reject_status=500)  # fmt: skip
+
+
+def test_a_server_that_enforces_a_grammar_schema_gets_the_stricter_one_and_shows_it_to_no_one() -> (
+    None
+):
+    """llama-cpp-python: json_schema is a 500, ``json_object`` + ``schema`` is a grammar."""
+    strict = {**SCHEMA, "properties": {"score": {"type": "integer", "enum": [7]}}}
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            done = await client.complete(SYSTEM, schema=SCHEMA, grammar=strict)
+            assert done.mode == "grammar" == client.auto_mode
+            assert json.loads(done.text) == {"score": 7}  # the decoder kept to the grammar
+            assert [(c.mode, c.status) for c in api.calls] == [
+                ("json_schema", 500),
+                ("grammar", 200),  # the tiny check that the schema is enforced
+                ("grammar", 200),
+            ]
+            asked = api.calls[-1]
+            assert asked.response_format == {"type": "json_object", "schema": strict}
+            assert asked.messages == SYSTEM  # neither schema is put in the prompt
+            api.calls.clear()
+            await client.complete(SYSTEM, schema=SCHEMA)  # no grammar: the schema is used
+            assert api.calls[0].response_format == {"type": "json_object", "schema": SCHEMA}
+
+    run(scenario, responder=lambda request: '{"score": 3}', supports={"grammar", "json_object"},
         reject_status=500)  # fmt: skip
 
 
@@ -337,8 +376,11 @@ def test_probe_finds_the_modes_and_auto_uses_it() -> None:
         async with LLMClient(settings(api)) as client:
             result = await client.probe()
             assert result.ok and result.model == "fake-model" and result.latency_s > 0
-            assert result.modes == {"json_schema": False, "json_object": True, "text": True}
+            assert result.modes == {
+                "json_schema": False, "grammar": False, "json_object": True, "text": True
+            }  # fmt: skip
             assert "bad_request" in result.errors["json_schema"]
+            assert "does not enforce" in result.errors["grammar"]
             assert result.auto == "json_object" == client.auto_mode
             api.calls.clear()
             done = await client.complete(SYSTEM, schema=SCHEMA)
@@ -500,6 +542,7 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
         assert f"judge: {api.base_url} model fake-model" in out and KEY not in out
         assert "plain completion: ok" in out
         assert "json_schema: no" in out and "json_object: ok" in out and "text: ok" in out
+        assert "grammar: no (bad_request: response_format grammar: the server takes" in out
         assert "auto -> json_object" in out
         assert "customer" not in out
 
@@ -510,7 +553,7 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert f"customer, judge, rewriter: {api.base_url}" in result.output
         assert result.output.count("plain completion: ok") == 1
-        assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 4  # once
+        assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 5  # once
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
 
@@ -545,7 +588,7 @@ def test_a_saved_mode_the_server_no_longer_takes_is_found_again(tmp_path: Path) 
             judge.memory = store
             done = await judge.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == "json_object"
-            assert [c.mode for c in api.calls] == ["json_schema", "json_object"]
+            assert [c.mode for c in api.calls] == ["json_schema", "grammar", "json_object"]
         assert store.recall_mode(api.base_url, "fake-model")[0] == "json_object"  # type: ignore[index]
         store.close()
 

@@ -4,10 +4,15 @@ The openai SDK is the only retry layer (``max_retries=1``: one retry of 408/409/
 timeouts and connection errors); every failure reaches the caller as an ``LLMError`` with a
 short ``reason`` so it can fall back to scripted or rule behaviour. Structured answers use
 the role's ``structured`` mode; ``auto`` uses what ``probe()`` found, else tries
-``json_schema``, then ``json_object``, then ``text`` while the server refuses the mode (a
-400, or any error whose message names ``response_format`` or the mode: llama.cpp's server
-answers 500), without retrying those tries, and remembers the first that worked for every
-client of the same base URL and model in the process.
+``json_schema``, then ``grammar``, then ``json_object``, then ``text`` while the server
+refuses the mode (a 400, or any error whose message names ``response_format`` or the mode:
+llama.cpp's server answers 500), without retrying those tries, and remembers the first that
+worked for every client of the same base URL and model in the process.
+
+``grammar`` is llama.cpp's ``{"type": "json_object", "schema": ...}``: the server turns the
+schema into a grammar the answer must follow, and the model never sees the schema. It is
+used only once a tiny request showed the server enforces it (many servers accept the key
+and ignore it).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from openai.types.chat import ChatCompletion
 
 from bot.llm.config import RoleSettings
 
-Mode = Literal["json_schema", "json_object", "text"]
-MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+Mode = Literal["json_schema", "grammar", "json_object", "text"]
+MODES: tuple[Mode, ...] = ("json_schema", "grammar", "json_object", "text")
 PLAIN = "plain"
 """``Completion.mode`` of a request without a schema."""
 
@@ -37,6 +42,14 @@ PROBE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"ok": {"type": "boolean"}},
     "required": ["ok"],
+    "additionalProperties": False,
+}
+GRAMMAR_MARK = "grammar-enforced-7f3a"
+"""A value only a server that enforces the ``grammar`` schema makes a model write."""
+GRAMMAR_PROBE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "check": {"type": "string", "enum": [GRAMMAR_MARK]}},
+    "required": ["ok", "check"],
     "additionalProperties": False,
 }
 PROBE_MESSAGES = [
@@ -156,6 +169,17 @@ class ModeMemory(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """What one completion asks for (see ``LLMClient.complete``)."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any] | None
+    schema_name: str
+    max_tokens: int | None
+    grammar: dict[str, Any] | None = None
+
+
 class LLMError(Exception):
     """A model call that gave no usable answer; ``reason`` is a short machine-readable word.
 
@@ -178,7 +202,8 @@ class Completion:
     model: str
     """The model the server says answered (else the configured one)."""
     mode: str
-    """``json_schema``, ``json_object``, ``text`` (schema in the prompt) or ``plain``."""
+    """``json_schema``, ``grammar``, ``json_object``, ``text`` (schema in the prompt) or
+    ``plain``."""
     raw: str
     """The full response body as received, for storing with what it produced."""
     elapsed_s: float
@@ -278,16 +303,20 @@ class LLMClient:
         schema_name: str = "answer",
         max_tokens: int | None = None,
         budget_s: float | None = None,
+        grammar: dict[str, Any] | None = None,
     ) -> Completion:
         """One chat completion; with ``schema`` the answer is asked for as JSON fitting it.
 
-        ``budget_s`` caps the whole call, retries included (a ``timeout`` failure after it).
+        ``grammar`` is a stricter schema for the ``grammar`` mode only (the model never sees
+        it there, so it may hold values no prompt should); ``budget_s`` caps the whole
+        call, retries included (a ``timeout`` failure after it).
 
         Raises ``LLMError``. The JSON is not validated here: the caller checks it. While
         the server's breaker is open (``BREAK_AFTER`` failures in a row), raises at once
         with reason ``circuit_open``: a hung server costs a trainee one timeout, not one
         per turn and role.
         """
+        ask = _Ask(messages, schema, schema_name, max_tokens, grammar)
         breaker = _BREAKERS.setdefault(self.settings.base_url, _Breaker())
         if not breaker.admit(time.monotonic()):
             left = max(0.0, breaker.open_until - time.monotonic())
@@ -299,9 +328,7 @@ class LLMClient:
         limit = self.settings.max_concurrency
         gate = None if limit is None else _GATES.setdefault(self.settings.base_url, _Gate(limit))
         try:
-            completion = await asyncio.wait_for(
-                self._gated(gate, messages, schema, schema_name, max_tokens), budget_s
-            )
+            completion = await asyncio.wait_for(self._gated(gate, ask), budget_s)
         except TimeoutError:
             breaker.record(False, time.monotonic())
             raise self._error("timeout", f"no answer within {budget_s:g} s") from None
@@ -314,46 +341,33 @@ class LLMClient:
         breaker.record(True, time.monotonic())
         return completion
 
-    async def _gated(
-        self,
-        gate: _Gate | None,
-        messages: list[dict[str, str]],
-        schema: dict[str, Any] | None,
-        schema_name: str,
-        max_tokens: int | None,
-    ) -> Completion:
+    async def _gated(self, gate: _Gate | None, ask: _Ask) -> Completion:
         """The call once the server has a free slot (a cancelled one frees it at once)."""
         if gate is None:
-            return await self._complete(messages, schema, schema_name, max_tokens)
+            return await self._complete(ask)
         await gate.enter(self.priority)
         try:
-            return await self._complete(messages, schema, schema_name, max_tokens)
+            return await self._complete(ask)
         finally:
             gate.leave()
 
-    async def _complete(
-        self,
-        messages: list[dict[str, str]],
-        schema: dict[str, Any] | None,
-        schema_name: str,
-        max_tokens: int | None,
-    ) -> Completion:
-        if schema is None:
-            return await self._call(messages, None, None, schema_name, max_tokens)
+    async def _complete(self, ask: _Ask) -> Completion:
+        if ask.schema is None:
+            return await self._call(ask, None)
         wanted = self.settings.structured
         if wanted != "auto":
-            return await self._call(messages, wanted, schema, schema_name, max_tokens)
+            return await self._call(ask, wanted)
         settled = self.auto_mode
         if settled is not None:
             try:
-                return await self._call(messages, settled, schema, schema_name, max_tokens)
+                return await self._call(ask, settled)
             except LLMError as error:
                 if settled == "text" or not _mode_refused(error):
                     raise
                 # The server behind the URL changed since the mode was found: find it again.
         for mode in (m for m in MODES if m != settled):
             try:
-                completion = await self._try_mode(messages, mode, schema, schema_name, max_tokens)
+                completion = await self._try_mode(ask, mode)
             except LLMError as error:
                 if mode != "text" and _mode_refused(error):
                     continue  # the server does not take this response_format: try the next
@@ -362,45 +376,62 @@ class LLMClient:
             return completion
         raise AssertionError("unreachable: text mode either returns or raises")
 
-    async def _try_mode(
-        self,
-        messages: list[dict[str, str]],
-        mode: Mode,
-        schema: dict[str, Any],
-        schema_name: str,
-        max_tokens: int | None,
-    ) -> Completion:
+    async def _try_mode(self, ask: _Ask, mode: Mode) -> Completion:
         """One structured request while ``auto`` is still finding its mode.
 
         A refusal of the mode is an answer, so it is not retried; any other failure gets
         the one retry every request gets (after half a second, as the SDK would wait).
+        ``grammar`` is tried only on a server seen to enforce it.
         """
         if mode == "text":
-            return await self._call(messages, mode, schema, schema_name, max_tokens)
+            return await self._call(ask, mode)
+        if mode == "grammar":
+            ignored = await self._grammar_ignored()
+            if ignored:
+                raise self._error("bad_request", ignored)
         try:
-            return await self._call(messages, mode, schema, schema_name, max_tokens, retry=False)
+            return await self._call(ask, mode, retry=False)
         except LLMError as error:
             if _mode_refused(error) or error.reason not in _TRANSIENT:
                 raise
         await asyncio.sleep(0.5)
-        return await self._call(messages, mode, schema, schema_name, max_tokens, retry=False)
+        return await self._call(ask, mode, retry=False)
+
+    async def _grammar_ignored(self) -> str | None:
+        """Why the server does not enforce a ``grammar`` schema (None: it does).
+
+        Raises ``LLMError`` when the server refuses the mode or fails.
+        """
+        probe = _Ask(PROBE_MESSAGES, PROBE_SCHEMA, "probe", 64, GRAMMAR_PROBE)
+        done = await self._call(probe, "grammar", retry=False)
+        try:
+            answer = json.loads(done.text)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and answer.get("check") == GRAMMAR_MARK:
+            return None
+        return "response_format grammar: the server takes the schema but does not enforce it"
 
     async def probe(self) -> ProbeResult:
         """Try a tiny plain request, then one per structured mode; sets what ``auto`` uses."""
         errors: dict[str, str] = {}
         modes: dict[str, bool] = {}
         try:  # a plain answer cut at the probe's small token limit still shows it works
-            plain = await self._call(PROBE_MESSAGES, None, None, "probe", 64, cut_ok=True)
+            plain = await self._call(_Ask(PROBE_MESSAGES, None, "probe", 64), None, cut_ok=True)
         except LLMError as error:
             errors[PLAIN] = str(error)
             return ProbeResult(False, 0.0, None, {m: False for m in MODES}, errors)
+        ask = _Ask(PROBE_MESSAGES, PROBE_SCHEMA, "probe", 64)
         for mode in MODES:
             try:
-                done = await self._call(
-                    PROBE_MESSAGES, mode, PROBE_SCHEMA, "probe", 64, retry=mode == "text"
-                )
-                if mode != "text":
-                    json.loads(done.text)
+                if mode == "grammar":
+                    ignored = await self._grammar_ignored()
+                    if ignored:
+                        raise self._error("bad_request", ignored)
+                else:
+                    done = await self._call(ask, mode, retry=mode == "text")
+                    if mode != "text":
+                        json.loads(done.text)
                 modes[mode] = True
             except LLMError as error:
                 modes[mode], errors[mode] = False, str(error)
@@ -444,43 +475,31 @@ class LLMClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _request(
-        self,
-        messages: list[dict[str, str]],
-        mode: Mode | None,
-        schema: dict[str, Any] | None,
-        schema_name: str,
-        max_tokens: int | None,
-    ) -> dict[str, Any]:
+    def _request(self, ask: _Ask, mode: Mode | None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.settings.model}
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
+        if ask.max_tokens is not None:
+            body["max_tokens"] = ask.max_tokens
+        messages = ask.messages
         if mode == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema_name, "schema": schema, "strict": True},
+                "json_schema": {"name": ask.schema_name, "schema": ask.schema, "strict": True},
             }
+        elif mode == "grammar":
+            body["response_format"] = {"type": "json_object", "schema": ask.grammar or ask.schema}
         elif mode is not None:
             if mode == "json_object":
                 body["response_format"] = {"type": "json_object"}
-            messages = _with_schema(messages, schema or {})
+            messages = _with_schema(messages, ask.schema or {})
         body["messages"] = messages
         return body
 
     async def _call(
-        self,
-        messages: list[dict[str, str]],
-        mode: Mode | None,
-        schema: dict[str, Any] | None,
-        schema_name: str,
-        max_tokens: int | None,
-        *,
-        retry: bool = True,
-        cut_ok: bool = False,
+        self, ask: _Ask, mode: Mode | None, *, retry: bool = True, cut_ok: bool = False
     ) -> Completion:
-        body = self._request(messages, mode, schema, schema_name, max_tokens)
+        body = self._request(ask, mode)
         start = time.monotonic()
         try:
             # The SDK's post, without create()'s per-call conversion of the typed parameters

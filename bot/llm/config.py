@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 from bot.config import ConfigError, read_file
 
 Role = Literal["customer", "judge", "rewriter"]
-Structured = Literal["auto", "json_schema", "json_object", "text"]
+Structured = Literal["auto", "json_schema", "grammar", "json_object", "text"]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 STRUCTURED: tuple[str, ...] = get_args(Structured)
