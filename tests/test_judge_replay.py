@@ -46,7 +46,8 @@ def reference_judge(request: dict[str, Any]) -> str:
     marks unless the reply brushes the customer off, then a deduction quoting it."""
     text = "\n".join(str(m.get("content")) for m in request["messages"])
     reply = re.search(r"<<<REPLY \w+>>>\n(.*?)\n<<<END REPLY", text, re.S)
-    top = 3.0 if ("empathy" in text.split("<<<", 1)[0].lower()) else 2.0
+    dimension = re.search(r"(?:Grade this reply on |”（)(empathy|accuracy|policy)", text)
+    top = 3.0 if dimension and dimension.group(1) == "empathy" else 2.0
     quote = reply.group(1) if reply else ""
     rude = next((w for w in ("不归我管", "自己去", "not my", "yourself") if w in quote), None)
     violations = [{"quote": rude, "points": top, "clause_ids": [], "why": "dismissive"}]

@@ -46,7 +46,7 @@ RED_LINE = "加我微信私聊，我给你转50块钱，给个五星好评就行
 ROOT = Path(__file__).resolve().parent.parent
 REDTEAM = yaml.safe_load((ROOT / "tests" / "data" / "redteam.yaml").read_text(encoding="utf-8"))
 _FENCE = re.compile(r"<<<REPLY (\w+)>>>\n(.*?)\n<<<END REPLY \1>>>", re.DOTALL)
-_DIMENSION = re.compile(r"(?:Rubric for |评分标准（)(empathy|accuracy|policy)")
+_DIMENSION = re.compile(r"(?:Grade this reply on |”（)(empathy|accuracy|policy)")
 
 
 def kettle() -> ResolvedScenario:
@@ -98,7 +98,8 @@ def fenced_reply(request: dict[str, Any]) -> str:
 
 
 def dimension_of(request: dict[str, Any]) -> str:
-    found = _DIMENSION.search(request["messages"][0]["content"])
+    user = next(m for m in request["messages"] if m["role"] == "user")
+    found = _DIMENSION.search(user["content"])
     assert found
     return found.group(1)
 
@@ -211,6 +212,101 @@ def test_valid_answer_is_a_scored_judge_grade() -> None:
     assert request["response_format"]["json_schema"]["name"] == "judge_empathy"
     schema = request["response_format"]["json_schema"]["schema"]
     assert next(iter(schema["properties"])) == "reasoning"
+    assert "score" not in schema["properties"]  # the grade is the maximum minus the points
+    points = schema["properties"]["violations"]["items"]["properties"]["points"]
+    assert points["enum"] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert request["max_tokens"] <= 600
+
+
+def test_a_verdict_without_a_score_is_the_maximum_minus_its_points() -> None:
+    results: list[Grade] = []
+
+    def respond(request: dict[str, Any]) -> str:
+        answer = verdict(fenced_reply(request), "empathy", 1.5)
+        del answer["score"]
+        answer["reasoning"] = "Line one.\nLine two."  # a raw line break, as some grammars allow
+        return json.dumps(answer, ensure_ascii=False).replace("\\n", "\n")
+
+    async def scenario(api: FakeLLM) -> None:
+        api.responder = respond
+        results.append((await judge_one(api, "zh", GOOD["zh"]))[1])
+
+    api = run(scenario)
+    assert "\n" in api.completions[0].content  # the answer really had a raw line break
+    final = results[0]
+    assert (final.status, final.score, final.grader) == ("scored", 1.5, "llm_judge")
+    assert [d.points for d in final.deductions] == [1.5]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_in_grammar_mode_every_quote_the_server_allows_is_found_in_the_reply(lang: Lang) -> None:
+    """llama.cpp enforces the schema unseen by the model: quotes are pieces of the reply."""
+    from bot.llm.judge import _check
+
+    results: list[Grade] = []
+    reply = GOOD[lang]
+
+    def respond(request: dict[str, Any]) -> str:
+        if "<<<REPLY" not in json.dumps(request["messages"], ensure_ascii=False):
+            return '{"ok": true}'  # the check that the server enforces the schema
+        schema = request["response_format"].get("schema", {})
+        pieces = schema.get("properties", {}).get("violations", {}).get("items", {})
+        quotes = pieces.get("properties", {}).get("quote", {}).get("enum")
+        answer = verdict(fenced_reply(request), "empathy", 2.5, quote=quotes[-1] if quotes else "")
+        del answer["score"]  # not in the schema: a constrained decoder cannot write it
+        return json.dumps(answer, ensure_ascii=False)
+
+    async def scenario(api: FakeLLM) -> None:
+        api.responder = respond
+        results.append((await judge_one(api, lang, reply))[1])
+
+    api = run(scenario, supports={"grammar", "json_object"}, reject_status=500)
+    asked = api.completions[-1]
+    assert asked.mode == "grammar" and "JSON Schema" not in json.dumps(asked.messages)
+    schema = asked.response_format["schema"]  # type: ignore[index]
+    quotes = schema["properties"]["violations"]["items"]["properties"]["quote"]["enum"]
+    assert len(quotes) >= 3 and schema["properties"]["reasoning"]["maxLength"] > 0
+    allowed = frozenset(kettle().applicable_clauses)
+    for quote in quotes:
+        answer = json.dumps(verdict(reply, "empathy", 2.5, quote=quote), ensure_ascii=False)
+        assert not isinstance(_check(answer, reply, 3.0, allowed, lang), str), quote
+    final = results[0]
+    assert (final.status, final.audit["mode"]) == ("scored", "grammar")
+    assert final.deductions[0].quote == quotes[-1]
+
+
+def test_the_three_dimensions_of_a_reply_share_all_but_the_last_paragraph() -> None:
+    """A server that keeps a prompt prefix (llama.cpp's slot, a hosted cache) reads it once."""
+
+    async def scenario(api: FakeLLM) -> None:
+        api.responder = honest(2.0)
+        for dimension in JUDGED:
+            await judge_one(api, "en", GOOD["en"], dimension)
+
+    api = run(scenario)
+    systems = {c.messages[0]["content"] for c in api.completions}
+    users = [c.messages[1]["content"] for c in api.completions]
+    assert len(systems) == 1
+    shared = users[0][: users[0].index("Grade this reply on")]
+    assert all(u.startswith(shared) for u in users) and len(shared) > 0.8 * len(users[0])
+
+
+def test_a_long_chat_is_cut_to_its_latest_messages() -> None:
+    from bot.llm.judge import HISTORY_CHARS, _messages
+
+    rule = Grade(
+        dimension="empathy", grader="rules", status="scored", score=3.0, max_score=3.0,
+        reason={"zh": "", "en": ""},
+    )  # fmt: skip
+    chat = [("customer" if i % 2 == 0 else "agent", f"message {i} " + "x" * 190) for i in range(40)]
+    _, short = _messages(GOOD["en"], rule, kettle(), "en", chat[:1], 1)
+    _, long = _messages(GOOD["en"], rule, kettle(), "en", chat, 21)
+    text = long[1]["content"]
+    assert "message 39 " in text and "message 30 " not in text
+    omitted = re.search(r"\((\d+) earlier messages not shown\)", text)
+    assert omitted and text.count("message ") == 40 - int(omitted.group(1)) >= 4
+    grown = len(text) - len(short[1]["content"])
+    assert grown <= HISTORY_CHARS["en"] + 200  # fences and labels of the messages shown
 
 
 @pytest.mark.parametrize("mode", ["json_schema", "json_object", "text"])
@@ -382,8 +478,25 @@ def test_budget_exhausted_is_unscored() -> None:
     run(scenario)
     assert time.monotonic() - start < 1.5
     rule, final = results[0]
-    assert_unscored(rule, final, "budget")
+    assert_unscored(rule, final, "timeout")
+    assert "within 0.3 s" in final.audit["error"]
     assert final.audit["attempts"] == 0 and final.audit["model"] is None
+
+
+def test_judge_budgets_spent_on_a_hung_server_open_its_breaker() -> None:
+    """A budget the judge spends waiting is a failure of the server, not a call given up."""
+    results: list[tuple[Grade, Grade]] = []
+
+    async def scenario(api: FakeLLM) -> None:
+        api.responder = honest(2.0)
+        api.latency = 30.0  # hung
+        for _ in range(3):
+            results.append(await judge_one(api, "en", BAD["en"], "policy", budget_s=0.3))
+
+    api = run(scenario)
+    errors = [final.audit["error"] for _, final in results]
+    assert [e.split(":")[0] for e in errors] == ["timeout", "timeout", "circuit_open"], errors
+    assert len(api.completions) == 2  # the third reply did not wait for the server
 
 
 # ---------------------------------------------------------------------- bounds

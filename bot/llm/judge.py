@@ -1,8 +1,11 @@
 """The LLM judge: grades one trainee reply on one dimension, bounded by the rule grade.
 
-Each call asks the model for an analytic verdict (reasoning first, then every lost point
-tied to a quote from the reply) as JSON, checks it strictly, re-asks once when it is
-invalid, and otherwise gives up with an *unscored* grade for a mentor, never a guess. The
+Each call asks the model for an analytic verdict as JSON: brief reasoning first, then every
+fault as a quote from the reply with the points it costs; the grade is the maximum minus
+those points, so every lost point is explained by construction. The answer is checked
+strictly, re-asked once when it is invalid, and otherwise the grade is *unscored* for a
+mentor, never a guess. The three dimensions' prompts differ only in their last paragraph,
+so a server that keeps a prompt prefix reads the shared part once. The
 rule graders' grade bounds the result: a red line, a critical clause or text aimed at the
 grader caps the judge at the rule score. All trainee text reaches the model fenced.
 """
@@ -10,11 +13,13 @@ grader caps the judge at the rule score. All trainee text reaches the model fenc
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,35 +36,75 @@ from graders._base import Bilingual, Deduction, Grade
 JUDGED = ("empathy", "accuracy", "policy")
 log = logging.getLogger(__name__)
 
-_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string"},
-        "violations": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "quote": {"type": "string"},
-                    "points": {"type": "number"},
-                    "clause_ids": {"type": "array", "items": {"type": "string"}},
-                    "why": {"type": "string"},
-                },
-                "required": ["quote", "points", "clause_ids", "why"],
-                "additionalProperties": False,
-            },
-        },
-        "score": {"type": "number"},
-        "summary_zh": {"type": "string"},
-        "summary_en": {"type": "string"},
-    },
-    "required": ["reasoning", "violations", "score", "summary_zh", "summary_en"],
-    "additionalProperties": False,
+_MAX_TOKENS = 600
+"""The answer's cap. The prompt asks for about 300 tokens (three sentences of reasoning, a
+few faults, two summaries) and the ``grammar`` mode bounds every field, but a model with a
+poor Chinese vocabulary spends two tokens a character, and a cut answer is lost."""
+HISTORY_CHARS: dict[Lang, int] = {"zh": 400, "en": 1000}
+"""The chat shown to the judge: the latest messages up to this many characters (at least
+the last one), so the prompt stays small however long the session runs."""
+_LIMITS: dict[Lang, dict[str, int]] = {
+    "zh": {"reasoning": 120, "why": 60, "summary_zh": 60, "summary_en": 160},
+    "en": {"reasoning": 300, "why": 150, "summary_zh": 60, "summary_en": 160},
 }
-_MAX_TOKENS = 2000
+"""Field lengths (characters) the ``grammar`` mode enforces: about 300 tokens in all."""
+_MOST_FAULTS = 3
+"""Violations the ``grammar`` mode allows (a reply's faults rarely number more)."""
+_SEGMENT = re.compile(r"[^。！？!?；;，,、\n]+[。！？!?；;，,、]?")
 _TOLERANCE = 1e-6
 _FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
 _BOUND_FLAGS = ("red_line", "injection_attempt")
+
+
+def _schema(max_score: float, allowed: Sequence[str]) -> dict[str, Any]:
+    """What a verdict looks like; points in steps of 0.5, clause ids from ``allowed``."""
+    ids: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+    if allowed:
+        ids["items"]["enum"] = list(allowed)
+    else:
+        ids["maxItems"] = 0
+    violation = {
+        "type": "object",
+        "properties": {
+            "quote": {"type": "string"},
+            "points": {"type": "number", "enum": [n / 2 for n in range(1, int(max_score * 2) + 1)]},
+            "clause_ids": ids,
+            "why": {"type": "string"},
+        },
+        "required": ["quote", "points", "clause_ids", "why"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string"},
+            "violations": {"type": "array", "items": violation},
+            "summary_zh": {"type": "string"},
+            "summary_en": {"type": "string"},
+        },
+        "required": ["reasoning", "violations", "summary_zh", "summary_en"],
+        "additionalProperties": False,
+    }
+
+
+def _grammar(max_score: float, allowed: Sequence[str], reply: str, lang: Lang) -> dict[str, Any]:
+    """The schema for a server that enforces it unseen by the model (``grammar`` mode).
+
+    Quotes are pieces of the reply, so every one the model writes is found in it; fields
+    have a length cap, so the answer fits ``_MAX_TOKENS``. Trainee text may appear here
+    because the model never reads it.
+    """
+    schema = copy.deepcopy(_schema(max_score, allowed))
+    pieces = list(dict.fromkeys(p.strip() for p in _SEGMENT.findall(neutralise(reply))))
+    violation = schema["properties"]["violations"]
+    violation["maxItems"] = _MOST_FAULTS
+    fields = violation["items"]["properties"]
+    fields["quote"] = {"type": "string", "enum": [p for p in pieces if p][:60] or [""]}
+    limits = _LIMITS[lang]
+    fields["why"].update(minLength=1, maxLength=limits["why"])
+    for name in ("reasoning", "summary_zh", "summary_en"):
+        schema["properties"][name].update(minLength=1, maxLength=limits[name])
+    return schema
 
 
 @dataclass(frozen=True)
@@ -150,12 +195,8 @@ class Judge:
                 attempts.completions.append(Completion(cached[0], cached[1], "cached", "", 0.0))
                 return _bounded(rule, checked, attempts, tainted=tainted, lang=lang)
         try:
-            verdict = await asyncio.wait_for(
-                self._ask(messages, attempts, reply, rule, allowed, lang), self.budget_s
-            )
-        except TimeoutError:
-            failure = _Failed("budget", f"no valid answer within {self.budget_s:g} s")
-            return _unscored(rule, attempts, failure)
+            deadline = time.monotonic() + self.budget_s
+            verdict = await self._ask(messages, attempts, reply, rule, allowed, lang, deadline)
         except _Failed as failure:
             return _unscored(rule, attempts, failure)
         except Exception as error:  # a bug must cost the judge's grade, never the reply
@@ -211,16 +252,26 @@ class Judge:
         rule: Grade,
         allowed: frozenset[str],
         lang: Lang,
+        deadline: float,
     ) -> _Verdict:
-        """Ask, check, re-ask once with what was wrong; raises ``_Failed``."""
+        """Ask, check, re-ask once with what was wrong, all by ``deadline``; raises ``_Failed``.
+
+        Each call gets what is left of the budget as its own, so a server that does not
+        answer in time counts as failing (its breaker opens), not as a call given up.
+        """
         error = ""
         for _ in range(2):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Failed("budget", f"no valid answer within {self.budget_s:g} s")
             try:
                 completion = await self.client.complete(
                     messages,
-                    schema=_SCHEMA,
+                    schema=_schema(rule.max_score, sorted(allowed)),
                     schema_name=f"judge_{rule.dimension}",
                     max_tokens=_MAX_TOKENS,
+                    grammar=_grammar(rule.max_score, sorted(allowed), reply, lang),
+                    budget_s=left,
                 )
             except LLMError as failure:
                 raise _Failed(failure.reason, failure.message) from None
@@ -250,7 +301,8 @@ def _messages(
 ) -> tuple[Prompt, list[dict[str, str]]]:
     """The rendered prompt (system and user parts of one template) and the messages."""
     dimension = rule.dimension
-    marker = nonce("judge", scenario.id, lang, reply_number, dimension, reply)
+    marker = nonce("judge", scenario.id, lang, reply_number, reply)  # one for all dimensions
+    shown = _recent(history, HISTORY_CHARS[lang])
     s = scenario.scenario
     key = s.answer_key
     values: dict[str, Any] = {
@@ -270,15 +322,9 @@ def _messages(
             "required_facts": {k: list(v) for k, v in key.required_facts.items()},
             "problem_terms": list(key.problem_terms.get(lang)),
         },
-        "clauses": [
-            {
-                "id": cid,
-                "severity": scenario.policy.clauses[cid].severity,
-                "text": scenario.policy.clause_text(cid, lang),
-            }
-            for cid in scenario.applicable_clauses
-        ],
-        "chat": [(role, fence(text, "CHAT", marker)) for role, text in history],
+        "clauses": [_clause(scenario, cid, lang) for cid in scenario.applicable_clauses],
+        "chat": [(role, fence(text, "CHAT", marker)) for role, text in shown],
+        "omitted": len(history) - len(shown),
         "reply": fence(reply, "REPLY", marker),
         "reply_number": reply_number,
     }
@@ -289,6 +335,28 @@ def _messages(
         {"role": "user", "content": user.text},
     ]
     return system, messages
+
+
+def _clause(scenario: ResolvedScenario, clause_id: str, lang: Lang) -> dict[str, str]:
+    """A clause as the judge reads it: a red line by its title, the others in full.
+
+    The rule graders find red lines, and one caps the judge at the rule grade.
+    """
+    clause = scenario.policy.clauses[clause_id]
+    critical = clause.severity == "critical"
+    text = clause.title.get(lang) if critical else scenario.policy.clause_text(clause_id, lang)
+    return {"id": clause_id, "severity": clause.severity, "text": text}
+
+
+def _recent(history: Sequence[tuple[str, str]], limit: int) -> Sequence[tuple[str, str]]:
+    """The latest messages of ``history`` within ``limit`` characters (at least the last)."""
+    size, start = 0, len(history)
+    while start > 0:
+        size += len(history[start - 1][1])
+        if size > limit and start < len(history):
+            break
+        start -= 1
+    return history[start:]
 
 
 def _correction(error: str, lang: Lang) -> str:
@@ -311,19 +379,11 @@ def _check(
     data = _extract(text)
     if data is None:
         return say("找不到可解析的 JSON 对象", "no JSON object could be parsed")
-    reasoning, score = data.get("reasoning"), data.get("score")
+    reasoning = data.get("reasoning")
     summaries = (data.get("summary_zh"), data.get("summary_en"))
     raw_violations = data.get("violations")
     if not isinstance(reasoning, str):
         return say("缺少字符串字段 reasoning", "missing string field 'reasoning'")
-    if not _is_number(score):
-        return say("score 必须是数字", "'score' must be a number")
-    score = float(score)
-    if not 0 <= score <= max_score or not _is_half(score):
-        return say(
-            f"score 必须在 0 到 {max_score:g} 之间且是 0.5 的倍数，而不是 {score:g}",
-            f"'score' must be between 0 and {max_score:g} in steps of 0.5, not {score:g}",
-        )
     if not all(isinstance(s, str) and s.strip() for s in summaries):
         return say(
             "summary_zh 和 summary_en 不能为空", "'summary_zh' and 'summary_en' must not be empty"
@@ -343,9 +403,10 @@ def _check(
                 f"第 {index} 条扣分的引文“{quote}”不在回复原文中",
                 f"the quote of violation {index} ({quote!r}) is not in the reply",
             )
-        if not _is_number(points) or float(points) <= 0:
+        if not _is_number(points) or float(points) <= 0 or not _is_half(float(points)):
             return say(
-                f"第 {index} 条扣分的分数必须大于 0", f"violation {index} must cost > 0 points"
+                f"第 {index} 条扣分的分数必须大于 0 且是 0.5 的倍数",
+                f"violation {index} must cost more than 0 points, in steps of 0.5",
             )
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return say(
@@ -362,11 +423,17 @@ def _check(
             return say(f"第 {index} 条扣分缺少原因 why", f"violation {index} has no 'why'")
         violations.append(_Violation(quote, float(points), tuple(ids), why))
     lost = sum(v.points for v in violations)
-    if abs(lost - (max_score - score)) > _TOLERANCE:
+    if lost > max_score + _TOLERANCE:
         return say(
-            f"扣分合计 {lost:g} 必须等于 {max_score:g} − {score:g} = {max_score - score:g}",
-            f"the violations' points add up to {lost:g}, but {max_score:g} − {score:g} = "
-            f"{max_score - score:g} points were lost",
+            f"扣分合计 {lost:g}，超过了本维度的满分 {max_score:g}",
+            f"the violations take {lost:g} points, more than this dimension's {max_score:g}",
+        )
+    score = max_score - lost
+    stated = data.get("score")  # not asked for; a model that gives one must agree
+    if stated is not None and (not _is_number(stated) or abs(stated - score) > _TOLERANCE):
+        return say(
+            f"score {stated} 与扣分不符：{max_score:g} − {lost:g} = {score:g}",
+            f"'score' {stated} does not match the violations: {max_score:g} − {lost:g} = {score:g}",
         )
     return _Verdict(reasoning, tuple(violations), score, str(summaries[0]), str(summaries[1]))
 
@@ -375,13 +442,13 @@ def _extract(text: str) -> dict[str, Any] | None:
     """The first JSON object in ``text`` (bare, in a ```json fence, or inside prose)."""
     candidates = [text.strip(), *(m.group(1) for m in _FENCED_JSON.finditer(text))]
     for candidate in candidates:
-        try:
-            value = json.loads(candidate)
+        try:  # a line break inside a string (some grammars allow one) is still readable
+            value = json.loads(candidate, strict=False)
         except ValueError:
             continue
         if isinstance(value, dict):
             return value
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)
     for match in re.finditer(r"\{", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
