@@ -178,6 +178,7 @@ class _Ask:
     schema_name: str
     max_tokens: int | None
     grammar: dict[str, Any] | None = None
+    cut_ok: bool = False
 
 
 class LLMError(Exception):
@@ -209,6 +210,8 @@ class Completion:
     elapsed_s: float
     tokens: int | None = None
     """Completion tokens, when the server counts them."""
+    cut: bool = False
+    """The answer stopped at ``max_tokens`` (only returned to callers that accept that)."""
 
 
 @dataclass(frozen=True)
@@ -304,19 +307,21 @@ class LLMClient:
         max_tokens: int | None = None,
         budget_s: float | None = None,
         grammar: dict[str, Any] | None = None,
+        cut_ok: bool = False,
     ) -> Completion:
         """One chat completion; with ``schema`` the answer is asked for as JSON fitting it.
 
         ``grammar`` is a stricter schema for the ``grammar`` mode only (the model never sees
         it there, so it may hold values no prompt should); ``budget_s`` caps the whole
-        call, retries included (a ``timeout`` failure after it).
+        call, retries included (a ``timeout`` failure after it). An answer cut at
+        ``max_tokens`` is a ``truncated`` failure unless ``cut_ok`` (then ``cut`` says so).
 
         Raises ``LLMError``. The JSON is not validated here: the caller checks it. While
         the server's breaker is open (``BREAK_AFTER`` failures in a row), raises at once
         with reason ``circuit_open``: a hung server costs a trainee one timeout, not one
         per turn and role.
         """
-        ask = _Ask(messages, schema, schema_name, max_tokens, grammar)
+        ask = _Ask(messages, schema, schema_name, max_tokens, grammar, cut_ok)
         breaker = _BREAKERS.setdefault(self.settings.base_url, _Breaker())
         if not breaker.admit(time.monotonic()):
             left = max(0.0, breaker.open_until - time.monotonic())
@@ -331,7 +336,9 @@ class LLMClient:
             completion = await asyncio.wait_for(self._gated(gate, ask), budget_s)
         except TimeoutError:
             breaker.record(False, time.monotonic())
-            raise self._error("timeout", f"no answer within {budget_s:g} s") from None
+            raise self._error(
+                "timeout", f"no answer within {round(budget_s or 0.0, 1):g} s"
+            ) from None
         except LLMError as error:
             breaker.record(error.reason not in _DOWN, time.monotonic())
             raise
@@ -417,7 +424,7 @@ class LLMClient:
         errors: dict[str, str] = {}
         modes: dict[str, bool] = {}
         try:  # a plain answer cut at the probe's small token limit still shows it works
-            plain = await self._call(_Ask(PROBE_MESSAGES, None, "probe", 64), None, cut_ok=True)
+            plain = await self._call(_Ask(PROBE_MESSAGES, None, "probe", 64, cut_ok=True), None)
         except LLMError as error:
             errors[PLAIN] = str(error)
             return ProbeResult(False, 0.0, None, {m: False for m in MODES}, errors)
@@ -496,9 +503,7 @@ class LLMClient:
         body["messages"] = messages
         return body
 
-    async def _call(
-        self, ask: _Ask, mode: Mode | None, *, retry: bool = True, cut_ok: bool = False
-    ) -> Completion:
+    async def _call(self, ask: _Ask, mode: Mode | None, *, retry: bool = True) -> Completion:
         body = self._request(ask, mode)
         start = time.monotonic()
         try:
@@ -543,7 +548,7 @@ class LLMClient:
             raise self._error("refused", f"the model refused: {_clip(refusal)}")
         if choice.finish_reason == "content_filter":
             raise self._error("refused", "the answer was stopped by the content filter")
-        if choice.finish_reason == "length" and not cut_ok:
+        if choice.finish_reason == "length" and not ask.cut_ok:
             raise self._error("truncated", "the answer was cut at the token limit (max_tokens)")
         if not choice.finish_reason:
             raise self._error("bad_response", "the answer has no finish_reason (incomplete)")
@@ -558,6 +563,7 @@ class LLMClient:
             raw=raw,
             elapsed_s=elapsed,
             tokens=usage.completion_tokens if usage is not None else None,
+            cut=choice.finish_reason == "length",
         )
 
     def _error(self, reason: str, message: str) -> LLMError:

@@ -12,7 +12,6 @@ showing the scenario's exemplar.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,12 +110,10 @@ class Rewriter:
             {"role": "system", "content": prompt.text},
             {"role": "user", "content": _data(reply, history, lang, marker)},
         ]
-        try:
-            done = await asyncio.wait_for(
-                self.client.complete(messages, max_tokens=MAX_TOKENS), self.budget_s
+        try:  # a budget spent counts against the server's breaker, as a timeout
+            done = await self.client.complete(
+                messages, max_tokens=MAX_TOKENS, budget_s=self.budget_s
             )
-        except TimeoutError:
-            return Rewrite(None, "timeout", None, prompt.sha, None)
         except LLMError as exc:
             return Rewrite(None, exc.reason, None, prompt.sha, None)
         text = done.text.strip().strip(_QUOTES).strip()
