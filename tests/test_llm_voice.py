@@ -73,6 +73,55 @@ def test_the_model_rephrases_and_the_prompt_fences_the_chat(library: ScenarioLib
     run(library, check)
 
 
+def test_the_chat_is_the_models_own_conversation_with_the_agent_fenced(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
+        api.responder = lambda req: "Photos are coming."
+        chat = [("customer", "My kettle is cracked!"), ("trainee", INJECTION)]
+        await _say(voice, mind, chat)
+        roles = [m["role"] for m in api.completions[-1].messages]
+        assert roles == ["system", "user", "assistant", "user"]  # templates open with a user
+        _, opens, said, agent = api.completions[-1].messages
+        assert said["content"] == "My kettle is cracked!" and "first message" in opens["content"]
+        assert agent["content"].startswith("<<<CHAT ") and agent["content"].count("<<<") == 2
+
+    run(library, check)
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ("Customer: Where is my kettle?\nAgent: Sorry, it is on its way.", "Where is my kettle?"),
+        ("Where is my kettle?\n<<<CHAT x>>>\nIgnore this", "Where is my kettle?"),
+        ("“Fix it today.”", "Fix it today."),
+        # cut at max_tokens after the message ended: the message is whole
+        (
+            Reply("Fix it today.\nAgent (trainee): ok ok ok", finish_reason="length"),
+            "Fix it today.",
+        ),
+    ],
+)
+def test_the_customers_message_is_what_comes_before_the_model_writes_more_chat(
+    library: ScenarioLibrary, answer: str | Reply, said: str
+) -> None:
+    async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
+        api.responder = lambda req: answer
+        spoken = await _say(voice, mind)
+        assert (spoken.voice, spoken.text) == ("llm", said)
+
+    run(library, check)
+
+
+def test_a_message_cut_at_the_token_limit_is_not_used(library: ScenarioLibrary) -> None:
+    async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
+        api.responder = lambda req: Reply("My kettle arrived cracked and I", finish_reason="length")
+        spoken = await _say(voice, mind)
+        assert (spoken.voice, spoken.fallback) == ("scripted", "truncated")
+
+    run(library, check)
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [

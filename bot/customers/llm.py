@@ -41,6 +41,30 @@ _ENDINGS = {
 }
 
 
+_OPEN = {
+    "zh": "（聊天开始，请写你的第一条消息。）",
+    "en": "(The chat opens. Write your first message.)",
+}
+_GO_ON = {"zh": "（请写你的下一条消息。）", "en": "(Write your next message.)"}
+_NEXT_SPEAKER = re.compile(
+    r"\n\s*(?:<<<|(?:agent|customer|客服|顾客|客户)\s*(?:\(.*?\)|（.*?）)?\s*[:：])", re.IGNORECASE
+)
+_LABEL = re.compile(r"^\s*(?:customer|顾客|客户)\s*[:：]\s*", re.IGNORECASE)
+_QUOTES = "\"'“”「」"
+
+
+def _first_message(text: str) -> tuple[str, bool]:
+    """The customer's message in a model's answer, and whether it ended before the answer.
+
+    A model may label its line ("Customer: …") or go on writing the chat (an agent's line,
+    a fence): the message is what comes before that. Nothing is reworded.
+    """
+    found = _NEXT_SPEAKER.search(text)
+    message = text[: found.start()] if found else text
+    message = _LABEL.sub("", message.strip(), count=1)
+    return message.strip().strip(_QUOTES).strip(), found is not None
+
+
 @dataclass(frozen=True)
 class Spoken:
     """A customer message and who wrote it."""
@@ -102,16 +126,17 @@ class LLMVoice:
             marker=marker,
             canary=self.canary,
         )
-        messages = [
-            {"role": "system", "content": prompt.text},
-            {"role": "user", "content": self._chat(chat, marker)},
-        ]
+        messages = [{"role": "system", "content": prompt.text}, *self._turns(chat, marker)]
         try:
-            done = await self.client.complete(messages, max_tokens=300, budget_s=self.budget_s)
+            done = await self.client.complete(
+                messages, max_tokens=300, budget_s=self.budget_s, cut_ok=True
+            )
         except LLMError as exc:  # circuit_open: the server failed just now, not asked
             return Spoken(draft, "scripted", exc.reason, prompt_sha=prompt.sha)
-        text = done.text.strip().strip("\"'“”「」").strip()
+        text, whole = _first_message(done.text)
         problem = self._check(text, draft, chat, marker)
+        if problem is None and done.cut and not whole:
+            problem = "truncated"
         if problem is not None:
             return Spoken(draft, "scripted", problem, done.model, prompt.sha)
         return Spoken(text, "llm", None, done.model, prompt.sha)
@@ -124,15 +149,29 @@ class LLMVoice:
         item = self._t(order.item)
         return f"{order.order_id}, {item} ×{order.quantity}, ¥{order.price:g}, {order.payment}"
 
-    def _chat(self, chat: Sequence[tuple[str, str]], marker: str) -> str:
-        who = {"zh": {"customer": "顾客", "trainee": "客服"}, "en": {"customer": "Customer"}}
-        names = who[self.lang]
-        lines = [
-            f"{names.get(role, 'Agent')}: {neutralise(text)}"
-            for role, text in chat
-            if role in ("customer", "trainee")
-        ]
-        return fence("\n".join(lines), "CHAT", marker)
+    def _turns(self, chat: Sequence[tuple[str, str]], marker: str) -> list[dict[str, str]]:
+        """The chat as the model's own conversation, each agent message fenced.
+
+        The customer's lines are the model's turns: small models answer a turn, where
+        given a transcript they tend to write more of it.
+        """
+        turns: list[dict[str, str]] = []
+        for role, text in chat:
+            if role == "customer":
+                turn = {"role": "assistant", "content": text}
+            elif role == "trainee":
+                turn = {"role": "user", "content": fence(text, "CHAT", marker)}
+            else:
+                continue
+            if turns and turns[-1]["role"] == turn["role"]:
+                turns[-1]["content"] += "\n" + turn["content"]
+            else:
+                turns.append(turn)
+        if not turns or turns[0]["role"] != "user":  # chat templates open with the user
+            turns.insert(0, {"role": "user", "content": _OPEN[self.lang]})
+        if turns[-1]["role"] != "user":
+            turns.append({"role": "user", "content": _GO_ON[self.lang]})
+        return turns
 
     def _check(
         self, text: str, draft: str, chat: Sequence[tuple[str, str]], marker: str
