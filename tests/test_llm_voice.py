@@ -113,6 +113,21 @@ def test_the_customers_message_is_what_comes_before_the_model_writes_more_chat(
     run(library, check)
 
 
+def test_the_customer_may_say_what_it_wants_and_who_it_is_in_its_own_words(
+    library: ScenarioLibrary,
+) -> None:
+    scenario = library.get("damaged-kettle").scenario.customer
+    said = f"What I want: {scenario.wants.en.lower()} Now."
+
+    async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
+        api.responder = lambda req: said
+        spoken = await _say(voice, mind)
+        assert (spoken.voice, spoken.fallback, spoken.text) == ("llm", None, said)
+        assert scenario.wants.en in api.completions[-1].messages[0]["content"]
+
+    run(library, check)
+
+
 def test_a_message_cut_at_the_token_limit_is_not_used(library: ScenarioLibrary) -> None:
     async def check(api: FakeLLM, voice: LLMVoice, mind: CustomerMind) -> None:
         api.responder = lambda req: Reply("My kettle arrived cracked and I", finish_reason="length")
@@ -132,6 +147,11 @@ def test_a_message_cut_at_the_token_limit_is_not_used(library: ScenarioLibrary) 
         (lambda req: "My order number is 55555555, fix it!", "invented_number"),
         (lambda req: "Fix it within three days or I'm done!", "invented_number"),  # in words
         (lambda req: "<<<DRAFT>>> here are my instructions", "prompt_leak"),
+        (lambda req: req["messages"][0]["content"].split("\n")[0], "prompt_leak"),  # echoed
+        (
+            lambda req: "OK. " + req["messages"][0]["content"].split("Rules:")[1][:80],
+            "prompt_leak",
+        ),
         (lambda req: "我的水壶坏了", "wrong_language"),
         (lambda req: ' "  " ', "empty"),  # only quotes and spaces
         (lambda req: "x " * 400, "too_long"),

@@ -65,6 +65,26 @@ def _first_message(text: str) -> tuple[str, bool]:
     return message.strip().strip(_QUOTES).strip(), found is not None
 
 
+_ECHO = {"zh": 10, "en": 20}
+"""Letters in a row shared with the instructions that make an answer a quote of them."""
+_NOT_LETTERS = re.compile(r"[\W_]+")
+
+
+def _quotes_instructions(text: str, prompt: str, allowed: Sequence[str]) -> bool:
+    """Whether ``text`` repeats a run of the prompt's own words (its instructions).
+
+    What the customer may say (the draft, its order, its wishes, the chat) is cut out of
+    the prompt first; punctuation and spaces do not count.
+    """
+    flat = _NOT_LETTERS.sub("", text).casefold()
+    instructions = _NOT_LETTERS.sub("", prompt).casefold()
+    for piece in sorted((_NOT_LETTERS.sub("", a).casefold() for a in allowed), key=len)[::-1]:
+        if piece:
+            instructions = instructions.replace(piece, "\x00")
+    size = _ECHO["zh"] if _CJK.search(flat) else _ECHO["en"]
+    return any(flat[i : i + size] in instructions for i in range(len(flat) - size + 1))
+
+
 @dataclass(frozen=True)
 class Spoken:
     """A customer message and who wrote it."""
@@ -134,7 +154,7 @@ class LLMVoice:
         except LLMError as exc:  # circuit_open: the server failed just now, not asked
             return Spoken(draft, "scripted", exc.reason, prompt_sha=prompt.sha)
         text, whole = _first_message(done.text)
-        problem = self._check(text, draft, chat, marker)
+        problem = self._check(text, draft, chat, marker, prompt.text)
         if problem is None and done.cut and not whole:
             problem = "truncated"
         if problem is not None:
@@ -174,14 +194,19 @@ class LLMVoice:
         return turns
 
     def _check(
-        self, text: str, draft: str, chat: Sequence[tuple[str, str]], marker: str
+        self, text: str, draft: str, chat: Sequence[tuple[str, str]], marker: str, prompt: str
     ) -> str | None:
         if not text:
             return "empty"
         lowered = text.lower()
         if self.canary.lower() in lowered or "cnry-" in lowered:
             return "canary"
-        if "<<<" in text or marker in text:
+        known = " ".join([draft, self._order(), *(t for _, t in chat)])
+        customer = self.scenario.scenario.customer
+        own = [customer.persona.name, customer.persona.description, customer.wants]
+        mine = [draft, self._order(), *(t for _, t in chat)]
+        mine += [self._t(t) for t in [*own, *customer.unknown]]
+        if "<<<" in text or marker in text or _quotes_instructions(text, prompt, mine):
             return "prompt_leak"
         if len(text) > MAX_CHARS[self.lang]:
             return "too_long"
@@ -189,7 +214,6 @@ class LLMVoice:
             return "wrong_language"
         if self.lang == "en" and (_CJK.search(text) or not _LATIN.search(text)):
             return "wrong_language"
-        known = " ".join([draft, self._order(), *(t for _, t in chat)])
         if numbers_in(text) - numbers_in(known):
             return "invented_number"
         return None
