@@ -1115,7 +1115,7 @@ JUDGE_TOKENS = 300
 
 
 async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | None) -> bool:
-    from bot.llm.client import MODES, LLMClient
+    from bot.llm.client import DEFAULT_CONCURRENCY, MODES, LLMClient
 
     names = ", ".join(name for name, _ in members)
     settings = members[0][1]
@@ -1148,6 +1148,18 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | Non
     used = settings.structured if settings.structured != "auto" else f"auto -> {result.auto}"
     kept = " (saved: sessions start with it)" if settings.structured == "auto" and store else ""
     click.echo(f"  structured answers use: {used}{kept}")
+    how = {"reported": "as the server reports", "measured": "measured"}.get(result.slots_how)
+    decodes = {
+        None: "requests decoded at once: unknown",
+        1: f"decodes one request at a time ({how})",
+    }.get(result.slots, f"decodes several requests at once ({how})")
+    limit = settings.max_concurrency
+    if limit is not None:
+        click.echo(f"  {decodes}; sessions send at most {limit} at once (max_concurrency)")
+    else:
+        most = 1 if result.slots == 1 else DEFAULT_CONCURRENCY
+        saved = " (saved)" if store and result.slots is not None else ""
+        click.echo(f"  {decodes}; sessions send at most {most} at once{saved}")
     judge = next((s for name, s in members if name == "judge"), None)
     if judge is not None and result.tokens_per_s:
         needed = JUDGE_TOKENS / result.tokens_per_s

@@ -295,6 +295,16 @@ def m006_llm_modes(db: Database) -> None:
     )
 
 
+@migrations()
+def m007_llm_servers(db: Database) -> None:
+    """How many requests each model server decodes at once, as last found, and how."""
+    db.table("llm_servers").create(
+        {"base_url": str, "slots": int, "how": str, "found_at": str},
+        pk="base_url",
+        not_null={"slots", "how", "found_at"},
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -1117,6 +1127,23 @@ class Store:
                 " ON CONFLICT (base_url, model) DO UPDATE SET mode = excluded.mode,"
                 " found_at = excluded.found_at",
                 [base_url or "", model, mode, _now()],
+            )
+
+    def recall_slots(self, base_url: str | None) -> tuple[int, str] | None:
+        """How many requests the server decodes at once, and how that was found."""
+        row = self.db.execute(
+            "SELECT slots, how FROM llm_servers WHERE base_url = ?", [base_url or ""]
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def remember_slots(self, base_url: str | None, slots: int, how: str) -> None:
+        """Store how many requests a server decodes at once (``how``: reported, measured)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO llm_servers (base_url, slots, how, found_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (base_url) DO UPDATE SET slots = excluded.slots,"
+                " how = excluded.how, found_at = excluded.found_at",
+                [base_url or "", slots, how, _now()],
             )
 
     # update inbox (each chat-app update is stored before it is processed)

@@ -355,6 +355,7 @@ class FakeLLM:
         chunk_chars: int = 4,
         raise_responder_errors: bool = True,
         slots: int | None = None,
+        props: Mapping[str, Any] | None = None,
     ) -> None:
         self.api_key = api_key
         self.responder: Responder = responder or default_responder
@@ -366,6 +367,9 @@ class FakeLLM:
         self.latency = latency
         """Seconds slept before handling every request (faults included)."""
         self.slots = None if slots is None else asyncio.Semaphore(slots)
+        self.props = None if props is None else dict(props)
+        """Answered to ``GET /props`` (llama.cpp's server reports ``total_slots`` there);
+        None: that path is a 404, as on most servers."""
         self._decoding: set[asyncio.Future[web.StreamResponse]] = set()
         """Chat completions decoded at once (a llama.cpp server started with one slot);
         the others wait in line, and one whose client gave up is still decoded."""
@@ -534,6 +538,9 @@ class FakeLLM:
                 if body_error:
                     raise _Answer(400, body_error)
                 return await self._chat(request, call, fault)
+            if request.method == "GET" and request.path == "/props" and self.props is not None:
+                call.status = 200
+                return web.json_response(self.props)
             if request.method == "GET" and request.path == "/v1/models":
                 data = [
                     {"id": m, "object": "model", "created": 0, "owned_by": "fake"}

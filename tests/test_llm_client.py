@@ -20,7 +20,7 @@ from bot.cli import cli
 from bot.config import ConfigError
 from bot.llm import LLMClient, LLMError, LLMSettings, RoleSettings, llm_settings
 from bot.llm import client as client_module
-from bot.llm.client import forget_endpoints
+from bot.llm.client import DEFAULT_CONCURRENCY, forget_endpoints
 from bot.llm.roles import Assistants
 from bot.storage import Store
 from tests.llmapi import Decoding, FakeLLM, Reply, serve
@@ -214,7 +214,7 @@ def test_plain_completion() -> None:
         assert done.text == "echo: hello" and done.model == "fake-model"
         assert done.mode == "plain" and done.elapsed_s > 0
         assert json.loads(done.raw)["choices"][0]["message"]["content"] == "echo: hello"
-        (call,) = api.calls
+        (call,) = api.completions
         assert call.response_format is None and call.messages == USER
         assert (call.temperature, call.max_tokens, call.model) == (0.2, 50, "fake-model")
         assert call.headers["authorization"] == f"Bearer {KEY}"
@@ -227,7 +227,7 @@ def test_json_schema_mode_sends_a_strict_schema() -> None:
         async with LLMClient(settings(api, structured="json_schema")) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA, schema_name="grade")
         assert (done.text, done.mode) == ('{"score": 3}', "json_schema")
-        call = api.calls[-1]
+        call = api.completions[-1]
         assert call.response_format == {
             "type": "json_schema",
             "json_schema": {"name": "grade", "schema": SCHEMA, "strict": True},
@@ -242,7 +242,7 @@ def test_json_object_mode_puts_the_schema_in_the_system_message() -> None:
         async with LLMClient(settings(api, structured="json_object")) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == "json_object"
-            call = api.calls[-1]
+            call = api.completions[-1]
             assert call.response_format == {"type": "json_object"}
             system, user = call.messages
             assert system["content"].startswith("You grade replies.")
@@ -251,7 +251,7 @@ def test_json_object_mode_puts_the_schema_in_the_system_message() -> None:
             assert SYSTEM[0]["content"] == "You grade replies."  # the caller's list is intact
 
             await client.complete(USER, schema=SCHEMA)  # no system message: one is added
-            first, second = api.calls[-1].messages
+            first, second = api.completions[-1].messages
             assert first["role"] == "system" and json.dumps(SCHEMA) in first["content"]
             assert second == USER[0]
 
@@ -263,7 +263,7 @@ def test_text_mode_has_no_response_format() -> None:
         async with LLMClient(settings(api, structured="text")) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA)
         assert done.mode == "text"
-        call = api.calls[-1]
+        call = api.completions[-1]
         assert call.response_format is None and "response_format" not in call.body
         assert json.dumps(SCHEMA) in call.messages[0]["content"]
 
@@ -294,10 +294,10 @@ def test_auto_falls_back_on_400_and_remembers(
         async with LLMClient(settings(api)) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == settled and client.auto_mode == settled
-            assert [(c.mode, c.status) for c in api.calls] == tried
+            assert [(c.mode, c.status) for c in api.completions] == tried
             api.calls.clear()
             again = await client.complete(SYSTEM, schema=SCHEMA)
-            assert again.mode == settled and [c.mode for c in api.calls] == [settled]
+            assert again.mode == settled and [c.mode for c in api.completions] == [settled]
 
     run(scenario, responder=lambda request: '{"score": 3}', supports=supports)
 
@@ -309,7 +309,7 @@ def test_auto_moves_on_when_a_server_answers_500_naming_json_schema_and_never_re
         async with LLMClient(settings(api)) as client:
             done = await client.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == "json_object" == client.auto_mode
-            assert [(c.mode, c.status) for c in api.calls] == [
+            assert [(c.mode, c.status) for c in api.completions] == [
                 ("json_schema", 500),  # once: a refusal is not retried
                 ("grammar", 200),  # the schema was ignored
                 ("json_object", 200),
@@ -318,7 +318,7 @@ def test_auto_moves_on_when_a_server_answers_500_naming_json_schema_and_never_re
             api.calls.clear()
             assert other.auto_mode == "json_object"
             await other.complete(SYSTEM, schema=SCHEMA)
-            assert [c.mode for c in api.calls] == ["json_object"]
+            assert [c.mode for c in api.completions] == ["json_object"]
 
     run(scenario, responder=lambda request: '{"score": 3}', supports={"json_object"},
         reject_status=500)  # fmt: skip
@@ -335,17 +335,17 @@ def test_a_server_that_enforces_a_grammar_schema_gets_the_stricter_one_and_shows
             done = await client.complete(SYSTEM, schema=SCHEMA, grammar=strict)
             assert done.mode == "grammar" == client.auto_mode
             assert json.loads(done.text) == {"score": 7}  # the decoder kept to the grammar
-            assert [(c.mode, c.status) for c in api.calls] == [
+            assert [(c.mode, c.status) for c in api.completions] == [
                 ("json_schema", 500),
                 ("grammar", 200),  # the tiny check that the schema is enforced
                 ("grammar", 200),
             ]
-            asked = api.calls[-1]
+            asked = api.completions[-1]
             assert asked.response_format == {"type": "json_object", "schema": strict}
             assert asked.messages == SYSTEM  # neither schema is put in the prompt
             api.calls.clear()
             await client.complete(SYSTEM, schema=SCHEMA)  # no grammar: the schema is used
-            assert api.calls[0].response_format == {"type": "json_object", "schema": SCHEMA}
+            assert api.completions[0].response_format == {"type": "json_object", "schema": SCHEMA}
 
     run(scenario, responder=lambda request: '{"score": 3}', supports={"grammar", "json_object"},
         reject_status=500)  # fmt: skip
@@ -366,7 +366,7 @@ def test_fixed_mode_does_not_fall_back() -> None:
         async with LLMClient(settings(api, structured="json_schema")) as client:
             error = await error_of(client, schema=SCHEMA)
         assert error.reason == "bad_request" and "HTTP 400" in str(error)
-        assert len(api.calls) == 1
+        assert len(api.completions) == 1
 
     run(scenario, supports={"json_object"})
 
@@ -384,7 +384,7 @@ def test_probe_finds_the_modes_and_auto_uses_it() -> None:
             assert result.auto == "json_object" == client.auto_mode
             api.calls.clear()
             done = await client.complete(SYSTEM, schema=SCHEMA)
-            assert done.mode == "json_object" and len(api.calls) == 1
+            assert done.mode == "json_object" and len(api.completions) == 1
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
 
@@ -398,12 +398,12 @@ def test_rate_limited_after_exactly_one_retry() -> None:
             api.fail_next(429, retry_after=0.01, count=2)
             error = await error_of(client)
             assert error.reason == "rate_limited" and "HTTP 429" in error.message
-            assert [(c.status, c.retry_count) for c in api.calls] == [(429, 0), (429, 1)]
+            assert [(c.status, c.retry_count) for c in api.completions] == [(429, 0), (429, 1)]
 
             api.calls.clear()
             api.fail_next(429, retry_after=0.01)  # one failure: the SDK's retry succeeds
             assert (await client.complete(USER)).text == "echo: hello"
-            assert [c.status for c in api.calls] == [429, 200]
+            assert [c.status for c in api.completions] == [429, 200]
 
     run(scenario)
 
@@ -414,7 +414,7 @@ def test_server_error_after_one_retry() -> None:
             api.fail_next(503, retry_after=0.01, count=2)
             error = await error_of(client)
         assert error.reason == "server_error" and "overloaded" in error.message
-        assert [c.status for c in api.calls] == [503, 503]
+        assert [c.status for c in api.completions] == [503, 503]
 
     run(scenario)
 
@@ -425,7 +425,7 @@ def test_connection_reset() -> None:
             api.reset_next(count=2)
             error = await error_of(client)
         assert error.reason == "connection"
-        assert [c.fault for c in api.calls] == ["reset", "reset"]
+        assert [c.fault for c in api.completions] == ["reset", "reset"]
 
     run(scenario)
 
@@ -445,7 +445,7 @@ def test_broken_bodies_are_bad_responses(inject: Callable[[FakeLLM], None]) -> N
             inject(api)
             error = await error_of(client)
         assert error.reason == "bad_response"
-        assert len(api.calls) == 1  # a 200 is not retried
+        assert len(api.completions) == 1  # a 200 is not retried
 
     run(scenario)
 
@@ -457,7 +457,7 @@ def test_timeout_after_one_retry() -> None:
             start = time.monotonic()
             error = await error_of(client)
         assert error.reason == "timeout" and "0.1 s" in error.message
-        assert len(api.calls) == 2
+        assert len(api.completions) == 2
         assert time.monotonic() - start < 2.5
 
     run(scenario)
@@ -471,7 +471,7 @@ def test_wrong_key_is_auth_and_the_key_stays_hidden() -> None:
                 await client.complete(USER)
         assert caught.value.reason == "auth" and "HTTP 401" in str(caught.value)
         assert "sk-wrong-secret-key" not in str(caught.value)
-        assert len(api.calls) == 1  # 401 is not retried
+        assert len(api.completions) == 1  # 401 is not retried
 
     run(scenario)
 
@@ -553,7 +553,7 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert f"customer, judge, rewriter: {api.base_url}" in result.output
         assert result.output.count("plain completion: ok") == 1
-        assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 5  # once
+        assert sum(c.path.endswith("/chat/completions") for c in api.calls) == 9  # once
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
 
@@ -574,7 +574,7 @@ def test_the_mode_check_finds_is_saved_and_a_new_process_starts_with_it(tmp_path
             Assistants(judge=judge).remember_modes(store)
             api.calls.clear()
             await judge.complete(SYSTEM, schema=SCHEMA)
-            assert [c.mode for c in api.calls] == ["json_object"]  # no json_schema try first
+            assert [c.mode for c in api.completions] == ["json_object"]  # no json_schema try first
         store.close()
 
     run(scenario, responder=lambda request: '{"ok": true}', supports={"json_object"})
@@ -588,7 +588,7 @@ def test_a_saved_mode_the_server_no_longer_takes_is_found_again(tmp_path: Path) 
             judge.memory = store
             done = await judge.complete(SYSTEM, schema=SCHEMA)
             assert done.mode == "json_object"
-            assert [c.mode for c in api.calls] == ["json_schema", "grammar", "json_object"]
+            assert [c.mode for c in api.completions] == ["json_schema", "grammar", "json_object"]
         assert store.recall_mode(api.base_url, "fake-model")[0] == "json_object"  # type: ignore[index]
         store.close()
 
@@ -672,16 +672,16 @@ def test_a_hung_server_costs_two_timeouts_then_is_not_asked_until_the_cool_down(
             api.latency = 5.0  # hung: every request outlives the timeout
             for client in (customer, judge):
                 assert (await error_of(client)).reason == "timeout"
-            reached = len(api.calls)
+            reached = len(api.completions)
             for client in (customer, judge, customer):  # every role, at once, no request
                 error = await error_of(client)
                 assert error.reason == "circuit_open" and "2 times in a row" in error.message
-            assert len(api.calls) == reached
+            assert len(api.completions) == reached
             api.latency = 0.0  # the server is back
             await asyncio.sleep(0.6)
             assert (await customer.complete(USER)).text  # the one trial goes, and closes it
             assert (await judge.complete(USER)).text
-            assert len(api.calls) == reached + 2
+            assert len(api.completions) == reached + 2
 
     run(scenario)
 
@@ -745,6 +745,84 @@ def test_a_single_slot_server_gets_one_request_at_a_time_customer_first() -> Non
         assert decoding.started == ["judge-1", "customer", "judge-2", "rewrite"]
 
     run(scenario, responder=decoding)
+
+
+@pytest.mark.parametrize(
+    ("props", "most"),
+    [
+        ({"total_slots": 1}, 1),  # llama.cpp started with one slot says so at GET /props
+        ({"total_slots": 8}, DEFAULT_CONCURRENCY),
+        (None, DEFAULT_CONCURRENCY),  # a server that reports nothing
+    ],
+)
+def test_without_max_concurrency_a_server_gets_what_it_reports_else_four(
+    props: dict[str, int] | None, most: int
+) -> None:
+    decoding = Decoding(0.2)
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api), "judge") as judge:
+            asks = (judge.complete([{"role": "user", "content": f"{n}"}]) for n in range(6))
+            await asyncio.gather(*asks)
+        assert sum(c.path == "/props" for c in api.calls) == 1  # asked once, not per call
+
+    run(scenario, responder=decoding, props=props)
+    assert decoding.most == most
+
+
+@pytest.mark.parametrize(("slots", "found"), [(1, 1), (None, 2)])
+def test_check_measures_a_server_that_reports_no_slots_and_sessions_keep_to_it(
+    tmp_path: Path, slots: int | None, found: int
+) -> None:
+    """llama-cpp-python's server reports no slots and decodes one request at a time."""
+    decoding = Decoding(0.3, answer='{"ok": true}')
+
+    async def scenario(api: FakeLLM) -> None:
+        config = write(
+            tmp_path,
+            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
+        )
+        db = tmp_path / "t.db"
+        result = await invoke("--config", str(config), "--role", "judge", db=db)
+        assert result.exit_code == 0, result.output
+        if found == 1:
+            assert (
+                "decodes one request at a time (measured); sessions send at most 1 at once (saved)"
+                in result.output
+            )
+        else:
+            assert (
+                "decodes several requests at once (measured); sessions send at most 4"
+                in result.output
+            )
+        forget_endpoints()  # as a new process
+        store = Store.open(db)
+        assert store.recall_slots(api.base_url) == (found, "measured")
+        decoding.most = 0
+        async with LLMClient(settings(api), "judge") as judge:
+            judge.memory = store
+            await asyncio.gather(*(judge.complete(USER) for _ in range(3)))
+        store.close()
+        assert decoding.most == (1 if found == 1 else 3)
+
+    run(scenario, responder=decoding, slots=slots)
+
+
+def test_a_call_given_up_closes_its_connection_so_the_server_can_stop() -> None:
+    """The server sees the connection close at once, not when its answer is ready."""
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api, max_concurrency=1)) as client:
+            ask = client.complete(USER, budget_s=0.3)
+            with pytest.raises(LLMError) as caught:
+                await ask
+            assert caught.value.reason == "timeout"
+            deadline = time.monotonic() + 30
+            while api.completions[-1].error != "client disconnected":
+                assert time.monotonic() < deadline, api.describe()
+                await asyncio.sleep(0.05)
+
+    run(scenario, responder=lambda request: Reply("late", latency=20.0))
 
 
 def test_a_call_given_up_while_waiting_for_a_slot_frees_nothing_it_did_not_take() -> None:

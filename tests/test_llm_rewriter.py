@@ -107,8 +107,8 @@ def test_a_good_zh_rewrite_is_accepted_with_model_sha_and_raw() -> None:
     assert json.loads(done.raw)["choices"][0]["message"]["content"].strip() == (
         f"「{exemplar('zh')}」"
     )
-    assert len(api.calls) == 1
-    assert api.calls[0].max_tokens is not None
+    assert len(api.completions) == 1
+    assert api.completions[0].max_tokens is not None
 
 
 def test_a_good_en_rewrite_is_accepted() -> None:
@@ -118,14 +118,14 @@ def test_a_good_en_rewrite_is_accepted() -> None:
     assert (done.text, done.rejected) == (exemplar("en"), None)
     assert done.prompt_sha == template_sha("en")
     assert done.prompt_sha != template_sha("zh")
-    assert len(api.calls) == 1
+    assert len(api.completions) == 1
 
 
 def test_a_full_marks_reply_makes_no_call() -> None:
     async def main(api: FakeLLM) -> tuple[Rewrite, int]:
         turn = await graded("zh", exemplar("zh"))
         assert all(g.status != "scored" or g.score == g.max_score for g in turn.record.grades)
-        return await rewrite_of(api, turn), len(api.calls)
+        return await rewrite_of(api, turn), len(api.completions)
 
     done, calls = run(main)
     assert done == Rewrite(None, "unchanged", None, None, None)
@@ -143,7 +143,7 @@ def test_the_request_fences_the_reply_and_the_chat_and_is_deterministic() -> Non
         turn = await graded("zh", typed)
         await rewrite_of(api, turn)
         await rewrite_of(api, turn)
-        return [call.messages for call in api.calls]
+        return [call.messages for call in api.completions]
 
     first, second = run(main)
     assert first == second
@@ -169,7 +169,7 @@ def test_the_prompt_carries_the_facts_and_the_deductions_to_fix() -> None:
         api.responder = lambda request: exemplar("en")
         turn = await graded("en", BAD["en"])
         await rewrite_of(api, turn)
-        return turn, api.calls[0].messages
+        return turn, api.completions[0].messages
 
     turn, messages = run(main)
     system = messages[0]["content"]

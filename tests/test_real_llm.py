@@ -133,11 +133,14 @@ def own_llama(tmp_path: Path) -> Iterator[Llama]:
     server.stop()
 
 
-def write_config(tmp_path: Path, server: Llama, timeout_s: float) -> Path:
+def write_config(
+    tmp_path: Path, server: Llama, timeout_s: float, max_concurrency: int | None = 1
+) -> Path:
     path = tmp_path / "trainer.toml"
+    limit = "" if max_concurrency is None else f"max_concurrency = {max_concurrency}\n"
     path.write_text(
         f'[llm]\nbase_url = "{server.base_url}"\napi_key = "none"\nmodel = "{MODEL}"\n'
-        f"timeout_s = {timeout_s}\nmax_concurrency = 1\n",
+        f"timeout_s = {timeout_s}\n{limit}",
         encoding="utf-8",
     )
     return path
@@ -157,8 +160,10 @@ def judged(grades: list[Grade]) -> list[Grade]:
 # ---------------------------------------------------------------------- the product's commands
 
 
-def test_llm_check_finds_the_grammar_mode_and_saves_it(llama: Llama, tmp_path: Path) -> None:
-    config, db = write_config(tmp_path, llama, 120), tmp_path / "t.db"
+def test_llm_check_finds_the_grammar_mode_and_one_slot_and_saves_them(
+    llama: Llama, tmp_path: Path
+) -> None:
+    config, db = write_config(tmp_path, llama, 120, max_concurrency=None), tmp_path / "t.db"
     done = trainer("--db", str(db), "llm", "check", "--config", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -166,9 +171,12 @@ def test_llm_check_finds_the_grammar_mode_and_saves_it(llama: Llama, tmp_path: P
     assert "plain completion: ok" in out and "model listed: yes" in out
     assert "json_schema: no (server_error: HTTP 500" in out  # its answer to json_schema
     assert "grammar: ok" in out and "auto -> grammar (saved" in out
+    # it reports no slots; two requests at once took twice as long as one
+    assert "decodes one request at a time (measured); sessions send at most 1" in out
     store = Store.open(db)
     try:
         assert store.recall_mode(llama.base_url, MODEL)[0] == "grammar"  # type: ignore[index]
+        assert store.recall_slots(llama.base_url) == (1, "measured")
     finally:
         store.close()
 

@@ -44,6 +44,8 @@ PROBE_SCHEMA: dict[str, Any] = {
     "required": ["ok"],
     "additionalProperties": False,
 }
+COUNTING = [{"role": "user", "content": "Write the numbers from 1 to 100, separated by commas."}]
+"""A request whose answer runs to its token limit: its time is decoding time."""
 GRAMMAR_MARK = "grammar-enforced-7f3a"
 """A value only a server that enforces the ``grammar`` schema makes a model write."""
 GRAMMAR_PROBE: dict[str, Any] = {
@@ -139,6 +141,12 @@ class _Gate:
 
 
 _GATES: dict[str | None, _Gate] = {}
+_GATE_LOCK: dict[str | None, asyncio.Lock] = {}
+
+DEFAULT_CONCURRENCY = 4
+"""Requests at once to a server that is not known to decode one at a time."""
+SERIAL_RATIO = 1.6
+"""Two requests at once taking this many times one: the server decodes one at a time."""
 
 
 def forget_endpoints() -> None:
@@ -146,6 +154,7 @@ def forget_endpoints() -> None:
     _SETTLED.clear()
     _BREAKERS.clear()
     _GATES.clear()
+    _GATE_LOCK.clear()
 
 
 def _mode_refused(error: LLMError) -> bool:
@@ -158,7 +167,10 @@ def _mode_refused(error: LLMError) -> bool:
 
 
 class ModeMemory(Protocol):
-    """Where the structured mode a server takes is kept between processes (the store)."""
+    """Where what a server takes is kept between processes (the store).
+
+    That is its structured mode, and how many requests it decodes at once.
+    """
 
     def recall_mode(self, base_url: str | None, model: str) -> tuple[str, str] | None:
         """The mode last found for the server and model, and when."""
@@ -166,6 +178,14 @@ class ModeMemory(Protocol):
 
     def remember_mode(self, base_url: str | None, model: str, mode: str) -> None:
         """Keep the mode found."""
+        ...
+
+    def recall_slots(self, base_url: str | None) -> tuple[int, str] | None:
+        """How many requests the server decodes at once, and how that was found."""
+        ...
+
+    def remember_slots(self, base_url: str | None, slots: int, how: str) -> None:
+        """Keep how many requests the server decodes at once."""
         ...
 
 
@@ -234,6 +254,10 @@ class ProbeResult:
     """Whether the server lists the model (None: it lists no models)."""
     context: int | None = None
     """The model's context length, when the server says it."""
+    slots: int | None = None
+    """Requests the server decodes at once (2: more than one), None if unknown."""
+    slots_how: str = ""
+    """``reported`` (by the server) or ``measured`` (two small requests against one)."""
 
     @property
     def auto(self) -> Mode | None:
@@ -330,10 +354,8 @@ class LLMClient:
                 f"the server failed {breaker.failures} times in a row; "
                 f"not asked again for {left:.0f} s",
             )
-        limit = self.settings.max_concurrency
-        gate = None if limit is None else _GATES.setdefault(self.settings.base_url, _Gate(limit))
         try:
-            completion = await asyncio.wait_for(self._gated(gate, ask), budget_s)
+            completion = await asyncio.wait_for(self._gated(ask), budget_s)
         except TimeoutError:
             breaker.record(False, time.monotonic())
             raise self._error(
@@ -348,10 +370,42 @@ class LLMClient:
         breaker.record(True, time.monotonic())
         return completion
 
-    async def _gated(self, gate: _Gate | None, ask: _Ask) -> Completion:
+    async def _gate(self) -> _Gate:
+        """The server's gate, made at its first request.
+
+        ``max_concurrency`` slots if set, else 1 for a server known to decode one request
+        at a time (it says so, or ``llm check`` measured it), else ``DEFAULT_CONCURRENCY``.
+        """
+        url = self.settings.base_url
+        if url in _GATES:
+            return _GATES[url]
+        async with _GATE_LOCK.setdefault(url, asyncio.Lock()):
+            if url not in _GATES:
+                limit = self.settings.max_concurrency
+                if limit is None:
+                    known = self.memory.recall_slots(url) if self.memory is not None else None
+                    slots = known[0] if known is not None else await self._reported_slots()
+                    limit = 1 if slots == 1 else DEFAULT_CONCURRENCY
+                _GATES[url] = _Gate(limit)
+        return _GATES[url]
+
+    async def _reported_slots(self) -> int | None:
+        """The slots the server reports (llama.cpp's ``GET /props``), if it does."""
+        root = (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
+        if not root:
+            return None  # a hosted default: it reports nothing of the kind
+        try:
+            props: Any = await self._openai.get(
+                f"{root}/props", cast_to=object, options={"max_retries": 0, "timeout": 5.0}
+            )
+        except (openai.APIError, ValueError):
+            return None
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        return slots if isinstance(slots, int) and slots > 0 else None
+
+    async def _gated(self, ask: _Ask) -> Completion:
         """The call once the server has a free slot (a cancelled one frees it at once)."""
-        if gate is None:
-            return await self._complete(ask)
+        gate = await self._gate()
         await gate.enter(self.priority)
         try:
             return await self._complete(ask)
@@ -446,12 +500,38 @@ class LLMClient:
                 modes[mode], errors[mode] = False, "bad_response: the answer is not JSON"
         speed = plain.tokens / plain.elapsed_s if plain.tokens and plain.elapsed_s else None
         listed, context = await self._model_listing()
+        slots, how = await self._slots()
         result = ProbeResult(
-            True, plain.elapsed_s, plain.model, modes, errors, speed, listed, context
+            True, plain.elapsed_s, plain.model, modes, errors, speed, listed, context, slots, how
         )
         if result.auto is not None:
             self._settle(result.auto)
+        if slots is not None and self.memory is not None:
+            self.memory.remember_slots(self.settings.base_url, slots, how)
+        _GATES.pop(self.settings.base_url, None)  # the next request's gate uses what was found
         return result
+
+    async def _slots(self) -> tuple[int | None, str]:
+        """How many requests the server decodes at once: as it reports, else measured.
+
+        Two small requests at once take about as long as one on a server that decodes
+        them together, about twice as long on one that decodes them in turn.
+        """
+        reported = await self._reported_slots()
+        if reported is not None:
+            return reported, "reported"
+        small = _Ask(COUNTING, None, "probe", 48, cut_ok=True)  # decoding, not overhead
+        try:
+            await self._call(small, None, retry=False)  # the server now holds this prompt
+            start = time.monotonic()
+            await self._call(small, None, retry=False)
+            one = time.monotonic() - start
+            start = time.monotonic()
+            await asyncio.gather(*(self._call(small, None, retry=False) for _ in range(2)))
+            two = time.monotonic() - start
+        except LLMError:
+            return None, ""
+        return (1 if two > SERIAL_RATIO * one else 2), "measured"
 
     async def _model_listing(self) -> tuple[bool | None, int | None]:
         """Whether ``GET /models`` lists the model, and its context length if it says."""
