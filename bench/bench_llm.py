@@ -22,9 +22,10 @@ p50 <= 10 % with --sessions concurrent sessions.
 
 Then a single-slot server (the fake decodes one request at a time, like a llama.cpp
 server with one slot, and finishes a request whose client gave up): --slot-sessions (4)
-sessions with --slot-timeout (3 s), once with no limit on concurrent requests (the
-default; ``max_concurrency`` 4 here, more than the server's one slot) and once with
-``max_concurrency = 1`` (customer first, then judge, then rewriter), each
+sessions with --slot-timeout (3 s), once with 4 requests at once (the default for a
+server that reports no slots and was not measured by ``llm check``) and once with
+``max_concurrency = 1`` (what a server reporting one slot gets: customer first, then
+judge, then rewriter), each
 reporting turn latency p50/p95 and how many judged grades the judge decided. The full run
 takes about 2 minutes, ``--quick`` about 35 s. Always exits 0.
 """
@@ -360,8 +361,8 @@ def print_voices(store: Store, phase: Phase) -> None:
 async def single_slot(
     library: ScenarioLibrary, cases: list[Case], args: argparse.Namespace, store: Store
 ) -> list[tuple[int, Phase]]:
-    """The same sessions on a server that decodes one request at a time, with every role
-    allowed 4 requests at once (no limit in effect) and with ``max_concurrency = 1``."""
+    """The same sessions on a server that decodes one request at a time, with 4 requests
+    at once (the default for a server that reports no slots) and with one."""
     results = []
     for slots in (4, 1):
         forget_endpoints()
