@@ -1160,6 +1160,11 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | Non
         most = 1 if result.slots == 1 else DEFAULT_CONCURRENCY
         saved = " (saved)" if store and result.slots is not None else ""
         click.echo(f"  {decodes}; sessions send at most {most} at once{saved}")
+        if most > 1:
+            click.echo(
+                "  a server that serves more at once (vLLM, a hosted API) can take a higher "
+                "max_concurrency when a whole team practises"
+            )
     judge = next((s for name, s in members if name == "judge"), None)
     if judge is not None and result.tokens_per_s:
         needed = JUDGE_TOKENS / result.tokens_per_s
