@@ -201,11 +201,11 @@ class LLMVoice:
         lowered = text.lower()
         if self.canary.lower() in lowered or "cnry-" in lowered:
             return "canary"
-        known = " ".join([draft, self._order(), *(t for _, t in chat)])
-        customer = self.scenario.scenario.customer
-        own = [customer.persona.name, customer.persona.description, customer.wants]
-        mine = [draft, self._order(), *(t for _, t in chat)]
-        mine += [self._t(t) for t in [*own, *customer.unknown]]
+        said = [draft, self._order(), *(t for _, t in chat)]
+        known = " ".join(said)
+        who = self.scenario.scenario.customer
+        own = [who.persona.name, who.persona.description, who.wants, *who.unknown]
+        mine = [*said, *(self._t(t) for t in own)]
         if "<<<" in text or marker in text or _quotes_instructions(text, prompt, mine):
             return "prompt_leak"
         if len(text) > MAX_CHARS[self.lang]:
