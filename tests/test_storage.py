@@ -182,3 +182,16 @@ def test_a_writer_gives_up_when_the_lock_is_never_released(
     assert store.inbox_add(1, 7, "{}")  # nothing was half-written; it works now
     other.close()
     store.close()
+
+
+def test_what_a_model_server_decodes_at_once_is_kept_per_base_url(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    assert store.recall_slots("http://127.0.0.1:8080/v1") is None
+    store.remember_slots("http://127.0.0.1:8080/v1", 2, "measured")
+    store.remember_slots("http://127.0.0.1:8080/v1", 1, "reported")  # the server changed
+    store.remember_slots(None, 2, "measured")  # the hosted default
+    store.close()
+    again = Store.open(tmp_path / "s.db")
+    assert again.recall_slots("http://127.0.0.1:8080/v1") == (1, "reported")
+    assert again.recall_slots(None) == (2, "measured")
+    again.close()

@@ -32,6 +32,7 @@ ALL_MIGRATIONS = [
     "m004_judge_cache",
     "m005_outbox",
     "m006_llm_modes",
+    "m007_llm_servers",
 ]
 
 
