@@ -1115,7 +1115,7 @@ JUDGE_TOKENS = 300
 
 
 async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | None) -> bool:
-    from bot.llm.client import DEFAULT_CONCURRENCY, MODES, LLMClient
+    from bot.llm.client import MODES, LLMClient, slots_limit
 
     names = ", ".join(name for name, _ in members)
     settings = members[0][1]
@@ -1152,15 +1152,18 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | Non
     decodes = {
         None: "requests decoded at once: unknown",
         1: f"decodes one request at a time ({how})",
-    }.get(result.slots, f"decodes several requests at once ({how})")
+    }.get(result.slots, f"decodes {result.slots} requests at once ({how})")
+    if result.slots_how == "measured" and (result.slots or 0) > 1:
+        decodes = "decodes several requests at once (measured)"
     limit = settings.max_concurrency
     if limit is not None:
         click.echo(f"  {decodes}; sessions send at most {limit} at once (max_concurrency)")
     else:
-        most = 1 if result.slots == 1 else DEFAULT_CONCURRENCY
-        saved = " (saved)" if store and result.slots is not None else ""
+        known = None if result.slots is None else (result.slots, result.slots_how)
+        most = slots_limit(known)
+        saved = " (saved)" if store and known is not None else ""
         click.echo(f"  {decodes}; sessions send at most {most} at once{saved}")
-        if most > 1:
+        if known is None or (known[1] == "measured" and most > 1):
             click.echo(
                 "  a server that serves more at once (vLLM, a hosted API) can take a higher "
                 "max_concurrency when a whole team practises"

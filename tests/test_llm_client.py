@@ -751,7 +751,7 @@ def test_a_single_slot_server_gets_one_request_at_a_time_customer_first() -> Non
     ("props", "most"),
     [
         ({"total_slots": 1}, 1),  # llama.cpp started with one slot says so at GET /props
-        ({"total_slots": 8}, DEFAULT_CONCURRENCY),
+        ({"total_slots": 6}, 6),  # as many as it says it has
         (None, DEFAULT_CONCURRENCY),  # a server that reports nothing
     ],
 )

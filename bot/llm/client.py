@@ -144,9 +144,24 @@ _GATES: dict[str | None, _Gate] = {}
 _GATE_LOCK: dict[str | None, asyncio.Lock] = {}
 
 DEFAULT_CONCURRENCY = 4
-"""Requests at once to a server that is not known to decode one at a time."""
+"""Requests at once to a server that reports no slots (Ollama's default; raise
+``max_concurrency`` for vLLM or a hosted API when a team practises at once)."""
 SERIAL_RATIO = 1.6
 """Two requests at once taking this many times one: the server decodes one at a time."""
+
+
+def slots_limit(known: tuple[int, str] | None) -> int:
+    """Requests at once to a server without ``max_concurrency``.
+
+    1 for one that decodes one at a time, its slots when it reports more, else
+    ``DEFAULT_CONCURRENCY``.
+    """
+    if known is None:
+        return DEFAULT_CONCURRENCY
+    slots, how = known
+    if slots == 1:
+        return 1
+    return slots if how == "reported" else DEFAULT_CONCURRENCY
 
 
 def forget_endpoints() -> None:
@@ -373,8 +388,8 @@ class LLMClient:
     async def _gate(self) -> _Gate:
         """The server's gate, made at its first request.
 
-        ``max_concurrency`` slots if set, else 1 for a server known to decode one request
-        at a time (it says so, or ``llm check`` measured it), else ``DEFAULT_CONCURRENCY``.
+        ``max_concurrency`` slots if set, else what the server reports (llama.cpp's slots)
+        or ``llm check`` measured: see ``slots_limit``.
         """
         url = self.settings.base_url
         if url in _GATES:
@@ -384,8 +399,10 @@ class LLMClient:
                 limit = self.settings.max_concurrency
                 if limit is None:
                     known = self.memory.recall_slots(url) if self.memory is not None else None
-                    slots = known[0] if known is not None else await self._reported_slots()
-                    limit = 1 if slots == 1 else DEFAULT_CONCURRENCY
+                    if known is None:
+                        reported = await self._reported_slots()
+                        known = None if reported is None else (reported, "reported")
+                    limit = slots_limit(known)
                 _GATES[url] = _Gate(limit)
         return _GATES[url]
 
