@@ -119,7 +119,8 @@ Responder = Callable[[dict[str, Any]], ReplyLike | Awaitable[ReplyLike]]
 
 @dataclass
 class Decoding:
-    """A responder that takes ``seconds`` per answer and records what ran at the same time.
+    """A responder that takes ``seconds`` per answer (plus ``per_token`` for each token the
+    request allows) and records what ran at the same time.
 
     ``started`` and ``finished`` hold each request's last message, in the order they began
     and ended decoding; ``most`` is how many decoded at once at the peak.
@@ -127,6 +128,9 @@ class Decoding:
 
     seconds: float
     answer: str = "ok"
+    per_token: float = 0.0
+    """Seconds more for each token the request allows (``max_tokens``): long answers take
+    longer, as on a real server."""
     running: int = 0
     most: int = 0
     started: list[str] = field(default_factory=list)
@@ -138,7 +142,8 @@ class Decoding:
         self.running += 1
         self.most = max(self.most, self.running)
         self.started.append(last)
-        await asyncio.sleep(self.seconds)
+        allowed = request.get("max_tokens") or 0
+        await asyncio.sleep(self.seconds + self.per_token * allowed)
         self.running -= 1
         self.finished.append(last)
         return self.answer

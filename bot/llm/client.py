@@ -45,7 +45,7 @@ PROBE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 COUNTING = [{"role": "user", "content": "Write the numbers from 1 to 100, separated by commas."}]
-"""A request whose answer runs to its token limit: its time is decoding time."""
+"""A request whose answer runs to its token limit."""
 GRAMMAR_MARK = "grammar-enforced-7f3a"
 """A value only a server that enforces the ``grammar`` schema makes a model write."""
 GRAMMAR_PROBE: dict[str, Any] = {
@@ -146,8 +146,6 @@ _GATE_LOCK: dict[str | None, asyncio.Lock] = {}
 DEFAULT_CONCURRENCY = 4
 """Requests at once to a server that reports no slots (Ollama's default; raise
 ``max_concurrency`` for vLLM or a hosted API when a team practises at once)."""
-SERIAL_RATIO = 1.6
-"""Two requests at once taking this many times one: the server decodes one at a time."""
 
 
 def slots_limit(known: tuple[int, str] | None) -> int:
@@ -272,7 +270,7 @@ class ProbeResult:
     slots: int | None = None
     """Requests the server decodes at once (2: more than one), None if unknown."""
     slots_how: str = ""
-    """``reported`` (by the server) or ``measured`` (two small requests against one)."""
+    """``reported`` (by the server) or ``measured`` (a short request sent behind a long one)."""
 
     @property
     def auto(self) -> Mode | None:
@@ -531,24 +529,39 @@ class LLMClient:
     async def _slots(self) -> tuple[int | None, str]:
         """How many requests the server decodes at once: as it reports, else measured.
 
-        Two small requests at once take about as long as one on a server that decodes
-        them together, about twice as long on one that decodes them in turn.
+        A long answer is asked for, then a one-token one: a server that decodes one request
+        at a time finishes the short one after the long one, one that decodes them
+        together long before. Order, not speed, decides, so a loaded machine does not
+        change the verdict; a long answer that came too fast to tell leaves it unknown.
         """
         reported = await self._reported_slots()
         if reported is not None:
             return reported, "reported"
-        small = _Ask(COUNTING, None, "probe", 48, cut_ok=True)  # decoding, not overhead
+        long = _Ask(COUNTING, None, "probe", 128, cut_ok=True)
+        short = _Ask(PROBE_MESSAGES, None, "probe", 1, cut_ok=True)
+        finished: dict[str, float] = {}
+
+        async def timed(name: str, ask: _Ask) -> None:
+            await self._call(ask, None, retry=False)
+            finished[name] = time.monotonic()
+
         try:
-            await self._call(small, None, retry=False)  # the server now holds this prompt
+            await self._call(short, None, retry=False)  # connection and model warm
             start = time.monotonic()
-            await self._call(small, None, retry=False)
-            one = time.monotonic() - start
-            start = time.monotonic()
-            await asyncio.gather(*(self._call(small, None, retry=False) for _ in range(2)))
-            two = time.monotonic() - start
+            async with asyncio.TaskGroup() as group:
+                group.create_task(timed("long", long))
+                await asyncio.sleep(0.1)  # the long one reaches the server first
+                group.create_task(timed("short", short))
         except LLMError:
             return None, ""
-        return (1 if two > SERIAL_RATIO * one else 2), "measured"
+        except ExceptionGroup as failed:
+            _, other = failed.split(LLMError)
+            if other is not None:
+                raise other from None
+            return None, ""
+        if finished["long"] - start < 0.5:
+            return None, ""
+        return (1 if finished["long"] < finished["short"] else 2), "measured"
 
     async def _model_listing(self) -> tuple[bool | None, int | None]:
         """Whether ``GET /models`` lists the model, and its context length if it says."""
