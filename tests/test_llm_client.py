@@ -82,6 +82,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def endpoint_config(tmp_path: Path, api: FakeLLM) -> Path:
+    """A config file for every role on the fake server."""
+    return write(
+        tmp_path,
+        f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
+    )
+
+
 def test_no_config_means_no_role() -> None:
     found = llm_settings(None)
     assert found == LLMSettings({})
@@ -532,10 +540,7 @@ def free_port() -> int:
 
 def test_check_a_working_endpoint(tmp_path: Path) -> None:
     async def scenario(api: FakeLLM) -> None:
-        config = write(
-            tmp_path,
-            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
-        )
+        config = endpoint_config(tmp_path, api)
         result = await invoke("--config", str(config), "--role", "judge")
         assert result.exit_code == 0, result.output
         out = result.output
@@ -560,10 +565,7 @@ def test_check_a_working_endpoint(tmp_path: Path) -> None:
 
 def test_the_mode_check_finds_is_saved_and_a_new_process_starts_with_it(tmp_path: Path) -> None:
     async def scenario(api: FakeLLM) -> None:
-        config = write(
-            tmp_path,
-            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
-        )
+        config = endpoint_config(tmp_path, api)
         db = tmp_path / "t.db"
         result = await invoke("--config", str(config), "--role", "judge", db=db)
         assert "auto -> json_object (saved: sessions start with it)" in result.output
@@ -778,10 +780,7 @@ def test_check_measures_a_server_that_reports_no_slots_and_sessions_keep_to_it(
     decoding = Decoding(0.05, answer='{"ok": true}', per_token=0.01)
 
     async def scenario(api: FakeLLM) -> None:
-        config = write(
-            tmp_path,
-            f'[llm]\nbase_url = "{api.base_url}"\napi_key = "{KEY}"\nmodel = "fake-model"\n',
-        )
+        config = endpoint_config(tmp_path, api)
         db = tmp_path / "t.db"
         result = await invoke("--config", str(config), "--role", "judge", db=db)
         assert result.exit_code == 0, result.output
