@@ -19,13 +19,14 @@ import csv
 import datetime as dt
 import io
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.content import ScenarioLibrary
-from bot.engine import MODES, Engine, Postbox, Session
+from bot.engine import MODES, Engine, Postbox, Session, TurnResult
 from bot.i18n import Lang
 from bot.scenario import Difficulty
 from bot.storage import (
@@ -283,12 +284,18 @@ class Training:
         *,
         platform: str = "telegram",
         today: Callable[[], dt.date] = dt.date.today,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.library = library
         self.engine = engine
         self.platform = platform
         self.today = today
+        self.clock = clock
+        self.live: dict[str, Session] = {}
+        """Sessions in progress, by id (rebuilt from the store when missing)."""
+        self.shown_at: dict[str, float] = {}
+        """When the customer's last message was shown, by session (the reply timer)."""
 
     # identity
 
@@ -526,7 +533,7 @@ class Training:
                 "bad_choice",
                 {"zh": "难度或模式无效。", "en": "Unknown difficulty or mode."},
             )
-        return await self.engine.start(
+        session, opening = await self.engine.start(
             trainee=actor.user.trainee,
             scenario=scenario_id,
             lang=actor.lang,
@@ -536,6 +543,50 @@ class Training:
             assignment_id=assignment_id or None,
             postbox=postbox,
         )
+        self.live[session.id] = session
+        self.shown_at[session.id] = self.clock()
+        return session, opening
+
+    # sessions in progress: one place for every channel
+
+    async def session_for(
+        self, actor: Actor, postbox: Postbox | None = None
+    ) -> tuple[Session | None, str | None]:
+        """The actor's session in progress and a customer message a crash left unsent.
+
+        After a restart the session is rebuilt from the store; what the rebuild produces
+        (the line the customer still owed) is owed to ``postbox`` with it.
+        """
+        row = self.active_session(actor)
+        if row is None:
+            return None, None
+        live = self.live.get(row.id)
+        if live is not None:
+            return live, None
+        session, pending = await self.engine.resume(row.id, postbox=postbox)
+        if not session.ended:
+            self.live[row.id] = session
+        return session, pending
+
+    async def reply(
+        self, session: Session, text: str, *, ref: str | None, postbox: Postbox | None
+    ) -> TurnResult:
+        """Send a trainee's reply, timed from when the customer's last message was shown.
+
+        Raises ``ReplyRejected`` for a reply the engine refuses (nothing is stored).
+        """
+        shown = self.shown_at.get(session.id)
+        latency = None if shown is None else self.clock() - shown
+        result = await session.reply(text, latency, ref=ref, postbox=postbox)
+        self.shown_at[session.id] = self.clock()
+        if session.ended:
+            self.forget(session.id)
+        return result
+
+    def forget(self, session_id: str) -> None:
+        """Drop a session from memory (it ended, or its channel let go of it)."""
+        self.live.pop(session_id, None)
+        self.shown_at.pop(session_id, None)
 
     def ensure_no_session(self, actor: Actor) -> None:
         """Refuse to start another session while one is in progress."""

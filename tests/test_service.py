@@ -1382,3 +1382,32 @@ def test_trend_lists_adjusted_totals_up_to_the_session_oldest_first(world: World
     assert svc.trend(world.mentor_a, first) == totals[:1]  # their mentor sees the same
     with pytest.raises(Forbidden):
         svc.trend(world.b1, first)
+
+
+def test_every_channel_shares_the_sessions_in_progress_and_their_reply_timer(
+    library: ScenarioLibrary,
+) -> None:
+    """The service keeps the live session and times each reply from the customer's line."""
+    now = [100.0]
+    store = Store.open(None)
+    svc = Training(store, library, Engine(store, library), clock=lambda: now[0])
+    actor = _join(svc, "10", "Alice", None)
+
+    async def run() -> None:
+        session, _ = await svc.start_practice(actor, KETTLE)
+        found, pending = await svc.session_for(actor)
+        assert found is session and pending is None  # the one in memory, not a rebuild
+        now[0] += 12.5
+        await svc.reply(session, "王女士您好，非常抱歉，麻烦您拍一下照片。", ref=None, postbox=None)
+        now[0] += 3.0
+        await svc.reply(session, "收到，马上为您补发。", ref=None, postbox=None)
+        replies = [t for t in store.turns(session.id) if t.role == "trainee"]
+        assert [t.latency_s for t in replies] == [12.5, 3.0]
+        svc.forget(session.id)  # as after a restart: rebuilt from the store
+        rebuilt, _ = await svc.session_for(actor)
+        assert rebuilt is not None and rebuilt is not session and rebuilt.id == session.id
+        await rebuilt.end()
+        assert (await svc.session_for(actor)) == (None, None)
+
+    asyncio.run(run())
+    store.close()

@@ -50,7 +50,7 @@ from pydantic import ValidationError
 
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
-from bot.engine import Engine, Session
+from bot.engine import Engine
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
 from bot.service import Actor, Training
@@ -432,8 +432,6 @@ class TelegramApp:
         self.dp.callback_query.outer_middleware(middleware)
         self.dp.include_routers(*build_routers())
         self.username = ""
-        self.live: dict[str, Session] = {}
-        self.shown_at: dict[str, float] = {}
         self._chats: dict[int, _ChatQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
@@ -809,36 +807,12 @@ class TelegramApp:
             self._owed_elsewhere.add(chat)
         return owed
 
-    # live sessions
-
-    async def session_for(
-        self, actor: Actor, postbox: TelegramPostbox | None = None
-    ) -> tuple[Session | None, str | None]:
-        """The actor's session in progress and a customer message a crash left unsent.
-
-        After a restart the session is rebuilt from the store; what the rebuild produces
-        (the line the customer still owed) is owed to ``postbox``'s chat with it.
-        """
-        row = self.svc.active_session(actor)
-        if row is None:
-            return None, None
-        live = self.live.get(row.id)
-        if live is not None:
-            return live, None
-        session, pending = await self.engine.resume(row.id, postbox=postbox)
-        if not session.ended:
-            self.live[row.id] = session
-        return session, pending
+    # sessions in progress (kept by the service, shared by every channel)
 
     def postbox(self, chat_id: int, actor: Actor, update_id: int | None) -> TelegramPostbox:
         """Where a state change caused by an update stores what it owes the chat."""
         ref = None if update_id is None else str(update_id)
         return TelegramPostbox(chat_id, actor.user.id, actor.lang, ref)
-
-    def forget(self, session_id: str) -> None:
-        """Drop an ended session from memory."""
-        self.live.pop(session_id, None)
-        self.shown_at.pop(session_id, None)
 
     # the outbox
 

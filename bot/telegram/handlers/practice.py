@@ -6,7 +6,6 @@ one trainee reply costs one bot message.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from aiogram import Router
@@ -44,7 +43,7 @@ async def _begin(
     update_id: int,
 ) -> None:
     postbox = app.postbox(chat_id, actor, update_id)
-    session, opened = await app.session_for(actor, postbox)
+    session, opened = await app.svc.session_for(actor, postbox)
     if session is not None and opened is not None and not session.grader.records:
         # A crash came while this session was being opened: rebuilding it owed the opening.
         await set_flow(state, Flow.practising, {"session": session.id})
@@ -58,14 +57,12 @@ async def _begin(
             assignment_id=data.assignment or None,
             postbox=postbox,
         )
-    app.live[session.id] = session
     await set_flow(state, Flow.practising, {"session": session.id})
-    app.shown_at[session.id] = time.monotonic()
 
 
 async def _finished(app: TelegramApp, state: FSMContext, session_id: str) -> None:
     """Forget an ended session; its scorecard is owed to the chat (sent after the handler)."""
-    app.forget(session_id)
+    app.svc.forget(session_id)
     await set_flow(state, None)
 
 
@@ -146,7 +143,7 @@ def router() -> Router:
         message: Message, event_update: Update, actor: Actor, app: TelegramApp, state: FSMContext
     ) -> None:
         postbox = app.postbox(message.chat.id, actor, event_update.update_id)
-        session, _ = await app.session_for(actor, postbox)
+        session, _ = await app.svc.session_for(actor, postbox)
         if session is None:
             await set_flow(state, None)
             await app.send(message.chat.id, t("no_session", actor.lang))
@@ -157,7 +154,7 @@ def router() -> Router:
     @r.message(Cmd("hint"))
     async def hint(message: Message, event_update: Update, actor: Actor, app: TelegramApp) -> None:
         postbox = app.postbox(message.chat.id, actor, event_update.update_id)
-        session, _ = await app.session_for(actor, postbox)
+        session, _ = await app.svc.session_for(actor, postbox)
         if session is None:
             await app.send(message.chat.id, t("no_session", actor.lang))
         elif session.mode != "coach":
@@ -180,7 +177,7 @@ def router() -> Router:
         lang = actor.lang
         chat_id = message.chat.id
         postbox = app.postbox(chat_id, actor, event_update.update_id)
-        session, _ = await app.session_for(actor, postbox)
+        session, _ = await app.svc.session_for(actor, postbox)
         if session is None:
             await set_flow(state, None)
             if not actor.roles and not app.svc.history(actor, limit=1):  # new here, no invite
@@ -195,15 +192,12 @@ def router() -> Router:
             if session.ended:
                 await _finished(app, state, session.id)
             return
-        shown = app.shown_at.get(session.id)
-        latency = None if shown is None else time.monotonic() - shown
         try:
             async with app.typing(chat_id):
-                await session.reply(message.text or "", latency, ref=ref, postbox=postbox)
+                await app.svc.reply(session, message.text or "", ref=ref, postbox=postbox)
         except ReplyRejected as exc:
             await app.send(chat_id, exc.message[lang])
             return
-        app.shown_at[session.id] = time.monotonic()
         if session.ended:
             await _finished(app, state, session.id)
 
