@@ -912,7 +912,48 @@ run `trainer play` in this terminal."""
 
 @cli.group()
 def serve() -> None:
-    """Run a chat adapter (Telegram)."""
+    """Run a chat channel: the web app, or the Telegram bot."""
+
+
+@serve.command("web")
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--base-url",
+    default=None,
+    help="The public URL in front of it (a proxy's), for links; https makes cookies Secure.",
+)
+@click.pass_context
+def serve_web(
+    ctx: click.Context, config_file: str | None, host: str, port: int, base_url: str | None
+) -> None:
+    """Run the web app: trainees sign in with an invite link and practise in the browser.
+
+    Prints the address and, while the database has no admin, a link that makes whoever
+    opens it first the admin. Stop it with Ctrl-C.
+    """
+    from bot.engine import Engine
+    from bot.service import Training
+    from bot.web.app import serve as run
+
+    assistants = _assistants(config_file)
+    library, store = _library(ctx), _store(ctx)
+    svc = Training(store, library, Engine(store, library, assistants), platform="web")
+    root = (base_url or f"http://{host}:{port}").rstrip("/")
+    admin_link = None
+    if not store.has_admin():
+        admin_link = f"{root}/join/{svc.create_invite('admin', None)}"
+    try:
+        asyncio.run(run(svc, host=host, port=port, base_url=base_url, admin_link=admin_link))
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
+        ) from None
+    finally:
+        store.close()
 
 
 @serve.command("telegram")

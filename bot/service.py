@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import secrets
 import time
@@ -33,6 +34,7 @@ from bot.storage import (
     AssignmentRow,
     DisputeRow,
     GradeEventRow,
+    InviteRow,
     Owed,
     SessionRow,
     Store,
@@ -273,6 +275,11 @@ class Profile:
     recent: tuple[SessionRow, ...] = field(default=())
 
 
+def token_digest(token: str) -> str:
+    """What is stored of a sign-in token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
 class Training:
     """The access-checked operations behind every chat adapter."""
 
@@ -336,6 +343,27 @@ class Training:
 
     def join(self, actor: Actor, code: str) -> tuple[Role, TeamRow | None]:
         """Use an invite code: join its team in its role, or become admin."""
+        return self._admit(actor, self._use_invite(code))
+
+    def sign_in(self, code: str, *, name: str, lang: Lang, device: str) -> tuple[Actor, str]:
+        """A new account joined through an invite code, and its browser's sign-in token.
+
+        The code is used first, so a wrong one creates nothing. Only the token's hash is
+        stored; the token is the browser's cookie.
+        """
+        invite = self._use_invite(code)
+        actor = self.register(secrets.token_hex(12), name=name.strip()[:60] or "?", lang=lang)
+        self._admit(actor, invite)
+        token = secrets.token_urlsafe(32)
+        self.store.add_device(actor.id, token_digest(token), device)
+        return self.actor(actor.id), token
+
+    def device_actor(self, token: str) -> Actor | None:
+        """Who a browser's token signs in (None: unknown or signed out)."""
+        user_id = self.store.device_user(token_digest(token))
+        return None if user_id is None else self.actor(user_id)
+
+    def _use_invite(self, code: str) -> InviteRow:
         invite = self.store.use_invite(code.strip())
         if invite is None:
             raise Invalid(
@@ -346,6 +374,9 @@ class Training:
                     "for a new invite link.",
                 },
             )
+        return invite
+
+    def _admit(self, actor: Actor, invite: InviteRow) -> tuple[Role, TeamRow | None]:
         if invite.role == "admin":
             self.store.set_admin(actor.id)
             return "admin", None

@@ -305,6 +305,25 @@ def m007_llm_servers(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_web_devices(db: Database) -> None:
+    """Browsers signed in to the web app: a token's hash per device, revocable."""
+    db.table("web_devices").create(
+        {
+            "id": int,
+            "user_id": int,
+            "token_sha": str,
+            "label": str,
+            "created_at": str,
+            "revoked_at": str,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "token_sha", "label", "created_at"},
+    )
+    db.table("web_devices").create_index(["token_sha"], unique=True)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -1145,6 +1164,32 @@ class Store:
                 " how = excluded.how, found_at = excluded.found_at",
                 [base_url or "", slots, how, _now()],
             )
+
+    def has_admin(self) -> bool:
+        """Whether any user is an admin."""
+        return (
+            self.db.execute("SELECT 1 FROM users WHERE is_admin = 1 LIMIT 1").fetchone() is not None
+        )
+
+    # web devices (a browser's sign-in; the token itself is never stored)
+
+    def add_device(self, user_id: int, token_sha: str, label: str) -> int:
+        """Record a signed-in browser; its id."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO web_devices (user_id, token_sha, label, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [user_id, token_sha, label[:120], _now()],
+            )
+            return int(cursor.lastrowid or 0)
+
+    def device_user(self, token_sha: str) -> int | None:
+        """The user a browser's token signs in, unless the device was revoked."""
+        row = self.db.execute(
+            "SELECT user_id FROM web_devices WHERE token_sha = ? AND revoked_at IS NULL",
+            [token_sha],
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     # update inbox (each chat-app update is stored before it is processed)
 

@@ -20,4 +20,12 @@ def test_graders_import_only_the_scenario_model_from_bot() -> None:
 
 def test_the_engine_imports_no_channel() -> None:
     loaded = _modules_loaded_by("import bot.engine, bot.service, bot.storage")
-    assert not {m for m in loaded if m.startswith(("bot.telegram", "bot.terminal", "aiogram"))}
+    channels = ("bot.telegram", "bot.terminal", "bot.web", "aiogram")
+    assert not {m for m in loaded if m.startswith(channels)}
+
+
+def test_a_channel_imports_no_other_channel() -> None:
+    web = _modules_loaded_by("import bot.web.app")
+    assert not {m for m in web if m.startswith(("bot.telegram", "bot.terminal", "aiogram"))}
+    telegram = _modules_loaded_by("import bot.telegram.app")
+    assert not {m for m in telegram if m.startswith(("bot.web", "bot.terminal"))}

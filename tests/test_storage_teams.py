@@ -33,6 +33,7 @@ ALL_MIGRATIONS = [
     "m005_outbox",
     "m006_llm_modes",
     "m007_llm_servers",
+    "m008_web_devices",
 ]
 
 

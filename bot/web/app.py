@@ -1,0 +1,314 @@
+"""The web app: invite sign-in, the practice chat and its grades, the scorecard.
+
+aiohttp serves server-rendered jinja2 pages (autoescaped: whatever a trainee types is shown
+as text) with a Content Security Policy that allows no inline script, so the pages work
+offline on an intranet and in the in-app browsers of WeCom, DingTalk, Feishu and WeChat.
+A browser signs in once through an invite link and keeps an ``HttpOnly`` cookie; only the
+cookie's hash is stored. Every form carries a token derived from that cookie (CSRF), the
+sign-in form is refused from another origin, and sign-in attempts are rate-limited. Every
+permission check is the service's, as for Telegram.
+
+A reply is stored, graded and answered before the page is shown again (post, then
+redirect), under a reference the form carries, so a form sent twice (a reload, a retry
+after the network dropped) is graded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from bot.engine import ReplyRejected
+from bot.i18n import Lang
+from bot.service import Actor, Forbidden, NotFound, ServiceError, Training
+from bot.web.texts import dimension, t
+
+log = logging.getLogger("trainer.web")
+HERE = Path(__file__).resolve().parent
+COOKIE = "trainer_device"
+SIGN_INS_PER_MINUTE = 10
+"""Sign-in attempts one address may make in a minute (invite codes are not guessable, but
+a flood of tries still costs the store)."""
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebApp:
+    """The aiohttp application over one ``Training`` service (platform ``web``)."""
+
+    def __init__(self, svc: Training, *, base_url: str | None = None) -> None:
+        self.svc = svc
+        self.base_url = (base_url or "").rstrip("/")
+        self.secure = self.base_url.startswith("https://")
+        self.pages = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.pages.globals.update(t=t, dimension=dimension)
+        self._tries: dict[str, deque[float]] = {}
+        self.app = web.Application(middlewares=[self._guard])
+        self.app.add_routes(
+            [
+                web.get("/", self.home),
+                web.get("/join/{code}", self.join_page),
+                web.post("/join/{code}", self.join),
+                web.post("/practice", self.start),
+                web.get("/practice/{session}", self.session_page),
+                web.post("/practice/{session}/reply", self.reply),
+                web.post("/practice/{session}/end", self.end),
+                web.static("/static", HERE / "static"),
+            ]
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Security headers on every answer; a service refusal is a page, not a traceback."""
+        try:
+            response = await handler(request)
+        except web.HTTPException as answer:
+            _protect(answer.headers)
+            raise
+        except ServiceError as refused:
+            status = 403 if isinstance(refused, Forbidden) else 404
+            status = status if isinstance(refused, Forbidden | NotFound) else 400
+            response = self._message(request, refused.message[self._lang(request)], status)
+        _protect(response.headers)
+        return response
+
+    def _render(self, name: str, status: int = 200, **values: Any) -> web.Response:
+        html = self.pages.get_template(name).render(**values)
+        return web.Response(text=html, status=status, content_type="text/html")
+
+    def _message(self, request: web.Request, text: str, status: int) -> web.Response:
+        return self._render("message.html.j2", status, lang=self._lang(request), text=text)
+
+    def _lang(self, request: web.Request) -> Lang:
+        actor = self._actor(request)
+        if actor is not None:
+            return actor.lang
+        accept = request.headers.get("Accept-Language", "")
+        return "zh" if accept.lower().startswith("zh") else "en"
+
+    def _actor(self, request: web.Request) -> Actor | None:
+        token = request.cookies.get(COOKIE)
+        return None if not token else self.svc.device_actor(token)
+
+    def _refusal(self, request: web.Request, key: str, status: int) -> web.HTTPException:
+        """An error page to raise: the text ``key`` in the visitor's language."""
+        page = self.pages.get_template("message.html.j2")
+        html = page.render(lang=self._lang(request), text=t(key, self._lang(request)))
+        return _ERRORS[status](text=html, content_type="text/html")
+
+    def _signed_in(self, request: web.Request) -> Actor:
+        actor = self._actor(request)
+        if actor is None:
+            raise self._refusal(request, "signed_out", 401)
+        return actor
+
+    @staticmethod
+    def _csrf(request: web.Request) -> str:
+        """The form token of this browser: derived from its cookie, unknown to other sites."""
+        token = request.cookies.get(COOKIE, "")
+        return hmac.new(token.encode(), b"forms", hashlib.sha256).hexdigest()[:32]
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        """The posted form, after checking its token."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if not hmac.compare_digest(form.get("csrf", ""), self._csrf(request)):
+            raise self._refusal(request, "bad_form", 403)
+        return form
+
+    def _same_origin(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
+        mine = self.base_url or f"{request.scheme}://{request.host}"
+        return origin == mine or origin.startswith(mine + "/")
+
+    def _allow_sign_in(self, request: web.Request) -> bool:
+        now = time.monotonic()
+        tries = self._tries.setdefault(request.remote or "?", deque())
+        while tries and now - tries[0] > 60:
+            tries.popleft()
+        tries.append(now)
+        return len(tries) <= SIGN_INS_PER_MINUTE
+
+    # ------------------------------------------------------------------ sign-in
+
+    async def join_page(self, request: web.Request) -> web.Response:
+        """The invite link: name and language, then Join."""
+        lang = self._lang(request)
+        return self._render("join.html.j2", lang=lang, code=request.match_info["code"], error="")
+
+    async def join(self, request: web.Request) -> web.Response:
+        """Use the invite: a new account, signed in on this browser."""
+        if not self._same_origin(request):
+            raise self._refusal(request, "bad_form", 403)
+        if not self._allow_sign_in(request):
+            raise self._refusal(request, "too_many", 429)
+        form = await request.post()
+        chosen: Lang = "en" if form.get("lang") == "en" else "zh"
+        code = request.match_info["code"]
+        try:
+            _, token = self.svc.sign_in(
+                code,
+                name=str(form.get("name", "")),
+                lang=chosen,
+                device=request.headers.get("User-Agent", "?"),
+            )
+        except ServiceError as refused:
+            error = refused.message[chosen]
+            return self._render("join.html.j2", 400, lang=chosen, code=code, error=error)
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=180 * 24 * 3600,
+            httponly=True,
+            samesite="Lax",
+            secure=self.secure,
+            path="/",
+        )
+        raise response
+
+    # ------------------------------------------------------------------ practice
+
+    async def home(self, request: web.Request) -> web.Response:
+        """The trainee's start page: the session in progress, scenarios, recent results."""
+        actor = self._signed_in(request)
+        return self._render(
+            "home.html.j2",
+            lang=actor.lang,
+            actor=actor,
+            csrf=self._csrf(request),
+            active=self.svc.active_session(actor),
+            choices=self.svc.practice_choices(actor),
+            history=self.svc.history(actor, limit=5),
+        )
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        """Start the scenario chosen on the home page."""
+        actor = self._signed_in(request)
+        form = await self._form(request)
+        assignment = form.get("assignment", "")
+        session, _ = await self.svc.start_practice(
+            actor,
+            form.get("scenario", ""),
+            difficulty=form.get("difficulty", "normal"),
+            mode=form.get("mode", "coach"),
+            assignment_id=int(assignment) if assignment.isdigit() else None,
+        )
+        raise web.HTTPSeeOther(f"/practice/{session.id}")
+
+    async def session_page(self, request: web.Request) -> web.Response:
+        """The chat so far, each reply's grades (coach) and the reply box; or the scorecard.
+
+        Any signed-in reader the service lets see the session (its trainee, their mentor).
+        """
+        actor = self._signed_in(request)
+        session_id = request.match_info["session"]
+        view, turns = self.svc.transcript(actor, session_id)
+        live, _ = await self.svc.session_for(actor)
+        live = live if live is not None and live.id == session_id else None
+        grades = self.svc.store.grades(session_id)
+        better: dict[int, str] = {}
+        if live is not None and live.mode == "coach":
+            replies = [turn.idx for turn in turns if turn.role == "trainee"]
+            for idx, record in zip(replies, live.grader.records, strict=False):
+                found = live.better_reply(record)
+                if found is not None:
+                    better[idx] = found[actor.lang]
+        return self._render(
+            "practice.html.j2",
+            lang=actor.lang,
+            csrf=self._csrf(request),
+            view=view,
+            turns=turns,
+            grades=grades,
+            better=better,
+            show_grades=view.row.mode == "coach" or view.row.status == "ended",
+            open=live is not None and not live.ended,
+            ref=secrets.token_urlsafe(12),
+        )
+
+    async def reply(self, request: web.Request) -> web.StreamResponse:
+        """Send one reply; a form sent again (same reference) is not graded again."""
+        actor = self._signed_in(request)
+        form = await self._form(request)
+        session_id = request.match_info["session"]
+        back = web.HTTPSeeOther(f"/practice/{session_id}")
+        session, _ = await self.svc.session_for(actor)
+        if session is None or session.id != session_id:
+            self.svc.transcript(actor, session_id)  # someone else's: refused there
+            raise back  # ended meanwhile: the page shows the scorecard
+        ref = "web:" + form.get("ref", "")[:40]
+        if self.svc.store.turn_with_ref(session_id, ref) is None:
+            try:
+                await self.svc.reply(session, form.get("text", ""), ref=ref, postbox=None)
+            except ReplyRejected as rejected:
+                return self._message(request, rejected.message[actor.lang], 400)
+        raise back
+
+    async def end(self, request: web.Request) -> web.StreamResponse:
+        """End the session in progress; its scorecard is shown."""
+        actor = self._signed_in(request)
+        await self._form(request)
+        session_id = request.match_info["session"]
+        session, _ = await self.svc.session_for(actor)
+        if session is not None and session.id == session_id:
+            await session.end()
+            self.svc.forget(session_id)
+        else:
+            self.svc.transcript(actor, session_id)
+        raise web.HTTPSeeOther(f"/practice/{session_id}")
+
+
+_ERRORS: dict[int, type[web.HTTPException]] = {
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    429: web.HTTPTooManyRequests,
+}
+
+
+def _protect(headers: Any) -> None:
+    headers["Content-Security-Policy"] = CSP
+    headers["X-Content-Type-Options"] = "nosniff"
+    # Invite codes are in URLs: no referrer to other sites; same-origin forms keep their
+    # Origin (under "no-referrer" Chromium sends "Origin: null" and sign-in was refused).
+    headers["Referrer-Policy"] = "same-origin"
+    headers.setdefault("Cache-Control", "no-store")
+
+
+async def serve(
+    svc: Training, *, host: str, port: int, base_url: str | None, admin_link: str | None
+) -> None:
+    """Serve until cancelled (Ctrl-C); prints where."""
+    runner = web.AppRunner(WebApp(svc, base_url=base_url).app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    where = base_url or f"http://{host}:{port}"
+    print(f"Web app on {where}/ (Ctrl-C stops it)", flush=True)
+    if admin_link:
+        print(f"Sign in as admin (this link works once): {admin_link}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,63 @@
+"""The web pages' words, in Simplified Chinese and English."""
+
+from __future__ import annotations
+
+from bot.i18n import Lang
+
+TEXTS: dict[str, dict[Lang, str]] = {
+    "title": {"zh": "售后客服练习", "en": "After-sales practice"},
+    "join_title": {"zh": "加入练习", "en": "Join the practice"},
+    "join_name": {"zh": "你的名字", "en": "Your name"},
+    "join_lang": {"zh": "语言", "en": "Language"},
+    "join_go": {"zh": "加入", "en": "Join"},
+    "choose": {"zh": "选择一个场景开始练习", "en": "Pick a scenario to practise"},
+    "assigned": {"zh": "任务", "en": "assigned"},
+    "due": {"zh": "截止", "en": "due"},
+    "start": {"zh": "开始", "en": "Start"},
+    "continue": {"zh": "继续进行中的练习", "en": "Continue the session in progress"},
+    "history": {"zh": "最近的练习", "en": "Recent sessions"},
+    "customer": {"zh": "顾客", "en": "Customer"},
+    "you": {"zh": "你", "en": "You"},
+    "send": {"zh": "发送", "en": "Send"},
+    "reply_here": {"zh": "输入你的回复", "en": "Type your reply"},
+    "end": {"zh": "结束练习", "en": "End the session"},
+    "home": {"zh": "首页", "en": "Home"},
+    "better": {"zh": "更好的回复", "en": "A better reply"},
+    "clauses": {"zh": "条款", "en": "Clauses"},
+    "scorecard": {"zh": "成绩单", "en": "Scorecard"},
+    "total": {"zh": "总分", "en": "Total"},
+    "passed": {"zh": "通过", "en": "PASSED"},
+    "failed": {"zh": "未通过", "en": "NOT PASSED"},
+    "exam_later": {
+        "zh": "考试模式：评分在结束后显示。",
+        "en": "Exam mode: the grades are shown at the end.",
+    },
+    "signed_out": {
+        "zh": "你还没有登录。请用导师发给你的邀请链接打开本站。",
+        "en": "You are not signed in. Open the invite link your mentor sent you.",
+    },
+    "forbidden": {"zh": "你不能查看这个页面。", "en": "You may not see this page."},
+    "not_found": {"zh": "找不到这个页面。", "en": "There is no such page."},
+    "bad_form": {
+        "zh": "表单已过期或来自别处，请返回重试。",
+        "en": "This form is stale or came from elsewhere; go back and try again.",
+    },
+    "too_many": {"zh": "尝试次数太多，请稍后再试。", "en": "Too many tries; wait a minute."},
+}
+
+
+DIMENSIONS: dict[str, dict[Lang, str]] = {
+    "empathy": {"zh": "共情", "en": "empathy"},
+    "accuracy": {"zh": "准确", "en": "accuracy"},
+    "policy": {"zh": "合规", "en": "policy"},
+}
+
+
+def t(key: str, lang: Lang) -> str:
+    """The text ``key`` in ``lang``."""
+    return TEXTS[key][lang]
+
+
+def dimension(name: str, lang: Lang) -> str:
+    """A grade dimension's name in ``lang`` (an unknown one as it is)."""
+    return DIMENSIONS.get(name, {}).get(lang, name)

@@ -1,0 +1,223 @@
+"""The web channel over real HTTP on 127.0.0.1: invite sign-in, a coach session, access.
+
+Browser tests (Chromium through Playwright) are issue 15's next step; these drive the same
+pages with aiohttp's client, cookies and forms as a browser sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from bot.content import ScenarioLibrary
+from bot.engine import Engine
+from bot.service import Training
+from bot.storage import Store
+from bot.web.app import COOKIE, WebApp
+
+KETTLE = "damaged-kettle"
+XSS = "<script>alert(1)</script><!-- hidden -->"
+
+
+class Browser:
+    """One visitor: a cookie jar and the forms of the last page."""
+
+    def __init__(self, server: TestServer) -> None:
+        self.server = server
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.page = ""
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def get(self, path: str) -> aiohttp.ClientResponse:
+        async with self.http.get(self.url(path)) as answer:
+            self.page = await answer.text()
+            return answer
+
+    async def post(
+        self, path: str, data: dict[str, str], *, origin: bool = True
+    ) -> aiohttp.ClientResponse:
+        headers = {"Origin": self.url("/").rstrip("/")} if origin else {}
+        async with self.http.post(self.url(path), data=data, headers=headers) as answer:
+            self.page = await answer.text()
+            return answer
+
+    def field(self, name: str) -> str:
+        found = re.search(rf'name="{name}" value="([^"]*)"', self.page)
+        assert found, f"no {name} field on the page:\n{self.page[:2000]}"
+        return found.group(1)
+
+
+World = tuple[Training, Callable[[], Awaitable[Browser]]]
+
+
+def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> None:
+    async def main() -> None:
+        store = Store.open(None)
+        svc = Training(store, library, Engine(store, library), platform="web")
+        server = TestServer(WebApp(svc).app, host="127.0.0.1")
+        await server.start_server()
+        browsers: list[Browser] = []
+
+        async def browser() -> Browser:
+            browsers.append(Browser(server))
+            return browsers[-1]
+
+        try:
+            await check((svc, browser))
+        finally:
+            for each in browsers:
+                await each.http.close()
+            await server.close()
+            store.close()
+
+    asyncio.run(main())
+
+
+async def signed_in(svc: Training, browser: Browser, name: str, lang: str = "zh") -> Browser:
+    """A trainee of team Alpha, signed in through an invite link."""
+    team = svc.store.team_by_name("Alpha") or svc.create_team("Alpha")
+    code = svc.create_invite("trainee", team)
+    answer = await browser.get(f"/join/{code}")
+    assert answer.status == 200 and "<form" in browser.page
+    answer = await browser.post(f"/join/{code}", {"name": name, "lang": lang})
+    assert answer.status == 200, browser.page  # followed the redirect home
+    return browser
+
+
+def test_a_trainee_joins_by_link_practises_a_coach_session_and_gets_a_scorecard(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "王小明")
+        cookie = next(c for c in me.http.cookie_jar if c.key == COOKIE)
+        assert cookie["httponly"] and cookie["samesite"] == "Lax"
+        assert "王小明" in me.page and "选择一个场景" in me.page
+        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
+        assert answer.status == 200 and "/practice/" in str(answer.url)
+        assert "顾客" in me.page and "水壶" in me.page  # the customer's opening
+        path = answer.url.path
+        reply = {
+            "csrf": me.field("csrf"),
+            "ref": me.field("ref"),
+            "text": "不归我管，你自己去找快递。",
+        }
+        answer = await me.post(f"{path}/reply", reply)
+        assert "不归我管" in me.page and 'class="chip lost"' in me.page  # graded at once
+        assert me.page.count('class="msg customer"') == 2  # and answered
+        again = await me.post(f"{path}/reply", reply)  # the same form sent twice
+        assert again.status == 200 and me.page.count('class="msg trainee"') == 1  # graded once
+        await me.post(f"{path}/end", {"csrf": me.field("csrf")})
+        assert "成绩单" in me.page and "未通过" in me.page
+        assert "textarea" not in me.page  # ended: no more replies
+
+    run(check, library)
+
+
+def test_what_a_trainee_types_is_shown_as_text(library: ScenarioLibrary) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Eve <b>", lang="en")
+        assert "Eve &lt;b&gt;" in me.page and "<b>" not in me.page
+        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
+        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": XSS}
+        await me.post(f"{answer.url.path}/reply", reply)
+        assert "<script>alert(1)</script>" not in me.page and "<!-- hidden -->" not in me.page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;!-- hidden --&gt;" in me.page
+        answer = await me.get("/")
+        policy = answer.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+    run(check, library)
+
+
+def test_forms_from_elsewhere_and_without_their_token_are_refused(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        refused = await me.post("/practice", {"scenario": KETTLE})  # no token
+        assert refused.status == 403 and "stale" in me.page
+        refused = await me.post("/practice", {"scenario": KETTLE, "csrf": "0" * 32})
+        assert refused.status == 403
+        assert svc.store.active_session(svc.store.user(1).trainee) is None  # type: ignore[union-attr]
+        code = svc.create_invite("trainee", svc.store.team_by_name("Alpha"))
+        stranger = await new_browser()
+        refused = await stranger.post(f"/join/{code}", {"name": "x"}, origin=False)
+        assert refused.status == 403
+        kept = await stranger.post(f"/join/{code}", {"name": "Bob"})  # the code was not used
+        assert kept.status == 200 and "Bob" in stranger.page
+
+    run(check, library)
+
+
+def test_nobody_reads_another_trainees_session_or_pages_without_signing_in(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        alice = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        answer = await alice.post("/practice", {"csrf": alice.field("csrf"), "scenario": KETTLE})
+        path = answer.url.path
+        bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
+        for attempt in (bob.get(path), bob.post(f"{path}/end", {"csrf": bob.field("csrf")})):
+            refused = await attempt
+            assert refused.status in (403, 404) and "Ms" not in bob.page
+        nobody = await new_browser()
+        refused = await nobody.get(path)
+        assert refused.status == 401 and "invite link" in nobody.page
+        assert (await nobody.get("/join/nonsense")).status == 200
+        bad = await nobody.post("/join/nonsense", {"name": "x", "lang": "en"})
+        assert bad.status == 400 and "unknown or used up" in nobody.page
+        assert not any(c.key == COOKIE for c in nobody.http.cookie_jar)
+
+    run(check, library)
+
+
+def test_sign_in_attempts_are_rate_limited(library: ScenarioLibrary) -> None:
+    async def check(world: World) -> None:
+        _, new_browser = world
+        flood = await new_browser()
+        statuses: list[Any] = []
+        for _ in range(12):
+            statuses.append((await flood.post("/join/nonsense", {"name": "x"})).status)
+        assert statuses[:10] == [400] * 10 and statuses[10:] == [429, 429]
+
+    run(check, library)
+
+
+def test_serve_web_starts_prints_the_admin_link_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    trainer = Path(sys.executable).with_name("trainer")
+    command = [str(trainer), "--db", str(tmp_path / "w.db"), "serve", "web", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert f"http://127.0.0.1:{port}/" in lines[0], lines
+        link = re.search(r"(http://\S+/join/\S+)", lines[1])
+        assert link, lines
+        with urllib.request.urlopen(link.group(1), timeout=60) as answer:
+            assert answer.status == 200 and b"<form" in answer.read()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Stopped." in out and "Traceback" not in out
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)

@@ -1,0 +1,106 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright (no download).
+
+``python3 dev.py test`` installs the ``chromium`` package (and a CJK font) when missing.
+Screenshots at phone and desktop size are checked for horizontal overflow and kept in
+``docs/screenshots/`` when ``TRAINER_SCREENSHOTS=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Page, async_playwright
+
+from bot.content import ScenarioLibrary
+from bot.engine import Engine
+from bot.service import Training
+from bot.storage import Store
+from bot.web.app import WebApp
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("TRAINER_CHROMIUM", "/usr/bin/chromium"))
+SHOTS = ROOT / "docs" / "screenshots"
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 800}
+GOOD = (
+    "王女士您好，水壶到手就是裂的，真的很抱歉。麻烦您拍一下壶身裂缝和外箱的照片，我马上为您处理。"
+)
+
+
+def run(
+    check: Callable[[Browser, str, Training], Awaitable[None]], library: ScenarioLibrary
+) -> None:
+    """Serve the web app on 127.0.0.1 and hand ``check`` a Chromium and a trainee invite."""
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} not found: `python3 dev.py test` installs Debian's chromium package "
+        "(or set TRAINER_CHROMIUM)"
+    )
+
+    async def main() -> None:
+        store = Store.open(None)
+        svc = Training(store, library, Engine(store, library), platform="web")
+        server = TestServer(WebApp(svc).app, host="127.0.0.1")
+        await server.start_server()
+        code = svc.create_invite("trainee", svc.create_team("Alpha"))
+        try:
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), args=["--no-sandbox"]
+                )
+                try:
+                    await check(browser, str(server.make_url(f"/join/{code}")), svc)
+                finally:
+                    await browser.close()
+        finally:
+            await server.close()
+            store.close()
+
+    asyncio.run(main())
+
+
+async def fits(page: Page, name: str) -> None:
+    """Nothing on the page is wider than the window; keep the screenshot if asked."""
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{name}: {width}px wide"  # type: ignore[index]
+    if os.environ.get("TRAINER_SCREENSHOTS") == "1":
+        SHOTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        page = await browser.new_page(viewport=PHONE, locale="zh-CN")
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        await page.goto(invite)
+        await page.fill("input[name=name]", "王小明")
+        await page.click("form button[type=submit]")
+        await page.click(".choices li:first-child button")  # the first scenario
+        await page.fill("textarea[name=text]", GOOD)
+        await page.click(".compose button")
+        await page.wait_for_selector(".msg.trainee .chip")
+        chips = await page.locator(".msg.trainee .chip summary").all_inner_texts()
+        assert [c.split()[0] for c in chips[:3]] == ["共情", "准确", "合规"]
+        await page.locator(".msg.trainee .chip").first.click()  # opens to its reason
+        assert await page.locator(".msg.trainee .chip[open] p").count() >= 1
+        assert await page.locator(".msg.customer").count() == 2  # answered
+        await fits(page, "practice-phone")
+        await page.set_viewport_size(DESKTOP)
+        await fits(page, "practice-desktop")
+        await page.set_viewport_size(PHONE)
+        await page.fill("textarea[name=text]", "<script>alert(1)</script>")
+        await page.click(".compose button")
+        await page.wait_for_selector("text=<script>alert(1)</script>")  # shown as text
+        await page.click(".end button")
+        await page.wait_for_selector(".scorecard")
+        assert "成绩单" in await page.inner_text(".scorecard")
+        await fits(page, "scorecard-phone")
+        assert dialogs == []  # nothing typed ran as script
+
+    run(check, library)
