@@ -78,6 +78,8 @@ def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
         page = await browser.new_page(viewport=PHONE, locale="zh-CN")
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        errors: list[str] = []  # a script or style the CSP blocked would show here
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
         await page.goto(invite)
         await page.fill("input[name=name]", "王小明")
         await page.click("form button[type=submit]")
@@ -95,12 +97,13 @@ def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
         await fits(page, "practice-desktop")
         await page.set_viewport_size(PHONE)
         await page.fill("textarea[name=text]", "<script>alert(1)</script>")
-        await page.click(".compose button")
+        await page.press("textarea[name=text]", "Enter")  # Enter sends
         await page.wait_for_selector("text=<script>alert(1)</script>")  # shown as text
         await page.click(".end button")
         await page.wait_for_selector(".scorecard")
         assert "成绩单" in await page.inner_text(".scorecard")
         await fits(page, "scorecard-phone")
         assert dialogs == []  # nothing typed ran as script
+        assert errors == []
 
     run(check, library)

@@ -19,7 +19,11 @@ TEXTS: dict[str, dict[Lang, str]] = {
     "customer": {"zh": "顾客", "en": "Customer"},
     "you": {"zh": "你", "en": "You"},
     "send": {"zh": "发送", "en": "Send"},
-    "reply_here": {"zh": "输入你的回复", "en": "Type your reply"},
+    "reply_here": {
+        "zh": "输入你的回复（回车发送，Shift+回车换行）",
+        "en": "Type your reply (Enter sends, Shift+Enter adds a line)",
+    },
+    "typing": {"zh": "顾客正在输入…", "en": "The customer is typing…"},
     "end": {"zh": "结束练习", "en": "End the session"},
     "home": {"zh": "首页", "en": "Home"},
     "better": {"zh": "更好的回复", "en": "A better reply"},
