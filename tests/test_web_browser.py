@@ -107,3 +107,28 @@ def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
         assert errors == []
 
     run(check, library)
+
+
+def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        page = await browser.new_page(viewport=DESKTOP, locale="en-US")
+        await page.goto(invite)
+        await page.fill("input[name=name]", "Alice")
+        await page.click("form button[type=submit]")
+        first = page.locator(".choices li").first
+        await first.locator("select[name=mode]").select_option("exam")
+        await first.locator("button").click()
+        await page.wait_for_selector("text=Exam mode")
+        await page.fill("textarea[name=text]", "Not our problem, contact the courier yourself.")
+        await page.press("textarea[name=text]", "Enter")
+        await page.wait_for_function("document.querySelectorAll('.msg.customer').length == 2")
+        assert await page.locator(".chip").count() == 0  # exam: nothing before the end
+        await page.click(".end button")
+        await page.wait_for_selector(".scorecard")
+        assert "NOT PASSED" in await page.inner_text(".scorecard")
+        assert await page.locator(".msg.trainee .chip").count() >= 3  # now shown
+        await fits(page, "scorecard-desktop")
+
+    run(check, library)
