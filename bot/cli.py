@@ -1057,9 +1057,17 @@ def admin_teams(ctx: click.Context) -> None:
 @click.option("--team", "team_name", default=None, help="Team to join (mentor and trainee).")
 @click.option("--uses", type=int, default=None, help="How many people may use it (admin: 1).")
 @click.option("--bot", "bot_username", default=None, help="Bot username, to print a t.me link.")
+@click.option(
+    "--web", "web_url", default=None, help="The web app's address, to print its invite link."
+)
 @click.pass_context
 def admin_invite(
-    ctx: click.Context, role: str, team_name: str | None, uses: int | None, bot_username: str | None
+    ctx: click.Context,
+    role: str,
+    team_name: str | None,
+    uses: int | None,
+    bot_username: str | None,
+    web_url: str | None,
 ) -> None:
     """Create an invite code: an admin invite makes its user an admin."""
     service = _service(ctx)
@@ -1075,6 +1083,8 @@ def admin_invite(
         else (f"https://t.me/<your_bot>?start={code}")
     )
     click.echo(f"Open {link} or send the bot: /start {code}")
+    if web_url:
+        click.echo(f"Web: {web_url.rstrip('/')}/join/{code}")
 
 
 def _service(ctx: click.Context) -> Any:

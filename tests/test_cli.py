@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -359,3 +360,14 @@ def test_help_and_a_missing_token_load_none_of_the_bot(tmp_path: Path) -> None:
                               text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
         assert "LOADED []" in done.stderr, (args, done.stderr[-500:])
     assert "BotFather" in done.stderr or "token" in done.stderr.lower()
+
+
+def test_admin_invite_prints_the_web_link_too(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("admin", "team", "Alpha").exit_code == 0
+    result = run(
+        "admin", "invite", "--role", "trainee", "--team", "Alpha", "--web", "https://t.example/"
+    )
+    assert result.exit_code == 0, result.output
+    code = re.search(r"Invite code \(trainee, 50 use\(s\)\): (\S+)", result.output)
+    assert code and f"Web: https://t.example/join/{code.group(1)}" in result.output
+    assert "t.me/<your_bot>?start=" in result.output  # the Telegram way still shown
