@@ -144,6 +144,8 @@ class WebApp:
 
     def _allow_sign_in(self, request: web.Request) -> bool:
         now = time.monotonic()
+        if len(self._tries) > 10_000:  # many addresses: forget those quiet for a minute
+            self._tries = {k: v for k, v in self._tries.items() if v and now - v[-1] < 60}
         tries = self._tries.setdefault(request.remote or "?", deque())
         while tries and now - tries[0] > 60:
             tries.popleft()
