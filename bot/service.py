@@ -1134,6 +1134,23 @@ class Training:
                     counts.update(c for c in e.entry.clause_ids if c in titles)
         return tuple((c, self._clause_title(c), n) for c, n in counts.most_common(5))
 
+    def team_sessions(
+        self, actor: Actor, team: TeamRow, limit: int = 5
+    ) -> list[tuple[UserRow, list[tuple[SessionRow, float | None]]]]:
+        """Each trainee of the team with their latest sessions and adjusted totals."""
+        if not actor.mentors(team.id):
+            raise _forbidden()
+        return [
+            (
+                user,
+                [
+                    (row, self._adjusted_total(row))
+                    for row in self.store.sessions(user.trainee, limit)
+                ],
+            )
+            for user in self.store.members(team.id, "trainee")
+        ]
+
     def export_csv(self, actor: Actor, team: TeamRow) -> str:
         """One row per session of the team's trainees (UTF-8 with BOM opens in Excel)."""
         if not actor.mentors(team.id):

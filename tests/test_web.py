@@ -221,3 +221,39 @@ def test_serve_web_starts_prints_the_admin_link_and_stops_on_ctrl_c(tmp_path: Pa
     finally:
         proc.kill()
         proc.wait(timeout=60)
+
+
+def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_does(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        alice = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        answer = await alice.post("/practice", {"csrf": alice.field("csrf"), "scenario": KETTLE})
+        transcript = answer.url.path
+        reply = {"csrf": alice.field("csrf"), "ref": alice.field("ref"), "text": XSS}
+        await alice.post(f"{transcript}/reply", reply)
+        await alice.post(f"{transcript}/end", {"csrf": alice.field("csrf")})
+        alpha = svc.store.team_by_name("Alpha")
+        assert alpha is not None
+        meg = await new_browser()
+        code = svc.create_invite("mentor", alpha)
+        await meg.post(f"/join/{code}", {"name": "Meg", "lang": "en"})
+        assert f'href="/team/{alpha.id}"' in meg.page
+        answer = await meg.get(f"/team/{alpha.id}")
+        assert answer.status == 200 and "Alice" in meg.page and transcript in meg.page
+        answer = await meg.get(transcript)  # the trainee's transcript, escaped for her too
+        assert answer.status == 200 and "&lt;script&gt;" in meg.page and "<script>a" not in meg.page
+        async with meg.http.get(meg.url(f"/team/{alpha.id}/sessions.csv")) as csv:
+            body = await csv.text()
+            assert csv.status == 200 and "attachment" in csv.headers["Content-Disposition"]
+            assert KETTLE in body and "Alice" in body
+        beta = svc.create_team("Beta")
+        max_ = await new_browser()
+        await max_.post(f"/join/{svc.create_invite('mentor', beta)}", {"name": "Max"})
+        for who in (alice, max_):  # a trainee, and a mentor of another team
+            for path in (f"/team/{alpha.id}", f"/team/{alpha.id}/sessions.csv", "/team/999"):
+                assert (await who.get(path)).status == 403, (who, path)
+        assert (await max_.get(transcript)).status in (403, 404)
+
+    run(check, library)

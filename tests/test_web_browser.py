@@ -132,3 +132,36 @@ def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
         await fits(page, "scorecard-desktop")
 
     run(check, library)
+
+
+def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        trainee = await browser.new_page(viewport=PHONE, locale="zh-CN")
+        await trainee.goto(invite)
+        await trainee.fill("input[name=name]", "王小明")
+        await trainee.click("form button[type=submit]")
+        await trainee.click(".choices li:first-child button")
+        await trainee.fill("textarea[name=text]", GOOD)
+        await trainee.press("textarea[name=text]", "Enter")
+        await trainee.wait_for_selector(".msg.trainee .chip")
+        await trainee.click(".end button")
+        await trainee.wait_for_selector(".scorecard")
+        team = svc.store.team_by_name("Alpha")
+        assert team is not None
+        mentor = await browser.new_page(viewport=DESKTOP, locale="zh-CN")
+        await mentor.goto(
+            invite.replace(invite.rsplit("/", 1)[1], svc.create_invite("mentor", team))
+        )
+        await mentor.fill("input[name=name]", "李老师")
+        await mentor.click("form button[type=submit]")
+        await mentor.click(f"a[href='/team/{team.id}']")
+        await mentor.wait_for_selector("text=王小明")
+        await fits(mentor, "team-desktop")
+        await mentor.set_viewport_size(PHONE)
+        await fits(mentor, "team-phone")
+        await mentor.click(".history a")  # the trainee's transcript
+        await mentor.wait_for_selector(".scorecard")
+
+    run(check, library)

@@ -32,6 +32,7 @@ from aiohttp import web
 from bot.engine import ReplyRejected
 from bot.i18n import Lang
 from bot.service import Actor, Forbidden, NotFound, ServiceError, Training
+from bot.storage import TeamRow
 from bot.web.texts import dimension, t
 
 log = logging.getLogger("trainer.web")
@@ -73,6 +74,8 @@ class WebApp:
                 web.get("/practice/{session}", self.session_page),
                 web.post("/practice/{session}/reply", self.reply),
                 web.post("/practice/{session}/end", self.end),
+                web.get("/team/{team}", self.team_page),
+                web.get("/team/{team}/sessions.csv", self.team_csv),
                 web.static("/static", HERE / "static"),
             ]
         )
@@ -201,6 +204,7 @@ class WebApp:
             actor=actor,
             csrf=self._csrf(request),
             active=self.svc.active_session(actor),
+            teams=[team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team],
             choices=self.svc.practice_choices(actor),
             history=self.svc.history(actor, limit=5),
         )
@@ -280,6 +284,41 @@ class WebApp:
         else:
             self.svc.transcript(actor, session_id)
         raise web.HTTPSeeOther(f"/practice/{session_id}")
+
+    # ------------------------------------------------------------------ mentors
+
+    def _team(self, request: web.Request) -> tuple[Actor, TeamRow]:
+        """The signed-in mentor and the team in the URL (not theirs: refused alike)."""
+        actor = self._signed_in(request)
+        number = request.match_info["team"]
+        team = self.svc.store.team(int(number)) if number.isdigit() else None
+        if team is None or not actor.mentors(team.id):
+            raise self._refusal(request, "forbidden", 403)
+        return actor, team
+
+    async def team_page(self, request: web.Request) -> web.Response:
+        """A mentor's team: assignments, averages, weak clauses, latest sessions.
+
+        Each trainee's transcripts are a click away.
+        """
+        actor, team = self._team(request)
+        return self._render(
+            "team.html.j2",
+            lang=actor.lang,
+            report=self.svc.team_report(actor, team),
+            trainees=self.svc.team_sessions(actor, team),
+        )
+
+    async def team_csv(self, request: web.Request) -> web.Response:
+        """Every session of the team's trainees as CSV (opens in Excel)."""
+        actor, team = self._team(request)
+        name = f"team-{team.id}-sessions.csv"
+        return web.Response(
+            text=self.svc.export_csv(actor, team),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
 
 _ERRORS: dict[int, type[web.HTTPException]] = {
