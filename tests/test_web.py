@@ -257,3 +257,40 @@ def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_d
         assert (await max_.get(transcript)).status in (403, 404)
 
     run(check, library)
+
+
+def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hint(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
+        path = answer.url.path
+        assert "Policy clauses" in me.page and "DMG-TRANSIT" in me.page
+        assert "JD2026111100123" not in me.page  # no order card before the order number
+        await me.post(f"{path}/hint", {"csrf": me.field("csrf")})
+        assert "Model reply" in me.page and 'class="card hint"' in me.page
+        session_id = path.rsplit("/", 1)[1]
+        hints = [t for t in svc.store.turns(session_id) if t.meta.get("hint")]
+        assert len(hints) == 1  # its use is recorded
+        reply = {
+            "csrf": me.field("csrf"),
+            "ref": me.field("ref"),
+            "text": "Hello Ms Wang, I'm so sorry. Could you give me the order number?",
+        }
+        await me.post(f"{path}/reply", reply)
+        assert 'class="card hint"' not in me.page  # shown until the next reply
+        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Thank you, checking."}
+        for _ in range(3):  # the customer gives the order number when asked
+            if "JD2026111100123" in me.page:
+                break
+            reply = {
+                "csrf": me.field("csrf"),
+                "ref": me.field("ref"),
+                "text": "What is the order number?",
+            }
+            await me.post(f"{path}/reply", reply)
+        assert '<dl class="order">' in me.page and "JD2026111100123" in me.page
+
+    run(check, library)

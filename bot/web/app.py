@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import secrets
 import time
 from collections import deque
@@ -29,13 +28,14 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from bot.engine import ReplyRejected
+from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
+from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
 from bot.service import Actor, Forbidden, NotFound, ServiceError, Training
 from bot.storage import TeamRow
 from bot.web.texts import dimension, t
+from graders._base import Bilingual
 
-log = logging.getLogger("trainer.web")
 HERE = Path(__file__).resolve().parent
 COOKIE = "trainer_device"
 SIGN_INS_PER_MINUTE = 10
@@ -64,6 +64,8 @@ class WebApp:
         )
         self.pages.globals.update(t=t, dimension=dimension)
         self._tries: dict[str, deque[float]] = {}
+        self._hints: dict[str, Bilingual] = {}
+        """The model reply last asked for, by session, shown until the next reply."""
         self.app = web.Application(middlewares=[self._guard])
         self.app.add_routes(
             [
@@ -74,6 +76,7 @@ class WebApp:
                 web.get("/practice/{session}", self.session_page),
                 web.post("/practice/{session}/reply", self.reply),
                 web.post("/practice/{session}/end", self.end),
+                web.post("/practice/{session}/hint", self.hint),
                 web.get("/team/{team}", self.team_page),
                 web.get("/team/{team}/sessions.csv", self.team_csv),
                 web.static("/static", HERE / "static"),
@@ -241,6 +244,7 @@ class WebApp:
                 found = live.better_reply(record)
                 if found is not None:
                     better[idx] = found[actor.lang]
+        hint = self._hints.get(session_id)
         return self._render(
             "practice.html.j2",
             lang=actor.lang,
@@ -252,6 +256,9 @@ class WebApp:
             show_grades=view.row.mode == "coach" or view.row.status == "ended",
             open=live is not None and not live.ended,
             ref=secrets.token_urlsafe(12),
+            order=_order_card(live, actor.lang) if live is not None else None,
+            clauses=_clauses(live, actor.lang) if live is not None else [],
+            hint=hint[actor.lang] if hint is not None and live is not None else None,
         )
 
     async def reply(self, request: web.Request) -> web.StreamResponse:
@@ -265,6 +272,7 @@ class WebApp:
             self.svc.transcript(actor, session_id)  # someone else's: refused there
             raise back  # ended meanwhile: the page shows the scorecard
         ref = "web:" + form.get("ref", "")[:40]
+        self._hints.pop(session_id, None)
         if self.svc.store.turn_with_ref(session_id, ref) is None:
             try:
                 await self.svc.reply(session, form.get("text", ""), ref=ref, postbox=None)
@@ -283,6 +291,18 @@ class WebApp:
             self.svc.forget(session_id)
         else:
             self.svc.transcript(actor, session_id)
+        raise web.HTTPSeeOther(f"/practice/{session_id}")
+
+    async def hint(self, request: web.Request) -> web.StreamResponse:
+        """Show the model reply for this stage (coach mode; its use is recorded)."""
+        actor = self._signed_in(request)
+        await self._form(request)
+        session_id = request.match_info["session"]
+        session, _ = await self.svc.session_for(actor)
+        if session is None or session.id != session_id:
+            self.svc.transcript(actor, session_id)
+        elif session.mode == "coach":
+            self._hints[session_id] = session.hint()
         raise web.HTTPSeeOther(f"/practice/{session_id}")
 
     # ------------------------------------------------------------------ mentors
@@ -319,6 +339,34 @@ class WebApp:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
+
+
+def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
+    """The order's facts, once the customer has given the order number (else None)."""
+    s = session.scenario.scenario
+    numbers = {f.id for f in s.customer.facts if f.kind == "order_id"}
+    if numbers and not numbers & session.grader.state.revealed:
+        return None
+    o = s.order
+    rows = [
+        (t("order_no", lang), o.order_id),
+        (t("item", lang), f"{o.item.get(lang)} ×{o.quantity}"),
+        (t("paid", lang), f"¥{o.price:g} · {PAYMENT_NAMES[o.payment][lang]}"),
+        (t("courier", lang), f"{COURIER_NAMES[o.courier][lang]} {o.tracking_no or ''}"),
+        (t("ordered", lang), str(o.ordered_on)),
+        (t("shipped", lang), str(o.shipped_on or "—")),
+        (t("signed", lang), str(o.signed_on or "—")),
+    ]
+    return rows
+
+
+def _clauses(session: Session, lang: Lang) -> list[tuple[str, str, str]]:
+    """The policy clauses of the session's case: (id, title, text)."""
+    policy = session.scenario.policy
+    return [
+        (cid, policy.clauses[cid].title.get(lang), policy.clause_text(cid, lang))
+        for cid in session.scenario.applicable_clauses
+    ]
 
 
 _ERRORS: dict[int, type[web.HTTPException]] = {
