@@ -122,7 +122,7 @@ def test_a_trainee_joins_by_link_practises_a_coach_session_and_gets_a_scorecard(
         assert again.status == 200 and me.page.count('class="msg trainee"') == 1  # graded once
         await me.post(f"{path}/end", {"csrf": me.field("csrf")})
         assert "成绩单" in me.page and "未通过" in me.page
-        assert "textarea" not in me.page  # ended: no more replies
+        assert 'name="text"' not in me.page  # ended: no more replies
 
     run(check, library)
 
@@ -292,5 +292,31 @@ def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hi
             }
             await me.post(f"{path}/reply", reply)
         assert '<dl class="order">' in me.page and "JD2026111100123" in me.page
+
+    run(check, library)
+
+
+def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: ScenarioLibrary) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
+        path = answer.url.path
+        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Contact the courier."}
+        await me.post(f"{path}/reply", reply)
+        await me.post(f"{path}/end", {"csrf": me.field("csrf")})
+        assert f'action="{path}/dispute/1"' in me.page
+        csrf = me.field("csrf")
+        answer = await me.post(f"{path}/dispute/1", {"csrf": csrf, "reason": "I asked for photos."})
+        assert answer.status == 200 and "disputed" in me.page
+        session_id = path.rsplit("/", 1)[1]
+        (dispute,) = svc.store.disputes([session_id])
+        assert (dispute.entry, dispute.reason, dispute.status) == (1, "I asked for photos.", "open")
+        again = await me.post(f"{path}/dispute/1", {"csrf": csrf, "reason": "again"})
+        assert again.status == 400 and "already disputed" in me.page
+        bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
+        refused = await bob.post(f"{path}/dispute/2", {"csrf": bob.field("csrf"), "reason": "x"})
+        assert refused.status == 403
+        assert len(svc.store.disputes([session_id])) == 1
 
     run(check, library)

@@ -77,6 +77,7 @@ class WebApp:
                 web.post("/practice/{session}/reply", self.reply),
                 web.post("/practice/{session}/end", self.end),
                 web.post("/practice/{session}/hint", self.hint),
+                web.post("/practice/{session}/dispute/{entry}", self.dispute),
                 web.get("/team/{team}", self.team_page),
                 web.get("/team/{team}/sessions.csv", self.team_csv),
                 web.static("/static", HERE / "static"),
@@ -259,6 +260,8 @@ class WebApp:
             order=_order_card(live, actor.lang) if live is not None else None,
             clauses=_clauses(live, actor.lang) if live is not None else [],
             hint=hint[actor.lang] if hint is not None and live is not None else None,
+            mine=view.row.trainee == actor.user.trainee,
+            disputed={d.entry for d in view.disputes if d.status == "open"},
         )
 
     async def reply(self, request: web.Request) -> web.StreamResponse:
@@ -303,6 +306,15 @@ class WebApp:
             self.svc.transcript(actor, session_id)
         elif session.mode == "coach":
             self._hints[session_id] = session.hint()
+        raise web.HTTPSeeOther(f"/practice/{session_id}")
+
+    async def dispute(self, request: web.Request) -> web.StreamResponse:
+        """Dispute one deduction of one's own ended session, with a reason."""
+        actor = self._signed_in(request)
+        form = await self._form(request)
+        session_id, entry = request.match_info["session"], request.match_info["entry"]
+        number = int(entry) if entry.isdigit() else 0
+        self.svc.open_dispute(actor, session_id, number, form.get("reason", ""))
         raise web.HTTPSeeOther(f"/practice/{session_id}")
 
     # ------------------------------------------------------------------ mentors
