@@ -320,3 +320,40 @@ def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: Scenar
         assert len(svc.store.disputes([session_id])) == 1
 
     run(check, library)
+
+
+def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrary) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
+        path = answer.url.path
+        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Contact the courier."}
+        await me.post(f"{path}/reply", reply)
+        await me.post(f"{path}/end", {"csrf": me.field("csrf")})
+        before = svc.store.session(path.rsplit("/", 1)[1])
+        await me.post(f"{path}/dispute/1", {"csrf": me.field("csrf"), "reason": "Too harsh."})
+        assert (await me.get("/review")).status == 403  # trainees rule on nothing
+        alpha = svc.store.team_by_name("Alpha")
+        meg = await new_browser()
+        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        assert "Disputes to rule on (1)" in meg.page
+        await meg.get("/review")
+        assert "Too harsh." in meg.page
+        (dispute,) = svc.store.disputes([path.rsplit("/", 1)[1]])
+        ruling = {"csrf": meg.field("csrf"), "verdict": "accepted", "reason": "Fair point."}
+        max_ = await new_browser()
+        await max_.post(
+            f"/join/{svc.create_invite('mentor', svc.create_team('Beta'))}", {"name": "Max"}
+        )
+        other = {**ruling, "csrf": max_.field("csrf") if "csrf" in max_.page else ""}
+        assert (await max_.post(f"/review/{dispute.id}", other)).status in (403, 404)
+        answer = await meg.post(f"/review/{dispute.id}", ruling)
+        assert answer.status == 200 and "Nothing waits for you." in meg.page
+        (ruled,) = svc.store.disputes([dispute.session_id])
+        assert ruled.status == "accepted"
+        await me.get(path)
+        assert before is not None and before.total is not None
+        assert f"Total {before.total:g}" not in me.page  # the points came back
+
+    run(check, library)

@@ -78,6 +78,8 @@ class WebApp:
                 web.post("/practice/{session}/end", self.end),
                 web.post("/practice/{session}/hint", self.hint),
                 web.post("/practice/{session}/dispute/{entry}", self.dispute),
+                web.get("/review", self.review_page),
+                web.post("/review/{dispute}", self.rule),
                 web.get("/team/{team}", self.team_page),
                 web.get("/team/{team}/sessions.csv", self.team_csv),
                 web.static("/static", HERE / "static"),
@@ -209,6 +211,7 @@ class WebApp:
             csrf=self._csrf(request),
             active=self.svc.active_session(actor),
             teams=[team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team],
+            reviews=len(self.svc.open_disputes(actor)) if actor.mentor_of or actor.is_admin else 0,
             choices=self.svc.practice_choices(actor),
             history=self.svc.history(actor, limit=5),
         )
@@ -327,6 +330,41 @@ class WebApp:
         if team is None or not actor.mentors(team.id):
             raise self._refusal(request, "forbidden", 403)
         return actor, team
+
+    def _mentor(self, request: web.Request) -> Actor:
+        actor = self._signed_in(request)
+        if not actor.mentor_of and not actor.is_admin:
+            raise self._refusal(request, "forbidden", 403)
+        return actor
+
+    async def review_page(self, request: web.Request) -> web.Response:
+        """The disputes waiting on this mentor, each with its deduction and a ruling form."""
+        actor = self._mentor(request)
+        return self._render(
+            "review.html.j2",
+            lang=actor.lang,
+            csrf=self._csrf(request),
+            disputes=self.svc.open_disputes(actor),
+        )
+
+    async def rule(self, request: web.Request) -> web.StreamResponse:
+        """Accept, partly accept (points still lost) or reject a dispute, with a reason."""
+        actor = self._mentor(request)
+        form = await self._form(request)
+        number = request.match_info["dispute"]
+        points = form.get("points", "").strip()
+        try:
+            kept = float(points) if points else None
+        except ValueError:
+            kept = -1.0  # the service says what is wrong with it
+        self.svc.resolve_dispute(
+            actor,
+            int(number) if number.isdigit() else 0,
+            form.get("verdict", ""),
+            form.get("reason", ""),
+            kept,
+        )
+        raise web.HTTPSeeOther("/review")
 
     async def team_page(self, request: web.Request) -> web.Response:
         """A mentor's team: assignments, averages, weak clauses, latest sessions.
