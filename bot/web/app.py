@@ -98,7 +98,8 @@ class WebApp:
             raise
         except ServiceError as refused:
             status = 403 if isinstance(refused, Forbidden) else 404
-            status = status if isinstance(refused, Forbidden | NotFound) else 400
+            if not isinstance(refused, Forbidden | NotFound):
+                status = 400  # Invalid: the message says how to fix the request
             response = self._message(request, refused.message[self._lang(request)], status)
         _protect(response.headers)
         return response
@@ -123,8 +124,8 @@ class WebApp:
 
     def _refusal(self, request: web.Request, key: str, status: int) -> web.HTTPException:
         """An error page to raise: the text ``key`` in the visitor's language."""
-        page = self.pages.get_template("message.html.j2")
-        html = page.render(lang=self._lang(request), text=t(key, self._lang(request)))
+        lang = self._lang(request)
+        html = self.pages.get_template("message.html.j2").render(lang=lang, text=t(key, lang))
         return _ERRORS[status](text=html, content_type="text/html")
 
     def _signed_in(self, request: web.Request) -> Actor:
