@@ -120,6 +120,13 @@ def test_a_trainee_joins_by_link_practises_a_coach_session_and_gets_a_scorecard(
         assert me.page.count('class="msg customer"') == 2  # and answered
         again = await me.post(f"{path}/reply", reply)  # the same form sent twice
         assert again.status == 200 and me.page.count('class="msg trainee"') == 1  # graded once
+        bare = {
+            "csrf": me.field("csrf"),
+            "text": "王女士您好，非常抱歉。",
+        }  # a form without its ref
+        for _ in range(2):
+            await me.post(f"{path}/reply", bare)
+        assert me.page.count('class="msg trainee"') == 3  # each graded: nothing to match
         await me.post(f"{path}/end", {"csrf": me.field("csrf")})
         assert "成绩单" in me.page and "未通过" in me.page
         assert 'name="text"' not in me.page  # ended: no more replies

@@ -278,7 +278,7 @@ class WebApp:
         if session is None or session.id != session_id:
             self.svc.transcript(actor, session_id)  # someone else's: refused there
             raise back  # ended meanwhile: the page shows the scorecard
-        ref = "web:" + form.get("ref", "")[:40]
+        ref = "web:" + (form.get("ref") or secrets.token_urlsafe(12))[:40]  # none: never a repeat
         self._hints.pop(session_id, None)
         if self.svc.store.turn_with_ref(session_id, ref) is None:
             try:
@@ -296,6 +296,7 @@ class WebApp:
         if session is not None and session.id == session_id:
             await session.end()
             self.svc.forget(session_id)
+            self._hints.pop(session_id, None)
         else:
             self.svc.transcript(actor, session_id)
         raise web.HTTPSeeOther(f"/practice/{session_id}")
