@@ -54,6 +54,21 @@ class Browser:
             self.page = await answer.text()
             return answer
 
+    async def start(self) -> str:
+        """Start the kettle scenario from the home page; the session page's path."""
+        answer = await self.post("/practice", {"csrf": self.field("csrf"), "scenario": KETTLE})
+        assert answer.status == 200, self.page
+        return answer.url.path
+
+    async def say(self, path: str, text: str) -> aiohttp.ClientResponse:
+        """Send one reply from the session page."""
+        reply = {"csrf": self.field("csrf"), "ref": self.field("ref"), "text": text}
+        return await self.post(f"{path}/reply", reply)
+
+    async def end(self, path: str) -> aiohttp.ClientResponse:
+        """End the session from its page."""
+        return await self.post(f"{path}/end", {"csrf": self.field("csrf")})
+
     def field(self, name: str) -> str:
         found = re.search(rf'name="{name}" value="([^"]*)"', self.page)
         assert found, f"no {name} field on the page:\n{self.page[:2000]}"
@@ -139,9 +154,7 @@ def test_what_a_trainee_types_is_shown_as_text(library: ScenarioLibrary) -> None
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Eve <b>", lang="en")
         assert "Eve &lt;b&gt;" in me.page and "<b>" not in me.page
-        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
-        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": XSS}
-        await me.post(f"{answer.url.path}/reply", reply)
+        await me.say(await me.start(), XSS)
         assert "<script>alert(1)</script>" not in me.page and "<!-- hidden -->" not in me.page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;!-- hidden --&gt;" in me.page
         answer = await me.get("/")
@@ -178,8 +191,7 @@ def test_nobody_reads_another_trainees_session_or_pages_without_signing_in(
     async def check(world: World) -> None:
         svc, new_browser = world
         alice = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        answer = await alice.post("/practice", {"csrf": alice.field("csrf"), "scenario": KETTLE})
-        path = answer.url.path
+        path = await alice.start()
         bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
         for attempt in (bob.get(path), bob.post(f"{path}/end", {"csrf": bob.field("csrf")})):
             refused = await attempt
@@ -236,11 +248,9 @@ def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_d
     async def check(world: World) -> None:
         svc, new_browser = world
         alice = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        answer = await alice.post("/practice", {"csrf": alice.field("csrf"), "scenario": KETTLE})
-        transcript = answer.url.path
-        reply = {"csrf": alice.field("csrf"), "ref": alice.field("ref"), "text": XSS}
-        await alice.post(f"{transcript}/reply", reply)
-        await alice.post(f"{transcript}/end", {"csrf": alice.field("csrf")})
+        transcript = await alice.start()
+        await alice.say(transcript, XSS)
+        await alice.end(transcript)
         alpha = svc.store.team_by_name("Alpha")
         assert alpha is not None
         meg = await new_browser()
@@ -272,8 +282,7 @@ def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hi
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
-        path = answer.url.path
+        path = await me.start()
         assert "Policy clauses" in me.page and "DMG-TRANSIT" in me.page
         assert "JD2026111100123" not in me.page  # no order card before the order number
         await me.post(f"{path}/hint", {"csrf": me.field("csrf")})
@@ -281,23 +290,12 @@ def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hi
         session_id = path.rsplit("/", 1)[1]
         hints = [t for t in svc.store.turns(session_id) if t.meta.get("hint")]
         assert len(hints) == 1  # its use is recorded
-        reply = {
-            "csrf": me.field("csrf"),
-            "ref": me.field("ref"),
-            "text": "Hello Ms Wang, I'm so sorry. Could you give me the order number?",
-        }
-        await me.post(f"{path}/reply", reply)
+        await me.say(path, "Hello Ms Wang, I'm so sorry. Could you give me the order number?")
         assert 'class="card hint"' not in me.page  # shown until the next reply
-        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Thank you, checking."}
         for _ in range(3):  # the customer gives the order number when asked
             if "JD2026111100123" in me.page:
                 break
-            reply = {
-                "csrf": me.field("csrf"),
-                "ref": me.field("ref"),
-                "text": "What is the order number?",
-            }
-            await me.post(f"{path}/reply", reply)
+            await me.say(path, "What is the order number?")
         assert '<dl class="order">' in me.page and "JD2026111100123" in me.page
 
     run(check, library)
@@ -307,11 +305,9 @@ def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: Scenar
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
-        path = answer.url.path
-        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Contact the courier."}
-        await me.post(f"{path}/reply", reply)
-        await me.post(f"{path}/end", {"csrf": me.field("csrf")})
+        path = await me.start()
+        await me.say(path, "Contact the courier.")
+        await me.end(path)
         assert f'action="{path}/dispute/1"' in me.page
         csrf = me.field("csrf")
         answer = await me.post(f"{path}/dispute/1", {"csrf": csrf, "reason": "I asked for photos."})
@@ -333,11 +329,9 @@ def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrar
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        answer = await me.post("/practice", {"csrf": me.field("csrf"), "scenario": KETTLE})
-        path = answer.url.path
-        reply = {"csrf": me.field("csrf"), "ref": me.field("ref"), "text": "Contact the courier."}
-        await me.post(f"{path}/reply", reply)
-        await me.post(f"{path}/end", {"csrf": me.field("csrf")})
+        path = await me.start()
+        await me.say(path, "Contact the courier.")
+        await me.end(path)
         before = svc.store.session(path.rsplit("/", 1)[1])
         await me.post(f"{path}/dispute/1", {"csrf": me.field("csrf"), "reason": "Too harsh."})
         assert (await me.get("/review")).status == 403  # trainees rule on nothing

@@ -62,6 +62,13 @@ def run(
     asyncio.run(main())
 
 
+async def join(page: Page, invite: str, name: str) -> None:
+    """Open an invite link and sign in under ``name``."""
+    await page.goto(invite)
+    await page.fill("input[name=name]", name)
+    await page.click("form button[type=submit]")
+
+
 async def fits(page: Page, name: str) -> None:
     """Nothing on the page is wider than the window; keep the screenshot if asked."""
     width = await page.evaluate("document.documentElement.scrollWidth")
@@ -80,9 +87,7 @@ def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
         page.on("dialog", lambda dialog: dialogs.append(dialog.message))
         errors: list[str] = []  # a script or style the CSP blocked would show here
         page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-        await page.goto(invite)
-        await page.fill("input[name=name]", "王小明")
-        await page.click("form button[type=submit]")
+        await join(page, invite, "王小明")
         await page.click(".choices li:first-child button")  # the first scenario
         await page.fill("textarea[name=text]", GOOD)
         await page.click(".compose button")
@@ -114,9 +119,7 @@ def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         page = await browser.new_page(viewport=DESKTOP, locale="en-US")
-        await page.goto(invite)
-        await page.fill("input[name=name]", "Alice")
-        await page.click("form button[type=submit]")
+        await join(page, invite, "Alice")
         first = page.locator(".choices li").first
         await first.locator("select[name=mode]").select_option("exam")
         await first.locator("button").click()
@@ -139,9 +142,7 @@ def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         trainee = await browser.new_page(viewport=PHONE, locale="zh-CN")
-        await trainee.goto(invite)
-        await trainee.fill("input[name=name]", "王小明")
-        await trainee.click("form button[type=submit]")
+        await join(trainee, invite, "王小明")
         await trainee.click(".choices li:first-child button")
         await trainee.fill("textarea[name=text]", GOOD)
         await trainee.press("textarea[name=text]", "Enter")
@@ -151,11 +152,8 @@ def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
         team = svc.store.team_by_name("Alpha")
         assert team is not None
         mentor = await browser.new_page(viewport=DESKTOP, locale="zh-CN")
-        await mentor.goto(
-            invite.replace(invite.rsplit("/", 1)[1], svc.create_invite("mentor", team))
-        )
-        await mentor.fill("input[name=name]", "李老师")
-        await mentor.click("form button[type=submit]")
+        code = svc.create_invite("mentor", team)
+        await join(mentor, invite.replace(invite.rsplit("/", 1)[1], code), "李老师")
         await mentor.click(f"a[href='/team/{team.id}']")
         await mentor.wait_for_selector("text=王小明")
         await fits(mentor, "team-desktop")
