@@ -87,14 +87,14 @@ def _schema(max_score: float, allowed: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _grammar(max_score: float, allowed: Sequence[str], reply: str, lang: Lang) -> dict[str, Any]:
-    """The schema for a server that enforces it unseen by the model (``grammar`` mode).
+def _grammar(schema: dict[str, Any], reply: str, lang: Lang) -> dict[str, Any]:
+    """``schema`` made stricter, for a server that enforces it unseen by the model (``grammar``).
 
     Quotes are pieces of the reply, so every one the model writes is found in it; fields
     have a length cap, so the answer fits ``_MAX_TOKENS``. Trainee text may appear here
     because the model never reads it.
     """
-    schema = copy.deepcopy(_schema(max_score, allowed))
+    schema = copy.deepcopy(schema)
     pieces = list(dict.fromkeys(p.strip() for p in _SEGMENT.findall(neutralise(reply))))
     violation = schema["properties"]["violations"]
     violation["maxItems"] = _MOST_FAULTS
@@ -260,6 +260,8 @@ class Judge:
         answer in time counts as failing (its breaker opens), not as a call given up.
         """
         error = ""
+        schema = _schema(rule.max_score, sorted(allowed))
+        grammar = _grammar(schema, reply, lang)
         for _ in range(2):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -267,10 +269,10 @@ class Judge:
             try:
                 completion = await self.client.complete(
                     messages,
-                    schema=_schema(rule.max_score, sorted(allowed)),
+                    schema=schema,
                     schema_name=f"judge_{rule.dimension}",
                     max_tokens=_MAX_TOKENS,
-                    grammar=_grammar(rule.max_score, sorted(allowed), reply, lang),
+                    grammar=grammar,
                     budget_s=left,
                 )
             except LLMError as failure:
