@@ -15,6 +15,7 @@ history (who, when, old, new, why), and results show the original and the adjust
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import hashlib
@@ -303,6 +304,8 @@ class Training:
         """Sessions in progress, by id (rebuilt from the store when missing)."""
         self.shown_at: dict[str, float] = {}
         """When the customer's last message was shown, by session (the reply timer)."""
+        self._turns: dict[str, asyncio.Lock] = {}
+        """One reply at a time per session, whichever channel or tab it comes from."""
 
     # identity
 
@@ -601,23 +604,42 @@ class Training:
 
     async def reply(
         self, session: Session, text: str, *, ref: str | None, postbox: Postbox | None
-    ) -> TurnResult:
+    ) -> TurnResult | None:
         """Send a trainee's reply, timed from when the customer's last message was shown.
 
-        Raises ``ReplyRejected`` for a reply the engine refuses (nothing is stored).
+        Replies to one session are taken one at a time; a reply whose ``ref`` the session
+        already has (sent again after a dropped connection, or from a second tab) waits
+        for the first to be answered and returns None instead of being graded twice, as
+        does a reply to a session that ended meanwhile. Raises ``ReplyRejected`` for a
+        reply the engine refuses (nothing is stored).
         """
-        shown = self.shown_at.get(session.id)
-        latency = None if shown is None else self.clock() - shown
-        result = await session.reply(text, latency, ref=ref, postbox=postbox)
-        self.shown_at[session.id] = self.clock()
+        async with self._turns.setdefault(session.id, asyncio.Lock()):
+            if session.ended:
+                return None
+            if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
+                return None
+            shown = self.shown_at.get(session.id)
+            latency = None if shown is None else self.clock() - shown
+            result = await session.reply(text, latency, ref=ref, postbox=postbox)
+            self.shown_at[session.id] = self.clock()
         if session.ended:
             self.forget(session.id)
         return result
+
+    async def end(self, session: Session, *, postbox: Postbox | None) -> None:
+        """End a session in progress after any reply being answered; owes its scorecard."""
+        async with self._turns.setdefault(session.id, asyncio.Lock()):
+            if not session.ended:
+                await session.end(postbox=postbox)
+        self.forget(session.id)
 
     def forget(self, session_id: str) -> None:
         """Drop a session from memory (it ended, or its channel let go of it)."""
         self.live.pop(session_id, None)
         self.shown_at.pop(session_id, None)
+        lock = self._turns.get(session_id)
+        if lock is not None and not lock.locked():
+            del self._turns[session_id]
 
     def ensure_no_session(self, actor: Actor) -> None:
         """Refuse to start another session while one is in progress."""

@@ -84,6 +84,11 @@ def _rubrics() -> _Rubrics:
 RUBRICS = ("default", "assessment100")
 
 
+def response_seconds() -> float:
+    """How long a reply may take before the 100-point rubric docks a point."""
+    return _rubrics().assessment100.response_seconds
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """One loss of points, explained."""

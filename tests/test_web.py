@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.content import ScenarioLibrary
@@ -356,5 +357,102 @@ def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrar
         await me.get(path)
         assert before is not None and before.total is not None
         assert f"Total {before.total:g}" not in me.page  # the points came back
+
+    run(check, library)
+
+
+async def live(
+    me: Browser, path: str, *, origin: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
+    """The practice page's WebSocket, opened as the page opens it."""
+    mine = me.url("/").rstrip("/")
+    return await me.http.ws_connect(me.url(f"{path}/live"), headers={"Origin": origin or mine})
+
+
+def test_replies_over_the_websocket_are_answered_once_even_when_sent_again(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        path = await me.start()
+        session_id = path.rsplit("/", 1)[1]
+        ref = me.field("ref")
+        page = await live(me, path)
+        await page.send_json({"type": "sync", "after": 0})
+        news = await page.receive_json(timeout=60)
+        assert news["type"] == "turns" and news["last"] == 0 and news["done"] is None
+        reply = {"type": "reply", "ref": ref, "text": "Contact the courier.", "after": 0}
+        await page.send_json(reply)
+        news = await page.receive_json(timeout=60)
+        assert news["done"] == ref and news["last"] == 2 and news["next"] != ref
+        assert 'class="msg trainee" data-idx="1"' in news["html"]
+        assert 'class="msg customer" data-idx="2"' in news["html"]
+        assert 'class="chip lost"' in news["html"]  # coach mode: graded inline
+        await page.send_json({**reply, "after": 2})  # sent again: nothing new
+        news = await page.receive_json(timeout=60)
+        assert news["done"] == ref and news["last"] == 2 and "data-idx" not in news["html"]
+        await page.close()
+        trainee = [t for t in svc.store.turns(session_id) if t.role == "trainee"]
+        assert len(trainee) == 1 and len(svc.store.grades(session_id)[1]) == 3
+
+    run(check, library)
+
+
+def test_a_reply_whose_connection_drops_is_answered_once_after_reconnecting(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        path = await me.start()
+        session_id = path.rsplit("/", 1)[1]
+        reply = {"type": "reply", "ref": me.field("ref"), "text": "Hello Ms Wang, so sorry!"}
+        first = await live(me, path)
+        await first.send_json({**reply, "after": 0})
+        await first.close()  # gone before the answer came
+        second, third = await live(me, path), await live(me, path)  # and a second tab
+        await asyncio.gather(
+            second.send_json({**reply, "after": 0}), third.send_json({**reply, "after": 0})
+        )
+        for tab in (second, third):
+            news = await tab.receive_json(timeout=60)
+            assert news["done"] == reply["ref"] and news["last"] == 2, news
+            assert news["html"].count('class="msg trainee"') == 1
+            await tab.close()
+        turns = svc.store.turns(session_id)
+        assert [t.role for t in turns] == ["customer", "trainee", "customer"]
+
+    run(check, library)
+
+
+def test_the_websocket_refuses_other_origins_other_trainees_and_strangers(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        alice = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        path = await alice.start()
+        for origin in ("http://evil.example", "null"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await live(alice, path, origin=origin)
+            assert refused.value.status == 403
+        bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await live(bob, path)
+        assert refused.value.status in (403, 404)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await live(await new_browser(), path)
+        assert refused.value.status == 401
+        page = await live(alice, path)
+        await page.send_str("not json")
+        assert (await page.receive_json(timeout=60))["type"] == "error"
+        await page.send_json({"type": "reply", "ref": "r1", "text": " ", "after": 0})
+        answer = await page.receive_json(timeout=60)
+        assert answer["type"] == "rejected" and answer["ref"] == "r1" and answer["text"]
+        await alice.end(path)
+        await page.send_json({"type": "sync", "after": 0})
+        assert (await page.receive_json(timeout=60))["type"] == "ended"
+        await page.close()
 
     run(check, library)

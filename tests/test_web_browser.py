@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright
 
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
@@ -126,7 +126,7 @@ def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
         await page.wait_for_selector("text=Exam mode")
         await page.fill("textarea[name=text]", "Not our problem, contact the courier yourself.")
         await page.press("textarea[name=text]", "Enter")
-        await page.wait_for_function("document.querySelectorAll('.msg.customer').length == 2")
+        await page.locator(".msg.customer").nth(1).wait_for()
         assert await page.locator(".chip").count() == 0  # exam: nothing before the end
         await page.click(".end button")
         await page.wait_for_selector(".scorecard")
@@ -161,5 +161,50 @@ def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
         await fits(mentor, "team-phone")
         await mentor.click(".history a")  # the trainee's transcript
         await mentor.wait_for_selector(".scorecard")
+
+    run(check, library)
+
+
+def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        page = await browser.new_page(viewport=DESKTOP, locale="en-US")
+        dropped: list[str] = []
+        connections: list[WebSocketRoute] = []
+
+        async def route(socket: WebSocketRoute) -> None:
+            connections.append(socket)
+            server = socket.connect_to_server()
+            if dropped:
+                return  # later connections pass through untouched
+
+            async def from_page(message: str | bytes) -> None:
+                server.send(message)
+                if '"reply"' in str(message):  # the reply reached the server; the page loses it
+                    dropped.append(str(message))
+                    await socket.close()
+
+            socket.on_message(from_page)
+
+        await page.route_web_socket("**/live", route)
+        await join(page, invite, "Alice")
+        await page.click(".choices li:first-child button")
+        await page.fill("textarea[name=text]", "Hello Ms Wang, I am so sorry about the kettle.")
+        await page.press("textarea[name=text]", "Enter")
+        await page.locator(".msg.customer").nth(1).wait_for()
+        assert len(dropped) == 1  # the first connection was cut after the reply went out
+        assert len(connections) == 2  # and the page opened another
+        assert await page.locator(".msg.trainee").count() == 1
+        assert await page.locator(".offline").is_hidden()  # reconnected
+        session_id = page.url.rsplit("/", 1)[1]
+        roles = [turn.role for turn in svc.store.turns(session_id)]
+        assert roles == ["customer", "trainee", "customer"]  # graded and answered once
+        await page.reload()  # closing the tab and coming back: the same chat
+        assert await page.locator(".msg").count() == 3
+        await page.fill("textarea[name=text]", "Could you send me a photo of the crack?")
+        await page.press("textarea[name=text]", "Enter")
+        await page.locator(".msg.customer").nth(2).wait_for()
+        assert await page.locator(".msg.trainee").count() == 2
 
     run(check, library)

@@ -16,27 +16,33 @@ after the network dropped) is graded once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import json
+import logging
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
 from bot.service import Actor, Forbidden, NotFound, ServiceError, Training
-from bot.storage import TeamRow
-from bot.web.texts import dimension, t
+from bot.storage import TeamRow, TurnRow
+from bot.web.texts import dimension, mood, t
 from graders._base import Bilingual
+from graders.rubric import response_seconds
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 COOKIE = "trainer_device"
 SIGN_INS_PER_MINUTE = 10
 """Sign-in attempts one address may make in a minute (invite codes are not guessable, but
@@ -62,10 +68,12 @@ class WebApp:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.pages.globals.update(t=t, dimension=dimension)
+        self.pages.globals.update(t=t, dimension=dimension, mood=mood)
         self._tries: dict[str, deque[float]] = {}
         self._hints: dict[str, Bilingual] = {}
         """The model reply last asked for, by session, shown until the next reply."""
+        self._replies: set[asyncio.Task[Any]] = set()
+        """Replies being answered, kept running when their page goes away."""
         self.app = web.Application(middlewares=[self._guard])
         self.app.add_routes(
             [
@@ -75,6 +83,7 @@ class WebApp:
                 web.post("/practice", self.start),
                 web.get("/practice/{session}", self.session_page),
                 web.post("/practice/{session}/reply", self.reply),
+                web.get("/practice/{session}/live", self.live),
                 web.post("/practice/{session}/end", self.end),
                 web.post("/practice/{session}/hint", self.hint),
                 web.post("/practice/{session}/dispute/{entry}", self.dispute),
@@ -147,9 +156,16 @@ class WebApp:
             raise self._refusal(request, "bad_form", 403)
         return form
 
+    def _origin(self, request: web.Request) -> str:
+        """The origin a browser names for this site (scheme and host, no path)."""
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        return f"{request.scheme}://{request.host}"
+
     def _same_origin(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin") or request.headers.get("Referer") or ""
-        mine = self.base_url or f"{request.scheme}://{request.host}"
+        mine = self.base_url or self._origin(request)
         return origin == mine or origin.startswith(mine + "/")
 
     def _allow_sign_in(self, request: web.Request) -> bool:
@@ -241,24 +257,11 @@ class WebApp:
         view, turns = self.svc.transcript(actor, session_id)
         live, _ = await self.svc.session_for(actor)
         live = live if live is not None and live.id == session_id else None
-        grades = self.svc.store.grades(session_id)
-        better: dict[int, str] = {}
-        if live is not None and live.mode == "coach":
-            replies = [turn.idx for turn in turns if turn.role == "trainee"]
-            for idx, record in zip(replies, live.grader.records, strict=False):
-                found = live.better_reply(record)
-                if found is not None:
-                    better[idx] = found[actor.lang]
         hint = self._hints.get(session_id)
         return self._render(
             "practice.html.j2",
-            lang=actor.lang,
             csrf=self._csrf(request),
             view=view,
-            turns=turns,
-            grades=grades,
-            better=better,
-            show_grades=view.row.mode == "coach" or view.row.status == "ended",
             open=live is not None and not live.ended,
             ref=secrets.token_urlsafe(12),
             order=_order_card(live, actor.lang) if live is not None else None,
@@ -266,7 +269,35 @@ class WebApp:
             hint=hint[actor.lang] if hint is not None and live is not None else None,
             mine=view.row.trainee == actor.user.trainee,
             disputed={d.entry for d in view.disputes if d.status == "open"},
+            limit=response_seconds(),
+            **self._chat(actor, view.row.id, view.row.mode, turns, live),
         )
+
+    def _chat(
+        self, actor: Actor, session_id: str, mode: str, turns: list[TurnRow], live: Session | None
+    ) -> dict[str, Any]:
+        """What the chat needs to show ``turns``: their grades, better replies, the customer."""
+        grades = self.svc.store.grades(session_id)
+        better: dict[int, str] = {}
+        if live is not None and live.mode == "coach":
+            every = self.svc.store.turns(session_id)
+            replies = [turn.idx for turn in every if turn.role == "trainee"]
+            for idx, record in zip(replies, live.grader.records, strict=False):
+                found = live.better_reply(record)
+                if found is not None:
+                    better[idx] = found[actor.lang]
+        row = self.svc.store.session(session_id)
+        assert row is not None
+        scenario = self.svc.library.scenarios.get(row.scenario_id)
+        name = scenario.scenario.customer.persona.name.get(actor.lang) if scenario else None
+        return {
+            "lang": actor.lang,
+            "turns": turns,
+            "grades": grades,
+            "better": better,
+            "customer": name or t("customer", actor.lang),
+            "show_grades": mode == "coach" or row.status == "ended",
+        }
 
     async def reply(self, request: web.Request) -> web.StreamResponse:
         """Send one reply; a form sent again (same reference) is not graded again."""
@@ -278,14 +309,93 @@ class WebApp:
         if session is None or session.id != session_id:
             self.svc.transcript(actor, session_id)  # someone else's: refused there
             raise back  # ended meanwhile: the page shows the scorecard
-        ref = "web:" + (form.get("ref") or secrets.token_urlsafe(12))[:40]  # none: never a repeat
-        self._hints.pop(session_id, None)
-        if self.svc.store.turn_with_ref(session_id, ref) is None:
-            try:
-                await self.svc.reply(session, form.get("text", ""), ref=ref, postbox=None)
-            except ReplyRejected as rejected:
-                return self._message(request, rejected.message[actor.lang], 400)
+        try:
+            await self._answer(session, form.get("text", ""), form.get("ref", ""))
+        except ReplyRejected as rejected:
+            return self._message(request, rejected.message[actor.lang], 400)
         raise back
+
+    async def _answer(self, session: Session, text: str, ref: str) -> None:
+        """Store, grade and answer a reply once per reference (none given: never a repeat).
+
+        It runs to the end even when the page that sent it goes away meanwhile.
+        """
+        self._hints.pop(session.id, None)
+        key = "web:" + (ref or secrets.token_urlsafe(12))[:40]
+        task = asyncio.ensure_future(self.svc.reply(session, text, ref=key, postbox=None))
+        self._replies.add(task)
+        task.add_done_callback(self._replied)
+        await asyncio.shield(task)
+
+    def _replied(self, task: asyncio.Task[Any]) -> None:
+        """A reply is answered; one whose page went away and failed is logged, not lost."""
+        self._replies.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a reply failed after its page went away", exc_info=task.exception())
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        """The practice chat over a WebSocket: replies in, new messages out.
+
+        The page says which turn it shows last (``after``) whenever it connects, and gets
+        every later one; a reply comes with the form's reference, so a reply sent again
+        after a dropped connection is answered once. The session ending, or a session this
+        visitor may only read, makes the page reload.
+        """
+        actor = self._signed_in(request)
+        if request.headers.get("Origin") != self._origin(request):
+            raise self._refusal(request, "bad_form", 403)
+        session_id = request.match_info["session"]
+        self.svc.transcript(actor, session_id)  # refused here unless they may read it
+        socket = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        await socket.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the page went away: it reconnects
+            await self._converse(socket, actor, session_id)
+        return socket
+
+    async def _converse(self, socket: web.WebSocketResponse, actor: Actor, session_id: str) -> None:
+        async for message in socket:
+            if message.type != WSMsgType.TEXT:
+                continue
+            try:
+                asked = json.loads(message.data)
+                after = int(asked.get("after", -1))
+            except (ValueError, TypeError, AttributeError):
+                await socket.send_json({"type": "error", "text": t("bad_message", actor.lang)})
+                continue
+            session, _ = await self.svc.session_for(actor)
+            if session is None or session.id != session_id:
+                await socket.send_json({"type": "ended"})
+                continue
+            if asked.get("type") == "reply":
+                try:
+                    await self._answer(session, str(asked.get("text", "")), str(asked.get("ref")))
+                except ReplyRejected as rejected:
+                    await socket.send_json(
+                        {
+                            "type": "rejected",
+                            "ref": asked.get("ref"),
+                            "text": rejected.message[actor.lang],
+                        }
+                    )
+                    continue
+            if session.ended:
+                await socket.send_json({"type": "ended"})
+                continue
+            await socket.send_json(self._news(actor, session, after, asked.get("ref")))
+
+    def _news(self, actor: Actor, session: Session, after: int, ref: Any) -> dict[str, Any]:
+        """The turns after ``after``, as the chat shows them, and the reply they answer."""
+        turns = [turn for turn in self.svc.store.turns(session.id) if turn.idx > after]
+        values = self._chat(actor, session.id, session.mode, turns, session)
+        html = self.pages.get_template("turns.html.j2").render(**values)
+        last = turns[-1].idx if turns else after
+        return {
+            "type": "turns",
+            "html": html,
+            "last": last,
+            "done": ref,
+            "next": secrets.token_urlsafe(12),
+        }
 
     async def end(self, request: web.Request) -> web.StreamResponse:
         """End the session in progress; its scorecard is shown."""
@@ -294,8 +404,7 @@ class WebApp:
         session_id = request.match_info["session"]
         session, _ = await self.svc.session_for(actor)
         if session is not None and session.id == session_id:
-            await session.end()
-            self.svc.forget(session_id)
+            await self.svc.end(session, postbox=None)
             self._hints.pop(session_id, None)
         else:
             self.svc.transcript(actor, session_id)

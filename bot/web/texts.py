@@ -89,6 +89,12 @@ TEXTS: dict[str, dict[Lang, str]] = {
         "zh": "表单已过期或来自别处，请返回重试。",
         "en": "This form is stale or came from elsewhere; go back and try again.",
     },
+    "bad_message": {
+        "zh": "页面发来的消息无法读取，请刷新页面。",
+        "en": "The page sent a message that cannot be read; reload the page.",
+    },
+    "reconnecting": {"zh": "连接已断开，正在重连…", "en": "Connection lost; reconnecting…"},
+    "reply_time": {"zh": "本条回复用时", "en": "This reply"},
     "too_many": {"zh": "尝试次数太多，请稍后再试。", "en": "Too many tries; wait a minute."},
 }
 
@@ -103,6 +109,22 @@ DIMENSIONS: dict[str, dict[Lang, str]] = {
 def t(key: str, lang: Lang) -> str:
     """The text ``key`` in ``lang``."""
     return TEXTS[key][lang]
+
+
+MOODS: tuple[tuple[float, dict[Lang, str]], ...] = (
+    (7.0, {"zh": "非常生气", "en": "furious"}),
+    (4.0, {"zh": "生气", "en": "angry"}),
+    (2.0, {"zh": "不耐烦", "en": "impatient"}),
+    (float("-inf"), {"zh": "平静", "en": "calm"}),
+)
+"""The customer's mood by anger (0–10), as the chat labels it."""
+
+
+def mood(anger: float | None, lang: Lang) -> str:
+    """The mood a customer message was written in ("" when not recorded)."""
+    if anger is None:
+        return ""
+    return next(label[lang] for floor, label in MOODS if anger >= floor)
 
 
 def dimension(name: str, lang: Lang) -> str:

@@ -148,7 +148,7 @@ def router() -> Router:
             await set_flow(state, None)
             await app.send(message.chat.id, t("no_session", actor.lang))
             return
-        await session.end(postbox=postbox)
+        await app.svc.end(session, postbox=postbox)
         await _finished(app, state, session.id)
 
     @r.message(Cmd("hint"))
