@@ -25,8 +25,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from bot import notices
 from bot.content import ScenarioLibrary
 from bot.engine import MODES, Engine, Postbox, Session, TurnResult
 from bot.i18n import Lang
@@ -43,13 +44,17 @@ from bot.storage import (
     TurnRow,
     UserRow,
 )
-from graders._base import Bilingual
+from graders._base import Bilingual, Grade
 from graders.rubric import RUBRICS, LedgerEntry, Scorecard, below_pass_reason
 
 Role = Literal["admin", "mentor", "trainee"]
 ROLES: tuple[Role, ...] = ("admin", "mentor", "trainee")
 DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "normal", "hard")
 VERDICTS = ("accepted", "partly", "rejected")
+REVIEW_FLAGS = ("needs_review", "judge_higher", "injection_attempt")
+"""Flags that put a grade in the mentors' review queue."""
+REVIEW_VERDICTS = ("accepted", "adjusted", "rejected")
+"""A reviewed grade stands as graded, costs what the mentor set, or costs nothing."""
 DEFAULT_PASS_MARK = 80.0
 
 
@@ -179,6 +184,20 @@ class EntryView:
     points: float
     """Points lost after the latest override or ruling (the original if none)."""
     history: tuple[GradeEventRow, ...]
+
+
+@dataclass(frozen=True)
+class FlaggedGrade:
+    """A grade waiting on a mentor's review, with the ledger entries it cost.
+
+    Flagged ``needs_review``, ``judge_higher`` or ``injection_attempt``.
+    """
+
+    view: SessionView
+    turn_idx: int
+    reply: int
+    grade: Grade
+    entries: tuple[EntryView, ...]
 
 
 @dataclass(frozen=True)
@@ -819,17 +838,29 @@ class Training:
         session_id: str,
         entry: int,
         reason: str,
-        notices: Callable[[DisputeRow], Sequence[Owed]] | None = None,
+        *,
+        ref: str | None = None,
     ) -> DisputeRow:
         """A trainee disputes one deduction of their own ended session.
 
-        What ``notices`` says the dispute owes the mentors is stored with it.
+        The trainee's mentors are told, in their channels, with the dispute (``ref``: the
+        chat message that caused it).
         """
         row = self.disputable(actor, session_id, entry)
         reason = _required_reason(reason)
+        points = self._entry(self._view(row), entry).points
+        mentors = {u.id: u for t in actor.trainee_in for u in self.store.members(t, "mentor")}
         with self.store.transaction():
             dispute = self.store.add_dispute(row.id, entry, actor.id, reason)
-            self.store.outbox_add(*(notices(dispute) if notices else ()))
+            values = {
+                "id": dispute.id,
+                "trainee": actor.user.name,
+                "session": row.id,
+                "entry": entry,
+                "points": f"{points:g}",
+                "reason": reason,
+            }
+            self.store.outbox_add(*notices.owed(mentors.values(), "dispute_new", values, ref))
         return dispute
 
     def disputable(self, actor: Actor, session_id: str, entry: int) -> SessionRow:
@@ -935,12 +966,13 @@ class Training:
         verdict: str,
         reason: str,
         points: float | None = None,
-        notices: Callable[[SessionView], Sequence[Owed]] | None = None,
+        *,
+        ref: str | None = None,
     ) -> SessionView:
         """Rule on a dispute: accepted, partly (``points`` still lost) or rejected.
 
         Accepted gives all the points back; rejected leaves them. The ruling and its reason
-        are appended to the grade history, with what ``notices`` says it owes the trainee.
+        are appended to the grade history, and the trainee is told in their channel.
         """
         dispute, row = self.open_dispute_for_ruling(actor, dispute_id)
         if verdict not in VERDICTS:
@@ -972,8 +1004,21 @@ class Training:
                 verdict=verdict,
             )
             view = self._view(row)
-            self.store.outbox_add(*(notices(view) if notices else ()))
+            values = {
+                "id": dispute.id,
+                "session": row.id,
+                "verdict": verdict,
+                "reason": reason,
+                "total": _total(view),
+            }
+            self.store.outbox_add(*self._tell_owner(row, "ruled_trainee", values, ref))
         return view
+
+    def _tell_owner(
+        self, row: SessionRow, key: notices.Key, values: dict[str, Any], ref: str | None
+    ) -> list[Owed]:
+        owner = self.owner(row)
+        return notices.owed([owner] if owner is not None else [], key, values, ref)
 
     def override(
         self,
@@ -982,11 +1027,12 @@ class Training:
         entry: int,
         points: float,
         reason: str,
-        notices: Callable[[SessionView], Sequence[Owed]] | None = None,
+        *,
+        ref: str | None = None,
     ) -> SessionView:
         """A mentor sets how many points one deduction costs, with a required reason.
 
-        What ``notices`` says it owes the trainee is stored with the change.
+        The trainee is told in their channel, with the change.
         """
         row = self.store.session(session_id)
         if row is None:
@@ -1007,7 +1053,123 @@ class Training:
                 reason=reason,
             )
             view = self._view(row)
-            self.store.outbox_add(*(notices(view) if notices else ()))
+            values = {
+                "session": row.id,
+                "entry": entry,
+                "old": f"{current.points:g}",
+                "new": f"{new:g}",
+                "reason": reason,
+                "total": _total(view),
+            }
+            self.store.outbox_add(*self._tell_owner(row, "overridden_trainee", values, ref))
+        return view
+
+    def flagged_grades(self, actor: Actor) -> list[FlaggedGrade]:
+        """Grades of the actor's trainees' ended sessions waiting on a review, oldest first."""
+        trainees = {u.trainee for u in self._trainees_of(actor)}
+        sessions = {s.id: s for s in self.store.sessions_of(sorted(trainees), ended_only=True)}
+        views: dict[str, SessionView] = {}
+        out = []
+        for sid, turn_idx, reply, grade in self.store.flagged_grades(sessions, REVIEW_FLAGS):
+            view = views.get(sid) or views.setdefault(sid, self._view(sessions[sid]))
+            out.append(FlaggedGrade(view, turn_idx, reply, grade, _cost(view, reply, grade)))
+        return sorted(out, key=lambda f: (f.view.row.started_at, f.turn_idx))
+
+    def review_grade(
+        self,
+        actor: Actor,
+        session_id: str,
+        turn_idx: int,
+        dimension: str,
+        verdict: str,
+        reason: str,
+        points: dict[int, float] | None = None,
+        *,
+        ref: str | None = None,
+    ) -> SessionView:
+        """Review a flagged grade: accepted, adjusted or rejected.
+
+        ``accepted``: it stands; ``adjusted``: its ledger entries cost ``points`` (by entry
+        number); ``rejected``: they cost nothing. Every review is appended to the grade reviews; changed points also to the grade
+        history, and the trainee is told of them in their channel. A reason is required
+        unless the grade is accepted as it is.
+        """
+        row = self.store.session(session_id) if session_id else None
+        if row is None:
+            raise _no_session(session_id)
+        self._require_mentor_of(actor, row)
+        found = [
+            (idx, reply, g)
+            for sid, idx, reply, g in self.store.flagged_grades([row.id], REVIEW_FLAGS)
+            if idx == turn_idx and g.dimension == dimension
+        ]
+        if not found:
+            raise NotFound(
+                "no_flagged_grade",
+                {
+                    "zh": "这条评分不在待复核队列中（可能已被复核）。",
+                    "en": "That grade is not waiting for a review (it may have been reviewed).",
+                },
+            )
+        if verdict not in REVIEW_VERDICTS:
+            raise Invalid(
+                "bad_verdict",
+                {
+                    "zh": "复核结论只能是 accepted / adjusted / rejected。",
+                    "en": "The review must be accepted, adjusted or rejected.",
+                },
+            )
+        _, reply, grade = found[0]
+        view = self._view(row)
+        entries = _cost(view, reply, grade)
+        reason = reason.strip() if verdict == "accepted" else _required_reason(reason)
+        changes: dict[int, float] = {}
+        if verdict == "rejected":
+            changes = {e.number: 0.0 for e in entries if e.points}
+        elif verdict == "adjusted":
+            asked = points or {}
+            for e in entries:
+                if e.number in asked and asked[e.number] != e.points:
+                    changes[e.number] = _points(asked[e.number], 100.0, strict_below=False)
+            if not changes:
+                raise Invalid(
+                    "nothing_adjusted",
+                    {
+                        "zh": "请至少改动一项扣分，或选择“维持”。",
+                        "en": "Change at least one entry's points, or accept the grade.",
+                    },
+                )
+        with self.store.transaction():
+            self.store.add_grade_review(
+                session_id=row.id,
+                turn_idx=turn_idx,
+                dimension=dimension,
+                verdict=verdict,
+                actor_id=actor.id,
+                reason=reason,
+            )
+            for number, new in changes.items():
+                self.store.add_grade_event(
+                    session_id=row.id,
+                    entry=number,
+                    kind="review",
+                    verdict=verdict,
+                    actor_id=actor.id,
+                    old_points=next(e.points for e in entries if e.number == number),
+                    new_points=new,
+                    reason=reason,
+                )
+            view = self._view(row)
+            for number, new in changes.items():
+                values = {
+                    "session": row.id,
+                    "entry": number,
+                    "old": f"{next(e.points for e in entries if e.number == number):g}",
+                    "new": f"{new:g}",
+                    "reason": reason,
+                    "total": _total(view),
+                }
+                self.store.outbox_add(*self._tell_owner(row, "overridden_trainee", values, ref))
         return view
 
     # mentors
@@ -1025,13 +1187,12 @@ class Training:
         difficulty: str = "normal",
         mode: str = "exam",
         rubric: str = "default",
-        notices: Callable[[Sequence[AssignmentRow], Sequence[UserRow]], Sequence[Owed]]
-        | None = None,
+        ref: str | None = None,
     ) -> tuple[list[AssignmentRow], list[UserRow]]:
         """Assign scenarios to a whole team or one trainee.
 
-        Returns the assignments and the trainees to notify (those who have started the bot);
-        what ``notices`` says the assignments owe them is stored with the assignments.
+        Returns the assignments and the trainees told of them, in their channels, with
+        the assignments (a Telegram user who never opened the bot cannot be told).
         """
         if not scenario_ids:
             raise Invalid(
@@ -1080,7 +1241,7 @@ class Training:
         if team is None or not actor.mentors(team.id):
             raise _forbidden()
         targets = [user] if user is not None else self.store.members(team.id, "trainee")
-        reachable = [u for u in targets if u.chat_id]
+        reachable = [u for u in targets if notices.address(u) is not None]
         with self.store.transaction():
             rows = [
                 self.store.add_assignment(
@@ -1097,7 +1258,8 @@ class Training:
                 )
                 for sid in scenario_ids
             ]
-            self.store.outbox_add(*(notices(rows, reachable) if notices else ()))
+            ids = [row.id for row in rows]
+            self.store.outbox_add(*notices.owed(reachable, "assignments", {"ids": ids}, ref))
         return rows, reachable
 
     def trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
@@ -1201,6 +1363,17 @@ class Training:
                      len(view.disputes)]
                 )  # fmt: skip
         return out.getvalue()
+
+
+def _cost(view: SessionView, reply: int, grade: Grade) -> tuple[EntryView, ...]:
+    """The ledger entries a reply's grade cost (its deductions, by code)."""
+    codes = {d.code for d in grade.deductions}
+    return tuple(e for e in view.entries if e.entry.reply == reply and e.entry.code in codes)
+
+
+def _total(view: SessionView) -> str:
+    """A session's total after mentors' changes, as notices show it."""
+    return "—" if view.adjusted_total is None else f"{view.adjusted_total:.1f}"
 
 
 def _cell(value: object) -> object:

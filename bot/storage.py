@@ -324,6 +324,32 @@ def m008_web_devices(db: Database) -> None:
     db.table("web_devices").create_index(["token_sha"], unique=True)
 
 
+@migrations()
+def m009_grade_reviews(db: Database) -> None:
+    """Mentors' reviews of grades flagged for one (append-only, like the grade history)."""
+    db.table("grade_reviews").create(
+        {
+            "id": int,
+            "session_id": str,
+            "turn_idx": int,
+            "dimension": str,
+            "verdict": str,
+            "actor_id": int,
+            "reason": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+        not_null={"session_id", "turn_idx", "dimension", "verdict", "reason", "created_at"},
+    )
+    db.table("grade_reviews").create_index(["session_id", "turn_idx", "dimension"], unique=True)
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER grade_reviews_no_{event.lower()} BEFORE {event} ON grade_reviews"
+            " BEGIN SELECT RAISE(ABORT, 'grade_reviews is append-only'); END"
+        )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -1089,6 +1115,63 @@ class Store:
                     [verdict, dispute_id],
                 )
 
+    def flagged_grades(
+        self, session_ids: Iterable[str], flags: Sequence[str]
+    ) -> list[tuple[str, int, int, Grade]]:
+        """Grades with any of ``flags`` that no mentor has reviewed yet, by session and turn.
+
+        Each as (session id, turn index, reply number, grade).
+        """
+        ids = list(session_ids)
+        found: list[tuple[str, int, int, Grade]] = []
+        marks = ",".join("?" * len(flags))
+        for i in range(0, len(ids), 500):  # SQLite's limit on parameters
+            chunk = ids[i : i + 500]
+            rows = self.db.execute(
+                "SELECT g.session_id, g.turn_idx, g.reply_number, g.data FROM grades g"
+                f" WHERE g.session_id IN ({','.join('?' * len(chunk))})"
+                " AND EXISTS (SELECT 1 FROM json_each(g.data, '$.flags') f"
+                f" WHERE f.value IN ({marks}))"
+                " AND NOT EXISTS (SELECT 1 FROM grade_reviews r WHERE r.session_id ="
+                " g.session_id AND r.turn_idx = g.turn_idx AND r.dimension = g.dimension)"
+                " ORDER BY g.session_id, g.turn_idx, g.id",
+                [*chunk, *flags],
+            ).fetchall()
+            found.extend(
+                (str(r[0]), int(r[1]), int(r[2]), Grade.from_dict(json.loads(r[3]))) for r in rows
+            )
+        return found
+
+    def add_grade_review(
+        self,
+        *,
+        session_id: str,
+        turn_idx: int,
+        dimension: str,
+        verdict: str,
+        actor_id: int,
+        reason: str,
+    ) -> None:
+        """Record a mentor's review of a flagged grade (once per grade)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO grade_reviews (session_id, turn_idx, dimension, verdict, actor_id,"
+                " reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [session_id, turn_idx, dimension, verdict, actor_id, reason, _now()],
+            )
+
+    def grade_reviews(self, session_ids: Iterable[str]) -> list[GradeReviewRow]:
+        """Reviews of flagged grades in these sessions, oldest first."""
+        ids = list(session_ids)
+        if not ids:
+            return []
+        rows = self.db.execute(
+            "SELECT id, session_id, turn_idx, dimension, verdict, actor_id, reason, created_at"
+            f" FROM grade_reviews WHERE session_id IN ({','.join('?' * len(ids))}) ORDER BY id",
+            ids,
+        ).fetchall()
+        return [GradeReviewRow(*r) for r in rows]
+
     def grade_events(self, session_ids: Iterable[str]) -> list[GradeEventRow]:
         """Grade history of these sessions, oldest first."""
         ids = list(session_ids)
@@ -1340,12 +1423,13 @@ class Store:
         ).fetchall()
         return [OutboxRow(i, a, r, k, json.loads(b), n) for i, a, r, k, b, n in rows]
 
-    def outbox_addresses(self, prefix: str) -> list[str]:
-        """Addresses starting with ``prefix`` that are owed messages."""
+    def outbox_addresses(self, prefix: str, ref: str | None = None) -> list[str]:
+        """Addresses starting with ``prefix`` that are owed messages (caused by ``ref``)."""
+        where = "" if ref is None else " AND ref = ?"
         rows = self.db.execute(
             "SELECT DISTINCT address FROM outbox WHERE status = 'pending'"
-            " AND substr(address, 1, ?) = ? ORDER BY address",
-            [len(prefix), prefix],
+            f" AND substr(address, 1, ?) = ?{where} ORDER BY address",
+            [len(prefix), prefix, *([] if ref is None else [ref])],
         ).fetchall()
         return [str(r[0]) for r in rows]
 
@@ -1489,6 +1573,20 @@ class GradeEventRow:
     actor_id: int | None
     old_points: float
     new_points: float
+    reason: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class GradeReviewRow:
+    """A mentor's review of a flagged grade: accepted, adjusted or rejected, and why."""
+
+    id: int
+    session_id: str
+    turn_idx: int
+    dimension: str
+    verdict: str
+    actor_id: int | None
     reason: str
     created_at: str
 

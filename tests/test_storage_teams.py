@@ -34,6 +34,7 @@ ALL_MIGRATIONS = [
     "m006_llm_modes",
     "m007_llm_servers",
     "m008_web_devices",
+    "m009_grade_reviews",
 ]
 
 
@@ -405,3 +406,16 @@ def test_grade_events_cannot_be_changed_or_deleted(store: Store) -> None:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             store.db.execute(sql)
     assert store.grade_events([sid]) == before
+
+
+def test_grade_reviews_cannot_be_changed_deleted_or_made_twice(store: Store) -> None:
+    sid = _session(store)
+    review = {"session_id": sid, "turn_idx": 1, "dimension": "policy", "actor_id": 1}
+    store.add_grade_review(**review, verdict="accepted", reason="")
+    before = store.grade_reviews([sid])
+    for sql in ("UPDATE grade_reviews SET verdict = 'rejected'", "DELETE FROM grade_reviews"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.db.execute(sql)
+    with pytest.raises(sqlite3.IntegrityError):  # one review per grade
+        store.add_grade_review(**review, verdict="rejected", reason="second thoughts")
+    assert store.grade_reviews([sid]) == before

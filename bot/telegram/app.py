@@ -20,7 +20,7 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -48,6 +48,7 @@ from aiogram.types import (
 from aiohttp import web
 from pydantic import ValidationError
 
+from bot import notices
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
@@ -57,11 +58,9 @@ from bot.service import Actor, Training
 from bot.storage import (
     BUSY_TIMEOUT_S,
     OutboxRow,
-    Owed,
     Store,
     StoreBusy,
     StoreError,
-    UserRow,
 )
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
@@ -440,8 +439,6 @@ class TelegramApp:
         """(index, count) of a worker of a pool: it delivers to the chats it answers."""
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = self.RETRY_FIRST_S
-        self._owed_elsewhere: set[int] = set()
-        """Chats other than the update's own that a change just owed messages."""
         self._sweeper: asyncio.Task[None] | None = None
 
     # lifecycle
@@ -590,8 +587,8 @@ class TelegramApp:
                 error = f"{type(exc).__name__}: {exc}"
         if self.owns(chat):
             await self.deliver(chat)
-        others, self._owed_elsewhere = self._owed_elsewhere - {chat}, set()
-        for other in others:  # notices to other users: in those chats' turn
+        others = {chat_of(a) for a in self.store.outbox_addresses(PREFIX, str(update_id))}
+        for other in others - {chat}:  # notices to other users: in those chats' turn
             if self.owns(other):
                 self._in_chat(other, partial(self._deliver_quietly, other))
         # Several updates finishing together share one commit of their marks.
@@ -788,25 +785,6 @@ class TelegramApp:
             return
         await self.send(chat_id, text)
 
-    def notices(
-        self, users: Iterable[UserRow], text: Callable[[Lang], str], update_id: int | None
-    ) -> list[Owed]:
-        """Messages a change owes users who have started the bot, each in their language.
-
-        The service stores them with the change; they go out after the update (from the
-        worker of each chat, with several workers).
-        """
-        owed = []
-        for user in users:
-            if not user.chat_id:
-                continue
-            lang: Lang = "en" if user.lang == "en" else "zh"
-            chat = int(user.chat_id)
-            ref = None if update_id is None else str(update_id)
-            owed.append(Owed(address(chat), ref, (("text", {"text": text(lang)}),)))
-            self._owed_elsewhere.add(chat)
-        return owed
-
     # sessions in progress (kept by the service, shared by every channel)
 
     def postbox(self, chat_id: int, actor: Actor, update_id: int | None) -> TelegramPostbox:
@@ -893,6 +871,8 @@ class TelegramApp:
         body = row.body
         if row.kind == "text":
             await self.send(chat, body["text"])
+        elif row.kind == notices.KIND:
+            await self.send(chat, texts.notice(body, self.store, self.library))
         elif row.kind in ("chart", "result"):
             actor = self.svc.actor(int(body["user"]))
             if row.kind == "chart":

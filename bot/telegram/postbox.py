@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bot import notices
 from bot.engine import Session, TurnResult
 from bot.i18n import Lang
 from bot.storage import Owed
@@ -24,7 +25,7 @@ from bot.telegram import texts
 from bot.telegram.texts import t
 from graders.rubric import Scorecard
 
-PREFIX = "telegram:"
+PREFIX = notices.TELEGRAM
 
 
 def address(chat_id: int | str) -> str:

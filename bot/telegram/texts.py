@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot.content import ScenarioLibrary
 from bot.i18n import Lang
 from bot.service import PracticeChoice, Profile, SessionView, TeamReport
-from bot.storage import AssignmentRow, TurnRow
+from bot.storage import AssignmentRow, Store, TurnRow
 from graders import Grade
 from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT
@@ -355,6 +356,21 @@ def choice_label(choice: PracticeChoice, lang: Lang, limit: int = 60) -> str:
     room = max(limit - len(after) - 2, 1)
     shown = title if len(title) <= room else title[: room - 1] + "…"
     return f"📌 {shown}{after}"
+
+
+def notice(body: dict[str, Any], store: Store, library: ScenarioLibrary) -> str:
+    """A notice from the outbox (see ``bot.notices``) in this chat's words."""
+    lang: Lang = "en" if body["lang"] == "en" else "zh"
+    values = dict(body["values"])
+    if body["key"] == "assignments":
+        rows = [a for a in map(store.assignment, values["ids"]) if a is not None]
+        return "\n\n".join(
+            assignment_note(a, library.get(a.scenario_id).scenario.title.get(lang), lang)
+            for a in rows
+        )
+    if "verdict" in values:
+        values["verdict"] = t(values["verdict"], lang)
+    return t(body["key"], lang, **values)
 
 
 def assignment_note(assignment: AssignmentRow, title: str, lang: Lang) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,7 +25,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,12 +33,14 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import WSMsgType, web
 
+from bot import notices
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
-from bot.service import Actor, Forbidden, NotFound, ServiceError, Training
+from bot.service import DEFAULT_PASS_MARK, Actor, Forbidden, NotFound, ServiceError, Training
 from bot.storage import TeamRow, TurnRow
-from bot.web.texts import dimension, mood, t
+from bot.web.texts import FLAGS, dimension, mood, t
+from bot.web.texts import notice as web_notice
 from graders._base import Bilingual
 from graders.rubric import response_seconds
 
@@ -89,8 +92,11 @@ class WebApp:
                 web.post("/practice/{session}/dispute/{entry}", self.dispute),
                 web.get("/review", self.review_page),
                 web.post("/review/{dispute}", self.rule),
+                web.post("/review/grade/{session}/{turn}/{dimension}", self.review_grade),
                 web.get("/team/{team}", self.team_page),
                 web.get("/team/{team}/sessions.csv", self.team_csv),
+                web.post("/team/{team}/assign", self.assign),
+                web.post("/lang", self.switch_lang),
                 web.static("/static", HERE / "static"),
             ]
         )
@@ -228,10 +234,32 @@ class WebApp:
             csrf=self._csrf(request),
             active=self.svc.active_session(actor),
             teams=[team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team],
-            reviews=len(self.svc.open_disputes(actor)) if actor.mentor_of or actor.is_admin else 0,
+            reviews=self._waiting(actor),
             choices=self.svc.practice_choices(actor),
             history=self.svc.history(actor, limit=5),
+            notices=self._notices(actor),
         )
+
+    def _notices(self, actor: Actor) -> list[tuple[str, str]]:
+        """What changes elsewhere owe this account (text, link), marked delivered as shown."""
+        shown = []
+        for row in self.svc.store.outbox_pending(f"{notices.WEB}{actor.id}"):
+            try:
+                shown.append(web_notice(row.body, self.svc.store, self.svc.library))
+            except Exception as exc:  # a bug: logged and marked, never shown in a loop
+                log.exception("notice %d could not be shown", row.id)
+                self.svc.store.outbox_done(row.id, f"{type(exc).__name__}: {exc}")
+            else:
+                self.svc.store.outbox_done(row.id)
+        return shown
+
+    async def switch_lang(self, request: web.Request) -> web.StreamResponse:
+        """Switch the account's language (every channel follows it)."""
+        actor = self._signed_in(request)
+        form = await self._form(request)
+        self.svc.set_lang(actor, "en" if form.get("lang") == "en" else "zh")
+        back = form.get("back", "/")
+        raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         """Start the scenario chosen on the home page."""
@@ -290,14 +318,28 @@ class WebApp:
         assert row is not None
         scenario = self.svc.library.scenarios.get(row.scenario_id)
         name = scenario.scenario.customer.persona.name.get(actor.lang) if scenario else None
+        owner = self.svc.owner(row)
+        reviews = self.svc.store.grade_reviews([session_id])
         return {
             "lang": actor.lang,
             "turns": turns,
             "grades": grades,
             "better": better,
             "customer": name or t("customer", actor.lang),
+            "me": t("you", actor.lang) if owner is None or owner.id == actor.id else owner.name,
             "show_grades": mode == "coach" or row.status == "ended",
+            "reviews": {(r.turn_idx, r.dimension): r for r in reviews},
+            "people": self._names(
+                [r.actor_id for r in reviews]
+                + [e.actor_id for e in self.svc.store.grade_events([session_id])]
+            ),
+            "flag_names": FLAGS,
         }
+
+    def _names(self, user_ids: Iterable[int | None]) -> dict[int, str]:
+        """Display names of these users (mentors in a grade's history)."""
+        users = (self.svc.store.user(uid) for uid in set(user_ids) if uid is not None)
+        return {user.id: user.name for user in users if user is not None}
 
     async def reply(self, request: web.Request) -> web.StreamResponse:
         """Send one reply; a form sent again (same reference) is not graded again."""
@@ -305,15 +347,29 @@ class WebApp:
         form = await self._form(request)
         session_id = request.match_info["session"]
         back = web.HTTPSeeOther(f"/practice/{session_id}")
-        session, _ = await self.svc.session_for(actor)
-        if session is None or session.id != session_id:
-            self.svc.transcript(actor, session_id)  # someone else's: refused there
+        session = await self._practising(actor, session_id)
+        if session is None:
             raise back  # ended meanwhile: the page shows the scorecard
         try:
             await self._answer(session, form.get("text", ""), form.get("ref", ""))
         except ReplyRejected as rejected:
             return self._message(request, rejected.message[actor.lang], 400)
         raise back
+
+    async def _practising(self, actor: Actor, session_id: str) -> Session | None:
+        """The actor's own session ``session_id`` if it is in progress (None: it ended).
+
+        Anyone else's session is refused, even one the actor may read (a mentor's
+        trainee's): only its trainee replies to it, ends it or asks for a hint.
+        """
+        row = self.svc.session_row(actor, session_id)
+        if row.trainee != actor.user.trainee:
+            raise Forbidden(
+                "not_yours",
+                {"zh": "这不是你的练习。", "en": "This is not your session."},
+            )
+        session, _ = await self.svc.session_for(actor)
+        return session if session is not None and session.id == session_id else None
 
     async def _answer(self, session: Session, text: str, ref: str) -> None:
         """Store, grade and answer a reply once per reference (none given: never a repeat).
@@ -338,14 +394,14 @@ class WebApp:
 
         The page says which turn it shows last (``after``) whenever it connects, and gets
         every later one; a reply comes with the form's reference, so a reply sent again
-        after a dropped connection is answered once. The session ending, or a session this
-        visitor may only read, makes the page reload.
+        after a dropped connection is answered once. The session ending makes the page
+        reload (to its scorecard). Only the session's trainee may connect.
         """
         actor = self._signed_in(request)
         if request.headers.get("Origin") != self._origin(request):
             raise self._refusal(request, "bad_form", 403)
         session_id = request.match_info["session"]
-        self.svc.transcript(actor, session_id)  # refused here unless they may read it
+        await self._practising(actor, session_id)  # refused unless it is their own
         socket = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
         await socket.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the page went away: it reconnects
@@ -362,8 +418,8 @@ class WebApp:
             except (ValueError, TypeError, AttributeError):
                 await socket.send_json({"type": "error", "text": t("bad_message", actor.lang)})
                 continue
-            session, _ = await self.svc.session_for(actor)
-            if session is None or session.id != session_id:
+            session = await self._practising(actor, session_id)
+            if session is None:
                 await socket.send_json({"type": "ended"})
                 continue
             if asked.get("type") == "reply":
@@ -402,12 +458,10 @@ class WebApp:
         actor = self._signed_in(request)
         await self._form(request)
         session_id = request.match_info["session"]
-        session, _ = await self.svc.session_for(actor)
-        if session is not None and session.id == session_id:
+        session = await self._practising(actor, session_id)
+        if session is not None:
             await self.svc.end(session, postbox=None)
             self._hints.pop(session_id, None)
-        else:
-            self.svc.transcript(actor, session_id)
         raise web.HTTPSeeOther(f"/practice/{session_id}")
 
     async def hint(self, request: web.Request) -> web.StreamResponse:
@@ -415,10 +469,8 @@ class WebApp:
         actor = self._signed_in(request)
         await self._form(request)
         session_id = request.match_info["session"]
-        session, _ = await self.svc.session_for(actor)
-        if session is None or session.id != session_id:
-            self.svc.transcript(actor, session_id)
-        elif session.mode == "coach":
+        session = await self._practising(actor, session_id)
+        if session is not None and session.mode == "coach":
             self._hints[session_id] = session.hint()
         raise web.HTTPSeeOther(f"/practice/{session_id}")
 
@@ -448,15 +500,52 @@ class WebApp:
             raise self._refusal(request, "forbidden", 403)
         return actor
 
+    def _waiting(self, actor: Actor) -> int:
+        """How many items wait in the actor's review queue (0 for trainees)."""
+        if not actor.mentor_of and not actor.is_admin:
+            return 0
+        return len(self.svc.open_disputes(actor)) + len(self.svc.flagged_grades(actor))
+
     async def review_page(self, request: web.Request) -> web.Response:
-        """The disputes waiting on this mentor, each with its deduction and a ruling form."""
+        """Everything waiting on this mentor: disputes and flagged grades, each with a form."""
         actor = self._mentor(request)
+        disputes = self.svc.open_disputes(actor)
+        flagged = self.svc.flagged_grades(actor)
+        rows = [view.row for _, view in disputes] + [item.view.row for item in flagged]
+        owners = {row.id: self.svc.owner(row) for row in rows}
         return self._render(
             "review.html.j2",
             lang=actor.lang,
             csrf=self._csrf(request),
-            disputes=self.svc.open_disputes(actor),
+            disputes=disputes,
+            flagged=flagged,
+            names={sid: owner.name if owner else "?" for sid, owner in owners.items()},
+            flag_names=FLAGS,
         )
+
+    async def review_grade(self, request: web.Request) -> web.StreamResponse:
+        """Accept, adjust (points per ledger entry) or reject a flagged grade, with a reason."""
+        actor = self._mentor(request)
+        form = await self._form(request)
+        turn = request.match_info["turn"]
+        points: dict[int, float] = {}
+        for key, value in form.items():
+            number = key.removeprefix("points_")
+            if key.startswith("points_") and number.isdigit() and value.strip():
+                try:
+                    points[int(number)] = float(value)
+                except ValueError:
+                    points[int(number)] = -1.0  # the service says what is wrong with it
+        self.svc.review_grade(
+            actor,
+            request.match_info["session"],
+            int(turn) if turn.isdigit() else -1,
+            request.match_info["dimension"],
+            form.get("verdict", ""),
+            form.get("reason", ""),
+            points,
+        )
+        raise web.HTTPSeeOther("/review")
 
     async def rule(self, request: web.Request) -> web.StreamResponse:
         """Accept, partly accept (points still lost) or reject a dispute, with a reason."""
@@ -483,12 +572,43 @@ class WebApp:
         Each trainee's transcripts are a click away.
         """
         actor, team = self._team(request)
+        assigned = request.query.get("assigned", "")
         return self._render(
             "team.html.j2",
             lang=actor.lang,
+            csrf=self._csrf(request),
             report=self.svc.team_report(actor, team),
             trainees=self.svc.team_sessions(actor, team),
+            scenarios=[(sid, self.svc.library.scenarios[sid]) for sid in self.svc.library.ids()],
+            assigned=int(assigned) if assigned.isdigit() else None,
+            today=self.svc.today().isoformat(),
         )
+
+    async def assign(self, request: web.Request) -> web.StreamResponse:
+        """Assign scenarios to the team or one of its trainees; they are told in their channel."""
+        actor, team = self._team(request)
+        raw = await request.post()
+        form = await self._form(request)
+        due = form.get("due", "").strip()
+        try:
+            due_on = dt.date.fromisoformat(due) if due else None
+            pass_mark = float(form.get("pass_mark") or DEFAULT_PASS_MARK)
+            attempts = int(form["attempts"]) if form.get("attempts", "").strip() else None
+        except ValueError:
+            return self._message(request, t("bad_numbers", actor.lang), 400)
+        who = form.get("trainee", "")
+        rows, _ = self.svc.assign(
+            actor,
+            [str(v) for v in raw.getall("scenario", [])],
+            team=None if who else team,
+            trainee=who or None,
+            due=due_on,
+            pass_mark=pass_mark,
+            attempts=attempts,
+            difficulty=form.get("difficulty", "normal"),
+            mode=form.get("mode", "exam"),
+        )
+        raise web.HTTPSeeOther(f"/team/{team.id}?assigned={len(rows)}")
 
     async def team_csv(self, request: web.Request) -> web.Response:
         """Every session of the team's trainees as CSV (opens in Excel)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from bot.content import ScenarioLibrary
 from bot.i18n import Lang
+from bot.storage import Store
 
 TEXTS: dict[str, dict[Lang, str]] = {
     "title": {"zh": "售后客服练习", "en": "After-sales practice"},
@@ -61,7 +65,22 @@ TEXTS: dict[str, dict[Lang, str]] = {
     "dispute_why": {"zh": "为什么这项扣分不对？", "en": "Why is this deduction wrong?"},
     "dispute_send": {"zh": "提交申诉", "en": "Send the dispute"},
     "disputed": {"zh": "申诉中", "en": "disputed"},
-    "review": {"zh": "待处理的申诉", "en": "Disputes to rule on"},
+    "review": {"zh": "待处理", "en": "Waiting for you"},
+    "disputes": {"zh": "申诉", "en": "Disputes"},
+    "flagged": {"zh": "待复核的评分", "en": "Grades to review"},
+    "reply_n": {"zh": "第 {n} 条回复", "en": "reply {n}"},
+    "review_accept": {"zh": "维持原评分", "en": "accept (it stands)"},
+    "review_adjust": {"zh": "调整扣分", "en": "adjust the points"},
+    "review_reject": {"zh": "驳回（不扣分）", "en": "reject (no points lost)"},
+    "entry_points": {"zh": "第 {n} 项扣分", "en": "entry {n} costs"},
+    "review_why": {"zh": "理由（调整或驳回时必填）", "en": "Why (required to adjust or reject)"},
+    "reviewed": {"zh": "已复核", "en": "reviewed"},
+    "verdict_accepted": {"zh": "维持", "en": "accepted"},
+    "verdict_adjusted": {"zh": "调整", "en": "adjusted"},
+    "verdict_rejected": {"zh": "驳回", "en": "rejected"},
+    "verdict_partly": {"zh": "部分采纳", "en": "partly accepted"},
+    "verdict_override": {"zh": "导师修改", "en": "changed by a mentor"},
+    "history_by": {"zh": "{who} 于 {when}", "en": "{who}, {when}"},
     "verdict": {"zh": "裁定", "en": "Ruling"},
     "accepted": {"zh": "采纳（退回全部扣分）", "en": "accept (all points back)"},
     "partly": {"zh": "部分采纳", "en": "partly (points still lost)"},
@@ -95,8 +114,32 @@ TEXTS: dict[str, dict[Lang, str]] = {
     },
     "reconnecting": {"zh": "连接已断开，正在重连…", "en": "Connection lost; reconnecting…"},
     "reply_time": {"zh": "本条回复用时", "en": "This reply"},
+    "bad_numbers": {
+        "zh": "日期、及格线或次数写得不对（日期如 2026-12-31，数字如 80）。",
+        "en": "The date, pass mark or attempts are not valid (a date like 2026-12-31, a number like 80).",
+    },
+    "assign": {"zh": "布置任务", "en": "Assign scenarios"},
+    "assign_to": {"zh": "布置给", "en": "To"},
+    "whole_team": {"zh": "整个团队", "en": "the whole team"},
+    "due_date": {"zh": "截止日期（可不填）", "en": "Due date (optional)"},
+    "pass_mark": {"zh": "及格线", "en": "Pass mark"},
+    "attempts_max": {"zh": "最多次数（可不填）", "en": "Attempts at most (optional)"},
+    "assign_go": {"zh": "布置", "en": "Assign"},
+    "assigned_n": {"zh": "已布置 {n} 个任务。", "en": "{n} assignments made."},
+    "notices": {"zh": "新消息", "en": "News"},
+    "language": {"zh": "English", "en": "中文"},
     "too_many": {"zh": "尝试次数太多，请稍后再试。", "en": "Too many tries; wait a minute."},
 }
+
+
+FLAGS: dict[str, dict[Lang, str]] = {
+    "needs_review": {"zh": "需复核", "en": "needs review"},
+    "judge_higher": {"zh": "模型评分更高", "en": "the judge scored higher"},
+    "injection_attempt": {"zh": "疑似注入", "en": "injection attempt"},
+    "disagreement": {"zh": "评分分歧", "en": "graders disagree"},
+    "judge_unavailable": {"zh": "模型不可用", "en": "judge unavailable"},
+}
+"""Grade flags as the review queue names them."""
 
 
 DIMENSIONS: dict[str, dict[Lang, str]] = {
@@ -106,9 +149,10 @@ DIMENSIONS: dict[str, dict[Lang, str]] = {
 }
 
 
-def t(key: str, lang: Lang) -> str:
-    """The text ``key`` in ``lang``."""
-    return TEXTS[key][lang]
+def t(key: str, lang: Lang, **values: object) -> str:
+    """The text ``key`` in ``lang``, with ``values`` filled in."""
+    text = TEXTS[key][lang]
+    return text.format(**values) if values else text
 
 
 MOODS: tuple[tuple[float, dict[Lang, str]], ...] = (
@@ -130,3 +174,55 @@ def mood(anger: float | None, lang: Lang) -> str:
 def dimension(name: str, lang: Lang) -> str:
     """A grade dimension's name in ``lang`` (an unknown one as it is)."""
     return DIMENSIONS.get(name, {}).get(lang, name)
+
+
+NOTICES: dict[str, dict[Lang, str]] = {
+    "assignment": {
+        "zh": "新任务：{title}（{difficulty}，{mode}，及格线 {pass_mark} 分{due}{attempts}）",
+        "en": "New assignment: {title} ({difficulty}, {mode}, pass mark {pass_mark}{due}{attempts})",
+    },
+    "due": {"zh": "，截止 {due}", "en": ", due {due}"},
+    "attempts": {"zh": "，最多 {n} 次", "en": ", at most {n} attempts"},
+    "dispute_new": {
+        "zh": "{trainee} 对会话 {session} 第 {entry} 项扣分（{points} 分）提出申诉：{reason}",
+        "en": "{trainee} disputes entry {entry} of session {session} ({points} points): {reason}",
+    },
+    "ruled_trainee": {
+        "zh": "你的申诉 #{id} 已处理：{verdict}。理由：{reason}。调整后总分 {total}。",
+        "en": "Your dispute #{id} was ruled: {verdict}. Reason: {reason}. Adjusted total {total}.",
+    },
+    "overridden_trainee": {
+        "zh": "导师调整了会话 {session} 第 {entry} 项扣分：{old} → {new} 分。理由：{reason}。"
+        "调整后总分 {total}。",
+        "en": "A mentor changed entry {entry} of session {session}: {old} → {new} points. "
+        "Reason: {reason}. Adjusted total {total}.",
+    },
+    "accepted": {"zh": "采纳", "en": "accepted"},
+    "partly": {"zh": "部分采纳", "en": "partly accepted"},
+    "rejected": {"zh": "驳回", "en": "rejected"},
+}
+
+
+def notice(body: dict[str, Any], store: Store, library: ScenarioLibrary) -> tuple[str, str]:
+    """A notice from the outbox (see ``bot.notices``) as the web shows it: text and link."""
+    lang: Lang = "en" if body["lang"] == "en" else "zh"
+    values = dict(body["values"])
+    words = {key: text[lang] for key, text in NOTICES.items()}
+    if body["key"] == "assignments":
+        lines = []
+        for a in filter(None, map(store.assignment, values["ids"])):
+            lines.append(
+                words["assignment"].format(
+                    title=library.get(a.scenario_id).scenario.title.get(lang),
+                    difficulty=t(a.difficulty, lang),
+                    mode=t(a.mode, lang),
+                    pass_mark=f"{a.pass_mark:g}",
+                    due=words["due"].format(due=a.due) if a.due else "",
+                    attempts=words["attempts"].format(n=a.attempts) if a.attempts else "",
+                )
+            )
+        return "\n".join(lines), "/"
+    if "verdict" in values:
+        values["verdict"] = words[values["verdict"]]
+    link = "/review" if body["key"] == "dispute_new" else f"/practice/{values['session']}"
+    return words[body["key"]].format(**values), link

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
@@ -21,7 +20,7 @@ from aiogram.types import (
 
 from bot.i18n import Lang
 from bot.service import VERDICTS, Actor, Forbidden, Invalid, SessionView
-from bot.storage import AssignmentRow, Owed, TeamRow
+from bot.storage import TeamRow
 from bot.telegram import texts
 from bot.telegram.session import API_FAILURES
 from bot.telegram.state import Cmd, Flow, IsPlainText, RulingCb, TeamCb, set_flow
@@ -223,14 +222,6 @@ def router() -> Router:
         )
         target_team = app.svc.team_named(options["team"], actor) if "team" in options else None
 
-        def note(lang: Lang, rows: Sequence[AssignmentRow]) -> str:
-            return "\n\n".join(
-                texts.assignment_note(
-                    a, app.library.get(a.scenario_id).scenario.title.get(lang), lang
-                )
-                for a in rows
-            )
-
         rows, notified = app.svc.assign(
             actor,
             scenario_ids,
@@ -241,9 +232,7 @@ def router() -> Router:
             attempts=attempts,
             difficulty=options.get("difficulty", "normal"),
             mode=options.get("mode", "exam"),
-            notices=lambda rows, users: app.notices(
-                users, lambda lang: note(lang, rows), event_update.update_id
-            ),
+            ref=str(event_update.update_id),
         )
         target = options.get("team") or options.get("trainee") or ""
         await app.send(
@@ -300,26 +289,9 @@ def router() -> Router:
         points = _number(words[2], "points", usage)
         before = app.svc.session_view(actor, words[0])
         old = next((e.points for e in before.entries if e.number == int(words[1])), 0.0)
-        owner = app.store.user_by_trainee(before.row.trainee)
-
-        def told(view: SessionView) -> list[Owed]:
-            total = _adjusted(view)
-            return app.notices(
-                [owner] if owner is not None else [],
-                lambda lang: t(
-                    "overridden_trainee",
-                    lang,
-                    session=view.row.id,
-                    entry=words[1],
-                    old=f"{old:g}",
-                    new=f"{points:g}",
-                    reason=words[3].strip(),
-                    total=total,
-                ),
-                event_update.update_id,
-            )
-
-        view = app.svc.override(actor, words[0], int(words[1]), points, words[3], told)
+        view = app.svc.override(
+            actor, words[0], int(words[1]), points, words[3], ref=str(event_update.update_id)
+        )
         await app.send(
             message.chat.id,
             t(
@@ -383,26 +355,13 @@ def router() -> Router:
         if data["verdict"] == "partly":
             first, _, rest = text.partition(" ")
             points, text = _number(first, "points", t("ruling_ask_partly", actor.lang)), rest
-        dispute = app.store.dispute(int(data["dispute"]))
-        owner = app.store.user(dispute.user_id) if dispute else None
-
-        def told(view: SessionView) -> list[Owed]:
-            total = _adjusted(view)
-            return app.notices(
-                [owner] if owner is not None else [],
-                lambda lang: t(
-                    "ruled_trainee",
-                    lang,
-                    id=data["dispute"],
-                    verdict=t(data["verdict"], lang),
-                    reason=text.strip(),
-                    total=total,
-                ),
-                event_update.update_id,
-            )
-
         view = app.svc.resolve_dispute(
-            actor, int(data["dispute"]), data["verdict"], text, points, told
+            actor,
+            int(data["dispute"]),
+            data["verdict"],
+            text,
+            points,
+            ref=str(event_update.update_id),
         )
         await set_flow(state, None)
         total = _adjusted(view)

@@ -10,7 +10,6 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message, Update
 
 from bot.service import Actor, Forbidden
-from bot.storage import DisputeRow, Owed
 from bot.telegram import texts
 from bot.telegram.state import Cmd, DisputeCb, Flow, IsPlainText, set_flow
 from bot.telegram.texts import t
@@ -89,30 +88,12 @@ def router() -> Router:
         state: FSMContext,
     ) -> None:
         data = await state.get_data()
-        mentors = {
-            u.id: u for team_id in actor.trainee_in for u in app.store.members(team_id, "mentor")
-        }
-
-        def told(dispute: DisputeRow) -> list[Owed]:
-            view = app.svc.session_view(actor, dispute.session_id)
-            entry = view.entries[dispute.entry - 1]
-            return app.notices(
-                mentors.values(),
-                lambda lang: t(
-                    "dispute_new",
-                    lang,
-                    id=dispute.id,
-                    trainee=actor.user.name,
-                    session=dispute.session_id,
-                    entry=dispute.entry,
-                    points=f"{entry.points:g}",
-                    reason=dispute.reason,
-                ),
-                event_update.update_id,
-            )
-
         dispute = app.svc.open_dispute(
-            actor, data["session"], int(data["entry"]), message.text or "", told
+            actor,
+            data["session"],
+            int(data["entry"]),
+            message.text or "",
+            ref=str(event_update.update_id),
         )
         await set_flow(state, None)
         await app.send(message.chat.id, t("dispute_saved", actor.lang, id=dispute.id))
