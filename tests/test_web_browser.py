@@ -12,6 +12,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright
 
@@ -206,5 +207,95 @@ def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once
         await page.press("textarea[name=text]", "Enter")
         await page.locator(".msg.customer").nth(2).wait_for()
         assert await page.locator(".msg.trainee").count() == 2
+
+    run(check, library)
+
+
+def test_a_mentor_assigns_rules_on_a_dispute_and_exports_while_a_trainee_is_kept_out(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        trainee = await browser.new_page(viewport=PHONE, locale="en-US")
+        await join(trainee, invite, "Alice")
+        team = svc.store.team_by_name("Alpha")
+        assert team is not None
+        mentor = await browser.new_page(viewport=DESKTOP, locale="en-US")
+        await join(
+            mentor,
+            invite.replace(invite.rsplit("/", 1)[1], svc.create_invite("mentor", team)),
+            "Meg",
+        )
+        await mentor.click(f"a[href='/team/{team.id}']")
+        await mentor.check("input[name=scenario][value=damaged-kettle]")
+        await mentor.fill("input[name=due]", "2099-01-31")
+        await mentor.click(".assign button")
+        await mentor.wait_for_selector(".done")
+        await trainee.goto(trainee.url)  # the trainee's next page tells her
+        assert "New assignment" in await trainee.inner_text(".notices")
+        await trainee.click(".choices li:first-child button")  # the assignment comes first
+        await trainee.fill("textarea[name=text]", "Contact the courier yourself.")
+        await trainee.press("textarea[name=text]", "Enter")
+        await trainee.locator(".msg.customer").nth(1).wait_for()
+        await trainee.click(".end button")
+        await trainee.wait_for_selector(".scorecard")
+        session_path = trainee.url.split("://", 1)[1].split("/", 1)[1]
+        await trainee.click(".dispute summary")
+        await trainee.fill(".dispute textarea", "I did not say that.")
+        await trainee.click(".dispute button")
+        await trainee.wait_for_selector(".ledger .tag")
+        base = invite.split("/join/")[0]
+        for path in ("/review", f"/team/{team.id}", f"/team/{team.id}/sessions.csv"):
+            answer = await trainee.goto(base + path)
+            assert answer is not None and answer.status == 403, path
+        await mentor.goto(base + "/review")
+        await mentor.wait_for_selector(".dispute-item")
+        await fits(mentor, "review-desktop")
+        item = mentor.locator(".dispute-item").first
+        await item.locator("select[name=verdict]").select_option("rejected")
+        await item.locator("input[name=reason]").fill("The quote is yours.")
+        await item.locator("button").click()
+        await mentor.wait_for_selector(".dispute-item", state="detached")
+        (dispute,) = svc.store.disputes([session_path.rsplit("/", 1)[1]])
+        assert dispute.status == "rejected"
+        await mentor.goto(f"{base}/team/{team.id}")
+        async with mentor.expect_download() as download:
+            await mentor.click(f"a[href='/team/{team.id}/sessions.csv']")
+        saved = await (await download.value).path()
+        assert "Alice" in Path(saved).read_text(encoding="utf-8-sig")
+        other = await browser.new_page(viewport=PHONE, locale="en-US")
+        await join(other, invite, "Bob")  # another trainee
+        answer = await other.goto(f"{base}/{session_path}")
+        assert answer is not None and answer.status in (403, 404)
+        assert "Contact the courier" not in await other.content()
+
+    run(check, library)
+
+
+def test_a_form_posted_from_another_site_changes_nothing(library: ScenarioLibrary) -> None:
+    async def check(browser: Browser, invite: str, svc: Training) -> None:
+        page = await browser.new_page(viewport=DESKTOP, locale="en-US")
+        await join(page, invite, "Alice")
+        ours = page.url.rstrip("/")
+        evil = web.Application()
+        attack = (
+            f'<form method="post" action="{ours}/practice">'
+            '<input name="scenario" value="damaged-kettle"></form>'
+            "<script>document.forms[0].submit()</script>"
+        )
+
+        async def lure(_: web.Request) -> web.Response:
+            return web.Response(text=attack, content_type="text/html")
+
+        evil.router.add_get("/", lure)
+        server = TestServer(evil, host="localhost")  # another site than 127.0.0.1
+        await server.start_server()
+        try:
+            async with page.expect_response(f"{ours}/practice") as posted:
+                await page.goto(str(server.make_url("/")))
+            assert (await posted.value).status in (401, 403)  # no cookie, or no form token
+        finally:
+            await server.close()
+        user = svc.store.find_users("1")[0]
+        assert svc.store.active_session(user.trainee) is None  # nothing started
 
     run(check, library)
