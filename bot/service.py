@@ -518,7 +518,7 @@ class Training:
             choices.append(
                 PracticeChoice(
                     a.scenario_id,
-                    self._title(a.scenario_id),
+                    self.title(a.scenario_id),
                     a,
                     len(mine),
                     any(self._view(s).passes(a.pass_mark) for s in mine),
@@ -526,11 +526,15 @@ class Training:
             )
         choices.sort(key=lambda c: (c.passed, c.attempts_left == 0))
         for scenario_id in sorted(self.library.scenarios):
-            choices.append(PracticeChoice(scenario_id, self._title(scenario_id)))
+            choices.append(PracticeChoice(scenario_id, self.title(scenario_id)))
         return choices
 
-    def _title(self, scenario_id: str) -> Bilingual:
-        title = self.library.get(scenario_id).scenario.title
+    def title(self, scenario_id: str) -> Bilingual:
+        """A scenario's title (its id when the library no longer has it)."""
+        found = self.library.scenarios.get(scenario_id)
+        if found is None:
+            return {"zh": scenario_id, "en": scenario_id}
+        title = found.scenario.title
         return {"zh": title.zh, "en": title.en}
 
     def _assignments_of(self, actor: Actor) -> list[AssignmentRow]:
@@ -758,6 +762,29 @@ class Training:
     def history(self, actor: Actor, limit: int = 10) -> list[SessionRow]:
         """The actor's own most recent sessions."""
         return self.store.sessions(actor.user.trainee, limit=limit)
+
+    def dimension_trends(self, actor: Actor) -> list[tuple[str, Bilingual, list[float | None]]]:
+        """Each dimension's score (0–100) over the actor's ended default-rubric sessions.
+
+        As (id, title, scores oldest first); None where a session had no score for it.
+        """
+        cards = [
+            Scorecard.from_dict(s.scorecard)
+            for s in self.store.sessions_of([actor.user.trainee], ended_only=True)
+            if s.scorecard and s.rubric == "default"
+        ]
+        titles: dict[str, Bilingual] = {}
+        for card in cards:
+            for d in card.dimensions:
+                titles.setdefault(d.id, d.title)
+        return [
+            (
+                dim,
+                title,
+                [next((d.score for d in card.dimensions if d.id == dim), None) for card in cards],
+            )
+            for dim, title in titles.items()
+        ]
 
     def trend(self, actor: Actor, session_id: str) -> list[float]:
         """Totals of the session owner's ended sessions up to and including this one."""

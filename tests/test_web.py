@@ -45,7 +45,7 @@ class Browser:
 
     async def get(self, path: str) -> aiohttp.ClientResponse:
         async with self.http.get(self.url(path)) as answer:
-            self.page = await answer.text()
+            self.page = (await answer.read()).decode("utf-8", errors="replace")
             return answer
 
     async def post(
@@ -613,5 +613,36 @@ def test_flagged_grades_wait_in_the_review_queue_and_every_change_is_kept(
         assert "reviewed: adjusted" in meg.page and "reviewed: accepted" in meg.page
         await me.get("/")  # the trainee is told of the change
         assert f"A mentor changed entry {entry.number} of session {session_id}" in me.page
+
+    run(check, library)
+
+
+def test_history_shows_every_session_and_a_trend_per_dimension_and_the_chart(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        for reply in ("Contact the courier.", "Hello Ms Wang, I am so sorry the kettle broke."):
+            path = await me.start()
+            await me.say(path, reply)
+            await me.end(path)
+            await me.get("/")
+        assert 'href="/history"' in me.page
+        await me.get("/history")
+        assert me.page.count('<a href="/practice/') == 2
+        for name in ("Empathy", "Accuracy", "Policy compliance"):
+            assert f"<figcaption>{name}" in me.page
+        points = re.findall(r'<polyline points="([^"]*)"', me.page)
+        assert len(points) == 3 and all(len(p.split()) == 2 for p in points)  # two sessions
+        assert f'src="{path}/chart.png"' in (await me.get(path) and me.page)
+        async with me.http.get(me.url(f"{path}/chart.png")) as chart:
+            assert chart.status == 200 and chart.content_type == "image/png"
+            assert (await chart.read()).startswith(b"\x89PNG")
+        bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
+        async with bob.http.get(bob.url(f"{path}/chart.png")) as chart:
+            assert chart.status in (403, 404)
+        await bob.get("/history")
+        assert "No sessions yet" in bob.page
 
     run(check, library)

@@ -57,6 +57,8 @@ def _actions(ids: dict[str, str]) -> list[Action]:
     return [
         Action("home", "GET", "/", SIGNED_IN),
         Action("transcript", "GET", f"/practice/{s1}", READERS),
+        Action("scorecard chart", "GET", f"/practice/{s1}/chart.png", READERS),
+        Action("history", "GET", "/history", SIGNED_IN),
         Action("session in progress", "GET", f"/practice/{s2}", READERS),
         Action(
             "reply", "POST", f"/practice/{s2}/reply", {"a1"}, {"text": "您好", "ref": "r"}, turns

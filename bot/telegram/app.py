@@ -887,7 +887,7 @@ class TelegramApp:
         view = self.svc.session_view(actor, session_id)
         if view.card is None:
             return
-        title = self._title(view.row.scenario_id)
+        title = self.svc.title(view.row.scenario_id)
         png = await self.charts.render(
             [(d.title, d.score, d.max_score) for d in view.card.dimensions],
             self.svc.trend(actor, session_id),
@@ -908,19 +908,12 @@ class TelegramApp:
         lang = actor.lang
         own = view.row.trainee == actor.user.trainee
         markup = _dispute_keyboard(session_id, len(view.entries), lang) if own else None
-        title = self._title(view.row.scenario_id)
+        title = self.svc.title(view.row.scenario_id)
         await self.send(
             chat_id,
             texts.scorecard(view, title[lang], lang, with_buttons=markup is not None),
             markup,
         )
-
-    def _title(self, scenario_id: str) -> dict[Lang, str]:
-        found = self.library.scenarios.get(scenario_id)
-        if found is None:
-            return {"zh": scenario_id, "en": scenario_id}
-        title = found.scenario.title
-        return {"zh": title.zh, "en": title.en}
 
 
 def _dispute_keyboard(session_id: str, entries: int, lang: Lang) -> InlineKeyboardMarkup | None:

@@ -34,6 +34,7 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from bot import notices
+from bot.charts import scorecard_chart
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
@@ -85,6 +86,8 @@ class WebApp:
                 web.post("/join/{code}", self.join),
                 web.post("/practice", self.start),
                 web.get("/practice/{session}", self.session_page),
+                web.get("/practice/{session}/chart.png", self.chart),
+                web.get("/history", self.history_page),
                 web.post("/practice/{session}/reply", self.reply),
                 web.get("/practice/{session}/live", self.live),
                 web.post("/practice/{session}/end", self.end),
@@ -340,6 +343,34 @@ class WebApp:
         """Display names of these users (mentors in a grade's history)."""
         users = (self.svc.store.user(uid) for uid in set(user_ids) if uid is not None)
         return {user.id: user.name for user in users if user is not None}
+
+    async def chart(self, request: web.Request) -> web.Response:
+        """The scorecard chart of an ended session: its dimensions and the owner's trend."""
+        actor = self._signed_in(request)
+        session_id = request.match_info["session"]
+        view = self.svc.session_view(actor, session_id)
+        if view.card is None:
+            raise self._refusal(request, "not_found", 404)
+        png = await asyncio.to_thread(
+            scorecard_chart,
+            [(d.title, d.score, d.max_score) for d in view.card.dimensions],
+            self.svc.trend(actor, session_id),
+            title=self.svc.title(view.row.scenario_id),
+            lang=actor.lang,
+            pass_mark=view.card.pass_mark,
+        )
+        return web.Response(body=png, content_type="image/png")
+
+    async def history_page(self, request: web.Request) -> web.Response:
+        """Every session of one's own, and each dimension's trend as a small chart."""
+        actor = self._signed_in(request)
+        rows = self.svc.history(actor, limit=500)
+        trends = [
+            (title[actor.lang], _polyline(scores), scores[-1])
+            for _, title, scores in self.svc.dimension_trends(actor)
+            if any(score is not None for score in scores)
+        ]
+        return self._render("history.html.j2", lang=actor.lang, rows=rows, trends=trends)
 
     async def reply(self, request: web.Request) -> web.StreamResponse:
         """Send one reply; a form sent again (same reference) is not graded again."""
@@ -620,6 +651,16 @@ class WebApp:
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
+
+
+def _polyline(scores: list[float | None], width: int = 300, height: int = 80) -> str:
+    """SVG polyline points of 0–100 scores across a chart (sessions without one skipped)."""
+    step = width / max(1, len(scores) - 1)
+    return " ".join(
+        f"{i * step:.1f},{height - score / 100 * height:.1f}"
+        for i, score in enumerate(scores)
+        if score is not None
+    )
 
 
 def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
