@@ -26,22 +26,22 @@ Key = Literal["assignments", "dispute_new", "ruled_trainee", "overridden_trainee
 entry, old, new, reason, total}. Numbers arrive formatted as text."""
 
 
-def address(user: UserRow) -> str | None:
-    """Where ``user`` is told things (None: a Telegram user who never opened the bot)."""
-    if user.platform == "web":
-        return f"{WEB}{user.id}"
+def addresses(user: UserRow) -> list[str]:
+    """Where ``user`` is told things: their web account, their Telegram chat, or both.
+
+    Both once linked; none for a Telegram user who never opened the bot.
+    """
+    found = [f"{WEB}{user.id}"] if user.platform == "web" else []
     if user.chat_id:
-        return f"{TELEGRAM}{user.chat_id}"
-    return None
+        found.append(f"{TELEGRAM}{user.chat_id}")
+    return found
 
 
 def owed(users: Iterable[UserRow], key: Key, values: dict[str, Any], ref: str | None) -> list[Owed]:
-    """The notice ``key`` for each user who can be reached, in their language."""
-    out = []
+    """The notice ``key`` for each user, in their language, in each channel they use."""
+    out: list[Owed] = []
     for user in users:
-        where = address(user)
-        if where is not None:
-            lang = "en" if user.lang == "en" else "zh"
-            body = {"key": key, "lang": lang, "values": values}
-            out.append(Owed(where, ref, ((KIND, body),)))
+        lang = "en" if user.lang == "en" else "zh"
+        body = {"key": key, "lang": lang, "values": values}
+        out.extend(Owed(where, ref, ((KIND, body),)) for where in addresses(user))
     return out

@@ -34,8 +34,10 @@ from bot.i18n import Lang
 from bot.scenario import Difficulty
 from bot.storage import (
     AssignmentRow,
+    DeviceRow,
     DisputeRow,
     GradeEventRow,
+    InviteListing,
     InviteRow,
     Owed,
     SessionRow,
@@ -51,6 +53,10 @@ Role = Literal["admin", "mentor", "trainee"]
 ROLES: tuple[Role, ...] = ("admin", "mentor", "trainee")
 DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "normal", "hard")
 VERDICTS = ("accepted", "partly", "rejected")
+LINK_CODE_MINUTES = 15
+"""How long a code that links another channel to an account works."""
+LINK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+"""Link-code letters: no 0/O or 1/I to misread."""
 REVIEW_FLAGS = ("needs_review", "judge_higher", "injection_attempt")
 """Flags that put a grade in the mentors' review queue."""
 REVIEW_VERDICTS = ("accepted", "adjusted", "rejected")
@@ -384,6 +390,105 @@ class Training:
         """Who a browser's token signs in (None: unknown or signed out)."""
         user_id = self.store.device_user(token_digest(token))
         return None if user_id is None else self.actor(user_id)
+
+    def link_code(self, actor: Actor) -> str:
+        """A one-time code that brings the actor's account to another channel.
+
+        Sent to the Telegram bot (``/link CODE``) it links that Telegram account to this
+        one; typed on the web app's sign-in page it signs that browser in as this account.
+        It works once, for ``LINK_CODE_MINUTES``.
+        """
+        code = "".join(secrets.choice(LINK_ALPHABET) for _ in range(8))
+        self.store.add_link_code(token_digest(code), actor.id)
+        return code
+
+    def _linked_user(self, code: str) -> int:
+        cleaned = code.strip().upper().replace("-", "").replace(" ", "")
+        user_id = self.store.use_link_code(token_digest(cleaned), LINK_CODE_MINUTES * 60)
+        if user_id is None:
+            raise Invalid(
+                "bad_link_code",
+                {
+                    "zh": f"链接码无效、已用过或已超过 {LINK_CODE_MINUTES} 分钟。请重新获取一个。",
+                    "en": f"This link code is unknown, used or older than {LINK_CODE_MINUTES} "
+                    "minutes. Get a new one.",
+                },
+            )
+        return user_id
+
+    def link_here(self, actor: Actor, code: str) -> Actor:
+        """Link the actor's chat-app identity to the account that made ``code``.
+
+        Refused when the actor already has sessions or teams of their own: two accounts
+        with records are not merged (an admin can invite the person again instead).
+        """
+        if self.store.has_history(actor.id):
+            raise Invalid(
+                "has_records",
+                {
+                    "zh": "这个账号已经有自己的练习或团队记录，不能再关联到另一个账号。",
+                    "en": "This account already has sessions or teams of its own; it cannot "
+                    "be linked to another account.",
+                },
+            )
+        user_id = self._linked_user(code)
+        if user_id != actor.id:
+            self.store.link_identity(actor.user.platform, actor.user.external_id, user_id)
+        user = self.store.user(user_id)
+        assert user is not None
+        return self.register(
+            actor.user.external_id,
+            name=user.name,
+            lang=actor.lang,
+            chat_id=actor.user.chat_id,
+            username=actor.user.username,
+        )
+
+    def sign_in_linked(self, code: str, *, device: str) -> tuple[Actor, str]:
+        """Sign a browser in as the account that made ``code`` (in another channel)."""
+        user_id = self._linked_user(code)
+        token = secrets.token_urlsafe(32)
+        self.store.add_device(user_id, token_digest(token), device)
+        return self.actor(user_id), token
+
+    def devices(self, actor: Actor, user_id: int) -> list[DeviceRow]:
+        """The browsers signed in as ``user_id`` (the user's own, or any for an admin)."""
+        if actor.id != user_id and not actor.is_admin:
+            raise _forbidden()
+        return self.store.devices([user_id])
+
+    def revoke_device(self, actor: Actor, user_id: int, device_id: int) -> None:
+        """Sign one of ``user_id``'s browsers out for good (the user, or an admin)."""
+        if not any(d.id == device_id for d in self.devices(actor, user_id)):
+            raise NotFound(
+                "no_device", {"zh": "找不到这个设备。", "en": "There is no such device."}
+            )
+        self.store.revoke_device(device_id)
+
+    def invites(self, actor: Actor) -> list[InviteListing]:
+        """The invites the actor may see: every one (admins), their teams' trainee invites."""
+        if actor.is_admin:
+            return self.store.invites()
+        if actor.mentor_of:
+            return [i for i in self.store.invites(actor.mentor_of) if i.role == "trainee"]
+        raise _forbidden()
+
+    def revoke_invite(self, actor: Actor, code: str) -> None:
+        """Stop an invite the actor may see from being used again."""
+        if not any(i.code == code for i in self.invites(actor)):
+            raise NotFound(
+                "no_invite", {"zh": "找不到这个邀请。", "en": "There is no such invite."}
+            )
+        self.store.revoke_invite(code)
+
+    def people(self, actor: Actor) -> list[tuple[TeamRow, list[UserRow], list[UserRow]]]:
+        """Every team with its mentors and trainees (admins only)."""
+        if not actor.is_admin:
+            raise _admins_only({"zh": "查看所有人员", "en": "see everyone"})
+        return [
+            (team, self.store.members(team.id, "mentor"), self.store.members(team.id, "trainee"))
+            for team in self.store.teams()
+        ]
 
     def _use_invite(self, code: str) -> InviteRow:
         invite = self.store.use_invite(code.strip())
@@ -1268,7 +1373,7 @@ class Training:
         if team is None or not actor.mentors(team.id):
             raise _forbidden()
         targets = [user] if user is not None else self.store.members(team.id, "trainee")
-        reachable = [u for u in targets if notices.address(u) is not None]
+        reachable = [u for u in targets if notices.addresses(u)]
         with self.store.transaction():
             rows = [
                 self.store.add_assignment(

@@ -350,6 +350,24 @@ def m009_grade_reviews(db: Database) -> None:
         )
 
 
+@migrations()
+def m010_accounts(db: Database) -> None:
+    """Revocable invites, one account across channels (linked identities, link codes)."""
+    db.table("invites").add_column("revoked_at", str)
+    db.table("identities").create(
+        {"platform": str, "external_id": str, "user_id": int, "created_at": str},
+        pk=("platform", "external_id"),
+        foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "created_at"},
+    )
+    db.table("link_codes").create(
+        {"code_sha": str, "user_id": int, "created_at": str, "used_at": str},
+        pk="code_sha",
+        foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "created_at"},
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -883,11 +901,64 @@ class Store:
         return user
 
     def user_by_external(self, platform: str, external_id: str) -> UserRow | None:
-        """A user by their chat-app identity."""
-        row = self.db.execute(
-            self._USER_SQL + " WHERE u.platform = ? AND u.external_id = ?", [platform, external_id]
-        ).fetchone()
+        """A user by their chat-app identity (or the account that identity was linked to)."""
+        row = (
+            self.db.execute(
+                self._USER_SQL + " WHERE u.id = (SELECT user_id FROM identities"
+                " WHERE platform = ? AND external_id = ?)",
+                [platform, external_id],
+            ).fetchone()
+            or self.db.execute(
+                self._USER_SQL + " WHERE u.platform = ? AND u.external_id = ?",
+                [platform, external_id],
+            ).fetchone()
+        )
         return self._user(row) if row else None
+
+    def link_identity(self, platform: str, external_id: str, user_id: int) -> None:
+        """From now on, this chat-app identity signs in as ``user_id``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO identities (platform, external_id, user_id, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [platform, external_id, user_id, _now()],
+            )
+
+    def add_link_code(self, code_sha: str, user_id: int) -> None:
+        """A one-time code that links another channel to ``user_id``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO link_codes (code_sha, user_id, created_at) VALUES (?, ?, ?)",
+                [code_sha, user_id, _now()],
+            )
+
+    def use_link_code(self, code_sha: str, max_age_s: float) -> int | None:
+        """Spend a link code younger than ``max_age_s``: the user it links to (None: no such)."""
+        oldest = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=max_age_s)).isoformat(
+            timespec="milliseconds"
+        )
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE link_codes SET used_at = ? WHERE code_sha = ? AND used_at IS NULL"
+                " AND created_at >= ?",
+                [_now(), code_sha, oldest],
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute(
+                "SELECT user_id FROM link_codes WHERE code_sha = ?", [code_sha]
+            ).fetchone()
+        return int(row[0])
+
+    def has_history(self, user_id: int) -> bool:
+        """Whether a user has sessions or memberships (an account with records of its own)."""
+        row = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = ?)"
+            " OR EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.trainee_id = s.trainee_id"
+            " WHERE u.id = ?)",
+            [user_id, user_id],
+        ).fetchone()
+        return bool(row[0])
 
     def user_by_trainee(self, trainee: str) -> UserRow | None:
         """The chat-app user whose sessions run under the engine's trainee name."""
@@ -987,10 +1058,12 @@ class Store:
             )
 
     def use_invite(self, code: str) -> InviteRow | None:
-        """Spend one use of an invite; ``None`` if unknown or used up."""
+        """Spend one use of an invite; ``None`` if unknown, revoked or used up."""
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE invites SET uses = uses + 1 WHERE code = ? AND uses < max_uses", [code]
+                "UPDATE invites SET uses = uses + 1 WHERE code = ? AND uses < max_uses"
+                " AND revoked_at IS NULL",
+                [code],
             )
             if cursor.rowcount != 1:
                 return None
@@ -998,6 +1071,28 @@ class Store:
                 "SELECT code, team_id, role, max_uses, uses FROM invites WHERE code = ?", [code]
             ).fetchone()
         return InviteRow(*row)
+
+    def invites(self, team_ids: Iterable[int] | None = None) -> list[InviteListing]:
+        """Invites, newest first: all of them, or those of these teams."""
+        sql = (
+            "SELECT code, team_id, role, max_uses, uses, created_by, created_at, revoked_at"
+            " FROM invites"
+        )
+        params: list[Any] = []
+        if team_ids is not None:
+            ids = list(team_ids)
+            sql += f" WHERE team_id IN ({','.join('?' * len(ids))})"
+            params = ids
+        rows = self.db.execute(sql + " ORDER BY created_at DESC, code", params).fetchall()
+        return [InviteListing(*r) for r in rows]
+
+    def revoke_invite(self, code: str) -> None:
+        """Stop an invite from being used again (uses so far stand)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE invites SET revoked_at = ? WHERE code = ? AND revoked_at IS NULL",
+                [_now(), code],
+            )
 
     # assignments
 
@@ -1266,6 +1361,26 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
+    def devices(self, user_ids: Iterable[int]) -> list[DeviceRow]:
+        """The signed-in browsers of these users, newest first (revoked ones too)."""
+        ids = list(user_ids)
+        if not ids:
+            return []
+        rows = self.db.execute(
+            "SELECT id, user_id, token_sha, label, created_at, revoked_at FROM web_devices"
+            f" WHERE user_id IN ({','.join('?' * len(ids))}) ORDER BY id DESC",
+            ids,
+        ).fetchall()
+        return [DeviceRow(*r) for r in rows]
+
+    def revoke_device(self, device_id: int) -> None:
+        """Sign a browser out for good (its cookie no longer signs in)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE web_devices SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [_now(), device_id],
+            )
+
     def device_user(self, token_sha: str) -> int | None:
         """The user a browser's token signs in, unless the device was revoked."""
         row = self.db.execute(
@@ -1525,6 +1640,32 @@ class InviteRow:
     role: str
     max_uses: int
     uses: int
+
+
+@dataclass(frozen=True)
+class InviteListing:
+    """An invite as its page lists it."""
+
+    code: str
+    team_id: int | None
+    role: str
+    max_uses: int
+    uses: int
+    created_by: int | None
+    created_at: str | None
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A browser signed in to the web app."""
+
+    id: int
+    user_id: int
+    token_sha: str
+    label: str
+    created_at: str
+    revoked_at: str | None
 
 
 @dataclass(frozen=True)

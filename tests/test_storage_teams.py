@@ -35,6 +35,7 @@ ALL_MIGRATIONS = [
     "m007_llm_servers",
     "m008_web_devices",
     "m009_grade_reviews",
+    "m010_accounts",
 ]
 
 

@@ -19,6 +19,7 @@ from tgharness import TRAINER, BotHarness, serve_process
 import bot.telegram.app as app_module
 from bot.config import ConfigError, telegram_config
 from bot.engine import Session
+from bot.service import Training
 from bot.storage import Store
 from bot.telegram.app import TokenFilter
 from bot.telegram.texts import split
@@ -686,5 +687,28 @@ def test_a_button_no_handler_takes_is_answered_once_with_an_alert(store: Store, 
             assert (await h.say(41, "hello", lang=lang))[0].startswith(welcome)
             unknown = "未知命令" if lang == "zh" else "Unknown command"
             assert (await h.say(41, "/nope", lang=lang))[0].startswith(unknown)
+
+    asyncio.run(run())
+
+
+def test_web_and_link_bring_one_account_to_both_channels(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            (answer,) = await h.say(21, "/web")
+            code = re.search(r"\n([A-Z2-9]{8})$", answer)
+            assert code, answer
+            assert h.app is not None
+            web_side = Training(store, h.app.library, h.app.engine, platform="web")
+            browser, _ = web_side.sign_in_linked(code.group(1), device="phone")
+            assert browser.user.external_id == "21"  # the browser is the Telegram account
+            (refused,) = await h.say(22, "/link NOPE1234")
+            assert "unknown, used or older" in refused
+            wendy = web_side.register("w1", name="Wendy", lang="en")
+            (linked,) = await h.say(22, f"/link {web_side.link_code(wendy)}")
+            assert "Wendy" in linked
+            user = store.user_by_external("telegram", "22")
+            assert user is not None and user.id == wendy.id and user.chat_id == "22"
+            (usage,) = await h.say(22, "/link")
+            assert "/link" in usage
 
     asyncio.run(run())

@@ -21,9 +21,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot import notices
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
-from bot.service import Actor, Training
+from bot.service import Actor, ServiceError, Training
 from bot.storage import Store
 from bot.telegram import texts as telegram_texts
 from bot.web.app import COOKIE, WebApp
@@ -644,5 +645,120 @@ def test_history_shows_every_session_and_a_trend_per_dimension_and_the_chart(
             assert chart.status in (403, 404)
         await bob.get("/history")
         assert "No sessions yet" in bob.page
+
+    run(check, library)
+
+
+def test_one_account_across_telegram_and_the_web_linked_from_either_side(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        svc.create_team("Alpha")
+        tom = telegram_user(svc, "Alpha", "trainee", "Tom", chat=555)
+        bot_side = Training(svc.store, svc.library, svc.engine, platform="telegram")
+        code = bot_side.link_code(tom)  # Tom sends /web to the bot
+        browser = await new_browser()
+        await browser.get("/link")
+        answer = await browser.post("/link", {"code": code.lower()})  # as typed on a phone
+        assert answer.status == 200 and "Tom" in browser.page  # signed in as Tom himself
+        again = await (await new_browser()).post("/link", {"code": code})
+        assert again.status == 400  # once only
+        web_me = await signed_in(svc, await new_browser(), "Wendy", lang="en")
+        await web_me.get("/account")
+        await web_me.post("/account/link-code", {"csrf": web_me.field("csrf")})
+        found = re.search(r"/link ([A-Z0-9]{8})", web_me.page)
+        assert found, web_me.page
+        fresh = bot_side.register("777", name="wendy_tg", lang="en", chat_id="777")
+        linked = bot_side.link_here(fresh, found.group(1))  # Wendy sends /link CODE
+        token = next(c.value for c in web_me.http.cookie_jar if c.key == COOKIE)
+        assert linked.id == svc.device_actor(token).id  # type: ignore[union-attr]
+        assert linked.user.trainee.startswith("web:") and linked.user.chat_id == "777"
+        assert bot_side.register("777", name="Wendy", lang="en").id == linked.id  # from now on
+        assert sorted(notices.addresses(linked.user)) == ["telegram:777", f"web:{linked.id}"]
+        with pytest.raises(ServiceError):
+            bot_side.link_here(tom, bot_side.link_code(fresh))  # Tom has a team: no merging
+
+    run(check, library)
+
+
+def test_browsers_are_signed_out_by_their_owner_or_an_admin_and_nobody_else(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        phone = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        alice = svc.store.find_users("1")[0]
+        laptop = await new_browser()
+        await laptop.post("/link", {"code": svc.link_code(svc.actor(alice.id))})
+        assert "Alice" in laptop.page
+        await phone.get("/account")
+        assert phone.page.count("<li>") == 2 and "this browser" in phone.page
+        (other,) = [d for d in svc.store.devices([alice.id]) if d.id != 1]
+        bob = await signed_in(svc, await new_browser(), "Bob", lang="en")
+        refused = await bob.post(
+            f"/devices/{alice.id}/{other.id}/revoke", {"csrf": bob.field("csrf")}
+        )
+        assert refused.status == 403
+        assert (await laptop.get("/")).status == 200
+        await phone.post(f"/devices/{alice.id}/{other.id}/revoke", {"csrf": phone.field("csrf")})
+        assert (await laptop.get("/")).status == 401  # signed out for good
+        admin = await new_browser()
+        await admin.post(f"/join/{svc.create_invite('admin', None)}", {"name": "Ada", "lang": "en"})
+        await admin.get("/admin")
+        assert "Alice" in admin.page and "Bob" in admin.page
+        bob_id = svc.device_actor(next(c.value for c in bob.http.cookie_jar if c.key == COOKIE))
+        assert bob_id is not None
+        (bob_device,) = svc.store.devices([bob_id.id])
+        revoke = f"/devices/{bob_id.id}/{bob_device.id}/revoke"
+        await admin.post(revoke, {"csrf": admin.field("csrf")})
+        assert (await bob.get("/")).status == 401
+        await phone.get("/")
+        await phone.post("/signout", {"csrf": phone.field("csrf")})
+        assert (await phone.get("/")).status == 401
+        assert not any(c.key == COOKIE for c in phone.http.cookie_jar)
+
+    run(check, library)
+
+
+def test_invite_links_are_made_counted_and_revoked_by_those_who_may(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        alpha = svc.create_team("Alpha")
+        meg = await new_browser()
+        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        await meg.get("/invites")
+        await meg.post(
+            "/invites",
+            {"csrf": meg.field("csrf"), "role": "trainee", "team": str(alpha.id), "uses": "2"},
+        )
+        made = re.search(r"/join/([\w-]+)</span></p>", meg.page)
+        assert made and "0 / 2" in meg.page
+        code = made.group(1)
+        refused = await meg.post(
+            "/invites", {"csrf": meg.field("csrf"), "role": "mentor", "team": str(alpha.id)}
+        )
+        assert refused.status == 403  # mentors invite trainees only
+        newcomer = await new_browser()
+        await newcomer.post(f"/join/{code}", {"name": "Nina", "lang": "en"})
+        await meg.get("/invites")
+        assert "1 / 2" in meg.page
+        await meg.post(f"/invites/{code}/revoke", {"csrf": meg.field("csrf")})
+        assert "revoked" in meg.page
+        late = await (await new_browser()).post(f"/join/{code}", {"name": "Late", "lang": "en"})
+        assert late.status == 400  # revoked: refused like a used-up code
+        trainee = await signed_in(svc, await new_browser(), "Tim", lang="en")
+        assert (await trainee.get("/invites")).status == 403
+        other = await new_browser()
+        await other.post(
+            f"/join/{svc.create_invite('mentor', svc.create_team('Beta'))}", {"name": "Max"}
+        )
+        await other.get("/invites")
+        assert code not in other.page  # another team's mentor sees none of Alpha's
+        assert (
+            await other.post(f"/invites/{code}/revoke", {"csrf": other.field("csrf")})
+        ).status == 404
 
     run(check, library)

@@ -89,6 +89,33 @@ def _actions(ids: dict[str, str]) -> list[Action]:
         Action("a team that does not exist", "GET", "/team/999", set()),
         Action("a session that does not exist", "GET", "/practice/nope", set()),
         Action("language", "POST", "/lang", SIGNED_IN, {"lang": "zh"}),
+        Action("account", "GET", "/account", SIGNED_IN),
+        Action("invites", "GET", "/invites", {"mentor_a", "mentor_b", "admin"}),
+        Action(
+            "invite to a team",
+            "POST",
+            "/invites",
+            MANAGERS,
+            {"role": "trainee", "team": alpha, "uses": "5"},
+            lambda svc: len(svc.store.invites()),
+        ),
+        Action(
+            "invite a mentor",
+            "POST",
+            "/invites",
+            {"admin"},
+            {"role": "mentor", "team": alpha, "uses": "5"},
+            lambda svc: len(svc.store.invites()),
+        ),
+        Action("teams and people", "GET", "/admin", {"admin"}),
+        Action(
+            "new team",
+            "POST",
+            "/teams",
+            {"admin"},
+            {"name": "Gamma"},
+            lambda svc: len(svc.store.teams()),
+        ),
         Action("end", "POST", f"/practice/{s2}/end", {"a1"}, {}, status),  # last: it ends s2
     ]
 

@@ -37,11 +37,27 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "help_trainee": (
         "学员命令：\n/practice 选择场景开始练习\n/end 结束当前会话\n/hint 参考回复（教练模式）\n"
-        "/history [会话号] 最近的会话；带会话号重看成绩单并申诉\n/me 我的成绩与推荐\n/lang 切换语言（zh / en）",
+        "/history [会话号] 最近的会话；带会话号重看成绩单并申诉\n/me 我的成绩与推荐\n/lang 切换语言（zh / en）\n"
+        "/web 在网页版登录同一账号\n/link 链接码 关联网页版账号",
         "Trainee commands:\n/practice choose a scenario and start\n/end finish the session\n"
         "/hint model reply (coach mode)\n/history [SESSION] recent sessions; with an id, "
         "that scorecard again with its Dispute buttons\n/me my results and what "
-        "to practise next\n/lang switch language (zh / en)",
+        "to practise next\n/lang switch language (zh / en)\n/web sign in to the web app as "
+        "this account\n/link CODE link this chat to your web account",
+    ),
+    "web_code": (
+        "在网页版的登录页（/link）输入这个链接码，即可用同一账号登录（{minutes} 分钟内有效，只能用一次）：\n{code}",
+        "Enter this code on the web app's sign-in page (/link) to sign in as this account "
+        "(works once, for {minutes} minutes):\n{code}",
+    ),
+    "linked": (
+        "已关联：这个 Telegram 聊天现在就是网页版账号「{name}」，成绩和任务两边共享。",
+        "Linked: this Telegram chat is now the web account '{name}'; results and "
+        "assignments are shared.",
+    ),
+    "usage_link": (
+        "用法：/link 链接码（在网页版“账号”页获取）",
+        "Usage: /link CODE (get one on the web app's Account page)",
     ),
     "help_mentor": (
         "导师命令：\n/team [团队] 团队报告\n/assign 场景[,场景] team=团队|trainee=@用户 "

@@ -38,8 +38,17 @@ from bot.charts import scorecard_chart
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
-from bot.service import DEFAULT_PASS_MARK, Actor, Forbidden, NotFound, ServiceError, Training
-from bot.storage import TeamRow, TurnRow
+from bot.service import (
+    DEFAULT_PASS_MARK,
+    LINK_CODE_MINUTES,
+    Actor,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    Training,
+    token_digest,
+)
+from bot.storage import DeviceRow, TeamRow, TurnRow
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
 from graders._base import Bilingual
@@ -84,6 +93,17 @@ class WebApp:
                 web.get("/", self.home),
                 web.get("/join/{code}", self.join_page),
                 web.post("/join/{code}", self.join),
+                web.get("/link", self.link_page),
+                web.post("/link", self.link),
+                web.get("/account", self.account_page),
+                web.post("/account/link-code", self.link_code),
+                web.post("/devices/{user}/{device}/revoke", self.revoke_device),
+                web.post("/signout", self.sign_out),
+                web.get("/invites", self.invites_page),
+                web.post("/invites", self.create_invite),
+                web.post("/invites/{code}/revoke", self.revoke_invite),
+                web.get("/admin", self.admin_page),
+                web.post("/teams", self.create_team),
                 web.post("/practice", self.start),
                 web.get("/practice/{session}", self.session_page),
                 web.get("/practice/{session}/chart.png", self.chart),
@@ -213,6 +233,10 @@ class WebApp:
         except ServiceError as refused:
             error = refused.message[chosen]
             return self._render("join.html.j2", 400, lang=chosen, code=code, error=error)
+        raise self._signed_in_as(token)
+
+    def _signed_in_as(self, token: str) -> web.HTTPException:
+        """The answer that keeps ``token`` in this browser and goes home."""
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -223,6 +247,77 @@ class WebApp:
             secure=self.secure,
             path="/",
         )
+        return response
+
+    async def link_page(self, request: web.Request) -> web.Response:
+        """Sign in with a code from the Telegram bot (``/web``): the same account here."""
+        return self._render("link.html.j2", lang=self._lang(request), error="")
+
+    async def link(self, request: web.Request) -> web.Response:
+        """Use a link code: this browser is signed in as the account that made it."""
+        if not self._same_origin(request):
+            raise self._refusal(request, "bad_form", 403)
+        if not self._allow_sign_in(request):
+            raise self._refusal(request, "too_many", 429)
+        form = await request.post()
+        lang = self._lang(request)
+        try:
+            _, token = self.svc.sign_in_linked(
+                str(form.get("code", "")), device=request.headers.get("User-Agent", "?")
+            )
+        except ServiceError as refused:
+            return self._render("link.html.j2", 400, lang=lang, error=refused.message[lang])
+        raise self._signed_in_as(token)
+
+    async def account_page(self, request: web.Request) -> web.Response:
+        """One's browsers (each can be signed out) and a code to link the Telegram bot."""
+        actor = self._signed_in(request)
+        return self._render(
+            "account.html.j2",
+            lang=actor.lang,
+            actor=actor,
+            csrf=self._csrf(request),
+            devices=self.svc.devices(actor, actor.id),
+            this=token_digest(request.cookies.get(COOKIE, "")),
+            code=None,
+            minutes=LINK_CODE_MINUTES,
+        )
+
+    async def link_code(self, request: web.Request) -> web.Response:
+        """A one-time code to send the Telegram bot (``/link CODE``)."""
+        actor = self._signed_in(request)
+        await self._form(request)
+        return self._render(
+            "account.html.j2",
+            lang=actor.lang,
+            actor=actor,
+            csrf=self._csrf(request),
+            devices=self.svc.devices(actor, actor.id),
+            this=token_digest(request.cookies.get(COOKIE, "")),
+            code=self.svc.link_code(actor),
+            minutes=LINK_CODE_MINUTES,
+        )
+
+    async def revoke_device(self, request: web.Request) -> web.StreamResponse:
+        """Sign a browser out for good: one's own, or anyone's for an admin."""
+        actor = self._signed_in(request)
+        await self._form(request)
+        user, device = request.match_info["user"], request.match_info["device"]
+        self.svc.revoke_device(
+            actor, int(user) if user.isdigit() else 0, int(device) if device.isdigit() else 0
+        )
+        raise web.HTTPSeeOther("/account" if user == str(actor.id) else "/admin")
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        """Sign this browser out for good (its cookie no longer works anywhere)."""
+        actor = self._signed_in(request)
+        await self._form(request)
+        this = token_digest(request.cookies.get(COOKIE, ""))
+        for device in self.svc.devices(actor, actor.id):
+            if device.token_sha == this:
+                self.svc.revoke_device(actor, actor.id, device.id)
+        response = web.HTTPSeeOther("/link")
+        response.del_cookie(COOKIE, path="/")
         raise response
 
     # ------------------------------------------------------------------ practice
@@ -536,6 +631,73 @@ class WebApp:
         if not actor.mentor_of and not actor.is_admin:
             return 0
         return len(self.svc.open_disputes(actor)) + len(self.svc.flagged_grades(actor))
+
+    async def invites_page(self, request: web.Request) -> web.Response:
+        """Invite links the actor may hand out: create, see their uses, revoke."""
+        actor = self._mentor(request)
+        return self._invites(request, actor, new=None)
+
+    def _invites(self, request: web.Request, actor: Actor, new: str | None) -> web.Response:
+        teams = (
+            self.svc.teams(actor)
+            if actor.is_admin
+            else [team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team]
+        )
+        return self._render(
+            "invites.html.j2",
+            lang=actor.lang,
+            actor=actor,
+            csrf=self._csrf(request),
+            invites=self.svc.invites(actor),
+            teams={team.id: team for team in teams},
+            root=self.base_url or self._origin(request),
+            new=new,
+        )
+
+    async def create_invite(self, request: web.Request) -> web.Response:
+        """A new invite link (mentors: trainees of their teams; admins: anyone)."""
+        actor = self._mentor(request)
+        form = await self._form(request)
+        role = form.get("role", "trainee")
+        team = form.get("team", "")
+        uses = form.get("uses", "50")
+        code = self.svc.create_invite(
+            role,  # type: ignore[arg-type]  # the service refuses an unknown role
+            self.svc.store.team(int(team)) if team.isdigit() else None,
+            actor,
+            uses=int(uses) if uses.isdigit() else 0,
+        )
+        return self._invites(request, actor, new=code)
+
+    async def revoke_invite(self, request: web.Request) -> web.StreamResponse:
+        """Stop an invite link from working (those who joined stay)."""
+        actor = self._mentor(request)
+        await self._form(request)
+        self.svc.revoke_invite(actor, request.match_info["code"])
+        raise web.HTTPSeeOther("/invites")
+
+    async def admin_page(self, request: web.Request) -> web.Response:
+        """Teams, their mentors and trainees, and each web account's browsers (admins)."""
+        actor = self._signed_in(request)
+        people = self.svc.people(actor)
+        users = {u.id: u for _, mentors, trainees in people for u in (*mentors, *trainees)}
+        devices: dict[int, list[DeviceRow]] = {}
+        for device in self.svc.store.devices(users):
+            devices.setdefault(device.user_id, []).append(device)
+        return self._render(
+            "admin.html.j2",
+            lang=actor.lang,
+            csrf=self._csrf(request),
+            people=people,
+            devices=devices,
+        )
+
+    async def create_team(self, request: web.Request) -> web.StreamResponse:
+        """A new team (admins)."""
+        actor = self._signed_in(request)
+        form = await self._form(request)
+        self.svc.create_team(form.get("name", ""), actor)
+        raise web.HTTPSeeOther("/admin")
 
     async def review_page(self, request: web.Request) -> web.Response:
         """Everything waiting on this mentor: disputes and flagged grades, each with a form."""

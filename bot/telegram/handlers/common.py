@@ -1,4 +1,4 @@
-"""/start (with an invite code), /help, /lang and /cancel."""
+"""/start (with an invite code), /help, /lang, /web, /link and /cancel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.service import Actor
+from bot.service import LINK_CODE_MINUTES, Actor
 from bot.telegram import texts
 from bot.telegram.state import Cmd, LangCb, set_flow
 from bot.telegram.texts import t
@@ -84,6 +84,23 @@ def router() -> Router:
         actor = app.svc.set_lang(actor, callback_data.lang)  # type: ignore[arg-type]
         await query.answer()
         await app.send(query.from_user.id, t("lang_set", actor.lang))
+
+    @r.message(Cmd("web"))
+    async def web_code(message: Message, actor: Actor, app: TelegramApp) -> None:
+        code = app.svc.link_code(actor)
+        text = t("web_code", actor.lang, code=code, minutes=LINK_CODE_MINUTES)
+        await app.send(message.chat.id, text)
+
+    @r.message(Cmd("link"))
+    async def link(
+        message: Message, command: CommandObject, actor: Actor, app: TelegramApp
+    ) -> None:
+        code = (command.args or "").strip()
+        if not code:
+            await app.send(message.chat.id, t("usage_link", actor.lang))
+            return
+        actor = app.svc.link_here(actor, code)
+        await app.send(message.chat.id, t("linked", actor.lang, name=actor.user.name))
 
     @r.message(Cmd("cancel"))
     async def cancel(message: Message, actor: Actor, app: TelegramApp, state: FSMContext) -> None:
