@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import hmac
 import json
@@ -48,11 +49,12 @@ from bot.service import (
     Training,
     token_digest,
 )
-from bot.storage import DeviceRow, TeamRow, TurnRow
+from bot.storage import DeviceRow, SessionRow, TeamRow, TurnRow
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
 from graders._base import Bilingual
 from graders.rubric import response_seconds
+from graders.segment import warm_up as warm_up_word_model
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class WebApp:
         self.secure = self.base_url.startswith("https://")
         self.pages = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
+            auto_reload=False,  # templates ship with the code: no stat per page
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
@@ -396,41 +399,40 @@ class WebApp:
             mine=view.row.trainee == actor.user.trainee,
             disputed={d.entry for d in view.disputes if d.status == "open"},
             limit=response_seconds(),
-            **self._chat(actor, view.row.id, view.row.mode, turns, live),
+            **self._chat(actor, view.row, turns, -1, live),
         )
 
     def _chat(
-        self, actor: Actor, session_id: str, mode: str, turns: list[TurnRow], live: Session | None
+        self, actor: Actor, row: SessionRow, every: list[TurnRow], after: int, live: Session | None
     ) -> dict[str, Any]:
-        """What the chat needs to show ``turns``: their grades, better replies, the customer."""
-        grades = self.svc.store.grades(session_id)
+        """What the chat needs to show the turns after ``after``: grades, better replies, names.
+
+        ``every`` is all of the session's turns. The grade history of an ended session is
+        read for it; a session in progress has none.
+        """
         better: dict[int, str] = {}
         if live is not None and live.mode == "coach":
-            every = self.svc.store.turns(session_id)
             replies = [turn.idx for turn in every if turn.role == "trainee"]
             for idx, record in zip(replies, live.grader.records, strict=False):
-                found = live.better_reply(record)
+                found = live.better_reply(record) if idx > after else None
                 if found is not None:
                     better[idx] = found[actor.lang]
-        row = self.svc.store.session(session_id)
-        assert row is not None
         scenario = self.svc.library.scenarios.get(row.scenario_id)
         name = scenario.scenario.customer.persona.name.get(actor.lang) if scenario else None
-        owner = self.svc.owner(row)
-        reviews = self.svc.store.grade_reviews([session_id])
+        owner = None if row.trainee == actor.user.trainee else self.svc.owner(row)
+        ended = row.status == "ended"
+        reviews = self.svc.store.grade_reviews([row.id]) if ended else []
+        events = self.svc.store.grade_events([row.id]) if ended else []
         return {
             "lang": actor.lang,
-            "turns": turns,
-            "grades": grades,
+            "turns": [turn for turn in every if turn.idx > after],
+            "grades": self.svc.store.grades(row.id),
             "better": better,
             "customer": name or t("customer", actor.lang),
-            "me": t("you", actor.lang) if owner is None or owner.id == actor.id else owner.name,
-            "show_grades": mode == "coach" or row.status == "ended",
+            "me": owner.name if owner is not None else t("you", actor.lang),
+            "show_grades": row.mode == "coach" or ended,
             "reviews": {(r.turn_idx, r.dimension): r for r in reviews},
-            "people": self._names(
-                [r.actor_id for r in reviews]
-                + [e.actor_id for e in self.svc.store.grade_events([session_id])]
-            ),
+            "people": self._names([r.actor_id for r in reviews] + [e.actor_id for e in events]),
             "flag_names": FLAGS,
         }
 
@@ -567,10 +569,12 @@ class WebApp:
 
     def _news(self, actor: Actor, session: Session, after: int, ref: Any) -> dict[str, Any]:
         """The turns after ``after``, as the chat shows them, and the reply they answer."""
-        turns = [turn for turn in self.svc.store.turns(session.id) if turn.idx > after]
-        values = self._chat(actor, session.id, session.mode, turns, session)
+        row = self.svc.store.session(session.id)
+        assert row is not None
+        every = self.svc.store.turns(session.id)
+        values = self._chat(actor, row, every, after, session)
         html = self.pages.get_template("turns.html.j2").render(**values)
-        last = turns[-1].idx if turns else after
+        last = every[-1].idx if every and every[-1].idx > after else after
         return {
             "type": "turns",
             "html": html,
@@ -873,7 +877,9 @@ async def serve(
     svc: Training, *, host: str, port: int, base_url: str | None, admin_link: str | None
 ) -> None:
     """Serve until cancelled (Ctrl-C); prints where."""
+    await asyncio.to_thread(warm_up_word_model)  # the first replies are not the slow ones
     runner = web.AppRunner(WebApp(svc, base_url=base_url).app, access_log=None)
+    gc.freeze()  # what lives as long as the process is never walked by a collection again
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
