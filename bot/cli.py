@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bot.i18n import Lang
     from bot.llm.roles import Assistants
     from bot.storage import Store
+    from bot.telegram.app import TelegramApp, TelegramConfig
 
 SCHEMA_PATH = Path("docs") / "scenario.schema.json"
 
@@ -924,28 +925,56 @@ def serve() -> None:
     default=None,
     help="The public URL in front of it (a proxy's), for links; https makes cookies Secure.",
 )
+@click.option(
+    "--telegram",
+    "with_telegram",
+    is_flag=True,
+    help="Also take the Telegram bot's webhook on this port (token, webhook URL and secret "
+    "from TELEGRAM_* or trainer.toml, as for `serve telegram`): one service for both.",
+)
 @click.pass_context
 def serve_web(
-    ctx: click.Context, config_file: str | None, host: str, port: int, base_url: str | None
+    ctx: click.Context,
+    config_file: str | None,
+    host: str,
+    port: int,
+    base_url: str | None,
+    with_telegram: bool,
 ) -> None:
     """Run the web app: trainees sign in with an invite link and practise in the browser.
 
     Prints the address and, while the database has no admin, a link that makes whoever
-    opens it first the admin. Stop it with Ctrl-C.
+    opens it first the admin. Stop it with Ctrl-C or SIGTERM.
     """
     from bot.engine import Engine
     from bot.service import Training
     from bot.web.app import serve as run
 
+    telegram = _webhook_config(config_file) if with_telegram else None
     assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
+    alongside = None
+    if telegram is not None:
+        from bot.telegram.app import TelegramApp, protect_logs
+
+        protect_logs(telegram.token)
+        alongside = _TelegramWebhook(TelegramApp(telegram, store, library, assistants=assistants))
     svc = Training(store, library, Engine(store, library, assistants), platform="web")
     root = (base_url or f"http://{host}:{port}").rstrip("/")
     admin_link = None
     if not store.has_admin():
         admin_link = f"{root}/join/{svc.create_invite('admin', None)}"
     try:
-        asyncio.run(run(svc, host=host, port=port, base_url=base_url, admin_link=admin_link))
+        asyncio.run(
+            run(
+                svc,
+                host=host,
+                port=port,
+                base_url=base_url,
+                admin_link=admin_link,
+                alongside=alongside,
+            )
+        )
     except KeyboardInterrupt:
         click.echo("Stopped.")
     except OSError as exc:
@@ -954,6 +983,48 @@ def serve_web(
         ) from None
     finally:
         store.close()
+
+
+def _webhook_config(config_file: str | None) -> TelegramConfig:
+    """The Telegram settings for a webhook beside the web app, or a one-line error."""
+    import logging
+
+    from bot.config import ConfigError, config_path, telegram_config
+
+    try:
+        config = telegram_config(config_path(config_file), workers=0)
+    except ConfigError as exc:
+        if "no Telegram bot token" in str(exc):
+            raise click.ClickException(NO_TOKEN) from None
+        raise click.ClickException(str(exc)) from None
+    if not config.webhook_url or not config.webhook_secret:
+        raise click.ClickException(
+            "--telegram takes the bot's webhook on the web app's port: set "
+            "TELEGRAM_WEBHOOK_URL (the public URL that reaches this port) and "
+            "TELEGRAM_WEBHOOK_SECRET (letters, digits, _ and -)."
+        )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return config
+
+
+class _TelegramWebhook:
+    """The Telegram bot served beside the web app: its webhook route on the same port."""
+
+    def __init__(self, app: TelegramApp) -> None:
+        self.app = app
+
+    def routes(self) -> list[Any]:
+        return self.app.webhook_routes()
+
+    async def start(self) -> None:
+        await self.app.start()
+        await self.app.set_webhook()
+
+    async def stop(self) -> None:
+        await self.app.stop()
+        await self.app.engine.assistants.aclose()
 
 
 @serve.command("telegram")

@@ -683,8 +683,12 @@ class TelegramApp:
     def webhook_app(self) -> web.Application:
         """An aiohttp app answering Telegram's webhook POSTs (secret checked first)."""
         app = web.Application()
-        app.router.add_post(WEBHOOK_PATH, self._webhook)
+        app.add_routes(self.webhook_routes())
         return app
+
+    def webhook_routes(self) -> list[web.RouteDef]:
+        """The webhook's route, for a server that also serves something else (the web app)."""
+        return [web.post(WEBHOOK_PATH, self._webhook)]
 
     async def _webhook(self, request: web.Request) -> web.Response:
         secret = self.config.webhook_secret or ""

@@ -24,11 +24,12 @@ import hmac
 import json
 import logging
 import secrets
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jinja2
@@ -873,21 +874,49 @@ def _protect(headers: Any) -> None:
     headers.setdefault("Cache-Control", "no-store")
 
 
+class Alongside(Protocol):
+    """Another channel served by the same process and port (the Telegram webhook)."""
+
+    def routes(self) -> list[web.RouteDef]:
+        """Its routes on the shared server."""
+
+    async def start(self) -> None:
+        """Start taking requests (called once the server listens)."""
+
+    async def stop(self) -> None:
+        """Stop taking requests and finish the work in flight."""
+
+
 async def serve(
-    svc: Training, *, host: str, port: int, base_url: str | None, admin_link: str | None
+    svc: Training,
+    *,
+    host: str,
+    port: int,
+    base_url: str | None,
+    admin_link: str | None,
+    alongside: Alongside | None = None,
 ) -> None:
-    """Serve until cancelled (Ctrl-C); prints where."""
+    """Serve until cancelled (Ctrl-C) or SIGTERM; prints where."""
     await asyncio.to_thread(warm_up_word_model)  # the first replies are not the slow ones
-    runner = web.AppRunner(WebApp(svc, base_url=base_url).app, access_log=None)
+    app = WebApp(svc, base_url=base_url).app
+    if alongside is not None:
+        app.add_routes(alongside.routes())
+    runner = web.AppRunner(app, access_log=None)
     gc.freeze()  # what lives as long as the process is never walked by a collection again
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    where = base_url or f"http://{host}:{port}"
-    print(f"Web app on {where}/ (Ctrl-C stops it)", flush=True)
-    if admin_link:
-        print(f"Sign in as admin (this link works once): {admin_link}", flush=True)
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.Event().wait()
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        if alongside is not None:
+            await alongside.start()
+        where = base_url or f"http://{host}:{port}"
+        print(f"Web app on {where}/ (Ctrl-C stops it)", flush=True)
+        if admin_link:
+            print(f"Sign in as admin (this link works once): {admin_link}", flush=True)
+        await stop.wait()
     finally:
+        if alongside is not None:
+            await alongside.stop()
         await runner.cleanup()
