@@ -2,6 +2,8 @@
 """Bootstrap and run the trainer from a fresh clone with nothing but Python 3.11.
 
     python3 dev.py play [ARGS...]   install into .venv, then `trainer play ARGS...`
+    python3 dev.py web [ARGS...]    install into .venv, then `trainer serve web ARGS...`
+                                    (prints the local URL and a one-time admin link)
     python3 dev.py test [ARGS...]   install with test extras, then lint, type-check and test
     python3 dev.py test --busy      the same with one core kept busy (as on a shared CI host)
     python3 dev.py test --real-llm  only the tests against a real llama.cpp server (opt-in;
@@ -125,14 +127,15 @@ def ensure_foreign_botapi() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in {"play", "test", "bench"}:
+    if not argv or argv[0] not in {"play", "web", "test", "bench"}:
         print(__doc__)
         sys.exit(2)
     command, rest = argv[0], argv[1:]
-    if command == "play":
+    if command in ("play", "web"):
         ensure_venv()
         trainer = str(BIN / ("trainer.exe" if os.name == "nt" else "trainer"))
-        os.execv(trainer, [trainer, "play", *rest])
+        job = ["play"] if command == "play" else ["serve", "web"]
+        os.execv(trainer, [trainer, *job, *rest])
     elif command == "test" and "--real-llm" in rest:
         ensure_venv("test")
         os.environ["TRAINER_LLAMA_PYTHON"] = str(ensure_llm_venv())
