@@ -1185,16 +1185,22 @@ class Training:
                 reason=reason,
             )
             view = self._view(row)
-            values = {
-                "session": row.id,
-                "entry": entry,
-                "old": f"{current.points:g}",
-                "new": f"{new:g}",
-                "reason": reason,
-                "total": _total(view),
-            }
-            self.store.outbox_add(*self._tell_owner(row, "overridden_trainee", values, ref))
+            self._tell_changed(view, entry, current.points, new, reason, ref)
         return view
+
+    def _tell_changed(
+        self, view: SessionView, entry: int, old: float, new: float, reason: str, ref: str | None
+    ) -> None:
+        """Owe the trainee a notice that a mentor changed what one deduction costs."""
+        values = {
+            "session": view.row.id,
+            "entry": entry,
+            "old": f"{old:g}",
+            "new": f"{new:g}",
+            "reason": reason,
+            "total": _total(view),
+        }
+        self.store.outbox_add(*self._tell_owner(view.row, "overridden_trainee", values, ref))
 
     def flagged_grades(self, actor: Actor) -> list[FlaggedGrade]:
         """Grades of the actor's trainees' ended sessions waiting on a review, oldest first."""
@@ -1293,15 +1299,8 @@ class Training:
                 )
             view = self._view(row)
             for number, new in changes.items():
-                values = {
-                    "session": row.id,
-                    "entry": number,
-                    "old": f"{next(e.points for e in entries if e.number == number):g}",
-                    "new": f"{new:g}",
-                    "reason": reason,
-                    "total": _total(view),
-                }
-                self.store.outbox_add(*self._tell_owner(row, "overridden_trainee", values, ref))
+                old = next(e.points for e in entries if e.number == number)
+                self._tell_changed(view, number, old, new, reason, ref)
         return view
 
     # mentors

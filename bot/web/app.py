@@ -275,22 +275,15 @@ class WebApp:
 
     async def account_page(self, request: web.Request) -> web.Response:
         """One's browsers (each can be signed out) and a code to link the Telegram bot."""
-        actor = self._signed_in(request)
-        return self._render(
-            "account.html.j2",
-            lang=actor.lang,
-            actor=actor,
-            csrf=self._csrf(request),
-            devices=self.svc.devices(actor, actor.id),
-            this=token_digest(request.cookies.get(COOKIE, "")),
-            code=None,
-            minutes=LINK_CODE_MINUTES,
-        )
+        return self._account(request, self._signed_in(request), code=None)
 
     async def link_code(self, request: web.Request) -> web.Response:
-        """A one-time code to send the Telegram bot (``/link CODE``)."""
+        """The account page with a one-time code to send the Telegram bot (``/link CODE``)."""
         actor = self._signed_in(request)
         await self._form(request)
+        return self._account(request, actor, code=self.svc.link_code(actor))
+
+    def _account(self, request: web.Request, actor: Actor, code: str | None) -> web.Response:
         return self._render(
             "account.html.j2",
             lang=actor.lang,
@@ -298,7 +291,7 @@ class WebApp:
             csrf=self._csrf(request),
             devices=self.svc.devices(actor, actor.id),
             this=token_digest(request.cookies.get(COOKIE, "")),
-            code=self.svc.link_code(actor),
+            code=code,
             minutes=LINK_CODE_MINUTES,
         )
 
