@@ -493,7 +493,7 @@ class Store:
         return cls(db, file_path)
 
     def sync_at_inbox(self) -> None:
-        """Wait for the disk only when an update enters the inbox.
+        """Wait for the disk only when an update enters the inbox (or :meth:`sync_wal`).
 
         Other commits skip the fsync (WAL with ``synchronous=NORMAL``): they still survive a
         crash of the process, and a power loss can undo only the last few of them, never an

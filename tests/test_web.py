@@ -7,9 +7,11 @@ pages with aiohttp's client, cookies and forms as a browser sends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -762,3 +764,42 @@ def test_invite_links_are_made_counted_and_revoked_by_those_who_may(
         ).status == 404
 
     run(check, library)
+
+
+def test_a_change_is_on_the_disk_before_the_page_that_shows_it(
+    library: ScenarioLibrary, tmp_path: Path
+) -> None:
+    """With commits no longer waiting for the disk (as `trainer serve web` runs), a reply's
+    answer and a form's change wait for an fsync of everything committed so far."""
+
+    async def main() -> None:
+        store = Store.open(tmp_path / "web.db")
+        store.sync_at_inbox()
+        seen: list[list[str]] = []  # the trainee's turns on disk at each fsync
+        fsync = store.sync_wal
+
+        def counted() -> None:  # in a thread, as the real one: its own connection
+            fsync()
+            with contextlib.closing(sqlite3.connect(tmp_path / "web.db")) as db:
+                seen.append([r[0] for r in db.execute("SELECT role FROM turns ORDER BY idx")])
+
+        store.sync_wal = counted  # type: ignore[method-assign]
+        svc = Training(store, library, Engine(store, library), platform="web")
+        server = TestServer(WebApp(svc).app, host="127.0.0.1")
+        await server.start_server()
+        me = await signed_in(svc, Browser(server), "Alice", lang="en")
+        try:
+            path = await me.start()
+            assert seen and seen[-1] == ["customer"]  # the new session, before its page
+            page = await live(me, path)
+            await page.send_json({"type": "reply", "ref": "r1", "text": "Sorry!", "after": 0})
+            news = await page.receive_json(timeout=60)
+            assert news["done"] == "r1"
+            assert seen[-1] == ["customer", "trainee", "customer"]  # synced, then shown
+            await page.close()
+        finally:
+            await me.http.close()
+            await server.close()
+            store.close()
+
+    asyncio.run(main())

@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 from bot import notices
 from bot.charts import scorecard_chart
+from bot.disksync import DiskSync
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
@@ -89,6 +90,8 @@ class WebApp:
         self._tries: dict[str, deque[float]] = {}
         self._hints: dict[str, Bilingual] = {}
         """The model reply last asked for, by session, shown until the next reply."""
+        self.disk = DiskSync(svc.store.sync_wal)
+        """Changes reach the disk before the page that shows them (one fsync shared)."""
         self._replies: set[asyncio.Task[Any]] = set()
         """Replies being answered, kept running when their page goes away."""
         self.app = web.Application(middlewares=[self._guard])
@@ -137,6 +140,8 @@ class WebApp:
             response = await handler(request)
         except web.HTTPException as answer:
             _protect(answer.headers)
+            if request.method == "POST":
+                await self.disk.wait()  # what the form changed is on the disk before it is shown
             raise
         except ServiceError as refused:
             status = 403 if isinstance(refused, Forbidden) else 404
@@ -504,6 +509,7 @@ class WebApp:
         self._replies.add(task)
         task.add_done_callback(self._replied)
         await asyncio.shield(task)
+        await self.disk.wait()  # the reply and its answer are on the disk before shown
 
     def _replied(self, task: asyncio.Task[Any]) -> None:
         """A reply is answered; one whose page went away and failed is logged, not lost."""
@@ -891,6 +897,9 @@ async def serve(
 ) -> None:
     """Serve until cancelled (Ctrl-C) or SIGTERM; prints where."""
     await asyncio.to_thread(warm_up_word_model)  # the first replies are not the slow ones
+    # Commits no longer wait for the disk on the event loop; a change waits (one fsync in
+    # a thread, shared by the changes made meanwhile) before the page that shows it.
+    svc.store.sync_at_inbox()
     app = WebApp(svc, base_url=base_url).app
     if alongside is not None:
         app.add_routes(alongside.routes())
