@@ -264,6 +264,9 @@ def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_d
         assert f'href="/team/{alpha.id}"' in meg.page
         answer = await meg.get(f"/team/{alpha.id}")
         assert answer.status == 200 and "Alice" in meg.page and transcript in meg.page
+        total = svc.store.session(transcript.rsplit("/", 1)[1]).total  # type: ignore[union-attr]
+        row = re.search(r'<tr class=""><td>Alice</td><td>1</td>\s*<td>([\d.]+)</td>', meg.page)
+        assert row and float(row.group(1)) == total  # the summary: sessions and latest
         answer = await meg.get(transcript)  # the trainee's transcript, escaped for her too
         assert answer.status == 200 and "&lt;script&gt;" in meg.page and "<script>a" not in meg.page
         async with meg.http.get(meg.url(f"/team/{alpha.id}/sessions.csv")) as csv:

@@ -770,12 +770,20 @@ class WebApp:
         """
         actor, team = self._team(request)
         assigned = request.query.get("assigned", "")
+        report = self.svc.team_report(actor, team)
+        trainees = self.svc.team_sessions(actor, team, limit=10)
+        summary = []
+        for user, rows in trainees:
+            totals = [total for _, total in reversed(rows) if total is not None]
+            late = sum(p.overdue for p in report.overdue if p.trainee.id == user.id)
+            summary.append((user, len(rows), totals, _polyline(list(totals), 120, 30), late))
         return self._render(
             "team.html.j2",
             lang=actor.lang,
             csrf=self._csrf(request),
-            report=self.svc.team_report(actor, team),
-            trainees=self.svc.team_sessions(actor, team),
+            report=report,
+            summary=summary,
+            trainees=trainees,
             scenarios=[(sid, self.svc.library.scenarios[sid]) for sid in self.svc.library.ids()],
             assigned=int(assigned) if assigned.isdigit() else None,
             today=self.svc.today().isoformat(),
