@@ -53,6 +53,8 @@ Role = Literal["admin", "mentor", "trainee"]
 ROLES: tuple[Role, ...] = ("admin", "mentor", "trainee")
 DIFFICULTIES: tuple[Difficulty, ...] = ("easy", "normal", "hard")
 VERDICTS = ("accepted", "partly", "rejected")
+DISPUTE_DAYS = 7
+"""How many days after a session ends its trainee may dispute a deduction."""
 LINK_CODE_MINUTES = 15
 """How long a code that links another channel to an account works."""
 LINK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -1002,6 +1004,15 @@ class Training:
             raise _no_session(session_id)
         if row.trainee != actor.user.trainee:
             raise _forbidden()
+        if row.ended_at is not None and not self.dispute_open(row):
+            raise Invalid(
+                "dispute_window",
+                {
+                    "zh": f"申诉期已过：会话结束 {DISPUTE_DAYS} 天内可以申诉。",
+                    "en": f"The dispute window has closed: disputes are open for "
+                    f"{DISPUTE_DAYS} days after a session ends.",
+                },
+            )
         view = self._view(row)
         self._entry(view, entry)
         if any(d.entry == entry and d.status == "open" for d in view.disputes):
@@ -1013,6 +1024,13 @@ class Training:
                 },
             )
         return row
+
+    def dispute_open(self, row: SessionRow) -> bool:
+        """Whether an ended session's deductions may still be disputed."""
+        if row.ended_at is None:
+            return False
+        ended = dt.date.fromisoformat(row.ended_at[:10])
+        return self.today() - ended <= dt.timedelta(days=DISPUTE_DAYS)
 
     def _entry(self, view: SessionView, number: int) -> EntryView:
         for e in view.entries:

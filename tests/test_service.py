@@ -1411,3 +1411,18 @@ def test_every_channel_shares_the_sessions_in_progress_and_their_reply_timer(
 
     asyncio.run(run())
     store.close()
+
+
+def test_deductions_can_be_disputed_for_seven_days_after_the_session(world: World) -> None:
+    sid = play(world.svc, world.a1, BELOW_ONLY)
+    row = world.store.session(sid)
+    assert row is not None and row.ended_at is not None
+    ended = date.fromisoformat(row.ended_at[:10])
+    world.clock.day = ended + timedelta(days=7)
+    assert world.svc.dispute_open(row)
+    world.clock.day = ended + timedelta(days=8)
+    assert not world.svc.dispute_open(row)
+    with pytest.raises(Invalid) as closed:
+        world.svc.open_dispute(world.a1, sid, 1, "too late?")
+    assert closed.value.code == "dispute_window" and "7 days" in closed.value.message["en"]
+    assert world.store.disputes([sid]) == []

@@ -902,6 +902,7 @@ _COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("history", "最近的会话"),
         ("me", "我的成绩与推荐"),
         ("lang", "切换语言"),
+        ("web", "在网页版登录同一账号"),
         ("help", "全部命令"),
     ],
     "en": [
@@ -911,6 +912,7 @@ _COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("history", "Recent sessions"),
         ("me", "My results and what to practise next"),
         ("lang", "Switch language"),
+        ("web", "Sign in to the web app as this account"),
         ("help", "All commands"),
     ],
 }

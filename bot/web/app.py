@@ -395,7 +395,7 @@ class WebApp:
             order=_order_card(live, actor.lang) if live is not None else None,
             clauses=_clauses(live, actor.lang) if live is not None else [],
             hint=hint[actor.lang] if hint is not None and live is not None else None,
-            mine=view.row.trainee == actor.user.trainee,
+            mine=view.row.trainee == actor.user.trainee and self.svc.dispute_open(view.row),
             disputed={d.entry for d in view.disputes if d.status == "open"},
             limit=response_seconds(),
             **self._chat(actor, view.row, turns, -1, live),
