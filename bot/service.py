@@ -616,9 +616,10 @@ class Training:
 
     def practice_choices(self, actor: Actor) -> list[PracticeChoice]:
         """Assigned scenarios first (soonest due first), then every other scenario."""
-        own = self._own_sessions(actor.user)
+        assignments = self._assignments_of(actor)
+        own = self.store.sessions_of([actor.user.trainee], assignments=[a.id for a in assignments])
         choices: list[PracticeChoice] = []
-        for a in self._assignments_of(actor):
+        for a in assignments:
             if a.scenario_id not in self.library.scenarios:
                 continue
             mine = [s for s in own if s.assignment_id == a.id]
@@ -671,7 +672,7 @@ class Training:
             assignment = self.store.assignment(assignment_id)
             if assignment is None or assignment not in self._assignments_of(actor):
                 raise _forbidden()
-            used = sum(s.assignment_id == assignment.id for s in self._own_sessions(actor.user))
+            used = len(self.store.sessions_of([actor.user.trainee], assignments=[assignment.id]))
             if assignment.attempts is not None and used >= assignment.attempts:
                 raise Forbidden(
                     "no_attempts",

@@ -790,14 +790,25 @@ class Store:
         ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def sessions_of(self, trainees: Iterable[str], *, ended_only: bool = False) -> list[SessionRow]:
-        """All sessions of these trainees, oldest first."""
+    def sessions_of(
+        self,
+        trainees: Iterable[str],
+        *,
+        ended_only: bool = False,
+        assignments: Iterable[int] | None = None,
+    ) -> list[SessionRow]:
+        """All sessions of these trainees (for these assignments only), oldest first."""
         names = list(trainees)
         if not names:
             return []
         marks = ",".join("?" * len(names))
         where = f" WHERE t.name IN ({marks})" + (" AND s.status = 'ended'" if ended_only else "")
-        rows = self.db.execute(self._SESSION_SQL + where + " ORDER BY s.started_at", names)
+        params: list[Any] = names
+        if assignments is not None:
+            ids = list(assignments)
+            where += f" AND s.assignment_id IN ({','.join('?' * len(ids))})"
+            params = [*names, *ids]
+        rows = self.db.execute(self._SESSION_SQL + where + " ORDER BY s.started_at", params)
         return [self._session(r) for r in rows.fetchall()]
 
     def ended_totals(self, trainee: str) -> list[tuple[str, float | None]]:
