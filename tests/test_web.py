@@ -806,3 +806,31 @@ def test_a_change_is_on_the_disk_before_the_page_that_shows_it(
             store.close()
 
     asyncio.run(main())
+
+
+def test_one_bad_live_message_fails_alone_and_replies_without_a_reference_all_count(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        path = await me.start()
+        page = await live(me, path)
+        for text in ("Hello Ms Wang.", "So sorry about the kettle."):  # no "ref" at all
+            await page.send_json({"type": "reply", "text": text, "after": 0})
+            assert (await page.receive_json(timeout=60))["type"] == "turns"
+        roles = [t.role for t in svc.store.turns(path.rsplit("/", 1)[1])]
+        assert roles.count("trainee") == 2  # neither taken for a repeat of the other
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        svc.reply = broken  # type: ignore[method-assign]
+        await page.send_json({"type": "reply", "ref": "x", "text": "Hi", "after": 4})
+        failed = await page.receive_json(timeout=60)
+        assert failed["type"] == "error" and "logged" in failed["text"]
+        await page.send_json({"type": "sync", "after": 4})  # the connection goes on
+        assert (await page.receive_json(timeout=60))["type"] == "turns"
+        await page.close()
+
+    run(check, library)

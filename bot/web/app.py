@@ -546,26 +546,30 @@ class WebApp:
             except (ValueError, TypeError, AttributeError):
                 await socket.send_json({"type": "error", "text": t("bad_message", actor.lang)})
                 continue
-            session = await self._practising(actor, session_id)
-            if session is None:
-                await socket.send_json({"type": "ended"})
-                continue
-            if asked.get("type") == "reply":
-                try:
-                    await self._answer(session, str(asked.get("text", "")), str(asked.get("ref")))
-                except ReplyRejected as rejected:
-                    await socket.send_json(
-                        {
-                            "type": "rejected",
-                            "ref": asked.get("ref"),
-                            "text": rejected.message[actor.lang],
-                        }
-                    )
-                    continue
-            if session.ended:
-                await socket.send_json({"type": "ended"})
-                continue
-            await socket.send_json(self._news(actor, session, after, asked.get("ref")))
+            try:
+                await socket.send_json(await self._turn(actor, session_id, asked, after))
+            except ServiceError as refused:
+                await socket.send_json({"type": "error", "text": refused.message[actor.lang]})
+            except Exception:  # a bug: this message fails, the connection and service go on
+                log.exception("a live chat message for session %s failed", session_id)
+                await socket.send_json({"type": "error", "text": t("message_failed", actor.lang)})
+
+    async def _turn(
+        self, actor: Actor, session_id: str, asked: dict[str, Any], after: int
+    ) -> dict[str, Any]:
+        """What the page is sent for one message: new turns, a refusal, or that it ended."""
+        session = await self._practising(actor, session_id)
+        if session is None:
+            return {"type": "ended"}
+        ref = asked.get("ref")
+        if asked.get("type") == "reply":
+            try:
+                await self._answer(session, str(asked.get("text", "")), str(ref or ""))
+            except ReplyRejected as rejected:
+                return {"type": "rejected", "ref": ref, "text": rejected.message[actor.lang]}
+        if session.ended:
+            return {"type": "ended"}
+        return self._news(actor, session, after, ref)
 
     def _news(self, actor: Actor, session: Session, after: int, ref: Any) -> dict[str, Any]:
         """The turns after ``after``, as the chat shows them, and the reply they answer."""

@@ -124,6 +124,10 @@ TEXTS: dict[str, dict[Lang, str]] = {
         "zh": "页面发来的消息无法读取，请刷新页面。",
         "en": "The page sent a message that cannot be read; reload the page.",
     },
+    "message_failed": {
+        "zh": "这条消息没有处理成功（已记录），请再发一次或刷新页面。",
+        "en": "This message could not be handled (it was logged); send it again or reload.",
+    },
     "reconnecting": {"zh": "连接已断开，正在重连…", "en": "Connection lost; reconnecting…"},
     "reply_time": {"zh": "本条回复用时", "en": "This reply"},
     "bad_numbers": {
