@@ -305,6 +305,12 @@ def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hi
                 break
             await me.say(path, "What is the order number?")
         assert '<dl class="order">' in me.page and "JD2026111100123" in me.page
+        assert "<dt>Signed for</dt>" not in me.page and "<dt>Photos</dt>" not in me.page
+        for _ in range(3):  # the card fills in as the customer tells more
+            if "<dt>Photos</dt>" in me.page:
+                break
+            await me.say(path, "Could you send me photos of the crack and the box?")
+        assert "<dt>Photos</dt><dd>received</dd>" in me.page
 
     run(check, library)
 

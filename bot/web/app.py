@@ -842,10 +842,16 @@ def _polyline(scores: list[float | None], width: int = 300, height: int = 80) ->
 
 
 def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
-    """The order's facts, once the customer has given the order number (else None)."""
+    """The order as the trainee has learnt it so far (None until the order number is given).
+
+    The order's record opens once the customer gives its number; the sign-for date, the
+    customer's identity and photos join it as the customer gives them.
+    """
     s = session.scenario.scenario
-    numbers = {f.id for f in s.customer.facts if f.kind == "order_id"}
-    if numbers and not numbers & session.grader.state.revealed:
+    revealed = session.grader.state.revealed
+    told = {f.kind for f in s.customer.facts if f.id in revealed}
+    asked = {f.kind for f in s.customer.facts}
+    if "order_id" in asked and "order_id" not in told:
         return None
     o = s.order
     rows = [
@@ -855,8 +861,13 @@ def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
         (t("courier", lang), f"{COURIER_NAMES[o.courier][lang]} {o.tracking_no or ''}"),
         (t("ordered", lang), str(o.ordered_on)),
         (t("shipped", lang), str(o.shipped_on or "—")),
-        (t("signed", lang), str(o.signed_on or "—")),
     ]
+    if "signed_time" not in asked or "signed_time" in told:
+        rows.append((t("signed", lang), str(o.signed_on or "—")))
+    if "identity" in told:
+        rows.append((t("identity", lang), t("confirmed", lang)))
+    if "photos" in told:
+        rows.append((t("photos", lang), t("received", lang)))
     return rows
 
 
