@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot import words
 from bot.content import ScenarioLibrary
 from bot.i18n import Lang
 from bot.service import PracticeChoice, Profile, SessionView, TeamReport
@@ -88,11 +89,6 @@ TEXTS: dict[str, tuple[str, str]] = {
         "选择模式：教练模式每条回复后给评分；考试模式结束后统一给评分。",
         "Choose the mode: coach gives grades after every reply; exam only at the end.",
     ),
-    "easy": ("简单", "Easy"),
-    "normal": ("普通", "Normal"),
-    "hard": ("困难", "Hard"),
-    "coach": ("教练模式", "Coach"),
-    "exam": ("考试模式", "Exam"),
     "due": ("截止 {due}", "due {due}"),
     "left": ("剩 {n} 次", "{n} left"),
     "done": ("已通过", "passed"),
@@ -295,13 +291,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         "这个按钮已失效，请重新发送命令。",
         "This button no longer works; send the command again.",
     ),
+    **{key: (word["zh"], word["en"]) for key, word in words.CHOICES.items()},
 }
 
-DIMENSIONS: dict[str, Bilingual] = {
-    "empathy": {"zh": "共情", "en": "Empathy"},
-    "accuracy": {"zh": "准确", "en": "Accuracy"},
-    "policy": {"zh": "合规", "en": "Policy"},
-}
+DIMENSIONS = words.DIMENSIONS
 
 
 def t(key: str, lang: Lang, **values: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot import words
 from bot.content import ScenarioLibrary
 from bot.i18n import Lang
 from bot.storage import Store
@@ -19,12 +20,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
     "due": {"zh": "截止", "en": "due"},
     "start": {"zh": "开始", "en": "Start"},
     "difficulty": {"zh": "难度", "en": "Difficulty"},
-    "easy": {"zh": "简单", "en": "easy"},
-    "normal": {"zh": "普通", "en": "normal"},
-    "hard": {"zh": "困难", "en": "hard"},
     "mode": {"zh": "模式", "en": "Mode"},
-    "coach": {"zh": "教练模式", "en": "coach"},
-    "exam": {"zh": "考试模式", "en": "exam"},
     "continue": {"zh": "继续进行中的练习", "en": "Continue the session in progress"},
     "history": {"zh": "最近的练习", "en": "Recent sessions"},
     "history_all": {"zh": "我的练习记录", "en": "My sessions"},
@@ -184,6 +180,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
     "new_team": {"zh": "新团队", "en": "New team"},
     "create": {"zh": "创建", "en": "Create"},
     "too_many": {"zh": "尝试次数太多，请稍后再试。", "en": "Too many tries; wait a minute."},
+    **words.CHOICES,
 }
 
 
@@ -197,11 +194,7 @@ FLAGS: dict[str, dict[Lang, str]] = {
 """Grade flags as the review queue names them."""
 
 
-DIMENSIONS: dict[str, dict[Lang, str]] = {
-    "empathy": {"zh": "共情", "en": "empathy"},
-    "accuracy": {"zh": "准确", "en": "accuracy"},
-    "policy": {"zh": "合规", "en": "policy"},
-}
+DIMENSIONS = words.DIMENSIONS
 
 
 def t(key: str, lang: Lang, **values: object) -> str:
@@ -228,7 +221,7 @@ def mood(anger: float | None, lang: Lang) -> str:
 
 def dimension(name: str, lang: Lang) -> str:
     """A grade dimension's name in ``lang`` (an unknown one as it is)."""
-    return DIMENSIONS.get(name, {}).get(lang, name)
+    return DIMENSIONS[name][lang] if name in DIMENSIONS else name
 
 
 NOTICES: dict[str, dict[Lang, str]] = {
