@@ -763,20 +763,21 @@ class Store:
         ).fetchall()
         return [self._session(r) for r in rows]
 
-    def turns(self, session_id: str) -> list[TurnRow]:
-        """The turns of a session in order."""
+    def turns(self, session_id: str, after: int = -1) -> list[TurnRow]:
+        """The turns of a session in order (those after index ``after``)."""
         rows = self.db.execute(
             "SELECT idx, role, text, created_at, latency_s, meta FROM turns"
-            " WHERE session_id = ? ORDER BY idx",
-            [session_id],
+            " WHERE session_id = ? AND idx > ? ORDER BY idx",
+            [session_id, after],
         ).fetchall()
         return [TurnRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
 
-    def grades(self, session_id: str) -> dict[int, list[Grade]]:
-        """Grades of a session by turn index."""
+    def grades(self, session_id: str, after: int = -1) -> dict[int, list[Grade]]:
+        """Grades of a session by turn index (of the turns after index ``after``)."""
         rows = self.db.execute(
-            "SELECT turn_idx, data FROM grades WHERE session_id = ? ORDER BY turn_idx, id",
-            [session_id],
+            "SELECT turn_idx, data FROM grades WHERE session_id = ? AND turn_idx > ?"
+            " ORDER BY turn_idx, id",
+            [session_id, after],
         ).fetchall()
         out: dict[int, list[Grade]] = {}
         for turn_idx, data in rows:

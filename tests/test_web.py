@@ -840,3 +840,21 @@ def test_one_bad_live_message_fails_alone_and_replies_without_a_reference_all_co
         await page.close()
 
     run(check, library)
+
+
+def test_a_browser_signed_out_elsewhere_loses_its_live_chat(library: ScenarioLibrary) -> None:
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        path = await me.start()
+        page = await live(me, path)
+        await page.send_json({"type": "sync", "after": 0})
+        assert (await page.receive_json(timeout=60))["type"] == "turns"
+        (device,) = svc.store.devices([1])
+        svc.store.revoke_device(device.id)  # an admin signed this browser out
+        await page.send_json({"type": "reply", "ref": "r", "text": "Hello?", "after": 0})
+        closed = await page.receive(timeout=60)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4401
+        assert [t.role for t in svc.store.turns(path.rsplit("/", 1)[1])] == ["customer"]
+
+    run(check, library)

@@ -402,18 +402,19 @@ class WebApp:
         )
 
     def _chat(
-        self, actor: Actor, row: SessionRow, every: list[TurnRow], after: int, live: Session | None
+        self, actor: Actor, row: SessionRow, turns: list[TurnRow], after: int, live: Session | None
     ) -> dict[str, Any]:
-        """What the chat needs to show the turns after ``after``: grades, better replies, names.
+        """What the chat needs to show ``turns`` (those after index ``after``).
 
-        ``every`` is all of the session's turns. The grade history of an ended session is
-        read for it; a session in progress has none.
+        Grades, better replies (the last replies' records are the new replies'), names;
+        the grade history of an ended session (a session in progress has none).
         """
         better: dict[int, str] = {}
         if live is not None and live.mode == "coach":
-            replies = [turn.idx for turn in every if turn.role == "trainee"]
-            for idx, record in zip(replies, live.grader.records, strict=False):
-                found = live.better_reply(record) if idx > after else None
+            replies = [turn.idx for turn in turns if turn.role == "trainee"]
+            records = live.grader.records[len(live.grader.records) - len(replies) :]
+            for idx, record in zip(replies, records, strict=False):
+                found = live.better_reply(record)
                 if found is not None:
                     better[idx] = found[actor.lang]
         scenario = self.svc.library.scenarios.get(row.scenario_id)
@@ -424,8 +425,8 @@ class WebApp:
         events = self.svc.store.grade_events([row.id]) if ended else []
         return {
             "lang": actor.lang,
-            "turns": [turn for turn in every if turn.idx > after],
-            "grades": self.svc.store.grades(row.id),
+            "turns": turns,
+            "grades": self.svc.store.grades(row.id, after),
             "better": better,
             "customer": name or t("customer", actor.lang),
             "me": owner.name if owner is not None else t("you", actor.lang),
@@ -484,7 +485,13 @@ class WebApp:
         raise back
 
     async def _practising(self, actor: Actor, session_id: str) -> Session | None:
-        """The actor's own session ``session_id`` if it is in progress (None: it ended).
+        """The actor's own session ``session_id`` if it is in progress (None: it ended)."""
+        self._own(actor, session_id)
+        session, _ = await self.svc.session_for(actor)
+        return session if session is not None and session.id == session_id else None
+
+    def _own(self, actor: Actor, session_id: str) -> SessionRow:
+        """The actor's own session ``session_id``.
 
         Anyone else's session is refused, even one the actor may read (a mentor's
         trainee's): only its trainee replies to it, ends it or asks for a hint.
@@ -495,8 +502,7 @@ class WebApp:
                 "not_yours",
                 {"zh": "这不是你的练习。", "en": "This is not your session."},
             )
-        session, _ = await self.svc.session_for(actor)
-        return session if session is not None and session.id == session_id else None
+        return row
 
     async def _answer(self, session: Session, text: str, ref: str) -> None:
         """Store, grade and answer a reply once per reference (none given: never a repeat).
@@ -528,18 +534,23 @@ class WebApp:
         actor = self._signed_in(request)
         if request.headers.get("Origin") != self._origin(request):
             raise self._refusal(request, "bad_form", 403)
-        session_id = request.match_info["session"]
-        await self._practising(actor, session_id)  # refused unless it is their own
+        row = self._own(actor, request.match_info["session"])  # refused unless their own
         socket = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
         await socket.prepare(request)
+        device = token_digest(request.cookies.get(COOKIE, ""))
         with contextlib.suppress(ConnectionResetError):  # the page went away: it reconnects
-            await self._converse(socket, actor, session_id)
+            await self._converse(socket, actor, row, device)
         return socket
 
-    async def _converse(self, socket: web.WebSocketResponse, actor: Actor, session_id: str) -> None:
+    async def _converse(
+        self, socket: web.WebSocketResponse, actor: Actor, row: SessionRow, device: str
+    ) -> None:
         async for message in socket:
             if message.type != WSMsgType.TEXT:
                 continue
+            if self.svc.store.device_user(device) != actor.id:  # signed out meanwhile
+                await socket.close(code=4401, message=b"signed out")
+                break
             try:
                 asked = json.loads(message.data)
                 after = int(asked.get("after", -1))
@@ -547,18 +558,20 @@ class WebApp:
                 await socket.send_json({"type": "error", "text": t("bad_message", actor.lang)})
                 continue
             try:
-                await socket.send_json(await self._turn(actor, session_id, asked, after))
+                await socket.send_json(await self._turn(actor, row, asked, after))
             except ServiceError as refused:
                 await socket.send_json({"type": "error", "text": refused.message[actor.lang]})
             except Exception:  # a bug: this message fails, the connection and service go on
-                log.exception("a live chat message for session %s failed", session_id)
+                log.exception("a live chat message for session %s failed", row.id)
                 await socket.send_json({"type": "error", "text": t("message_failed", actor.lang)})
 
     async def _turn(
-        self, actor: Actor, session_id: str, asked: dict[str, Any], after: int
+        self, actor: Actor, row: SessionRow, asked: dict[str, Any], after: int
     ) -> dict[str, Any]:
         """What the page is sent for one message: new turns, a refusal, or that it ended."""
-        session = await self._practising(actor, session_id)
+        session = self.svc.live.get(row.id)  # checked as theirs when the socket opened
+        if session is None or session.ended:
+            session = await self._practising(actor, row.id)
         if session is None:
             return {"type": "ended"}
         ref = asked.get("ref")
@@ -569,16 +582,16 @@ class WebApp:
                 return {"type": "rejected", "ref": ref, "text": rejected.message[actor.lang]}
         if session.ended:
             return {"type": "ended"}
-        return self._news(actor, session, after, ref)
+        return self._news(actor, row, session, after, ref)
 
-    def _news(self, actor: Actor, session: Session, after: int, ref: Any) -> dict[str, Any]:
+    def _news(
+        self, actor: Actor, row: SessionRow, session: Session, after: int, ref: Any
+    ) -> dict[str, Any]:
         """The turns after ``after``, as the chat shows them, and the reply they answer."""
-        row = self.svc.store.session(session.id)
-        assert row is not None
-        every = self.svc.store.turns(session.id)
-        values = self._chat(actor, row, every, after, session)
+        turns = self.svc.store.turns(session.id, after)
+        values = self._chat(actor, row, turns, after, session)
         html = self.pages.get_template("turns.html.j2").render(**values)
-        last = every[-1].idx if every and every[-1].idx > after else after
+        last = turns[-1].idx if turns else after
         return {
             "type": "turns",
             "html": html,

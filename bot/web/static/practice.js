@@ -95,8 +95,12 @@ if (compose) {
       }
     });
     socket.addEventListener("message", (event) => handle(JSON.parse(event.data)));
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       socket = null;
+      if (event.code === 4401) {
+        window.location.reload(); // signed out elsewhere: the page says how to sign in
+        return;
+      }
       offline.hidden = false;
       window.setTimeout(connect, Math.min(10000, 500 * 2 ** retries++));
     });
