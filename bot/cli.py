@@ -953,13 +953,14 @@ def serve_web(
     telegram = _webhook_config(config_file) if with_telegram else None
     assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
+    svc = Training(store, library, Engine(store, library, assistants), platform="web")
     alongside = None
     if telegram is not None:
         from bot.telegram.app import TelegramApp, protect_logs
 
         protect_logs(telegram.token)
-        alongside = _TelegramWebhook(TelegramApp(telegram, store, library, assistants=assistants))
-    svc = Training(store, library, Engine(store, library, assistants), platform="web")
+        bot = TelegramApp(telegram, store, library, service=svc.for_platform("telegram"))
+        alongside = _TelegramWebhook(bot)
     root = (base_url or f"http://{host}:{port}").rstrip("/")
     admin_link = None
     if not store.has_admin():

@@ -334,6 +334,23 @@ class Training:
         self._turns: dict[str, asyncio.Lock] = {}
         """One reply at a time per session, whichever channel or tab it comes from."""
 
+    def for_platform(self, platform: str) -> Training:
+        """The same service for another channel of this process.
+
+        Both share the sessions in progress: a linked account replying from either channel
+        reaches the same session.
+        """
+        other = Training(
+            self.store,
+            self.library,
+            self.engine,
+            platform=platform,
+            today=self.today,
+            clock=self.clock,
+        )
+        other.live, other.shown_at, other._turns = self.live, self.shown_at, self._turns
+        return other
+
     # identity
 
     def register(

@@ -667,7 +667,7 @@ def test_one_account_across_telegram_and_the_web_linked_from_either_side(
         svc, new_browser = world
         svc.create_team("Alpha")
         tom = telegram_user(svc, "Alpha", "trainee", "Tom", chat=555)
-        bot_side = Training(svc.store, svc.library, svc.engine, platform="telegram")
+        bot_side = svc.for_platform("telegram")  # as `serve web --telegram` runs both
         code = bot_side.link_code(tom)  # Tom sends /web to the bot
         browser = await new_browser()
         await browser.get("/link")
@@ -687,6 +687,9 @@ def test_one_account_across_telegram_and_the_web_linked_from_either_side(
         assert linked.user.trainee.startswith("web:") and linked.user.chat_id == "777"
         assert bot_side.register("777", name="Wendy", lang="en").id == linked.id  # from now on
         assert sorted(notices.addresses(linked.user)) == ["telegram:777", f"web:{linked.id}"]
+        path = await web_me.start()  # Wendy starts on the web and goes on in Telegram
+        from_bot, _ = await bot_side.session_for(linked)
+        assert from_bot is svc.live[path.rsplit("/", 1)[1]]  # one session, not two copies
         with pytest.raises(ServiceError):
             bot_side.link_here(tom, bot_side.link_code(fresh))  # Tom has a team: no merging
 
