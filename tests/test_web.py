@@ -354,7 +354,7 @@ def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrar
         await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
         assert "Waiting for you (1)" in meg.page
         await meg.get("/review")
-        assert "Too harsh." in meg.page
+        assert "Too harsh." in meg.page and f'href="{path}#entry-1"' in meg.page
         (dispute,) = svc.store.disputes([path.rsplit("/", 1)[1]])
         ruling = {"csrf": meg.field("csrf"), "verdict": "accepted", "reason": "Fair point."}
         max_ = await new_browser()
