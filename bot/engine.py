@@ -62,8 +62,8 @@ def prepare_reply(text: str) -> str:
         raise ReplyRejected(
             "empty",
             {
-                "zh": "回复是空的，请输入要发给客户的内容（/end 结束会话）。",
-                "en": "The reply is empty. Type what you want to send the customer (/end to finish).",
+                "zh": "回复是空的，请输入要发给客户的内容。",
+                "en": "The reply is empty. Type what you want to send the customer.",
             },
         )
     if len(cleaned) > MAX_REPLY_CHARS:

@@ -795,8 +795,8 @@ class Training:
             raise Invalid(
                 "already_practising",
                 {
-                    "zh": "你还有一个进行中的会话，请先发送 /end 结束它。",
-                    "en": "You have a session in progress; send /end to finish it first.",
+                    "zh": "你还有一个进行中的会话，请先结束它（/end，或网页上的“结束练习”）。",
+                    "en": "You have a session in progress; finish it first (/end, or End on the web page).",
                 },
             )
 
