@@ -48,6 +48,7 @@ from bot.service import (
     Forbidden,
     NotFound,
     ServiceError,
+    SessionView,
     Training,
     token_digest,
 )
@@ -92,6 +93,9 @@ class WebApp:
         """The model reply last asked for, by session, shown until the next reply."""
         self.disk = DiskSync(svc.store.sync_wal)
         """Changes reach the disk before the page that shows them (one fsync shared)."""
+        self._drawing = asyncio.Lock()
+        """One chart at a time, off the event loop (a chart is drawn once per scorecard
+        view; two drawn at once in threads once came out wrong in a test)."""
         self._replies: set[asyncio.Task[Any]] = set()
         """Replies being answered, kept running when their page goes away."""
         self.app = web.Application(middlewares=[self._guard])
@@ -448,7 +452,13 @@ class WebApp:
         view = self.svc.session_view(actor, session_id)
         if view.card is None:
             raise self._refusal(request, "not_found", 404)
-        png = await asyncio.to_thread(
+        async with self._drawing:
+            png = await self._draw(view, actor, session_id)
+        return web.Response(body=png, content_type="image/png")
+
+    async def _draw(self, view: SessionView, actor: Actor, session_id: str) -> bytes:
+        assert view.card is not None
+        return await asyncio.to_thread(
             scorecard_chart,
             [(d.title, d.score, d.max_score) for d in view.card.dimensions],
             self.svc.trend(actor, session_id),
@@ -456,7 +466,6 @@ class WebApp:
             lang=actor.lang,
             pass_mark=view.card.pass_mark,
         )
-        return web.Response(body=png, content_type="image/png")
 
     async def history_page(self, request: web.Request) -> web.Response:
         """Every session of one's own, and each dimension's trend as a small chart."""
