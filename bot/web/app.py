@@ -222,6 +222,17 @@ class WebApp:
 
     # ------------------------------------------------------------------ sign-in
 
+    async def _sign_in_form(self, request: web.Request) -> Any:
+        """A posted sign-in form, from this site and not too often from one address.
+
+        A visitor signing in has no cookie yet, so no form token to check.
+        """
+        if not self._same_origin(request):
+            raise self._refusal(request, "bad_form", 403)
+        if not self._allow_sign_in(request):
+            raise self._refusal(request, "too_many", 429)
+        return await request.post()
+
     async def join_page(self, request: web.Request) -> web.Response:
         """The invite link: name and language, then Join."""
         lang = self._lang(request)
@@ -229,11 +240,7 @@ class WebApp:
 
     async def join(self, request: web.Request) -> web.Response:
         """Use the invite: a new account, signed in on this browser."""
-        if not self._same_origin(request):
-            raise self._refusal(request, "bad_form", 403)
-        if not self._allow_sign_in(request):
-            raise self._refusal(request, "too_many", 429)
-        form = await request.post()
+        form = await self._sign_in_form(request)
         chosen: Lang = "en" if form.get("lang") == "en" else "zh"
         code = request.match_info["code"]
         try:
@@ -268,11 +275,7 @@ class WebApp:
 
     async def link(self, request: web.Request) -> web.Response:
         """Use a link code: this browser is signed in as the account that made it."""
-        if not self._same_origin(request):
-            raise self._refusal(request, "bad_form", 403)
-        if not self._allow_sign_in(request):
-            raise self._refusal(request, "too_many", 429)
-        form = await request.post()
+        form = await self._sign_in_form(request)
         lang = self._lang(request)
         try:
             _, token = self.svc.sign_in_linked(
