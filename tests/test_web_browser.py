@@ -1,8 +1,9 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright (no download).
 
 ``python3 dev.py test`` installs the ``chromium`` package (and a CJK font) when missing.
-Screenshots at phone and desktop size are checked for horizontal overflow and kept in
-``docs/screenshots/`` when ``TRAINER_SCREENSHOTS=1``.
+Screenshots at phone and desktop size are checked for layout breakage (anything wider than
+the window, a squashed control, overlapping messages) and kept in ``docs/screenshots/`` when
+``TRAINER_SCREENSHOTS=1``.
 """
 
 from __future__ import annotations
@@ -70,10 +71,35 @@ async def join(page: Page, invite: str, name: str) -> None:
     await page.click("form button[type=submit]")
 
 
+LAYOUT = """() => {
+  const width = document.documentElement.clientWidth;
+  const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+  const problems = [];
+  for (const el of document.querySelectorAll("main *")) {
+    if (!shown(el)) continue;
+    const box = el.getBoundingClientRect();
+    if (box.right > width + 1 || box.left < -1) problems.push(`${el.tagName}.${el.className} sticks out`);
+  }
+  for (const el of document.querySelectorAll("button, textarea, input, select, a")) {
+    if (!shown(el)) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width < 8 || box.height < 8) problems.push(`${el.tagName} ${el.textContent.trim().slice(0, 20)} is ${box.width}x${box.height}`);
+  }
+  const bubbles = Array.from(document.querySelectorAll(".msg")).map((el) => el.getBoundingClientRect());
+  bubbles.forEach((a, i) => bubbles.slice(i + 1).forEach((b) => {
+    if (a.bottom > b.top + 1 && b.bottom > a.top + 1) problems.push("two messages overlap");
+  }));
+  return problems;
+}"""
+"""Layout breakage a screenshot would show: something sticking out of the window, a
+control squashed to nothing, chat messages drawn over each other."""
+
+
 async def fits(page: Page, name: str) -> None:
-    """Nothing on the page is wider than the window; keep the screenshot if asked."""
+    """Nothing on the page is wider than the window or broken; keep the screenshot if asked."""
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"{name}: {width}px wide"  # type: ignore[index]
+    assert await page.evaluate(LAYOUT) == [], name
     if os.environ.get("TRAINER_SCREENSHOTS") == "1":
         SHOTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
