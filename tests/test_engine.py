@@ -41,7 +41,8 @@ def test_empty_replies_are_refused_with_a_message(library, store, text: str) -> 
     session, _ = start(library, store)
     with pytest.raises(ReplyRejected) as err:
         asyncio.run(session.reply(text))
-    assert err.value.code == "empty" and "/end" in err.value.message["en"]
+    assert err.value.code == "empty" and "Type what you want" in err.value.message["en"]
+    assert "/end" not in err.value.message["en"]  # no channel's command: the web has none
     assert len(store.turns(session.id)) == 1  # only the opening: nothing half-written
 
 
