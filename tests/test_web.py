@@ -27,7 +27,7 @@ from bot import notices
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
 from bot.service import Actor, ServiceError, Training
-from bot.storage import Store
+from bot.storage import Store, TeamRow
 from bot.telegram import texts as telegram_texts
 from bot.web.app import COOKIE, WebApp
 
@@ -74,6 +74,13 @@ class Browser:
         """End the session from its page."""
         return await self.post(f"{path}/end", {"csrf": self.field("csrf")})
 
+    async def ended(self, reply: str) -> str:
+        """Start the kettle scenario, send one reply, end it; the session page's path."""
+        path = await self.start()
+        await self.say(path, reply)
+        await self.end(path)
+        return path
+
     def field(self, name: str) -> str:
         found = re.search(rf'name="{name}" value="([^"]*)"', self.page)
         assert found, f"no {name} field on the page:\n{self.page[:2000]}"
@@ -104,6 +111,12 @@ def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> 
             store.close()
 
     asyncio.run(main())
+
+
+async def mentor(svc: Training, browser: Browser, team: TeamRow | None, name: str) -> Browser:
+    """A mentor of ``team``, signed in through an invite link (English pages)."""
+    await browser.post(f"/join/{svc.create_invite('mentor', team)}", {"name": name, "lang": "en"})
+    return browser
 
 
 async def signed_in(svc: Training, browser: Browser, name: str, lang: str = "zh") -> Browser:
@@ -319,9 +332,7 @@ def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: Scenar
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        path = await me.start()
-        await me.say(path, "Contact the courier.")
-        await me.end(path)
+        path = await me.ended("Contact the courier.")
         assert f'action="{path}/dispute/1"' in me.page
         csrf = me.field("csrf")
         answer = await me.post(f"{path}/dispute/1", {"csrf": csrf, "reason": "I asked for photos."})
@@ -343,15 +354,12 @@ def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrar
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
-        path = await me.start()
-        await me.say(path, "Contact the courier.")
-        await me.end(path)
+        path = await me.ended("Contact the courier.")
         before = svc.store.session(path.rsplit("/", 1)[1])
         await me.post(f"{path}/dispute/1", {"csrf": me.field("csrf"), "reason": "Too harsh."})
         assert (await me.get("/review")).status == 403  # trainees rule on nothing
         alpha = svc.store.team_by_name("Alpha")
-        meg = await new_browser()
-        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        meg = await mentor(svc, await new_browser(), alpha, "Meg")
         assert "Waiting for you (1)" in meg.page
         await meg.get("/review")
         assert "Too harsh." in meg.page and f'href="{path}#entry-1"' in meg.page
@@ -496,8 +504,7 @@ def test_a_web_mentor_assigns_and_trainees_are_told_in_their_own_channel(
         telegram_user(svc, "Alpha", "trainee", "Tom", chat=555)
         alpha = svc.store.team_by_name("Alpha")
         assert alpha is not None
-        meg = await new_browser()
-        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        meg = await mentor(svc, await new_browser(), alpha, "Meg")
         await meg.get(f"/team/{alpha.id}")
         form = aiohttp.FormData()
         for key, value in [
@@ -542,9 +549,7 @@ def test_disputes_and_rulings_reach_the_other_channel(library: ScenarioLibrary) 
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
         telegram_user(svc, "Alpha", "mentor", "Tess", chat=777)
-        path = await me.start()
-        await me.say(path, "Contact the courier.")
-        await me.end(path)
+        path = await me.ended("Contact the courier.")
         await me.post(f"{path}/dispute/1", {"csrf": me.field("csrf"), "reason": "Too harsh."})
         (told,) = telegram_words(svc, 777)  # the Telegram mentor, with the command to rule
         assert "New dispute #1" in told and "Too harsh." in told and "/disputes" in told
@@ -583,8 +588,7 @@ def test_flagged_grades_wait_in_the_review_queue_and_every_change_is_kept(
         )
         await me.end(path)
         alpha = svc.store.team_by_name("Alpha")
-        meg = await new_browser()
-        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        meg = await mentor(svc, await new_browser(), alpha, "Meg")
         assert "Waiting for you (3)" in meg.page  # the reply's three grades are flagged
         await meg.get("/review")
         assert "Grades to review (3)" in meg.page and "injection attempt" in meg.page
@@ -741,8 +745,7 @@ def test_invite_links_are_made_counted_and_revoked_by_those_who_may(
     async def check(world: World) -> None:
         svc, new_browser = world
         alpha = svc.create_team("Alpha")
-        meg = await new_browser()
-        await meg.post(f"/join/{svc.create_invite('mentor', alpha)}", {"name": "Meg", "lang": "en"})
+        meg = await mentor(svc, await new_browser(), alpha, "Meg")
         await meg.get("/invites")
         await meg.post(
             "/invites",

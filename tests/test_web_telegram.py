@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 from botapi import FakeBotAPI
-from tgharness import TRAINER
+from tgharness import TRAINER, bot_env
 
 
 def _free_port() -> int:
@@ -25,15 +25,11 @@ def test_serve_web_with_telegram_answers_both_channels_and_stops_on_sigterm(
     async def run() -> None:
         async with FakeBotAPI() as api:
             port = _free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-            env.update(
-                TELEGRAM_BOT_TOKEN=api.token,
-                TELEGRAM_API_BASE=api.base_url,
-                TELEGRAM_CHAT_RATE="0",
-                TELEGRAM_GLOBAL_RATE="0",
+            env = bot_env(
+                api,
+                tmp_path / "team.db",
                 TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}",
                 TELEGRAM_WEBHOOK_SECRET="team-secret",
-                TRAINER_DB=str(tmp_path / "team.db"),
             )
             command = [*TRAINER, "serve", "web", "--port", str(port), "--telegram"]
             proc = await asyncio.create_subprocess_exec(

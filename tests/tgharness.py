@@ -179,11 +179,8 @@ TRAINER = [sys.executable, "-c", "from bot.cli import main; main()"]
 """The ``trainer`` command, run by this Python."""
 
 
-async def serve_process(api: FakeBotAPI, db: Path, *args: str) -> asyncio.subprocess.Process:
-    """A real ``trainer serve telegram ARGS`` process against ``api``, limits off.
-
-    Its stderr (the log) is piped; it runs in the database's directory.
-    """
+def bot_env(api: FakeBotAPI, db: Path, **more: str) -> dict[str, str]:
+    """This process's environment for a trainer process talking to ``api``, limits off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
     env.update(
         TELEGRAM_BOT_TOKEN=api.token,
@@ -191,13 +188,22 @@ async def serve_process(api: FakeBotAPI, db: Path, *args: str) -> asyncio.subpro
         TELEGRAM_CHAT_RATE="0",
         TELEGRAM_GLOBAL_RATE="0",
         TRAINER_DB=str(db),
+        **more,
     )
+    return env
+
+
+async def serve_process(api: FakeBotAPI, db: Path, *args: str) -> asyncio.subprocess.Process:
+    """A real ``trainer serve telegram ARGS`` process against ``api``, limits off.
+
+    Its stderr (the log) is piped; it runs in the database's directory.
+    """
     return await asyncio.create_subprocess_exec(
         *TRAINER,
         "serve",
         "telegram",
         *args,
-        env=env,
+        env=bot_env(api, db),
         cwd=str(db.parent),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

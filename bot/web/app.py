@@ -340,7 +340,7 @@ class WebApp:
             actor=actor,
             csrf=self._csrf(request),
             active=self.svc.active_session(actor),
-            teams=[team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team],
+            teams=[team for team in self.svc.teams(actor) if team.id in actor.mentor_of],
             reviews=self._waiting(actor),
             choices=self.svc.practice_choices(actor),
             history=self.svc.history(actor, limit=5),
@@ -671,11 +671,7 @@ class WebApp:
         return self._invites(request, actor, new=None)
 
     def _invites(self, request: web.Request, actor: Actor, new: str | None) -> web.Response:
-        teams = (
-            self.svc.teams(actor)
-            if actor.is_admin
-            else [team for team in map(self.svc.store.team, sorted(actor.mentor_of)) if team]
-        )
+        teams = self.svc.teams(actor)
         return self._render(
             "invites.html.j2",
             lang=actor.lang,
