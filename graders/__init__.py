@@ -33,10 +33,12 @@ def tune_gc() -> None:
     findings, word cuts); Python's default thresholds then spend a large share of the
     time re-scanning those caches for cycles that the graders do not make. What is
     loaded when this is called (scenarios, lexicons, the word model) is frozen out of
-    collection altogether.
+    collection altogether. The youngest generation stays small enough that collecting it
+    never pauses a server long (at 50,000 a collection took ~0.1 s, most of a live
+    chat's tail latency); the older ones are reached every million allocations.
     """
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(5_000, 200, 100)
 
 
 __all__ = [

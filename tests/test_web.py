@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import signal
 import socket
@@ -818,6 +819,34 @@ def test_a_change_is_on_the_disk_before_the_page_that_shows_it(
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_practice_started_and_ended_over_forms_is_freed_without_the_garbage_collector(
+    library: ScenarioLibrary,
+) -> None:
+    """A redirect answered by raising would keep the handler's frame (its session, the
+    request) in a cycle with the exception until a long collection pause; the live
+    chat's tail latency was mostly such pauses."""
+
+    async def check(world: World) -> None:
+        svc, new_browser = world
+        me = await signed_in(svc, await new_browser(), "Alice", lang="en")
+        gc.collect()
+        gc.disable()
+        try:
+            path = await me.start()
+            await me.end(path)
+            assert "Scorecard" in me.page
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kept = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert not kept & {"Session", "SessionGrader", "HTTPSeeOther", "Actor"}, kept
+
+    run(check, library)
 
 
 def test_one_bad_live_message_fails_alone_and_replies_without_a_reference_all_count(

@@ -143,10 +143,16 @@ class WebApp:
         try:
             response = await handler(request)
         except web.HTTPException as answer:
-            _protect(answer.headers)
             if request.method == "POST":
                 await self.disk.wait()  # what the form changed is on the disk before it is shown
-            raise
+            # Answered as a plain response, not re-raised: aiohttp would keep the exception
+            # in a reference cycle with the traceback's frames (the handler's request and
+            # session with them) that only a long garbage collection pause frees.
+            response = web.Response(
+                status=answer.status, reason=answer.reason, headers=answer.headers, body=answer.body
+            )
+            for name, cookie in answer.cookies.items():
+                response.cookies[name] = cookie
         except ServiceError as refused:
             status = 403 if isinstance(refused, Forbidden) else 404
             if not isinstance(refused, Forbidden | NotFound):
