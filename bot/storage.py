@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -470,6 +471,8 @@ class Store:
         self.path = path
         self._deferred: list[tuple[str, list[Any]]] = []
         self._sync_at_inbox = False
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing = threading.Lock()
 
     @classmethod
     def open(cls, path: Path | str | None) -> Store:
@@ -506,9 +509,38 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._sync_at_inbox = True
 
+    def checkpoint_aside(self) -> None:
+        """Stop commits from checkpointing the WAL themselves; :meth:`checkpoint` does it.
+
+        SQLite's automatic checkpoint runs inside the commit that fills the WAL past 1000
+        pages, copying them into the database file and waiting for the disk twice: on a
+        server's event loop, every reply meanwhile waits too. After this call the server
+        runs :meth:`checkpoint` in another thread now and then instead. A file-backed
+        store only.
+        """
+        if self.path is not None and self._checkpointer is None:
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, without waiting for writers.
+
+        Safe in any thread (its own connection); nothing to do before
+        :meth:`checkpoint_aside`.
+        """
+        with self._checkpointing:
+            if self._checkpointer is not None:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def close(self) -> None:
-        """Write what was deferred and close the connection."""
+        """Write what was deferred and close the connections."""
         self.flush()
+        with self._checkpointing:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         self.db.close()
 
     @contextmanager

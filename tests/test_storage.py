@@ -50,6 +50,42 @@ def test_sync_at_inbox_leaves_a_memory_store_alone(store: Store) -> None:
     assert store.inbox_pending(1) == [(7, "{}")]
 
 
+def _fill_the_wal(store: Store) -> None:
+    """Commit ~6 MB, well past SQLite's automatic checkpoint at 1000 pages."""
+    sid = store.create_session(trainee="ann", scenario_id="s", scenario_version=1,
+                               scenario_source="s.yaml", lang="zh", difficulty="easy",
+                               mode="coach", rubric="default", seed=1)  # fmt: skip
+    for n in range(300):
+        store.add_turn(sid, "trainee", f"{n} " + "很抱歉给您带来不便。" * 700)
+
+
+@pytest.mark.parametrize("aside", [False, True])
+def test_a_server_checkpoints_in_its_own_thread_not_in_the_commit(
+    tmp_path: Path, aside: bool
+) -> None:
+    path = tmp_path / "x.db"
+    store = Store.open(path)
+    store.sync_at_inbox()
+    if aside:
+        store.checkpoint_aside()
+    before = path.stat().st_size
+    _fill_the_wal(store)
+    grown = path.stat().st_size - before
+    if not aside:  # SQLite's own checkpoint ran inside the commits
+        assert grown > 4_000_000
+        store.close()
+        return
+    assert grown == 0  # every commit is in the WAL alone
+    worker = threading.Thread(target=store.checkpoint)
+    worker.start()
+    worker.join()
+    assert path.stat().st_size - before > 4_000_000  # copied by the other thread
+    store.add_turn(store.sessions("ann")[0].id, "customer", "好的")  # commits go on
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 301
+
+
 def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = Store.open(path)

@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from bot import notices
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
-from bot.disksync import DiskSync
+from bot.disksync import DiskSync, checkpoints
 from bot.engine import Engine
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
@@ -372,6 +372,7 @@ class TelegramApp:
         """The workers that answer updates; None: this process answers them itself."""
         self.store = store
         store.sync_at_inbox()  # the inbox is where updates become durable
+        store.checkpoint_aside()  # and the WAL is copied into the file in a thread
         self.library = library
         engine = Engine(store, library, assistants)
         self.svc = service or Training(store, library, engine)
@@ -399,6 +400,7 @@ class TelegramApp:
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = self.RETRY_FIRST_S
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -425,6 +427,7 @@ class TelegramApp:
         self._accepting = True
         self._sweep()  # what a crash left owed goes out before anything new
         self._sweeper = asyncio.create_task(self._sweep_every(self.SWEEP_S))
+        self._checkpoints = asyncio.create_task(checkpoints(self.store.checkpoint))
         if worker:
             return
         pending = self.store.inbox_resume(self.bot.id, MAX_STARTS)
@@ -482,9 +485,10 @@ class TelegramApp:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for background in (self._sweeper, self._checkpoints):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         self.store.flush()
         await self.charts.close()
         await self.bot.session.close()

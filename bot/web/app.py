@@ -37,7 +37,7 @@ from aiohttp import WSMsgType, web
 
 from bot import notices
 from bot.charts import scorecard_chart
-from bot.disksync import DiskSync
+from bot.disksync import DiskSync, checkpoints
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
@@ -950,6 +950,8 @@ async def serve(
     # Commits no longer wait for the disk on the event loop; a change waits (one fsync in
     # a thread, shared by the changes made meanwhile) before the page that shows it.
     svc.store.sync_at_inbox()
+    svc.store.checkpoint_aside()  # nor for copying the WAL into the database file
+    checkpointing = asyncio.create_task(checkpoints(svc.store.checkpoint))
     app = WebApp(svc, base_url=base_url).app
     if alongside is not None:
         app.add_routes(alongside.routes())
@@ -972,3 +974,5 @@ async def serve(
         if alongside is not None:
             await alongside.stop()
         await runner.cleanup()
+        checkpointing.cancel()
+        await asyncio.gather(checkpointing, return_exceptions=True)
