@@ -21,9 +21,9 @@ Phases:
                 previous answer (a slot that comes while it waits is skipped and counted)
 
 Prints messages/s, reply p50/p95/p99, the server's CPU and peak RSS per phase. Targets:
-closed-loop throughput at least the Telegram path's on this machine (README: ~275/s for
-the bot in one process, ~460–480/s with 2 workers), and reply p99 <= 50 ms at 200
-replies/s. The full run takes about a minute, --quick about 25 s. Always exits 0.
+closed-loop throughput at least the Telegram path's on this machine (run
+bench_telegram.py the same day: this machine's speed varies from day to day), and reply
+p99 <= 50 ms at 200 messages/s. The full run takes about a minute, --quick about 25 s. Always exits 0.
 """
 
 from __future__ import annotations
