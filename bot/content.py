@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot import paths
+from bot.drill.plan import DrillPlan
 from bot.i18n import LANGS, Lang, Text
 from bot.scenario import (
     DIFFICULTIES,
@@ -187,11 +188,13 @@ def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
 
 
 def _kind_of(data: dict[str, Any]) -> str:
-    """What a content file is: a policy ``pack``, the ``shared`` defaults or a ``scenario``."""
+    """What a content file is: a ``pack``, the ``shared`` defaults, a ``drill`` or a ``scenario``."""
     if {"clauses", "params", "extends"} & set(data) and "order" not in data:
         return "pack"
     if "difficulty" in data and "lines" in data and "id" not in data:
         return "shared"
+    if "concurrency" in data and "customers_per_hour" in data:
+        return "drill"
     return "scenario"
 
 
@@ -287,6 +290,8 @@ class ScenarioLibrary:
         self._pack_sources: dict[str, tuple[PolicyPack, _Doc]] = {}
         self.packs: dict[str, ResolvedPolicy] = {}
         self.scenarios: dict[str, ResolvedScenario] = {}
+        self.drills: dict[str, DrillPlan] = {}
+        """Drill presets by id (``drills/*.yaml``)."""
         self.shared: SharedCustomer | None = None
         self.problems: list[Problem] = []
         self._load()
@@ -335,6 +340,8 @@ class ScenarioLibrary:
                 packs.append(path)
             elif kind == "shared":
                 problems += self._load_shared(path)
+            elif kind == "drill":
+                problems += self._load_drill(path)[1]
             else:
                 scenarios.append(path)
         problems += self._load_packs(packs)
@@ -400,6 +407,32 @@ class ScenarioLibrary:
                 )
                 continue
             self.scenarios[scenario.id] = scenario
+        for path in sorted((self.root / "drills").glob("*.y*ml")):
+            drill, problems = self._load_drill(path)
+            self.problems += problems
+            if drill is not None:
+                self.drills[drill.id] = drill
+
+    def _load_drill(self, path: Path) -> tuple[DrillPlan | None, list[Problem]]:
+        """A drill preset, its scenarios checked against the library's."""
+        drill, doc, problems = self._parse(path, DrillPlan)
+        if drill is None or doc is None:
+            return None, problems
+        display = self._display(path)
+        unknown = [
+            doc.problem(
+                display,
+                ["scenarios", key],
+                f"no scenario '{key}' in the library",
+                "use an id from `trainer scenarios list`",
+            )
+            for key in drill.scenarios
+            if key not in self.scenarios
+        ]
+        if drill.id in self.drills:
+            unknown.append(doc.problem(display, ["id"], f"drill id '{drill.id}' is used twice",
+                                       "give each drill preset a unique id"))  # fmt: skip
+        return (None, unknown) if unknown else (drill, [])
 
     def _parse(self, path: Path, model: type[BaseModel]) -> tuple[Any, _Doc | None, list[Problem]]:
         display = self._display(path)
