@@ -372,6 +372,16 @@ class Session:
             meta["rewrite"] = dataclasses.asdict(rewrite)
         return meta
 
+    def waited(self, text: str, anger: float = 1.0) -> dict[str, object]:
+        """A customer left waiting sends ``text`` (a drill's nudge) and is angrier.
+
+        The line enters the conversation like any customer line; returns the customer's
+        state to store with it.
+        """
+        self.mind.mood.anger = min(10.0, self.mind.mood.anger + anger)
+        self._heard(text)
+        return self.mind.snapshot()
+
     def _heard(self, text: str) -> None:
         """The customer's stored message enters the conversation the graders follow."""
         self.grader.customer(text)
@@ -455,6 +465,7 @@ class Engine:
         player: str | None = None,
         judge: str | None = None,
         postbox: Postbox | None = None,
+        drill_customer_id: int | None = None,
     ) -> tuple[Session, str]:
         """Start a session; returns it and the customer's opening message (already stored).
 
@@ -493,6 +504,7 @@ class Engine:
             player=player,
             judge=judge,
             assignment_id=assignment_id,
+            drill_customer_id=drill_customer_id,
         )
         row = self.store.session(session_id)
         assert row is not None

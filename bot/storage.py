@@ -369,8 +369,90 @@ def m010_accounts(db: Database) -> None:
     )
 
 
+@migrations()
+def m011_drills(db: Database) -> None:
+    """Festival drills: the plan, every scheduled customer, and each applied event."""
+    db.table("drills").create(
+        {
+            "id": int,
+            "preset": str,
+            "plan": str,
+            "seed": int,
+            "created_by": int,
+            "created_at": str,
+            "starts_at": float,
+            "ends_at": float,
+            "status": str,
+            "started_at": float,
+            "ended_at": float,
+        },
+        pk="id",
+        not_null={"preset", "plan", "seed", "created_at", "starts_at", "ends_at", "status"},
+    )
+    db.table("drill_customers").create(
+        {
+            "id": int,
+            "drill_id": int,
+            "user_id": int,
+            "trainee_id": int,
+            "number": int,
+            "scenario_id": str,
+            "difficulty": str,
+            "seed": int,
+            "due_at": float,
+            "status": str,
+            "session_id": str,
+            "opened_at": float,
+            "first_reply_at": float,
+            "waiting_since": float,
+            "nudged": int,
+            "nudges": int,
+            "ended_at": float,
+            "outcome": str,
+        },
+        pk="id",
+        foreign_keys=[("drill_id", "drills", "id"), ("session_id", "sessions", "id")],
+        not_null={
+            "drill_id",
+            "user_id",
+            "trainee_id",
+            "number",
+            "scenario_id",
+            "difficulty",
+            "seed",
+            "due_at",
+            "status",
+            "nudged",
+            "nudges",
+        },
+        defaults={"nudged": 0, "nudges": 0},
+    )
+    db.table("drill_customers").create_index(["drill_id", "user_id", "number"], unique=True)
+    db.table("drill_customers").create_index(["drill_id", "status", "due_at"])
+    db.table("drill_events").create(
+        {
+            "id": int,
+            "drill_id": int,
+            "customer_id": int,
+            "kind": str,
+            "due_at": float,
+            "done_at": float,
+        },
+        pk="id",
+        foreign_keys=[("drill_id", "drills", "id")],
+        not_null={"drill_id", "kind", "due_at", "done_at"},
+    )
+    db.table("sessions").add_column("drill_customer_id", int)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _drill(row: tuple[Any, ...]) -> DrillRow:
+    drill_id, preset, plan, seed, created_by, starts_at, ends_at, status, started, ended = row
+    return DrillRow(drill_id, preset, json.loads(plan), seed, created_by, starts_at, ends_at,
+                    status, started, ended)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -441,6 +523,57 @@ class SessionRow:
     passed: bool | None
     assignment_id: int | None = None
     judge: str = "rules"
+
+
+@dataclass(frozen=True)
+class DrillRow:
+    """A stored drill; times are seconds since the epoch."""
+
+    id: int
+    preset: str
+    plan: dict[str, Any]
+    seed: int
+    created_by: int | None
+    starts_at: float
+    ends_at: float
+    status: str
+    """``planned``, ``running`` or ``ended``."""
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True)
+class DrillCustomerRow:
+    """One scheduled customer of one trainee in a drill; times are epoch seconds."""
+
+    id: int
+    drill_id: int
+    user_id: int
+    trainee: str
+    number: int
+    scenario_id: str
+    difficulty: str
+    seed: int
+    due_at: float
+    status: str
+    """``due`` (not arrived), ``queued`` (waiting for a free hand), ``open``, ``done``
+    (the conversation ended) or ``abandoned`` (left unanswered)."""
+    session_id: str | None
+    opened_at: float | None
+    first_reply_at: float | None
+    waiting_since: float | None
+    """When the customer's unanswered message came (None: the trainee spoke last)."""
+    nudged: int
+    """Nudges in the current wait."""
+    nudges: int
+    """Nudges over the whole conversation."""
+    ended_at: float | None
+    outcome: str | None
+
+    @property
+    def label(self) -> str:
+        """The short name a trainee answers this customer by (``C3``)."""
+        return f"C{self.number}"
 
 
 @dataclass(frozen=True)
@@ -638,8 +771,9 @@ class Store:
         player: str = "scripted",
         judge: str = "rules",
         assignment_id: int | None = None,
+        drill_customer_id: int | None = None,
     ) -> str:
-        """Create an active session and return its id."""
+        """Create an active session and return its id (one customer of a drill, or not)."""
         session_id = uuid.uuid4().hex[:12]
         trainee_id = self.trainee_id(trainee)
         with self._tx() as db:
@@ -647,8 +781,8 @@ class Store:
             db.execute(
                 "INSERT INTO sessions (id, trainee_id, scenario_id, scenario_version,"
                 " scenario_source, lang, difficulty, mode, rubric, seed, player, judge,"
-                " assignment_id, status, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+                " assignment_id, drill_customer_id, status, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
                 [
                     session_id,
                     trainee_id,
@@ -663,6 +797,7 @@ class Store:
                     player,
                     judge,
                     assignment_id,
+                    drill_customer_id,
                     _now(),
                 ],
             )
@@ -874,7 +1009,7 @@ class Store:
         """The trainee's session in progress, if any (the most recent one)."""
         row = self.db.execute(
             self._SESSION_SQL + " WHERE t.name = ? AND s.status = 'active'"
-            " ORDER BY s.started_at DESC LIMIT 1",
+            " AND s.drill_customer_id IS NULL ORDER BY s.started_at DESC LIMIT 1",
             [trainee],
         ).fetchone()
         return self._session(row) if row else None
@@ -1481,6 +1616,176 @@ class Store:
             if full:
                 self.db.execute("PRAGMA synchronous=NORMAL")
         return added
+
+    # drills
+
+    def create_drill(
+        self,
+        *,
+        preset: str,
+        plan: dict[str, Any],
+        seed: int,
+        created_by: int | None,
+        starts_at: float,
+        ends_at: float,
+        customers: Iterable[tuple[int, str, int, str, str, int, float]],
+    ) -> int:
+        """Store a planned drill and all its customers in one commit; returns its id.
+
+        ``customers`` are (user id, trainee name, number, scenario, difficulty, seed, due
+        at) tuples.
+        """
+        rows = [(uid, self.trainee_id(name), *rest) for uid, name, *rest in customers]
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO drills (preset, plan, seed, created_by, created_at, starts_at,"
+                " ends_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned')",
+                [
+                    preset,
+                    json.dumps(plan, ensure_ascii=False),
+                    seed,
+                    created_by,
+                    _now(),
+                    starts_at,
+                    ends_at,
+                ],
+            )
+            drill_id = int(cursor.lastrowid or 0)
+            db.conn.executemany(
+                "INSERT INTO drill_customers (drill_id, user_id, trainee_id, number,"
+                " scenario_id, difficulty, seed, due_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due')",
+                [(drill_id, *row) for row in rows],
+            )
+        return drill_id
+
+    _DRILL_SQL = (
+        "SELECT id, preset, plan, seed, created_by, starts_at, ends_at, status, started_at,"
+        " ended_at FROM drills"
+    )
+
+    def drill(self, drill_id: int) -> DrillRow | None:
+        """A drill by id."""
+        row = self.db.execute(self._DRILL_SQL + " WHERE id = ?", [drill_id]).fetchone()
+        return _drill(row) if row else None
+
+    def drills(self, statuses: Sequence[str] = ("planned", "running", "ended")) -> list[DrillRow]:
+        """Drills in these states, newest first."""
+        marks = ", ".join("?" * len(statuses))
+        sql = self._DRILL_SQL + f" WHERE status IN ({marks}) ORDER BY id DESC"
+        return [_drill(row) for row in self.db.execute(sql, list(statuses)).fetchall()]
+
+    def set_drill_status(
+        self, drill_id: int, status: str, at: float, *, owed: Sequence[Owed] = ()
+    ) -> None:
+        """Mark a drill running (``started_at``) or ended (``ended_at``), with its notices."""
+        column = "started_at" if status == "running" else "ended_at"
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE drills SET status = ?, {column} = ? WHERE id = ?", [status, at, drill_id]
+            )
+            for one in owed:
+                _write_owed(db, one)
+
+    _CUSTOMER_SQL = (
+        "SELECT c.id, c.drill_id, c.user_id, t.name, c.number, c.scenario_id, c.difficulty,"
+        " c.seed, c.due_at, c.status, c.session_id, c.opened_at, c.first_reply_at,"
+        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome"
+        " FROM drill_customers c JOIN trainees t ON t.id = c.trainee_id"
+    )
+
+    def drill_customers(
+        self,
+        drill_id: int,
+        statuses: Sequence[str] | None = None,
+        *,
+        user_id: int | None = None,
+        due_by: float | None = None,
+    ) -> list[DrillCustomerRow]:
+        """A drill's customers (in these states, of one trainee, due by a time), by due time."""
+        where: list[str] = ["c.drill_id = ?"]
+        params: list[Any] = [drill_id]
+        if statuses is not None:
+            where.append(f"c.status IN ({', '.join('?' * len(statuses))})")
+            params += list(statuses)
+        if user_id is not None:
+            where.append("c.user_id = ?")
+            params.append(user_id)
+        if due_by is not None:
+            where.append("c.due_at <= ?")
+            params.append(due_by)
+        sql = f"{self._CUSTOMER_SQL} WHERE {' AND '.join(where)} ORDER BY c.due_at, c.id"
+        return [DrillCustomerRow(*row) for row in self.db.execute(sql, params).fetchall()]
+
+    def drill_customer(self, customer_id: int) -> DrillCustomerRow | None:
+        """One drill customer by id."""
+        row = self.db.execute(self._CUSTOMER_SQL + " WHERE c.id = ?", [customer_id]).fetchone()
+        return DrillCustomerRow(*row) if row else None
+
+    def drill_session_of(self, customer_id: int) -> str | None:
+        """The session opened for a drill customer, even one not yet recorded on it."""
+        row = self.db.execute(
+            "SELECT id FROM sessions WHERE drill_customer_id = ?", [customer_id]
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    _CUSTOMER_FIELDS = frozenset(
+        {
+            "status",
+            "session_id",
+            "opened_at",
+            "first_reply_at",
+            "waiting_since",
+            "nudged",
+            "nudges",
+            "ended_at",
+            "outcome",
+        }
+    )
+
+    def update_drill_customer(
+        self,
+        customer_id: int,
+        changes: dict[str, Any],
+        *,
+        event: tuple[str, float, float] | None = None,
+        turn: tuple[str, str, dict[str, Any]] | None = None,
+        owed: Owed | None = None,
+    ) -> None:
+        """Change a drill customer, with what came of it, in one commit.
+
+        ``event`` (kind, due at, done at) is logged; ``turn`` (session, text, customer
+        state) is a customer line stored with the state it leaves; ``owed`` what it owes
+        the trainee.
+        """
+        unknown = set(changes) - self._CUSTOMER_FIELDS
+        if unknown:
+            raise ValueError(f"not a drill customer field: {', '.join(sorted(unknown))}")
+        encoded = None if turn is None else _Turn.encode(turn[0], "customer", turn[1], None,
+                                                          {"drill": True}, turn[2])  # fmt: skip
+        with self._tx() as db:
+            if changes:
+                sets = ", ".join(f"{key} = ?" for key in changes)
+                db.execute(
+                    f"UPDATE drill_customers SET {sets} WHERE id = ?",
+                    [*changes.values(), customer_id],
+                )
+            if event is not None:
+                db.execute(
+                    "INSERT INTO drill_events (drill_id, customer_id, kind, due_at, done_at)"
+                    " SELECT drill_id, id, ?, ?, ? FROM drill_customers WHERE id = ?",
+                    [*event, customer_id],
+                )
+            if encoded is not None:
+                encoded.insert(db)
+            _write_owed(db, owed)
+
+    def drill_lags(self, drill_id: int) -> list[float]:
+        """How late each applied event of a drill was, in seconds (its scheduler lag)."""
+        rows = self.db.execute(
+            "SELECT done_at - due_at FROM drill_events WHERE drill_id = ? ORDER BY id", [drill_id]
+        ).fetchall()
+        return [float(r[0]) for r in rows]
 
     def sync_wal(self) -> None:
         """Wait until every commit made so far is on the disk (an fsync of the WAL file).

@@ -5,7 +5,8 @@
       "scenario": "damaged-kettle",          # optional; --scenario overrides it
       "difficulty": "normal",                # optional
       "outcome": "resolved",                 # optional: resolved (default), escalated, left,
-                                             #   turn_limit or trainee_ended
+                                             #   turn_limit, trainee_ended, abandoned or
+                                             #   drill_ended
       "turns": [
         {"role": "customer", "text": "...", "timestamp": "2026-11-15T10:00:00+08:00"},
         {"role": "trainee",  "text": "...", "timestamp": "2026-11-15T10:00:40+08:00"}
@@ -26,6 +27,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from bot.i18n import Lang, Strict
 from bot.scenario import Difficulty
+from graders.rubric import Outcome
 from graders.text import clean
 
 
@@ -58,7 +60,7 @@ class Transcript(Strict):
     language: Lang
     scenario: str | None = None
     difficulty: Difficulty = "normal"
-    outcome: Literal["resolved", "escalated", "left", "turn_limit", "trainee_ended"] = "resolved"
+    outcome: Outcome = "resolved"
     turns: list[TranscriptTurn] = Field(min_length=1)
 
     @field_validator("turns")

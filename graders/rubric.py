@@ -25,13 +25,17 @@ from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name
 from graders.session import ReplyRecord
 
-Outcome = Literal["resolved", "escalated", "left", "turn_limit", "trainee_ended"]
+Outcome = Literal[
+    "resolved", "escalated", "left", "turn_limit", "trainee_ended", "abandoned", "drill_ended"
+]
 OUTCOME_TEXT: dict[str, Bilingual] = {
     "resolved": {"zh": "问题已解决", "en": "resolved"},
     "escalated": {"zh": "客户投诉升级", "en": "customer escalated"},
     "left": {"zh": "客户离开", "en": "customer left"},
     "turn_limit": {"zh": "达到回合上限", "en": "turn limit reached"},
     "trainee_ended": {"zh": "学员结束了会话", "en": "trainee ended the session"},
+    "abandoned": {"zh": "客户久等无人回复，已离开", "en": "customer left after waiting unanswered"},
+    "drill_ended": {"zh": "演练时间到", "en": "the drill's time ran out"},
 }
 
 

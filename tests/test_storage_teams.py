@@ -36,6 +36,7 @@ ALL_MIGRATIONS = [
     "m008_web_devices",
     "m009_grade_reviews",
     "m010_accounts",
+    "m011_drills",
 ]
 
 

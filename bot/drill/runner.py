@@ -1,0 +1,423 @@
+"""Running drills: customers arrive, wait, nudge and leave on the clock; replies reach them.
+
+All of a drill's state is in the store (``drills``, ``drill_customers``, each customer's
+session), and every event is applied at the time it was due, not when it was noticed:
+after a restart, :meth:`DrillRunner.tick` replays what came due meanwhile in time order,
+so the drill's clocks, queues and leaderboard are where they would have been. What an
+event owes a Telegram trainee (the customer's line, labelled) is stored with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.content import ScenarioLibrary
+from bot.drill.plan import DrillPlan, schedule
+from bot.engine import Engine, Session, TurnResult
+from bot.i18n import Lang
+from bot.notices import TELEGRAM
+from bot.storage import DrillCustomerRow, DrillRow, Owed, Store, UserRow
+from graders._base import Bilingual
+from graders.rubric import OUTCOME_TEXT, Scorecard
+
+WAITING = ("queued", "open")
+"""States of a customer who has arrived and not gone."""
+
+
+class DrillRefused(ValueError):
+    """A drill action that cannot be done; ``message`` says why, in both languages."""
+
+    def __init__(self, code: str, message: Bilingual):
+        self.code = code
+        self.message = message
+        super().__init__(message["en"])
+
+
+@dataclass(frozen=True, order=True)
+class _Due:
+    at: float
+    order: int
+    customer: int
+    kind: str
+
+
+class _Postbox:
+    """What a drill customer's lines owe their trainee: in Telegram, labelled texts."""
+
+    def __init__(self, user: UserRow, label: str, ref: str | None):
+        self.user = user
+        self.label = label
+        self.ref = ref
+        self.lang: Lang = "en" if user.lang == "en" else "zh"
+
+    def owe(self, session: Session, *lines: str) -> Owed:
+        if not self.user.chat_id:  # the web shows the workspace from the store
+            return Owed("", self.ref, ())
+        name = session.scenario.scenario.customer.persona.name.get(self.lang)
+        text = "\n".join(line for line in lines if line)
+        body = {"text": f"【{self.label} · {name}】{text}"}
+        return Owed(f"{TELEGRAM}{self.user.chat_id}", self.ref, (("text", body),))
+
+    def opening(self, session: Session, text: str) -> Owed:
+        return self.owe(session, text)
+
+    def answer(self, session: Session, result: TurnResult) -> Owed:
+        ended = OUTCOME_TEXT[result.ended][self.lang] if result.ended else ""
+        return self.owe(session, result.customer_text or "", f"（{ended}）" if ended else "")
+
+    def line(self, session: Session, text: str, *, ended: bool) -> Owed:
+        return self.owe(session, text)
+
+    def ending(self, session: Session, card: Scorecard) -> Owed:
+        return self.owe(session, f"（{OUTCOME_TEXT[card.outcome][self.lang]}）")
+
+
+class DrillRunner:
+    """Plans drills and moves them on: arrivals, nudges, departures, replies, the end."""
+
+    def __init__(
+        self,
+        store: Store,
+        library: ScenarioLibrary,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.library = library
+        self.engine = engine
+        self.clock = clock
+        self._sessions: dict[int, Session] = {}
+        self._lock = asyncio.Lock()
+
+    # planning
+
+    def plan(
+        self,
+        plan: DrillPlan,
+        members: Sequence[UserRow],
+        *,
+        starts_at: float,
+        seed: int,
+        created_by: int | None = None,
+    ) -> int:
+        """Store a drill and its whole schedule of customers; returns its id."""
+        unknown = sorted(set(plan.scenarios) - set(self.library.scenarios))
+        if unknown:
+            raise DrillRefused(
+                "unknown_scenario",
+                {
+                    "zh": f"场景库里没有：{', '.join(unknown)}。",
+                    "en": f"No such scenario in the library: {', '.join(unknown)}.",
+                },
+            )
+        if not members:
+            raise DrillRefused(
+                "nobody",
+                {"zh": "演练至少需要一名学员。", "en": "A drill needs at least one trainee."},
+            )
+        users = {user.trainee: user for user in members}
+        arrivals = schedule(plan, sorted(users), seed)
+        return self.store.create_drill(
+            preset=plan.id,
+            plan=plan.model_dump(mode="json", by_alias=True),
+            seed=seed,
+            created_by=created_by,
+            starts_at=starts_at,
+            ends_at=starts_at + plan.minutes * 60,
+            customers=[
+                (
+                    users[a.trainee].id,
+                    a.trainee,
+                    a.number,
+                    a.scenario,
+                    a.difficulty,
+                    a.seed,
+                    round(starts_at + a.at_s, 3),
+                )
+                for a in arrivals
+            ],
+        )
+
+    # the clock
+
+    async def tick(self) -> int:
+        """Apply every event due by now in every started drill; how many were applied."""
+        async with self._lock:
+            now = self.clock()
+            applied = 0
+            for drill in self.store.drills(("planned", "running")):
+                if drill.starts_at <= now:
+                    applied += await self._advance(drill, now)
+            return applied
+
+    async def _advance(self, drill: DrillRow, now: float) -> int:
+        plan = DrillPlan.model_validate(drill.plan)
+        if drill.status == "planned":
+            self.store.set_drill_status(drill.id, "running", drill.starts_at)
+        horizon = min(now, drill.ends_at)
+        rows = {
+            c.id: c for c in self.store.drill_customers(drill.id, ("due", *WAITING), due_by=horizon)
+        }
+        for row in list(rows.values()):
+            rows[row.id] = await self._reconcile(row)
+        heap: list[_Due] = []
+        order = 0
+
+        def push(row: DrillCustomerRow) -> None:
+            nonlocal order
+            due = _next(plan, row)
+            if due is not None:
+                order += 1
+                heapq.heappush(heap, _Due(due[1], order, row.id, due[0]))
+
+        for row in rows.values():
+            push(row)
+        applied = 0
+        while heap and heap[0].at <= horizon:
+            event = heapq.heappop(heap)
+            row = rows[event.customer]
+            if _next(plan, row) != (event.kind, event.at):
+                continue  # superseded by an earlier event
+            changed = await self._apply(plan, row, event.kind, event.at, now, rows)
+            applied += 1
+            for each in changed:
+                rows[each.id] = each
+                push(each)
+        if now >= drill.ends_at:
+            applied += await self._finish(drill, plan, now)
+        return applied
+
+    async def _apply(
+        self,
+        plan: DrillPlan,
+        row: DrillCustomerRow,
+        kind: str,
+        at: float,
+        now: float,
+        rows: dict[int, DrillCustomerRow],
+    ) -> list[DrillCustomerRow]:
+        """Apply one due event at its time ``at``; the customers it changed."""
+        event = (kind, at, now)
+        if kind == "arrive":
+            self.store.update_drill_customer(
+                row.id, {"status": "queued", "waiting_since": at}, event=event
+            )
+        elif kind == "nudge":
+            session = await self._session(row)
+            user = self._user(row)
+            text = plan.nudge(row.nudged, _lang(user))
+            state = session.waited(text)
+            self.store.update_drill_customer(
+                row.id,
+                {"nudged": row.nudged + 1, "nudges": row.nudges + 1},
+                event=event,
+                turn=(session.id, text, state),
+                owed=_Postbox(user, row.label, None).owe(session, text),
+            )
+        elif kind == "leave":
+            if row.status == "open":
+                session = await self._session(row)
+                await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
+                self._sessions.pop(row.id, None)
+            self.store.update_drill_customer(
+                row.id,
+                {
+                    "status": "abandoned",
+                    "ended_at": at,
+                    "outcome": "abandoned",
+                    "waiting_since": None,
+                },
+                event=event,
+            )
+        changed = [self._row(row.id)]
+        return changed + await self._fill(plan, changed[0], at, rows)
+
+    async def _fill(
+        self,
+        plan: DrillPlan,
+        row: DrillCustomerRow,
+        at: float,
+        rows: dict[int, DrillCustomerRow],
+    ) -> list[DrillCustomerRow]:
+        """Open queued customers of ``row``'s trainee while they have a free hand."""
+        mine = [r for r in rows.values() if r.user_id == row.user_id and r.id != row.id] + [row]
+        busy = sum(1 for r in mine if r.status == "open")
+        queued = sorted((r for r in mine if r.status == "queued"), key=lambda r: (r.due_at, r.id))
+        opened = []
+        for waiting in queued[: max(0, plan.concurrency - busy)]:
+            opened.append(await self._open(plan, waiting, at))
+        return opened
+
+    async def _open(self, plan: DrillPlan, row: DrillCustomerRow, at: float) -> DrillCustomerRow:
+        """Start the conversation of a queued customer (or adopt one a crash left behind)."""
+        user = self._user(row)
+        existing = self.store.drill_session_of(row.id)
+        if existing is None:
+            session, _ = await self.engine.start(
+                trainee=row.trainee,
+                scenario=row.scenario_id,
+                lang=_lang(user),
+                difficulty=row.difficulty,  # type: ignore[arg-type]
+                mode=plan.mode,
+                seed=row.seed,
+                postbox=_Postbox(user, row.label, None),
+                drill_customer_id=row.id,
+            )
+        else:
+            session, _ = await self.engine.resume(existing)
+        self._sessions[row.id] = session
+        self.store.update_drill_customer(
+            row.id,
+            {"status": "open", "session_id": session.id, "opened_at": at},
+            event=("open", at, self.clock()),
+        )
+        return self._row(row.id)
+
+    async def _finish(self, drill: DrillRow, plan: DrillPlan, now: float) -> int:
+        """The drill's time is up: conversations end, the queue goes home, it is over."""
+        ended = 0
+        for row in self.store.drill_customers(drill.id, WAITING):
+            if row.status == "open":
+                session = await self._session(row)
+                await session.end("drill_ended", postbox=_Postbox(self._user(row), row.label, None))
+                self._sessions.pop(row.id, None)
+                outcome, status = "drill_ended", "done"
+            else:
+                outcome, status = "abandoned", "abandoned"
+            self.store.update_drill_customer(
+                row.id,
+                {
+                    "status": status,
+                    "ended_at": drill.ends_at,
+                    "outcome": outcome,
+                    "waiting_since": None,
+                },
+                event=("end", drill.ends_at, now),
+            )
+            ended += 1
+        self.store.set_drill_status(drill.id, "ended", drill.ends_at)
+        return ended + 1
+
+    # replies
+
+    async def reply(
+        self, user: UserRow, drill_id: int, label: str, text: str, *, ref: str | None = None
+    ) -> TurnResult | None:
+        """A trainee's reply to their customer ``label`` (``C3``) in a running drill.
+
+        Whatever came due before it is applied first (a customer who left cannot be
+        answered). A reply whose ``ref`` the conversation already has returns None.
+        """
+        async with self._lock:
+            drill = self.store.drill(drill_id)
+            now = self.clock()
+            if drill is None or drill.status == "ended" or drill.starts_at > now:
+                raise DrillRefused(
+                    "not_running",
+                    {"zh": "这场演练没有在进行。", "en": "This drill is not running."},
+                )
+            await self._advance(drill, now)
+            row = self._customer(drill_id, user, label)
+            session = await self._session(row)
+            if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
+                return None
+            latency = None if row.waiting_since is None else now - row.waiting_since
+            result = await session.reply(
+                text, latency, ref=ref, postbox=_Postbox(user, row.label, ref)
+            )
+            changes: dict[str, object] = {"waiting_since": now, "nudged": 0}
+            if row.first_reply_at is None:
+                changes["first_reply_at"] = now
+            if session.ended:
+                self._sessions.pop(row.id, None)
+                changes.update(
+                    status="done", ended_at=now, outcome=session.outcome, waiting_since=None
+                )
+            self.store.update_drill_customer(row.id, changes)
+            if session.ended:
+                plan = DrillPlan.model_validate(drill.plan)
+                rows = {
+                    c.id: c for c in self.store.drill_customers(drill_id, WAITING, user_id=user.id)
+                }
+                await self._fill(plan, self._row(row.id), now, rows)
+            return result
+
+    def _customer(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow:
+        number = label.strip().upper().removeprefix("C")
+        rows = self.store.drill_customers(drill_id, user_id=user.id)
+        found = next((r for r in rows if number.isdigit() and r.number == int(number)), None)
+        if found is None or found.status != "open":
+            gone = found is not None and found.status in ("done", "abandoned")
+            raise DrillRefused(
+                "not_open",
+                {
+                    "zh": f"客户 {label} 已经离开了。"
+                    if gone
+                    else f"没有正在等你回复的客户 {label}。",
+                    "en": f"Customer {label} has gone."
+                    if gone
+                    else f"No customer {label} is waiting for you.",
+                },
+            )
+        return found
+
+    # helpers
+
+    def _row(self, customer_id: int) -> DrillCustomerRow:
+        row = self.store.drill_customer(customer_id)
+        assert row is not None
+        return row
+
+    def _user(self, row: DrillCustomerRow) -> UserRow:
+        user = self.store.user(row.user_id)
+        assert user is not None
+        return user
+
+    async def _session(self, row: DrillCustomerRow) -> Session:
+        session = self._sessions.get(row.id)
+        if session is None:
+            assert row.session_id is not None
+            session, _ = await self.engine.resume(row.session_id)
+            self._sessions[row.id] = session
+        return session
+
+    async def _reconcile(self, row: DrillCustomerRow) -> DrillCustomerRow:
+        """A customer whose conversation ended before its row said so (a crash between)."""
+        if row.status != "open" or row.session_id is None:
+            return row
+        session = self.store.session(row.session_id)
+        if session is None or session.status == "active":
+            return row
+        status = "abandoned" if session.outcome == "abandoned" else "done"
+        self.store.update_drill_customer(
+            row.id,
+            {
+                "status": status,
+                "outcome": session.outcome,
+                "waiting_since": None,
+                "ended_at": row.waiting_since or row.opened_at,
+            },
+        )
+        self._sessions.pop(row.id, None)
+        return self._row(row.id)
+
+
+def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
+    """The next thing due for this customer: arriving, a nudge or leaving."""
+    if row.status == "due":
+        return "arrive", row.due_at
+    if row.status not in WAITING or row.waiting_since is None:
+        return None
+    nudges = plan.nudge_times(row.difficulty)
+    if row.status == "open" and row.nudged < len(nudges):
+        return "nudge", row.waiting_since + nudges[row.nudged]
+    return "leave", row.waiting_since + plan.patience(row.difficulty)
+
+
+def _lang(user: UserRow) -> Lang:
+    return "en" if user.lang == "en" else "zh"
