@@ -1,0 +1,319 @@
+"""Festival drills in the engine: the plan, the schedule, waiting customers, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.content import ContentError, ScenarioLibrary
+from bot.drill.plan import DrillPlan, load, schedule
+from bot.drill.report import standings, to_csv
+from bot.drill.runner import DrillRefused, DrillRunner
+from bot.engine import Engine
+from bot.storage import DrillCustomerRow, Store, UserRow
+
+T0 = 1_000_000.0
+GOOD = "您好，非常抱歉让您久等了！麻烦发一下订单号和照片，我马上为您处理。"
+
+
+class Clock:
+    """A fake clock the runner reads."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def members(store: Store, count: int, *, chat: bool = True) -> list[UserRow]:
+    return [
+        store.upsert_user(
+            "telegram",
+            str(500 + i),
+            name=f"学员{i}",
+            lang="zh",
+            chat_id=str(500 + i) if chat else None,
+        )
+        for i in range(count)
+    ]
+
+
+def quiet(library: ScenarioLibrary, **changes: object) -> DrillPlan:
+    """The 618 preset, changed: a steady plan whose numbers the tests can follow."""
+    return library.drills["618-warmup"].model_copy(update=changes)
+
+
+def state(store: Store, drill: int) -> list[tuple[object, ...]]:
+    """Everything about a drill's customers that a restart must keep exactly."""
+    rows = store.drill_customers(drill)
+    return [
+        (
+            c.trainee,
+            c.number,
+            c.status,
+            c.opened_at,
+            c.first_reply_at,
+            c.waiting_since,
+            c.nudged,
+            c.nudges,
+            c.ended_at,
+            c.outcome,
+            tuple(t.text for t in store.turns(c.session_id)) if c.session_id else (),
+        )
+        for c in rows
+    ]
+
+
+def test_the_presets_load_and_a_schedule_depends_only_on_the_seed_and_the_trainee(
+    library: ScenarioLibrary,
+) -> None:
+    peak = library.drills["double11-peak"]
+    one = schedule(peak, ["a", "b"], seed=3)
+    assert one == schedule(peak, ["a", "b"], seed=3)
+    assert one != schedule(peak, ["a", "b"], seed=4)
+    alone = [x for x in schedule(peak, ["a"], seed=3)]
+    assert alone == [x for x in one if x.trainee == "a"]  # b changes nothing of a's
+    first = [x.at_s for x in one if x.trainee == "a"][: peak.concurrency]
+    assert first == [0.0, 2.0, 4.0]  # a full hand at once, a message a second apart
+    assert {x.scenario for x in one} <= set(peak.scenarios)
+    assert {x.difficulty for x in one} <= set(peak.difficulties)
+
+
+def test_a_surge_brings_customers_faster_while_it_lasts(library: ScenarioLibrary) -> None:
+    peak = library.drills["double11-peak"].model_copy(update={"minutes": 60})
+    assert peak.surge is not None
+    arrivals = schedule(peak, [f"t{i}" for i in range(200)], seed=1)
+    surge_s = peak.surge.minutes * 60
+    during = sum(1 for a in arrivals if peak.concurrency * 2 < a.at_s < surge_s)
+    after = sum(1 for a in arrivals if surge_s <= a.at_s < 2 * surge_s)
+    assert during > 2 * after  # ×3 in the plan; random, but 200 trainees make it plain
+
+
+def test_the_telegram_load_of_a_plan_is_computed_and_compared_with_one_bot(
+    library: ScenarioLibrary,
+) -> None:
+    peak = library.drills["double11-peak"]
+    small, big = load(peak, 20), load(peak, 1000)
+    assert big.messages_per_s == pytest.approx(50 * small.messages_per_s)
+    assert small.fits_telegram(20) and not big.fits_telegram(1000)
+    assert big.telegram_trainees * big.per_trainee <= 30  # what one bot sends at most
+    coach = load(peak.model_copy(update={"mode": "coach"}), 20)
+    assert coach.messages_per_s > small.messages_per_s  # feedback is a message too
+
+
+def test_a_preset_with_an_unknown_key_or_scenario_is_refused_with_file_and_key(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "scenarios"
+    shutil.copytree(ScenarioLibrary.load().root, root)
+    preset = root / "drills" / "618-warmup.yaml"
+    text = preset.read_text(encoding="utf-8")
+    preset.write_text(text.replace("concurrency: 2", "concurrency: 2\nconcurency: 3"), "utf-8")
+    (root / "drills" / "other.yaml").write_text(
+        text.replace("id: 618-warmup", "id: other").replace("damaged-kettle:", "no-such-case:"),
+        "utf-8",
+    )
+    with pytest.raises(ContentError) as raised:
+        ScenarioLibrary.load(root)
+    problems = {(p.file, p.key, p.problem) for p in raised.value.problems}
+    assert ("scenarios/drills/618-warmup.yaml", "concurency", "unknown key") in problems
+    assert any(
+        f == "scenarios/drills/other.yaml" and k == "scenarios.no-such-case" for f, k, _ in problems
+    )
+
+
+def test_an_unanswered_customer_nudges_grows_angrier_and_leaves_at_their_patience(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, concurrency=1, customers_per_hour=1, difficulties={"normal": 1})
+    (me,) = members(store, 1)
+    drill = runner.plan(plan, [me], starts_at=T0, seed=2)
+    patience = plan.patience("normal")  # 180 s, two nudges: at 60 s and 120 s
+
+    async def main() -> None:
+        await runner.tick()
+        (first,) = store.drill_customers(drill, ("open",))
+        assert first.label == "C1" and first.waiting_since == T0
+        clock.now = T0 + patience / 3 + 0.5
+        await runner.tick()
+        nudged = store.drill_customers(drill, ("open",))[0]
+        assert nudged.nudged == 1
+        assert store.turns(first.session_id)[-1].text == "在吗？"  # type: ignore[arg-type]
+        row = store.session(first.session_id)  # type: ignore[arg-type]
+        assert row is not None and row.customer_state is not None
+        assert row.customer_state["anger"] > library.get(first.scenario_id).profiles["normal"].anger
+        clock.now = T0 + patience + 1
+        await runner.tick()
+        gone = store.drill_customer(first.id)
+        assert gone is not None and (gone.status, gone.outcome) == ("abandoned", "abandoned")
+        assert gone.ended_at == T0 + patience and gone.nudges == 2  # at its time, not now
+        ended = store.session(first.session_id)  # type: ignore[arg-type]
+        assert ended is not None and ended.outcome == "abandoned" and ended.passed is False
+        with pytest.raises(DrillRefused, match="has gone"):
+            await runner.reply(me, drill, "C1", GOOD)
+
+    asyncio.run(main())
+
+
+def test_a_reply_resets_the_wait_and_a_repeat_of_it_is_answered_once(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, concurrency=1, customers_per_hour=1, difficulties={"normal": 1})
+    (me,) = members(store, 1)
+    drill = runner.plan(plan, [me], starts_at=T0, seed=2)
+
+    async def main() -> None:
+        await runner.tick()
+        clock.now = T0 + 50
+        result = await runner.reply(me, drill, "c1", GOOD, ref="u1")
+        assert result is not None and result.customer_text
+        assert await runner.reply(me, drill, "C1", GOOD, ref="u1") is None  # sent again
+        (row,) = store.drill_customers(drill, ("open",))
+        assert row.first_reply_at == T0 + 50 and row.waiting_since == T0 + 50
+        trainee_turns = [t for t in store.turns(row.session_id) if t.role == "trainee"]  # type: ignore[arg-type]
+        assert len(trainee_turns) == 1 and trainee_turns[0].latency_s == 50
+        clock.now = T0 + 50 + 170  # under the patience counted from the answer
+        await runner.tick()
+        assert store.drill_customer(row.id).status == "open"  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_customers_beyond_a_full_hand_queue_and_open_when_a_hand_is_free(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, concurrency=2, customers_per_hour=240, difficulties={"easy": 1})
+    (me,) = members(store, 1)
+    drill = runner.plan(plan, [me], starts_at=T0, seed=9)
+    third = store.drill_customers(drill)[2]
+
+    async def main() -> None:
+        clock.now = third.due_at + 1
+        await runner.tick()
+        assert [c.status for c in store.drill_customers(drill)[:3]] == ["open", "open", "queued"]
+        queued = store.drill_customer(third.id)
+        assert queued is not None and queued.session_id is None  # the trainee cannot see it yet
+        await runner.reply(me, drill, "C1", "你是不是傻？")  # an insult ends the conversation
+        opened = store.drill_customer(third.id)
+        assert opened is not None and opened.status == "open"
+        assert opened.opened_at == clock.now and opened.waiting_since == third.due_at
+        clock.now += 5
+        await runner.reply(me, drill, "C3", GOOD)
+        answered = store.drill_customer(third.id)
+        assert answered is not None and answered.first_reply_at == clock.now  # from arrival
+
+    asyncio.run(main())
+
+
+def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
+    library: ScenarioLibrary, tmp_path: Path
+) -> None:
+    """Two drills with the same plan, seed and replies: one ticks every second; the other
+    is abandoned mid-way like a killed process (no close) and a new process catches up."""
+    plan = library.drills["double11-peak"].model_copy(update={"minutes": 6})
+
+    async def drive(path: Path, *, crash_at: float | None) -> list[tuple[object, ...]]:
+        store = Store.open(path)
+        users = members(store, 4)
+        clock = Clock()
+        runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+        drill = runner.plan(plan, users, starts_at=T0, seed=11)
+        replies = {T0 + 40: (0, "C1"), T0 + 95: (1, "C2"), T0 + 200: (2, "C1")}
+        down = (crash_at - 150, crash_at) if crash_at is not None else (0.0, 0.0)
+        second = 0.0
+        while second <= plan.minutes * 60 + 5:
+            clock.now = T0 + second
+            if crash_at is not None and second == crash_at:
+                store = Store.open(path)  # the old connection is dropped as by kill -9
+                runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+            if down[0] < second < down[1]:
+                second += 1
+                continue  # the crashed one is down for 150 s: no ticks, no replies
+            await runner.tick()
+            if clock.now in replies:
+                who, label = replies[clock.now]
+                with contextlib.suppress(DrillRefused):  # gone: alike in both runs
+                    await runner.reply(users[who], drill, label, GOOD)
+            second += 1
+        assert store.drill(drill).status == "ended"  # type: ignore[union-attr]
+        return state(store, drill)
+
+    steady = asyncio.run(drive(tmp_path / "steady.db", crash_at=None))
+    crashed = asyncio.run(drive(tmp_path / "crashed.db", crash_at=350))
+    assert crashed == steady
+    assert any(row[2] == "abandoned" for row in steady)  # the outage made customers leave
+
+
+def test_at_the_end_conversations_close_the_queue_goes_and_telegram_trainees_got_labels(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, minutes=2, concurrency=1, customers_per_hour=120)
+    (me,) = members(store, 1)
+    drill = runner.plan(plan, [me], starts_at=T0, seed=4)
+
+    async def main() -> None:
+        await runner.tick()
+        clock.now = T0 + 30
+        await runner.reply(me, drill, "C1", GOOD)
+        clock.now = T0 + plan.minutes * 60 + 1
+        await runner.tick()
+
+    asyncio.run(main())
+    rows: list[DrillCustomerRow] = store.drill_customers(drill)
+    assert store.drill(drill).status == "ended"  # type: ignore[union-attr]
+    assert all(r.status in ("done", "abandoned") for r in rows if r.status != "due")
+    first = rows[0]
+    assert (first.status, first.outcome) == ("done", "drill_ended")
+    texts = [m.body["text"] for m in store.outbox_pending(f"telegram:{me.chat_id}")]
+    assert texts and all(t.startswith("【C1 · ") for t in texts[:2])
+
+
+def test_the_leaderboard_and_report_rank_judge_and_compare_with_the_last_drill(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, minutes=4, concurrency=2, customers_per_hour=60)
+    keen, idle = members(store, 2)
+
+    async def play(drill: int, start: float) -> None:
+        for second in range(0, plan.minutes * 60 + 2, 4):
+            clock.now = start + second
+            await runner.tick()
+            for row in store.drill_customers(drill, ("open",), user_id=keen.id):
+                if row.waiting_since is not None and clock.now - row.waiting_since >= 4:
+                    await runner.reply(keen, drill, row.label, GOOD)
+
+    first = runner.plan(plan, [keen, idle], starts_at=T0, seed=21)
+    asyncio.run(play(first, T0))
+    drill = store.drill(first)
+    assert drill is not None and drill.status == "ended"
+    report = standings(store, drill)
+    assert [s.name for s in report.trainees] == ["学员0", "学员1"]  # the one who answered first
+    best, worst = report.trainees
+    assert best.handled > 0 and best.abandoned == 0 and best.first_response_p90_s is not None
+    assert best.first_response_p90_s <= plan.pass_.max_first_response_p90_s
+    assert worst.handled == 0 and worst.abandoned > 0 and worst.passed is False
+    assert any("abandonment" in r["en"] for r in worst.reasons)
+    assert report.team.arrived == best.arrived + worst.arrived
+    assert report.previous is None
+    lines = to_csv(report).splitlines()
+    assert lines[0].startswith("trainee,arrived,handled") and len(lines) == 4
+    assert lines[-1].startswith("(all),")
+    second = runner.plan(plan, [keen], starts_at=T0 + 3600, seed=22)
+    asyncio.run(play(second, T0 + 3600))
+    again = standings(store, store.drill(second))  # type: ignore[arg-type]
+    assert again.previous is not None and again.previous.arrived == report.team.arrived
