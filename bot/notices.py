@@ -20,10 +20,11 @@ WEB = "web:"
 """Outbox addresses of web accounts: ``web:<user id>``, shown on their next page."""
 KIND = "notice"
 
-Key = Literal["assignments", "dispute_new", "ruled_trainee", "overridden_trainee"]
+Key = Literal["assignments", "dispute_new", "ruled_trainee", "overridden_trainee", "drill_planned"]
 """``assignments``: {ids}; ``dispute_new``: {id, trainee, session, entry, points, reason};
 ``ruled_trainee``: {id, session, verdict, reason, total}; ``overridden_trainee``: {session,
-entry, old, new, reason, total}. Numbers arrive formatted as text."""
+entry, old, new, reason, total}; ``drill_planned``: {id, title_zh, title_en, starts,
+minutes, concurrency}. Numbers arrive formatted as text."""
 
 
 def addresses(user: UserRow) -> list[str]:

@@ -27,8 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from bot import notices
 from bot.content import ScenarioLibrary
+from bot.drill.plan import DrillPlan, Load, load
+from bot.drill.report import DrillReport, standings
+from bot.drill.runner import DrillRefused, DrillRunner
 from bot.engine import MODES, Engine, Postbox, Session, TurnResult
 from bot.i18n import Lang
 from bot.scenario import Difficulty
@@ -36,6 +41,7 @@ from bot.storage import (
     AssignmentRow,
     DeviceRow,
     DisputeRow,
+    DrillRow,
     GradeEventRow,
     InviteListing,
     InviteRow,
@@ -320,10 +326,13 @@ class Training:
         platform: str = "telegram",
         today: Callable[[], dt.date] = dt.date.today,
         clock: Callable[[], float] = time.monotonic,
+        drills: DrillRunner | None = None,
     ):
         self.store = store
         self.library = library
         self.engine = engine
+        self.drills = drills or DrillRunner(store, library, engine)
+        """Festival drills (their clock is the wall clock: drills start at set times)."""
         self.platform = platform
         self.today = today
         self.clock = clock
@@ -347,6 +356,7 @@ class Training:
             platform=platform,
             today=self.today,
             clock=self.clock,
+            drills=self.drills,
         )
         other.live, other.shown_at, other._turns = self.live, self.shown_at, self._turns
         return other
@@ -1530,6 +1540,133 @@ class Training:
                      len(view.disputes)]
                 )  # fmt: skip
         return out.getvalue()
+
+    # drills
+
+    def plan_drill(
+        self,
+        actor: Actor,
+        preset: str,
+        *,
+        teams: Sequence[TeamRow],
+        starts_at: float | None = None,
+        minutes: float | None = None,
+        concurrency: int | None = None,
+        seed: int | None = None,
+        ref: str | None = None,
+    ) -> tuple[DrillRow, Load, list[UserRow]]:
+        """Plan a drill of the trainees of ``teams`` from a preset (its numbers overridable).
+
+        Returns the drill, the load it puts on a channel (see :func:`bot.drill.plan.load`)
+        and the trainees, who are told in their channels.
+        """
+        if not teams:
+            raise Invalid(
+                "no_team", {"zh": "请选择至少一个团队。", "en": "Choose at least one team."}
+            )
+        if not all(actor.mentors(team.id) for team in teams):
+            raise _forbidden()
+        base = self.library.drills.get(preset)
+        if base is None:
+            known = ", ".join(sorted(self.library.drills)) or "—"
+            raise NotFound(
+                "no_preset",
+                {
+                    "zh": f"没有演练预设「{preset}」。可选：{known}",
+                    "en": f"No drill preset '{preset}'. Known: {known}",
+                },
+            )
+        changes = {"minutes": minutes, "concurrency": concurrency}
+        try:
+            plan = DrillPlan.model_validate(
+                base.model_dump(by_alias=True) | {k: v for k, v in changes.items() if v is not None}
+            )
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            raise Invalid(
+                "bad_plan",
+                {
+                    "zh": f"演练设置 {where} 不合法：时长 1–480 分钟，同时接待 1–5 位客户。",
+                    "en": f"The drill's {where} is out of range: 1–480 minutes, 1–5 customers at once.",
+                },
+            ) from None
+        members = list(
+            {u.id: u for t in teams for u in self.store.members(t.id, "trainee")}.values()
+        )
+        now = self.drills.clock()
+        starts = now if starts_at is None else starts_at
+        if starts < now - 60:
+            raise Invalid(
+                "start_past", {"zh": "开始时间已经过去。", "en": "The start time has passed."}
+            )
+        reachable = [u for u in members if notices.addresses(u)]
+        try:
+            with self.store.transaction():
+                drill_id = self.drills.plan(
+                    plan,
+                    members,
+                    starts_at=starts,
+                    seed=secrets.randbelow(2**31) if seed is None else seed,
+                    created_by=actor.id,
+                )
+                values = {
+                    "id": str(drill_id),
+                    "title_zh": plan.title.zh,
+                    "title_en": plan.title.en,
+                    "starts": time.strftime("%Y-%m-%d %H:%M", time.localtime(starts)),
+                    "minutes": f"{plan.minutes:g}",
+                    "concurrency": str(plan.concurrency),
+                }
+                self.store.outbox_add(*notices.owed(reachable, "drill_planned", values, ref))
+        except DrillRefused as refused:
+            raise Invalid(refused.code, refused.message) from None
+        drill = self.store.drill(drill_id)
+        assert drill is not None
+        return drill, load(plan, len(members)), members
+
+    def drill(self, actor: Actor, drill_id: int) -> DrillRow:
+        """A drill the actor takes part in, mentors a trainee of, or any drill for an admin.
+
+        Any other drill is refused as if it did not exist.
+        """
+        drill = self.store.drill(drill_id)
+        if drill is None or not self._sees_drill(actor, drill):
+            raise NotFound(
+                "no_drill", {"zh": f"没有演练 #{drill_id}。", "en": f"No drill #{drill_id}."}
+            )
+        return drill
+
+    def _sees_drill(self, actor: Actor, drill: DrillRow) -> bool:
+        if actor.is_admin or drill.created_by == actor.id:
+            return True
+        users = self.store.drill_users(drill.id)
+        if actor.id in users:
+            return True
+        return any(
+            actor.mentors(team)
+            for user in users
+            for team, role in self.store.memberships(user)
+            if role == "trainee"
+        )
+
+    def drill_report(self, actor: Actor, drill_id: int) -> DrillReport:
+        """The live standings of a drill, or its report once ended."""
+        return standings(self.store, self.drill(actor, drill_id))
+
+    def my_drill(self, actor: Actor) -> DrillRow | None:
+        """The drill the actor takes part in that is running (or the next planned one)."""
+        mine = self.store.drills_of(actor.id, ("running", "planned"))
+        return mine[0] if mine else None
+
+    async def drill_reply(
+        self, actor: Actor, drill_id: int, label: str, text: str, *, ref: str | None = None
+    ) -> TurnResult | None:
+        """The actor's reply to their drill customer ``label``; None if sent before."""
+        drill = self.drill(actor, drill_id)
+        try:
+            return await self.drills.reply(actor.user, drill.id, label, text, ref=ref)
+        except DrillRefused as refused:
+            raise Invalid(refused.code, refused.message) from None
 
 
 def _cost(view: SessionView, reply: int, grade: Grade) -> tuple[EntryView, ...]:

@@ -443,6 +443,7 @@ def m011_drills(db: Database) -> None:
         not_null={"drill_id", "kind", "due_at", "done_at"},
     )
     db.table("sessions").add_column("drill_customer_id", int)
+    db.table("sessions").create_index(["drill_customer_id"], unique=True)  # one per customer
 
 
 def _now() -> str:
@@ -590,6 +591,10 @@ class TurnRow:
 
 class StoreError(Exception):
     """A storage problem worth showing to the user (bad path, locked or corrupt file)."""
+
+
+class StaleDrill(Exception):
+    """A drill customer changed in another process between reading and writing it."""
 
 
 class StoreBusy(Exception):
@@ -1675,6 +1680,23 @@ class Store:
         sql = self._DRILL_SQL + f" WHERE status IN ({marks}) ORDER BY id DESC"
         return [_drill(row) for row in self.db.execute(sql, list(statuses)).fetchall()]
 
+    def drills_of(self, user_id: int, statuses: Sequence[str]) -> list[DrillRow]:
+        """Drills in these states that a trainee takes part in, the soonest first."""
+        marks = ", ".join("?" * len(statuses))
+        sql = (
+            self._DRILL_SQL + f" WHERE status IN ({marks}) AND id IN"
+            " (SELECT drill_id FROM drill_customers WHERE user_id = ?)"
+            " ORDER BY starts_at, id"
+        )
+        return [_drill(row) for row in self.db.execute(sql, [*statuses, user_id]).fetchall()]
+
+    def drill_users(self, drill_id: int) -> set[int]:
+        """The trainees (user ids) taking part in a drill."""
+        rows = self.db.execute(
+            "SELECT DISTINCT user_id FROM drill_customers WHERE drill_id = ?", [drill_id]
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
     def set_drill_status(
         self, drill_id: int, status: str, at: float, *, owed: Sequence[Owed] = ()
     ) -> None:
@@ -1722,6 +1744,14 @@ class Store:
         row = self.db.execute(self._CUSTOMER_SQL + " WHERE c.id = ?", [customer_id]).fetchone()
         return DrillCustomerRow(*row) if row else None
 
+    def drill_loose_ends(self, drill_id: int) -> list[DrillCustomerRow]:
+        """Customers gone or done whose conversation is still open (a crash between)."""
+        sql = (
+            self._CUSTOMER_SQL + " JOIN sessions s ON s.id = c.session_id"
+            " WHERE c.drill_id = ? AND c.status IN ('done', 'abandoned') AND s.status = 'active'"
+        )
+        return [DrillCustomerRow(*row) for row in self.db.execute(sql, [drill_id]).fetchall()]
+
     def drill_session_of(self, customer_id: int) -> str | None:
         """The session opened for a drill customer, even one not yet recorded on it."""
         row = self.db.execute(
@@ -1751,12 +1781,14 @@ class Store:
         event: tuple[str, float, float] | None = None,
         turn: tuple[str, str, dict[str, Any]] | None = None,
         owed: Owed | None = None,
+        expect: DrillCustomerRow | None = None,
     ) -> None:
         """Change a drill customer, with what came of it, in one commit.
 
         ``event`` (kind, due at, done at) is logged; ``turn`` (session, text, customer
         state) is a customer line stored with the state it leaves; ``owed`` what it owes
-        the trainee.
+        the trainee. With ``expect`` (the row as the caller read it) nothing is written if
+        another process changed the customer meanwhile: :class:`StaleDrill` is raised.
         """
         unknown = set(changes) - self._CUSTOMER_FIELDS
         if unknown:
@@ -1766,10 +1798,15 @@ class Store:
         with self._tx() as db:
             if changes:
                 sets = ", ".join(f"{key} = ?" for key in changes)
-                db.execute(
-                    f"UPDATE drill_customers SET {sets} WHERE id = ?",
-                    [*changes.values(), customer_id],
+                guard, params = "", [*changes.values(), customer_id]
+                if expect is not None:
+                    guard = " AND status = ? AND nudged = ? AND waiting_since IS ?"
+                    params += [expect.status, expect.nudged, expect.waiting_since]
+                cursor = db.execute(
+                    f"UPDATE drill_customers SET {sets} WHERE id = ?{guard}", params
                 )
+                if expect is not None and cursor.rowcount == 0:
+                    raise StaleDrill(f"drill customer {customer_id} changed meanwhile")
             if event is not None:
                 db.execute(
                     "INSERT INTO drill_events (drill_id, customer_id, kind, due_at, done_at)"

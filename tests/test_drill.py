@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -317,3 +318,58 @@ def test_the_leaderboard_and_report_rank_judge_and_compare_with_the_last_drill(
     asyncio.run(play(second, T0 + 3600))
     again = standings(store, store.drill(second))  # type: ignore[arg-type]
     assert again.previous is not None and again.previous.arrived == report.team.arrived
+
+
+def test_two_processes_moving_one_drill_never_apply_an_event_twice(
+    library: ScenarioLibrary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner that read the drill just before another process moved it (two servers on
+    one database) writes nothing: no second session, nudge or arrival."""
+    path = tmp_path / "drill.db"
+    first, second = Store.open(path), Store.open(path)
+    clock = Clock()
+    one = DrillRunner(first, library, Engine(first, library), clock=clock)
+    two = DrillRunner(second, library, Engine(second, library), clock=clock)
+    plan = quiet(library, concurrency=2, customers_per_hour=120)
+    drill = one.plan(plan, members(first, 3), starts_at=T0, seed=8)
+
+    async def main() -> None:
+        read = second.drill_customers
+        for seconds in (0, 70, 130, 200):
+            clock.now = T0 + seconds
+            before = read(drill, ("due", "queued", "open"), due_by=clock.now)
+            await one.tick()
+
+            def as_before(
+                drill_id: int,
+                statuses: tuple[str, ...] | None = None,
+                before: list[DrillCustomerRow] = before,
+                **kw: Any,
+            ) -> list[DrillCustomerRow]:
+                stale = statuses == ("due", "queued", "open") and "due_by" in kw
+                return before if stale else read(drill_id, statuses, **kw)
+
+            monkeypatch.setattr(second, "drill_customers", as_before)
+            await two.tick()  # works from what it read before `one` moved the drill on
+            monkeypatch.setattr(second, "drill_customers", read)
+            await two.tick()  # and from fresh rows: nothing is left to do
+
+    asyncio.run(main())
+    events = first.db.execute(
+        "SELECT customer_id, kind, due_at, count(*) FROM drill_events WHERE drill_id = ?"
+        " GROUP BY customer_id, kind, due_at HAVING count(*) > 1",
+        [drill],
+    ).fetchall()
+    assert events == []
+    opened = [c for c in first.drill_customers(drill) if c.session_id is not None]
+    sessions = first.db.execute(
+        "SELECT count(*) FROM sessions WHERE drill_customer_id IS NOT NULL"
+    ).fetchone()[0]
+    assert opened and sessions == len(opened)
+    nudges = sum(c.nudges for c in opened)
+    lines = first.db.execute(
+        "SELECT count(*) FROM turns WHERE meta LIKE '%\"drill\": true%'"
+    ).fetchone()[0]
+    assert nudges > 0 and lines == nudges
+    first.close()
+    second.close()

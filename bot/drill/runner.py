@@ -10,7 +10,9 @@ event owes a Telegram trainee (the customer's line, labelled) is stored with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from bot.drill.plan import DrillPlan, schedule
 from bot.engine import Engine, Session, TurnResult
 from bot.i18n import Lang
 from bot.notices import TELEGRAM
-from bot.storage import DrillCustomerRow, DrillRow, Owed, Store, UserRow
+from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
 from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT, Scorecard
 
@@ -165,6 +167,10 @@ class DrillRunner:
         }
         for row in list(rows.values()):
             rows[row.id] = await self._reconcile(row)
+        for loose in self.store.drill_loose_ends(drill.id):
+            session = await self._session(loose)
+            await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
+            self._sessions.pop(loose.id, None)
         heap: list[_Due] = []
         order = 0
 
@@ -183,7 +189,11 @@ class DrillRunner:
             row = rows[event.customer]
             if _next(plan, row) != (event.kind, event.at):
                 continue  # superseded by an earlier event
-            changed = await self._apply(plan, row, event.kind, event.at, now, rows)
+            try:
+                changed = await self._apply(plan, row, event.kind, event.at, now, rows)
+            except StaleDrill:  # another process moved this drill on: read it again next time
+                self._sessions.clear()
+                return applied
             applied += 1
             for each in changed:
                 rows[each.id] = each
@@ -205,7 +215,7 @@ class DrillRunner:
         event = (kind, at, now)
         if kind == "arrive":
             self.store.update_drill_customer(
-                row.id, {"status": "queued", "waiting_since": at}, event=event
+                row.id, {"status": "queued", "waiting_since": at}, event=event, expect=row
             )
         elif kind == "nudge":
             session = await self._session(row)
@@ -218,12 +228,9 @@ class DrillRunner:
                 event=event,
                 turn=(session.id, text, state),
                 owed=_Postbox(user, row.label, None).owe(session, text),
+                expect=row,
             )
         elif kind == "leave":
-            if row.status == "open":
-                session = await self._session(row)
-                await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
-                self._sessions.pop(row.id, None)
             self.store.update_drill_customer(
                 row.id,
                 {
@@ -233,7 +240,12 @@ class DrillRunner:
                     "waiting_since": None,
                 },
                 event=event,
+                expect=row,
             )
+            if row.status == "open":
+                session = await self._session(row)
+                await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
+                self._sessions.pop(row.id, None)
         changed = [self._row(row.id)]
         return changed + await self._fill(plan, changed[0], at, rows)
 
@@ -258,16 +270,10 @@ class DrillRunner:
         user = self._user(row)
         existing = self.store.drill_session_of(row.id)
         if existing is None:
-            session, _ = await self.engine.start(
-                trainee=row.trainee,
-                scenario=row.scenario_id,
-                lang=_lang(user),
-                difficulty=row.difficulty,  # type: ignore[arg-type]
-                mode=plan.mode,
-                seed=row.seed,
-                postbox=_Postbox(user, row.label, None),
-                drill_customer_id=row.id,
-            )
+            try:
+                session, _ = await self._start(plan, row, user)
+            except sqlite3.IntegrityError:  # another process opened it first
+                raise StaleDrill(f"drill customer {row.id} was opened elsewhere") from None
         else:
             session, _ = await self.engine.resume(existing)
         self._sessions[row.id] = session
@@ -275,8 +281,23 @@ class DrillRunner:
             row.id,
             {"status": "open", "session_id": session.id, "opened_at": at},
             event=("open", at, self.clock()),
+            expect=row,
         )
         return self._row(row.id)
+
+    async def _start(
+        self, plan: DrillPlan, row: DrillCustomerRow, user: UserRow
+    ) -> tuple[Session, str]:
+        return await self.engine.start(
+            trainee=row.trainee,
+            scenario=row.scenario_id,
+            lang=_lang(user),
+            difficulty=row.difficulty,  # type: ignore[arg-type]
+            mode=plan.mode,
+            seed=row.seed,
+            postbox=_Postbox(user, row.label, None),
+            drill_customer_id=row.id,
+        )
 
     async def _finish(self, drill: DrillRow, plan: DrillPlan, now: float) -> int:
         """The drill's time is up: conversations end, the queue goes home, it is over."""
@@ -344,7 +365,8 @@ class DrillRunner:
                 rows = {
                     c.id: c for c in self.store.drill_customers(drill_id, WAITING, user_id=user.id)
                 }
-                await self._fill(plan, self._row(row.id), now, rows)
+                with contextlib.suppress(StaleDrill):  # opened elsewhere: nothing left to do
+                    await self._fill(plan, self._row(row.id), now, rows)
             return result
 
     def _customer(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow:

@@ -191,6 +191,13 @@ TEXTS: dict[str, tuple[str, str]] = {
         "This server cannot send files; team '{team}' as CSV below (copy it into a .csv "
         "file):\n\n{csv}",
     ),
+    "drill_planned": (
+        "🔔 演练 #{id}「{title_zh}」{starts} 开始，持续 {minutes} 分钟，你同时接待 {concurrency} "
+        "位客户。每条客户消息带编号（如 C1）：引用回复那条消息来回答这位客户。/leaderboard 看排名。",
+        "🔔 Drill #{id} '{title_en}' starts {starts} and lasts {minutes} min; you handle "
+        "{concurrency} customers at once. Each customer message carries a label (like C1): "
+        "reply to that message to answer that customer. /leaderboard shows the standings.",
+    ),
     "overridden_trainee": (
         "导师调整了会话 {session} 第 {entry} 项扣分：{old} → {new} 分。理由：{reason}\n"
         "调整后总分 {total}（/history {session} 查看）。",

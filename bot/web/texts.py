@@ -239,6 +239,11 @@ NOTICES: dict[str, dict[Lang, str]] = {
         "zh": "你的申诉 #{id} 已处理：{verdict}。理由：{reason}。调整后总分 {total}。",
         "en": "Your dispute #{id} was ruled: {verdict}. Reason: {reason}. Adjusted total {total}.",
     },
+    "drill_planned": {
+        "zh": "演练 #{id}「{title_zh}」{starts} 开始，持续 {minutes} 分钟，你同时接待 {concurrency} 位客户。",
+        "en": "Drill #{id} '{title_en}' starts {starts} and lasts {minutes} min; you handle "
+        "{concurrency} customers at once.",
+    },
     "overridden_trainee": {
         "zh": "导师调整了会话 {session} 第 {entry} 项扣分：{old} → {new} 分。理由：{reason}。"
         "调整后总分 {total}。",
@@ -272,5 +277,7 @@ def notice(body: dict[str, Any], store: Store, library: ScenarioLibrary) -> tupl
         return "\n".join(lines), "/"
     if "verdict" in values:
         values["verdict"] = words[values["verdict"]]
+    if body["key"] == "drill_planned":
+        return words["drill_planned"].format(**values), f"/drills/{values['id']}"
     link = "/review" if body["key"] == "dispute_new" else f"/practice/{values['session']}"
     return words[body["key"]].format(**values), link
