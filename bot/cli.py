@@ -1178,6 +1178,154 @@ def _service_call(call: Any) -> Any:
 
 
 @cli.group()
+def drill() -> None:
+    """Festival drills: plan one from a preset, watch the board, read the report.
+
+    A drill moves on (customers arrive, nudge, leave) while `trainer serve web` or
+    `trainer serve telegram` runs on the same database.
+    """
+
+
+@drill.command("presets")
+@click.pass_context
+def drill_presets(ctx: click.Context) -> None:
+    """List the drill presets (scenarios/drills/) and what one Telegram bot carries."""
+    from bot.drill.plan import TELEGRAM_BOT_RATE, load
+
+    for plan in _library(ctx).drills.values():
+        surge = (
+            f", x{plan.surge.factor:g} for the first {plan.surge.minutes:g} min"
+            if plan.surge
+            else ""
+        )
+        click.echo(
+            f"{plan.id}: {plan.title.en} - {plan.minutes:g} min, {plan.concurrency} customers at "
+            f"once, {plan.customers_per_hour:g}/h each{surge}; first response "
+            f"{plan.first_response_s:g} s; one Telegram bot ({TELEGRAM_BOT_RATE:g} msg/s) carries "
+            f"~{load(plan, 1).telegram_trainees} trainees"
+        )
+
+
+@drill.command("plan")
+@click.argument("preset")
+@click.option("--team", "team_names", multiple=True, required=True, help="A team (repeatable).")
+@click.option(
+    "--start", default="now", show_default=True, help="'now' or 'YYYY-MM-DD HH:MM' (local time)."
+)
+@click.option("--minutes", type=float, default=None, help="Override the preset's length.")
+@click.option("--concurrency", type=int, default=None, help="Customers at once (1-5).")
+@click.option("--seed", type=int, default=None, help="Same seed, same customers, same times.")
+@click.pass_context
+def drill_plan(
+    ctx: click.Context,
+    preset: str,
+    team_names: tuple[str, ...],
+    start: str,
+    minutes: float | None,
+    concurrency: int | None,
+    seed: int | None,
+) -> None:
+    """Plan a drill of the trainees of the given teams from PRESET; they are told."""
+    service = _service(ctx)
+    starts = None if start == "now" else _local_time(start)
+    teams = [_service_call(lambda name=name: service.team_named(name)) for name in team_names]
+    drill, load, members = _service_call(
+        lambda: service.plan_drill(
+            None,
+            preset,
+            teams=teams,
+            starts_at=starts,
+            minutes=minutes,
+            concurrency=concurrency,
+            seed=seed,
+        )
+    )
+    customers = len(service.store.drill_customers(drill.id))
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(drill.starts_at))
+    click.echo(
+        f"Drill #{drill.id} ({preset}) planned: {len(members)} trainee(s), {customers} "
+        f"customers, starts {when}."
+    )
+    click.echo(
+        f"At its busiest it sends ~{load.messages_per_s:.1f} messages/s "
+        f"({load.per_trainee:.2f} per trainee)."
+    )
+    if not load.fits_telegram(len(members)):
+        click.echo(
+            f"Warning: this drill needs ~{load.messages_per_s:.0f} msg/s; one Telegram bot "
+            f"carries 30 (~{load.telegram_trainees} trainees): run it in the web chat, or "
+            "split it across bots."
+        )
+
+
+def _local_time(text: str) -> float:
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%d %H:%M"))
+    except ValueError:
+        raise click.BadParameter(
+            f"'{text}' is not 'now' or a time like 2026-11-11 00:00", param_hint="--start"
+        ) from None
+
+
+@drill.command("list")
+@click.pass_context
+def drill_list(ctx: click.Context) -> None:
+    """Drills, newest first, with their state."""
+    service = _service(ctx)
+    for row in service.store.drills():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.starts_at))
+        trainees = len(service.store.drill_users(row.id))
+        click.echo(f"#{row.id} {row.preset}: {row.status}, starts {when}, {trainees} trainee(s)")
+
+
+@drill.command("report")
+@click.argument("drill_id", type=int)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as CSV to this file.",
+)
+@click.pass_context
+def drill_report(ctx: click.Context, drill_id: int, csv_path: Path | None) -> None:
+    """The standings of drill DRILL_ID (live while it runs, final once it ended)."""
+    from bot.drill.report import standings, to_csv
+
+    service = _service(ctx)
+    row = service.store.drill(drill_id)
+    if row is None:
+        raise click.ClickException(f"No drill #{drill_id}; `trainer drill list` shows them.")
+    if csv_path is not None:
+        _check_output(csv_path)
+    report = standings(service.store, row)
+    click.echo(f"Drill #{row.id} {report.plan.title.en}: {row.status}")
+    for rank, s in enumerate([*report.trainees, report.team], start=1):
+        name = f"{rank}. {s.name}" if s.user_id is not None else "All"
+        verdict = "" if s.passed is None else (" PASS" if s.passed else " FAIL")
+        click.echo(
+            f"{name}: score {_or_dash(s.score)}, handled {s.handled}/{s.arrived}, abandoned "
+            f"{s.abandoned}, first response {_or_dash(s.first_response_mean_s)} s (p90 "
+            f"{_or_dash(s.first_response_p90_s)}), red lines {s.red_lines}{verdict}"
+        )
+        for reason in s.reasons:
+            click.echo(f"   - {reason['en']}")
+    if report.previous is not None:
+        before = report.previous
+        click.echo(
+            f"Previous drill: score {_or_dash(before.score)}, first response "
+            f"{_or_dash(before.first_response_mean_s)} s, abandoned {before.abandon_rate:.0%}"
+        )
+    if csv_path is not None:
+        csv_path.write_text(to_csv(report), encoding="utf-8")
+        click.echo(f"Wrote {csv_path}")
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+@cli.group()
 def llm() -> None:
     """LLM-played customer, judge and rewriter: check the model servers."""
 

@@ -41,6 +41,7 @@ from bot.storage import (
     AssignmentRow,
     DeviceRow,
     DisputeRow,
+    DrillCustomerRow,
     DrillRow,
     GradeEventRow,
     InviteListing,
@@ -1545,7 +1546,7 @@ class Training:
 
     def plan_drill(
         self,
-        actor: Actor,
+        actor: Actor | None,
         preset: str,
         *,
         teams: Sequence[TeamRow],
@@ -1558,13 +1559,14 @@ class Training:
         """Plan a drill of the trainees of ``teams`` from a preset (its numbers overridable).
 
         Returns the drill, the load it puts on a channel (see :func:`bot.drill.plan.load`)
-        and the trainees, who are told in their channels.
+        and the trainees, who are told in their channels. ``actor`` None is the operator
+        at the command line, who may plan any team's drill.
         """
         if not teams:
             raise Invalid(
                 "no_team", {"zh": "请选择至少一个团队。", "en": "Choose at least one team."}
             )
-        if not all(actor.mentors(team.id) for team in teams):
+        if actor is not None and not all(actor.mentors(team.id) for team in teams):
             raise _forbidden()
         base = self.library.drills.get(preset)
         if base is None:
@@ -1607,7 +1609,7 @@ class Training:
                     members,
                     starts_at=starts,
                     seed=secrets.randbelow(2**31) if seed is None else seed,
-                    created_by=actor.id,
+                    created_by=None if actor is None else actor.id,
                 )
                 values = {
                     "id": str(drill_id),
@@ -1657,6 +1659,19 @@ class Training:
         """The drill the actor takes part in that is running (or the next planned one)."""
         mine = self.store.drills_of(actor.id, ("running", "planned"))
         return mine[0] if mine else None
+
+    def drill_waiting(self, actor: Actor, drill_id: int) -> list[DrillCustomerRow]:
+        """The actor's customers in a drill whose conversation is open, first come first."""
+        return self.store.drill_customers(drill_id, ("open",), user_id=actor.id)
+
+    def drill_to_show(self, actor: Actor, drill_id: int | None) -> DrillRow | None:
+        """The drill ``drill_id``, or the actor's running one, or the latest they may see."""
+        if drill_id is not None:
+            return self.drill(actor, drill_id)
+        mine = self.store.drills_of(actor.id, ("running",))
+        if mine:
+            return mine[0]
+        return next((d for d in self.store.drills() if self._sees_drill(actor, d)), None)
 
     async def drill_reply(
         self, actor: Actor, drill_id: int, label: str, text: str, *, ref: str | None = None

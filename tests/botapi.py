@@ -537,8 +537,12 @@ class FakeBotAPI:
         lang: str = "en",
         first_name: str = "Test",
         username: str | None = None,
+        reply_to: int | None = None,
     ) -> int:
-        """Queue a private-chat text message from ``user_id``; returns its update_id."""
+        """Queue a private-chat text message from ``user_id``; returns its update_id.
+
+        ``reply_to`` is the id of a message in the chat that this one quotes (a reply).
+        """
         sender = self.user(user_id, lang=lang, first_name=first_name, username=username)
         message: dict[str, Any] = {
             "message_id": self._next_message_id(user_id),
@@ -547,6 +551,8 @@ class FakeBotAPI:
             "date": int(time.time()),
             "text": text,
         }
+        if reply_to is not None:
+            message["reply_to_message"] = dict(self.messages[user_id][reply_to])
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0] if text.strip() else text
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": _u16(command)}]

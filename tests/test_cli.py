@@ -371,3 +371,37 @@ def test_admin_invite_prints_the_web_link_too(run) -> None:  # type: ignore[no-u
     code = re.search(r"Invite code \(trainee, 50 use\(s\)\): (\S+)", result.output)
     assert code and f"Web: https://t.example/join/{code.group(1)}" in result.output
     assert "t.me/<your_bot>?start=" in result.output  # the Telegram way still shown
+
+
+def test_a_drill_is_planned_listed_and_reported_from_the_command_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from bot.content import ScenarioLibrary
+    from bot.engine import Engine
+    from bot.service import Training
+    from bot.storage import Store
+
+    assert run("admin", "team", "Alpha").exit_code == 0
+    store = Store.open(tmp_path / "t.db")
+    library = ScenarioLibrary.load()
+    svc = Training(store, library, Engine(store, library))
+    team = svc.team_named("Alpha")
+    for n in range(3):
+        user = svc.register(str(10 + n), name=f"T{n}", lang="zh", chat_id=str(10 + n))
+        svc.join(user, svc.create_invite("trainee", team))
+    store.close()
+    presets = run("drill", "presets")
+    assert presets.exit_code == 0 and "double11-peak" in presets.output
+    assert "carries ~136 trainees" in presets.output
+    planned = run("drill", "plan", "double11-peak", "--team", "Alpha", "--seed", "4")
+    assert planned.exit_code == 0, planned.output
+    assert "Drill #1 (double11-peak) planned: 3 trainee(s)" in planned.output
+    assert "Warning" not in planned.output  # three trainees fit one bot
+    bad = run("drill", "plan", "double11-peak", "--team", "Alpha", "--start", "soon")
+    assert bad.exit_code == 2 and "--start" in bad.output and "Traceback" not in bad.output
+    listed = run("drill", "list")
+    assert "#1 double11-peak: planned" in listed.output and "3 trainee(s)" in listed.output
+    out = tmp_path / "drill.csv"
+    report = run("drill", "report", "1", "--csv", str(out))
+    assert report.exit_code == 0, report.output
+    assert out.read_text(encoding="utf-8").splitlines()[0].startswith("trainee,arrived")
+    missing = run("drill", "report", "7")
+    assert missing.exit_code == 1 and "No drill #7" in missing.output

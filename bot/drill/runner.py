@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,9 @@ from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, Use
 from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT, Scorecard
 
+log = logging.getLogger(__name__)
+CLOCK_S = 1.0
+"""How often a server moves its drills on."""
 WAITING = ("queued", "open")
 """States of a customer who has arrived and not gone."""
 
@@ -443,3 +447,21 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
 
 def _lang(user: UserRow) -> Lang:
     return "en" if user.lang == "en" else "zh"
+
+
+async def run_clock(
+    runner: DrillRunner, every: float = CLOCK_S, after: Callable[[], None] | None = None
+) -> None:
+    """Move every started drill on every ``every`` seconds until cancelled.
+
+    ``after`` is called whenever something happened (a channel then delivers what the
+    events owe). A failure is logged and the clock goes on: one broken drill never stops
+    the server.
+    """
+    while True:
+        try:
+            if await runner.tick() and after is not None:
+                after()
+        except Exception:
+            log.exception("moving the drills on failed; trying again in %g s", every)
+        await asyncio.sleep(every)

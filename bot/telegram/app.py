@@ -52,6 +52,7 @@ from bot import notices
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
 from bot.disksync import DiskSync, checkpoints
+from bot.drill.runner import run_clock
 from bot.engine import Engine
 from bot.i18n import Lang
 from bot.llm.roles import Assistants
@@ -401,6 +402,7 @@ class TelegramApp:
         self._retry_delay = self.RETRY_FIRST_S
         self._sweeper: asyncio.Task[None] | None = None
         self._checkpoints: asyncio.Task[None] | None = None
+        self._drills: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -428,6 +430,8 @@ class TelegramApp:
         self._sweep()  # what a crash left owed goes out before anything new
         self._sweeper = asyncio.create_task(self._sweep_every(self.SWEEP_S))
         self._checkpoints = asyncio.create_task(checkpoints(self.store.checkpoint))
+        if not worker:  # one clock per bot: the front of a pool, or the only process
+            self._drills = asyncio.create_task(run_clock(self.svc.drills, after=self._sweep))
         if worker:
             return
         pending = self.store.inbox_resume(self.bot.id, MAX_STARTS)
@@ -485,7 +489,7 @@ class TelegramApp:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        for background in (self._sweeper, self._checkpoints):
+        for background in (self._sweeper, self._checkpoints, self._drills):
             if background is not None:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
@@ -907,6 +911,7 @@ _COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("me", "我的成绩与推荐"),
         ("lang", "切换语言"),
         ("web", "在网页版登录同一账号"),
+        ("leaderboard", "演练排行榜"),
         ("help", "全部命令"),
     ],
     "en": [
@@ -917,6 +922,7 @@ _COMMANDS: dict[str, list[tuple[str, str]]] = {
         ("me", "My results and what to practise next"),
         ("lang", "Switch language"),
         ("web", "Sign in to the web app as this account"),
+        ("leaderboard", "A drill's standings"),
         ("help", "All commands"),
     ],
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot import words
 from bot.content import ScenarioLibrary
+from bot.drill.report import DrillReport
 from bot.i18n import Lang
 from bot.service import PracticeChoice, Profile, SessionView, TeamReport
 from bot.storage import AssignmentRow, Store, TurnRow
@@ -39,12 +40,35 @@ TEXTS: dict[str, tuple[str, str]] = {
     "help_trainee": (
         "学员命令：\n/practice 选择场景开始练习\n/end 结束当前会话\n/hint 参考回复（教练模式）\n"
         "/history [会话号] 最近的会话；带会话号重看成绩单并申诉\n/me 我的成绩与推荐\n/lang 切换语言（zh / en）\n"
-        "/web 在网页版登录同一账号\n/link 链接码 关联网页版账号",
+        "/web 在网页版登录同一账号\n/link 链接码 关联网页版账号\n/leaderboard [演练号] 演练排行榜",
         "Trainee commands:\n/practice choose a scenario and start\n/end finish the session\n"
         "/hint model reply (coach mode)\n/history [SESSION] recent sessions; with an id, "
         "that scorecard again with its Dispute buttons\n/me my results and what "
         "to practise next\n/lang switch language (zh / en)\n/web sign in to the web app as "
-        "this account\n/link CODE link this chat to your web account",
+        "this account\n/link CODE link this chat to your web account\n/leaderboard [DRILL] "
+        "a drill's standings",
+    ),
+    "drill_which": (
+        "有 {count} 位客户在等你：{labels}。请引用回复那位客户的消息来作答（不会替你猜）。",
+        "{count} customers are waiting for you: {labels}. Reply to that customer's message to "
+        "answer them (the bot never guesses).",
+    ),
+    "drill_nobody": (
+        "现在没有客户在等你回复；新客户到来时会收到消息。",
+        "No customer is waiting for your reply right now; new ones arrive as messages.",
+    ),
+    "no_drill": (
+        "你没有可查看的演练。",
+        "There is no drill for you to look at.",
+    ),
+    "board_head": (
+        "🏁 演练 #{id}「{title}」（{status}）\n名次 · 姓名 · 平均分 · 已接待/到达 · 流失 · 首响均值",
+        "🏁 Drill #{id} '{title}' ({status})\nrank · name · score · handled/arrived · abandoned · "
+        "first response",
+    ),
+    "board_row": (
+        "{rank}. {name} · {score} · {handled}/{arrived} · {abandoned} · {first} 秒",
+        "{rank}. {name} · {score} · {handled}/{arrived} · {abandoned} · {first} s",
     ),
     "web_code": (
         "在网页版的登录页（/link）输入这个链接码，即可用同一账号登录（{minutes} 分钟内有效，只能用一次）：\n{code}",
@@ -387,6 +411,36 @@ def notice(body: dict[str, Any], store: Store, library: ScenarioLibrary) -> str:
     if "verdict" in values:
         values["verdict"] = t(values["verdict"], lang)
     return t(body["key"], lang, **values)
+
+
+def leaderboard(report: DrillReport, lang: Lang) -> str:
+    """A drill's standings as one message."""
+    status = {"planned": ("未开始", "planned"), "running": ("进行中", "running"),
+              "ended": ("已结束", "ended")}[report.drill.status]  # fmt: skip
+    lines = [
+        t(
+            "board_head",
+            lang,
+            id=report.drill.id,
+            title=report.plan.title.get(lang),
+            status=status[0 if lang == "zh" else 1],
+        )
+    ]
+    for rank, s in enumerate(report.trainees, start=1):
+        lines.append(
+            t(
+                "board_row",
+                lang,
+                rank=rank,
+                name=s.name,
+                score="—" if s.score is None else f"{s.score:.1f}",
+                handled=s.handled,
+                arrived=s.arrived,
+                abandoned=s.abandoned,
+                first="—" if s.first_response_mean_s is None else f"{s.first_response_mean_s:.0f}",
+            )
+        )
+    return "\n".join(lines)
 
 
 def assignment_note(assignment: AssignmentRow, title: str, lang: Lang) -> str:

@@ -38,6 +38,7 @@ from aiohttp import WSMsgType, web
 from bot import notices
 from bot.charts import scorecard_chart
 from bot.disksync import DiskSync, checkpoints
+from bot.drill.runner import run_clock
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
@@ -952,6 +953,7 @@ async def serve(
     svc.store.sync_at_inbox()
     svc.store.checkpoint_aside()  # nor for copying the WAL into the database file
     checkpointing = asyncio.create_task(checkpoints(svc.store.checkpoint))
+    drilling = asyncio.create_task(run_clock(svc.drills))  # customers arrive on time
     app = WebApp(svc, base_url=base_url).app
     if alongside is not None:
         app.add_routes(alongside.routes())
@@ -974,5 +976,6 @@ async def serve(
         if alongside is not None:
             await alongside.stop()
         await runner.cleanup()
-        checkpointing.cancel()
-        await asyncio.gather(checkpointing, return_exceptions=True)
+        for task in (checkpointing, drilling):
+            task.cancel()
+        await asyncio.gather(checkpointing, drilling, return_exceptions=True)

@@ -6,6 +6,7 @@ one trainee reply costs one bot message.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from aiogram import Router
@@ -28,6 +29,40 @@ if TYPE_CHECKING:
     from bot.telegram.app import TelegramApp
 
 MAX_CHOICES = 24
+
+
+LABEL = re.compile(r"^【(C\d+) · ")
+"""The label a drill customer's message starts with (see bot.drill.runner)."""
+
+
+async def _drill_reply(
+    message: Message, update: Update, actor: Actor, app: TelegramApp, drill_id: int
+) -> None:
+    """A reply in a running drill goes to the customer whose message it quotes.
+
+    Without a quote it goes to the one customer waiting; with several waiting the trainee
+    is asked to quote, never guessed for.
+    """
+    chat, lang = message.chat.id, actor.lang
+    quoted = message.reply_to_message.text if message.reply_to_message else None
+    found = LABEL.match(quoted or "")
+    if found is not None:
+        label = found.group(1)
+    else:
+        waiting = app.svc.drill_waiting(actor, drill_id)
+        if len(waiting) != 1:
+            labels = "、".join(w.label for w in waiting)
+            key = "drill_which" if waiting else "drill_nobody"
+            await app.send(chat, t(key, lang, count=len(waiting), labels=labels))
+            return
+        label = waiting[0].label
+    try:
+        async with app.typing(chat):
+            await app.svc.drill_reply(
+                actor, drill_id, label, message.text or "", ref=str(update.update_id)
+            )
+    except (ReplyRejected, Invalid) as refused:
+        await app.send(chat, refused.message[lang])
 
 
 def _button(text: str, data: PracticeCb) -> list[InlineKeyboardButton]:
@@ -162,6 +197,17 @@ def router() -> Router:
         else:
             await app.send(message.chat.id, t("hint", actor.lang, text=session.hint()[actor.lang]))
 
+    @r.message(Cmd("leaderboard"))
+    async def leaderboard(message: Message, actor: Actor, app: TelegramApp) -> None:
+        arg = (message.text or "").split(maxsplit=1)[1:]
+        drill = app.svc.drill_to_show(actor, int(arg[0]) if arg and arg[0].isdigit() else None)
+        if drill is None:
+            await app.send(message.chat.id, t("no_drill", actor.lang))
+            return
+        await app.send(
+            message.chat.id, texts.leaderboard(app.svc.drill_report(actor, drill.id), actor.lang)
+        )
+
     @r.message(IsCommand())
     async def unknown(message: Message, actor: Actor, app: TelegramApp) -> None:
         await app.send(message.chat.id, t("unknown_command", actor.lang))
@@ -176,6 +222,10 @@ def router() -> Router:
     ) -> None:
         lang = actor.lang
         chat_id = message.chat.id
+        drill = app.svc.my_drill(actor)
+        if drill is not None and drill.status == "running":
+            await _drill_reply(message, event_update, actor, app, drill.id)
+            return
         postbox = app.postbox(chat_id, actor, event_update.update_id)
         session, _ = await app.svc.session_for(actor, postbox)
         if session is None:

@@ -1,0 +1,81 @@
+"""A drill in Telegram: labelled customers, answers by quoting, never a guess, the board.
+
+The real bot (aiogram, HTTP) against the fake Bot API; the drill's clock is a fake one the
+test moves, so arrivals and departures come exactly when the test says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from tgharness import BotHarness
+
+from bot.storage import Store
+from tests.test_drill import GOOD, T0, Clock
+
+LABELLED = re.compile(r"^【(C\d+) · ")
+
+
+def _customer_messages(h: BotHarness, chat: int) -> dict[str, int]:
+    """The message id of each drill customer's latest message in a chat, by label."""
+    found: dict[str, int] = {}
+    for message_id, message in sorted(h.api.messages.get(chat, {}).items()):
+        label = LABELLED.match(message.get("text") or "")
+        if label and message.get("from", {}).get("id") == h.api.bot_user["id"]:
+            found[label.group(1)] = message_id
+    return found
+
+
+def test_a_telegram_drill_labels_customers_routes_quoted_replies_and_shows_the_board(
+    store: Store,
+) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            svc = h.app.svc
+            clock = Clock()
+            svc.drills.clock = clock
+            code = svc.create_invite("admin", None)
+            await h.say(1, f"/start {code}")
+            await h.say(1, "/newteam Alpha")
+            admin = svc.actor(svc.store.user_by_external("telegram", "1").id)  # type: ignore[union-attr]
+            team = svc.team_named("Alpha")
+            for chat in (3, 4):
+                invite = svc.create_invite("trainee", team, admin)
+                await h.say(chat, f"/start {invite}", lang="zh")
+            plan = svc.library.drills["618-warmup"]
+            drill, _, members = svc.plan_drill(admin, plan.id, teams=[team], seed=3)
+            assert len(members) == 2
+            h.app._sweep()  # what the bot's sweeper does within seconds
+            await h.idle()
+            told = h.api.texts(3)[-1]
+            assert f"演练 #{drill.id}" in told and "引用回复" in told
+            await svc.drills.tick()  # the first customer of each trainee arrives at T0
+            clock.now = T0 + 3  # and the second two seconds later
+            await svc.drills.tick()
+            h.app._sweep()
+            await h.idle()
+            customers = _customer_messages(h, 3)
+            assert set(customers) == {"C1", "C2"}  # a labelled message from each
+
+            unsure = await h.say(3, GOOD, lang="zh")  # two are waiting: which one?
+            assert len(unsure) == 1 and "C1、C2" in unsure[0] and "引用回复" in unsure[0]
+            assert all(c.first_reply_at is None for c in svc.store.drill_customers(drill.id))
+
+            clock.now = T0 + 20
+            answered = await h.say(3, GOOD, lang="zh", reply_to=customers["C2"])
+            assert answered and answered[-1].startswith("【C2 · ")  # C2 answers, labelled
+            mine = {c.label: c for c in svc.store.drill_customers(drill.id, user_id=members[0].id)}
+            assert mine["C2"].first_reply_at == T0 + 20 and mine["C1"].first_reply_at is None
+
+            board = await h.say(4, "/leaderboard", lang="zh")
+            assert f"演练 #{drill.id}" in board[0] and "进行中" in board[0]
+
+            clock.now = T0 + plan.patience("easy") + plan.patience("normal")  # C1 gave up
+            await svc.drills.tick()
+            h.app._sweep()
+            await h.idle()
+            gone = await h.say(3, GOOD, lang="zh", reply_to=customers["C1"])
+            assert gone == ["客户 C1 已经离开了。"]
+
+    asyncio.run(run())
