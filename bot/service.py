@@ -1678,6 +1678,8 @@ class Training:
     ) -> TurnResult | None:
         """The actor's reply to their drill customer ``label``; None if sent before."""
         drill = self.drill(actor, drill_id)
+        if actor.id not in self.store.drill_users(drill.id):
+            raise _forbidden()  # a mentor watches a drill; only its trainees answer
         try:
             return await self.drills.reply(actor.user, drill.id, label, text, ref=ref)
         except DrillRefused as refused:

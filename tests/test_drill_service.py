@@ -82,6 +82,8 @@ def test_a_trainee_answers_their_drill_customer_through_the_service(world: World
             await svc.drill_reply(world.a1, drill.id, "C9", GOOD)
         with pytest.raises(NotFound):
             await svc.drill_reply(world.b1, drill.id, "C1", GOOD)
+        with pytest.raises(Forbidden):  # the mentor watches; only trainees answer
+            await svc.drill_reply(world.mentor_a, drill.id, "C1", GOOD)
 
     asyncio.run(main())
     report = svc.drill_report(world.mentor_a, drill.id)

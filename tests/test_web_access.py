@@ -43,6 +43,11 @@ class Action:
 
 def _actions(ids: dict[str, str]) -> list[Action]:
     s1, s2, alpha, beta, turn = ids["s1"], ids["s2"], ids["alpha"], ids["beta"], ids["turn"]
+    drill, other_drill = ids["drill"], ids["other_drill"]
+
+    def drill_replies(svc: Training) -> object:
+        rows = svc.store.drill_customers(int(drill))
+        return [len(svc.store.turns(c.session_id)) for c in rows if c.session_id]
 
     def turns(svc: Training) -> object:
         return [(t.role, t.text, t.meta.get("hint")) for t in svc.store.turns(s2)]
@@ -116,6 +121,30 @@ def _actions(ids: dict[str, str]) -> list[Action]:
             {"name": "Gamma"},
             lambda svc: len(svc.store.teams()),
         ),
+        Action("drill board", "GET", f"/drills/{drill}", READERS | {"a2"}),
+        Action("drill CSV", "GET", f"/drills/{drill}/report.csv", READERS | {"a2"}),
+        Action("drill workspace", "GET", f"/drills/{drill}/desk", {"a1", "a2"}),
+        Action("drill workspace data", "GET", f"/drills/{drill}/desk.json", {"a1", "a2"}),
+        Action(
+            "drill reply",
+            "POST",
+            f"/drills/{drill}/reply",
+            {"a1", "a2"},
+            {"label": "C1", "text": "您好，让您久等了", "ref": "dr"},
+            drill_replies,
+        ),
+        Action(
+            "another team's drill", "GET", f"/drills/{other_drill}", {"b1", "mentor_b", "admin"}
+        ),
+        Action("a drill that does not exist", "GET", "/drills/999", set()),
+        Action(
+            "plan a drill",
+            "POST",
+            f"/team/{alpha}/drill",
+            MANAGERS,
+            {"preset": "618-warmup"},
+            lambda svc: len(svc.store.drills()),
+        ),
         Action("end", "POST", f"/practice/{s2}/end", {"a1"}, {}, status),  # last: it ends s2
     ]
 
@@ -159,7 +188,10 @@ async def _check(svc: Training, visitors: dict[str, Browser]) -> None:
     await a1.get("/")
     s2 = (await a1.start()).rsplit("/", 1)[1]
     turn = next(t.idx for t in svc.store.turns(s1) if t.role == "trainee")
-    ids = {"s1": s1, "s2": s2, "alpha": str(alpha.id), "beta": str(beta.id), "turn": str(turn)}
+    drill, _, _ = svc.plan_drill(None, "618-warmup", teams=[alpha])
+    other_drill, _, _ = svc.plan_drill(None, "618-warmup", teams=[beta])
+    ids = {"s1": s1, "s2": s2, "alpha": str(alpha.id), "beta": str(beta.id), "turn": str(turn),
+           "drill": str(drill.id), "other_drill": str(other_drill.id)}  # fmt: skip
     leaks = []
     for action in _actions(ids):
         # Refused roles first (they must change nothing), then the allowed ones.

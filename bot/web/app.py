@@ -38,6 +38,8 @@ from aiohttp import WSMsgType, web
 from bot import notices
 from bot.charts import scorecard_chart
 from bot.disksync import DiskSync, checkpoints
+from bot.drill.plan import load
+from bot.drill.report import to_csv as drill_csv
 from bot.drill.runner import run_clock
 from bot.engine import ReplyRejected, Session
 from bot.i18n import Lang
@@ -53,7 +55,7 @@ from bot.service import (
     Training,
     token_digest,
 )
-from bot.storage import DeviceRow, SessionRow, TeamRow, TurnRow
+from bot.storage import DeviceRow, DrillCustomerRow, SessionRow, TeamRow, TurnRow
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
 from graders._base import Bilingual
@@ -131,6 +133,12 @@ class WebApp:
                 web.get("/team/{team}", self.team_page),
                 web.get("/team/{team}/sessions.csv", self.team_csv),
                 web.post("/team/{team}/assign", self.assign),
+                web.post("/team/{team}/drill", self.plan_drill),
+                web.get("/drills/{drill}", self.drill_board),
+                web.get("/drills/{drill}/report.csv", self.drill_csv),
+                web.get("/drills/{drill}/desk", self.drill_desk),
+                web.get("/drills/{drill}/desk.json", self.drill_desk_json),
+                web.post("/drills/{drill}/reply", self.drill_reply),
                 web.post("/lang", self.switch_lang),
                 web.static("/static", HERE / "static"),
             ]
@@ -352,6 +360,7 @@ class WebApp:
             choices=self.svc.practice_choices(actor),
             history=self.svc.history(actor, limit=5),
             notices=self._notices(actor),
+            drill=self.svc.my_drill(actor),
         )
 
     def _notices(self, actor: Actor) -> list[tuple[str, str]]:
@@ -819,7 +828,146 @@ class WebApp:
             scenarios=[(sid, self.svc.library.scenarios[sid]) for sid in self.svc.library.ids()],
             assigned=int(assigned) if assigned.isdigit() else None,
             today=self.svc.today().isoformat(),
+            presets=list(self.svc.library.drills.values()),
+            drills=[d for d in self.svc.store.drills() if self.svc._sees_drill(actor, d)][:5],
         )
+
+    # ------------------------------------------------------------------ drills
+
+    async def plan_drill(self, request: web.Request) -> web.StreamResponse:
+        """Plan a drill of the team from a preset; its board shows the load it brings."""
+        actor, team = self._team(request)
+        form = await self._form(request)
+        starts = None
+        if form.get("start"):
+            try:
+                starts = time.mktime(time.strptime(form["start"], "%Y-%m-%dT%H:%M"))
+            except ValueError:
+                raise self._refusal(request, "bad_form", 400) from None
+        drill, _, _ = self.svc.plan_drill(
+            actor,
+            form.get("preset", ""),
+            teams=[team],
+            starts_at=starts,
+            minutes=_number(form.get("minutes")),
+            concurrency=int(form["concurrency"]) if form.get("concurrency", "").isdigit() else None,
+        )
+        raise web.HTTPSeeOther(f"/drills/{drill.id}")
+
+    def _drill(self, request: web.Request) -> tuple[Actor, int]:
+        actor = self._signed_in(request)
+        number = request.match_info["drill"]
+        drill = self.svc.drill(actor, int(number) if number.isdigit() else 0)  # or NotFound
+        return actor, drill.id
+
+    async def drill_board(self, request: web.Request) -> web.Response:
+        """The live leaderboard (a page for a projector) and, once ended, the report."""
+        actor, drill_id = self._drill(request)
+        report = self.svc.drill_report(actor, drill_id)
+        members = self.svc.store.drill_users(drill_id)
+        return self._render(
+            "drill.html.j2",
+            lang=actor.lang,
+            report=report,
+            load=load(report.plan, len(members)),
+            trainees=len(members),
+            mine=actor.id in members,
+            starts=time.strftime("%Y-%m-%d %H:%M", time.localtime(report.drill.starts_at)),
+        )
+
+    async def drill_csv(self, request: web.Request) -> web.Response:
+        """The drill's report as CSV."""
+        actor, drill_id = self._drill(request)
+        body = drill_csv(self.svc.drill_report(actor, drill_id))
+        name = f"drill-{drill_id}.csv"
+        return web.Response(
+            text=body,
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    def _desk(self, request: web.Request) -> tuple[Actor, int, dict[str, Any]]:
+        """The trainee's workspace in a drill: their customers and one conversation."""
+        actor, drill_id = self._drill(request)
+        if actor.id not in self.svc.store.drill_users(drill_id):
+            raise self._refusal(request, "forbidden", 403)
+        drill = self.svc.store.drill(drill_id)
+        assert drill is not None
+        now = self.svc.drills.clock()
+        rows = self.svc.store.drill_customers(drill_id, user_id=actor.id)
+        open_rows = [r for r in rows if r.status == "open"]
+        asked = request.query.get("c", "")
+        chosen = next((r for r in open_rows if r.label == asked), None)
+        if chosen is None and open_rows:
+            chosen = min(open_rows, key=lambda r: r.waiting_since or now)
+        queue = []
+        for row in open_rows:
+            turns = self.svc.store.turns(row.session_id) if row.session_id else []
+            after = max((t.idx for t in turns if t.role == "trainee"), default=-1)
+            unread = sum(1 for t in turns if t.role == "customer" and t.idx > after)
+            waited = None if row.waiting_since is None else max(0, int(now - row.waiting_since))
+            queue.append((row, self._customer_name(row, actor.lang), unread, waited))
+        chat = []
+        if chosen is not None and chosen.session_id:
+            chat = [t for t in self.svc.store.turns(chosen.session_id) if t.role != "system"]
+        values = {
+            "lang": actor.lang,
+            "drill": drill,
+            "queue": queue,
+            "queued": sum(1 for r in rows if r.status == "queued"),
+            "chosen": chosen,
+            "chat": chat,
+            "who": self._customer_name(chosen, actor.lang) if chosen else "",
+            "left": max(0, int(drill.ends_at - now)),
+        }
+        return actor, drill_id, values
+
+    def _customer_name(self, row: DrillCustomerRow, lang: Lang) -> str:
+        scenario = self.svc.library.scenarios.get(row.scenario_id)
+        return scenario.scenario.customer.persona.name.get(lang) if scenario else row.label
+
+    async def drill_desk(self, request: web.Request) -> web.Response:
+        """Several customers at once: the queue with unread counts and waits, one chat."""
+        _, _, values = self._desk(request)
+        return self._render(
+            "desk.html.j2", csrf=self._csrf(request), ref=secrets.token_urlsafe(12), **values
+        )
+
+    async def drill_desk_json(self, request: web.Request) -> web.Response:
+        """What the workspace script refreshes: the queue and the open conversation."""
+        _, _, values = self._desk(request)
+        chosen = values["chosen"]
+        return web.json_response(
+            {
+                "queue": self.pages.get_template("desk_queue.html.j2").render(**values),
+                "chat": self.pages.get_template("desk_chat.html.j2").render(**values),
+                "label": chosen.label if chosen else "",
+                "left": values["left"],
+                "running": values["drill"].status == "running",
+            }
+        )
+
+    async def drill_reply(self, request: web.Request) -> web.StreamResponse:
+        """A reply to one drill customer; the script gets JSON, a plain form the desk again."""
+        actor, drill_id = self._drill(request)
+        form = await self._form(request)
+        label = form.get("label", "")
+        ref = "web:" + (form.get("ref") or secrets.token_urlsafe(12))[:40]
+        scripted = request.headers.get("Accept", "").startswith("application/json")
+        try:
+            await self.svc.drill_reply(actor, drill_id, label, form.get("text", ""), ref=ref)
+        except ReplyRejected as rejected:
+            if scripted:
+                return web.json_response({"error": rejected.message[actor.lang]}, status=400)
+            return self._message(request, rejected.message[actor.lang], 400)
+        except ServiceError as refused:
+            if scripted and not isinstance(refused, Forbidden | NotFound):
+                return web.json_response({"error": refused.message[actor.lang]}, status=400)
+            raise
+        await self.disk.wait()
+        if scripted:
+            return web.json_response({"ok": True})
+        raise web.HTTPSeeOther(f"/drills/{drill_id}/desk?c={label}")
 
     async def assign(self, request: web.Request) -> web.StreamResponse:
         """Assign scenarios to the team or one of its trainees; they are told in their channel."""
@@ -979,3 +1127,11 @@ async def serve(
         for task in (checkpointing, drilling):
             task.cancel()
         await asyncio.gather(checkpointing, drilling, return_exceptions=True)
+
+
+def _number(text: str | None) -> float | None:
+    """A number typed in a form, or None when the field is empty or not a number."""
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

@@ -1,0 +1,150 @@
+"""Drills on the web: planned from the team page, the workspace, the board, the report.
+
+Over real HTTP on 127.0.0.1 with aiohttp's client, and in Chromium (Playwright) for the
+workspace's script: several customers at once, a reply sent without reloading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp.test_utils import TestServer
+from playwright.async_api import async_playwright
+
+from bot.content import ScenarioLibrary
+from bot.drill.runner import DrillRunner
+from bot.engine import Engine
+from bot.service import Training
+from bot.storage import Store
+from bot.web.app import WebApp
+from tests.test_drill import GOOD, T0, Clock
+from tests.test_web import XSS, Browser, mentor, signed_in
+from tests.test_web_browser import CHROMIUM, DESKTOP, PHONE, fits, join
+
+World = tuple[Training, Clock, TestServer]
+
+
+def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> None:
+    async def main() -> None:
+        store = Store.open(None)
+        svc = Training(store, library, Engine(store, library), platform="web")
+        clock = Clock()
+        svc.drills = DrillRunner(store, library, svc.engine, clock=clock)
+        server = TestServer(WebApp(svc).app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            await check((svc, clock, server))
+        finally:
+            await server.close()
+            store.close()
+
+    asyncio.run(main())
+
+
+def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, clock, server = world
+        alice = await signed_in(svc, Browser(server), "Alice", lang="en")
+        bob = await signed_in(svc, Browser(server), "Bob", lang="en")
+        team = svc.store.team_by_name("Alpha")
+        boss = await mentor(svc, Browser(server), team, "Meg")
+        outsider = await mentor(svc, Browser(server), svc.create_team("Beta"), "Max")
+        try:
+            await boss.get(f"/team/{team.id}")  # type: ignore[union-attr]
+            form = {"csrf": boss.field("csrf"), "preset": "double11-peak", "concurrency": "2"}
+            planned = await boss.post(f"/team/{team.id}/drill", form)  # type: ignore[union-attr]
+            assert planned.status == 200 and planned.url.path == "/drills/1"
+            assert "Leaderboard" in boss.page and "messages/s" in boss.page  # its load
+            await svc.drills.tick()
+            clock.now = T0 + 3
+            await svc.drills.tick()
+            await alice.get("/")
+            assert "Drill #1" in alice.page and 'href="/drills/1/desk"' in alice.page
+            desk = await alice.get("/drills/1/desk")
+            assert desk.status == 200
+            assert re.findall(r'href="\?c=(C\d)"', alice.page) == ["C1", "C2"]
+            clock.now = T0 + 10
+            await alice.post(
+                "/drills/1/reply",
+                {"csrf": alice.field("csrf"), "ref": "r1", "label": "C2", "text": XSS},
+            )
+            assert alice.page.count('class="msg trainee"') == 1  # back on the desk, at C2
+            assert "&lt;script&gt;" in alice.page and "<script>alert" not in alice.page
+            again = await alice.post(
+                "/drills/1/reply",
+                {"csrf": alice.field("csrf"), "ref": "r1", "label": "C2", "text": XSS},
+            )
+            assert again.status == 200 and alice.page.count('class="msg trainee"') == 1  # once
+            team_members = svc.store.members(team.id, "trainee")  # type: ignore[union-attr]
+            alice_id = next(u.id for u in team_members if u.name == "Alice")
+            mine = {c.label: c for c in svc.store.drill_customers(1, user_id=alice_id)}
+            row = mine["C2"]
+            assert row.first_reply_at == T0 + 10
+            async with alice.http.get(
+                alice.url("/drills/1/desk.json?c=C2"), headers={"Accept": "application/json"}
+            ) as answer:
+                data = await answer.json()
+            assert data["label"] == "C2" and data["running"] and "C1" in data["queue"]
+            gone = await alice.post(
+                "/drills/1/reply",
+                {"csrf": alice.field("csrf"), "ref": "r2", "label": "C7", "text": GOOD},
+            )
+            assert gone.status == 400 and "No customer C7" in alice.page
+            assert (await boss.get("/drills/1/desk")).status == 403  # a mentor has no desk
+            assert (await outsider.get("/drills/1")).status == 404  # another team's drill
+            board = await bob.get("/drills/1")
+            assert board.status == 200 and "Alice" in bob.page
+            clock.now = T0 + 31 * 60  # the drill is over
+            await svc.drills.tick()
+            await boss.get("/drills/1")
+            assert "Drill report" in boss.page and "NOT PASSED" in boss.page
+            async with boss.http.get(boss.url("/drills/1/report.csv")) as csv:
+                assert csv.status == 200 and (await csv.text()).startswith("trainee,arrived")
+        finally:
+            for visitor in (alice, bob, boss, outsider):
+                await visitor.http.close()
+
+    run(check, library)
+
+
+def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reloading(
+    library: ScenarioLibrary,
+) -> None:
+    async def check(world: World) -> None:
+        svc, clock, server = world
+        team = svc.create_team("Alpha")
+        invite = str(server.make_url(f"/join/{svc.create_invite('trainee', team)}"))
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--no-sandbox"]
+            )
+            try:
+                page = await browser.new_page(viewport=DESKTOP, locale="zh-CN")
+                await join(page, invite, "王小明")
+                svc.plan_drill(None, "double11-peak", teams=[team], seed=5)
+                await svc.drills.tick()
+                clock.now = T0 + 5
+                await svc.drills.tick()
+                await page.goto(str(server.make_url("/drills/1/desk")))
+                assert await page.locator(".queue li").count() == 3
+                marker = await page.evaluate("window.kept = 1")
+                assert marker == 1
+                await page.fill("textarea[name=text]", GOOD)
+                await page.press("textarea[name=text]", "Enter")
+                await page.locator(".chat .msg.trainee").wait_for()
+                await page.locator(".chat .msg.customer").nth(1).wait_for()  # answered
+                assert await page.evaluate("window.kept") == 1  # the page never reloaded
+                await fits(page, "drill-desk-desktop")
+                await page.set_viewport_size(PHONE)
+                await fits(page, "drill-desk-phone")
+                await page.goto(str(server.make_url("/drills/1")))
+                await page.locator("text=王小明").first.wait_for()
+                await fits(page, "drill-board-phone")
+            finally:
+                await browser.close()
+
+    run(check, library)
