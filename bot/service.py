@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from bot import notices
 from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, Load, load
-from bot.drill.report import DrillReport, standings
+from bot.drill.report import DrillReport, Standing, follow_up, standings
 from bot.drill.runner import DrillRefused, DrillRunner
 from bot.engine import MODES, Engine, Postbox, Session, TurnResult
 from bot.i18n import Lang
@@ -1358,7 +1358,7 @@ class Training:
         scenario_ids: Sequence[str],
         *,
         team: TeamRow | None = None,
-        trainee: str | None = None,
+        trainee: str | UserRow | None = None,
         due: dt.date | None = None,
         pass_mark: float = DEFAULT_PASS_MARK,
         attempts: int | None = None,
@@ -1440,9 +1440,10 @@ class Training:
             self.store.outbox_add(*notices.owed(reachable, "assignments", {"ids": ids}, ref))
         return rows, reachable
 
-    def trainee_target(self, actor: Actor, token: str) -> tuple[UserRow, TeamRow]:
-        """A trainee of the actor's teams by id or @username, with that team."""
-        for user in self.store.find_users(token):
+    def trainee_target(self, actor: Actor, token: str | UserRow) -> tuple[UserRow, TeamRow]:
+        """A trainee of the actor's teams (a user, or their id or @username), with that team."""
+        found = [token] if isinstance(token, UserRow) else self.store.find_users(token)
+        for user in found:
             for team_id, role in self.store.memberships(user.id):
                 if role == "trainee" and actor.mentors(team_id):
                     team = self.store.team(team_id)
@@ -1672,6 +1673,26 @@ class Training:
         if mine:
             return mine[0]
         return next((d for d in self.store.drills() if self._sees_drill(actor, d)), None)
+
+    def drill_follow_ups(self, actor: Actor, drill_id: int) -> list[tuple[Standing, list[str]]]:
+        """Each trainee of an ended drill with the scenarios that train their weakest clauses."""
+        report = self.drill_report(actor, drill_id)
+        return [(s, follow_up(self.library, s)) for s in report.trainees]
+
+    def assign_follow_ups(
+        self, actor: Actor, drill_id: int, *, ref: str | None = None
+    ) -> list[AssignmentRow]:
+        """Assign every trainee of the drill their follow-up scenarios (they are told)."""
+        if not actor.mentor_of and not actor.is_admin:
+            raise _forbidden()
+        made: list[AssignmentRow] = []
+        for standing, scenarios in self.drill_follow_ups(actor, drill_id):
+            user = self.store.user(standing.user_id) if standing.user_id is not None else None
+            if user is None or not scenarios:
+                continue
+            rows, _ = self.assign(actor, scenarios, trainee=user, ref=ref)
+            made += rows
+        return made
 
     async def drill_reply(
         self, actor: Actor, drill_id: int, label: str, text: str, *, ref: str | None = None

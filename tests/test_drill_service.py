@@ -107,3 +107,33 @@ def test_a_drill_session_is_not_the_trainees_practice_session(
     asyncio.run(svc.drills.tick())
     assert store.drill_customers(drill.id, ("open",))
     assert svc.active_session(me) is None  # free to practise alone meanwhile
+
+
+def test_the_follow_up_plan_trains_the_weakest_clauses_and_is_assigned_in_one_go(
+    world: World,
+) -> None:
+    svc = world.svc
+    drill, _, _ = svc.plan_drill(world.mentor_a, "618-warmup", teams=[world.team_a], minutes=2)
+    rude = "加我微信私聊，给您转50元，麻烦给个五星好评。"  # an off-platform red line
+
+    async def main() -> None:
+        await svc.drills.tick()
+        svc.drills.clock.now = T0 + 10  # type: ignore[attr-defined]
+        await svc.drill_reply(world.a1, drill.id, "C1", rude)
+        svc.drills.clock.now = T0 + 200  # type: ignore[attr-defined]
+        await svc.drills.tick()
+
+    asyncio.run(main())
+    plans = dict(
+        (s.name, (s, scenarios)) for s, scenarios in svc.drill_follow_ups(world.mentor_a, drill.id)
+    )
+    standing, scenarios = plans["Alice"]
+    weak = {clause for clause, _ in standing.clauses[:3]}
+    assert weak and scenarios
+    for sid in scenarios:
+        assert weak & set(svc.library.get(sid).applicable_clauses)
+    with pytest.raises(Forbidden):
+        svc.assign_follow_ups(world.a1, drill.id)
+    made = svc.assign_follow_ups(world.mentor_a, drill.id)
+    assert {a.scenario_id for a in made if a.user_id == world.a1.id} == set(scenarios)
+    assert all(a.user_id in (world.a1.id, world.a2.id) for a in made)

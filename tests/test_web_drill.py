@@ -81,6 +81,7 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
             assert again.status == 200 and alice.page.count('class="msg trainee"') == 1  # once
             team_members = svc.store.members(team.id, "trainee")  # type: ignore[union-attr]
             alice_id = next(u.id for u in team_members if u.name == "Alice")
+            bob_id = next(u.id for u in team_members if u.name == "Bob")
             mine = {c.label: c for c in svc.store.drill_customers(1, user_id=alice_id)}
             row = mine["C2"]
             assert row.first_reply_at == T0 + 10
@@ -98,12 +99,23 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
             assert (await outsider.get("/drills/1")).status == 404  # another team's drill
             board = await bob.get("/drills/1")
             assert board.status == 200 and "Alice" in bob.page
+            rude = "加我微信私聊，给您转50元，麻烦给个五星好评。"  # a clause to train
+            await alice.get("/drills/1/desk")
+            await alice.post(
+                "/drills/1/reply",
+                {"csrf": alice.field("csrf"), "ref": "r3", "label": "C1", "text": rude},
+            )
             clock.now = T0 + 31 * 60  # the drill is over
             await svc.drills.tick()
             await boss.get("/drills/1")
             assert "Drill report" in boss.page and "NOT PASSED" in boss.page
             async with boss.http.get(boss.url("/drills/1/report.csv")) as csv:
                 assert csv.status == 200 and (await csv.text()).startswith("trainee,arrived")
+            assert "Follow-up plan" in boss.page
+            await boss.post("/drills/1/follow-up", {"csrf": boss.field("csrf")})
+            made = svc.store.assignments([team.id])  # type: ignore[union-attr]
+            assert made and f"{len(made)} assignments made" in boss.page
+            assert {a.user_id for a in made} <= {alice_id, bob_id}
         finally:
             for visitor in (alice, bob, boss, outsider):
                 await visitor.http.close()

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan
 from bot.storage import DrillCustomerRow, DrillRow, Store
 from graders._base import Bilingual
@@ -186,6 +187,15 @@ def _previous(store: Store, drill: DrillRow, users: set[int]) -> Standing | None
             plan = DrillPlan.model_validate(earlier.plan)
             return _standing(store, plan, rows, None, "")
     return None
+
+
+def follow_up(library: ScenarioLibrary, standing: Standing, count: int = 2) -> list[str]:
+    """The scenarios that train a trainee's most-broken clauses best, most overlap first."""
+    weak = {clause for clause, _ in standing.clauses[:3]}
+    ranked = sorted(
+        (-len(weak & set(library.get(sid).applicable_clauses)), sid) for sid in library.ids()
+    )
+    return [sid for overlap, sid in ranked if overlap < 0][:count]
 
 
 def _mean(values: Iterable[float]) -> float | None:

@@ -139,6 +139,7 @@ class WebApp:
                 web.get("/drills/{drill}/desk", self.drill_desk),
                 web.get("/drills/{drill}/desk.json", self.drill_desk_json),
                 web.post("/drills/{drill}/reply", self.drill_reply),
+                web.post("/drills/{drill}/follow-up", self.drill_follow_up),
                 web.post("/lang", self.switch_lang),
                 web.static("/static", HERE / "static"),
             ]
@@ -865,15 +866,29 @@ class WebApp:
         actor, drill_id = self._drill(request)
         report = self.svc.drill_report(actor, drill_id)
         members = self.svc.store.drill_users(drill_id)
+        manages = bool(actor.mentor_of) or actor.is_admin
+        ended = report.drill.status == "ended"
+        assigned = request.query.get("assigned", "")
         return self._render(
             "drill.html.j2",
             lang=actor.lang,
+            csrf=self._csrf(request),
+            follow_ups=self.svc.drill_follow_ups(actor, drill_id) if manages and ended else [],
+            titles={sid: r.scenario.title for sid, r in self.svc.library.scenarios.items()},
+            assigned=int(assigned) if assigned.isdigit() else None,
             report=report,
             load=load(report.plan, len(members)),
             trainees=len(members),
             mine=actor.id in members,
             starts=time.strftime("%Y-%m-%d %H:%M", time.localtime(report.drill.starts_at)),
         )
+
+    async def drill_follow_up(self, request: web.Request) -> web.StreamResponse:
+        """Assign every trainee of an ended drill their follow-up scenarios, in one click."""
+        actor, drill_id = self._drill(request)
+        await self._form(request)
+        made = self.svc.assign_follow_ups(actor, drill_id)
+        raise web.HTTPSeeOther(f"/drills/{drill_id}?assigned={len(made)}")
 
     async def drill_csv(self, request: web.Request) -> web.Response:
         """The drill's report as CSV."""

@@ -84,6 +84,12 @@ TEXTS: dict[str, dict[Lang, str]] = {
     "drill_concurrency": {"zh": "同时接待", "en": "Customers at once"},
     "drill_go": {"zh": "安排", "en": "Plan it"},
     "drills": {"zh": "演练", "en": "Drills"},
+    "drill_follow_up": {
+        "zh": "个人跟进计划（最常违反的条款 → 练习场景）",
+        "en": "Follow-up plan (most-broken clauses → scenarios)",
+    },
+    "drill_nothing_to_train": {"zh": "没有扣分条款", "en": "no clause broken"},
+    "drill_assign_follow_ups": {"zh": "一键布置给每位学员", "en": "Assign them all"},
     "drill_home": {"zh": "演练 #{id}「{title}」{state}", "en": "Drill #{id} '{title}' {state}"},
     "reply_here": {
         "zh": "输入你的回复（回车发送，Shift+回车换行）",
