@@ -23,6 +23,7 @@ A chart costs a few milliseconds, not the ~100 ms of a full matplotlib draw:
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import struct
@@ -841,3 +842,50 @@ def scorecard_chart(
     600x300 RGBA, opaque. Thread-safe; the layout for a given set of texts is drawn once and reused.
     """
     return _chart(dimensions, trend, title, lang, pass_mark, cached=True)
+
+
+def drill_chart(
+    rows: Sequence[tuple[str, float | None, float | None]],
+    *,
+    title: str,
+    lang: Lang,
+    pass_mark: float,
+    first_response_s: float,
+) -> bytes:
+    """A drill's standings as a PNG: each trainee's score and mean first response.
+
+    ``rows`` holds (name, score or None, first response in seconds or None), best first.
+    Drawn once per report view, so plainly: one figure, two bar panels, the pass mark and
+    the first-response standard as lines.
+    """
+    cjk = _cjk_font()
+    family = [cjk.family, _BASE_FAMILY] if cjk is not None else [_BASE_FAMILY]
+    height = 1.2 + 0.32 * max(1, len(rows))
+    figure = Figure(figsize=(8, height), dpi=100, facecolor="white")
+    FigureCanvasAgg(figure)
+    scores, firsts = figure.subplots(1, 2, sharey=True)
+    names = [name for name, _, _ in rows][::-1]
+    places = list(range(len(names)))
+    panels = (
+        (scores, [r[1] for r in rows][::-1], pass_mark, "#2a6", ("平均分", "Score")),
+        (
+            firsts,
+            [r[2] for r in rows][::-1],
+            first_response_s,
+            "#36c",
+            ("首次响应（秒）", "First response (s)"),
+        ),
+    )
+    for axes, values, line, colour, label in panels:
+        axes.barh(places, [v or 0 for v in values], color=colour, height=0.6)
+        axes.axvline(line, color="#d33", linewidth=1, linestyle="--")
+        axes.set_title(label[0] if lang == "zh" else label[1], family=family, fontsize=10)
+        for spine in ("top", "right"):
+            axes.spines[spine].set_visible(False)
+    scores.set_xlim(0, 100)
+    scores.set_yticks(places, names, family=family, fontsize=9)
+    figure.suptitle(title, family=family, fontsize=12)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()

@@ -17,7 +17,7 @@ from bot.drill.runner import DrillRefused, DrillRunner
 from bot.engine import Engine
 from bot.storage import DrillCustomerRow, Store, UserRow
 
-T0 = 1_000_000.0
+T0 = 1_794_355_200.0  # 2026-11-11 00:00 UTC: Double 11
 GOOD = "您好，非常抱歉让您久等了！麻烦发一下订单号和照片，我马上为您处理。"
 
 

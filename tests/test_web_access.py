@@ -123,6 +123,7 @@ def _actions(ids: dict[str, str]) -> list[Action]:
         ),
         Action("drill board", "GET", f"/drills/{drill}", READERS | {"a2"}),
         Action("drill CSV", "GET", f"/drills/{drill}/report.csv", READERS | {"a2"}),
+        Action("drill chart", "GET", f"/drills/{drill}/chart.png", READERS | {"a2"}),
         Action("drill workspace", "GET", f"/drills/{drill}/desk", {"a1", "a2"}),
         Action("drill workspace data", "GET", f"/drills/{drill}/desk.json", {"a1", "a2"}),
         Action(

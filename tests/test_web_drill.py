@@ -111,6 +111,10 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
             assert "Drill report" in boss.page and "NOT PASSED" in boss.page
             async with boss.http.get(boss.url("/drills/1/report.csv")) as csv:
                 assert csv.status == 200 and (await csv.text()).startswith("trainee,arrived")
+            assert 'src="/drills/1/chart.png"' in boss.page
+            async with boss.http.get(boss.url("/drills/1/chart.png")) as chart:
+                assert chart.content_type == "image/png"
+                assert (await chart.read()).startswith(b"\x89PNG")
             assert "Follow-up plan" in boss.page
             await boss.post("/drills/1/follow-up", {"csrf": boss.field("csrf")})
             made = svc.store.assignments([team.id])  # type: ignore[union-attr]
@@ -156,6 +160,14 @@ def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reload
                 await page.goto(str(server.make_url("/drills/1")))
                 await page.locator("text=王小明").first.wait_for()
                 await fits(page, "drill-board-phone")
+                clock.now = T0 + 31 * 60
+                await svc.drills.tick()
+                await page.set_viewport_size(DESKTOP)
+                await page.goto(str(server.make_url("/drills/1")))
+                await page.locator("text=演练报告").wait_for()
+                loaded = await page.locator("img.chart").evaluate("img => img.decode()")
+                assert loaded is None  # the chart image decoded
+                await fits(page, "drill-report-desktop")
             finally:
                 await browser.close()
 

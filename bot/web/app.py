@@ -36,7 +36,7 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from bot import notices
-from bot.charts import scorecard_chart
+from bot.charts import drill_chart, scorecard_chart
 from bot.disksync import DiskSync, checkpoints
 from bot.drill.plan import load
 from bot.drill.report import to_csv as drill_csv
@@ -136,6 +136,7 @@ class WebApp:
                 web.post("/team/{team}/drill", self.plan_drill),
                 web.get("/drills/{drill}", self.drill_board),
                 web.get("/drills/{drill}/report.csv", self.drill_csv),
+                web.get("/drills/{drill}/chart.png", self.drill_chart),
                 web.get("/drills/{drill}/desk", self.drill_desk),
                 web.get("/drills/{drill}/desk.json", self.drill_desk_json),
                 web.post("/drills/{drill}/reply", self.drill_reply),
@@ -882,6 +883,22 @@ class WebApp:
             mine=actor.id in members,
             starts=time.strftime("%Y-%m-%d %H:%M", time.localtime(report.drill.starts_at)),
         )
+
+    async def drill_chart(self, request: web.Request) -> web.Response:
+        """The standings as a chart: each trainee's score and first response."""
+        actor, drill_id = self._drill(request)
+        report = self.svc.drill_report(actor, drill_id)
+        rows = [(s.name, s.score, s.first_response_mean_s) for s in report.trainees]
+        async with self._drawing:
+            png = await asyncio.to_thread(
+                drill_chart,
+                rows,
+                title=report.plan.title.get(actor.lang),
+                lang=actor.lang,
+                pass_mark=report.plan.pass_.min_average,
+                first_response_s=report.plan.first_response_s,
+            )
+        return web.Response(body=png, content_type="image/png")
 
     async def drill_follow_up(self, request: web.Request) -> web.StreamResponse:
         """Assign every trainee of an ended drill their follow-up scenarios, in one click."""
