@@ -98,7 +98,12 @@ class DrillRunner:
         self.engine = engine
         self.clock = clock
         self._sessions: dict[int, Session] = {}
-        self._lock = asyncio.Lock()
+        self._checked: set[int] = set()
+        """Drills whose half-done changes (a crash between two writes) were repaired."""
+        self._clock_lock = asyncio.Lock()
+        """One pass of the clock at a time."""
+        self._hands: dict[int, asyncio.Lock] = {}
+        """Per trainee: one change at a time to their customers."""
 
     # planning
 
@@ -153,7 +158,7 @@ class DrillRunner:
 
     async def tick(self) -> int:
         """Apply every event due by now in every started drill; how many were applied."""
-        async with self._lock:
+        async with self._clock_lock:
             now = self.clock()
             applied = 0
             for drill in self.store.drills(("planned", "running")):
@@ -161,20 +166,30 @@ class DrillRunner:
                     applied += await self._advance(drill, now)
             return applied
 
-    async def _advance(self, drill: DrillRow, now: float) -> int:
+    async def _advance(self, drill: DrillRow, now: float, user_id: int | None = None) -> int:
+        """Apply what came due, in time order.
+
+        For one trainee (whose lock the caller holds), or for everyone, each change under
+        its trainee's lock, so the others' replies go on meanwhile.
+        """
         plan = DrillPlan.model_validate(drill.plan)
         if drill.status == "planned":
             self.store.set_drill_status(drill.id, "running", drill.starts_at)
         horizon = min(now, drill.ends_at)
         rows = {
-            c.id: c for c in self.store.drill_customers(drill.id, ("due", *WAITING), due_by=horizon)
+            c.id: c
+            for c in self.store.drill_customers(
+                drill.id, ("due", *WAITING), due_by=horizon, user_id=user_id
+            )
         }
-        for row in list(rows.values()):
-            rows[row.id] = await self._reconcile(row)
-        for loose in self.store.drill_loose_ends(drill.id):
-            session = await self._session(loose)
-            await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
-            self._sessions.pop(loose.id, None)
+        if user_id is None and drill.id not in self._checked:  # what a crash left half done
+            for row in list(rows.values()):
+                rows[row.id] = await self._reconcile(row)
+            for loose in self.store.drill_loose_ends(drill.id):
+                session = await self._session(loose)
+                await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
+                self._sessions.pop(loose.id, None)
+            self._checked.add(drill.id)
         heap: list[_Due] = []
         order = 0
 
@@ -190,21 +205,34 @@ class DrillRunner:
         applied = 0
         while heap and heap[0].at <= horizon:
             event = heapq.heappop(heap)
-            row = rows[event.customer]
-            if _next(plan, row) != (event.kind, event.at):
-                continue  # superseded by an earlier event
-            try:
-                changed = await self._apply(plan, row, event.kind, event.at, now, rows)
-            except StaleDrill:  # another process moved this drill on: read it again next time
-                self._sessions.clear()
-                return applied
+            owner = rows[event.customer].user_id
+            held = self._hand(owner) if user_id is None else contextlib.nullcontext()
+            async with held:
+                row = self._row(event.customer)  # a reply may have changed it meanwhile
+                if _next(plan, row) != (event.kind, event.at):
+                    rows[row.id] = row
+                    push(row)
+                    continue
+                hand = {
+                    c.id: c for c in self.store.drill_customers(drill.id, WAITING, user_id=owner)
+                }
+                try:
+                    changed = await self._apply(plan, row, event.kind, event.at, hand)
+                except StaleDrill:  # another process moved the drill on: read it next time
+                    self._sessions.clear()
+                    self._checked.discard(drill.id)
+                    return applied
             applied += 1
             for each in changed:
                 rows[each.id] = each
                 push(each)
-        if now >= drill.ends_at:
+        if user_id is None and now >= drill.ends_at:
             applied += await self._finish(drill, plan, now)
         return applied
+
+    def _hand(self, user_id: int) -> asyncio.Lock:
+        """One change at a time to one trainee's customers (the clock's or a reply)."""
+        return self._hands.setdefault(user_id, asyncio.Lock())
 
     async def _apply(
         self,
@@ -212,11 +240,16 @@ class DrillRunner:
         row: DrillCustomerRow,
         kind: str,
         at: float,
-        now: float,
-        rows: dict[int, DrillCustomerRow],
+        hand: dict[int, DrillCustomerRow],
     ) -> list[DrillCustomerRow]:
-        """Apply one due event at its time ``at``; the customers it changed."""
-        event = (kind, at, now)
+        """Apply one due event at its time ``at``; the customers it changed.
+
+        Each event is logged with when it was due and when it was applied (the clock
+        now, not the pass's start): the scheduler's lag.
+
+        ``hand`` holds the trainee's other waiting customers (those who may open now).
+        """
+        event = (kind, at, self.clock())
         if kind == "arrive":
             self.store.update_drill_customer(
                 row.id, {"status": "queued", "waiting_since": at}, event=event, expect=row
@@ -251,17 +284,17 @@ class DrillRunner:
                 await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
                 self._sessions.pop(row.id, None)
         changed = [self._row(row.id)]
-        return changed + await self._fill(plan, changed[0], at, rows)
+        return changed + await self._fill(plan, changed[0], at, hand)
 
     async def _fill(
         self,
         plan: DrillPlan,
         row: DrillCustomerRow,
         at: float,
-        rows: dict[int, DrillCustomerRow],
+        hand: dict[int, DrillCustomerRow],
     ) -> list[DrillCustomerRow]:
         """Open queued customers of ``row``'s trainee while they have a free hand."""
-        mine = [r for r in rows.values() if r.user_id == row.user_id and r.id != row.id] + [row]
+        mine = [r for r in hand.values() if r.id != row.id] + [row]
         busy = sum(1 for r in mine if r.status == "open")
         queued = sorted((r for r in mine if r.status == "queued"), key=lambda r: (r.due_at, r.id))
         opened = []
@@ -306,27 +339,34 @@ class DrillRunner:
     async def _finish(self, drill: DrillRow, plan: DrillPlan, now: float) -> int:
         """The drill's time is up: conversations end, the queue goes home, it is over."""
         ended = 0
-        for row in self.store.drill_customers(drill.id, WAITING):
-            if row.status == "open":
-                session = await self._session(row)
-                await session.end("drill_ended", postbox=_Postbox(self._user(row), row.label, None))
-                self._sessions.pop(row.id, None)
-                outcome, status = "drill_ended", "done"
-            else:
-                outcome, status = "abandoned", "abandoned"
-            self.store.update_drill_customer(
-                row.id,
-                {
-                    "status": status,
-                    "ended_at": drill.ends_at,
-                    "outcome": outcome,
-                    "waiting_since": None,
-                },
-                event=("end", drill.ends_at, now),
-            )
-            ended += 1
+        for stale in self.store.drill_customers(drill.id, WAITING):
+            async with self._hand(stale.user_id):
+                ended += await self._close(drill, stale.id, now)
         self.store.set_drill_status(drill.id, "ended", drill.ends_at)
         return ended + 1
+
+    async def _close(self, drill: DrillRow, customer_id: int, now: float) -> int:
+        """End one customer's part in a drill whose time is up (1, or 0 if already gone)."""
+        row = self._row(customer_id)
+        if row.status not in WAITING:
+            return 0
+        outcome, status = "abandoned", "abandoned"  # still queued: never served
+        if row.status == "open":
+            session = await self._session(row)
+            await session.end("drill_ended", postbox=_Postbox(self._user(row), row.label, None))
+            self._sessions.pop(row.id, None)
+            outcome, status = "drill_ended", "done"
+        self.store.update_drill_customer(
+            row.id,
+            {
+                "status": status,
+                "ended_at": drill.ends_at,
+                "outcome": outcome,
+                "waiting_since": None,
+            },
+            event=("end", drill.ends_at, now),
+        )
+        return 1
 
     # replies
 
@@ -338,15 +378,19 @@ class DrillRunner:
         Whatever came due before it is applied first (a customer who left cannot be
         answered). A reply whose ``ref`` the conversation already has returns None.
         """
-        async with self._lock:
+        async with self._hand(user.id):
             drill = self.store.drill(drill_id)
             now = self.clock()
-            if drill is None or drill.status == "ended" or drill.starts_at > now:
+            if (
+                drill is None
+                or drill.status == "ended"
+                or not drill.starts_at <= now < drill.ends_at
+            ):
                 raise DrillRefused(
                     "not_running",
                     {"zh": "这场演练没有在进行。", "en": "This drill is not running."},
                 )
-            await self._advance(drill, now)
+            await self._advance(drill, now, user.id)
             row = self._customer(drill_id, user, label)
             session = await self._session(row)
             if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
@@ -441,7 +485,8 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
         return None
     nudges = plan.nudge_times(row.difficulty)
     if row.status == "open" and row.nudged < len(nudges):
-        return "nudge", row.waiting_since + nudges[row.nudged]
+        # Nudges that fell due in the queue come when the conversation opens.
+        return "nudge", max(row.waiting_since + nudges[row.nudged], row.opened_at or 0.0)
     return "leave", row.waiting_since + plan.patience(row.difficulty)
 
 
