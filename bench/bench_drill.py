@@ -46,7 +46,6 @@ from golden import load_cases  # noqa: E402
 from bot.charts import drill_chart  # noqa: E402
 from bot.content import ScenarioLibrary  # noqa: E402
 from bot.disksync import DiskSync, checkpoints  # noqa: E402
-from bot.drill.plan import load  # noqa: E402
 from bot.drill.report import standings  # noqa: E402
 from bot.drill.runner import DrillRunner, run_clock  # noqa: E402
 from bot.engine import Engine, ReplyRejected  # noqa: E402
@@ -168,7 +167,7 @@ async def _run(args: argparse.Namespace, db: Path) -> None:
                 args.scale,
                 drill.ends_at,
                 seen,
-            )  # fmt: skip
+            )
             for i, actor in enumerate(actors)
         )
     )
