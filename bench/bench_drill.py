@@ -23,7 +23,7 @@ Prints:
 
 Targets: lag p99 <= 1 s, RSS < 1 GB, 0 lost replies. This is the engine and the store
 without HTTP: the web's own cost per message is measured by bench_web.py. The full run
-(2,000 trainees, 5 drill minutes at --scale 2) takes about three minutes; --quick (200
+(2,000 trainees, 5 drill minutes in real time) takes about six minutes; --quick (200
 trainees, 2 drill minutes at --scale 4) about 40 s. Always exits 0.
 """
 
@@ -47,7 +47,7 @@ from bot.charts import drill_chart  # noqa: E402
 from bot.content import ScenarioLibrary  # noqa: E402
 from bot.disksync import DiskSync, checkpoints  # noqa: E402
 from bot.drill.report import standings  # noqa: E402
-from bot.drill.runner import DrillRunner, run_clock  # noqa: E402
+from bot.drill.runner import CLOCK_S, DrillRunner, run_clock  # noqa: E402
 from bot.engine import Engine, ReplyRejected  # noqa: E402
 from bot.service import Actor, Invalid, Training  # noqa: E402
 from bot.storage import Store  # noqa: E402
@@ -154,7 +154,7 @@ async def _run(args: argparse.Namespace, db: Path) -> None:
     seen: dict[str, list[float]] = {"latency": [], "gone": []}
     cpu0 = time.process_time()
     wall0 = time.monotonic()
-    ticking = asyncio.create_task(run_clock(svc.drills, every=0.25))
+    ticking = asyncio.create_task(run_clock(svc.drills, every=CLOCK_S / args.scale))
     copying = asyncio.create_task(checkpoints(store.checkpoint))
     await asyncio.gather(
         *(
@@ -235,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     args.trainees = args.trainees or (200 if args.quick else 2000)
     args.minutes = args.minutes or (2.0 if args.quick else 5.0)
-    args.scale = args.scale or (4.0 if args.quick else 2.0)
+    args.scale = args.scale or (4.0 if args.quick else 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_run(args, Path(tmp) / "drill.db"))
 

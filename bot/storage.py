@@ -429,6 +429,7 @@ def m011_drills(db: Database) -> None:
     )
     db.table("drill_customers").create_index(["drill_id", "user_id", "number"], unique=True)
     db.table("drill_customers").create_index(["drill_id", "status", "due_at"])
+    db.table("drill_customers").create_index(["drill_id", "status", "waiting_since"])
     db.table("drill_events").create(
         {
             "id": int,
@@ -1737,6 +1738,24 @@ class Store:
             where.append("c.due_at <= ?")
             params.append(due_by)
         sql = f"{self._CUSTOMER_SQL} WHERE {' AND '.join(where)} ORDER BY c.due_at, c.id"
+        return [DrillCustomerRow(*row) for row in self.db.execute(sql, params).fetchall()]
+
+    def drill_due(
+        self, drill_id: int, due_by: float, waiting_by: float, user_id: int | None = None
+    ) -> list[DrillCustomerRow]:
+        """Customers who may have something due.
+
+        That is arrivals by ``due_by``, and customers waiting since ``waiting_by`` or
+        before (everyone else was answered too recently).
+        """
+        sql = (
+            self._CUSTOMER_SQL + " WHERE c.drill_id = ? AND ((c.status = 'due' AND c.due_at <= ?)"
+            " OR (c.status IN ('queued', 'open') AND c.waiting_since <= ?))"
+        )
+        params: list[Any] = [drill_id, due_by, waiting_by]
+        if user_id is not None:
+            sql += " AND c.user_id = ?"
+            params.append(user_id)
         return [DrillCustomerRow(*row) for row in self.db.execute(sql, params).fetchall()]
 
     def drill_customer(self, customer_id: int) -> DrillCustomerRow | None:

@@ -49,6 +49,17 @@ def quiet(library: ScenarioLibrary, **changes: object) -> DrillPlan:
     return library.drills["618-warmup"].model_copy(update=changes)
 
 
+def solo(
+    library: ScenarioLibrary, store: Store, seed: int, **changes: object
+) -> tuple[Clock, DrillRunner, UserRow, int, DrillPlan]:
+    """One trainee's drill from the 618 preset, changed, on a fake clock."""
+    clock = Clock()
+    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+    plan = quiet(library, **changes)
+    (me,) = members(store, 1)
+    return clock, runner, me, runner.plan(plan, [me], starts_at=T0, seed=seed), plan
+
+
 def state(store: Store, drill: int) -> list[tuple[object, ...]]:
     """Everything about a drill's customers that a restart must keep exactly."""
     rows = store.drill_customers(drill)
@@ -131,11 +142,9 @@ def test_a_preset_with_an_unknown_key_or_scenario_is_refused_with_file_and_key(
 def test_an_unanswered_customer_nudges_grows_angrier_and_leaves_at_their_patience(
     library: ScenarioLibrary, store: Store
 ) -> None:
-    clock = Clock()
-    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
-    plan = quiet(library, concurrency=1, customers_per_hour=1, difficulties={"normal": 1})
-    (me,) = members(store, 1)
-    drill = runner.plan(plan, [me], starts_at=T0, seed=2)
+    clock, runner, me, drill, plan = solo(
+        library, store, 2, concurrency=1, customers_per_hour=1, difficulties={"normal": 1}
+    )
     patience = plan.patience("normal")  # 180 s, two nudges: at 60 s and 120 s
 
     async def main() -> None:
@@ -166,11 +175,9 @@ def test_an_unanswered_customer_nudges_grows_angrier_and_leaves_at_their_patienc
 def test_a_reply_resets_the_wait_and_a_repeat_of_it_is_answered_once(
     library: ScenarioLibrary, store: Store
 ) -> None:
-    clock = Clock()
-    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
-    plan = quiet(library, concurrency=1, customers_per_hour=1, difficulties={"normal": 1})
-    (me,) = members(store, 1)
-    drill = runner.plan(plan, [me], starts_at=T0, seed=2)
+    clock, runner, me, drill, _ = solo(
+        library, store, 2, concurrency=1, customers_per_hour=1, difficulties={"normal": 1}
+    )
 
     async def main() -> None:
         await runner.tick()
@@ -192,11 +199,9 @@ def test_a_reply_resets_the_wait_and_a_repeat_of_it_is_answered_once(
 def test_customers_beyond_a_full_hand_queue_and_open_when_a_hand_is_free(
     library: ScenarioLibrary, store: Store
 ) -> None:
-    clock = Clock()
-    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
-    plan = quiet(library, concurrency=2, customers_per_hour=240, difficulties={"easy": 1})
-    (me,) = members(store, 1)
-    drill = runner.plan(plan, [me], starts_at=T0, seed=9)
+    clock, runner, me, drill, _ = solo(
+        library, store, 9, concurrency=2, customers_per_hour=240, difficulties={"easy": 1}
+    )
     third = store.drill_customers(drill)[2]
 
     async def main() -> None:
@@ -226,7 +231,7 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
 
     async def drive(path: Path, *, crash_at: float | None) -> list[tuple[object, ...]]:
         store = Store.open(path)
-        users = members(store, 4)
+        users = members(store, 20)  # one team: 20 trainees, 3 customers each at once
         clock = Clock()
         runner = DrillRunner(store, library, Engine(store, library), clock=clock)
         drill = runner.plan(plan, users, starts_at=T0, seed=11)
@@ -259,11 +264,9 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
 def test_at_the_end_conversations_close_the_queue_goes_and_telegram_trainees_got_labels(
     library: ScenarioLibrary, store: Store
 ) -> None:
-    clock = Clock()
-    runner = DrillRunner(store, library, Engine(store, library), clock=clock)
-    plan = quiet(library, minutes=2, concurrency=1, customers_per_hour=120)
-    (me,) = members(store, 1)
-    drill = runner.plan(plan, [me], starts_at=T0, seed=4)
+    clock, runner, me, drill, plan = solo(
+        library, store, 4, minutes=2, concurrency=1, customers_per_hour=120
+    )
 
     async def main() -> None:
         await runner.tick()

@@ -176,20 +176,18 @@ class DrillRunner:
         if drill.status == "planned":
             self.store.set_drill_status(drill.id, "running", drill.starts_at)
         horizon = min(now, drill.ends_at)
-        rows = {
-            c.id: c
-            for c in self.store.drill_customers(
-                drill.id, ("due", *WAITING), due_by=horizon, user_id=user_id
-            )
-        }
         if user_id is None and drill.id not in self._checked:  # what a crash left half done
-            for row in list(rows.values()):
-                rows[row.id] = await self._reconcile(row)
+            for row in self.store.drill_customers(drill.id, WAITING):
+                await self._reconcile(row)
             for loose in self.store.drill_loose_ends(drill.id):
                 session = await self._session(loose)
                 await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
                 self._sessions.pop(loose.id, None)
             self._checked.add(drill.id)
+        soonest = min(_first_wait(plan, difficulty) for difficulty in plan.difficulties)
+        rows = {
+            c.id: c for c in self.store.drill_due(drill.id, horizon, horizon - soonest, user_id)
+        }
         heap: list[_Due] = []
         order = 0
 
@@ -488,6 +486,11 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
         # Nudges that fell due in the queue come when the conversation opens.
         return "nudge", max(row.waiting_since + nudges[row.nudged], row.opened_at or 0.0)
     return "leave", row.waiting_since + plan.patience(row.difficulty)
+
+
+def _first_wait(plan: DrillPlan, difficulty: str) -> float:
+    """The shortest wait after which anything is due for a waiting customer."""
+    return min([*plan.nudge_times(difficulty), plan.patience(difficulty)])
 
 
 def _lang(user: UserRow) -> Lang:
