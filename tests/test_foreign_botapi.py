@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from test_drill import GOOD, T0, Clock
 from test_telegram import KETTLE_EN
 from tgharness import library
 
@@ -75,9 +76,13 @@ class Client:
             assert resp.status == 200, await resp.text()
             return (await resp.json())["result"]
 
-    async def say(self, text: str) -> None:
+    async def say(self, text: str, quoting: dict[str, Any] | None = None) -> None:
         body: dict[str, Any] = {"botToken": TOKEN, "from": self.sender, "chat": self.chat,
                                 "date": int(time.time()), "text": text}  # fmt: skip
+        if quoting is not None:  # a reply to one of the bot's messages
+            body["reply_to_message"] = {"message_id": quoting.get("message_id", 1),
+                                        "date": int(time.time()), "chat": self.chat,
+                                        "text": quoting.get("text", "")}  # fmt: skip
         if text.startswith("/"):
             body["entities"] = [
                 {"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}
@@ -154,6 +159,57 @@ def test_a_whole_session_on_a_foreign_bot_api_server(foreign_api: str, tmp_path:
         outbox = dict(store.db.execute("SELECT kind, status FROM outbox WHERE kind = 'chart'"))
         assert outbox == {"chart": "failed"}
         assert store.outbox_counts().get("pending", 0) == 0
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_a_drill_customer_is_answered_by_quoting_on_a_foreign_bot_api_server(
+    foreign_api: str, tmp_path: Path
+) -> None:
+    """Two labelled customers; the user quotes one of them (``reply_to_message``)."""
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        config = replace(
+            TelegramConfig(token=TOKEN, api_base=foreign_api),
+            global_rate=None, chat_rate=None, poll_timeout=1, chart_processes=0,
+        )  # fmt: skip
+        app = TelegramApp(config, store, library())
+        clock = Clock()
+        app.svc.drills.clock = clock
+        await app.start()
+        stop = asyncio.Event()
+        poller = asyncio.create_task(app.poll(stop))
+        try:
+            async with aiohttp.ClientSession() as http:
+                user = Client(http, foreign_api)
+                team = app.svc.create_team("Alpha")
+                await user.say(f"/start {app.svc.create_invite('trainee', team)}")
+                await user.wait_for(lambda m: "Alpha" in m.get("text", ""))
+                app.svc.plan_drill(None, "double11-peak", teams=[team], concurrency=2, seed=4)
+                await app.svc.drills.tick()
+                clock.now = T0 + 3
+                await app.svc.drills.tick()
+                app._sweep()
+                second = await user.wait_for(lambda m: m.get("text", "").startswith("【C2 · "))
+                await user.wait_for(lambda m: m.get("text", "").startswith("【C1 · "))
+                await user.say(GOOD)  # two are waiting: which one?
+                await user.wait_for(
+                    lambda m: "Reply to that customer's message" in m.get("text", "")
+                )
+                await user.say(GOOD, quoting=second)
+                await user.wait_for(  # C2 answers, labelled
+                    lambda m: (
+                        m.get("text", "").startswith("【C2 · ") and m.get("text") != second["text"]
+                    )
+                )
+        finally:
+            stop.set()
+            await poller
+            await app.stop()
+        replied = [c for c in store.drill_customers(1) if c.first_reply_at is not None]
+        assert [c.label for c in replied] == ["C2"]
 
     asyncio.run(run())
     store.close()

@@ -79,3 +79,35 @@ def test_a_telegram_drill_labels_customers_routes_quoted_replies_and_shows_the_b
             assert gone == ["客户 C1 已经离开了。"]
 
     asyncio.run(run())
+
+
+def test_a_telegram_drill_of_twenty_trainees_with_three_customers_each(store: Store) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            svc = h.app.svc
+            clock = Clock()
+            svc.drills.clock = clock
+            team = svc.create_team("Alpha")
+            chats = list(range(100, 120))
+            for chat in chats:
+                await h.say(chat, f"/start {svc.create_invite('trainee', team)}", lang="zh")
+            drill, load, members = svc.plan_drill(None, "double11-peak", teams=[team], seed=9)
+            assert len(members) == 20 and load.fits_telegram(20)
+            for second in (0, 2, 4):  # everyone's hand fills: C1, C2, C3
+                clock.now = T0 + second
+                await svc.drills.tick()
+            h.app._sweep()
+            await h.idle()
+            for chat in chats:
+                assert set(_customer_messages(h, chat)) == {"C1", "C2", "C3"}, chat
+            clock.now = T0 + 15
+            for chat in chats:  # each answers their second customer by quoting them
+                c2 = _customer_messages(h, chat)["C2"]
+                said = await h.say(chat, GOOD, lang="zh", reply_to=c2)
+                assert said and said[-1].startswith("【C2 · "), said
+            report = svc.drill_report(svc.actor(members[0].id), drill.id)
+            assert len(report.trainees) == 20
+            assert all(s.first_response_mean_s == 13.0 for s in report.trainees)  # C2 came at 2 s
+            assert len(svc.store.drill_customers(drill.id, ("open",))) == 60
+
+    asyncio.run(run())
