@@ -111,3 +111,31 @@ def test_a_telegram_drill_of_twenty_trainees_with_three_customers_each(store: St
             assert len(svc.store.drill_customers(drill.id, ("open",))) == 60
 
     asyncio.run(run())
+
+
+def test_a_mentor_plans_a_drill_with_slash_drill_and_is_warned_when_one_bot_is_not_enough(
+    store: Store,
+) -> None:
+    async def run() -> None:
+        async with BotHarness(store) as h:
+            svc = h.app.svc
+            svc.drills.clock = Clock()
+            team = svc.create_team("Alpha")
+            await h.say(2, f"/start {svc.create_invite('mentor', team)}")
+            for chat in (3, 4):
+                await h.say(chat, f"/start {svc.create_invite('trainee', team)}", lang="zh")
+            usage = await h.say(2, "/drill")
+            assert "Usage: /drill PRESET team=NAME" in usage[0] and "double11-peak" in usage[0]
+            said = await h.say(2, "/drill double11-peak team=Alpha minutes=10")
+            assert "Drill #1 planned: 2 trainee(s)" in said[0] and "Warning" not in said[0]
+            drill = svc.store.drill(1)
+            assert drill is not None and drill.ends_at - drill.starts_at == 600
+            h.app._sweep()
+            await h.idle()
+            assert "演练 #1" in h.api.texts(3)[-1]  # the trainees are told
+            refused = await h.say(3, "/drill double11-peak team=Alpha", lang="zh")
+            assert "导师" in refused[0] and svc.store.drill(2) is None
+            bad = await h.say(2, "/drill double11-peak team=Alpha concurrency=9")
+            assert "out of range" in bad[0]
+
+    asyncio.run(run())

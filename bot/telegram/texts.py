@@ -48,6 +48,20 @@ TEXTS: dict[str, tuple[str, str]] = {
         "this account\n/link CODE link this chat to your web account\n/leaderboard [DRILL] "
         "a drill's standings",
     ),
+    "usage_drill": (
+        "用法：/drill 预设 team=团队名 [minutes=30] [concurrency=3]\n预设：{presets}",
+        "Usage: /drill PRESET team=NAME [minutes=30] [concurrency=3]\nPresets: {presets}",
+    ),
+    "drill_planned_by_you": (
+        "已安排演练 #{id}：{trainees} 名学员，已通知。高峰时约 {rate} 条消息/秒。/leaderboard {id} 看排名。",
+        "Drill #{id} planned: {trainees} trainee(s), told. At its busiest ~{rate} messages/s. "
+        "/leaderboard {id} shows the standings.",
+    ),
+    "drill_too_big": (
+        "注意：一个 Telegram 机器人每秒只能发约 30 条，约可承载 {carries} 名学员——请在网页版进行，或分到多个机器人。",
+        "Warning: one Telegram bot sends ~30 messages/s, enough for ~{carries} trainees: run "
+        "this drill in the web chat, or split it across bots.",
+    ),
     "drill_which": (
         "有 {count} 位客户在等你：{labels}。请引用回复那位客户的消息来作答（不会替你猜）。",
         "{count} customers are waiting for you: {labels}. Reply to that customer's message to "
@@ -89,12 +103,13 @@ TEXTS: dict[str, tuple[str, str]] = {
         "[due=YYYY-MM-DD] [pass=80] [attempts=3] [difficulty=normal] [mode=exam]\n"
         "/sessions @用户 学员的会话\n/transcript 会话号 对话记录与扣分明细\n"
         "/override 会话号 扣分项 分数 理由\n/disputes 待处理的申诉\n/export [团队] 导出 CSV\n"
-        "/invite 团队 trainee [次数] 学员邀请链接",
+        "/invite 团队 trainee [次数] 学员邀请链接\n/drill 预设 team=团队 安排演练",
         "Mentor commands:\n/team [team] team report\n/assign scenario[,scenario] team=NAME|"
         "trainee=@user [due=YYYY-MM-DD] [pass=80] [attempts=3] [difficulty=normal] "
         "[mode=exam]\n/sessions @user a trainee's sessions\n/transcript SESSION transcript and "
         "ledger\n/override SESSION ENTRY POINTS REASON\n/disputes open disputes\n"
-        "/export [team] CSV of results\n/invite TEAM trainee [uses] trainee invite link",
+        "/export [team] CSV of results\n/invite TEAM trainee [uses] trainee invite link\n"
+        "/drill PRESET team=NAME plan a drill",
     ),
     "help_admin": (
         "管理员命令：\n/newteam 名称 创建团队\n/invite 团队 mentor|trainee [次数] 或 "

@@ -240,6 +240,53 @@ def router() -> Router:
             t("assigned", lang, n=len(rows), target=target, notified=len(notified)),
         )
 
+    @r.message(Cmd("drill"))
+    async def drill(
+        message: Message,
+        command: CommandObject,
+        event_update: Update,
+        actor: Actor,
+        app: TelegramApp,
+    ) -> None:
+        _require_mentor(actor)
+        lang = actor.lang
+        usage = t("usage_drill", lang, presets=", ".join(app.library.drills))
+        try:
+            presets, options = parse_assign(command.args or "")
+        except ValueError as exc:
+            await app.send(message.chat.id, t("bad_option", lang, option=exc.args[0], usage=usage))
+            return
+        unknown = sorted(set(options) - {"team", "minutes", "concurrency"})
+        if len(presets) != 1 or unknown or "team" not in options:
+            option = unknown[0] if unknown else ""
+            await app.send(
+                message.chat.id,
+                t("bad_option", lang, option=option, usage=usage) if option else usage,
+            )
+            return
+        team = app.svc.team_named(options["team"], actor)
+        concurrency = options.get("concurrency")
+        planned, load, members = app.svc.plan_drill(
+            actor,
+            presets[0],
+            teams=[team],
+            minutes=_number(options["minutes"], "minutes", usage) if "minutes" in options else None,
+            concurrency=int(_number(concurrency, "concurrency", usage)) if concurrency else None,
+            ref=str(event_update.update_id),
+        )
+        lines = [
+            t(
+                "drill_planned_by_you",
+                lang,
+                id=planned.id,
+                trainees=len(members),
+                rate=f"{load.messages_per_s:.1f}",
+            )
+        ]
+        if not load.fits_telegram(len(members)):
+            lines.append(t("drill_too_big", lang, carries=load.telegram_trainees))
+        await app.send(message.chat.id, "\n".join(lines))
+
     @r.message(Cmd("sessions"))
     async def sessions(
         message: Message, command: CommandObject, actor: Actor, app: TelegramApp
