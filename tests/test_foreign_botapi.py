@@ -9,11 +9,12 @@ It answers ``getUpdates`` at once (no long poll), sends button presses without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,44 +117,50 @@ def _buttons(message: dict[str, Any]) -> list[str]:
     return [b.get("callback_data", "") for row in rows for b in row]
 
 
+@contextlib.asynccontextmanager
+async def _polling(store: Store, foreign_api: str) -> AsyncIterator[TelegramApp]:
+    """The bot started on the foreign server and polling it; stopped on the way out."""
+    config = replace(
+        TelegramConfig(token=TOKEN, api_base=foreign_api),
+        global_rate=None, chat_rate=None, poll_timeout=1, chart_processes=0,
+    )  # fmt: skip
+    app = TelegramApp(config, store, library())
+    await app.start()  # getMe without is_bot, no setMyCommands: it starts
+    stop = asyncio.Event()
+    poller = asyncio.create_task(app.poll(stop))
+    try:
+        yield app
+    finally:
+        stop.set()
+        await poller
+        await app.stop()
+
+
 def test_a_whole_session_on_a_foreign_bot_api_server(foreign_api: str, tmp_path: Path) -> None:
     store = Store.open(tmp_path / "bot.db")
 
     async def run() -> None:
-        config = replace(
-            TelegramConfig(token=TOKEN, api_base=foreign_api),
-            global_rate=None, chat_rate=None, poll_timeout=1, chart_processes=0,
-        )  # fmt: skip
-        app = TelegramApp(config, store, library())
-        await app.start()  # getMe without is_bot, no setMyCommands: it starts
-        stop = asyncio.Event()
-        poller = asyncio.create_task(app.poll(stop))
-        try:
-            async with aiohttp.ClientSession() as http:
-                user = Client(http, foreign_api)
-                await user.say("/start")
-                await user.wait_for(lambda m: m.get("text", "").startswith("Hi "))
-                await user.say("/practice")
-                menu = await user.wait_for(lambda m: "p:s:damaged-kettle:::0" in _buttons(m))
-                assert menu
-                await user.press("p:s:damaged-kettle:::0")  # no chat_instance
-                await user.wait_for(lambda m: "p:d:damaged-kettle:normal::0" in _buttons(m))
-                await user.press("p:d:damaged-kettle:normal::0")
-                await user.wait_for(lambda m: "p:m:damaged-kettle:normal:coach:0" in _buttons(m))
-                await user.press("p:m:damaged-kettle:normal:coach:0")
-                await user.wait_for(lambda m: "Briefing" in m.get("text", ""))
-                await user.say(KETTLE_EN[0])
-                await user.wait_for(lambda m: "Grades for reply #1" in m.get("text", ""))
-                await user.say("/end")  # no sendPhoto: the scorecard comes without the chart
-                card = await user.wait_for(lambda m: m.get("text", "").startswith("📊"))
-                assert any(d.startswith("dp:") for d in _buttons(card))
-                polls_before = len(await user.bot_messages())
-                await asyncio.sleep(2.0)  # idle: a server answering at once is not hammered
-                assert len(await user.bot_messages()) == polls_before
-        finally:
-            stop.set()
-            await poller
-            await app.stop()
+        async with _polling(store, foreign_api), aiohttp.ClientSession() as http:
+            user = Client(http, foreign_api)
+            await user.say("/start")
+            await user.wait_for(lambda m: m.get("text", "").startswith("Hi "))
+            await user.say("/practice")
+            menu = await user.wait_for(lambda m: "p:s:damaged-kettle:::0" in _buttons(m))
+            assert menu
+            await user.press("p:s:damaged-kettle:::0")  # no chat_instance
+            await user.wait_for(lambda m: "p:d:damaged-kettle:normal::0" in _buttons(m))
+            await user.press("p:d:damaged-kettle:normal::0")
+            await user.wait_for(lambda m: "p:m:damaged-kettle:normal:coach:0" in _buttons(m))
+            await user.press("p:m:damaged-kettle:normal:coach:0")
+            await user.wait_for(lambda m: "Briefing" in m.get("text", ""))
+            await user.say(KETTLE_EN[0])
+            await user.wait_for(lambda m: "Grades for reply #1" in m.get("text", ""))
+            await user.say("/end")  # no sendPhoto: the scorecard comes without the chart
+            card = await user.wait_for(lambda m: m.get("text", "").startswith("📊"))
+            assert any(d.startswith("dp:") for d in _buttons(card))
+            polls_before = len(await user.bot_messages())
+            await asyncio.sleep(2.0)  # idle: a server answering at once is not hammered
+            assert len(await user.bot_messages()) == polls_before
         failed = store.db.execute("SELECT COUNT(*) FROM updates WHERE status != 'done'").fetchone()
         assert failed[0] == 0
         outbox = dict(store.db.execute("SELECT kind, status FROM outbox WHERE kind = 'chart'"))
@@ -171,43 +178,28 @@ def test_a_drill_customer_is_answered_by_quoting_on_a_foreign_bot_api_server(
     store = Store.open(tmp_path / "bot.db")
 
     async def run() -> None:
-        config = replace(
-            TelegramConfig(token=TOKEN, api_base=foreign_api),
-            global_rate=None, chat_rate=None, poll_timeout=1, chart_processes=0,
-        )  # fmt: skip
-        app = TelegramApp(config, store, library())
-        clock = Clock()
-        app.svc.drills.clock = clock
-        await app.start()
-        stop = asyncio.Event()
-        poller = asyncio.create_task(app.poll(stop))
-        try:
-            async with aiohttp.ClientSession() as http:
-                user = Client(http, foreign_api)
-                team = app.svc.create_team("Alpha")
-                await user.say(f"/start {app.svc.create_invite('trainee', team)}")
-                await user.wait_for(lambda m: "Alpha" in m.get("text", ""))
-                app.svc.plan_drill(None, "double11-peak", teams=[team], concurrency=2, seed=4)
-                await app.svc.drills.tick()
-                clock.now = T0 + 3
-                await app.svc.drills.tick()
-                app._sweep()
-                second = await user.wait_for(lambda m: m.get("text", "").startswith("【C2 · "))
-                await user.wait_for(lambda m: m.get("text", "").startswith("【C1 · "))
-                await user.say(GOOD)  # two are waiting: which one?
-                await user.wait_for(
-                    lambda m: "Reply to that customer's message" in m.get("text", "")
+        async with _polling(store, foreign_api) as app, aiohttp.ClientSession() as http:
+            clock = Clock()
+            app.svc.drills.clock = clock
+            user = Client(http, foreign_api)
+            team = app.svc.create_team("Alpha")
+            await user.say(f"/start {app.svc.create_invite('trainee', team)}")
+            await user.wait_for(lambda m: "Alpha" in m.get("text", ""))
+            app.svc.plan_drill(None, "double11-peak", teams=[team], concurrency=2, seed=4)
+            await app.svc.drills.tick()
+            clock.now = T0 + 3
+            await app.svc.drills.tick()
+            app._sweep()
+            second = await user.wait_for(lambda m: m.get("text", "").startswith("【C2 · "))
+            await user.wait_for(lambda m: m.get("text", "").startswith("【C1 · "))
+            await user.say(GOOD)  # two are waiting: which one?
+            await user.wait_for(lambda m: "Reply to that customer's message" in m.get("text", ""))
+            await user.say(GOOD, quoting=second)
+            await user.wait_for(  # C2 answers, labelled
+                lambda m: (
+                    m.get("text", "").startswith("【C2 · ") and m.get("text") != second["text"]
                 )
-                await user.say(GOOD, quoting=second)
-                await user.wait_for(  # C2 answers, labelled
-                    lambda m: (
-                        m.get("text", "").startswith("【C2 · ") and m.get("text") != second["text"]
-                    )
-                )
-        finally:
-            stop.set()
-            await poller
-            await app.stop()
+            )
         replied = [c for c in store.drill_customers(1) if c.first_reply_at is not None]
         assert [c.label for c in replied] == ["C2"]
 

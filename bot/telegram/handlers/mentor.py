@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiogram import F, Router
@@ -68,6 +69,32 @@ def parse_assign(args: str) -> tuple[list[str], dict[str, str]]:
             raise ValueError(word)
         options[key.lower()] = value
     return [s for s in words[0].split(",") if s], options
+
+
+async def _parsed(
+    app: TelegramApp,
+    chat_id: int,
+    args: str | None,
+    usage: str,
+    lang: Lang,
+    known: set[str],
+    enough: Callable[[list[str], dict[str, str]], bool],
+) -> tuple[list[str], dict[str, str]] | None:
+    """A mentor command's words and ``key=value`` options, or None once the usage is sent.
+
+    A malformed or unknown option is named; arguments that are not ``enough`` get the usage.
+    """
+    try:
+        words, options = parse_assign(args or "")
+    except ValueError as exc:
+        bad = str(exc.args[0])
+    else:
+        unknown = sorted(set(options) - known)
+        bad = unknown[0] if unknown else ""
+        if not bad and enough(words, options):
+            return words, options
+    await app.send(chat_id, t("bad_option", lang, option=bad, usage=usage) if bad else usage)
+    return None
 
 
 async def _team_or_pick(
@@ -194,20 +221,14 @@ def router() -> Router:
         _require_mentor(actor)
         lang = actor.lang
         usage = t("usage_assign", lang, ids=", ".join(app.library.ids()))
-        try:
-            scenario_ids, options = parse_assign(command.args or "")
-        except ValueError as exc:
-            await app.send(message.chat.id, t("bad_option", lang, option=exc.args[0], usage=usage))
+        parsed = await _parsed(
+            app, message.chat.id, command.args, usage, lang,
+            {"team", "trainee", "due", "pass", "attempts", "difficulty", "mode"},
+            lambda ids, options: bool(ids) and ("team" in options) != ("trainee" in options),
+        )  # fmt: skip
+        if parsed is None:
             return
-        known = {"team", "trainee", "due", "pass", "attempts", "difficulty", "mode"}
-        unknown = sorted(set(options) - known)
-        if not scenario_ids or unknown or ("team" in options) == ("trainee" in options):
-            option = unknown[0] if unknown else ""
-            await app.send(
-                message.chat.id,
-                t("bad_option", lang, option=option, usage=usage) if option else usage,
-            )
-            return
+        scenario_ids, options = parsed
         due = None
         if "due" in options:
             try:
@@ -251,19 +272,13 @@ def router() -> Router:
         _require_mentor(actor)
         lang = actor.lang
         usage = t("usage_drill", lang, presets=", ".join(app.library.drills))
-        try:
-            presets, options = parse_assign(command.args or "")
-        except ValueError as exc:
-            await app.send(message.chat.id, t("bad_option", lang, option=exc.args[0], usage=usage))
+        parsed = await _parsed(
+            app, message.chat.id, command.args, usage, lang, {"team", "minutes", "concurrency"},
+            lambda presets, options: len(presets) == 1 and "team" in options,
+        )  # fmt: skip
+        if parsed is None:
             return
-        unknown = sorted(set(options) - {"team", "minutes", "concurrency"})
-        if len(presets) != 1 or unknown or "team" not in options:
-            option = unknown[0] if unknown else ""
-            await app.send(
-                message.chat.id,
-                t("bad_option", lang, option=option, usage=usage) if option else usage,
-            )
-            return
+        presets, options = parsed
         team = app.svc.team_named(options["team"], actor)
         concurrency = options.get("concurrency")
         planned, load, members = app.svc.plan_drill(
