@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import secrets
 import time
 from collections import Counter
@@ -1672,11 +1673,16 @@ class Training:
         mine = self.store.drills_of(actor.id, ("running",))
         if mine:
             return mine[0]
-        return next((d for d in self.store.drills() if self._sees_drill(actor, d)), None)
+        return next(iter(self.visible_drills(actor, 1)), None)
 
-    def drill_follow_ups(self, actor: Actor, drill_id: int) -> list[tuple[Standing, list[str]]]:
-        """Each trainee of an ended drill with the scenarios that train their weakest clauses."""
-        report = self.drill_report(actor, drill_id)
+    def visible_drills(self, actor: Actor, limit: int) -> list[DrillRow]:
+        """The newest ``limit`` drills the actor may see."""
+        return list(
+            itertools.islice((d for d in self.store.drills() if self._sees_drill(actor, d)), limit)
+        )
+
+    def drill_follow_ups(self, report: DrillReport) -> list[tuple[Standing, list[str]]]:
+        """Each trainee of a drill with the scenarios that train their weakest clauses."""
         return [(s, follow_up(self.library, s)) for s in report.trainees]
 
     def assign_follow_ups(
@@ -1686,7 +1692,7 @@ class Training:
         if not actor.mentor_of and not actor.is_admin:
             raise _forbidden()
         made: list[AssignmentRow] = []
-        for standing, scenarios in self.drill_follow_ups(actor, drill_id):
+        for standing, scenarios in self.drill_follow_ups(self.drill_report(actor, drill_id)):
             user = self.store.user(standing.user_id) if standing.user_id is not None else None
             if user is None or not scenarios:
                 continue

@@ -125,7 +125,8 @@ def test_the_follow_up_plan_trains_the_weakest_clauses_and_is_assigned_in_one_go
 
     asyncio.run(main())
     plans = dict(
-        (s.name, (s, scenarios)) for s, scenarios in svc.drill_follow_ups(world.mentor_a, drill.id)
+        (s.name, (s, scenarios))
+        for s, scenarios in svc.drill_follow_ups(svc.drill_report(world.mentor_a, drill.id))
     )
     standing, scenarios = plans["Alice"]
     weak = {clause for clause, _ in standing.clauses[:3]}

@@ -831,7 +831,7 @@ class WebApp:
             assigned=int(assigned) if assigned.isdigit() else None,
             today=self.svc.today().isoformat(),
             presets=list(self.svc.library.drills.values()),
-            drills=[d for d in self.svc.store.drills() if self.svc._sees_drill(actor, d)][:5],
+            drills=self.svc.visible_drills(actor, 5),
         )
 
     # ------------------------------------------------------------------ drills
@@ -874,7 +874,7 @@ class WebApp:
             "drill.html.j2",
             lang=actor.lang,
             csrf=self._csrf(request),
-            follow_ups=self.svc.drill_follow_ups(actor, drill_id) if manages and ended else [],
+            follow_ups=self.svc.drill_follow_ups(report) if manages and ended else [],
             titles={sid: r.scenario.title for sid, r in self.svc.library.scenarios.items()},
             assigned=int(assigned) if assigned.isdigit() else None,
             report=report,
