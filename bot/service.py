@@ -1643,9 +1643,11 @@ class Training:
     def _sees_drill(self, actor: Actor, drill: DrillRow) -> bool:
         if actor.is_admin or drill.created_by == actor.id:
             return True
-        users = self.store.drill_users(drill.id)
-        if actor.id in users:
+        if self.store.in_drill(drill.id, actor.id):
             return True
+        if not actor.mentor_of:
+            return False
+        users = self.store.drill_users(drill.id)
         return any(
             actor.mentors(team)
             for user in users
@@ -1705,7 +1707,7 @@ class Training:
     ) -> TurnResult | None:
         """The actor's reply to their drill customer ``label``; None if sent before."""
         drill = self.drill(actor, drill_id)
-        if actor.id not in self.store.drill_users(drill.id):
+        if not self.store.in_drill(drill.id, actor.id):
             raise _forbidden()  # a mentor watches a drill; only its trainees answer
         try:
             return await self.drills.reply(actor.user, drill.id, label, text, ref=ref)

@@ -447,6 +447,22 @@ def m011_drills(db: Database) -> None:
     db.table("sessions").create_index(["drill_customer_id"], unique=True)  # one per customer
 
 
+@migrations()
+def m012_drill_next_at(db: Database) -> None:
+    """When each drill customer next has something due, so the clock reads only those.
+
+    Waiting customers start from an early bound (``waiting_since``); the drill runner sets
+    the exact time the first time it looks at each drill.
+    """
+    db.table("drill_customers").add_column("next_at", float)
+    db.execute(
+        "UPDATE drill_customers SET next_at = CASE status WHEN 'due' THEN due_at"
+        " WHEN 'queued' THEN waiting_since WHEN 'open' THEN waiting_since END"
+    )
+    db.execute("DROP INDEX idx_drill_customers_drill_id_status_waiting_since")
+    db.table("drill_customers").create_index(["drill_id", "next_at"])
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -571,6 +587,8 @@ class DrillCustomerRow:
     """Nudges over the whole conversation."""
     ended_at: float | None
     outcome: str | None
+    next_at: float | None
+    """When something is next due for the customer (None: nothing, ever)."""
 
     @property
     def label(self) -> str:
@@ -1659,9 +1677,9 @@ class Store:
             drill_id = int(cursor.lastrowid or 0)
             db.conn.executemany(
                 "INSERT INTO drill_customers (drill_id, user_id, trainee_id, number,"
-                " scenario_id, difficulty, seed, due_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due')",
-                [(drill_id, *row) for row in rows],
+                " scenario_id, difficulty, seed, due_at, status, next_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'due', ?)",
+                [(drill_id, *row, row[-1]) for row in rows],
             )
         return drill_id
 
@@ -1698,6 +1716,11 @@ class Store:
         ).fetchall()
         return {int(r[0]) for r in rows}
 
+    def in_drill(self, drill_id: int, user_id: int) -> bool:
+        """Whether the user takes part in the drill (as a trainee)."""
+        sql = "SELECT EXISTS(SELECT 1 FROM drill_customers WHERE drill_id = ? AND user_id = ?)"
+        return bool(self.db.execute(sql, [drill_id, user_id]).fetchone()[0])
+
     def set_drill_status(
         self, drill_id: int, status: str, at: float, *, owed: Sequence[Owed] = ()
     ) -> None:
@@ -1713,7 +1736,7 @@ class Store:
     _CUSTOMER_SQL = (
         "SELECT c.id, c.drill_id, c.user_id, t.name, c.number, c.scenario_id, c.difficulty,"
         " c.seed, c.due_at, c.status, c.session_id, c.opened_at, c.first_reply_at,"
-        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome"
+        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome, c.next_at"
         " FROM drill_customers c JOIN trainees t ON t.id = c.trainee_id"
     )
 
@@ -1729,7 +1752,10 @@ class Store:
         where: list[str] = ["c.drill_id = ?"]
         params: list[Any] = [drill_id]
         if statuses is not None:
-            where.append(f"c.status IN ({', '.join('?' * len(statuses))})")
+            # With a trainee named, "+" keeps SQLite on the (drill, user) index: the status
+            # index would walk every open customer of the drill.
+            column = "+c.status" if user_id is not None else "c.status"
+            where.append(f"{column} IN ({', '.join('?' * len(statuses))})")
             params += list(statuses)
         if user_id is not None:
             where.append("c.user_id = ?")
@@ -1741,18 +1767,11 @@ class Store:
         return [DrillCustomerRow(*row) for row in self.db.execute(sql, params).fetchall()]
 
     def drill_due(
-        self, drill_id: int, due_by: float, waiting_by: float, user_id: int | None = None
+        self, drill_id: int, due_by: float, user_id: int | None = None
     ) -> list[DrillCustomerRow]:
-        """Customers who may have something due.
-
-        That is arrivals by ``due_by``, and customers waiting since ``waiting_by`` or
-        before (everyone else was answered too recently).
-        """
-        sql = (
-            self._CUSTOMER_SQL + " WHERE c.drill_id = ? AND ((c.status = 'due' AND c.due_at <= ?)"
-            " OR (c.status IN ('queued', 'open') AND c.waiting_since <= ?))"
-        )
-        params: list[Any] = [drill_id, due_by, waiting_by]
+        """Customers with something due by ``due_by`` (their ``next_at``, set by the runner)."""
+        sql = self._CUSTOMER_SQL + " WHERE c.drill_id = ? AND c.next_at <= ?"
+        params: list[Any] = [drill_id, due_by]
         if user_id is not None:
             sql += " AND c.user_id = ?"
             params.append(user_id)
@@ -1789,6 +1808,7 @@ class Store:
             "nudges",
             "ended_at",
             "outcome",
+            "next_at",
         }
     )
 
@@ -1797,14 +1817,14 @@ class Store:
         customer_id: int,
         changes: dict[str, Any],
         *,
-        event: tuple[str, float, float] | None = None,
+        events: Sequence[tuple[str, float, float]] = (),
         turn: tuple[str, str, dict[str, Any]] | None = None,
         owed: Owed | None = None,
         expect: DrillCustomerRow | None = None,
     ) -> None:
         """Change a drill customer, with what came of it, in one commit.
 
-        ``event`` (kind, due at, done at) is logged; ``turn`` (session, text, customer
+        ``events`` (kind, due at, done at) are logged; ``turn`` (session, text, customer
         state) is a customer line stored with the state it leaves; ``owed`` what it owes
         the trainee. With ``expect`` (the row as the caller read it) nothing is written if
         another process changed the customer meanwhile: :class:`StaleDrill` is raised.
@@ -1826,7 +1846,7 @@ class Store:
                 )
                 if expect is not None and cursor.rowcount == 0:
                     raise StaleDrill(f"drill customer {customer_id} changed meanwhile")
-            if event is not None:
+            for event in events:
                 db.execute(
                     "INSERT INTO drill_events (drill_id, customer_id, kind, due_at, done_at)"
                     " SELECT drill_id, id, ?, ?, ? FROM drill_customers WHERE id = ?",

@@ -152,6 +152,10 @@ def grader(name: str) -> Callable[[GraderFactory], GraderFactory]:
     return register
 
 
+_GRADER_TYPES: set[type] = set()
+"""Classes already seen to satisfy the Grader protocol."""
+
+
 def get_grader(name: str, **options: Any) -> Grader:
     """Build the grader registered as ``name``."""
     try:
@@ -163,8 +167,10 @@ def get_grader(name: str, **options: Any) -> Grader:
             f"Grader '{name}' is not registered.{hint} Known: {', '.join(sorted(_REGISTRY))}."
         ) from None
     built = factory(**options)
-    if not isinstance(built, Grader):
-        raise TypeError(f"grader factory '{name}' did not return a Grader")
+    if type(built) not in _GRADER_TYPES:  # a protocol check is slow: once per class
+        if not isinstance(built, Grader):
+            raise TypeError(f"grader factory '{name}' did not return a Grader")
+        _GRADER_TYPES.add(type(built))
     return built
 
 

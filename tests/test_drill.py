@@ -75,6 +75,7 @@ def state(store: Store, drill: int) -> list[tuple[object, ...]]:
             c.nudges,
             c.ended_at,
             c.outcome,
+            c.next_at,
             tuple(t.text for t in store.turns(c.session_id)) if c.session_id else (),
         )
         for c in rows
@@ -229,7 +230,9 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
     is abandoned mid-way like a killed process (no close) and a new process catches up."""
     plan = library.drills["double11-peak"].model_copy(update={"minutes": 6})
 
-    async def drive(path: Path, *, crash_at: float | None) -> list[tuple[object, ...]]:
+    async def drive(
+        path: Path, *, crash_at: float | None, from_m011: bool = False
+    ) -> list[tuple[object, ...]]:
         store = Store.open(path)
         users = members(store, 20)  # one team: 20 trainees, 3 customers each at once
         clock = Clock()
@@ -241,6 +244,13 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
         while second <= plan.minutes * 60 + 5:
             clock.now = T0 + second
             if crash_at is not None and second == crash_at:
+                if from_m011:  # restarted by a newer version: next_at as m012 fills it in
+                    store.db.execute(
+                        "UPDATE drill_customers SET next_at = CASE status WHEN 'due' THEN"
+                        " due_at WHEN 'queued' THEN waiting_since WHEN 'open' THEN"
+                        " waiting_since END"
+                    )
+                    store.db.conn.commit()
                 store = Store.open(path)  # the old connection is dropped as by kill -9
                 runner = DrillRunner(store, library, Engine(store, library), clock=clock)
             if down[0] < second < down[1]:
@@ -258,6 +268,8 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
     steady = asyncio.run(drive(tmp_path / "steady.db", crash_at=None))
     crashed = asyncio.run(drive(tmp_path / "crashed.db", crash_at=350))
     assert crashed == steady
+    upgraded = asyncio.run(drive(tmp_path / "upgraded.db", crash_at=350, from_m011=True))
+    assert upgraded == steady
     assert any(row[2] == "abandoned" for row in steady)  # the outage made customers leave
 
 

@@ -37,6 +37,7 @@ ALL_MIGRATIONS = [
     "m009_grade_reviews",
     "m010_accounts",
     "m011_drills",
+    "m012_drill_next_at",
 ]
 
 

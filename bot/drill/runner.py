@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, schedule
@@ -28,8 +30,8 @@ from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT, Scorecard
 
 log = logging.getLogger(__name__)
-CLOCK_S = 1.0
-"""How often a server moves its drills on."""
+CLOCK_S = 0.2
+"""How often a server moves its drills on (a pass with nothing due reads one index)."""
 WAITING = ("queued", "open")
 """States of a customer who has arrived and not gone."""
 
@@ -98,6 +100,7 @@ class DrillRunner:
         self.engine = engine
         self.clock = clock
         self._sessions: dict[int, Session] = {}
+        self._plans: dict[int, DrillPlan] = {}
         self._checked: set[int] = set()
         """Drills whose half-done changes (a crash between two writes) were repaired."""
         self._clock_lock = asyncio.Lock()
@@ -172,22 +175,19 @@ class DrillRunner:
         For one trainee (whose lock the caller holds), or for everyone, each change under
         its trainee's lock, so the others' replies go on meanwhile.
         """
-        plan = DrillPlan.model_validate(drill.plan)
+        plan = self._plan(drill)
         if drill.status == "planned":
             self.store.set_drill_status(drill.id, "running", drill.starts_at)
         horizon = min(now, drill.ends_at)
         if user_id is None and drill.id not in self._checked:  # what a crash left half done
-            for row in self.store.drill_customers(drill.id, WAITING):
-                await self._reconcile(row)
+            for row in self.store.drill_customers(drill.id, ("due", *WAITING)):
+                await self._reconcile(plan, row)
             for loose in self.store.drill_loose_ends(drill.id):
                 session = await self._session(loose)
                 await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
                 self._sessions.pop(loose.id, None)
             self._checked.add(drill.id)
-        soonest = min(_first_wait(plan, difficulty) for difficulty in plan.difficulties)
-        rows = {
-            c.id: c for c in self.store.drill_due(drill.id, horizon, horizon - soonest, user_id)
-        }
+        rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id)}
         heap: list[_Due] = []
         order = 0
 
@@ -224,9 +224,46 @@ class DrillRunner:
             for each in changed:
                 rows[each.id] = each
                 push(each)
+            if user_id is None:
+                await asyncio.sleep(0)  # replies go on between the clock's events
         if user_id is None and now >= drill.ends_at:
             applied += await self._finish(drill, plan, now)
         return applied
+
+    def _plan(self, drill: DrillRow) -> DrillPlan:
+        plan = self._plans.get(drill.id)
+        if plan is None:
+            plan = self._plans[drill.id] = DrillPlan.model_validate(drill.plan)
+        return plan
+
+    def _write(
+        self,
+        plan: DrillPlan,
+        row: DrillCustomerRow,
+        changes: dict[str, object],
+        *,
+        events: Sequence[tuple[str, float, float]] = (),
+        turn: tuple[str, str, dict[str, Any]] | None = None,
+        owed: Owed | None = None,
+        expect: DrillCustomerRow | None = None,
+    ) -> DrillCustomerRow:
+        """Change a customer, with when they next have something due (``next_at``).
+
+        Returns the row as now stored (the caller holds the trainee's lock, and
+        ``expect`` guards against other processes).
+        """
+        changed = dataclasses.replace(row, **changes)  # type: ignore[arg-type]
+        due = _next(plan, changed)
+        next_at = None if due is None else due[1]
+        self.store.update_drill_customer(
+            row.id,
+            {**changes, "next_at": next_at},
+            events=events,
+            turn=turn,
+            owed=owed,
+            expect=expect,
+        )
+        return dataclasses.replace(changed, next_at=next_at)
 
     def _hand(self, user_id: int) -> asyncio.Lock:
         """One change at a time to one trainee's customers (the clock's or a reply)."""
@@ -248,41 +285,44 @@ class DrillRunner:
         ``hand`` holds the trainee's other waiting customers (those who may open now).
         """
         event = (kind, at, self.clock())
-        if kind == "arrive":
-            self.store.update_drill_customer(
-                row.id, {"status": "queued", "waiting_since": at}, event=event, expect=row
+        if kind == "arrive" and _free_hand(plan, row, hand):
+            new = await self._open(plan, row, at, arrival=event)  # one write for both
+        elif kind == "arrive":
+            new = self._write(
+                plan, row, {"status": "queued", "waiting_since": at}, events=[event], expect=row
             )
         elif kind == "nudge":
             session = await self._session(row)
             user = self._user(row)
             text = plan.nudge(row.nudged, _lang(user))
             state = session.waited(text)
-            self.store.update_drill_customer(
-                row.id,
+            new = self._write(
+                plan,
+                row,
                 {"nudged": row.nudged + 1, "nudges": row.nudges + 1},
-                event=event,
+                events=[event],
                 turn=(session.id, text, state),
                 owed=_Postbox(user, row.label, None).owe(session, text),
                 expect=row,
             )
-        elif kind == "leave":
-            self.store.update_drill_customer(
-                row.id,
+        else:  # leave
+            new = self._write(
+                plan,
+                row,
                 {
                     "status": "abandoned",
                     "ended_at": at,
                     "outcome": "abandoned",
                     "waiting_since": None,
                 },
-                event=event,
+                events=[event],
                 expect=row,
             )
             if row.status == "open":
                 session = await self._session(row)
                 await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
                 self._sessions.pop(row.id, None)
-        changed = [self._row(row.id)]
-        return changed + await self._fill(plan, changed[0], at, hand)
+        return [new, *await self._fill(plan, new, at, hand)]
 
     async def _fill(
         self,
@@ -300,8 +340,17 @@ class DrillRunner:
             opened.append(await self._open(plan, waiting, at))
         return opened
 
-    async def _open(self, plan: DrillPlan, row: DrillCustomerRow, at: float) -> DrillCustomerRow:
-        """Start the conversation of a queued customer (or adopt one a crash left behind)."""
+    async def _open(
+        self,
+        plan: DrillPlan,
+        row: DrillCustomerRow,
+        at: float,
+        arrival: tuple[str, float, float] | None = None,
+    ) -> DrillCustomerRow:
+        """Start the conversation of a queued customer (or adopt one a crash left behind).
+
+        With ``arrival`` (its event), the customer arrives and is served at once.
+        """
         user = self._user(row)
         existing = self.store.drill_session_of(row.id)
         if existing is None:
@@ -312,13 +361,17 @@ class DrillRunner:
         else:
             session, _ = await self.engine.resume(existing)
         self._sessions[row.id] = session
-        self.store.update_drill_customer(
-            row.id,
-            {"status": "open", "session_id": session.id, "opened_at": at},
-            event=("open", at, self.clock()),
+        changes: dict[str, object] = {"status": "open", "session_id": session.id, "opened_at": at}
+        if arrival is not None:
+            changes["waiting_since"] = at
+        opened = ("open", at, self.clock())
+        return self._write(
+            plan,
+            row,
+            changes,
+            events=[opened] if arrival is None else [arrival, opened],
             expect=row,
         )
-        return self._row(row.id)
 
     async def _start(
         self, plan: DrillPlan, row: DrillCustomerRow, user: UserRow
@@ -339,11 +392,11 @@ class DrillRunner:
         ended = 0
         for stale in self.store.drill_customers(drill.id, WAITING):
             async with self._hand(stale.user_id):
-                ended += await self._close(drill, stale.id, now)
+                ended += await self._close(drill, plan, stale.id, now)
         self.store.set_drill_status(drill.id, "ended", drill.ends_at)
         return ended + 1
 
-    async def _close(self, drill: DrillRow, customer_id: int, now: float) -> int:
+    async def _close(self, drill: DrillRow, plan: DrillPlan, customer_id: int, now: float) -> int:
         """End one customer's part in a drill whose time is up (1, or 0 if already gone)."""
         row = self._row(customer_id)
         if row.status not in WAITING:
@@ -354,15 +407,16 @@ class DrillRunner:
             await session.end("drill_ended", postbox=_Postbox(self._user(row), row.label, None))
             self._sessions.pop(row.id, None)
             outcome, status = "drill_ended", "done"
-        self.store.update_drill_customer(
-            row.id,
+        self._write(
+            plan,
+            row,
             {
                 "status": status,
                 "ended_at": drill.ends_at,
                 "outcome": outcome,
                 "waiting_since": None,
             },
-            event=("end", drill.ends_at, now),
+            events=[("end", drill.ends_at, now)],
         )
         return 1
 
@@ -389,6 +443,7 @@ class DrillRunner:
                     {"zh": "这场演练没有在进行。", "en": "This drill is not running."},
                 )
             await self._advance(drill, now, user.id)
+            plan = self._plan(drill)
             row = self._customer(drill_id, user, label)
             session = await self._session(row)
             if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
@@ -405,14 +460,13 @@ class DrillRunner:
                 changes.update(
                     status="done", ended_at=now, outcome=session.outcome, waiting_since=None
                 )
-            self.store.update_drill_customer(row.id, changes)
+            done = self._write(plan, row, changes)
             if session.ended:
-                plan = DrillPlan.model_validate(drill.plan)
                 rows = {
                     c.id: c for c in self.store.drill_customers(drill_id, WAITING, user_id=user.id)
                 }
                 with contextlib.suppress(StaleDrill):  # opened elsewhere: nothing left to do
-                    await self._fill(plan, self._row(row.id), now, rows)
+                    await self._fill(plan, done, now, rows)
             return result
 
     def _customer(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow:
@@ -454,16 +508,24 @@ class DrillRunner:
             self._sessions[row.id] = session
         return session
 
-    async def _reconcile(self, row: DrillCustomerRow) -> DrillCustomerRow:
-        """A customer whose conversation ended before its row said so (a crash between)."""
-        if row.status != "open" or row.session_id is None:
-            return row
-        session = self.store.session(row.session_id)
-        if session is None or session.status == "active":
-            return row
+    async def _reconcile(self, plan: DrillPlan, row: DrillCustomerRow) -> None:
+        """Set when the customer is next due; end one whose conversation ended first.
+
+        A crash between a conversation's end and its row's leaves the latter; a store
+        from before ``next_at`` holds an early bound.
+        """
+        session = None if row.session_id is None else self.store.session(row.session_id)
+        if row.status != "open" or session is None or session.status == "active":
+            due = _next(plan, row)
+            if row.next_at != (None if due is None else due[1]):
+                self.store.update_drill_customer(
+                    row.id, {"next_at": None if due is None else due[1]}
+                )
+            return
         status = "abandoned" if session.outcome == "abandoned" else "done"
-        self.store.update_drill_customer(
-            row.id,
+        self._write(
+            plan,
+            row,
             {
                 "status": status,
                 "outcome": session.outcome,
@@ -472,7 +534,6 @@ class DrillRunner:
             },
         )
         self._sessions.pop(row.id, None)
-        return self._row(row.id)
 
 
 def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
@@ -488,9 +549,12 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
     return "leave", row.waiting_since + plan.patience(row.difficulty)
 
 
-def _first_wait(plan: DrillPlan, difficulty: str) -> float:
-    """The shortest wait after which anything is due for a waiting customer."""
-    return min([*plan.nudge_times(difficulty), plan.patience(difficulty)])
+def _free_hand(plan: DrillPlan, row: DrillCustomerRow, hand: dict[int, DrillCustomerRow]) -> bool:
+    """Whether the trainee can take ``row`` now: a free hand and nobody queued before."""
+    others = [r for r in hand.values() if r.id != row.id]
+    if any(r.status == "queued" for r in others):
+        return False
+    return sum(1 for r in others if r.status == "open") < plan.concurrency
 
 
 def _lang(user: UserRow) -> Lang:

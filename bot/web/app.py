@@ -921,7 +921,7 @@ class WebApp:
     def _desk(self, request: web.Request) -> tuple[Actor, int, dict[str, Any]]:
         """The trainee's workspace in a drill: their customers and one conversation."""
         actor, drill_id = self._drill(request)
-        if actor.id not in self.svc.store.drill_users(drill_id):
+        if not self.svc.store.in_drill(drill_id, actor.id):
             raise self._refusal(request, "forbidden", 403)
         drill = self.svc.store.drill(drill_id)
         assert drill is not None
