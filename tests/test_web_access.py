@@ -126,6 +126,7 @@ def _actions(ids: dict[str, str]) -> list[Action]:
         Action("drill chart", "GET", f"/drills/{drill}/chart.png", READERS | {"a2"}),
         Action("drill workspace", "GET", f"/drills/{drill}/desk", {"a1", "a2"}),
         Action("drill workspace data", "GET", f"/drills/{drill}/desk.json", {"a1", "a2"}),
+        Action("drill workspace live", "WS", f"/drills/{drill}/desk/live", {"a1", "a2"}),
         Action(
             "drill reply",
             "POST",

@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import async_playwright
 
@@ -135,6 +137,64 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
     run(check, library)
 
 
+async def _until(socket: Any, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The next message the socket gets that ``wanted`` accepts (others are skipped)."""
+    while True:
+        message = await asyncio.wait_for(socket.receive_json(), 60)
+        if wanted(message):
+            return message  # type: ignore[no-any-return]
+
+
+def test_the_workspace_socket_pushes_every_change_and_answers_each_reply_once(
+    library: ScenarioLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.web.desk.REFRESH_S", 3600.0)  # only a change sends the desk
+
+    async def check(world: World) -> None:
+        svc, clock, server = world
+        alice = await signed_in(svc, Browser(server), "Alice", lang="en")
+        team = svc.store.team_by_name("Alpha")
+        svc.plan_drill(None, "double11-peak", teams=[team], seed=5)  # type: ignore[list-item]
+        await svc.drills.tick()
+        origin = {"Origin": alice.url("/").rstrip("/")}
+        socket = await alice.http.ws_connect(alice.url("/drills/1/desk/live"), headers=origin)
+        try:
+            await socket.send_json({"type": "show", "c": "C1"})
+            desk = await _until(socket, lambda m: m["type"] == "desk")
+            assert [c["label"] for c in desk["customers"]] == ["C1"] and desk["label"] == "C1"
+            clock.now = T0 + 5  # two more customers arrive: pushed, nobody asked
+            await svc.drills.tick()
+            desk = await _until(socket, lambda m: len(m.get("customers", ())) == 3)
+            assert desk["running"] and desk["label"] == "C1"
+            reply = {"type": "reply", "label": "C2", "text": XSS, "ref": "r1"}
+            await socket.send_json(reply)
+            assert (await _until(socket, lambda m: m["type"] != "desk")) == {
+                "type": "done",
+                "ref": "r1",
+            }
+            desk = await _until(socket, lambda m: m["type"] == "desk" and m["label"] == "C2")
+            assert "&lt;script&gt;" in desk["chat"] and "<script>alert" not in desk["chat"]
+            await socket.send_json(reply)  # sent again after a dropped connection
+            assert (await _until(socket, lambda m: m["type"] != "desk"))["type"] == "done"
+            await socket.send_str("{not json")
+            assert (await _until(socket, lambda m: m["type"] != "desk"))["type"] == "error"
+            gone = {"type": "reply", "label": "C9", "text": GOOD, "ref": "r2"}
+            await socket.send_json(gone)
+            refused = await _until(socket, lambda m: m["type"] != "desk")
+            assert refused["type"] == "rejected" and "No customer C9" in refused["text"]
+            rows = {c.label: c for c in svc.store.drill_customers(1)}
+            turns = svc.store.turns(rows["C2"].session_id)  # type: ignore[arg-type]
+            assert [t.text for t in turns if t.role == "trainee"] == [XSS]  # once
+            clock.now = T0 + 31 * 60
+            await svc.drills.tick()  # the end is pushed too: the page goes to the report
+            await _until(socket, lambda m: m["type"] == "desk" and not m["running"])
+        finally:
+            await socket.close()
+            await alice.http.close()
+
+    run(check, library)
+
+
 def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reloading(
     library: ScenarioLibrary,
 ) -> None:
@@ -153,6 +213,8 @@ def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reload
                 await svc.drills.tick()
                 clock.now = T0 + 5
                 await svc.drills.tick()
+                await page.route("**/desk.json*", lambda route: route.abort())
+                await page.route("**/reply", lambda route: route.abort())  # the socket only
                 await page.goto(str(server.make_url("/drills/1/desk")))
                 assert await page.locator(".queue li").count() == 3
                 marker = await page.evaluate("window.kept = 1")
@@ -161,6 +223,13 @@ def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reload
                 await page.press("textarea[name=text]", "Enter")
                 await page.locator(".chat .msg.trainee").wait_for()
                 await page.locator(".chat .msg.customer").nth(1).wait_for()  # answered
+                assert await page.locator("textarea[name=text]").input_value() == ""
+                plan = svc.library.drills["double11-peak"]
+                c3 = svc.store.drill_customers(1)[2]
+                clock.now = c3.due_at + plan.nudge_times(c3.difficulty)[0]  # C3 nudges
+                await svc.drills.tick()
+                nudged = page.locator(".queue li").nth(2).locator(".unread", has_text="2")
+                await nudged.wait_for()  # pushed: its opening and the nudge are unread
                 assert await page.evaluate("window.kept") == 1  # the page never reloaded
                 await fits(page, "drill-desk-desktop")
                 await page.set_viewport_size(PHONE)

@@ -16,7 +16,7 @@ import heapq
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,8 @@ class DrillRunner:
         """One pass of the clock at a time."""
         self._hands: dict[int, asyncio.Lock] = {}
         """Per trainee: one change at a time to their customers."""
+        self._watchers: dict[int, set[asyncio.Event]] = {}
+        """Per trainee: the events of the workspaces that show their customers."""
 
     # planning
 
@@ -263,7 +265,28 @@ class DrillRunner:
             owed=owed,
             expect=expect,
         )
+        self._changed(row.user_id)
         return dataclasses.replace(changed, next_at=next_at)
+
+    @contextlib.contextmanager
+    def watch(self, user_id: int) -> Iterator[asyncio.Event]:
+        """An event set whenever this process changes one of the trainee's customers.
+
+        Changes made by another process are not seen: a watcher refreshes now and then.
+        """
+        changed = asyncio.Event()
+        self._watchers.setdefault(user_id, set()).add(changed)
+        try:
+            yield changed
+        finally:
+            mine = self._watchers.get(user_id, set())
+            mine.discard(changed)
+            if not mine:
+                self._watchers.pop(user_id, None)
+
+    def _changed(self, user_id: int) -> None:
+        for changed in self._watchers.get(user_id, ()):
+            changed.set()
 
     def _hand(self, user_id: int) -> asyncio.Lock:
         """One change at a time to one trainee's customers (the clock's or a reply)."""

@@ -56,6 +56,7 @@ from bot.service import (
     token_digest,
 )
 from bot.storage import DeviceRow, DrillCustomerRow, SessionRow, TeamRow, TurnRow
+from bot.web.desk import DeskLine
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
 from graders._base import Bilingual
@@ -139,6 +140,7 @@ class WebApp:
                 web.get("/drills/{drill}/chart.png", self.drill_chart),
                 web.get("/drills/{drill}/desk", self.drill_desk),
                 web.get("/drills/{drill}/desk.json", self.drill_desk_json),
+                web.get("/drills/{drill}/desk/live", self.drill_live),
                 web.post("/drills/{drill}/reply", self.drill_reply),
                 web.post("/drills/{drill}/follow-up", self.drill_follow_up),
                 web.post("/lang", self.switch_lang),
@@ -923,12 +925,15 @@ class WebApp:
         actor, drill_id = self._drill(request)
         if not self.svc.store.in_drill(drill_id, actor.id):
             raise self._refusal(request, "forbidden", 403)
+        return actor, drill_id, self.desk_values(actor, drill_id, request.query.get("c", ""))
+
+    def desk_values(self, actor: Actor, drill_id: int, asked: str) -> dict[str, Any]:
+        """What the workspace shows: customer ``asked`` (a label) or the longest waiting."""
         drill = self.svc.store.drill(drill_id)
         assert drill is not None
         now = self.svc.drills.clock()
         rows = self.svc.store.drill_customers(drill_id, user_id=actor.id)
         open_rows = [r for r in rows if r.status == "open"]
-        asked = request.query.get("c", "")
         chosen = next((r for r in open_rows if r.label == asked), None)
         if chosen is None and open_rows:
             chosen = min(open_rows, key=lambda r: r.waiting_since or now)
@@ -942,7 +947,7 @@ class WebApp:
         chat = []
         if chosen is not None and chosen.session_id:
             chat = [t for t in self.svc.store.turns(chosen.session_id) if t.role != "system"]
-        values = {
+        return {
             "lang": actor.lang,
             "drill": drill,
             "queue": queue,
@@ -952,7 +957,22 @@ class WebApp:
             "who": self._customer_name(chosen, actor.lang) if chosen else "",
             "left": max(0, int(drill.ends_at - now)),
         }
-        return actor, drill_id, values
+
+    def desk_news(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The workspace as the script refreshes it (over the socket or desk.json)."""
+        chosen = values["chosen"]
+        return {
+            "type": "desk",
+            "queue": self.pages.get_template("desk_queue.html.j2").render(**values),
+            "chat": self.pages.get_template("desk_chat.html.j2").render(**values),
+            "label": chosen.label if chosen else "",
+            "customers": [
+                {"label": row.label, "unread": unread, "waited": waited}
+                for row, _, unread, waited in values["queue"]
+            ],
+            "left": values["left"],
+            "running": values["drill"].status == "running",
+        }
 
     def _customer_name(self, row: DrillCustomerRow, lang: Lang) -> str:
         scenario = self.svc.library.scenarios.get(row.scenario_id)
@@ -966,18 +986,30 @@ class WebApp:
         )
 
     async def drill_desk_json(self, request: web.Request) -> web.Response:
-        """What the workspace script refreshes: the queue and the open conversation."""
+        """What the workspace script refreshes when it has no socket."""
         _, _, values = self._desk(request)
-        chosen = values["chosen"]
-        return web.json_response(
-            {
-                "queue": self.pages.get_template("desk_queue.html.j2").render(**values),
-                "chat": self.pages.get_template("desk_chat.html.j2").render(**values),
-                "label": chosen.label if chosen else "",
-                "left": values["left"],
-                "running": values["drill"].status == "running",
-            }
-        )
+        return web.json_response(self.desk_news(values))
+
+    async def drill_live(self, request: web.Request) -> web.StreamResponse:
+        """The workspace over a WebSocket: replies in; the queue and chat out on every change.
+
+        The page says which customer it shows (``show``) and sends replies (``reply``, with
+        the form's reference: a reply sent again after a dropped connection is answered
+        once). The server sends the workspace whenever one of the trainee's customers
+        changes in this process, and every few seconds anyway. Only the drill's trainees
+        may connect.
+        """
+        actor, drill_id = self._drill(request)
+        if request.headers.get("Origin") != self._origin(request):
+            raise self._refusal(request, "bad_form", 403)
+        if not self.svc.store.in_drill(drill_id, actor.id):
+            raise self._refusal(request, "forbidden", 403)
+        socket = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        await socket.prepare(request)
+        device = token_digest(request.cookies.get(COOKIE, ""))
+        with contextlib.suppress(ConnectionResetError):  # the page went away: it reconnects
+            await DeskLine(self, socket, actor, drill_id, device).run()
+        return socket
 
     async def drill_reply(self, request: web.Request) -> web.StreamResponse:
         """A reply to one drill customer; the script gets JSON, a plain form the desk again."""

@@ -1,7 +1,9 @@
 // The drill workspace: the queue of customers (unread counts, how long each has waited)
-// and the open conversation refresh every second and a half; a reply is sent without
-// reloading the page, so what is being typed stays. Without scripts the page still works:
-// the form posts and the page comes back.
+// and the open conversation. Over a WebSocket the server sends them whenever a customer
+// writes, arrives or leaves, and a reply goes out on the socket; without one (a proxy
+// that drops WebSockets) the page asks every second and a half and posts replies. A reply
+// never reloads the page, so what is being typed stays. Without scripts the page still
+// works: the form posts and the page comes back.
 "use strict";
 const desk = document.querySelector(".desk");
 if (desk) {
@@ -11,18 +13,10 @@ if (desk) {
   const left = document.querySelector(".left");
   const base = `/drills/${desk.dataset.drill}`;
   let label = desk.dataset.label;
+  let socket = null;
+  let polling = null;
 
-  const refresh = async () => {
-    let data;
-    try {
-      const answer = await fetch(`${base}/desk.json?c=${encodeURIComponent(label)}`, {
-        headers: { Accept: "application/json" },
-      });
-      if (!answer.ok) return;
-      data = await answer.json();
-    } catch {
-      return; // offline for a moment: the next refresh tries again
-    }
+  const show = (data) => {
     if (!data.running) {
       window.location.assign(base);
       return;
@@ -38,10 +32,66 @@ if (desk) {
     left.dataset.left = data.left;
   };
 
+  const refresh = async () => {
+    try {
+      const answer = await fetch(`${base}/desk.json?c=${encodeURIComponent(label)}`, {
+        headers: { Accept: "application/json" },
+      });
+      if (answer.ok) show(await answer.json());
+    } catch {
+      // offline for a moment: the next refresh tries again
+    }
+  };
+
+  const poll = () => {
+    if (polling === null) polling = setInterval(refresh, 1500);
+  };
+
+  const connect = () => {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${window.location.host}${base}/desk/live`);
+    socket.addEventListener("open", () => {
+      clearInterval(polling);
+      polling = null;
+      socket.send(JSON.stringify({ type: "show", c: label }));
+    });
+    socket.addEventListener("message", (event) => {
+      const data = JSON.parse(event.data);
+      if (data.type === "desk") show(data);
+      else if (data.type === "done" || data.type === "rejected" || data.type === "error") {
+        compose?.dispatchEvent(new CustomEvent("answered", { detail: data }));
+      }
+    });
+    socket.addEventListener("close", () => {
+      socket = null;
+      if (compose?.querySelector("button").disabled) {
+        // a reply in flight: send it again (same reference, answered once)
+        compose.dispatchEvent(new CustomEvent("answered", { detail: { type: "error", text: "⚠" } }));
+      }
+      poll(); // until the socket is back
+      setTimeout(connect, 3000);
+    });
+  };
+
   if (compose) {
     const box = compose.querySelector("textarea");
     const problem = compose.querySelector(".problem");
     const ref = compose.querySelector("input[name=ref]");
+    const button = compose.querySelector("button");
+    const answered = (ok, text) => {
+      problem.hidden = ok;
+      if (ok) {
+        box.value = "";
+        ref.value = `${ref.value.split(".")[0]}.${Date.now()}`;
+      } else {
+        problem.textContent = text;
+      }
+      button.disabled = false;
+    };
+    compose.addEventListener("answered", (event) => {
+      const data = event.detail;
+      if (data.ref === undefined || data.ref === ref.value) answered(data.type === "done", data.text);
+    });
     box.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -50,35 +100,43 @@ if (desk) {
     });
     compose.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const body = new URLSearchParams(new FormData(compose));
-      compose.querySelector("button").disabled = true;
+      button.disabled = true;
+      const fields = new FormData(compose);
+      if (socket !== null && socket.readyState === WebSocket.OPEN) {
+        socket.send(
+          JSON.stringify({
+            type: "reply",
+            label: fields.get("label"),
+            text: fields.get("text"),
+            ref: fields.get("ref"),
+          }),
+        );
+        return; // "done" or "rejected" comes back on the socket
+      }
       try {
         const answer = await fetch(compose.action, {
           method: "POST",
           headers: { Accept: "application/json" },
-          body,
+          body: new URLSearchParams(fields),
         });
         const data = await answer.json();
-        problem.hidden = answer.ok;
-        if (answer.ok) {
-          box.value = "";
-          ref.value = `${ref.value.split(".")[0]}.${Date.now()}`;
-        } else {
-          problem.textContent = data.error;
-        }
+        answered(answer.ok, data.error);
       } catch {
-        problem.hidden = false; // the same reference is sent again next time: answered once
-        problem.textContent = "⚠";
-      } finally {
-        compose.querySelector("button").disabled = false;
+        answered(false, "⚠"); // the same reference is sent again next time: answered once
       }
       await refresh();
     });
   }
-  setInterval(refresh, 1500);
+  poll();
+  connect();
   setInterval(() => {
     const seconds = Math.max(0, Number(left.dataset.left) - 1);
     left.dataset.left = seconds;
     left.textContent = left.textContent.replace(/\d+:\d\d/, `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`);
+    for (const waited of queue.querySelectorAll(".waited[data-waited]")) {
+      const count = Number(waited.dataset.waited) + 1;
+      waited.dataset.waited = count;
+      waited.textContent = waited.textContent.replace(/\d+/, String(count));
+    }
   }, 1000);
 }
