@@ -82,26 +82,29 @@ def ensure_llm_venv() -> Path:
 
 
 CHROMIUM = Path(os.environ.get("TRAINER_CHROMIUM", "/usr/bin/chromium"))
-BROWSER_PACKAGES = ("chromium", "fonts-noto-cjk")
-"""Debian's Chromium for the browser tests, and a CJK font for pages and charts."""
+DEBIAN_PACKAGES = ("chromium", "fonts-noto-cjk", "faketime")
+"""Debian's Chromium for the browser tests, a CJK font for pages and charts, and libfaketime
+for the servers whose clock a test moves (tests/test_drill_restart.py)."""
 
 
-def ensure_browser() -> None:
-    """Install Debian's Chromium (and a CJK font) when missing and apt-get can."""
+def ensure_debian_packages() -> None:
+    """Install Debian's Chromium, a CJK font and libfaketime when missing and apt-get can."""
     fonts = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
-    if CHROMIUM.exists() and fonts.exists():
+    faketime = list(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if CHROMIUM.exists() and fonts.exists() and faketime:
         return
     apt = shutil.which("apt-get")
     if apt is None or getattr(os, "geteuid", lambda: -1)() != 0:
         print(
-            f"{CHROMIUM} or a CJK font is missing: install Debian's {' and '.join(BROWSER_PACKAGES)}"
-            " (tests/test_web_browser.py needs them; no browser is downloaded)",
+            f"{CHROMIUM}, a CJK font or libfaketime is missing: install Debian's "
+            f"{', '.join(DEBIAN_PACKAGES)} (the browser and restart tests need them; no "
+            "browser is downloaded)",
             flush=True,
         )
         return  # those tests then say so and fail
     quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print(f"+ apt-get install {' '.join(BROWSER_PACKAGES)}", flush=True)
-    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", *BROWSER_PACKAGES]):
+    print(f"+ apt-get install {' '.join(DEBIAN_PACKAGES)}", flush=True)
+    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", *DEBIAN_PACKAGES]):
         code = subprocess.call(command, env=quiet, stdout=subprocess.DEVNULL)
         if code:
             sys.exit(code)
@@ -146,7 +149,7 @@ def main(argv: list[str]) -> None:
         rest = [arg for arg in rest if arg != "--busy"]
         ensure_venv("test")
         ensure_foreign_botapi()
-        ensure_browser()
+        ensure_debian_packages()
         # A process spinning on one core: the suite must pass with its other core loaded.
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:

@@ -1,59 +1,82 @@
-"""A festival drill under load, compressed in time: many simulated trainees, 3 customers each.
+"""A festival drill under load: many simulated trainees, 3 customers each, on a channel.
 
-    python bench/bench_drill.py [--quick] [--trainees N] [--minutes M] [--scale S]
-                                [--chart FILE]
+    python bench/bench_drill.py [--channel web|telegram|engine] [--quick] [--trainees N]
+                                [--minutes M] [--scale S] [--chart FILE]
 
-Runs the drill engine the way `trainer serve web` runs it. That means a file-backed store,
-commits that do not wait for the disk (one fsync in a thread before an answer counts as
-given), the WAL checkpointed in a thread, and the drill clock ticking. Everything runs in
-one process. The trainees are simulated in the same event loop. Every 6-20 s of drill time,
-each one answers whichever of their customers has waited longest. The replies come from
-the golden transcripts: good, mediocre and bad trainees, in both languages. Drill time runs
---scale times faster than the wall clock. The preset is Double 11 midnight peak: 3
-customers at once, and a surge of 3x for the first 10 minutes (shortened with --minutes).
+The preset is Double 11 midnight peak: 3 customers at once per trainee, and arrivals 3x
+faster for the first 10 minutes (the drill is shortened to --minutes). Every 6-20 s each
+simulated trainee answers whichever of their customers has waited longest, with replies
+from the golden transcripts (good, mediocre and bad trainees, both languages).
 
-Prints:
-- replies/s and reply latency p50/p99 (wall time, grading and the customer's answer
-  included);
-- the scheduler's lag: how late each arrival, nudge and departure was applied, in wall
-  seconds;
-- the SQLite write-lock wait, the CPU and peak RSS of the process, and the replies lost
-  (sent but not stored: the target is 0);
-- the Telegram load the plan would bring, and the report's headline figures.
+Channels:
+  web       (default) `trainer serve web` as a child process, as its users run it (one
+            process, a file-backed store). The trainees are simulated in this process, each
+            signed in with its cookie and on the drill workspace's WebSocket over loopback:
+            the server pushes the workspace whenever one of their customers writes, arrives
+            or leaves, and replies go out on the socket. Drill time is the wall clock.
+  telegram  the real bot (TelegramApp: aiogram, webhook) against the fake Bot API of
+            tests/botapi.py on 127.0.0.1, both enforcing Telegram's limits (30 sends/s,
+            1/s per chat), with as many trainees as one bot carries for this plan
+            (``load()``; --trainees overrides). A trainee answers by quoting the customer's
+            labelled message. Drill time is the wall clock.
+  engine    no channel: the drill runner and the store in this process, drill time --scale
+            times faster than the wall clock. Adds the SQLite write-lock wait.
 
-Targets: lag p99 <= 1 s, RSS < 1 GB, 0 lost replies. This is the engine and the store
-without HTTP: the web's own cost per message is measured by bench_web.py. The full run
-(2,000 trainees, 5 drill minutes in real time) takes about six minutes; --quick (200
-trainees, 2 drill minutes at --scale 4) about 40 s. Always exits 0.
+Prints replies/s and reply latency p50/p99 (sent until the server took it, graded and
+answered: the socket's "done", or on Telegram the customer's labelled answer), the
+scheduler's lag (how late each arrival, nudge and departure was applied, from the store's
+event log), the server's CPU and peak RSS, the replies lost (answered but not stored) and,
+on Telegram, the 429s and how long owed messages waited in the outbox.
+
+Targets: lag p99 <= 1 s, RSS < 1 GB, 0 lost replies, 0 unhandled 429s. The full web run
+(2,000 trainees, 5 drill minutes) takes about 6 minutes, --quick (200 trainees, 1 minute)
+about 1.5; the Telegram run about as long as its drill. Always exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import json
+import logging
 import random
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_telegram import CHAT_RATE, GLOBAL_RATE, BenchAPI  # noqa: E402
+from bench_web import Server, _free_port, _sign_in  # noqa: E402
 from golden import load_cases  # noqa: E402
+from tgharness import BotHarness  # noqa: E402
 
 from bot.charts import drill_chart  # noqa: E402
 from bot.content import ScenarioLibrary  # noqa: E402
 from bot.disksync import DiskSync, checkpoints  # noqa: E402
+from bot.drill.plan import DrillPlan, load  # noqa: E402
 from bot.drill.report import standings  # noqa: E402
 from bot.drill.runner import CLOCK_S, DrillRunner, run_clock  # noqa: E402
 from bot.engine import Engine, ReplyRejected  # noqa: E402
 from bot.service import Actor, Invalid, Training  # noqa: E402
-from bot.storage import Store  # noqa: E402
+from bot.storage import DrillRow, Store  # noqa: E402
+from bot.web.app import COOKIE  # noqa: E402
 from graders import tune_gc  # noqa: E402
 
 T0 = 1_794_355_200.0  # 2026-11-11 00:00 UTC
+PRESET = "double11-peak"
+LABELLED = "【C"
+OPENING_S = 10.0
+"""Every trainee's first customers come in the drill's first seconds (a full hand)."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -61,6 +84,23 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Seen:
+    """What the simulated trainees saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    gone: int = 0
+    """Replies to a customer who had left meanwhile (or after the end)."""
+    missing: int = 0
+    """Replies never answered."""
+    pushes: int = 0
+
+
+def _replies(i: int) -> tuple[str, ...]:
+    cases = load_cases()
+    return cases[i % len(cases)].replies
 
 
 class Lock:
@@ -78,7 +118,346 @@ class Lock:
         store._begin_immediate = timed  # type: ignore[method-assign]
 
 
-async def _trainee(
+def _plan_line(plan: DrillPlan, trainees: int, minutes: float, scheduled: int) -> None:
+    need = load(plan, trainees)
+    surge = plan.surge
+    print(
+        f"drill: {trainees} trainees x {plan.concurrency} customers at once, {minutes:g} drill "
+        f"minutes, {scheduled} customers scheduled"
+        + (f"; surge x{surge.factor:g} for {surge.minutes:g} min" if surge else ""),
+        flush=True,
+    )
+    print(
+        f"Telegram load of this plan: ~{need.messages_per_s:.0f} msg/s at its busiest; one bot "
+        f"carries ~{need.telegram_trainees} trainees "
+        f"({'fits' if need.fits_telegram(trainees) else 'does NOT fit: run it on the web, or split it across bots'})",
+        flush=True,
+    )
+
+
+def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> None:
+    """Latency, lag and lost replies, from what the trainees saw and the store holds."""
+    lags = [lag / scale for lag in store.drill_lags(drill_id)]
+    stored = store.db.execute(
+        "SELECT count(*) FROM turns t JOIN sessions s ON s.id = t.session_id"
+        " WHERE s.drill_customer_id IS NOT NULL AND t.role = 'trainee'"
+    ).fetchone()[0]
+    lat = seen.latencies
+    answered = len(lat)
+    drill = store.drill(drill_id)
+    assert drill is not None
+    wall = (drill.ends_at - drill.starts_at) / scale
+    print(
+        f"replies: {answered} answered ({answered / wall:.0f}/s), {seen.gone} to customers "
+        f"already gone, {seen.missing} never answered; latency p50 {_pct(lat, 0.5) * 1000:.1f} "
+        f"ms, p99 {_pct(lat, 0.99) * 1000:.1f} ms"
+    )
+    late = sum(1 for lag in lags if lag > 1)
+    print(
+        f"scheduler lag over {len(lags)} events: p50 {_pct(lags, 0.5):.3f} s, p99 "
+        f"{_pct(lags, 0.99):.3f} s, max {max(lags, default=0):.3f} s, {late} later than 1 s"
+        "   (target p99 <= 1 s)"
+    )
+    opening = store.db.execute(
+        "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
+        " WHERE d.id = ? AND e.due_at < d.starts_at + ?",
+        [drill_id, OPENING_S],
+    ).fetchall()
+    later = store.db.execute(
+        "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
+        " WHERE d.id = ? AND e.due_at >= d.starts_at + ?",
+        [drill_id, OPENING_S],
+    ).fetchall()
+    for name, rows in ((f"the first {OPENING_S:g} s", opening), ("after them", later)):
+        part = [row[0] / scale for row in rows]
+        print(
+            f"  {name}: {len(part)} events, lag p50 {_pct(part, 0.5):.3f} s, p99 "
+            f"{_pct(part, 0.99):.3f} s, max {max(part, default=0):.3f} s"
+        )
+    print(f"lost replies: {max(0, answered - stored)} (stored {stored})   (target 0)")
+
+
+def _report(store: Store, drill: DrillRow, chart: str | None, plan: DrillPlan) -> None:
+    report = standings(store, drill)
+    team = report.team
+    print(
+        f"report: {team.arrived} customers arrived, {team.handled} handled, {team.abandoned} "
+        f"abandoned ({team.abandon_rate:.0%}); first response mean {team.first_response_mean_s} "
+        f"s, p90 {team.first_response_p90_s} s; score {team.score}; "
+        f"{sum(1 for s in report.trainees if s.passed)} of {len(report.trainees)} passed"
+    )
+    if chart:
+        rows = [(s.name, s.score, s.first_response_mean_s) for s in report.trainees[:12]]
+        Path(chart).write_bytes(
+            drill_chart(
+                rows,
+                title=plan.title.zh + "（前 12 名）",
+                lang="zh",
+                pass_mark=plan.pass_.min_average,
+                first_response_s=plan.first_response_s,
+            )
+        )
+        print(f"chart of the first 12: {chart}")
+
+
+async def _ended(store: Store, drill_id: int, timeout: float = 600) -> DrillRow:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        drill = store.drill(drill_id)
+        if drill is not None and drill.status == "ended":
+            return drill
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"drill {drill_id} did not end within {timeout:g} s of its end")
+
+
+# ------------------------------------------------------------------------------------ web
+
+
+class DeskTrainee:
+    """One signed-in browser on the drill workspace's WebSocket."""
+
+    def __init__(self, number: int, token: str, replies: tuple[str, ...]) -> None:
+        self.number = number
+        self.token = token
+        self.replies = replies
+        self.customers: list[dict[str, Any]] = []
+        self.shown_at = 0.0
+        self.sent: dict[str, float] = {}
+        self.socket: aiohttp.ClientWebSocketResponse | None = None
+
+    async def connect(self, http: aiohttp.ClientSession, base: str, drill_id: int) -> None:
+        headers = {"Cookie": f"{COOKIE}={self.token}", "Origin": base}
+        self.socket = await http.ws_connect(
+            f"{base}/drills/{drill_id}/desk/live", headers=headers, heartbeat=None
+        )
+        await self.socket.send_json({"type": "show", "c": ""})
+
+    async def read(self, seen: Seen) -> None:
+        assert self.socket is not None
+        async for message in self.socket:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            if data["type"] == "desk":
+                seen.pushes += 1
+                self.customers, self.shown_at = data["customers"], time.monotonic()
+            elif data["type"] == "done":
+                seen.latencies.append(time.monotonic() - self.sent.pop(data["ref"]))
+            elif data["type"] == "rejected":
+                self.sent.pop(data["ref"], None)
+                seen.gone += 1
+
+    async def play(self, until: float) -> None:
+        assert self.socket is not None
+        rng = random.Random(self.number)
+        number = 0
+        while time.time() < until:
+            await asyncio.sleep(rng.uniform(6, 20))
+            waiting = [c for c in self.customers if c["waited"] is not None]
+            if not waiting or time.time() >= until:
+                continue
+            customer = max(waiting, key=lambda c: c["waited"])
+            number += 1
+            ref = f"b{self.number}.{number}"
+            self.sent[ref] = time.monotonic()
+            text = self.replies[number % len(self.replies)]
+            await self.socket.send_json(
+                {"type": "reply", "label": customer["label"], "text": text, "ref": ref}
+            )
+            customer["waited"] = None  # answered: wait for the next push
+
+
+async def _web(args: argparse.Namespace, db: Path) -> None:
+    library = ScenarioLibrary.load()
+    plan = library.drills[PRESET]
+    tokens = _sign_in(db, args.trainees)
+    store = Store.open(db)
+    svc = Training(store, library, Engine(store, library), platform="web")
+    team = store.team_by_name("Bench")
+    assert team is not None
+    port = _free_port()
+    server = Server(db, port, None)
+    base = f"http://127.0.0.1:{port}"
+    trainees = [DeskTrainee(i, token, _replies(i)) for i, token in enumerate(tokens)]
+    seen = Seen()
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    try:
+        margin = 5 + args.trainees / 100  # to connect every socket before the first customer
+        drill, _, _ = svc.plan_drill(
+            None,
+            PRESET,
+            teams=[team],
+            minutes=args.minutes,
+            seed=11,
+            starts_at=time.time() + margin,
+        )
+        _plan_line(plan, args.trainees, args.minutes, len(store.drill_customers(drill.id)))
+        began = time.monotonic()
+        gate = asyncio.Semaphore(100)
+
+        async def connect(trainee: DeskTrainee) -> None:
+            async with gate:
+                await trainee.connect(http, base, drill.id)
+
+        await asyncio.gather(*(connect(t) for t in trainees))
+        print(
+            f"web: {args.trainees} workspaces on WebSockets in {time.monotonic() - began:.1f} s; "
+            f"the drill starts {drill.starts_at - time.time():.1f} s later",
+            flush=True,
+        )
+        readers = [asyncio.create_task(t.read(seen)) for t in trainees]
+        await asyncio.sleep(max(0.0, drill.starts_at - time.time()))
+        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+        await asyncio.gather(*(t.play(drill.ends_at) for t in trainees))
+        ended = await _ended(store, drill.id)
+        cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
+        await asyncio.sleep(2)  # the last answers
+        seen.missing = sum(len(t.sent) for t in trainees)
+        for trainee in trainees:
+            if trainee.socket is not None:
+                await trainee.socket.close()
+        await asyncio.gather(*readers, return_exceptions=True)
+        _figures(store, drill.id, seen)
+        print(
+            f"server: CPU {cpu:.0f} s over {wall:.0f} s wall ({cpu / wall:.2f} cores); peak RSS "
+            f"{server.peak_rss_mib():.0f} MiB   (target < 1024); {seen.pushes} workspaces pushed "
+            f"({seen.pushes / wall:.0f}/s)"
+        )
+        _report(store, ended, args.chart, plan)
+    finally:
+        await http.close()
+        server.stop()
+        store.close()
+
+
+# ------------------------------------------------------------------------------- telegram
+
+
+class ChatTrainee:
+    """One Telegram user: reads the labelled customers' messages, answers by quoting."""
+
+    def __init__(self, api: BenchAPI, uid: int, replies: tuple[str, ...]) -> None:
+        self.api = api
+        self.uid = uid
+        self.replies = replies
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        api.inbox[uid] = self.queue
+        self.waiting: dict[str, tuple[float, int]] = {}
+        """Per label: since when the customer waits, and their last message's id."""
+        self.sent: dict[str, float] = {}
+
+    async def read(self, seen: Seen) -> None:
+        while True:
+            call = await self.queue.get()
+            text = call.text or ""
+            if not text.startswith(LABELLED):
+                if self.sent:  # a refusal: that customer had gone
+                    self.sent.pop(min(self.sent, key=lambda k: self.sent[k]))
+                    seen.gone += 1
+                continue
+            label = "C" + text[len(LABELLED) :].split(" ", 1)[0]
+            if label in self.sent:
+                seen.latencies.append(call.at - self.sent.pop(label))
+            since = self.waiting.get(label, (call.at, 0))[0]
+            self.waiting[label] = (since, call.message_id)
+
+    async def play(self, until: float) -> None:
+        rng = random.Random(self.uid)
+        number = 0
+        while time.time() < until:
+            await asyncio.sleep(rng.uniform(6, 20))
+            if not self.waiting or time.time() >= until:
+                continue
+            label = min(self.waiting, key=lambda k: self.waiting[k][0])
+            _, message_id = self.waiting.pop(label)
+            number += 1
+            text = self.replies[number % len(self.replies)]
+            update = self.api.message(self.uid, text, lang="zh", reply_to=message_id)
+            self.sent[label] = time.monotonic()
+            await self.api.post_to_webhook(self.api.updates[update])
+
+
+async def _telegram(args: argparse.Namespace, db: Path) -> None:
+    logging.getLogger("trainer").setLevel(logging.ERROR)
+    library = ScenarioLibrary.load()
+    plan = library.drills[PRESET]
+    trainees = args.trainees or load(plan, 1).telegram_trainees
+    store = Store.open(db)
+    svc = Training(store, library, Engine(store, library), platform="telegram")
+    team = svc.create_team("Peak")
+    invite = svc.create_invite("trainee", team, uses=trainees)
+    uids = [10_001 + i for i in range(trainees)]
+    for i, uid in enumerate(uids):
+        svc.join(svc.register(str(uid), name=f"T{i:04d}", lang="zh", chat_id=str(uid)), invite)
+    seen = Seen()
+    async with BenchAPI() as api:
+        for uid in uids:
+            api.user(uid, lang="zh")
+        api.global_rate, api.chat_rate = GLOBAL_RATE, CHAT_RATE
+        harness = BotHarness(
+            store,
+            webhook=True,
+            api=api,
+            global_rate=GLOBAL_RATE,
+            chat_rate=CHAT_RATE,
+            chart_processes=0,
+            workers=0,  # a drill's messages are sent by the process that runs its clock
+        )
+        app = await harness.start_bot()
+        drill, _, _ = app.svc.plan_drill(
+            None, PRESET, teams=[team], minutes=args.minutes, seed=11, starts_at=time.time() + 2
+        )
+        _plan_line(plan, trainees, args.minutes, len(store.drill_customers(drill.id)))
+        chats = [ChatTrainee(api, uid, _replies(i)) for i, uid in enumerate(uids)]
+        readers = [asyncio.create_task(c.read(seen)) for c in chats]
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        sends0 = len(api.send_times)
+        await asyncio.gather(*(c.play(drill.ends_at) for c in chats))
+        ended = await _ended(store, drill.id)
+        await harness.idle(timeout=300)
+        while store.db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[
+            0
+        ]:
+            await asyncio.sleep(0.5)  # the last owed messages, at the limits
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        seen.missing = sum(len(c.sent) for c in chats)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        violations = api.limit_violations
+        stats = app.throttle.stats
+        sends = len(api.send_times) - sends0
+        await harness.stop_bot()
+    _figures(store, drill.id, seen)
+    failed = store.db.execute(
+        "SELECT count(*) FROM updates WHERE status = 'failed'"
+        " AND (error LIKE '%RetryAfter%' OR error LIKE '%429%')"
+    ).fetchone()[0]
+    waits = [
+        (dt.datetime.fromisoformat(sent) - dt.datetime.fromisoformat(made)).total_seconds()
+        for made, sent in store.db.execute(
+            "SELECT created_at, sent_at FROM outbox WHERE sent_at IS NOT NULL"
+        ).fetchall()
+    ]
+    print(
+        f"Telegram: {sends} sends ({sends / wall:.1f}/s, limit {GLOBAL_RATE:.0f}/s); outbox wait "
+        f"p50 {_pct(waits, 0.5):.2f} s, p99 {_pct(waits, 0.99):.2f} s; 429s served by the fake "
+        f"{violations}, retried {stats.retried_429}; unhandled 429s: "
+        f"{stats.failed + failed} (target 0)"
+    )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"this process (bot, fake server, trainees): CPU {cpu:.0f} s over {wall:.0f} s wall "
+        f"({cpu / wall:.2f} cores); peak RSS {rss:.0f} MiB"
+    )
+    _report(store, ended, args.chart, plan)
+    store.close()
+
+
+# --------------------------------------------------------------------------------- engine
+
+
+async def _engine_trainee(
     svc: Training,
     disk: DiskSync,
     actor: Actor,
@@ -86,7 +465,7 @@ async def _trainee(
     replies: tuple[str, ...],
     scale: float,
     end: float,
-    seen: dict[str, list[float]],
+    seen: Seen,
 ) -> None:
     rng = random.Random(actor.id)
     number = 0
@@ -96,23 +475,27 @@ async def _trainee(
         if not waiting:
             continue
         customer = min(waiting, key=lambda c: c.waiting_since or 0.0)
-        text = replies[number % len(replies)]
         number += 1
         started = time.perf_counter()
         try:
             result = await svc.drill_reply(
-                actor, drill_id, customer.label, text, ref=f"bench:{actor.id}:{number}"
+                actor,
+                drill_id,
+                customer.label,
+                replies[number % len(replies)],
+                ref=f"bench:{actor.id}:{number}",
             )
         except (Invalid, ReplyRejected):
-            seen["gone"].append(0.0)  # left meanwhile, or the drill ended
+            seen.gone += 1  # left meanwhile, or the drill ended
             continue
         await disk.wait()  # as the web app does before it shows the answer
         if result is not None:
-            seen["latency"].append(time.perf_counter() - started)
+            seen.latencies.append(time.perf_counter() - started)
 
 
-async def _run(args: argparse.Namespace, db: Path) -> None:
+async def _engine(args: argparse.Namespace, db: Path) -> None:
     library = ScenarioLibrary.load()
+    plan = library.drills[PRESET]
     store = Store.open(db)
     store.sync_at_inbox()
     store.checkpoint_aside()
@@ -131,113 +514,65 @@ async def _run(args: argparse.Namespace, db: Path) -> None:
         user = svc.register(str(10_000 + n), name=f"T{n:04d}", lang="zh")
         svc.join(user, invite)
         actors.append(svc.actor(user.id))
-    plan = library.drills["double11-peak"]
-    drill, need, _ = svc.plan_drill(
-        None, plan.id, teams=[team], minutes=args.minutes, seed=11, starts_at=clock()
+    drill, _, _ = svc.plan_drill(
+        None, PRESET, teams=[team], minutes=args.minutes, seed=11, starts_at=clock()
     )
-    scheduled = len(store.drill_customers(drill.id))
-    print(
-        f"drill: {args.trainees} trainees x {plan.concurrency} customers at once, "
-        f"{args.minutes:g} drill minutes at x{args.scale:g} ({args.minutes * 60 / args.scale:.0f} s "
-        f"wall), {scheduled} customers scheduled; surge x{plan.surge.factor:g} for "  # type: ignore[union-attr]
-        f"{plan.surge.minutes:g} min",  # type: ignore[union-attr]
-        flush=True,
-    )
-    print(
-        f"Telegram load of this plan: ~{need.messages_per_s:.0f} msg/s at its busiest; one bot "
-        f"carries ~{need.telegram_trainees} trainees ({'fits' if need.fits_telegram(args.trainees) else 'does NOT fit: run it on the web, or split it across bots'})",
-        flush=True,
-    )
+    _plan_line(plan, args.trainees, args.minutes, len(store.drill_customers(drill.id)))
+    print(f"engine: drill time x{args.scale:g} the wall clock", flush=True)
     tune_gc()
     disk = DiskSync(store.sync_wal)
-    cases = load_cases()
-    seen: dict[str, list[float]] = {"latency": [], "gone": []}
-    cpu0 = time.process_time()
-    wall0 = time.monotonic()
+    seen = Seen()
+    cpu0, wall0 = time.process_time(), time.monotonic()
     ticking = asyncio.create_task(run_clock(svc.drills, every=CLOCK_S / args.scale))
     copying = asyncio.create_task(checkpoints(store.checkpoint))
     await asyncio.gather(
         *(
-            _trainee(
-                svc,
-                disk,
-                actor,
-                drill.id,
-                cases[i % len(cases)].replies,
-                args.scale,
-                drill.ends_at,
-                seen,
+            _engine_trainee(
+                svc, disk, actor, drill.id, _replies(i), args.scale, drill.ends_at, seen
             )
             for i, actor in enumerate(actors)
         )
     )
-    while store.drill(drill.id).status != "ended":  # type: ignore[union-attr]
-        await asyncio.sleep(0.1)
-    wall = time.monotonic() - wall0
-    cpu = time.process_time() - cpu0
+    ended = await _ended(store, drill.id)
+    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     for task in (ticking, copying):
         task.cancel()
     await asyncio.gather(ticking, copying, return_exceptions=True)
-    lags = [lag / args.scale for lag in store.drill_lags(drill.id)]
-    stored = store.db.execute(
-        "SELECT count(*) FROM turns t JOIN sessions s ON s.id = t.session_id"
-        " WHERE s.drill_customer_id IS NOT NULL AND t.role = 'trainee'"
-    ).fetchone()[0]
-    answered = len(seen["latency"])
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lat = seen["latency"]
-    print(
-        f"replies: {answered} answered ({answered / wall:.0f}/s), {len(seen['gone'])} to customers "
-        f"already gone; latency p50 {_pct(lat, 0.5) * 1000:.1f} ms, p99 {_pct(lat, 0.99) * 1000:.1f} ms"
-    )
-    print(
-        f"scheduler lag over {len(lags)} events: p50 {_pct(lags, 0.5):.3f} s, p99 "
-        f"{_pct(lags, 0.99):.3f} s, max {max(lags, default=0):.3f} s   (target p99 <= 1 s)"
-    )
+    _figures(store, drill.id, seen, args.scale)
     waits = lock.waits
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"write lock: {len(waits)} transactions, wait p99 {_pct(waits, 0.99) * 1000:.2f} ms, "
         f"max {max(waits, default=0) * 1000:.1f} ms; CPU {cpu:.0f} s over {wall:.0f} s wall "
         f"({cpu / wall:.2f} cores); peak RSS {rss:.0f} MiB   (target < 1024)"
     )
-    print(f"lost replies: {answered - stored if stored < answered else 0} (stored {stored})")
-    report = standings(store, store.drill(drill.id))  # type: ignore[arg-type]
-    team_figures = report.team
-    print(
-        f"report: {team_figures.arrived} customers arrived, {team_figures.handled} handled, "
-        f"{team_figures.abandoned} abandoned ({team_figures.abandon_rate:.0%}); first response "
-        f"mean {team_figures.first_response_mean_s} s, p90 {team_figures.first_response_p90_s} s; "
-        f"score {team_figures.score}; {sum(1 for s in report.trainees if s.passed)} of "
-        f"{len(report.trainees)} passed"
-    )
-    if args.chart:
-        rows = [(s.name, s.score, s.first_response_mean_s) for s in report.trainees[:12]]
-        Path(args.chart).write_bytes(
-            drill_chart(
-                rows,
-                title=plan.title.zh + "（前 12 名）",
-                lang="zh",
-                pass_mark=plan.pass_.min_average,
-                first_response_s=plan.first_response_s,
-            )
-        )
-        print(f"chart of the first 12: {args.chart}")
+    _report(store, ended, args.chart, plan)
     store.close()
+
+
+CHANNELS: dict[str, Callable[[argparse.Namespace, Path], Any]] = {
+    "web": _web,
+    "telegram": _telegram,
+    "engine": _engine,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200 trainees, 2 minutes at x4")
+    parser.add_argument("--channel", choices=sorted(CHANNELS), default="web")
+    parser.add_argument("--quick", action="store_true", help="200 trainees, 1 drill minute")
     parser.add_argument("--trainees", type=int, default=None)
     parser.add_argument("--minutes", type=float, default=None, help="drill minutes")
-    parser.add_argument("--scale", type=float, default=None, help="drill seconds per wall second")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="engine: drill seconds per wall second"
+    )
     parser.add_argument("--chart", default=None, help="write the standings chart (PNG) here")
     args = parser.parse_args()
-    args.trainees = args.trainees or (200 if args.quick else 2000)
-    args.minutes = args.minutes or (2.0 if args.quick else 5.0)
-    args.scale = args.scale or (4.0 if args.quick else 1.0)
+    if args.channel != "telegram":
+        args.trainees = args.trainees or (200 if args.quick else 2000)
+    args.minutes = args.minutes or (1.0 if args.quick else 5.0)
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_run(args, Path(tmp) / "drill.db"))
+        asyncio.run(CHANNELS[args.channel](args, Path(tmp) / "drill.db"))
 
 
 if __name__ == "__main__":

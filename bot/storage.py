@@ -449,12 +449,18 @@ def m011_drills(db: Database) -> None:
 
 @migrations()
 def m012_drill_next_at(db: Database) -> None:
-    """When each drill customer next has something due, so the clock reads only those.
+    """When each drill customer is next due, and how many replies their row took in.
 
-    Waiting customers start from an early bound (``waiting_since``); the drill runner sets
+    The clock then reads only the customers with something due. Waiting customers start from an early bound (``waiting_since``); the drill runner sets
     the exact time the first time it looks at each drill.
     """
     db.table("drill_customers").add_column("next_at", float)
+    db.table("drill_customers").add_column("replies", int, not_null_default=0)
+    db.execute(
+        "UPDATE drill_customers SET replies = (SELECT count(*) FROM turns"
+        " WHERE turns.session_id = drill_customers.session_id AND turns.role = 'trainee')"
+        " WHERE session_id IS NOT NULL"
+    )
     db.execute(
         "UPDATE drill_customers SET next_at = CASE status WHEN 'due' THEN due_at"
         " WHEN 'queued' THEN waiting_since WHEN 'open' THEN waiting_since END"
@@ -589,6 +595,9 @@ class DrillCustomerRow:
     outcome: str | None
     next_at: float | None
     """When something is next due for the customer (None: nothing, ever)."""
+    replies: int
+    """The trainee's replies this row took into account (the transcript may hold one more
+    if the process died in between)."""
 
     @property
     def label(self) -> str:
@@ -1736,7 +1745,7 @@ class Store:
     _CUSTOMER_SQL = (
         "SELECT c.id, c.drill_id, c.user_id, t.name, c.number, c.scenario_id, c.difficulty,"
         " c.seed, c.due_at, c.status, c.session_id, c.opened_at, c.first_reply_at,"
-        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome, c.next_at"
+        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome, c.next_at, c.replies"
         " FROM drill_customers c JOIN trainees t ON t.id = c.trainee_id"
     )
 
@@ -1809,6 +1818,7 @@ class Store:
             "ended_at",
             "outcome",
             "next_at",
+            "replies",
         }
     )
 
@@ -1832,8 +1842,10 @@ class Store:
         unknown = set(changes) - self._CUSTOMER_FIELDS
         if unknown:
             raise ValueError(f"not a drill customer field: {', '.join(sorted(unknown))}")
-        encoded = None if turn is None else _Turn.encode(turn[0], "customer", turn[1], None,
-                                                          {"drill": True}, turn[2])  # fmt: skip
+        encoded = None
+        if turn is not None:  # a waiting customer's line: in the mood it leaves them in
+            meta = {"drill": True, "anger": turn[2].get("anger")}
+            encoded = _Turn.encode(turn[0], "customer", turn[1], None, meta, turn[2])
         with self._tx() as db:
             if changes:
                 sets = ", ".join(f"{key} = ?" for key in changes)

@@ -273,6 +273,75 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
     assert any(row[2] == "abandoned" for row in steady)  # the outage made customers leave
 
 
+class Killed(BaseException):
+    """The process dies here (nothing after it runs, nothing is closed)."""
+
+
+def _dies_on_reply(write: Any) -> Any:
+    """The runner's write, dying when it would record a reply on the drill's row."""
+
+    def written(
+        plan: DrillPlan, row: DrillCustomerRow, changes: dict[str, object], **kw: Any
+    ) -> Any:
+        if "replies" in changes:
+            raise Killed
+        return write(plan, row, changes, **kw)
+
+    return written
+
+
+@pytest.mark.parametrize("cut", ["before the answer", "before the row"])
+def test_a_reply_cut_off_by_a_crash_counts_once_at_the_time_it_was_sent(
+    library: ScenarioLibrary, tmp_path: Path, cut: str
+) -> None:
+    """A crash inside a reply: after the stored reply and before the customer's answer,
+    or after the answer and before the drill's row. The trainee's channel sends the
+    reply again (same reference) after the restart. The drill must end as if the reply
+    had gone through once, at its time."""
+    plan = library.drills["double11-peak"].model_copy(update={"minutes": 4})
+    cut_at, back_at = T0 + 40, T0 + 60
+
+    async def drive(path: Path, *, crash: bool) -> list[tuple[object, ...]]:
+        store = Store.open(path)
+        users = members(store, 3)
+        clock = Clock()
+        runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+        drill = runner.plan(plan, users, starts_at=T0, seed=5)
+        for second in range(0, plan.minutes * 60 + 2):
+            clock.now = T0 + second
+            if crash and clock.now == back_at:  # restarted: a new process on the same file
+                store = Store.open(path)
+                runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+                if cut == "before the answer":  # the channel re-sends before the clock runs
+                    assert await runner.reply(users[0], drill, "C1", GOOD, ref="u1") is None
+            if crash and cut_at < clock.now < back_at:
+                continue  # down
+            await runner.tick()
+            if clock.now == cut_at:
+                if crash:
+
+                    def die(*args: Any, **kwargs: Any) -> None:
+                        raise Killed
+
+                    if cut == "before the answer":
+                        store.add_answer = die  # type: ignore[method-assign]
+                    else:
+                        runner._write = _dies_on_reply(runner._write)  # type: ignore[method-assign]
+                    with pytest.raises(Killed):
+                        await runner.reply(users[0], drill, "C1", GOOD, ref="u1")
+                else:
+                    await runner.reply(users[0], drill, "C1", GOOD, ref="u1")
+            if crash and clock.now == back_at and cut == "before the row":
+                assert await runner.reply(users[0], drill, "C1", GOOD, ref="u1") is None
+        return state(store, drill)
+
+    steady = asyncio.run(drive(tmp_path / "steady.db", crash=False))
+    crashed = asyncio.run(drive(tmp_path / "crashed.db", crash=True))
+    assert crashed == steady
+    answered = steady[0]
+    assert answered[4] == cut_at and GOOD in answered[-1]  # first reply at 40 s, said once
+
+
 def test_at_the_end_conversations_close_the_queue_goes_and_telegram_trainees_got_labels(
     library: ScenarioLibrary, store: Store
 ) -> None:

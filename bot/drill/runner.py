@@ -381,8 +381,8 @@ class DrillRunner:
                 session, _ = await self._start(plan, row, user)
             except sqlite3.IntegrityError:  # another process opened it first
                 raise StaleDrill(f"drill customer {row.id} was opened elsewhere") from None
-        else:
-            session, _ = await self.engine.resume(existing)
+        else:  # an opening a crash left unsaid is said now, and owed
+            session, _ = await self.engine.resume(existing, postbox=_Postbox(user, row.label, None))
         self._sessions[row.id] = session
         changes: dict[str, object] = {"status": "open", "session_id": session.id, "opened_at": at}
         if arrival is not None:
@@ -465,8 +465,11 @@ class DrillRunner:
                     "not_running",
                     {"zh": "这场演练没有在进行。", "en": "This drill is not running."},
                 )
-            await self._advance(drill, now, user.id)
             plan = self._plan(drill)
+            answered = self._labelled(drill_id, user, label)
+            if answered is not None and answered.id not in self._sessions:  # after a restart
+                await self._replied(plan, answered)
+            await self._advance(drill, now, user.id)
             row = self._customer(drill_id, user, label)
             session = await self._session(row)
             if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
@@ -475,7 +478,11 @@ class DrillRunner:
             result = await session.reply(
                 text, latency, ref=ref, postbox=_Postbox(user, row.label, ref)
             )
-            changes: dict[str, object] = {"waiting_since": now, "nudged": 0}
+            changes: dict[str, object] = {
+                "waiting_since": now,
+                "nudged": 0,
+                "replies": row.replies + 1,
+            }
             if row.first_reply_at is None:
                 changes["first_reply_at"] = now
             if session.ended:
@@ -492,10 +499,14 @@ class DrillRunner:
                     await self._fill(plan, done, now, rows)
             return result
 
-    def _customer(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow:
+    def _labelled(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow | None:
+        """The trainee's customer called ``label`` (``C3``), in whatever state."""
         number = label.strip().upper().removeprefix("C")
         rows = self.store.drill_customers(drill_id, user_id=user.id)
-        found = next((r for r in rows if number.isdigit() and r.number == int(number)), None)
+        return next((r for r in rows if number.isdigit() and r.number == int(number)), None)
+
+    def _customer(self, drill_id: int, user: UserRow, label: str) -> DrillCustomerRow:
+        found = self._labelled(drill_id, user, label)
         if found is None or found.status != "open":
             gone = found is not None and found.status in ("done", "abandoned")
             raise DrillRefused(
@@ -511,6 +522,11 @@ class DrillRunner:
             )
         return found
 
+    async def conversation(self, row: DrillCustomerRow) -> Session:
+        """The conversation of an open customer, as this process holds it."""
+        async with self._hand(row.user_id):
+            return await self._session(row)
+
     # helpers
 
     def _row(self, customer_id: int) -> DrillCustomerRow:
@@ -525,18 +541,21 @@ class DrillRunner:
 
     async def _session(self, row: DrillCustomerRow) -> Session:
         session = self._sessions.get(row.id)
-        if session is None:
+        if session is None:  # an answer a crash left unsaid is said now, and owed
             assert row.session_id is not None
-            session, _ = await self.engine.resume(row.session_id)
+            postbox = _Postbox(self._user(row), row.label, None)
+            session, _ = await self.engine.resume(row.session_id, postbox=postbox)
             self._sessions[row.id] = session
         return session
 
     async def _reconcile(self, plan: DrillPlan, row: DrillCustomerRow) -> None:
-        """Set when the customer is next due; end one whose conversation ended first.
+        """Repair what a crash between two writes left, and set when the customer is due.
 
-        A crash between a conversation's end and its row's leaves the latter; a store
-        from before ``next_at`` holds an early bound.
+        A reply stored in the conversation but not on the row, or a conversation that
+        ended before its row said so, is taken in; a store from before ``next_at`` holds
+        an early bound.
         """
+        row = await self._replied(plan, row)
         session = None if row.session_id is None else self.store.session(row.session_id)
         if row.status != "open" or session is None or session.status == "active":
             due = _next(plan, row)
@@ -557,6 +576,36 @@ class DrillRunner:
             },
         )
         self._sessions.pop(row.id, None)
+
+    async def _replied(self, plan: DrillPlan, row: DrillCustomerRow) -> DrillCustomerRow:
+        """Take in a reply the conversation holds but the row does not (a crash between).
+
+        The reply counts at the time it was sent (its wait is stored with it); a customer
+        answer the crash left unsaid is said now.
+        """
+        if row.status != "open" or row.session_id is None:
+            return row
+        said = [t for t in self.store.turns(row.session_id) if t.role == "trainee"]
+        if len(said) <= row.replies:
+            return row
+        waited = said[-1].latency_s
+        at = (
+            self.clock()
+            if row.waiting_since is None or waited is None
+            else row.waiting_since + waited
+        )
+        changes: dict[str, object] = {"waiting_since": at, "nudged": 0, "replies": len(said)}
+        if row.first_reply_at is None:
+            changes["first_reply_at"] = at
+        stored = self.store.session(row.session_id)
+        ended, outcome = True, None if stored is None else stored.outcome
+        if stored is not None and stored.status == "active":
+            session = await self._session(row)
+            ended, outcome = session.ended, session.outcome
+        if ended:
+            self._sessions.pop(row.id, None)
+            changes.update(status="done", ended_at=at, outcome=outcome, waiting_since=None)
+        return self._write(plan, row, changes)
 
 
 def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:

@@ -920,14 +920,14 @@ class WebApp:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
-    def _desk(self, request: web.Request) -> tuple[Actor, int, dict[str, Any]]:
+    async def _desk(self, request: web.Request) -> tuple[Actor, int, dict[str, Any]]:
         """The trainee's workspace in a drill: their customers and one conversation."""
         actor, drill_id = self._drill(request)
         if not self.svc.store.in_drill(drill_id, actor.id):
             raise self._refusal(request, "forbidden", 403)
-        return actor, drill_id, self.desk_values(actor, drill_id, request.query.get("c", ""))
+        return actor, drill_id, await self.desk_values(actor, drill_id, request.query.get("c", ""))
 
-    def desk_values(self, actor: Actor, drill_id: int, asked: str) -> dict[str, Any]:
+    async def desk_values(self, actor: Actor, drill_id: int, asked: str) -> dict[str, Any]:
         """What the workspace shows: customer ``asked`` (a label) or the longest waiting."""
         drill = self.svc.store.drill(drill_id)
         assert drill is not None
@@ -944,9 +944,10 @@ class WebApp:
             unread = sum(1 for t in turns if t.role == "customer" and t.idx > after)
             waited = None if row.waiting_since is None else max(0, int(now - row.waiting_since))
             queue.append((row, self._customer_name(row, actor.lang), unread, waited))
-        chat = []
+        chat, order = [], None
         if chosen is not None and chosen.session_id:
             chat = [t for t in self.svc.store.turns(chosen.session_id) if t.role != "system"]
+            order = _order_card(await self.svc.drills.conversation(chosen), actor.lang)
         return {
             "lang": actor.lang,
             "drill": drill,
@@ -955,6 +956,7 @@ class WebApp:
             "chosen": chosen,
             "chat": chat,
             "who": self._customer_name(chosen, actor.lang) if chosen else "",
+            "order": order,
             "left": max(0, int(drill.ends_at - now)),
         }
 
@@ -980,14 +982,14 @@ class WebApp:
 
     async def drill_desk(self, request: web.Request) -> web.Response:
         """Several customers at once: the queue with unread counts and waits, one chat."""
-        _, _, values = self._desk(request)
+        _, _, values = await self._desk(request)
         return self._render(
             "desk.html.j2", csrf=self._csrf(request), ref=secrets.token_urlsafe(12), **values
         )
 
     async def drill_desk_json(self, request: web.Request) -> web.Response:
         """What the workspace script refreshes when it has no socket."""
-        _, _, values = self._desk(request)
+        _, _, values = await self._desk(request)
         return web.json_response(self.desk_news(values))
 
     async def drill_live(self, request: web.Request) -> web.StreamResponse:

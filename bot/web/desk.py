@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from bot.web.app import WebApp
 
 log = logging.getLogger(__name__)
-REFRESH_S = 5.0
-"""How often the workspace is sent when nothing changed here (waits, other processes)."""
+REFRESH_S = 30.0
+"""How often the workspace is sent when nothing changed in this process (another
+process's changes); the page counts the waits up itself."""
+GAP_S = 0.5
+"""Changes within this time of a push go out together in the next one."""
 
 
 class DeskLine:
@@ -53,13 +56,14 @@ class DeskLine:
             await self.socket.send_json(payload)
 
     async def _send_desk(self) -> None:
-        values = self.app.desk_values(self.actor, self.drill_id, self.shown)
+        values = await self.app.desk_values(self.actor, self.drill_id, self.shown)
         await self._send(self.app.desk_news(values))
 
     async def _push(self, changed: asyncio.Event) -> None:
         while not self.socket.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), REFRESH_S)
+            await asyncio.sleep(GAP_S)  # what else changes meanwhile comes along
             changed.clear()
             try:
                 await self._send_desk()
@@ -83,10 +87,12 @@ class DeskLine:
                 await self._send({"type": "error", "text": t("bad_message", lang)})
                 continue
             try:
-                if kind == "reply":
+                if kind == "reply":  # the change it makes is pushed
+                    self.shown = str(asked.get("label") or self.shown)
                     await self._reply(asked)
-                self.shown = str(asked.get("c") or asked.get("label") or self.shown)
-                await self._send_desk()
+                else:
+                    self.shown = str(asked.get("c") or self.shown)
+                    await self._send_desk()
             except Exception:  # a bug: this message fails, the connection and service go on
                 log.exception("a drill workspace message in drill %s failed", self.drill_id)
                 await self._send({"type": "error", "text": t("message_failed", lang)})
