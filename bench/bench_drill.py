@@ -23,7 +23,8 @@ Channels:
             times faster than the wall clock. Adds the SQLite write-lock wait.
 
 Prints replies/s and reply latency p50/p99 (sent until the server took it, graded and
-answered: the socket's "done", or on Telegram the customer's labelled answer), the
+answered: the socket's "done"; on Telegram until the customer's next labelled message
+arrives, which includes its wait behind the 1/s per-chat limit), the
 scheduler's lag (how late each arrival, nudge and departure was applied, from the store's
 event log), the server's CPU and peak RSS, the replies lost (answered but not stored) and,
 on Telegram, the 429s and how long owed messages waited in the outbox.
@@ -75,6 +76,8 @@ from graders import tune_gc  # noqa: E402
 T0 = 1_794_355_200.0  # 2026-11-11 00:00 UTC
 PRESET = "double11-peak"
 LABELLED = "【C"
+REFUSED = ("已经离开", "没有正在等你回复", "没有在进行")
+"""Words of the bot's refusals of a reply (bot/drill/runner.py)."""
 OPENING_S = 10.0
 """Every trainee's first customers come in the drill's first seconds (a full hand)."""
 
@@ -96,6 +99,8 @@ class Seen:
     missing: int = 0
     """Replies never answered."""
     pushes: int = 0
+    sent: int = 0
+    """Replies sent (Telegram: each must be stored or refused)."""
 
 
 def _replies(i: int) -> tuple[str, ...]:
@@ -174,7 +179,14 @@ def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> Non
             f"  {name}: {len(part)} events, lag p50 {_pct(part, 0.5):.3f} s, p99 "
             f"{_pct(part, 0.99):.3f} s, max {max(part, default=0):.3f} s"
         )
-    print(f"lost replies: {max(0, answered - stored)} (stored {stored})   (target 0)")
+    if seen.sent:  # Telegram: sent = stored + refused (that customer had gone)
+        lost = seen.sent - stored - seen.gone
+        print(
+            f"lost replies: {lost} ({seen.sent} sent, {stored} stored, {seen.gone} refused)"
+            "   (target 0)"
+        )
+    else:  # web: each "done" was stored before it was sent
+        print(f"lost replies: {max(0, answered - stored)} (stored {stored})   (target 0)")
 
 
 def _report(store: Store, drill: DrillRow, chart: str | None, plan: DrillPlan) -> None:
@@ -336,7 +348,8 @@ async def _web(args: argparse.Namespace, db: Path) -> None:
 class ChatTrainee:
     """One Telegram user: reads the labelled customers' messages, answers by quoting."""
 
-    def __init__(self, api: BenchAPI, uid: int, replies: tuple[str, ...]) -> None:
+    def __init__(self, api: BenchAPI, uid: int, replies: tuple[str, ...], seen: Seen) -> None:
+        self.seen = seen
         self.api = api
         self.uid = uid
         self.replies = replies
@@ -350,10 +363,10 @@ class ChatTrainee:
         while True:
             call = await self.queue.get()
             text = call.text or ""
+            if any(words in text for words in REFUSED):  # that customer had gone
+                seen.gone += 1
+                continue
             if not text.startswith(LABELLED):
-                if self.sent:  # a refusal: that customer had gone
-                    self.sent.pop(min(self.sent, key=lambda k: self.sent[k]))
-                    seen.gone += 1
                 continue
             label = "C" + text[len(LABELLED) :].split(" ", 1)[0]
             if label in self.sent:
@@ -374,6 +387,7 @@ class ChatTrainee:
             text = self.replies[number % len(self.replies)]
             update = self.api.message(self.uid, text, lang="zh", reply_to=message_id)
             self.sent[label] = time.monotonic()
+            self.seen.sent += 1
             await self.api.post_to_webhook(self.api.updates[update])
 
 
@@ -408,7 +422,7 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
             None, PRESET, teams=[team], minutes=args.minutes, seed=11, starts_at=time.time() + 2
         )
         _plan_line(plan, trainees, args.minutes, len(store.drill_customers(drill.id)))
-        chats = [ChatTrainee(api, uid, _replies(i)) for i, uid in enumerate(uids)]
+        chats = [ChatTrainee(api, uid, _replies(i), seen) for i, uid in enumerate(uids)]
         readers = [asyncio.create_task(c.read(seen)) for c in chats]
         cpu0, wall0 = time.process_time(), time.monotonic()
         sends0 = len(api.send_times)
@@ -420,7 +434,7 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
         ]:
             await asyncio.sleep(0.5)  # the last owed messages, at the limits
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-        seen.missing = sum(len(c.sent) for c in chats)
+        seen.missing = 0  # a labelled answer is not told apart from a nudge: see "lost"
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)

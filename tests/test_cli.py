@@ -390,7 +390,7 @@ def test_a_drill_is_planned_listed_and_reported_from_the_command_line(run, tmp_p
     store.close()
     presets = run("drill", "presets")
     assert presets.exit_code == 0 and "double11-peak" in presets.output
-    assert "carries ~136 trainees" in presets.output
+    assert "carries ~109 trainees" in presets.output
     planned = run("drill", "plan", "double11-peak", "--team", "Alpha", "--seed", "4")
     assert planned.exit_code == 0, planned.output
     assert "Drill #1 (double11-peak) planned: 3 trainee(s)" in planned.output

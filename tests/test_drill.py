@@ -114,7 +114,7 @@ def test_the_telegram_load_of_a_plan_is_computed_and_compared_with_one_bot(
     small, big = load(peak, 20), load(peak, 1000)
     assert big.messages_per_s == pytest.approx(50 * small.messages_per_s)
     assert small.fits_telegram(20) and not big.fits_telegram(1000)
-    assert big.telegram_trainees * big.per_trainee <= 30  # what one bot sends at most
+    assert big.telegram_trainees * big.per_trainee <= 0.8 * 30  # with room to spare
     coach = load(peak.model_copy(update={"mode": "coach"}), 20)
     assert coach.messages_per_s > small.messages_per_s  # feedback is a message too
 
