@@ -273,6 +273,22 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
     assert any(row[2] == "abandoned" for row in steady)  # the outage made customers leave
 
 
+def test_a_workspace_asking_for_a_conversation_that_just_ended_gets_none(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    _, runner, me, drill, _ = solo(library, store, 9, concurrency=2)
+
+    async def main() -> None:
+        await runner.tick()
+        (seen,) = store.drill_customers(drill, ("open",))
+        live = await runner.conversation(seen)
+        assert live is not None and not live.ended
+        await runner.reply(me, drill, "C1", "你是不是傻？")  # ends it while the page renders
+        assert await runner.conversation(seen) is None  # the row it read said "open"
+
+    asyncio.run(main())
+
+
 class Killed(BaseException):
     """The process dies here (nothing after it runs, nothing is closed)."""
 

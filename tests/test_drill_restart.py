@@ -176,8 +176,11 @@ async def _drive(
     answer: Callable[[int, str, int], Awaitable[None]],
     *,
     outbox: bool,
-) -> None:
-    """Move the server's clock step by step, answer on schedule, kill it mid-way."""
+) -> tuple[object, ...]:
+    """Move the server's clock step by step, answer on schedule, kill it mid-way.
+
+    Returns the drill's outcome once it ended.
+    """
     proc = await spawn()
     try:
         for second in SECONDS:
@@ -206,6 +209,11 @@ async def _drive(
             await asyncio.wait_for(proc.wait(), 120)
     said = (db.parent / "server.log").read_text(errors="replace")
     assert "Traceback" not in said and "failed" not in said, said[-3000:]
+    store = Store.open(db)
+    try:
+        return _outcome(store, drill)
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
@@ -243,16 +251,10 @@ def test_a_telegram_server_killed_mid_drill_ends_where_an_unbroken_run_does(
                 api.message(chat, GOOD, lang="zh", first_name=name, reply_to=quoted)
                 await api.wait_texts(chat, before + 1, timeout=120)  # answered or refused
 
-            await _drive(db, drill, clock, spawn, answer, outbox=True)
-        store = Store.open(db)
-        try:
-            return _outcome(store, drill)
-        finally:
-            store.close()
+            return await _drive(db, drill, clock, spawn, answer, outbox=True)
 
     crashed = asyncio.run(run())
-    unbroken = asyncio.run(_reference(library, db.with_suffix(".ref.db"), users, drill))
-    assert crashed == unbroken
+    assert crashed == asyncio.run(_reference(library, db.with_suffix(".ref.db"), users, drill))
     customers = crashed[0]
     assert isinstance(customers, list)
     assert any(row[2] == "abandoned" for row in customers)  # the outage made some leave
@@ -315,16 +317,10 @@ def test_a_web_server_killed_mid_drill_ends_where_an_unbroken_run_does(
                 ) as sent:
                     assert sent.status in (200, 400), await sent.text()  # 400: gone
 
-            await _drive(db, drill, clock, spawn, answer, outbox=False)
+            return await _drive(db, drill, clock, spawn, answer, outbox=False)
         finally:
             for http in browsers:
                 await http.close()
-        store = Store.open(db)
-        try:
-            return _outcome(store, drill)
-        finally:
-            store.close()
 
     crashed = asyncio.run(run())
-    unbroken = asyncio.run(_reference(library, db.with_suffix(".ref.db"), users, drill))
-    assert crashed == unbroken
+    assert crashed == asyncio.run(_reference(library, db.with_suffix(".ref.db"), users, drill))

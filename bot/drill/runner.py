@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, schedule
-from bot.engine import Engine, Session, TurnResult
+from bot.engine import Engine, Session, SessionClosed, TurnResult
 from bot.i18n import Lang
 from bot.notices import TELEGRAM
 from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
@@ -522,10 +522,16 @@ class DrillRunner:
             )
         return found
 
-    async def conversation(self, row: DrillCustomerRow) -> Session:
-        """The conversation of an open customer, as this process holds it."""
+    async def conversation(self, row: DrillCustomerRow) -> Session | None:
+        """The conversation of an open customer as this process holds it (None once over)."""
         async with self._hand(row.user_id):
-            return await self._session(row)
+            row = self._row(row.id)  # a reply may have ended it while we waited
+            if row.status != "open" or row.session_id is None:
+                return None
+            try:
+                return await self._session(row)
+            except SessionClosed:  # ended by another process
+                return None
 
     # helpers
 

@@ -947,7 +947,8 @@ class WebApp:
         chat, order = [], None
         if chosen is not None and chosen.session_id:
             chat = [t for t in self.svc.store.turns(chosen.session_id) if t.role != "system"]
-            order = _order_card(await self.svc.drills.conversation(chosen), actor.lang)
+            live = await self.svc.drills.conversation(chosen)
+            order = _order_card(live, actor.lang) if live is not None else None
         return {
             "lang": actor.lang,
             "drill": drill,
