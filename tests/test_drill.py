@@ -358,6 +358,48 @@ def test_a_reply_cut_off_by_a_crash_counts_once_at_the_time_it_was_sent(
     assert answered[4] == cut_at and GOOD in answered[-1]  # first reply at 40 s, said once
 
 
+def test_a_crash_between_a_departure_and_opening_the_next_in_the_queue_opens_it_on_time(
+    library: ScenarioLibrary, tmp_path: Path
+) -> None:
+    """One customer at a time and a queue behind: the first leaves, and the process dies
+    before the next one opens. After the restart the next one opens when the first left."""
+    plan = quiet(library, minutes=6, concurrency=1, customers_per_hour=240)
+
+    async def drive(path: Path, *, crash: bool) -> list[tuple[object, ...]]:
+        store = Store.open(path)
+        (me,) = members(store, 1)
+        clock = Clock()
+        runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+        drill = runner.plan(plan, [me], starts_at=T0, seed=3)
+        opened = runner._open
+        died = []
+
+        async def dies_when_filling(*args: Any, **kwargs: Any) -> DrillCustomerRow:
+            if kwargs.get("arrival") is None and len(args) == 3:  # the queue moving up
+                died.append(clock.now)
+                raise Killed
+            return await opened(*args, **kwargs)
+
+        if crash:
+            runner._open = dies_when_filling  # type: ignore[method-assign]
+        second = 0
+        while second <= plan.minutes * 60 + 2:
+            clock.now = T0 + second
+            try:
+                await runner.tick()
+            except Killed:  # restarted 30 s later on the same file
+                second += 30
+                store = Store.open(path)
+                runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+                continue
+            second += 1
+        assert died or not crash
+        return state(store, drill)
+
+    steady = asyncio.run(drive(tmp_path / "steady.db", crash=False))
+    assert asyncio.run(drive(tmp_path / "crashed.db", crash=True)) == steady
+
+
 def test_at_the_end_conversations_close_the_queue_goes_and_telegram_trainees_got_labels(
     library: ScenarioLibrary, store: Store
 ) -> None:

@@ -188,6 +188,7 @@ class DrillRunner:
                 session = await self._session(loose)
                 await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
                 self._sessions.pop(loose.id, None)
+            await self._refill(drill.id, plan)
             self._checked.add(drill.id)
         rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id)}
         heap: list[_Due] = []
@@ -357,7 +358,7 @@ class DrillRunner:
         """Open queued customers of ``row``'s trainee while they have a free hand."""
         mine = [r for r in hand.values() if r.id != row.id] + [row]
         busy = sum(1 for r in mine if r.status == "open")
-        queued = sorted((r for r in mine if r.status == "queued"), key=lambda r: (r.due_at, r.id))
+        queued = sorted((r for r in mine if r.status == "queued"), key=_in_turn)
         opened = []
         for waiting in queued[: max(0, plan.concurrency - busy)]:
             opened.append(await self._open(plan, waiting, at))
@@ -583,6 +584,25 @@ class DrillRunner:
         )
         self._sessions.pop(row.id, None)
 
+    async def _refill(self, drill_id: int, plan: DrillPlan) -> None:
+        """Open the queued customers a crash left behind a free hand, when it came free.
+
+        A conversation's end and the queue moving up are two writes; in between, the
+        latest customer to finish freed the hand.
+        """
+        mine: dict[int, list[DrillCustomerRow]] = {}
+        for row in self.store.drill_customers(drill_id):
+            mine.setdefault(row.user_id, []).append(row)
+        for user_id, rows in mine.items():
+            hand = {r.id: r for r in rows if r.status in WAITING}
+            queued = sorted((r for r in hand.values() if r.status == "queued"), key=_in_turn)
+            if not queued or len(hand) - len(queued) >= plan.concurrency:
+                continue
+            ended = [r.ended_at or 0.0 for r in rows if r.status not in (*WAITING, "due")]
+            freed = max(ended, default=0.0)  # none: it arrived to a free hand
+            async with self._hand(user_id):
+                await self._fill(plan, queued[0], max(freed, queued[0].waiting_since or 0.0), hand)
+
     async def _replied(self, plan: DrillPlan, row: DrillCustomerRow) -> DrillCustomerRow:
         """Take in a reply the conversation holds but the row does not (a crash between).
 
@@ -625,6 +645,11 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
         # Nudges that fell due in the queue come when the conversation opens.
         return "nudge", max(row.waiting_since + nudges[row.nudged], row.opened_at or 0.0)
     return "leave", row.waiting_since + plan.patience(row.difficulty)
+
+
+def _in_turn(row: DrillCustomerRow) -> tuple[float, int]:
+    """Queued customers are served in the order they came."""
+    return row.due_at, row.id
 
 
 def _free_hand(plan: DrillPlan, row: DrillCustomerRow, hand: dict[int, DrillCustomerRow]) -> bool:
