@@ -1304,7 +1304,8 @@ def drill_report(ctx: click.Context, drill_id: int, csv_path: Path | None) -> No
         name = f"{rank}. {s.name}" if s.user_id is not None else "All"
         verdict = "" if s.passed is None else (" PASS" if s.passed else " FAIL")
         click.echo(
-            f"{name}: score {_or_dash(s.score)}, handled {s.handled}/{s.arrived}, abandoned "
+            f"{name}: score {_or_dash(s.score)}, 100-point assessment {_or_dash(s.assessment)}, "
+            f"handled {s.handled}/{s.arrived}, abandoned "
             f"{s.abandoned}, first response {_or_dash(s.first_response_mean_s)} s (p90 "
             f"{_or_dash(s.first_response_p90_s)}), red lines {s.red_lines}{verdict}"
         )

@@ -449,13 +449,14 @@ def m011_drills(db: Database) -> None:
 
 @migrations()
 def m012_drill_next_at(db: Database) -> None:
-    """When each drill customer is next due, and how many replies their row took in.
+    """Drill customers: when next due, replies taken in, the 100-point assessment.
 
     The clock then reads only the customers with something due. Waiting customers start from an early bound (``waiting_since``); the drill runner sets
     the exact time the first time it looks at each drill.
     """
     db.table("drill_customers").add_column("next_at", float)
     db.table("drill_customers").add_column("replies", int, not_null_default=0)
+    db.table("drill_customers").add_column("score100", float)
     db.execute(
         "UPDATE drill_customers SET replies = (SELECT count(*) FROM turns"
         " WHERE turns.session_id = drill_customers.session_id AND turns.role = 'trainee')"
@@ -598,6 +599,8 @@ class DrillCustomerRow:
     replies: int
     """The trainee's replies this row took into account (the transcript may hold one more
     if the process died in between)."""
+    score100: float | None
+    """The conversation under the company's 100-point assessment, once it ended."""
 
     @property
     def label(self) -> str:
@@ -1745,7 +1748,8 @@ class Store:
     _CUSTOMER_SQL = (
         "SELECT c.id, c.drill_id, c.user_id, t.name, c.number, c.scenario_id, c.difficulty,"
         " c.seed, c.due_at, c.status, c.session_id, c.opened_at, c.first_reply_at,"
-        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome, c.next_at, c.replies"
+        " c.waiting_since, c.nudged, c.nudges, c.ended_at, c.outcome, c.next_at, c.replies,"
+        " c.score100"
         " FROM drill_customers c JOIN trainees t ON t.id = c.trainee_id"
     )
 
@@ -1819,6 +1823,7 @@ class Store:
             "outcome",
             "next_at",
             "replies",
+            "score100",
         }
     )
 

@@ -76,6 +76,7 @@ def state(store: Store, drill: int) -> list[tuple[object, ...]]:
             c.ended_at,
             c.outcome,
             c.next_at,
+            c.score100,
             tuple(t.text for t in store.turns(c.session_id)) if c.session_id else (),
         )
         for c in rows
@@ -453,8 +454,15 @@ def test_the_leaderboard_and_report_rank_judge_and_compare_with_the_last_drill(
     assert any("abandonment" in r["en"] for r in worst.reasons)
     assert report.team.arrived == best.arrived + worst.arrived
     assert report.previous is None
+    assert best.assessment is not None and 0 < best.assessment <= 100  # the company's rubric
+    assert worst.assessment is None  # said nothing: nothing to assess, not a guessed 0
+    rows = store.drill_customers(first)
+    answered = [r for r in rows if r.replies]
+    assert answered and all(r.score100 is not None for r in answered)
+    assert all(r.score100 is None for r in rows if not r.replies)
     lines = to_csv(report).splitlines()
     assert lines[0].startswith("trainee,arrived,handled") and len(lines) == 4
+    assert ",score,assessment100," in lines[0]
     assert lines[-1].startswith("(all),")
     second = runner.plan(plan, [keen], starts_at=T0 + 3600, seed=22)
     asyncio.run(play(second, T0 + 3600))

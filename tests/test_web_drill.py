@@ -111,6 +111,7 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
             await svc.drills.tick()
             await boss.get("/drills/1")
             assert "Drill report" in boss.page and "NOT PASSED" in boss.page
+            assert "100-point assessment" in boss.page  # the company's rubric beside the score
             async with boss.http.get(boss.url("/drills/1/report.csv")) as csv:
                 assert csv.status == 200 and (await csv.text()).startswith("trainee,arrived")
             assert 'src="/drills/1/chart.png"' in boss.page

@@ -39,7 +39,10 @@ class Standing:
     per_hour: float
     """Customers handled per hour of the drill."""
     score: float | None
-    """Mean 100-point total of the customers with a scorecard."""
+    """Mean 100-point total (the default rubric) of the customers with a scorecard."""
+    assessment: float | None
+    """Mean of the company's 100-point assessment (``assessment100``) of the ended
+    conversations."""
     dimensions: dict[str, float]
     """Mean score of each grade dimension (empathy, accuracy, policy)."""
     red_lines: int
@@ -134,6 +137,7 @@ def _standing(
         reply_mean_s=_mean(latencies),
         per_hour=handled / (plan.minutes / 60),
         score=_mean(totals),
+        assessment=_mean([r.score100 for r in arrived if r.score100 is not None]),
         dimensions={key: round(sum(v) / len(v), 1) for key, v in dimensions.items()},
         red_lines=sum(len(c.red_lines) for c in cards),
         clauses=clauses.most_common(5),
@@ -214,7 +218,8 @@ def _p90(values: Sequence[float]) -> float | None:
 CSV_COLUMNS = (
     "trainee", "arrived", "handled", "abandoned", "abandon_rate", "resolution_rate",
     "first_response_mean_s", "first_response_p90_s", "reply_mean_s", "handled_per_hour",
-    "score", "empathy", "accuracy", "policy", "red_lines", "top_clauses", "passed",
+    "score", "assessment100", "empathy", "accuracy", "policy", "red_lines", "top_clauses",
+    "passed",
 )  # fmt: skip
 
 
@@ -237,6 +242,7 @@ def to_csv(report: DrillReport) -> str:
                 _cell(s.reply_mean_s),
                 f"{s.per_hour:.1f}",
                 _cell(s.score),
+                _cell(s.assessment),
                 _cell(s.dimensions.get("empathy")),
                 _cell(s.dimensions.get("accuracy")),
                 _cell(s.dimensions.get("policy")),

@@ -27,7 +27,7 @@ from bot.i18n import Lang
 from bot.notices import TELEGRAM
 from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
 from graders._base import Bilingual
-from graders.rubric import OUTCOME_TEXT, Scorecard
+from graders.rubric import OUTCOME_TEXT, Outcome, Scorecard, scorecard
 
 log = logging.getLogger(__name__)
 CLOCK_S = 0.2
@@ -330,6 +330,7 @@ class DrillRunner:
                 expect=row,
             )
         else:  # leave
+            talking = await self._session(row) if row.status == "open" else None
             new = self._write(
                 plan,
                 row,
@@ -338,13 +339,13 @@ class DrillRunner:
                     "ended_at": at,
                     "outcome": "abandoned",
                     "waiting_since": None,
+                    "score100": _assessed(talking, row, "abandoned", at),
                 },
                 events=[event],
                 expect=row,
             )
-            if row.status == "open":
-                session = await self._session(row)
-                await session.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
+            if talking is not None:
+                await talking.end("abandoned", postbox=_Postbox(self._user(row), row.label, None))
                 self._sessions.pop(row.id, None)
         return [new, *await self._fill(plan, new, at, hand)]
 
@@ -425,7 +426,8 @@ class DrillRunner:
         row = self._row(customer_id)
         if row.status not in WAITING:
             return 0
-        outcome, status = "abandoned", "abandoned"  # still queued: never served
+        outcome: Outcome = "abandoned"  # still queued: never served
+        status, session = "abandoned", None
         if row.status == "open":
             session = await self._session(row)
             await session.end("drill_ended", postbox=_Postbox(self._user(row), row.label, None))
@@ -439,6 +441,7 @@ class DrillRunner:
                 "ended_at": drill.ends_at,
                 "outcome": outcome,
                 "waiting_since": None,
+                "score100": _assessed(session, row, outcome, drill.ends_at),
             },
             events=[("end", drill.ends_at, now)],
         )
@@ -489,7 +492,11 @@ class DrillRunner:
             if session.ended:
                 self._sessions.pop(row.id, None)
                 changes.update(
-                    status="done", ended_at=now, outcome=session.outcome, waiting_since=None
+                    status="done",
+                    ended_at=now,
+                    outcome=session.outcome,
+                    waiting_since=None,
+                    score100=_assessed(session, row, session.outcome, now),
                 )
             done = self._write(plan, row, changes)
             if session.ended:
@@ -624,13 +631,15 @@ class DrillRunner:
         if row.first_reply_at is None:
             changes["first_reply_at"] = at
         stored = self.store.session(row.session_id)
-        ended, outcome = True, None if stored is None else stored.outcome
+        ended, outcome, session = True, None if stored is None else stored.outcome, None
         if stored is not None and stored.status == "active":
             session = await self._session(row)
             ended, outcome = session.ended, session.outcome
         if ended:
             self._sessions.pop(row.id, None)
             changes.update(status="done", ended_at=at, outcome=outcome, waiting_since=None)
+            if session is not None and session.outcome is not None:
+                changes["score100"] = _assessed(session, row, session.outcome, at)
         return self._write(plan, row, changes)
 
 
@@ -645,6 +654,25 @@ def _next(plan: DrillPlan, row: DrillCustomerRow) -> tuple[str, float] | None:
         # Nudges that fell due in the queue come when the conversation opens.
         return "nudge", max(row.waiting_since + nudges[row.nudged], row.opened_at or 0.0)
     return "leave", row.waiting_since + plan.patience(row.difficulty)
+
+
+def _assessed(
+    session: Session | None, row: DrillCustomerRow, outcome: Outcome | None, at: float
+) -> float | None:
+    """A conversation under the company's 100-point assessment (None: never served).
+
+    Its duration is the drill's (opened until ``at``), so a restart changes nothing.
+    """
+    if session is None or outcome is None:
+        return None
+    card = scorecard(
+        "assessment100",
+        session.scenario,
+        session.grader.records,
+        outcome,
+        duration_s=at - (row.opened_at or at),
+    )
+    return card.total
 
 
 def _in_turn(row: DrillCustomerRow) -> tuple[float, int]:

@@ -55,6 +55,7 @@ TEXTS: dict[str, dict[Lang, str]] = {
     },
     "drill_board": {"zh": "排行榜", "en": "Leaderboard"},
     "drill_score": {"zh": "平均分", "en": "Score"},
+    "drill_assessment": {"zh": "百分制考核", "en": "100-point assessment"},
     "drill_handled": {"zh": "已接待/到达", "en": "Handled/arrived"},
     "drill_first": {"zh": "首次响应（秒）", "en": "First response (s)"},
     "drill_red": {"zh": "红线", "en": "Red lines"},
