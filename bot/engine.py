@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from bot.content import ScenarioLibrary
 from bot.customers import CustomerMind, Reaction, ScriptedVoice
 from bot.customers.llm import LLMVoice, Spoken
-from bot.i18n import LANGS, Lang
+from bot.i18n import LANGS, Lang, Refusal
 from bot.llm.judge import Judge
 from bot.llm.reasons import describe
 from bot.llm.rewriter import Rewrite, Rewriter
@@ -42,13 +42,8 @@ PLAYERS = ("scripted", "llm")
 JUDGES = ("rules", "llm")
 
 
-class ReplyRejected(ValueError):
+class ReplyRejected(Refusal, ValueError):
     """A reply the engine will not send to the customer; ``message`` says why and what to do."""
-
-    def __init__(self, code: str, message: Bilingual):
-        self.code = code
-        self.message = message
-        super().__init__(message["en"])
 
 
 class SessionClosed(RuntimeError):

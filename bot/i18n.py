@@ -38,3 +38,12 @@ class Phrases(Strict):
     def get(self, lang: Lang) -> list[str]:
         """Return the phrases for ``lang``."""
         return self.zh if lang == "zh" else self.en
+
+
+class Refusal(Exception):
+    """Something refused, with a code and the reason for the user in both languages."""
+
+    def __init__(self, code: str, message: dict[Lang, str]):
+        self.code = code
+        self.message = message
+        super().__init__(message["en"])

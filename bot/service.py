@@ -36,7 +36,7 @@ from bot.drill.plan import DrillPlan, Load, load
 from bot.drill.report import DrillReport, Standing, follow_up, standings
 from bot.drill.runner import DrillRefused, DrillRunner
 from bot.engine import MODES, Engine, Postbox, Session, TurnResult
-from bot.i18n import Lang
+from bot.i18n import Lang, Refusal
 from bot.scenario import Difficulty
 from bot.storage import (
     AssignmentRow,
@@ -74,13 +74,8 @@ REVIEW_VERDICTS = ("accepted", "adjusted", "rejected")
 DEFAULT_PASS_MARK = 80.0
 
 
-class ServiceError(Exception):
+class ServiceError(Refusal):
     """An operation refused, with a message for the user in both languages."""
-
-    def __init__(self, code: str, message: Bilingual):
-        self.code = code
-        self.message = message
-        super().__init__(message["en"])
 
 
 class Forbidden(ServiceError):

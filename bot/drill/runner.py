@@ -23,10 +23,9 @@ from typing import Any
 from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, schedule
 from bot.engine import Engine, Session, SessionClosed, TurnResult
-from bot.i18n import Lang
+from bot.i18n import Lang, Refusal
 from bot.notices import TELEGRAM
 from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
-from graders._base import Bilingual
 from graders.rubric import OUTCOME_TEXT, Outcome, Scorecard, scorecard
 
 log = logging.getLogger(__name__)
@@ -36,13 +35,8 @@ WAITING = ("queued", "open")
 """States of a customer who has arrived and not gone."""
 
 
-class DrillRefused(ValueError):
+class DrillRefused(Refusal, ValueError):
     """A drill action that cannot be done; ``message`` says why, in both languages."""
-
-    def __init__(self, code: str, message: Bilingual):
-        self.code = code
-        self.message = message
-        super().__init__(message["en"])
 
 
 @dataclass(frozen=True, order=True)
