@@ -937,16 +937,17 @@ class WebApp:
         chosen = next((r for r in open_rows if r.label == asked), None)
         if chosen is None and open_rows:
             chosen = min(open_rows, key=lambda r: r.waiting_since or now)
-        queue = []
+        queue, chat = [], []
         for row in open_rows:
             turns = self.svc.store.turns(row.session_id) if row.session_id else []
             after = max((t.idx for t in turns if t.role == "trainee"), default=-1)
             unread = sum(1 for t in turns if t.role == "customer" and t.idx > after)
             waited = None if row.waiting_since is None else max(0, int(now - row.waiting_since))
             queue.append((row, self._customer_name(row, actor.lang), unread, waited))
-        chat, order = [], None
+            if row is chosen:
+                chat = [t for t in turns if t.role != "system"]
+        order = None
         if chosen is not None and chosen.session_id:
-            chat = [t for t in self.svc.store.turns(chosen.session_id) if t.role != "system"]
             live = await self.svc.drills.conversation(chosen)
             order = _order_card(live, actor.lang) if live is not None else None
         return {
