@@ -1701,11 +1701,11 @@ class Training:
         self, actor: Actor, drill_id: int, label: str, text: str, *, ref: str | None = None
     ) -> TurnResult | None:
         """The actor's reply to their drill customer ``label``; None if sent before."""
-        drill = self.drill(actor, drill_id)
-        if not self.store.in_drill(drill.id, actor.id):
+        if not self.store.in_drill(drill_id, actor.id):
+            self.drill(actor, drill_id)  # refused as unknown to whoever may not see it
             raise _forbidden()  # a mentor watches a drill; only its trainees answer
         try:
-            return await self.drills.reply(actor.user, drill.id, label, text, ref=ref)
+            return await self.drills.reply(actor.user, drill_id, label, text, ref=ref)
         except DrillRefused as refused:
             raise Invalid(refused.code, refused.message) from None
 
