@@ -82,13 +82,14 @@ def standings(store: Store, drill: DrillRow) -> DrillReport:
     by_user: dict[int, list[DrillCustomerRow]] = {}
     for row in rows:
         by_user.setdefault(row.user_id, []).append(row)
+    talks = _talks(store, rows)
     trainees = []
     for user_id, mine in by_user.items():
         user = store.user(user_id)
-        standing = _standing(store, plan, mine, user_id, user.name if user else str(user_id))
+        standing = _standing(plan, mine, talks, user_id, user.name if user else str(user_id))
         trainees.append(_judged(plan, standing) if drill.status == "ended" else standing)
     trainees.sort(key=_rank)
-    team = _standing(store, plan, rows, None, "")
+    team = _standing(plan, rows, talks, None, "")
     return DrillReport(drill, plan, trainees, team, _previous(store, drill, set(by_user)))
 
 
@@ -97,8 +98,33 @@ def _rank(s: Standing) -> tuple[float, int, float]:
     return (-(s.score or 0.0), -s.handled, s.first_response_mean_s or math.inf)
 
 
+_Talk = tuple[Scorecard | None, list[float]]
+"""A customer's conversation as the report needs it: its scorecard, and the reply times."""
+
+
+def _talks(store: Store, rows: Sequence[DrillCustomerRow]) -> dict[int, _Talk]:
+    """Each served customer's conversation, read once for every standing that counts it."""
+    talks: dict[int, _Talk] = {}
+    for row in rows:
+        if row.session_id is None:
+            continue
+        session = store.session(row.session_id)
+        card = Scorecard.from_dict(session.scorecard) if session and session.scorecard else None
+        waits = [
+            t.latency_s
+            for t in store.turns(row.session_id)
+            if t.role == "trainee" and t.latency_s is not None
+        ]
+        talks[row.id] = (card, waits)
+    return talks
+
+
 def _standing(
-    store: Store, plan: DrillPlan, rows: Sequence[DrillCustomerRow], user_id: int | None, name: str
+    plan: DrillPlan,
+    rows: Sequence[DrillCustomerRow],
+    talks: dict[int, _Talk],
+    user_id: int | None,
+    name: str,
 ) -> Standing:
     arrived = [r for r in rows if r.status != "due"]
     handled = sum(1 for r in arrived if r.status == "done" and r.first_reply_at is not None)
@@ -106,16 +132,10 @@ def _standing(
     cards = []
     latencies: list[float] = []
     for row in arrived:
-        if row.session_id is None:
-            continue
-        session = store.session(row.session_id)
-        if session is not None and session.scorecard:
-            cards.append(Scorecard.from_dict(session.scorecard))
-        latencies += [
-            t.latency_s
-            for t in store.turns(row.session_id)
-            if t.role == "trainee" and t.latency_s is not None
-        ]
+        card, waits = talks.get(row.id, (None, []))
+        if card is not None:
+            cards.append(card)
+        latencies += waits
     totals = [c.total for c in cards if c.total is not None]
     dimensions: dict[str, list[float]] = {}
     clauses: Counter[str] = Counter()
@@ -189,7 +209,7 @@ def _previous(store: Store, drill: DrillRow, users: set[int]) -> Standing | None
         rows = store.drill_customers(earlier.id)
         if users & {r.user_id for r in rows}:
             plan = DrillPlan.model_validate(earlier.plan)
-            return _standing(store, plan, rows, None, "")
+            return _standing(plan, rows, _talks(store, rows), None, "")
     return None
 
 
