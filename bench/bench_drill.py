@@ -66,7 +66,7 @@ from bot.content import ScenarioLibrary  # noqa: E402
 from bot.disksync import DiskSync, checkpoints  # noqa: E402
 from bot.drill.plan import DrillPlan, load  # noqa: E402
 from bot.drill.report import standings  # noqa: E402
-from bot.drill.runner import CLOCK_S, DrillRunner, run_clock  # noqa: E402
+from bot.drill.runner import CLOCK_S, LABEL, DrillRunner, run_clock  # noqa: E402
 from bot.engine import Engine, ReplyRejected  # noqa: E402
 from bot.service import Actor, Invalid, Training  # noqa: E402
 from bot.storage import DrillRow, Store  # noqa: E402
@@ -75,7 +75,6 @@ from graders import tune_gc  # noqa: E402
 
 T0 = 1_794_355_200.0  # 2026-11-11 00:00 UTC
 PRESET = "double11-peak"
-LABELLED = "【C"
 REFUSED = ("已经离开", "没有正在等你回复", "没有在进行")
 """Words of the bot's refusals of a reply (bot/drill/runner.py)."""
 OPENING_S = 10.0
@@ -366,9 +365,10 @@ class ChatTrainee:
             if any(words in text for words in REFUSED):  # that customer had gone
                 seen.gone += 1
                 continue
-            if not text.startswith(LABELLED):
+            found = LABEL.match(text)
+            if found is None:
                 continue
-            label = "C" + text[len(LABELLED) :].split(" ", 1)[0]
+            label = found.group(1)
             if label in self.sent:
                 seen.latencies.append(call.at - self.sent.pop(label))
             since = self.waiting.get(label, (call.at, 0))[0]

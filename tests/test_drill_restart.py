@@ -41,6 +41,7 @@ from bot.service import token_digest
 from bot.storage import Store, UserRow
 from bot.web.app import COOKIE
 from tests.test_drill import GOOD, T0, Clock, members, state
+from tests.test_telegram_drill import LABELLED
 
 FAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
 TRAINEES = 20
@@ -57,7 +58,6 @@ REPLIES = (
 )
 """(drill second, trainee, customer): who answers whom, and when."""
 SECONDS = list(range(0, MINUTES * 60 + 2 * STEP_S, STEP_S))
-LABELLED = re.compile(r"^【(C\d+) · ")
 
 
 def _prepared(library: ScenarioLibrary, path: Path) -> tuple[list[UserRow], int]:

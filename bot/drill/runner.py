@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import heapq
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,8 @@ CLOCK_S = 0.2
 """How often a server moves its drills on (a pass with nothing due reads one index)."""
 WAITING = ("queued", "open")
 """States of a customer who has arrived and not gone."""
+LABEL = re.compile(r"^【(C\d+) · ")
+"""The label a drill customer's line starts with in a chat app (``【C2 · 刘女士】…``)."""
 
 
 class DrillRefused(Refusal, ValueError):
@@ -61,7 +64,7 @@ class _Postbox:
             return Owed("", self.ref, ())
         name = session.scenario.scenario.customer.persona.name.get(self.lang)
         text = "\n".join(line for line in lines if line)
-        body = {"text": f"【{self.label} · {name}】{text}"}
+        body = {"text": f"【{self.label} · {name}】{text}"}  # as LABEL reads it
         return Owed(f"{TELEGRAM}{self.user.chat_id}", self.ref, (("text", body),))
 
     def opening(self, session: Session, text: str) -> Owed:

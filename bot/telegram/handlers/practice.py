@@ -6,7 +6,6 @@ one trainee reply costs one bot message.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from aiogram import Router
@@ -19,6 +18,7 @@ from aiogram.types import (
     Update,
 )
 
+from bot.drill.runner import LABEL
 from bot.engine import ReplyRejected
 from bot.service import DIFFICULTIES, Actor, Invalid
 from bot.telegram import texts
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from bot.telegram.app import TelegramApp
 
 MAX_CHOICES = 24
-
-
-LABEL = re.compile(r"^【(C\d+) · ")
-"""The label a drill customer's message starts with (see bot.drill.runner)."""
 
 
 async def _drill_reply(
