@@ -142,7 +142,7 @@ def _plan_line(plan: DrillPlan, trainees: int, minutes: float, scheduled: int) -
 def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> None:
     """Latency, lag and lost replies, from what the trainees saw and the store holds."""
     lags = [lag / scale for lag in store.drill_lags(drill_id)]
-    stored = store.db.execute(
+    stored = store.backend.db.execute(
         "SELECT count(*) FROM turns t JOIN sessions s ON s.id = t.session_id"
         " WHERE s.drill_customer_id IS NOT NULL AND t.role = 'trainee'"
     ).fetchone()[0]
@@ -162,12 +162,12 @@ def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> Non
         f"{_pct(lags, 0.99):.3f} s, max {max(lags, default=0):.3f} s, {late} later than 1 s"
         "   (target p99 <= 1 s)"
     )
-    opening = store.db.execute(
+    opening = store.backend.db.execute(
         "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
         " WHERE d.id = ? AND e.due_at < d.starts_at + ?",
         [drill_id, OPENING_S],
     ).fetchall()
-    later = store.db.execute(
+    later = store.backend.db.execute(
         "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
         " WHERE d.id = ? AND e.due_at >= d.starts_at + ?",
         [drill_id, OPENING_S],
@@ -429,7 +429,7 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
         await asyncio.gather(*(c.play(drill.ends_at) for c in chats))
         ended = await _ended(store, drill.id)
         await harness.idle(timeout=300)
-        while store.db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[
+        while store.backend.db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[
             0
         ]:
             await asyncio.sleep(0.5)  # the last owed messages, at the limits
@@ -443,13 +443,13 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
         sends = len(api.send_times) - sends0
         await harness.stop_bot()
     _figures(store, drill.id, seen)
-    failed = store.db.execute(
+    failed = store.backend.db.execute(
         "SELECT count(*) FROM updates WHERE status = 'failed'"
         " AND (error LIKE '%RetryAfter%' OR error LIKE '%429%')"
     ).fetchone()[0]
     during: list[float] = []
     at_end: list[float] = []
-    for made, sent in store.db.execute(
+    for made, sent in store.backend.db.execute(
         "SELECT created_at, sent_at FROM outbox WHERE sent_at IS NOT NULL"
     ).fetchall():
         created = dt.datetime.fromisoformat(made)

@@ -581,7 +581,7 @@ async def bench(args: argparse.Namespace) -> None:
                 1 for at in api.send_times[sends0:] if backlog_from <= at <= backlog_to
             )
             violations = api.limit_violations - violations0
-            failed = store.db.execute(
+            failed = store.backend.db.execute(
                 "SELECT COUNT(*), SUM(error LIKE '%RetryAfter%' OR error LIKE '%429%') "
                 "FROM updates WHERE status = 'failed'"
             ).fetchone()

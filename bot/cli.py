@@ -7,7 +7,6 @@ import getpass
 import json
 import locale
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -1455,15 +1454,18 @@ async def _llm_check_endpoint(members: list[tuple[str, Any]], store: Store | Non
 
 def main() -> None:
     """Console entry point: an error the commands did not foresee is one line, not a traceback."""
+    from bot.storage import StoreError
+
     try:
         cli(obj={"tune_gc": True})  # not in `cli`: tests call that, in one long process
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         _die(f"{where}{exc.strerror or exc} — check the path and its permissions")
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         _die(
             f"the database could not be used ({exc}); if the file is read-only or on a full "
-            "disk, make it writable or choose another with --db (nothing saved was lost)"
+            "disk, make it writable, start the database server, or choose another with --db "
+            "(nothing saved was lost)"
         )
     except RecursionError:
         _die("the input is nested too deeply to be read; check the file")

@@ -5,9 +5,10 @@ non-loopback address fails the test (servers the product talks to are stood up o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from bot.llm.client import forget_endpoints
 from bot.scenario import ResolvedScenario
 from bot.storage import Store
 from graders import DialogueTracker, Grade, get_grader, grade_reply
+from tests.databases import PgSchemas
 
 ROOT = Path(__file__).resolve().parent.parent
 _real_connect = socket.socket.connect
@@ -48,6 +50,12 @@ REAL_LLM_REASON = (
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runapi", action="store_true", help=LIVE_REASON)
     parser.addoption("--real-llm", action="store_true", help=REAL_LLM_REASON)
+    parser.addoption(
+        "--backend",
+        choices=("both", *BACKENDS),
+        default="both",
+        help="run the tests that use a store on this database only (default: both)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,11 +87,55 @@ def library() -> ScenarioLibrary:
     return ScenarioLibrary.load()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    schemas = PgSchemas()
+    yield schemas
+    schemas.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database the test's stores use: every test asking for one runs on both."""
+    wanted = request.config.getoption("--backend")
+    if wanted not in ("both", request.param):
+        pytest.skip(f"--backend {wanted}")
+    return str(request.param)
+
+
 @pytest.fixture
-def store() -> Iterator[Store]:
-    s = Store.open(None)
-    yield s
-    s.close()
+def new_store(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[[], Store]]:
+    """Opens empty stores on the test's backend (each as fresh as SQLite in memory)."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        if backend == "sqlite":
+            made = Store.open(None)
+        else:
+            made = Store.open(request.getfixturevalue("pg_schemas").new_url())
+        opened.append(made)
+        return made
+
+    yield make
+    for made in opened:
+        with contextlib.suppress(Exception):  # the test may have closed it
+            made.close()
+
+
+@pytest.fixture
+def store(new_store: Callable[[], Store]) -> Store:
+    return new_store()
+
+
+@pytest.fixture
+def sqlite_store() -> Iterator[Store]:
+    """A store in memory, for tests of what only SQLite does."""
+    made = Store.open(None)
+    yield made
+    made.close()
 
 
 @pytest.fixture

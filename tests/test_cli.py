@@ -313,10 +313,10 @@ def test_a_database_that_cannot_be_written_is_one_line_and_exit_1(
 ) -> None:
     """As on a read-only file (root can write any file, so the error is staged)."""
     from bot import cli as cli_module
-    from bot.storage import Store
+    from bot.storage import Store, StoreError
 
     def read_only(*args: Any, **kwargs: Any) -> str:
-        raise sqlite3.OperationalError("attempt to write a readonly database")
+        raise StoreError("attempt to write a readonly database")
 
     monkeypatch.setattr(Store, "create_session", read_only)
     monkeypatch.setattr(

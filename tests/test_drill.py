@@ -246,12 +246,12 @@ def test_a_drill_killed_mid_way_resumes_exactly_where_an_unbroken_one_is(
             clock.now = T0 + second
             if crash_at is not None and second == crash_at:
                 if from_m011:  # restarted by a newer version: next_at as m012 fills it in
-                    store.db.execute(
+                    store.backend.db.execute(
                         "UPDATE drill_customers SET next_at = CASE status WHEN 'due' THEN"
                         " due_at WHEN 'queued' THEN waiting_since WHEN 'open' THEN"
                         " waiting_since END"
                     )
-                    store.db.conn.commit()
+                    store.backend.db.conn.commit()
                 store = Store.open(path)  # the old connection is dropped as by kill -9
                 runner = DrillRunner(store, library, Engine(store, library), clock=clock)
             if down[0] < second < down[1]:
@@ -505,14 +505,14 @@ def test_two_processes_moving_one_drill_never_apply_an_event_twice(
             await two.tick()  # and from fresh rows: nothing is left to do
 
     asyncio.run(main())
-    events = first.db.execute(
+    events = first.backend.db.execute(
         "SELECT customer_id, kind, due_at, count(*) FROM drill_events WHERE drill_id = ?"
         " AND kind != 'nudge' GROUP BY customer_id, kind, due_at HAVING count(*) > 1",
         [drill],
     ).fetchall()
     assert events == []  # (missed nudges may share a time: counted below)
     logged = dict(
-        first.db.execute(
+        first.backend.db.execute(
             "SELECT customer_id, count(*) FROM drill_events WHERE drill_id = ? AND kind = 'nudge'"
             " GROUP BY customer_id",
             [drill],
@@ -520,12 +520,12 @@ def test_two_processes_moving_one_drill_never_apply_an_event_twice(
     )
     assert logged == {c.id: c.nudges for c in first.drill_customers(drill) if c.nudges}
     opened = [c for c in first.drill_customers(drill) if c.session_id is not None]
-    sessions = first.db.execute(
+    sessions = first.backend.db.execute(
         "SELECT count(*) FROM sessions WHERE drill_customer_id IS NOT NULL"
     ).fetchone()[0]
     assert opened and sessions == len(opened)
     nudges = sum(c.nudges for c in opened)
-    lines = first.db.execute(
+    lines = first.backend.db.execute(
         "SELECT count(*) FROM turns WHERE meta LIKE '%\"drill\": true%'"
     ).fetchone()[0]
     assert nudges > 0 and lines == nudges

@@ -68,7 +68,7 @@ def _prepared(library: ScenarioLibrary, path: Path) -> tuple[list[UserRow], int]
     drill = runner.plan(library.drills["double11-peak"].model_copy(update={"minutes": MINUTES}),
                         users, starts_at=T0, seed=11)  # fmt: skip
     with contextlib.closing(sqlite3.connect(path.with_suffix(".ref.db"))) as copy:
-        store.db.conn.backup(copy)
+        store.backend.db.conn.backup(copy)
     store.close()
     return users, drill
 
@@ -98,7 +98,7 @@ def _outcome(store: Store, drill: int) -> tuple[object, ...]:
     row = store.drill(drill)
     assert row is not None and row.status == "ended"
     board = standings(store, row)
-    grades = store.db.execute("SELECT count(*) FROM grades").fetchone()[0]
+    grades = store.backend.db.execute("SELECT count(*) FROM grades").fetchone()[0]
     leaderboard = [(s.name, s.score, s.handled, s.abandoned, s.red_lines) for s in board.trainees]
     return state(store, drill), leaderboard, grades
 

@@ -161,9 +161,13 @@ def test_a_whole_session_on_a_foreign_bot_api_server(foreign_api: str, tmp_path:
             polls_before = len(await user.bot_messages())
             await asyncio.sleep(2.0)  # idle: a server answering at once is not hammered
             assert len(await user.bot_messages()) == polls_before
-        failed = store.db.execute("SELECT COUNT(*) FROM updates WHERE status != 'done'").fetchone()
+        failed = store.backend.db.execute(
+            "SELECT COUNT(*) FROM updates WHERE status != 'done'"
+        ).fetchone()
         assert failed[0] == 0
-        outbox = dict(store.db.execute("SELECT kind, status FROM outbox WHERE kind = 'chart'"))
+        outbox = dict(
+            store.backend.db.execute("SELECT kind, status FROM outbox WHERE kind = 'chart'")
+        )
         assert outbox == {"chart": "failed"}
         assert store.outbox_counts().get("pending", 0) == 0
 

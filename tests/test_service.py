@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import pytest
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
 from bot.service import Actor, Forbidden, Invalid, NotFound, ServiceError, Training
-from bot.storage import DisputeRow, Store, TeamRow
+from bot.storage import DisputeRow, Store, StoreError, TeamRow
 from graders.rubric import below_pass_reason
 
 TODAY = date(2026, 11, 24)
@@ -134,7 +133,7 @@ def play(svc: Training, actor: Actor, replies: list[str], scenario: str = KETTLE
 
 
 def counts(store: Store) -> dict[str, int]:
-    return {t: store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED}
+    return {t: store.backend.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED}
 
 
 def assert_bilingual(err: ServiceError) -> None:
@@ -186,7 +185,7 @@ def test_the_operator_creates_any_invite(world: World) -> None:
     assert svc.create_invite("mentor", world.team_a)
     assert svc.create_invite("trainee", world.team_b)
     assert svc.create_invite("admin", world.team_b)  # the team of an admin invite is dropped
-    row = world.store.db.execute(
+    row = world.store.backend.db.execute(
         "SELECT team_id, created_by FROM invites ORDER BY rowid DESC LIMIT 1"
     ).fetchone()
     assert row == (None, None)
@@ -596,35 +595,35 @@ def test_a_long_reason_is_kept_to_1000_characters(world: World) -> None:
 
 
 def test_grade_history_is_append_only_in_the_database(world: World) -> None:
-    svc, db = world.svc, world.store.db
+    svc, db = world.svc, world.store.backend
     sid = play(svc, world.a1, BELOW_ONLY)
     svc.override(world.mentor_a, sid, 1, 0.0, "too harsh")
     dispute = svc.open_dispute(world.a1, sid, 2, "I was correcting the facts")
     svc.resolve_dispute(world.mentor_a, dispute.id, "rejected", "the slip still counts")
     history = world.store.grade_events([sid])
     assert len(history) == 2
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(StoreError, match="append-only"):
         db.execute("UPDATE grade_events SET new_points = 99 WHERE session_id = ?", [sid])
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(StoreError, match="append-only"):
         db.execute("DELETE FROM grade_events WHERE session_id = ?", [sid])
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(StoreError, match="append-only"):
         db.execute("DELETE FROM grade_events")
     assert world.store.grade_events([sid]) == history
 
 
 def test_rulings_and_overrides_leave_the_original_scorecard_and_ledger(world: World) -> None:
-    svc, db = world.svc, world.store.db
+    svc, db = world.svc, world.store.backend
     sid = play(svc, world.a1, BELOW_ONLY)
 
     def stored() -> tuple[Any, ...]:
-        session = db.execute(
+        session = db.fetchone(
             "SELECT scorecard, total, passed, outcome FROM sessions WHERE id = ?", [sid]
-        ).fetchone()
-        ledger = db.execute(
+        )
+        ledger = db.fetchall(
             "SELECT id, item, reply_number, points, data FROM ledger WHERE session_id = ?"
             " ORDER BY id",
             [sid],
-        ).fetchall()
+        )
         return session, ledger
 
     original = stored()

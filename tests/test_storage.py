@@ -8,44 +8,44 @@ from pathlib import Path
 
 import pytest
 
-from bot import storage
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
-from bot.storage import Store, StoreBusy, StoreError
+from bot.storage import Conflict, Store, StoreBusy, StoreError, backends
 from graders import Grade
 
 
 def test_file_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "x.db")
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.backend.fetchone("PRAGMA journal_mode")[0] == "wal"
+    assert store.backend.fetchone("PRAGMA synchronous")[0] == 2  # FULL
     store.close()
 
 
 def test_sync_at_inbox_waits_for_the_disk_only_when_an_update_is_stored(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "x.db")
     store.sync_at_inbox()
-    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert store.backend.fetchone("PRAGMA synchronous")[0] == 1  # NORMAL
     statements: list[str] = []
-    store.db.conn.set_trace_callback(statements.append)
+    store.backend.db.conn.set_trace_callback(statements.append)
     assert store.inbox_add(1, 7, "{}")
-    store.db.conn.set_trace_callback(None)
+    store.backend.db.conn.set_trace_callback(None)
     full = statements.index("PRAGMA synchronous=FULL")
     commit = next(i for i, sql in enumerate(statements) if sql.upper().startswith("COMMIT"))
     normal = statements.index("PRAGMA synchronous=NORMAL")
     assert full < commit < normal  # the inbox commit itself ran with FULL
-    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert store.backend.fetchone("PRAGMA synchronous")[0] == 1
     assert store.inbox_pending(1) == [(7, "{}")]
     store.close()
     reopened = Store.open(tmp_path / "x.db")  # a plain store is FULL again
-    assert reopened.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert reopened.backend.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     reopened.close()
 
 
-def test_sync_at_inbox_leaves_a_memory_store_alone(store: Store) -> None:
-    before = store.db.execute("PRAGMA synchronous").fetchone()[0]
+def test_sync_at_inbox_leaves_a_memory_store_alone() -> None:
+    store = Store.open(None)
+    before = store.backend.fetchone("PRAGMA synchronous")[0]
     store.sync_at_inbox()
-    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == before
+    assert store.backend.fetchone("PRAGMA synchronous")[0] == before
     assert store.inbox_add(1, 7, "{}")
     assert store.inbox_pending(1) == [(7, "{}")]
 
@@ -109,7 +109,7 @@ def test_grades_of_a_reply_are_stored_once(store: Store) -> None:
                                rubric="default", seed=1)  # fmt: skip
     grade = Grade("empathy", "empathy", "scored", 3.0, 3.0, {"zh": "", "en": ""})
     store.add_grades(sid, 1, 1, [grade])
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(Conflict):
         store.add_grades(sid, 1, 1, [grade])
     assert len(store.grades(sid)[1]) == 1  # the failed write left nothing behind
 
@@ -123,9 +123,19 @@ def test_unusable_path_gives_a_clear_error(tmp_path: Path) -> None:
 
 def _fail_on(store: Store, table: str, event: str) -> None:
     """Make the database refuse every ``event`` (INSERT, UPDATE) on ``table``."""
-    store.db.execute(
-        f"CREATE TEMP TRIGGER fail_{table} BEFORE {event} ON {table}"
-        " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    if store.backend.dialect == "sqlite":
+        store.backend.execute(
+            f"CREATE TEMP TRIGGER fail_{table} BEFORE {event} ON {table}"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        return
+    store.backend.execute(
+        "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$"
+    )
+    store.backend.execute(
+        f"CREATE TRIGGER fail_{table} BEFORE {event} ON {table}"
+        " FOR EACH ROW EXECUTE FUNCTION fail()"
     )
 
 
@@ -134,7 +144,7 @@ def test_a_customer_message_and_its_state_are_saved_together(store: Store) -> No
                                scenario_source="", lang="zh", difficulty="easy", mode="coach",
                                rubric="default", seed=1)  # fmt: skip
     _fail_on(store, "sessions", "UPDATE")
-    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+    with pytest.raises(StoreError, match="disk full"):
         store.add_turn(sid, "customer", "怎么还不处理？", customer_state={"anger": 9})
     assert store.turns(sid) == []  # no message without its state
 
@@ -148,7 +158,7 @@ def test_what_follows_a_reply_is_stored_whole_or_not_at_all(
     )
     turns, state = store.turns(session.id), store.session(session.id).customer_state
     _fail_on(store, "sessions", "UPDATE")  # the last write of an answer that ends nothing
-    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+    with pytest.raises(StoreError, match="disk full"):
         asyncio.run(session.reply("您好，非常抱歉给您添麻烦了，请发一下订单号。"))
     after = store.turns(session.id)
     assert after[:-1] == turns and after[-1].role == "trainee"  # kept: stored before grading
@@ -177,7 +187,7 @@ def test_a_writer_waits_for_another_process_lock_and_gets_it_soon_after(tmp_path
     holder.join()
     assert store.inbox_pending(1) == [(7, "{}")]
     assert 0 <= got - released[0] < 0.03  # SQLite alone: 48 ms
-    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # reads keep it
+    assert store.backend.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000  # reads keep it
     other.close()
     store.close()
 
@@ -208,11 +218,11 @@ def test_updates_go_into_the_inbox_together_or_not_at_all(tmp_path: Path) -> Non
 def test_a_writer_gives_up_when_the_lock_is_never_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(backends, "BUSY_TIMEOUT_S", 0.05)
     store = Store.open(tmp_path / "x.db")
     other = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(StoreError, match="locked"):
         store.inbox_add(1, 7, "{}")
     other.execute("ROLLBACK")
     assert store.inbox_add(1, 7, "{}")  # nothing was half-written; it works now

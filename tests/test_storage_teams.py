@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from bot.storage import InviteRow, Store, migrations
+from bot.storage import Conflict, InviteRow, Store, StoreError, migrations
 
 BOT = 777
 M002_TABLES = {
@@ -76,12 +76,13 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     old.close()
 
     store = Store.open(path)
-    assert _applied(store.db) == ALL_MIGRATIONS
-    assert set(store.db.table_names()) >= M002_TABLES
-    assert "outbox" in store.db.table_names()  # what a change owes, delivered until it arrives
-    assert "attempts" in store.db.table("updates").columns_dict
+    assert _applied(store.backend.db) == ALL_MIGRATIONS
+    assert set(store.backend.db.table_names()) >= M002_TABLES
+    assert "outbox" in store.backend.db.table_names()  # owed messages, kept until delivered
+    assert "attempts" in store.backend.db.table("updates").columns_dict
     triggers = {
-        r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        r[0]
+        for r in store.backend.fetchall("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     }
     assert {"grade_events_no_update", "grade_events_no_delete"} <= triggers
     row = store.session("abc123def456")
@@ -96,7 +97,7 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
     store.close()
 
     again = Store.open(path)  # reopening applies nothing twice
-    assert _applied(again.db) == ALL_MIGRATIONS
+    assert _applied(again.backend.db) == ALL_MIGRATIONS
     assert again.user_by_external("telegram", "42") == user
     again.close()
 
@@ -104,14 +105,14 @@ def test_m002_upgrades_a_database_created_before_it(tmp_path: Path) -> None:
 def test_reopening_a_store_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     store = Store.open(path)
-    assert _applied(store.db) == ALL_MIGRATIONS
-    assert set(store.db.table_names()) >= M002_TABLES
+    assert _applied(store.backend.db) == ALL_MIGRATIONS
+    assert set(store.backend.db.table_names()) >= M002_TABLES
     store.inbox_add(BOT, 1, "{}")
     store.set_chat_state("chat:1", "await_reason", {"session": "abc"})
     store.close()
     for _ in range(2):
         store = Store.open(path)
-        assert _applied(store.db) == ALL_MIGRATIONS
+        assert _applied(store.backend.db) == ALL_MIGRATIONS
         assert store.inbox_pending(BOT) == [(1, "{}")]
         assert store.chat_state("chat:1") == ("await_reason", {"session": "abc"})
         store.close()
@@ -155,13 +156,13 @@ def test_inbox_pending_lists_only_received_updates_in_order(store: Store) -> Non
     assert store.inbox_status(BOT, 3) == "done"
     assert store.inbox_status(BOT, 9) == "failed"
     assert store.inbox_status(BOT, 5) == "received"
-    row = store.db.execute(
+    row = store.backend.fetchone(
         "SELECT status, error, done_at IS NOT NULL FROM updates WHERE update_id = 9"
-    ).fetchone()
+    )
     assert row == ("failed", "Traceback: boom", 1)
-    row = store.db.execute(
+    row = store.backend.fetchone(
         "SELECT error, done_at IS NOT NULL FROM updates WHERE update_id = 3"
-    ).fetchone()
+    )
     assert row == (None, 1)
     # a duplicate of a processed update is still refused and stays processed
     assert store.inbox_add(BOT, 3, "again") is False
@@ -175,13 +176,14 @@ def test_inbox_done_of_an_unknown_update_is_harmless(store: Store) -> None:
 
 def _commits(store: Store) -> list[str]:
     seen: list[str] = []
-    store.db.conn.set_trace_callback(
+    store.backend.db.conn.set_trace_callback(
         lambda sql: seen.append(sql) if sql.strip().upper().startswith("COMMIT") else None
     )
     return seen
 
 
-def test_deferred_done_marks_ride_on_the_next_transaction(store: Store) -> None:
+def test_deferred_done_marks_ride_on_the_next_transaction(sqlite_store: Store) -> None:
+    store = sqlite_store  # counts commits with SQLite's trace callback
     for update_id in (1, 2, 3):
         store.inbox_add(BOT, update_id, "p")
     commits = _commits(store)
@@ -203,7 +205,7 @@ def test_deferred_marks_survive_a_rolled_back_transaction_and_close(tmp_path: Pa
     store = Store.open(tmp_path / "t.db")
     store.inbox_add(BOT, 1, "p")
     store.inbox_done(BOT, 1, defer=True)
-    with pytest.raises(sqlite3.IntegrityError), store.transaction() as db:
+    with pytest.raises(Conflict), store.transaction() as db:
         db.execute(  # the same update again: violates the primary key
             "INSERT INTO updates (bot_id, update_id, payload, status) VALUES (?, 1, 'p', 'x')",
             [BOT],
@@ -215,7 +217,8 @@ def test_deferred_marks_survive_a_rolled_back_transaction_and_close(tmp_path: Pa
     reopened.close()
 
 
-def test_a_transaction_groups_writes_into_one_commit(store: Store) -> None:
+def test_a_transaction_groups_writes_into_one_commit(sqlite_store: Store) -> None:
+    store = sqlite_store  # counts commits with SQLite's trace callback
     sid = _session(store)
     commits = _commits(store)
     with store.transaction():
@@ -240,7 +243,7 @@ def test_chat_state_set_get_and_delete(store: Store) -> None:
     assert store.chat_state("telegram:1") == (None, {"draft": "x"})
     store.set_chat_state("telegram:1", None, {})  # nothing left: the row goes
     assert store.chat_state("telegram:1") == (None, {})
-    assert store.db.execute("SELECT COUNT(*) FROM chat_state").fetchone()[0] == 0
+    assert store.backend.fetchone("SELECT COUNT(*) FROM chat_state")[0] == 0
     store.set_chat_state("telegram:3", None, {})  # deleting what is not there is harmless
     store.set_chat_state("telegram:4", "menu", {})
     assert store.chat_state("telegram:4") == ("menu", {})
@@ -255,7 +258,9 @@ def test_use_invite_stops_at_max_uses(store: Store) -> None:
     used = [store.use_invite("c0de") for _ in range(5)]
     assert used[:3] == [InviteRow("c0de", team.id, "trainee", 3, n) for n in (1, 2, 3)]
     assert used[3:] == [None, None]
-    assert store.db.execute("SELECT uses FROM invites WHERE code = 'c0de'").fetchone() == (3,)
+    assert store.backend.fetchone("SELECT uses FROM invites WHERE code = 'c0de'") == (
+        3,
+    )
     assert store.use_invite("unknown") is None
     assert store.use_invite("C0DE") is None  # codes are case-sensitive
 
@@ -298,7 +303,9 @@ def test_use_invite_is_atomic_across_connections(tmp_path: Path) -> None:
     granted = [r for r in results if r is not None]
     assert len(results) == threads * per_thread
     assert sorted(r.uses for r in granted) == list(range(1, 11))  # each use handed out once
-    assert main.db.execute("SELECT uses FROM invites WHERE code = 'race'").fetchone() == (10,)
+    assert main.backend.db.execute("SELECT uses FROM invites WHERE code = 'race'").fetchone() == (
+        10,
+    )
     main.close()
 
 
@@ -354,7 +361,7 @@ def test_memberships_and_members(store: Store) -> None:
     assert store.members(a.id, "mentor") == []
     assert store.team_by_name("ALPHA") == a and store.team_by_name("Gamma") is None
     assert [t.name for t in store.teams()] == ["Alpha", "beta"]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(Conflict):
         store.create_team("Alpha")
 
 
@@ -406,8 +413,8 @@ def test_grade_events_cannot_be_changed_or_deleted(store: Store) -> None:
         "UPDATE grade_events SET new_points = 5 WHERE entry = 1",
         "DELETE FROM grade_events",
     ):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            store.db.execute(sql)
+        with pytest.raises(StoreError, match="append-only"):
+            store.backend.execute(sql)
     assert store.grade_events([sid]) == before
 
 
@@ -417,8 +424,8 @@ def test_grade_reviews_cannot_be_changed_deleted_or_made_twice(store: Store) -> 
     store.add_grade_review(**review, verdict="accepted", reason="")
     before = store.grade_reviews([sid])
     for sql in ("UPDATE grade_reviews SET verdict = 'rejected'", "DELETE FROM grade_reviews"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            store.db.execute(sql)
-    with pytest.raises(sqlite3.IntegrityError):  # one review per grade
+        with pytest.raises(StoreError, match="append-only"):
+            store.backend.execute(sql)
+    with pytest.raises(Conflict):  # one review per grade
         store.add_grade_review(**review, verdict="rejected", reason="second thoughts")
     assert store.grade_reviews([sid]) == before

@@ -39,7 +39,9 @@ KETTLE_EN = [
 
 
 def count(store: Store, table: str, where: str = "1=1") -> int:
-    return int(store.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0])
+    return int(
+        store.backend.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
+    )
 
 
 async def start_session(h: BotHarness, user: int, lang: str, mode: str) -> list[str]:
@@ -262,7 +264,7 @@ def test_the_webhook_keeps_reading_while_another_process_holds_the_write_lock(
             other.execute("COMMIT")
             assert await first == 200 and await second == 200
             assert await stall < 0.1  # the loop kept turning through the 0.2 s the lock was held
-            stored = store.db.execute(
+            stored = store.backend.db.execute(
                 "SELECT update_id, received_at FROM updates ORDER BY update_id DESC LIMIT 2"
             ).fetchall()
             assert stored[0][1] == stored[1][1]  # one commit for both
@@ -322,7 +324,7 @@ def test_a_started_bot_waits_for_the_disk_at_the_inbox_and_has_its_startup_heap_
     async def run() -> None:
         async with BotHarness(store) as h:
             # Other commits skip the fsync; the inbox's own commit still waits for it.
-            assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+            assert store.backend.db.execute("PRAGMA synchronous").fetchone()[0] == 1
             assert gc.get_freeze_count() > 0  # full collections skip aiogram's models
             answer = await h.say(14, "/start")
             assert answer
@@ -660,7 +662,9 @@ def test_a_button_no_handler_takes_is_answered_once_with_an_alert(store: Store, 
             await h.say(41, "/start", lang=lang)
             tables = [
                 r[0]
-                for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                for r in store.backend.db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
                 if r[0] != "updates"  # the inbox stores every update, by design
             ]
             before = {table: count(store, table) for table in tables}

@@ -371,7 +371,7 @@ def test_owed_messages_are_stored_with_the_change_that_owes_them(db: Path) -> No
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             await _ready_to_end(h, 45)
-            rows = h.store.db.execute(
+            rows = h.store.backend.db.execute(
                 "SELECT kind, status, body FROM outbox WHERE address = 'telegram:45' ORDER BY id"
             ).fetchall()
             assert [k for k, _, _ in rows] == ["text", "text"]  # opening, first answer

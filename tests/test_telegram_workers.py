@@ -66,7 +66,9 @@ def test_two_workers_answer_their_own_chats_in_order(tmp_path: Path) -> None:
             await h.idle(timeout=20)
             assert len(h.api.texts(zh)) == before
         assert store.inbox_backlog(BOT_ID) == 0
-        turns = store.db.execute("SELECT COUNT(*) FROM turns WHERE role = 'trainee'").fetchone()[0]
+        turns = store.backend.db.execute(
+            "SELECT COUNT(*) FROM turns WHERE role = 'trainee'"
+        ).fetchone()[0]
         assert turns == 2 + 3
 
     asyncio.run(run())

@@ -15,7 +15,6 @@ import dataclasses
 import heapq
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bot.drill.plan import DrillPlan, schedule
 from bot.engine import Engine, Session, SessionClosed, TurnResult
 from bot.i18n import Lang, Refusal
 from bot.notices import TELEGRAM
-from bot.storage import DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
+from bot.storage import Conflict, DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
 from graders.rubric import OUTCOME_TEXT, Outcome, Scorecard, scorecard
 
 log = logging.getLogger(__name__)
@@ -378,7 +377,7 @@ class DrillRunner:
         if existing is None:
             try:
                 session, _ = await self._start(plan, row, user)
-            except sqlite3.IntegrityError:  # another process opened it first
+            except Conflict:  # another process opened it first
                 raise StaleDrill(f"drill customer {row.id} was opened elsewhere") from None
         else:  # an opening a crash left unsaid is said now, and owed
             session, _ = await self.engine.resume(existing, postbox=_Postbox(user, row.label, None))

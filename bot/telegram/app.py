@@ -18,7 +18,6 @@ import json
 import logging
 import secrets
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -301,7 +300,7 @@ class Intake:
                 return self._store.inbox_add_many(
                     self._bot_id, updates, wait_for_disk=False, wait_for_lock=False
                 )
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 raise StoreError(f"the inbox could not be written: {exc}") from exc
             except StoreBusy:
                 if loop.time() >= deadline:
