@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import venv
@@ -110,6 +111,42 @@ def ensure_debian_packages() -> None:
             sys.exit(code)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.call(command, stdout=subprocess.DEVNULL)
+
+
+def ensure_services() -> None:
+    """Find PostgreSQL (5432) and Redis (6379) on 127.0.0.1 for the tests, or start them.
+
+    The tests run every store on both SQLite and PostgreSQL (database ``test``, or
+    TRAINER_TEST_PG), and the coordination of several trainer processes on Redis.
+    """
+    if "TRAINER_TEST_PG" not in os.environ and not _listening(5432):
+        clusters = Path("/etc/postgresql")
+        for version in sorted(clusters.iterdir()) if clusters.is_dir() else []:
+            if shutil.which("pg_ctlcluster"):
+                _start(["pg_ctlcluster", version.name, "main", "start"])
+        if not _listening(5432) and shutil.which("service"):
+            _start(["service", "postgresql", "start"])
+    if not _listening(6379) and shutil.which("redis-server"):
+        _start(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+                "--save", "", "--appendonly", "no"])  # fmt: skip
+    for name, port, what in (("PostgreSQL", 5432, "postgresql"), ("Redis", 6379, "redis-server")):
+        if not _listening(port) and not (port == 5432 and "TRAINER_TEST_PG" in os.environ):
+            print(
+                f"{name} is not running on 127.0.0.1:{port} and could not be started: install "
+                f"Debian's {what} (the tests that use it fail with this reason)",
+                flush=True,
+            )
+
+
 def ensure_foreign_botapi() -> None:
     """Install the npm Bot API emulator the tests run the bot against (needs Node.js/npm)."""
     folder = ROOT / "tests" / "foreign_botapi"
@@ -150,6 +187,7 @@ def main(argv: list[str]) -> None:
         ensure_venv("test")
         ensure_foreign_botapi()
         ensure_debian_packages()
+        ensure_services()
         # A process spinning on one core: the suite must pass with its other core loaded.
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:

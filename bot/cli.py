@@ -106,7 +106,9 @@ def _store(ctx: click.Context) -> Store:
     try:
         return Store.open(path)
     except StoreError as exc:
-        raise click.ClickException(f"{exc}. Use --db to choose another file.") from None
+        raise click.ClickException(
+            f"{exc}. Use --db to choose another file or a postgresql:// URL."
+        ) from None
 
 
 def _resolve(library: ScenarioLibrary, ref: str) -> Any:
@@ -123,9 +125,11 @@ def _resolve(library: ScenarioLibrary, ref: str) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False),
-    envvar="TRAINER_DB",
-    help="SQLite file for sessions and grades (default: data/trainer.db in the project).",
+    envvar=["TRAINER_DB_URL", "TRAINER_DB"],
+    metavar="FILE|URL",
+    help="Where sessions and grades are kept: an SQLite file (default: data/trainer.db in "
+    "the project) or a PostgreSQL URL, postgresql://user:password@host/database "
+    "(env TRAINER_DB_URL).",
 )
 @click.option(
     "--scenarios",
@@ -1095,6 +1099,53 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+@cli.command()
+@click.option("--from", "source", required=True, metavar="FILE|URL", help="Copy from here.")
+@click.option(
+    "--to", "target", required=True, metavar="FILE|URL", help="Into this new, empty database."
+)
+def migrate(source: str, target: str) -> None:
+    """Copy a team's whole history into another database, counts checked on both sides.
+
+    For a move from the SQLite file to PostgreSQL, e.g. ``trainer migrate --from
+    data/trainer.db --to postgresql://trainer@db-host/trainer``. Stop the trainer first;
+    the source is only read, and the target must be empty. It is all one transaction:
+    if anything fails, the target is left as empty as it was.
+    """
+    from bot.storage import Store, StoreError
+    from bot.storage.copy import copy_history
+
+    def opened(where: str, side: str) -> Store:
+        try:
+            return Store.open(where)
+        except StoreError as exc:
+            raise click.ClickException(f"--{side} {where}: {exc}") from None
+
+    source_store = opened(source, "from")
+    target_store = opened(target, "to")
+    shown: dict[str, int] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done == total or done - shown.get(table, 0) >= step:
+            shown[table] = done
+            click.echo(f"  {table}: {done}/{total}", err=True)
+
+    try:
+        click.echo(f"Copying {source_store.url} -> {target_store.url}", err=True)
+        copied = copy_history(source_store, target_store, progress)
+    except StoreError as exc:
+        raise click.ClickException(f"nothing was copied: {exc}") from None
+    finally:
+        source_store.close()
+        target_store.close()
+    rows = sum(c.target for c in copied)
+    click.echo(f"Copied {rows} rows in {len(copied)} tables; every count matches:")
+    for c in copied:
+        if c.source:
+            click.echo(f"  {c.table:<16} {c.source:>9} = {c.target}")
 
 
 @cli.group()

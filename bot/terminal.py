@@ -300,7 +300,7 @@ class TerminalPractice:
         print_scorecard(
             self.console, card, session.lang, {r.number: r.text for r in session.grader.records}
         )
-        db = session.store.path or ":memory:"
+        db = session.store.url
         self.console.print(f"[dim]{ui('saved', session.lang, sid=session.id, db=db)}[/]")
 
 

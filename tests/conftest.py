@@ -61,11 +61,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     live = config.getoption("--runapi") or os.environ.get("TRAINER_RUNAPI") == "1"
     real = config.getoption("--real-llm")
+    wanted = config.getoption("--backend")
+    if wanted != "both":  # the other backend's tests are not collected (not skipped)
+        other = [i for i in items if _backend_of(i) not in (None, wanted)]
+        config.hook.pytest_deselected(items=other)
+        items[:] = [i for i in items if i not in other]
     for item in items:
         if item.get_closest_marker("runapi") and not live:
             item.add_marker(pytest.mark.skip(reason=LIVE_REASON))
         if item.get_closest_marker("real_llm") and not real:
             item.add_marker(pytest.mark.skip(reason=REAL_LLM_REASON))
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("backend")
 
 
 @pytest.fixture(autouse=True)
@@ -100,9 +110,6 @@ def pg_schemas() -> Iterator[PgSchemas]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Which database the test's stores use: every test asking for one runs on both."""
-    wanted = request.config.getoption("--backend")
-    if wanted not in ("both", request.param):
-        pytest.skip(f"--backend {wanted}")
     return str(request.param)
 
 

@@ -19,8 +19,8 @@ from tests.test_service import World, make_world
 
 
 @pytest.fixture
-def world(library: ScenarioLibrary) -> World:
-    w = make_world(library)
+def world(library: ScenarioLibrary, store: Store) -> World:
+    w = make_world(library, store)
     clock = Clock()
     w.svc.drills = DrillRunner(w.store, library, w.svc.engine, clock=clock)
     return w

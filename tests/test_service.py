@@ -93,8 +93,7 @@ def _join(svc: Training, external: str, name: str, code: str | None, **kw: Any) 
     return svc.actor(actor.id)
 
 
-def make_world(library: ScenarioLibrary) -> World:
-    store = Store.open(None)
+def make_world(library: ScenarioLibrary, store: Store) -> World:
     clock = Clock(TODAY)
     svc = Training(store, library, Engine(store, library), today=clock)
     admin = _join(svc, "1", "Ada", svc.create_invite("admin", None), chat_id="1")
@@ -111,8 +110,8 @@ def make_world(library: ScenarioLibrary) -> World:
 
 
 @pytest.fixture
-def world(library: ScenarioLibrary) -> Iterator[World]:
-    w = make_world(library)
+def world(library: ScenarioLibrary, store: Store) -> Iterator[World]:
+    w = make_world(library, store)
     yield w
     w.store.close()
 
@@ -133,7 +132,7 @@ def play(svc: Training, actor: Actor, replies: list[str], scenario: str = KETTLE
 
 
 def counts(store: Store) -> dict[str, int]:
-    return {t: store.backend.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COUNTED}
+    return {t: store.backend.fetchone(f"SELECT COUNT(*) FROM {t}")[0] for t in COUNTED}
 
 
 def assert_bilingual(err: ServiceError) -> None:
@@ -185,9 +184,10 @@ def test_the_operator_creates_any_invite(world: World) -> None:
     assert svc.create_invite("mentor", world.team_a)
     assert svc.create_invite("trainee", world.team_b)
     assert svc.create_invite("admin", world.team_b)  # the team of an admin invite is dropped
-    row = world.store.backend.db.execute(
-        "SELECT team_id, created_by FROM invites ORDER BY rowid DESC LIMIT 1"
-    ).fetchone()
+    row = world.store.backend.fetchone(
+        "SELECT team_id, created_by FROM invites WHERE role = 'admin' AND created_by IS NULL"
+        " AND uses = 0"
+    )
     assert row == (None, None)
 
 
@@ -292,8 +292,8 @@ class Matrix(World):
 
 
 @pytest.fixture
-def matrix(library: ScenarioLibrary) -> Iterator[Matrix]:
-    w = make_world(library)
+def matrix(library: ScenarioLibrary, store: Store) -> Iterator[Matrix]:
+    w = make_world(library, store)
     sid = play(w.svc, w.a1, BELOW_ONLY)
     dispute = w.svc.open_dispute(w.a1, sid, 1, "I asked for the photos politely")
     yield Matrix(**vars(w), sid=sid, dispute=dispute)
@@ -1384,11 +1384,10 @@ def test_trend_lists_adjusted_totals_up_to_the_session_oldest_first(world: World
 
 
 def test_every_channel_shares_the_sessions_in_progress_and_their_reply_timer(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     """The service keeps the live session and times each reply from the customer's line."""
     now = [100.0]
-    store = Store.open(None)
     svc = Training(store, library, Engine(store, library), clock=lambda: now[0])
     actor = _join(svc, "10", "Alice", None)
 

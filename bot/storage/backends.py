@@ -33,6 +33,8 @@ class Backend(Protocol):
     dialect: str
     url: str
     """Where the data is, as ``--db`` takes it (no password)."""
+    location: str | None
+    """What another process opens to share this database (None: in memory)."""
     path: Path | None
     """The SQLite file (None: in memory, or not SQLite)."""
 
@@ -60,6 +62,15 @@ class Backend(Protocol):
 
     def lock_row(self, table: str, key: Any) -> None:
         """Hold a row (by ``id``) until the transaction ends (writers of it wait)."""
+
+    def columns(self, table: str) -> list[str]:
+        """A table's columns in order."""
+
+    def primary_key(self, table: str) -> list[str]:
+        """A table's primary key columns."""
+
+    def renumber(self, table: str) -> None:
+        """Make new rows of ``table`` number after the highest id copied in."""
 
     def json_field(self, column: str, key: str) -> str:
         """SQL for the text of ``key`` in a JSON object column."""
@@ -118,7 +129,8 @@ class SqliteBackend:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.url = "sqlite:///:memory:" if path is None else f"sqlite:///{path}"
+        self.url = ":memory:" if path is None else str(path)
+        self.location = None if path is None else str(path)
         try:
             if path is None:
                 self.db = Database(memory=True)
@@ -230,6 +242,18 @@ class SqliteBackend:
     def lock_row(self, table: str, key: Any) -> None:
         """Nothing: BEGIN IMMEDIATE already holds the whole database."""
 
+    def columns(self, table: str) -> list[str]:
+        """From ``PRAGMA table_info``."""
+        return [str(row[1]) for row in self.fetchall(f"PRAGMA table_info({table})")]
+
+    def primary_key(self, table: str) -> list[str]:
+        """From ``PRAGMA table_info`` (its ``pk`` column is the position in the key)."""
+        info = sorted((row[5], row[1]) for row in self.fetchall(f"PRAGMA table_info({table})"))
+        return [str(name) for position, name in info if position]
+
+    def renumber(self, table: str) -> None:
+        """Nothing: SQLite numbers after the highest id itself."""
+
     def json_field(self, column: str, key: str) -> str:
         """``json_extract``."""
         return f"json_extract({column}, '$.{key}')"
@@ -322,6 +346,7 @@ class PostgresBackend:
 
         self._psycopg = psycopg
         self.url = _without_password(url)
+        self.location: str | None = url
         self._local = threading.local()
         self._sql: dict[str, str] = {}
         self.pool = ConnectionPool(
@@ -498,6 +523,36 @@ class PostgresBackend:
     def lock_row(self, table: str, key: Any) -> None:
         """SELECT ... FOR UPDATE."""
         self.fetchone(f"SELECT 1 FROM {table} WHERE id = ? FOR UPDATE", [key])
+
+    def columns(self, table: str) -> list[str]:
+        """From the information schema (the schema on the search path)."""
+        rows = self.fetchall(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        )
+        return [str(row[0]) for row in rows]
+
+    def primary_key(self, table: str) -> list[str]:
+        """From the catalog's primary key constraint."""
+        rows = self.fetchall(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = ?::regclass AND i.indisprimary"
+            " ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            [table],
+        )
+        return [str(row[0]) for row in rows]
+
+    def renumber(self, table: str) -> None:
+        """Move the identity sequence past the highest id."""
+        if "id" not in self.columns(table):
+            return
+        if self.fetchone("SELECT pg_get_serial_sequence(?, 'id')", [table]) not in (None, (None,)):
+            self.fetchone(
+                f"SELECT setval(pg_get_serial_sequence(?, 'id'), COALESCE(MAX(id), 0) + 1,"
+                f" false) FROM {table}",
+                [table],
+            )
 
     def json_field(self, column: str, key: str) -> str:
         """``->>`` on the column as jsonb."""

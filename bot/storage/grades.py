@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.storage.base import StorePart
 from bot.storage.rows import DisputeRow, GradeEventRow, GradeReviewRow, utc_now
-from graders import Grade
+
+if TYPE_CHECKING:  # graders load on first use: `trainer --help` needs none of them
+    from graders import Grade
 
 CHUNK = 500
 """Ids per query when a list may be long (SQLite's limit on parameters)."""
@@ -102,6 +104,8 @@ class GradeStore(StorePart):
 
         Each as (session id, turn index, reply number, grade).
         """
+        from graders import Grade
+
         ids = list(session_ids)
         found: list[tuple[str, int, int, Grade]] = []
         if not flags:

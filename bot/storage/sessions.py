@@ -6,14 +6,16 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.storage.backends import Backend
 from bot.storage.base import StorePart
 from bot.storage.mailbox import write_owed
 from bot.storage.rows import Owed, SessionRow, TurnRow, utc_now
-from graders import Grade
-from graders.rubric import Scorecard
+
+if TYPE_CHECKING:  # graders load on first use: `trainer --help` needs none of them
+    from graders import Grade
+    from graders.rubric import Scorecard
 
 
 class SessionStore(StorePart):
@@ -192,6 +194,8 @@ class SessionStore(StorePart):
             " ORDER BY turn_idx, id",
             [session_id, after],
         )
+        from graders import Grade
+
         out: dict[int, list[Grade]] = {}
         for turn_idx, data in rows:
             out.setdefault(turn_idx, []).append(Grade.from_dict(json.loads(data)))

@@ -37,8 +37,13 @@ class Store(SessionStore, PeopleStore, GradeStore, MailboxStore, DrillStore, Mod
 
     @property
     def url(self) -> str:
-        """Where the data is, as ``--db`` takes it (without a password)."""
+        """Where the data is, to show: a file path, ``:memory:`` or a URL without password."""
         return self.backend.url
+
+    @property
+    def location(self) -> str | None:
+        """What another process opens to share this database (None: in memory)."""
+        return self.backend.location
 
     def sync_at_inbox(self) -> None:
         """Wait for the disk only when an update enters the inbox (or :meth:`sync_wal`).

@@ -940,9 +940,9 @@ async def serve(
     """
     pool = None
     if config.workers > 0:
-        if store.path is None:
-            raise WorkerError("several workers need a database file, not an in-memory store")
-        pool = WorkerPool(config, db=store.path, scenarios=library.root, assistants=assistants)
+        if store.location is None:
+            raise WorkerError("several workers need a database file or server, not memory")
+        pool = WorkerPool(config, db=store.location, scenarios=library.root, assistants=assistants)
     app = TelegramApp(config, store, library, assistants=assistants, pool=pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -96,7 +96,7 @@ class WorkerPool:
         self,
         config: TelegramConfig,
         *,
-        db: Path,
+        db: Path | str,
         scenarios: Path,
         assistants: Assistants | None = None,
     ):
