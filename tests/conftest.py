@@ -138,6 +138,14 @@ def store(new_store: Callable[[], Store]) -> Store:
 
 
 @pytest.fixture
+def shared_db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database processes can share: an SQLite file, or a PostgreSQL schema."""
+    if backend == "sqlite":
+        return str(tmp_path / "trainer.db")
+    return str(request.getfixturevalue("pg_schemas").new_url())
+
+
+@pytest.fixture
 def sqlite_store() -> Iterator[Store]:
     """A store in memory, for tests of what only SQLite does."""
     made = Store.open(None)

@@ -258,9 +258,7 @@ def test_use_invite_stops_at_max_uses(store: Store) -> None:
     used = [store.use_invite("c0de") for _ in range(5)]
     assert used[:3] == [InviteRow("c0de", team.id, "trainee", 3, n) for n in (1, 2, 3)]
     assert used[3:] == [None, None]
-    assert store.backend.fetchone("SELECT uses FROM invites WHERE code = 'c0de'") == (
-        3,
-    )
+    assert store.backend.fetchone("SELECT uses FROM invites WHERE code = 'c0de'") == (3,)
     assert store.use_invite("unknown") is None
     assert store.use_invite("C0DE") is None  # codes are case-sensitive
 

@@ -21,6 +21,7 @@ from bot.config import ConfigError, telegram_config
 from bot.engine import Session
 from bot.service import Training
 from bot.storage import Store
+from bot.storage.schema import TABLES
 from bot.telegram.app import TokenFilter
 from bot.telegram.texts import split
 
@@ -39,9 +40,7 @@ KETTLE_EN = [
 
 
 def count(store: Store, table: str, where: str = "1=1") -> int:
-    return int(
-        store.backend.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
-    )
+    return int(store.backend.fetchone(f"SELECT COUNT(*) FROM {table} WHERE {where}")[0])
 
 
 async def start_session(h: BotHarness, user: int, lang: str, mode: str) -> list[str]:
@@ -660,13 +659,7 @@ def test_a_button_no_handler_takes_is_answered_once_with_an_alert(store: Store, 
     async def run() -> None:
         async with BotHarness(store) as h:
             await h.say(41, "/start", lang=lang)
-            tables = [
-                r[0]
-                for r in store.backend.db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                )
-                if r[0] != "updates"  # the inbox stores every update, by design
-            ]
+            tables = [t for t in TABLES if t != "updates"]  # the inbox stores every update
             before = {table: count(store, table) for table in tables}
             calls = len(h.api.calls)
             for data in UNHANDLED_BUTTONS:

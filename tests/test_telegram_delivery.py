@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -32,12 +31,12 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "bot.db"
-    yield path
+def db(shared_db: str) -> str:
+    """Each test runs on an SQLite file and on PostgreSQL."""
+    return shared_db
 
 
-async def crash(h: BotHarness, path: Path) -> None:
+async def crash(h: BotHarness, path: str) -> None:
     """Stop the bot as kill -9 would, and give the harness a store opened afresh."""
     app = h.app
     assert app is not None
@@ -105,7 +104,7 @@ def photos(h: BotHarness, chat: int) -> int:
 # ---------------------------------------------------------------- poison updates
 
 
-def test_an_update_naming_no_numeric_chat_is_skipped_and_marked_failed(db: Path) -> None:
+def test_an_update_naming_no_numeric_chat_is_skipped_and_marked_failed(db: str) -> None:
     """Webhook: a chat id "abc" once stopped the bot and every restart after it."""
 
     async def run() -> None:
@@ -134,7 +133,7 @@ def test_an_update_naming_no_numeric_chat_is_skipped_and_marked_failed(db: Path)
     asyncio.run(run())
 
 
-def test_a_button_press_aiogram_cannot_parse_is_skipped_when_polling(db: Path) -> None:
+def test_a_button_press_aiogram_cannot_parse_is_skipped_when_polling(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             await h.say(32, "/start")
@@ -175,7 +174,7 @@ def test_a_button_press_aiogram_cannot_parse_is_skipped_when_polling(db: Path) -
     ],
     ids=["1e20", "true", "float", "string", "too-big", "array", "broken", "deep"],
 )
-def test_the_webhook_answers_400_to_what_is_not_an_update(db: Path, body: bytes) -> None:
+def test_the_webhook_answers_400_to_what_is_not_an_update(db: str, body: bytes) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db), webhook=True) as h:
             assert h.app is not None and h.app.config.webhook_url
@@ -191,7 +190,7 @@ def test_the_webhook_answers_400_to_what_is_not_an_update(db: Path, body: bytes)
 
 
 def test_an_update_that_keeps_crashing_the_bot_is_skipped_after_three_starts(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
@@ -246,7 +245,7 @@ def _ending_steps() -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(("how", "where", "when"), _ending_steps())
 def test_kill_at_each_step_of_a_session_ending_sends_everything_once(
-    db: Path, monkeypatch: pytest.MonkeyPatch, how: str, where: str, when: str
+    db: str, monkeypatch: pytest.MonkeyPatch, how: str, where: str, when: str
 ) -> None:
     del when  # in the test id only
     chat = 40
@@ -290,7 +289,7 @@ def test_kill_at_each_step_of_a_session_ending_sends_everything_once(
     "where", ["create", "deliver"], ids=["before-the-opening-is-stored", "before-it-is-sent"]
 )
 def test_kill_at_each_step_of_a_session_opening_sends_the_briefing_once(
-    db: Path, monkeypatch: pytest.MonkeyPatch, where: str
+    db: str, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     chat = 41
 
@@ -325,7 +324,7 @@ def test_kill_at_each_step_of_a_session_opening_sends_the_briefing_once(
 
 
 def test_a_server_without_sendphoto_still_sends_the_scorecard_and_dispute_buttons(
-    db: Path,
+    db: str,
 ) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
@@ -339,7 +338,7 @@ def test_a_server_without_sendphoto_still_sends_the_scorecard_and_dispute_button
     asyncio.run(run())
 
 
-def test_a_scorecard_the_network_keeps_refusing_arrives_late_not_never(db: Path) -> None:
+def test_a_scorecard_the_network_keeps_refusing_arrives_late_not_never(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             await _ready_to_end(h, 43)
@@ -356,7 +355,7 @@ def test_a_scorecard_the_network_keeps_refusing_arrives_late_not_never(db: Path)
     asyncio.run(run())
 
 
-def test_a_failing_set_my_commands_does_not_stop_the_bot(db: Path) -> None:
+def test_a_failing_set_my_commands_does_not_stop_the_bot(db: str) -> None:
     async def run() -> None:
         async with FakeBotAPI() as api:
             api.fail_next("setMyCommands", status=404, count=2, description="Not Found")
@@ -367,13 +366,13 @@ def test_a_failing_set_my_commands_does_not_stop_the_bot(db: Path) -> None:
     asyncio.run(run())
 
 
-def test_owed_messages_are_stored_with_the_change_that_owes_them(db: Path) -> None:
+def test_owed_messages_are_stored_with_the_change_that_owes_them(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             await _ready_to_end(h, 45)
-            rows = h.store.backend.db.execute(
+            rows = h.store.backend.fetchall(
                 "SELECT kind, status, body FROM outbox WHERE address = 'telegram:45' ORDER BY id"
-            ).fetchall()
+            )
             assert [k for k, _, _ in rows] == ["text", "text"]  # opening, first answer
             assert all(s == "sent" for _, s, _ in rows)
             assert "Grades for reply #1" in json.loads(rows[1][2])["text"]
@@ -381,7 +380,7 @@ def test_owed_messages_are_stored_with_the_change_that_owes_them(db: Path) -> No
     asyncio.run(run())
 
 
-def test_history_with_an_id_shows_that_scorecard_again_with_dispute_buttons(db: Path) -> None:
+def test_history_with_an_id_shows_that_scorecard_again_with_dispute_buttons(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             sid = await _ready_to_end(h, 46)
@@ -398,7 +397,7 @@ def test_history_with_an_id_shows_that_scorecard_again_with_dispute_buttons(db: 
 
 
 def test_a_server_that_answers_an_empty_poll_at_once_is_not_polled_in_a_loop(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = FakeBotAPI._m_getUpdates
 
@@ -419,7 +418,7 @@ def test_a_server_that_answers_an_empty_poll_at_once_is_not_polled_in_a_loop(
     asyncio.run(run())
 
 
-def test_an_override_is_announced_to_the_trainee(db: Path) -> None:
+def test_an_override_is_announced_to_the_trainee(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             mentor, trainee, sid = await ended_exam_session(h)
@@ -431,7 +430,7 @@ def test_an_override_is_announced_to_the_trainee(db: Path) -> None:
 
 
 def test_a_ruling_survives_a_kill_before_the_trainee_is_told(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
@@ -455,7 +454,7 @@ def test_a_ruling_survives_a_kill_before_the_trainee_is_told(
     asyncio.run(run())
 
 
-def test_a_server_without_senddocument_gets_the_csv_as_text(db: Path) -> None:
+def test_a_server_without_senddocument_gets_the_csv_as_text(db: str) -> None:
     async def run() -> None:
         async with BotHarness(Store.open(db)) as h:
             mentor, _, sid = await ended_exam_session(h)

@@ -91,9 +91,8 @@ class Browser:
 World = tuple[Training, Callable[[], Awaitable[Browser]]]
 
 
-def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> None:
+def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary, store: Store) -> None:
     async def main() -> None:
-        store = Store.open(None)
         svc = Training(store, library, Engine(store, library), platform="web")
         server = TestServer(WebApp(svc).app, host="127.0.0.1")
         await server.start_server()
@@ -132,7 +131,7 @@ async def signed_in(svc: Training, browser: Browser, name: str, lang: str = "zh"
 
 
 def test_a_trainee_joins_by_link_practises_a_coach_session_and_gets_a_scorecard(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -165,10 +164,10 @@ def test_a_trainee_joins_by_link_practises_a_coach_session_and_gets_a_scorecard(
         assert "成绩单" in me.page and "未通过" in me.page
         assert 'name="text"' not in me.page  # ended: no more replies
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_what_a_trainee_types_is_shown_as_text(library: ScenarioLibrary) -> None:
+def test_what_a_trainee_types_is_shown_as_text(library: ScenarioLibrary, store: Store) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Eve <b>", lang="en")
@@ -180,11 +179,11 @@ def test_what_a_trainee_types_is_shown_as_text(library: ScenarioLibrary) -> None
         policy = answer.headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_forms_from_elsewhere_and_without_their_token_are_refused(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -201,11 +200,11 @@ def test_forms_from_elsewhere_and_without_their_token_are_refused(
         kept = await stranger.post(f"/join/{code}", {"name": "Bob"})  # the code was not used
         assert kept.status == 200 and "Bob" in stranger.page
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_nobody_reads_another_trainees_session_or_pages_without_signing_in(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -223,10 +222,10 @@ def test_nobody_reads_another_trainees_session_or_pages_without_signing_in(
         assert bad.status == 400 and "unknown or used up" in nobody.page
         assert not any(c.key == COOKIE for c in nobody.http.cookie_jar)
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_sign_in_attempts_are_rate_limited(library: ScenarioLibrary) -> None:
+def test_sign_in_attempts_are_rate_limited(library: ScenarioLibrary, store: Store) -> None:
     async def check(world: World) -> None:
         _, new_browser = world
         flood = await new_browser()
@@ -235,7 +234,7 @@ def test_sign_in_attempts_are_rate_limited(library: ScenarioLibrary) -> None:
             statuses.append((await flood.post("/join/nonsense", {"name": "x"})).status)
         assert statuses[:10] == [400] * 10 and statuses[10:] == [429, 429]
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_serve_web_starts_prints_the_admin_link_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -262,7 +261,7 @@ def test_serve_web_starts_prints_the_admin_link_and_stops_on_ctrl_c(tmp_path: Pa
 
 
 def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_does(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -295,11 +294,11 @@ def test_a_mentor_sees_the_teams_dashboard_transcripts_and_csv_and_nobody_else_d
                 assert (await who.get(path)).status == 403, (who, path)
         assert (await max_.get(transcript)).status in (403, 404)
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hint(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -326,10 +325,12 @@ def test_the_practice_page_has_the_policy_the_order_once_given_and_a_recorded_hi
             await me.say(path, "Could you send me photos of the crack and the box?")
         assert "<dt>Photos</dt><dd>received</dd>" in me.page
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: ScenarioLibrary) -> None:
+def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
@@ -348,10 +349,12 @@ def test_a_trainee_disputes_a_deduction_once_and_nobody_else_can(library: Scenar
         assert refused.status == 403
         assert len(svc.store.disputes([session_id])) == 1
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrary) -> None:
+def test_a_mentor_rules_on_a_dispute_in_the_review_queue(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
@@ -380,7 +383,7 @@ def test_a_mentor_rules_on_a_dispute_in_the_review_queue(library: ScenarioLibrar
         assert before is not None and before.total is not None
         assert f"Total {before.total:g}" not in me.page  # the points came back
 
-    run(check, library)
+    run(check, library, store)
 
 
 async def live(
@@ -392,7 +395,7 @@ async def live(
 
 
 def test_replies_over_the_websocket_are_answered_once_even_when_sent_again(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -418,11 +421,11 @@ def test_replies_over_the_websocket_are_answered_once_even_when_sent_again(
         trainee = [t for t in svc.store.turns(session_id) if t.role == "trainee"]
         assert len(trainee) == 1 and len(svc.store.grades(session_id)[1]) == 3
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_a_reply_whose_connection_drops_is_answered_once_after_reconnecting(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -445,11 +448,11 @@ def test_a_reply_whose_connection_drops_is_answered_once_after_reconnecting(
         turns = svc.store.turns(session_id)
         assert [t.role for t in turns] == ["customer", "trainee", "customer"]
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_the_websocket_refuses_other_origins_other_trainees_and_strangers(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -477,7 +480,7 @@ def test_the_websocket_refuses_other_origins_other_trainees_and_strangers(
         assert (await page.receive_json(timeout=60))["type"] == "ended"
         await page.close()
 
-    run(check, library)
+    run(check, library, store)
 
 
 def telegram_user(svc: Training, team: str, role: str, name: str, chat: int) -> Actor:
@@ -497,7 +500,7 @@ def telegram_words(svc: Training, chat: int) -> list[str]:
 
 
 def test_a_web_mentor_assigns_and_trainees_are_told_in_their_own_channel(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -542,10 +545,12 @@ def test_a_web_mentor_assigns_and_trainees_are_told_in_their_own_channel(
         assert refused.status == 403
         assert len(svc.store.assignments([alpha.id])) == 2
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_disputes_and_rulings_reach_the_other_channel(library: ScenarioLibrary) -> None:
+def test_disputes_and_rulings_reach_the_other_channel(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
@@ -560,10 +565,12 @@ def test_disputes_and_rulings_reach_the_other_channel(library: ScenarioLibrary) 
         assert "Your dispute #1 was ruled: accepted. Reason: Fair point." in me.page
         assert f'href="{path}"' in me.page  # the notice links the session
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_the_language_follows_the_account_and_can_be_switched(library: ScenarioLibrary) -> None:
+def test_the_language_follows_the_account_and_can_be_switched(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="zh")
@@ -572,11 +579,11 @@ def test_the_language_follows_the_account_and_can_be_switched(library: ScenarioL
         assert "Pick a scenario" in me.page  # back home, not to another site
         assert svc.store.find_users("1")[0].lang == "en"  # every channel follows it
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_flagged_grades_wait_in_the_review_queue_and_every_change_is_kept(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -631,11 +638,11 @@ def test_flagged_grades_wait_in_the_review_queue_and_every_change_is_kept(
         await me.get("/")  # the trainee is told of the change
         assert f"A mentor changed entry {entry.number} of session {session_id}" in me.page
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_history_shows_every_session_and_a_trend_per_dimension_and_the_chart(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -662,11 +669,11 @@ def test_history_shows_every_session_and_a_trend_per_dimension_and_the_chart(
         await bob.get("/history")
         assert "No sessions yet" in bob.page
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_one_account_across_telegram_and_the_web_linked_from_either_side(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -698,11 +705,11 @@ def test_one_account_across_telegram_and_the_web_linked_from_either_side(
         with pytest.raises(ServiceError):
             bot_side.link_here(tom, bot_side.link_code(fresh))  # Tom has a team: no merging
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_browsers_are_signed_out_by_their_owner_or_an_admin_and_nobody_else(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -737,11 +744,11 @@ def test_browsers_are_signed_out_by_their_owner_or_an_admin_and_nobody_else(
         assert (await phone.get("/")).status == 401
         assert not any(c.key == COOKIE for c in phone.http.cookie_jar)
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_invite_links_are_made_counted_and_revoked_by_those_who_may(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -779,7 +786,7 @@ def test_invite_links_are_made_counted_and_revoked_by_those_who_may(
             await other.post(f"/invites/{code}/revoke", {"csrf": other.field("csrf")})
         ).status == 404
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_a_change_is_on_the_disk_before_the_page_that_shows_it(
@@ -822,7 +829,7 @@ def test_a_change_is_on_the_disk_before_the_page_that_shows_it(
 
 
 def test_a_practice_started_and_ended_over_forms_is_freed_without_the_garbage_collector(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     """A redirect answered by raising would keep the handler's frame (its session, the
     request) in a cycle with the exception until a long collection pause; the live
@@ -846,11 +853,11 @@ def test_a_practice_started_and_ended_over_forms_is_freed_without_the_garbage_co
             gc.enable()
         assert not kept & {"Session", "SessionGrader", "HTTPSeeOther", "Actor"}, kept
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_one_bad_live_message_fails_alone_and_replies_without_a_reference_all_count(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
@@ -874,10 +881,12 @@ def test_one_bad_live_message_fails_alone_and_replies_without_a_reference_all_co
         assert (await page.receive_json(timeout=60))["type"] == "turns"
         await page.close()
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_a_browser_signed_out_elsewhere_loses_its_live_chat(library: ScenarioLibrary) -> None:
+def test_a_browser_signed_out_elsewhere_loses_its_live_chat(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(world: World) -> None:
         svc, new_browser = world
         me = await signed_in(svc, await new_browser(), "Alice", lang="en")
@@ -892,4 +901,4 @@ def test_a_browser_signed_out_elsewhere_loses_its_live_chat(library: ScenarioLib
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4401
         assert [t.role for t in svc.store.turns(path.rsplit("/", 1)[1])] == ["customer"]
 
-    run(check, library)
+    run(check, library, store)
