@@ -198,9 +198,7 @@ class World:
 
 
 def count(store: Store, table: str, where: str = "1=1") -> int:
-    return int(
-        store.backend.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}").fetchone()[0]
-    )
+    return int(store.backend.fetchone(f"SELECT COUNT(*) FROM {table} WHERE {where}")[0])
 
 
 def counts(store: Store) -> dict[str, int]:
@@ -607,9 +605,9 @@ def test_write_matrix(store: Store) -> None:
     w = asyncio.run(run_matrix(store, WRITE_ROWS))
     events = store.grade_events([w.sid])
     assert [(e.kind, e.entry, e.new_points) for e in events] == [("override", 1, 0.0)] * 2
-    invites = store.backend.db.execute(
-        "SELECT role, created_by FROM invites ORDER BY rowid"
-    ).fetchall()
+    invites = store.backend.fetchall(  # each made by its own chat message: ms apart
+        "SELECT role, created_by FROM invites ORDER BY created_at, code"
+    )
     roles = [r for r, _ in invites[-4:]]
     assert sorted(roles) == ["admin", "mentor", "trainee", "trainee"]
     assert [t.name for t in store.teams()] == ["A", "B", "X-admin"]
