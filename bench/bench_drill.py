@@ -142,10 +142,7 @@ def _plan_line(plan: DrillPlan, trainees: int, minutes: float, scheduled: int) -
 def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> None:
     """Latency, lag and lost replies, from what the trainees saw and the store holds."""
     lags = [lag / scale for lag in store.drill_lags(drill_id)]
-    stored = store.backend.db.execute(
-        "SELECT count(*) FROM turns t JOIN sessions s ON s.id = t.session_id"
-        " WHERE s.drill_customer_id IS NOT NULL AND t.role = 'trainee'"
-    ).fetchone()[0]
+    stored = store.drill_reply_count(drill_id)
     lat = seen.latencies
     answered = len(lat)
     drill = store.drill(drill_id)
@@ -162,18 +159,11 @@ def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> Non
         f"{_pct(lags, 0.99):.3f} s, max {max(lags, default=0):.3f} s, {late} later than 1 s"
         "   (target p99 <= 1 s)"
     )
-    opening = store.backend.db.execute(
-        "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
-        " WHERE d.id = ? AND e.due_at < d.starts_at + ?",
-        [drill_id, OPENING_S],
-    ).fetchall()
-    later = store.backend.db.execute(
-        "SELECT done_at - due_at FROM drill_events e JOIN drills d ON d.id = e.drill_id"
-        " WHERE d.id = ? AND e.due_at >= d.starts_at + ?",
-        [drill_id, OPENING_S],
-    ).fetchall()
+    events = store.drill_event_lags(drill_id)
+    opening = [lag for due, lag in events if due < drill.starts_at + OPENING_S]
+    later = [lag for due, lag in events if due >= drill.starts_at + OPENING_S]
     for name, rows in ((f"the first {OPENING_S:g} s", opening), ("after them", later)):
-        part = [row[0] / scale for row in rows]
+        part = [lag / scale for lag in rows]
         print(
             f"  {name}: {len(part)} events, lag p50 {_pct(part, 0.5):.3f} s, p99 "
             f"{_pct(part, 0.99):.3f} s, max {max(part, default=0):.3f} s"
@@ -429,9 +419,7 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
         await asyncio.gather(*(c.play(drill.ends_at) for c in chats))
         ended = await _ended(store, drill.id)
         await harness.idle(timeout=300)
-        while store.backend.db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[
-            0
-        ]:
+        while store.outbox_counts().get("pending", 0):
             await asyncio.sleep(0.5)  # the last owed messages, at the limits
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         seen.missing = 0  # a labelled answer is not told apart from a nudge: see "lost"
@@ -443,15 +431,10 @@ async def _telegram(args: argparse.Namespace, db: Path) -> None:
         sends = len(api.send_times) - sends0
         await harness.stop_bot()
     _figures(store, drill.id, seen)
-    failed = store.backend.db.execute(
-        "SELECT count(*) FROM updates WHERE status = 'failed'"
-        " AND (error LIKE '%RetryAfter%' OR error LIKE '%429%')"
-    ).fetchone()[0]
+    failed = sum("RetryAfter" in e or "429" in e for e in store.inbox_failures())
     during: list[float] = []
     at_end: list[float] = []
-    for made, sent in store.backend.db.execute(
-        "SELECT created_at, sent_at FROM outbox WHERE sent_at IS NOT NULL"
-    ).fetchall():
+    for made, sent in store.outbox_deliveries():
         created = dt.datetime.fromisoformat(made)
         wait = (dt.datetime.fromisoformat(sent) - created).total_seconds()
         (during if created.timestamp() < ended.ends_at else at_end).append(wait)

@@ -581,10 +581,8 @@ async def bench(args: argparse.Namespace) -> None:
                 1 for at in api.send_times[sends0:] if backlog_from <= at <= backlog_to
             )
             violations = api.limit_violations - violations0
-            failed = store.backend.db.execute(
-                "SELECT COUNT(*), SUM(error LIKE '%RetryAfter%' OR error LIKE '%429%') "
-                "FROM updates WHERE status = 'failed'"
-            ).fetchone()
+            errors = store.inbox_failures()
+            failed = (len(errors), sum("RetryAfter" in e or "429" in e for e in errors))
             await h.stop_bot()
             stats = app.pool.total_stats() if app.pool is not None else app.throttle.stats
             api.global_rate = api.chat_rate = None

@@ -242,7 +242,22 @@ class DrillStore(StorePart):
 
     def drill_lags(self, drill_id: int) -> list[float]:
         """How late each applied event of a drill was, in seconds (its scheduler lag)."""
+        return [lag for _, lag in self.drill_event_lags(drill_id)]
+
+    def drill_event_lags(self, drill_id: int) -> list[tuple[float, float]]:
+        """(due at, seconds late) of each applied event of a drill, in the order applied."""
         rows = self.backend.fetchall(
-            "SELECT done_at - due_at FROM drill_events WHERE drill_id = ? ORDER BY id", [drill_id]
+            "SELECT due_at, done_at - due_at FROM drill_events WHERE drill_id = ? ORDER BY id",
+            [drill_id],
         )
-        return [float(r[0]) for r in rows]
+        return [(float(r[0]), float(r[1])) for r in rows]
+
+    def drill_reply_count(self, drill_id: int) -> int:
+        """How many trainee replies the drill's conversations hold."""
+        row = self.backend.fetchone(
+            "SELECT count(*) FROM turns t JOIN sessions s ON s.id = t.session_id"
+            " JOIN drill_customers c ON c.id = s.drill_customer_id"
+            " WHERE c.drill_id = ? AND t.role = 'trainee'",
+            [drill_id],
+        )
+        return int(row[0]) if row else 0

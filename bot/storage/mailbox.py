@@ -208,6 +208,18 @@ class MailboxStore(StorePart):
                 [error, row_id],
             )
 
+    def outbox_deliveries(self) -> list[tuple[str, str]]:
+        """(owed at, sent at) of every delivered message, oldest first."""
+        rows = self.backend.fetchall(
+            "SELECT created_at, sent_at FROM outbox WHERE sent_at IS NOT NULL ORDER BY id"
+        )
+        return [(str(made), str(sent)) for made, sent in rows]
+
+    def inbox_failures(self) -> list[str]:
+        """Why each failed update failed, of every bot."""
+        rows = self.backend.fetchall("SELECT error FROM updates WHERE status = 'failed'")
+        return [str(r[0] or "") for r in rows]
+
     def outbox_counts(self) -> dict[str, int]:
         """How many owed messages are pending, sent and failed."""
         rows = self.backend.fetchall("SELECT status, COUNT(*) FROM outbox GROUP BY status")
