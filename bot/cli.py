@@ -935,6 +935,15 @@ def serve() -> None:
     help="Also take the Telegram bot's webhook on this port (token, webhook URL and secret "
     "from TELEGRAM_* or trainer.toml, as for `serve telegram`): one service for both.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="TRAINER_REDIS_URL",
+    metavar="URL",
+    help="Redis shared by several trainer processes on one database (redis://host:6379/0): "
+    "one runs the drill clock, live updates reach every process. Without it this process "
+    "assumes it is alone.",
+)
 @click.pass_context
 def serve_web(
     ctx: click.Context,
@@ -943,12 +952,14 @@ def serve_web(
     port: int,
     base_url: str | None,
     with_telegram: bool,
+    redis_url: str | None,
 ) -> None:
     """Run the web app: trainees sign in with an invite link and practise in the browser.
 
     Prints the address and, while the database has no admin, a link that makes whoever
     opens it first the admin. Stop it with Ctrl-C or SIGTERM.
     """
+    from bot.cluster import Cluster
     from bot.engine import Engine
     from bot.service import Training
     from bot.web.app import serve as run
@@ -956,7 +967,15 @@ def serve_web(
     telegram = _webhook_config(config_file) if with_telegram else None
     assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
-    svc = Training(store, library, Engine(store, library, assistants), platform="web")
+    if redis_url and store.location is not None and store.location == str(store.path):
+        click.echo(
+            "Note: several processes on one SQLite file share one machine's disk; for "
+            "several machines use PostgreSQL (--db postgresql://...).",
+            err=True,
+        )
+    cluster = Cluster(redis_url, store.location)
+    engine = Engine(store, library, assistants, peers=cluster)
+    svc = Training(store, library, engine, platform="web")
     alongside = None
     if telegram is not None:
         from bot.telegram.app import TelegramApp, protect_logs
@@ -977,6 +996,7 @@ def serve_web(
                 base_url=base_url,
                 admin_link=admin_link,
                 alongside=alongside,
+                cluster=cluster,
             )
         )
     except KeyboardInterrupt:

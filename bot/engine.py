@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +49,35 @@ class ReplyRejected(Refusal, ValueError):
 
 class SessionClosed(RuntimeError):
     """Raised when replying to a session that has already ended."""
+
+
+class SessionBusy(RuntimeError):
+    """Another live process is answering the session's last reply; try again shortly."""
+
+
+class Peers(Protocol):
+    """The trainer processes sharing one database: which of them are alive."""
+
+    me: str
+    """This process's name, recorded with each reply it answers."""
+    shared: bool
+    """Whether other processes may share the sessions (False: this process is alone)."""
+
+    async def alive(self, process: str) -> bool:
+        """Whether ``process`` is running (and may still be answering a reply)."""
+
+
+class Alone:
+    """One process alone: a reply left unanswered was left by a process that died."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.me = uuid.uuid4().hex[:12]
+
+    async def alive(self, process: str) -> bool:
+        """Only this process."""
+        return process == self.me
 
 
 def prepare_reply(text: str) -> str:
@@ -182,6 +212,9 @@ class Session:
         self.card: Scorecard | None = None
         self._last_fallback: str | None = None
         self._started = time.monotonic()
+        self.answered_by: str | None = None
+        """The process answering this session's replies, recorded with each one when
+        several processes share the sessions (see :class:`Peers`)."""
 
     @property
     def id(self) -> str:
@@ -220,10 +253,14 @@ class Session:
         if self.ended:
             raise SessionClosed(f"session {self.id} has ended")
         cleaned = prepare_reply(text)
-        meta = {"ref": ref} if ref is not None else None
+        meta: dict[str, Any] = {} if ref is None else {"ref": ref}
+        if self.answered_by is not None:
+            meta["by"] = self.answered_by
         # The reply is committed before grading (which may wait on a judge); what follows
         # from it (grades, the customer's answer, the ending) is committed together.
-        turn_idx = self.store.add_turn(self.id, "trainee", cleaned, latency_s=latency_s, meta=meta)
+        turn_idx = self.store.add_turn(
+            self.id, "trainee", cleaned, latency_s=latency_s, meta=meta or None
+        )
         history = list(self.chat)
         record = await self.grader.trainee(cleaned, latency_s)
         self._note_docked(record)
@@ -439,12 +476,18 @@ class Engine:
     """Creates and resumes sessions over a store and a scenario library."""
 
     def __init__(
-        self, store: Store, library: ScenarioLibrary, assistants: Assistants | None = None
+        self,
+        store: Store,
+        library: ScenarioLibrary,
+        assistants: Assistants | None = None,
+        *,
+        peers: Peers | None = None,
     ):
         self.store = store
         self.library = library
         self.assistants = assistants or Assistants()
         self.assistants.remember_modes(store)
+        self.peers: Peers = peers or Alone()
 
     async def start(
         self,
@@ -507,6 +550,7 @@ class Engine:
         session = Session(
             self.store, row, resolved, mind, SessionGrader(resolved, lang), self.assistants
         )
+        session.answered_by = self.peers.me if self.peers.shared else None
         opening = mind.opening()
         spoken = await session._speak(opening)
         session.opening_note = session._note(spoken)
@@ -556,8 +600,14 @@ class Engine:
         )
         grader = SessionGrader(resolved, row.lang)  # type: ignore[arg-type]
         session = Session(self.store, row, resolved, mind, grader, self.assistants)
+        session.answered_by = self.peers.me if self.peers.shared else None
         stored = self.store.grades(row.id)
         turns = self.store.turns(row.id)
+        last = turns[-1] if turns else None
+        if last is not None and last.role == "trainee":
+            owner = last.meta.get("by")  # who stored the reply; is it still answering it?
+            if owner is not None and owner != self.peers.me and await self.peers.alive(owner):
+                raise SessionBusy(f"session {row.id}: process {owner} is answering it")
         for turn in turns:
             if turn.role == "customer":
                 session._heard(turn.text)

@@ -35,7 +35,7 @@ from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, Load, load
 from bot.drill.report import DrillReport, Standing, follow_up, standings
 from bot.drill.runner import DrillRefused, DrillRunner
-from bot.engine import MODES, Engine, Postbox, Session, TurnResult
+from bot.engine import MODES, Engine, Postbox, Session, SessionBusy, TurnResult
 from bot.i18n import Lang, Refusal
 from bot.scenario import Difficulty
 from bot.storage import (
@@ -50,6 +50,7 @@ from bot.storage import (
     Owed,
     SessionRow,
     Store,
+    StoreError,
     TeamRow,
     TurnRow,
     UserRow,
@@ -751,11 +752,33 @@ class Training:
             return None, None
         live = self.live.get(row.id)
         if live is not None:
-            return live, None
-        session, pending = await self.engine.resume(row.id, postbox=postbox)
+            busy = self._turns.get(row.id)
+            if (busy is not None and busy.locked()) or self._current(live):
+                return live, None
+            self.forget(row.id)  # another process moved it on: read it again
+        try:
+            session, pending = await self.engine.resume(row.id, postbox=postbox)
+        except SessionBusy:
+            raise ServiceError(
+                "busy",
+                {
+                    "zh": "上一条回复还在处理中，请稍等几秒再试。",
+                    "en": "Your previous reply is still being answered; try again in a few "
+                    "seconds.",
+                },
+            ) from None
         if not session.ended:
             self.live[row.id] = session
         return session, pending
+
+    def _current(self, session: Session) -> bool:
+        """Whether a session held in memory has every message the store has.
+
+        Only another process sharing the database adds messages behind its back.
+        """
+        return not self.engine.peers.shared or self.store.spoken_turns(session.id) == len(
+            session.chat
+        )
 
     async def reply(
         self, session: Session, text: str, *, ref: str | None, postbox: Postbox | None
@@ -775,7 +798,11 @@ class Training:
                 return None
             shown = self.shown_at.get(session.id)
             latency = None if shown is None else self.clock() - shown
-            result = await session.reply(text, latency, ref=ref, postbox=postbox)
+            try:
+                result = await session.reply(text, latency, ref=ref, postbox=postbox)
+            except StoreError:  # half done in memory: the store's copy is read next time,
+                self.live.pop(session.id, None)  # and a reply it kept gets its answer then
+                raise
             self.shown_at[session.id] = self.clock()
         if session.ended:
             self.forget(session.id)

@@ -22,10 +22,19 @@ from typing import Any
 
 from bot.content import ScenarioLibrary
 from bot.drill.plan import DrillPlan, schedule
-from bot.engine import Engine, Session, SessionClosed, TurnResult
+from bot.engine import Engine, Session, SessionBusy, SessionClosed, TurnResult
 from bot.i18n import Lang, Refusal
 from bot.notices import TELEGRAM
-from bot.storage import Conflict, DrillCustomerRow, DrillRow, Owed, StaleDrill, Store, UserRow
+from bot.storage import (
+    Conflict,
+    DrillCustomerRow,
+    DrillRow,
+    Owed,
+    StaleDrill,
+    Store,
+    StoreError,
+    UserRow,
+)
 from graders.rubric import OUTCOME_TEXT, Outcome, Scorecard, scorecard
 
 log = logging.getLogger(__name__)
@@ -105,6 +114,9 @@ class DrillRunner:
         """Per trainee: one change at a time to their customers."""
         self._watchers: dict[int, set[asyncio.Event]] = {}
         """Per trainee: the events of the workspaces that show their customers."""
+        self.announce: Callable[[int], None] | None = None
+        """Called with a trainee's user id when this process changed their customers (to
+        tell the other processes sharing the database; see :meth:`heard`)."""
 
     # planning
 
@@ -178,13 +190,16 @@ class DrillRunner:
             self.store.set_drill_status(drill.id, "running", drill.starts_at)
         horizon = min(now, drill.ends_at)
         if user_id is None and drill.id not in self._checked:  # what a crash left half done
-            for row in self.store.drill_customers(drill.id, ("due", *WAITING)):
-                await self._reconcile(plan, row)
-            for loose in self.store.drill_loose_ends(drill.id):
-                session = await self._session(loose)
-                await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
-                self._sessions.pop(loose.id, None)
-            await self._refill(drill.id, plan)
+            try:
+                for row in self.store.drill_customers(drill.id, ("due", *WAITING)):
+                    await self._reconcile(plan, row)
+                for loose in self.store.drill_loose_ends(drill.id):
+                    session = await self._session(loose)
+                    await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
+                    self._sessions.pop(loose.id, None)
+                await self._refill(drill.id, plan)
+            except SessionBusy:  # another live process is answering: look again next pass
+                return 0
             self._checked.add(drill.id)
         rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id)}
         heap: list[_Due] = []
@@ -215,7 +230,7 @@ class DrillRunner:
                 }
                 try:
                     changed = await self._apply(plan, row, event.kind, event.at, hand)
-                except StaleDrill:  # another process moved the drill on: read it next time
+                except (StaleDrill, SessionBusy):  # another process is moving the drill on
                     self._sessions.clear()
                     self._checked.discard(drill.id)
                     return applied
@@ -267,9 +282,10 @@ class DrillRunner:
 
     @contextlib.contextmanager
     def watch(self, user_id: int) -> Iterator[asyncio.Event]:
-        """An event set whenever this process changes one of the trainee's customers.
+        """An event set whenever one of the trainee's customers changes.
 
-        Changes made by another process are not seen: a watcher refreshes now and then.
+        Changes made by another process are seen when it announces them (:meth:`heard`);
+        a watcher still refreshes now and then, as an announcement can be lost.
         """
         changed = asyncio.Event()
         self._watchers.setdefault(user_id, set()).add(changed)
@@ -282,8 +298,18 @@ class DrillRunner:
                 self._watchers.pop(user_id, None)
 
     def _changed(self, user_id: int) -> None:
+        self.heard(user_id)
+        if self.announce is not None:
+            self.announce(user_id)
+
+    def heard(self, user_id: int) -> None:
+        """A trainee's customers changed (here or in another process): wake their watchers."""
         for changed in self._watchers.get(user_id, ()):
             changed.set()
+
+    def take_over(self) -> None:
+        """Begin moving the drills on (as the new leader): look again for what is half done."""
+        self._checked.clear()
 
     def _hand(self, user_id: int) -> asyncio.Lock:
         """One change at a time to one trainee's customers (the clock's or a reply)."""
@@ -453,6 +479,21 @@ class DrillRunner:
         Whatever came due before it is applied first (a customer who left cannot be
         answered). A reply whose ``ref`` the conversation already has returns None.
         """
+        try:
+            return await self._reply(user, drill_id, label, text, ref)
+        except SessionBusy:
+            raise DrillRefused(
+                "busy",
+                {
+                    "zh": f"给 {label} 的上一条回复还在处理中，请稍等几秒再发。",
+                    "en": f"Your previous reply to {label} is still being answered; send "
+                    "again in a few seconds.",
+                },
+            ) from None
+
+    async def _reply(
+        self, user: UserRow, drill_id: int, label: str, text: str, ref: str | None
+    ) -> TurnResult | None:
         async with self._hand(user.id):
             drill = self.store.drill(drill_id)
             now = self.clock()
@@ -475,9 +516,13 @@ class DrillRunner:
             if ref is not None and self.store.turn_with_ref(session.id, ref) is not None:
                 return None
             latency = None if row.waiting_since is None else now - row.waiting_since
-            result = await session.reply(
-                text, latency, ref=ref, postbox=_Postbox(user, row.label, ref)
-            )
+            try:
+                result = await session.reply(
+                    text, latency, ref=ref, postbox=_Postbox(user, row.label, ref)
+                )
+            except StoreError:  # half done in memory: the store's copy is read next time
+                self._sessions.pop(row.id, None)
+                raise
             changes: dict[str, object] = {
                 "waiting_since": now,
                 "nudged": 0,
@@ -534,7 +579,7 @@ class DrillRunner:
                 return None
             try:
                 return await self._session(row)
-            except SessionClosed:  # ended by another process
+            except (SessionClosed, SessionBusy):  # ended, or being answered, elsewhere
                 return None
 
     # helpers
@@ -551,6 +596,13 @@ class DrillRunner:
 
     async def _session(self, row: DrillCustomerRow) -> Session:
         session = self._sessions.get(row.id)
+        if (
+            session is not None
+            and self.engine.peers.shared
+            and row.session_id is not None
+            and self.store.spoken_turns(row.session_id) != len(session.chat)
+        ):
+            session = None  # another process moved the conversation on: read it again
         if session is None:  # an answer a crash left unsaid is said now, and owed
             assert row.session_id is not None
             postbox = _Postbox(self._user(row), row.label, None)
@@ -689,17 +741,26 @@ def _lang(user: UserRow) -> Lang:
 
 
 async def run_clock(
-    runner: DrillRunner, every: float = CLOCK_S, after: Callable[[], None] | None = None
+    runner: DrillRunner,
+    every: float = CLOCK_S,
+    after: Callable[[], None] | None = None,
+    leading: Callable[[], bool] | None = None,
 ) -> None:
     """Move every started drill on every ``every`` seconds until cancelled.
 
     ``after`` is called whenever something happened (a channel then delivers what the
-    events owe). A failure is logged and the clock goes on: one broken drill never stops
-    the server.
+    events owe). With ``leading``, only while it says this process holds the drill clock
+    (one process of several). A failure is logged and the clock goes on: one broken
+    drill never stops the server.
     """
+    led = False
     while True:
         try:
-            if await runner.tick() and after is not None:
+            lead = leading is None or leading()
+            if lead and not led:
+                runner.take_over()
+            led = lead
+            if lead and await runner.tick() and after is not None:
                 after()
         except Exception:
             log.exception("moving the drills on failed; trying again in %g s", every)

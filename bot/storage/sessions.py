@@ -252,6 +252,14 @@ class SessionStore(StorePart):
         )
         return self._session(row) if row else None
 
+    def spoken_turns(self, session_id: str) -> int:
+        """How many customer and trainee messages a session holds (system turns aside)."""
+        row = self.backend.fetchone(
+            "SELECT count(*) FROM turns WHERE session_id = ? AND role IN ('customer', 'trainee')",
+            [session_id],
+        )
+        return int(row[0]) if row else 0
+
     def turn_with_ref(self, session_id: str, ref: str) -> int | None:
         """Index of the turn stored for the incoming message ``ref``, if any."""
         ref_of = self.backend.json_field("meta", "ref")

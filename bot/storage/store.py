@@ -45,6 +45,10 @@ class Store(SessionStore, PeopleStore, GradeStore, MailboxStore, DrillStore, Mod
         """What another process opens to share this database (None: in memory)."""
         return self.backend.location
 
+    def ping(self) -> bool:
+        """Whether the database answers a query now."""
+        return self.backend.fetchone("SELECT 1") == (1,)
+
     def sync_at_inbox(self) -> None:
         """Wait for the disk only when an update enters the inbox (or :meth:`sync_wal`).
 

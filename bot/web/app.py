@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 
 from bot import notices
 from bot.charts import drill_chart, scorecard_chart
+from bot.cluster import Cluster
 from bot.disksync import DiskSync, checkpoints
 from bot.drill.plan import load
 from bot.drill.report import to_csv as drill_csv
@@ -55,7 +56,15 @@ from bot.service import (
     Training,
     token_digest,
 )
-from bot.storage import DeviceRow, DrillCustomerRow, SessionRow, TeamRow, TurnRow
+from bot.storage import (
+    DeviceRow,
+    DrillCustomerRow,
+    SessionRow,
+    StoreError,
+    StoreUnavailable,
+    TeamRow,
+    TurnRow,
+)
 from bot.web.desk import DeskLine
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
@@ -79,8 +88,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebApp:
     """The aiohttp application over one ``Training`` service (platform ``web``)."""
 
-    def __init__(self, svc: Training, *, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        svc: Training,
+        *,
+        base_url: str | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
         self.svc = svc
+        self.cluster = cluster
         self.base_url = (base_url or "").rstrip("/")
         self.secure = self.base_url.startswith("https://")
         self.pages = jinja2.Environment(
@@ -106,6 +122,8 @@ class WebApp:
         self.app.add_routes(
             [
                 web.get("/", self.home),
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
                 web.get("/join/{code}", self.join_page),
                 web.post("/join/{code}", self.join),
                 web.get("/link", self.link_page),
@@ -171,8 +189,31 @@ class WebApp:
             if not isinstance(refused, Forbidden | NotFound):
                 status = 400  # Invalid: the message says how to fix the request
             response = self._message(request, refused.message[self._lang(request)], status)
+        except StoreUnavailable as exc:
+            log.warning("the database is unavailable: %s", exc)
+            accept = request.headers.get("Accept-Language", "").lower()
+            lang: Lang = "zh" if accept.startswith("zh") else "en"  # no store to ask
+            response = self._render("message.html.j2", 503, lang=lang, text=t("db_down", lang))
+            response.headers["Retry-After"] = "5"
         _protect(response.headers)
         return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """The process answers (for a load balancer's liveness check)."""
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """The process can serve: its database (and Redis, when shared) answer; 503 if not."""
+        checks: dict[str, bool] = {}
+        try:
+            checks["database"] = self.svc.store.ping()
+        except StoreError:
+            checks["database"] = False
+        cluster = self.cluster
+        checks["redis"] = True if cluster is None else await cluster.ready()
+        ok = all(checks.values())
+        about = {} if cluster is None else {"process": cluster.me, "leading": cluster.leading()}
+        return web.json_response({"ok": ok, **checks, **about}, status=200 if ok else 503)
 
     def _render(self, name: str, status: int = 200, **values: Any) -> web.Response:
         html = self.pages.get_template(name).render(**values)
@@ -1161,16 +1202,24 @@ async def serve(
     base_url: str | None,
     admin_link: str | None,
     alongside: Alongside | None = None,
+    cluster: Cluster | None = None,
 ) -> None:
-    """Serve until cancelled (Ctrl-C) or SIGTERM; prints where."""
+    """Serve until cancelled (Ctrl-C) or SIGTERM; prints where.
+
+    With a ``cluster`` sharing Redis, this process is one of several on the database.
+    """
+    cluster = cluster or Cluster(None)
     await asyncio.to_thread(warm_up_word_model)  # the first replies are not the slow ones
     # Commits no longer wait for the disk on the event loop; a change waits (one fsync in
     # a thread, shared by the changes made meanwhile) before the page that shows it.
     svc.store.sync_at_inbox()
     svc.store.checkpoint_aside()  # nor for copying the WAL into the database file
     checkpointing = asyncio.create_task(checkpoints(svc.store.checkpoint))
-    drilling = asyncio.create_task(run_clock(svc.drills))  # customers arrive on time
-    app = WebApp(svc, base_url=base_url).app
+    svc.drills.announce = cluster.announce
+    await cluster.start(heard=svc.drills.heard)
+    # customers arrive on time (moved on by one process of several)
+    drilling = asyncio.create_task(run_clock(svc.drills, leading=cluster.leading))
+    app = WebApp(svc, base_url=base_url, cluster=cluster).app
     if alongside is not None:
         app.add_routes(alongside.routes())
     runner = web.AppRunner(app, access_log=None)
@@ -1195,6 +1244,7 @@ async def serve(
         for task in (checkpointing, drilling):
             task.cancel()
         await asyncio.gather(checkpointing, drilling, return_exceptions=True)
+        await cluster.stop()
 
 
 def _number(text: str | None) -> float | None:

@@ -11,6 +11,11 @@ from bot.storage import Store
 
 TEXTS: dict[str, dict[Lang, str]] = {
     "title": {"zh": "售后客服练习", "en": "After-sales practice"},
+    "db_down": {
+        "zh": "数据库暂时连不上。请几秒后刷新页面：已保存的回复会得到回答，没保存的请重新发送。",
+        "en": "The database cannot be reached right now. Reload the page in a few seconds: "
+        "a reply that was saved gets its answer, one that was not needs sending again.",
+    },
     "join_title": {"zh": "加入练习", "en": "Join the practice"},
     "join_name": {"zh": "你的名字", "en": "Your name"},
     "join_lang": {"zh": "语言", "en": "Language"},
