@@ -98,7 +98,7 @@ def _outcome(store: Store, drill: int) -> tuple[object, ...]:
     row = store.drill(drill)
     assert row is not None and row.status == "ended"
     board = standings(store, row)
-    grades = store.backend.db.execute("SELECT count(*) FROM grades").fetchone()[0]
+    grades = store.backend.fetchone("SELECT count(*) FROM grades")[0]
     leaderboard = [(s.name, s.score, s.handled, s.abandoned, s.red_lines) for s in board.trainees]
     return state(store, drill), leaderboard, grades
 
