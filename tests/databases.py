@@ -11,6 +11,11 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -67,3 +72,52 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, on a free port, that it may stop and start.
+
+    Made with the installed server's ``initdb`` and ``pg_ctl`` in a folder of its own
+    under the system's temporary folder (run as the ``postgres`` user when the tests run
+    as root, which PostgreSQL refuses to run as); :meth:`close` removes it.
+    """
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        assert found, "PostgreSQL's server programs are missing: install Debian's postgresql"
+        self.bin = found[-1].parent
+        self.folder = Path(tempfile.mkdtemp(prefix="trainer-pg-"))
+        self.data = self.folder / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(
+            [*self.as_postgres, *command], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{command[0]} failed: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        """Start the server and wait until it takes connections."""
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w",
+                  "-l", str(self.folder / "server.log"), "start")  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: as a crash would)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        """Stop the server if it runs, and remove its folder."""
+        subprocess.run(
+            [*self.as_postgres, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
+             "immediate", "-w", "stop"], capture_output=True, timeout=120,
+        )  # fmt: skip
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -33,6 +33,7 @@ from bot.storage import (
     StaleDrill,
     Store,
     StoreError,
+    StoreUnavailable,
     UserRow,
 )
 from graders.rubric import OUTCOME_TEXT, Outcome, Scorecard, scorecard
@@ -753,7 +754,7 @@ async def run_clock(
     (one process of several). A failure is logged and the clock goes on: one broken
     drill never stops the server.
     """
-    led = False
+    led = waiting = False
     while True:
         try:
             lead = leading is None or leading()
@@ -762,6 +763,11 @@ async def run_clock(
             led = lead
             if lead and await runner.tick() and after is not None:
                 after()
+            waiting = False
+        except StoreUnavailable as exc:  # said once per outage: the clock goes on after it
+            if not waiting:
+                log.warning("the drills wait for the database to answer again: %s", exc)
+            waiting = True
         except Exception:
             log.exception("moving the drills on failed; trying again in %g s", every)
         await asyncio.sleep(every)

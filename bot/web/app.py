@@ -593,8 +593,11 @@ class WebApp:
     def _replied(self, task: asyncio.Task[Any]) -> None:
         """A reply is answered; one whose page went away and failed is logged, not lost."""
         self._replies.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a reply failed after its page went away", exc_info=task.exception())
+        failure = None if task.cancelled() else task.exception()
+        if isinstance(failure, StoreUnavailable):  # the page says so; the store keeps it
+            log.warning("a reply could not be stored or answered: %s", failure)
+        elif failure is not None:
+            log.error("a reply failed after its page went away", exc_info=failure)
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """The practice chat over a WebSocket: replies in, new messages out.

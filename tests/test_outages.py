@@ -1,0 +1,161 @@
+"""PostgreSQL going away and coming back while the trainer runs.
+
+On a PostgreSQL server of the test's own (so stopping it touches no other test). A reply
+the outage cuts off is either refused with a clear message (nothing of it stored) or kept
+and answered once the database is back; it is never half stored, never graded twice, and
+the trainer is never restarted for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from bot.content import ScenarioLibrary
+from bot.engine import Engine
+from bot.service import Training, token_digest
+from bot.storage import Store, StoreUnavailable
+from bot.web.app import COOKIE
+from tests.databases import PrivatePostgres
+from tests.test_drill_restart import _logged
+from tests.test_telegram import KETTLE_EN
+
+
+def _answered_once(store: Store, session_id: str) -> list[str]:
+    """The session's roles in order; asserts every reply has its grades, once."""
+    turns = store.turns(session_id)
+    grades = store.grades(session_id)
+    for turn in turns:
+        if turn.role == "trainee":
+            dimensions = [g.dimension for g in grades.get(turn.idx, [])]
+            assert dimensions and len(dimensions) == len(set(dimensions)), (turn.idx, grades)
+    return [t.role for t in turns]
+
+
+@pytest.fixture
+def postgres() -> Any:
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.close()
+
+
+def test_a_reply_cut_off_by_a_database_restart_is_answered_once_it_is_back(
+    library: ScenarioLibrary, postgres: PrivatePostgres
+) -> None:
+    store = Store.open(postgres.url)
+    svc = Training(store, library, Engine(store, library), platform="web")
+    actor = svc.register("7", name="Ann", lang="en")
+
+    async def run() -> None:
+        session, _ = await svc.start_practice(actor, "damaged-kettle")
+        await svc.reply(session, KETTLE_EN[0], ref="r1", postbox=None)
+        speak = session._speak
+
+        async def cut(*args: Any) -> Any:  # the server dies while the answer is written
+            spoken = await speak(*args)
+            postgres.stop("immediate")
+            return spoken
+
+        session._speak = cut  # type: ignore[method-assign]
+        with pytest.raises(StoreUnavailable):
+            await svc.reply(session, KETTLE_EN[1], ref="r2", postbox=None)
+        postgres.start()
+        again, pending = await svc.session_for(actor)  # read afresh from the store
+        assert again is not None and again is not session and pending is not None
+        assert await svc.reply(again, KETTLE_EN[1], ref="r2", postbox=None) is None  # kept
+        roles = _answered_once(store, session.id)
+        assert roles == ["customer", "trainee", "customer", "trainee", "customer"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
+    postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    store = Store.open(postgres.url)
+    user = store.upsert_user("web", "ann", name="Ann", lang="en")
+    token = secrets.token_urlsafe(32)
+    store.add_device(user.id, token_digest(token), "test")
+    store.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+
+    async def run() -> None:
+        proc = await _logged(
+            tmp_path,
+            "--db",
+            postgres.url,
+            "serve",
+            "web",
+            "--port",
+            str(port),
+            env=dict(os.environ),
+        )
+        deadline = time.monotonic() + 120
+        while "Web app on" not in (tmp_path / "server.log").read_text(errors="replace"):
+            assert proc.returncode is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        jar = aiohttp.CookieJar(unsafe=True)
+        jar.update_cookies({COOKIE: token}, URL(base))
+        http = aiohttp.ClientSession(cookie_jar=jar, headers={"Accept-Language": "en"})
+
+        async def form(path: str, **fields: str) -> tuple[int, str]:
+            async with http.get(f"{base}/") as home:
+                found = re.search(r'name="csrf" value="([^"]+)"', await home.text())
+            assert found
+            async with http.post(
+                f"{base}{path}", data={"csrf": found.group(1), **fields},
+                headers={"Origin": base},
+            ) as answer:  # fmt: skip
+                return answer.status, await answer.text()
+
+        try:
+            status, _ = await form("/practice", scenario="damaged-kettle", mode="coach")
+            assert status == 200
+            (session_id,) = [s.id for s in Store.open(postgres.url).sessions()]
+            path = f"/practice/{session_id}/reply"
+            assert (await form(path, text=KETTLE_EN[0], ref="r1"))[0] == 200
+
+            postgres.stop("immediate")
+            async with http.get(f"{base}/readyz") as ready:
+                assert ready.status == 503 and (await ready.json())["database"] is False
+            async with http.post(f"{base}{path}", data={"text": "x"}) as refused:
+                said = await refused.text()
+                assert refused.status == 503 and "database cannot be reached" in said
+            postgres.start()
+            async with http.get(f"{base}/readyz") as ready:
+                assert ready.status == 200
+            status, page = await form(path, text=KETTLE_EN[1], ref="r2")
+            assert status == 200 and KETTLE_EN[1][:40] in page  # the chat shows it, answered
+        finally:
+            await http.close()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 120)
+        check = Store.open(postgres.url)
+        try:
+            roles = _answered_once(check, session_id)
+            assert roles == ["customer", "trainee", "customer", "trainee", "customer"]
+        finally:
+            check.close()
+        said = (tmp_path / "server.log").read_text(errors="replace")
+        assert "Traceback" not in said, said[-3000:]
+
+    asyncio.run(run())
