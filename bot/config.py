@@ -32,6 +32,7 @@ TELEGRAM_KEYS = {
     "typing_after": ("TELEGRAM_TYPING_AFTER", float),
     "chart_processes": ("TELEGRAM_CHART_PROCESSES", int),
     "workers": ("TELEGRAM_WORKERS", int),
+    "redis_url": ("TRAINER_REDIS_URL", str),
 }
 
 

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +27,10 @@ from aiogram.exceptions import (
 from aiogram.methods import SendMessage, TelegramMethod
 from aiogram.types import Chat, Message
 
+from bot.coordination import RedisCoordinator
 from bot.telegram.app import RawGetUpdates
 from bot.telegram.throttle import Throttle, ThrottleStats
+from tests.test_coordination import RedisServer
 
 Failure = Callable[[TelegramMethod[Any]], Exception]
 
@@ -413,3 +416,61 @@ def test_invalid_arguments_are_rejected() -> None:
         Throttle(max_retries=-1)
     with pytest.raises(ValueError):
         Throttle(backoff=(2.0, 1.0))
+
+
+# -- several processes on one token, counted together in Redis ------------------------------
+
+
+def _most_in_a_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max((sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times)),
+               default=0)  # fmt: skip
+
+
+def test_two_processes_share_one_chat_limit_through_redis_and_outlive_its_restart(
+    tmp_path: Path,
+) -> None:
+    """Two bots (as two processes would) send to one chat at 5/s together, not 5/s each."""
+    server = RedisServer(tmp_path)
+    server.start()
+
+    async def main() -> None:
+        await server.ready()
+        coords = [RedisCoordinator(server.url, "t:") for _ in range(2)]
+        bots = [
+            make_bot(Throttle(global_rate=None, chat_rate=5.0, shared=c, key="telegram:42"))
+            for c in coords
+        ]
+        try:
+            await asyncio.gather(*(b.send_message(7, f"{n}:{i}") for i in range(6)
+                                   for n, (b, _) in enumerate(bots)))  # fmt: skip
+            together = [t for _, s in bots for t, _, _ in s.delivered]
+            assert len(together) == 12
+            assert _most_in_a_second(together) <= 5 + 1  # one send of slack for timer jitter
+            server.kill()  # the sends go on meanwhile, each process within the limit alone
+            await asyncio.gather(*(b.send_message(7, f"away:{i}") for i in range(3)
+                                   for b, _ in bots))  # fmt: skip
+            server.start()
+            await server.ready()
+            start = time.monotonic()
+            while await coords[0].ping() is False or await coords[1].ping() is False:
+                assert time.monotonic() - start < 30, "Redis never answered again"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # past the fallback's own schedule
+            after = time.monotonic()
+            await asyncio.gather(*(b.send_message(7, f"back:{i}") for i in range(6)
+                                   for b, _ in bots))  # fmt: skip
+            back = [t for _, s in bots for t, _, text in s.delivered if (text or "")[:4] == "back"]
+            assert len(back) == 12 and min(back) >= after
+            assert _most_in_a_second(back) <= 5 + 1  # counted together again, no restart
+        finally:
+            for b, _ in bots:
+                await b.session.close()
+            for c in coords:
+                await c.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if server.proc is not None:
+            server.kill()

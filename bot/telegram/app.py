@@ -50,6 +50,7 @@ from pydantic import ValidationError
 from bot import notices
 from bot.chartpool import ChartRenderer
 from bot.content import ScenarioLibrary
+from bot.coordination import coordinator
 from bot.disksync import DiskSync, checkpoints
 from bot.drill.runner import run_clock
 from bot.engine import Engine
@@ -101,6 +102,9 @@ class TelegramConfig:
     workers: int = 0
     """Worker processes that answer updates; 0: this process answers them. With workers,
     this process only stores and routes them (:mod:`bot.telegram.workers`)."""
+    redis_url: str | None = None
+    """Redis shared by every process sending with this token: the send limits are then
+    counted across all of them (otherwise each process keeps its own share)."""
 
 
 class TokenFilter(logging.Filter):
@@ -379,7 +383,13 @@ class TelegramApp:
         self.engine = self.svc.engine
         api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
         session = JsonSession(api=api) if api else JsonSession()
-        self.throttle = Throttle(global_rate=config.global_rate, chat_rate=config.chat_rate)
+        self.coordinator = coordinator(config.redis_url) if config.redis_url else None
+        self.throttle = Throttle(
+            global_rate=config.global_rate,
+            chat_rate=config.chat_rate,
+            shared=self.coordinator,
+            key=f"telegram:{config.token.split(':', 1)[0]}",
+        )
         session.middleware(pin_response_types)
         session.middleware(self.throttle)
         self.charts = ChartRenderer(config.chart_processes)
@@ -495,6 +505,8 @@ class TelegramApp:
         self.store.flush()
         await self.charts.close()
         await self.bot.session.close()
+        if self.coordinator is not None:
+            await self.coordinator.close()
 
     # the inbox
 

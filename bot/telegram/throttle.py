@@ -31,6 +31,8 @@ from aiogram.exceptions import (
 from aiogram.methods import SendChatAction
 from aiogram.methods.base import TelegramType
 
+from bot.coordination import Coordinator
+
 if TYPE_CHECKING:
     from aiogram.client.bot import Bot
     from aiogram.methods import Response, TelegramMethod
@@ -122,7 +124,14 @@ class Throttle(BaseRequestMiddleware):
         backoff: tuple[float, float] = (0.5, 8.0),
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        shared: Coordinator | None = None,
+        key: str = "telegram",
     ) -> None:
+        """Limits for one process, or with ``shared`` for all of them.
+
+        ``shared`` (a Redis coordinator) makes the limits those of every process using it
+        with the same ``key`` (the bot's id): Telegram counts per token, not per process.
+        """
         for name, rate in (("global_rate", global_rate), ("chat_rate", chat_rate)):
             if rate is not None and not rate > 0:
                 raise ValueError(f"{name} must be positive or None, got {rate!r}")
@@ -137,6 +146,9 @@ class Throttle(BaseRequestMiddleware):
         self._sleep = sleep
         self._global = None if global_rate is None else _GlobalBucket(global_rate, clock, sleep)
         self._chat_interval = None if chat_rate is None else 1.0 / chat_rate
+        self._shared = shared
+        self._key = key
+        self._rates = (global_rate, chat_rate)
         self._chats: dict[int | str, _Chat] = {}
         self._prune_every = max(self._chat_interval or 1.0, _MIN_PRUNE_INTERVAL)
         self._next_prune = -math.inf
@@ -180,7 +192,7 @@ class Throttle(BaseRequestMiddleware):
             # asyncio.Lock is FIFO and acquiring a free lock does not yield, so sends to
             # one chat leave in the order they reached this middleware, retries included.
             async with chat.lock:
-                return await self._send(make_request, bot, method, limited=True, chat=chat)
+                return await self._send(make_request, bot, method, limited=True, chat=chat, key=key)
         finally:
             chat.users -= 1
             if chat.users == 0 and chat.next_at <= self._clock() and self._chats.get(key) is chat:
@@ -194,11 +206,14 @@ class Throttle(BaseRequestMiddleware):
         *,
         limited: bool,
         chat: _Chat | None,
+        key: int | str | None = None,
     ) -> Response[TelegramType]:
         retries = 0
         network_retries = 0
         while True:
-            if limited:
+            if limited and self._shared is not None:
+                await self._wait_for_shared_tokens(key)
+            elif limited:
                 await self._wait_for_tokens(chat)
             try:
                 response = await make_request(bot, method)
@@ -242,6 +257,21 @@ class Throttle(BaseRequestMiddleware):
         if chat is not None and self._chat_interval is not None:
             chat.next_at = granted + self._chat_interval
         self.stats.waited_s += granted - start
+
+    async def _wait_for_shared_tokens(self, chat: int | str | None) -> None:
+        """Reserve the next send slots of the chat and of the bot, among all processes."""
+        assert self._shared is not None
+        start = self._clock()
+        global_rate, chat_rate = self._rates
+        waits = []
+        if chat is not None and chat_rate is not None:
+            waits.append(await self._shared.take(f"{self._key}:chat:{chat}", chat_rate))
+        if global_rate is not None:
+            waits.append(await self._shared.take(f"{self._key}:all", global_rate))
+        delay = max(waits, default=0.0)
+        if delay > 0:
+            await self._sleep(delay)
+        self.stats.waited_s += self._clock() - start
 
 
 def _is_polling(method: TelegramMethod[Any]) -> bool:

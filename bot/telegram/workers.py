@@ -103,6 +103,8 @@ class WorkerPool:
         if config.workers < 1:
             raise ValueError("a worker pool needs at least one worker")
         share = None if config.global_rate is None else config.global_rate / config.workers
+        if config.redis_url:  # the workers count their sends together: each may use it all
+            share = config.global_rate
         worker_config = replace(config, workers=0, global_rate=share, webhook_url=None)
         self.specs = [
             WorkerSpec(
