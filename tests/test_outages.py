@@ -1,9 +1,10 @@
-"""PostgreSQL going away and coming back while the trainer runs.
+"""PostgreSQL and Redis going away and coming back while the trainer runs.
 
-On a PostgreSQL server of the test's own (so stopping it touches no other test). A reply
-the outage cuts off is either refused with a clear message (nothing of it stored) or kept
-and answered once the database is back; it is never half stored, never graded twice, and
-the trainer is never restarted for it.
+On servers of the test's own (so stopping them touches no other test). A reply an outage
+of the database cuts off is either refused with a clear message (nothing of it stored) or
+kept and answered once the database is back; it is never half stored, never graded twice,
+and the trainer is never restarted for it. Live updates between processes come back with
+Redis.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from bot.cluster import Cluster
 from bot.content import ScenarioLibrary
+from bot.drill.runner import DrillRunner
 from bot.engine import Engine
 from bot.service import Training, token_digest
 from bot.storage import Store, StoreUnavailable
 from bot.web.app import COOKIE
-from tests.databases import PrivatePostgres
+from tests.databases import PgSchemas, PrivatePostgres
+from tests.test_coordination import RedisServer
+from tests.test_drill import GOOD, T0, solo
 from tests.test_drill_restart import _logged
 from tests.test_telegram import KETTLE_EN
 
@@ -141,8 +146,13 @@ def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
                 said = await refused.text()
                 assert refused.status == 503 and "database cannot be reached" in said
             postgres.start()
-            async with http.get(f"{base}/readyz") as ready:
-                assert ready.status == 200
+            deadline = time.monotonic() + 60
+            while True:  # ready again once its pool reconnected (as a load balancer sees it)
+                async with http.get(f"{base}/readyz") as ready:
+                    if ready.status == 200:
+                        break
+                assert time.monotonic() < deadline, "never ready again"
+                await asyncio.sleep(0.2)
             status, page = await form(path, text=KETTLE_EN[1], ref="r2")
             assert status == 200 and KETTLE_EN[1][:40] in page  # the chat shows it, answered
         finally:
@@ -159,3 +169,63 @@ def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
         assert "Traceback" not in said, said[-3000:]
 
     asyncio.run(run())
+
+
+def test_live_updates_between_processes_outlive_a_redis_restart(
+    library: ScenarioLibrary, pg_schemas: PgSchemas, tmp_path: Path
+) -> None:
+    """Process A shows a trainee's workspace; the trainee's replies reach process B.
+
+    Each reply B takes in wakes A's workspace through Redis, before and after Redis is
+    killed and started again, with neither process restarted.
+    """
+    redis = RedisServer(tmp_path)
+    redis.start()
+    url = pg_schemas.new_url()
+    first = Store.open(url)
+    clock, _, me, drill, _ = solo(library, first, seed=5)
+    second = Store.open(url)
+
+    async def main() -> None:
+        await redis.ready()
+        sides = []
+        for store in (first, second):
+            cluster = Cluster(redis.url, url)
+            runner = DrillRunner(store, library, Engine(store, library, peers=cluster), clock=clock)
+            runner.announce = cluster.announce
+            await cluster.start(heard=runner.heard)
+            sides.append((cluster, runner))
+        a, b = (runner for _, runner in sides)
+        try:
+            clock.now = T0 + 1
+            await b.tick()  # the first customer arrives
+
+            async def woken_by_a_reply(at: float, within: float) -> None:
+                with a.watch(me.id) as changed:
+                    clock.now = T0 + at
+                    await b.reply(me, drill, "C1", GOOD)
+                    await asyncio.wait_for(changed.wait(), within)  # through Redis
+
+            await woken_by_a_reply(5, 30)
+            redis.kill()
+            redis.start()
+            await redis.ready()
+            deadline, at = time.monotonic() + 30, 10
+            while True:  # the subscriber is back once a message gets through
+                try:
+                    await woken_by_a_reply(at, 2)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() < deadline, "live updates never came back"
+                    at += 1
+        finally:
+            for cluster, _ in sides:
+                await cluster.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        first.close()
+        second.close()
+        if redis.proc is not None:
+            redis.kill()
