@@ -2,6 +2,7 @@
 
     python bench/bench_drill.py [--channel web|telegram|engine] [--quick] [--trainees N]
                                 [--minutes M] [--scale S] [--chart FILE]
+                                [--db sqlite|postgresql|URL] [--processes N] [--compare]
 
 The preset is Double 11 midnight peak: 3 customers at once per trainee, and arrivals 3x
 faster for the first 10 minutes (the drill is shortened to --minutes). Every 6-20 s each
@@ -9,8 +10,9 @@ simulated trainee answers whichever of their customers has waited longest, with 
 from the golden transcripts (good, mediocre and bad trainees, both languages).
 
 Channels:
-  web       (default) `trainer serve web` as a child process, as its users run it (one
-            process, a file-backed store). The trainees are simulated in this process, each
+  web       (default) `trainer serve web` as child processes, as its users run it (one
+            process and a file-backed store by default; --processes N share --db through
+            Redis, each trainee on process i mod N as a load balancer spreads them). The trainees are simulated in this process, each
             signed in with its cookie and on the drill workspace's WebSocket over loopback:
             the server pushes the workspace whenever one of their customers writes, arrives
             or leaves, and replies go out on the socket. Drill time is the wall clock.
@@ -29,6 +31,10 @@ scheduler's lag (how late each arrival, nudge and departure was applied, from th
 event log), the server's CPU and peak RSS, the replies lost (answered but not stored) and,
 on Telegram, the 429s and how long owed messages waited in the outbox.
 
+--compare runs the web drill four times (one process on SQLite, two on SQLite, two and
+four on PostgreSQL) and prints messages/s (replies answered plus workspaces pushed),
+replies/s, reply p99, scheduler lag p99 and the servers' cores for each.
+
 Targets: lag p99 <= 1 s, RSS < 1 GB, 0 lost replies, 0 unhandled 429s. The full web run
 (2,000 trainees, 5 drill minutes) takes about 6 minutes, --quick (200 trainees, 1 minute)
 about 1.5; the Telegram run about as long as its drill. Always exits 0.
@@ -41,6 +47,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
 import resource
 import sys
@@ -58,6 +65,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_telegram import CHAT_RATE, GLOBAL_RATE, BenchAPI  # noqa: E402
 from bench_web import Server, _free_port, _sign_in  # noqa: E402
+from benchdb import CHOICES_HELP, database  # noqa: E402
 from golden import load_cases  # noqa: E402
 from tgharness import BotHarness  # noqa: E402
 
@@ -112,14 +120,17 @@ class Lock:
 
     def __init__(self, store: Store) -> None:
         self.waits: list[float] = []
-        begin = store._begin_immediate
+        backend = store.backend
+        begin = getattr(backend, "_begin_immediate", None)
+        if begin is None:  # PostgreSQL: no database-wide write lock to wait for
+            return
 
         def timed(*args: object, **kwargs: object) -> None:
             started = time.perf_counter()
-            begin(*args, **kwargs)  # type: ignore[arg-type]
+            begin(*args, **kwargs)
             self.waits.append(time.perf_counter() - started)
 
-        store._begin_immediate = timed  # type: ignore[method-assign]
+        backend._begin_immediate = timed  # type: ignore[attr-defined]
 
 
 def _plan_line(plan: DrillPlan, trainees: int, minutes: float, scheduled: int) -> None:
@@ -139,8 +150,11 @@ def _plan_line(plan: DrillPlan, trainees: int, minutes: float, scheduled: int) -
     )
 
 
-def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> None:
-    """Latency, lag and lost replies, from what the trainees saw and the store holds."""
+def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> dict[str, float]:
+    """Latency, lag and lost replies, from what the trainees saw and the store holds.
+
+    Returns replies/s, reply p99 (s) and scheduler lag p99 (s) for a comparison table.
+    """
     lags = [lag / scale for lag in store.drill_lags(drill_id)]
     stored = store.drill_reply_count(drill_id)
     lat = seen.latencies
@@ -176,6 +190,12 @@ def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> Non
         )
     else:  # web: each "done" was stored before it was sent
         print(f"lost replies: {max(0, answered - stored)} (stored {stored})   (target 0)")
+    return {
+        "replies/s": answered / wall,
+        "messages/s": (answered + seen.pushes) / wall,
+        "reply p99 s": _pct(lat, 0.99),
+        "lag p99 s": _pct(lags, 0.99),
+    }
 
 
 def _report(store: Store, drill: DrillRow, chart: str | None, plan: DrillPlan) -> None:
@@ -268,7 +288,7 @@ class DeskTrainee:
             customer["waited"] = None  # answered: wait for the next push
 
 
-async def _web(args: argparse.Namespace, db: Path) -> None:
+async def _web(args: argparse.Namespace, db: str) -> dict[str, float]:
     library = ScenarioLibrary.load()
     plan = library.drills[PRESET]
     tokens = _sign_in(db, args.trainees)
@@ -276,9 +296,10 @@ async def _web(args: argparse.Namespace, db: Path) -> None:
     svc = Training(store, library, Engine(store, library), platform="web")
     team = store.team_by_name("Bench")
     assert team is not None
-    port = _free_port()
-    server = Server(db, port, None)
-    base = f"http://127.0.0.1:{port}"
+    redis = args.redis if args.processes > 1 else None
+    ports = [_free_port() for _ in range(args.processes)]
+    servers = [Server(db, port, None, redis) for port in ports]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
     trainees = [DeskTrainee(i, token, _replies(i)) for i, token in enumerate(tokens)]
     seen = Seen()
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -297,38 +318,64 @@ async def _web(args: argparse.Namespace, db: Path) -> None:
         gate = asyncio.Semaphore(100)
 
         async def connect(trainee: DeskTrainee) -> None:
-            async with gate:
-                await trainee.connect(http, base, drill.id)
+            async with gate:  # trainee i on process i mod N, as a load balancer spreads them
+                await trainee.connect(http, bases[trainee.number % len(bases)], drill.id)
 
         await asyncio.gather(*(connect(t) for t in trainees))
         print(
-            f"web: {args.trainees} workspaces on WebSockets in {time.monotonic() - began:.1f} s; "
-            f"the drill starts {drill.starts_at - time.time():.1f} s later",
+            f"web: {args.trainees} workspaces on WebSockets to {len(servers)} process(es) on "
+            f"{store.url.split('?')[0]}{' with Redis' if redis else ''} in "
+            f"{time.monotonic() - began:.1f} s; the drill starts "
+            f"{drill.starts_at - time.time():.1f} s later",
             flush=True,
         )
         readers = [asyncio.create_task(t.read(seen)) for t in trainees]
         await asyncio.sleep(max(0.0, drill.starts_at - time.time()))
-        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+        cpu0, wall0 = sum(s.cpu_seconds() for s in servers), time.monotonic()
         await asyncio.gather(*(t.play(drill.ends_at) for t in trainees))
         ended = await _ended(store, drill.id)
-        cpu, wall = server.cpu_seconds() - cpu0, time.monotonic() - wall0
+        cpu, wall = sum(s.cpu_seconds() for s in servers) - cpu0, time.monotonic() - wall0
         await asyncio.sleep(2)  # the last answers
         seen.missing = sum(len(t.sent) for t in trainees)
         for trainee in trainees:
             if trainee.socket is not None:
                 await trainee.socket.close()
         await asyncio.gather(*readers, return_exceptions=True)
-        _figures(store, drill.id, seen)
+        figures = _figures(store, drill.id, seen)
+        rss = max(s.peak_rss_mib() for s in servers)
         print(
-            f"server: CPU {cpu:.0f} s over {wall:.0f} s wall ({cpu / wall:.2f} cores); peak RSS "
-            f"{server.peak_rss_mib():.0f} MiB   (target < 1024); {seen.pushes} workspaces pushed "
+            f"servers: CPU {cpu:.0f} s over {wall:.0f} s wall ({cpu / wall:.2f} cores); peak RSS "
+            f"{rss:.0f} MiB per process   (target < 1024); {seen.pushes} workspaces pushed "
             f"({seen.pushes / wall:.0f}/s)"
         )
         _report(store, ended, args.chart, plan)
+        return {**figures, "cores": cpu / wall}
     finally:
         await http.close()
-        server.stop()
+        for server in servers:
+            server.stop()
         store.close()
+
+
+COMPARED = (("sqlite", 1), ("sqlite", 2), ("postgresql", 2), ("postgresql", 4))
+"""The web setups --compare runs: (database, processes)."""
+
+
+async def _compare(args: argparse.Namespace) -> None:
+    rows = []
+    for kind, processes in COMPARED:
+        print(f"\n=== {processes} process(es) on {kind} ===", flush=True)
+        args.processes = processes
+        with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as db:
+            rows.append((kind, processes, await _web(args, db)))
+    print(f"\n{args.trainees} trainees, {args.minutes:g} drill minutes, {os.cpu_count()} CPUs:")
+    print("database    processes  messages/s  replies/s  reply p99  lag p99  server cores")
+    for kind, processes, got in rows:
+        print(
+            f"{kind:<11} {processes:>9}  {got['messages/s']:>10.0f}  {got['replies/s']:>9.1f}"
+            f"  {got['reply p99 s'] * 1000:>6.0f} ms  {got['lag p99 s']:>5.2f} s"
+            f"  {got['cores']:>12.2f}"
+        )
 
 
 # ------------------------------------------------------------------------------- telegram
@@ -381,7 +428,7 @@ class ChatTrainee:
             await self.api.post_to_webhook(self.api.updates[update])
 
 
-async def _telegram(args: argparse.Namespace, db: Path) -> None:
+async def _telegram(args: argparse.Namespace, db: str) -> None:
     logging.getLogger("trainer").setLevel(logging.ERROR)
     library = ScenarioLibrary.load()
     plan = library.drills[PRESET]
@@ -493,7 +540,7 @@ async def _engine_trainee(
             seen.latencies.append(time.perf_counter() - started)
 
 
-async def _engine(args: argparse.Namespace, db: Path) -> None:
+async def _engine(args: argparse.Namespace, db: str) -> None:
     library = ScenarioLibrary.load()
     plan = library.drills[PRESET]
     store = Store.open(db)
@@ -550,7 +597,7 @@ async def _engine(args: argparse.Namespace, db: Path) -> None:
     store.close()
 
 
-CHANNELS: dict[str, Callable[[argparse.Namespace, Path], Any]] = {
+CHANNELS: dict[str, Callable[[argparse.Namespace, str], Any]] = {
     "web": _web,
     "telegram": _telegram,
     "engine": _engine,
@@ -567,12 +614,29 @@ def main() -> None:
         "--scale", type=float, default=1.0, help="engine: drill seconds per wall second"
     )
     parser.add_argument("--chart", default=None, help="write the standings chart (PNG) here")
+    parser.add_argument("--db", default="sqlite", help=CHOICES_HELP)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="web: trainer processes sharing the database"
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="web: the Redis several processes share (default: the local one)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="web: one SQLite process, two on SQLite, two and four on PostgreSQL; a table",
+    )
     args = parser.parse_args()
     if args.channel != "telegram":
         args.trainees = args.trainees or (200 if args.quick else 2000)
     args.minutes = args.minutes or (1.0 if args.quick else 5.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(CHANNELS[args.channel](args, Path(tmp) / "drill.db"))
+    if args.compare:
+        asyncio.run(_compare(args))
+        return
+    with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as db:
+        asyncio.run(CHANNELS[args.channel](args, db))
 
 
 if __name__ == "__main__":

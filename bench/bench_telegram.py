@@ -2,10 +2,12 @@
 
     python bench/bench_telegram.py [--quick] [--workers N] [--trainees N] [--open-trainees N]
                                    [--rate R] [--seconds S] [--backlog N] [--stub-chart]
+                                   [--db sqlite|postgresql|URL]
 
 Runs the real bot (``bot.telegram.app.TelegramApp``, webhook mode, real aiogram and aiohttp)
 against the fake Bot API of ``tests/botapi.py`` on 127.0.0.1, with a file-backed store in a
-temp dir (WAL; fsync at the inbox, as in production). Simulated trainees play the golden
+temp dir (WAL; fsync at the inbox, as in production), or with --db postgresql a new schema
+on the local PostgreSQL server (see bench/benchdb.py). Simulated trainees play the golden
 transcripts of ``tests/golden/`` (every scenario; Chinese and English; good, mediocre and bad
 trainees; normal and hard) in coach mode, replies cycled: each reply is answered by one bot
 message; when the customer resolves or leaves, the chart and scorecard follow and the
@@ -71,6 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:  # tests/tgharness.py is made to be imported
     sys.path.insert(0, str(ROOT / "tests"))
 
+from benchdb import CHOICES_HELP, database  # noqa: E402
 from botapi import SEND_METHODS, Call, FakeBotAPI  # noqa: E402
 from golden import Case, load_cases  # noqa: E402
 from tgharness import BotHarness  # noqa: E402
@@ -501,8 +504,9 @@ async def bench(args: argparse.Namespace) -> None:
             f"  bot, fake server and load generator share one event loop ({os.cpu_count()} "
             "CPUs here): the fake server's own cost is part of every latency and rate"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(Path(tmp) / "bench.db")
+    with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as db:
+        store = Store.open(db)
+        print(f"  store: {store.url.split('?')[0]}")
         async with BenchAPI() as api:
             h = BotHarness(
                 store,
@@ -719,6 +723,7 @@ def main() -> None:
         help="bot worker processes behind the front (default 2: one per core here); 0 runs "
         "the whole bot in the bench process",
     )
+    parser.add_argument("--db", default="sqlite", help=CHOICES_HELP)
     parser.add_argument(
         "--stub-chart",
         action="store_true",

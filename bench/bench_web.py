@@ -74,9 +74,13 @@ class Run:
 class Server:
     """`trainer serve web` as a child process, with its CPU and memory read from /proc."""
 
-    def __init__(self, db: Path, port: int, profile: str | None) -> None:
+    def __init__(
+        self, db: Path | str, port: int, profile: str | None, redis: str | None = None
+    ) -> None:
         trainer = Path(sys.executable).with_name("trainer")
         command = [str(trainer), "--db", str(db), "serve", "web", "--port", str(port)]
+        if redis:
+            command += ["--redis", redis]
         if profile:
             command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -193,7 +197,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _sign_in(db: Path, count: int) -> list[str]:
+def _sign_in(db: Path | str, count: int) -> list[str]:
     """``count`` trainee accounts of one team, signed in: their browsers' cookies."""
     library = ScenarioLibrary.load()
     store = Store.open(db)
