@@ -151,9 +151,10 @@ def _actions(ids: dict[str, str]) -> list[Action]:
     ]
 
 
-def test_every_page_and_action_refuses_every_role_it_should(library: ScenarioLibrary) -> None:
+def test_every_page_and_action_refuses_every_role_it_should(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def main() -> None:
-        store = Store.open(None)
         svc = Training(store, library, Engine(store, library), platform="web")
         server = TestServer(WebApp(svc).app, host="127.0.0.1")
         await server.start_server()

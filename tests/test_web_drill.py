@@ -28,9 +28,8 @@ from tests.test_web_browser import CHROMIUM, DESKTOP, PHONE, fits, join
 World = tuple[Training, Clock, TestServer]
 
 
-def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> None:
+def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary, store: Store) -> None:
     async def main() -> None:
-        store = Store.open(None)
         svc = Training(store, library, Engine(store, library), platform="web")
         clock = Clock()
         svc.drills = DrillRunner(store, library, svc.engine, clock=clock)
@@ -46,7 +45,7 @@ def run(check: Callable[[World], Awaitable[None]], library: ScenarioLibrary) -> 
 
 
 def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, clock, server = world
@@ -127,7 +126,7 @@ def test_a_mentor_plans_a_drill_and_a_trainee_answers_customers_in_the_workspace
             for visitor in (alice, bob, boss, outsider):
                 await visitor.http.close()
 
-    run(check, library)
+    run(check, library, store)
 
 
 async def _until(socket: Any, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -139,7 +138,7 @@ async def _until(socket: Any, wanted: Callable[[dict[str, Any]], bool]) -> dict[
 
 
 def test_the_workspace_socket_pushes_every_change_and_answers_each_reply_once(
-    library: ScenarioLibrary, monkeypatch: pytest.MonkeyPatch
+    library: ScenarioLibrary, monkeypatch: pytest.MonkeyPatch, store: Store
 ) -> None:
     monkeypatch.setattr("bot.web.desk.REFRESH_S", 3600.0)  # only a change sends the desk
 
@@ -190,11 +189,11 @@ def test_the_workspace_socket_pushes_every_change_and_answers_each_reply_once(
             await socket.close()
             await alice.http.close()
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reloading(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(world: World) -> None:
         svc, clock, server = world
@@ -246,4 +245,4 @@ def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reload
             finally:
                 await browser.close()
 
-    run(check, library)
+    run(check, library, store)
