@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from bot.drill.plan import DrillPlan, load, schedule
 from bot.drill.report import standings, to_csv
 from bot.drill.runner import DrillRefused, DrillRunner
 from bot.engine import Engine
-from bot.storage import DrillCustomerRow, Store, UserRow
+from bot.storage import DrillCustomerRow, StaleDrill, Store, UserRow
 
 T0 = 1_794_355_200.0  # 2026-11-11 00:00 UTC: Double 11
 GOOD = "您好，非常抱歉让您久等了！麻烦发一下订单号和照片，我马上为您处理。"
@@ -318,7 +319,7 @@ def test_a_reply_cut_off_by_a_crash_counts_once_at_the_time_it_was_sent(
     plan = library.drills["double11-peak"].model_copy(update={"minutes": 4})
     cut_at, back_at = T0 + 40, T0 + 60
 
-    async def drive(path: Path, *, crash: bool) -> list[tuple[object, ...]]:
+    async def drive(path: Path, *, crash: bool, stale: bool = False) -> list[tuple[object, ...]]:
         store = Store.open(path)
         users = members(store, 3)
         clock = Clock()
@@ -359,6 +360,17 @@ def test_a_reply_cut_off_by_a_crash_counts_once_at_the_time_it_was_sent(
     assert answered[4] == cut_at and GOOD in answered[-1]  # first reply at 40 s, said once
 
 
+def _stale_once(store: Store) -> Callable[..., None]:
+    """``update_drill_customer`` that raises StaleDrill the first time, then is itself."""
+    update = store.update_drill_customer
+
+    def changed_elsewhere(*args: Any, **kwargs: Any) -> None:
+        store.update_drill_customer = update  # type: ignore[method-assign]
+        raise StaleDrill("changed meanwhile")
+
+    return changed_elsewhere
+
+
 def test_a_crash_between_a_departure_and_opening_the_next_in_the_queue_opens_it_on_time(
     library: ScenarioLibrary, tmp_path: Path
 ) -> None:
@@ -366,7 +378,7 @@ def test_a_crash_between_a_departure_and_opening_the_next_in_the_queue_opens_it_
     before the next one opens. After the restart the next one opens when the first left."""
     plan = quiet(library, minutes=6, concurrency=1, customers_per_hour=240)
 
-    async def drive(path: Path, *, crash: bool) -> list[tuple[object, ...]]:
+    async def drive(path: Path, *, crash: bool, stale: bool = False) -> list[tuple[object, ...]]:
         store = Store.open(path)
         (me,) = members(store, 1)
         clock = Clock()
@@ -392,6 +404,8 @@ def test_a_crash_between_a_departure_and_opening_the_next_in_the_queue_opens_it_
                 second += 30
                 store = Store.open(path)
                 runner = DrillRunner(store, library, Engine(store, library), clock=clock)
+                if stale:  # the repair's first write finds another process changed it
+                    store.update_drill_customer = _stale_once(store)  # type: ignore[method-assign]
                 continue
             second += 1
         assert died or not crash
@@ -399,6 +413,8 @@ def test_a_crash_between_a_departure_and_opening_the_next_in_the_queue_opens_it_
 
     steady = asyncio.run(drive(tmp_path / "steady.db", crash=False))
     assert asyncio.run(drive(tmp_path / "crashed.db", crash=True)) == steady
+    # the repair tried again on the next pass instead of failing the clock
+    assert asyncio.run(drive(tmp_path / "stale.db", crash=True, stale=True)) == steady
 
 
 def test_at_the_end_conversations_close_the_queue_goes_and_telegram_trainees_got_labels(

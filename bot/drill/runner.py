@@ -199,7 +199,7 @@ class DrillRunner:
                     await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
                     self._sessions.pop(loose.id, None)
                 await self._refill(drill.id, plan)
-            except SessionBusy:  # another live process is answering: look again next pass
+            except (SessionBusy, StaleDrill):  # another process is at it: look again next pass
                 return 0
             self._checked.add(drill.id)
         rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id)}
