@@ -15,16 +15,20 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
-from bot.coordination import Coordinator, Leader, coordinator
+from bot.coordination import CLOCK_TOLERANCE, Coordinator, Leader, coordinator
 
 log = logging.getLogger(__name__)
 
 LEASE_S = 3.0
-"""How long a lease outlives its last renewal: a dead process's drill clock moves to
-another within this (renewals come every third of it)."""
+"""How long a lease outlives its last renewal: a dead process's part of the drill clock
+moves to the others within this (renewals come every third of it)."""
+SHARDS = 8
+"""The drill clock's parts: trainee ``u`` belongs to part ``u % SHARDS``; the processes
+share the parts out evenly, so a big drill is moved on by all of them."""
 CHANGES = "drill-changes"
 """The channel announcing whose drill customers changed (a user id per message)."""
 
@@ -42,9 +46,11 @@ class Cluster:
         space = hashlib.sha256((database or "").encode()).hexdigest()[:12]
         self.coordinator: Coordinator = coordinator(redis_url or None, f"trainer:{space}:")
         self._alive = Leader(self.coordinator, f"process:{self.me}", self.me, LEASE_S)
-        self._clock = Leader(self.coordinator, "drill-clock", self.me, LEASE_S)
+        self._held: dict[int, float] = {}
+        """The drill clock's parts this process holds, each until when (monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening: asyncio.Task[None] | None = None
+        self._balancing: asyncio.Task[None] | None = None
 
     async def start(self, heard: Callable[[int], None] | None = None) -> None:
         """Take this process's lease, stand for the drill clock, listen for changes.
@@ -52,7 +58,9 @@ class Cluster:
         ``heard(user_id)`` is called when another process changed a trainee's customers.
         """
         await self._alive.start()
-        await self._clock.start()
+        if self.shared:
+            await self._balance()
+            self._balancing = asyncio.create_task(self._keep_balancing())
         if self.shared and heard is not None:
             subscription = await self.coordinator.subscribe(CHANGES)
 
@@ -63,9 +71,50 @@ class Cluster:
 
             self._listening = asyncio.create_task(listen())
 
+    def part(self) -> tuple[int, frozenset[int]] | None:
+        """The parts of the drill clock this process moves on now, as (parts, mine).
+
+        None when it is alone: then it moves every drill on.
+        """
+        if not self.shared:
+            return None
+        now = time.monotonic()
+        return SHARDS, frozenset(k for k, until in self._held.items() if now < until)
+
     def leading(self) -> bool:
-        """Whether this process moves the drills on now."""
-        return not self.shared or self._clock.is_leader
+        """Whether this process moves any part of the drills on now."""
+        mine = self.part()
+        return mine is None or bool(mine[1])
+
+    async def _balance(self) -> None:
+        """Renew the parts held, then give up or take parts towards an even share."""
+        alive = await self.coordinator.count("process:") or 1
+        fair = -(-SHARDS // alive)
+        for k in sorted(self._held):
+            sent = time.monotonic()
+            if await self.coordinator.hold(f"drill-clock:{k}", self.me, LEASE_S):
+                self._held[k] = sent + LEASE_S * (1 - CLOCK_TOLERANCE)
+            else:
+                del self._held[k]
+        for k in sorted(self._held)[fair:]:  # a process joined: make room for it
+            del self._held[k]
+            await self.coordinator.release(f"drill-clock:{k}", self.me)
+        for k in range(SHARDS):
+            if len(self._held) >= fair:
+                break
+            sent = time.monotonic()
+            if k not in self._held and await self.coordinator.hold(
+                f"drill-clock:{k}", self.me, LEASE_S
+            ):
+                self._held[k] = sent + LEASE_S * (1 - CLOCK_TOLERANCE)
+
+    async def _keep_balancing(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            try:
+                await self._balance()
+            except Exception:  # a bug: logged; the parts held expire, others take them
+                log.exception("sharing out the drill clock failed")
 
     async def alive(self, process: str) -> bool:
         """Whether ``process`` still holds its lease (unknown while Redis is away: yes)."""
@@ -98,6 +147,11 @@ class Cluster:
             self._listening.cancel()
             await asyncio.gather(self._listening, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._clock.stop()
+        if self._balancing is not None:
+            self._balancing.cancel()
+            await asyncio.gather(self._balancing, return_exceptions=True)
+        for k in list(self._held):  # the others take them over at once
+            del self._held[k]
+            await self.coordinator.release(f"drill-clock:{k}", self.me)
         await self._alive.stop()
         await self.coordinator.close()

@@ -118,6 +118,10 @@ class Coordinator(Protocol):
         """Who holds lease ``name``; None if nobody does or it cannot be known."""
         ...
 
+    async def count(self, prefix: str) -> int | None:
+        """How many leases whose names start with ``prefix`` are held; None if unknown."""
+        ...
+
     async def take(self, key: str, rate: float, burst: int = 1) -> float:
         """Reserve a send under the limit ``rate`` per second for ``key``; seconds to wait.
 
@@ -292,6 +296,12 @@ class LocalCoordinator:
         """Who holds lease ``name``, or None."""
         return self._current(name)
 
+    async def count(self, prefix: str) -> int | None:
+        """How many leases whose names start with ``prefix`` are held."""
+        return sum(
+            1 for name in list(self._leases) if name.startswith(prefix) and self._current(name)
+        )
+
     async def take(self, key: str, rate: float, burst: int = 1) -> float:
         """Reserve a send under ``rate`` per second for ``key``; seconds to wait for it."""
         _check_rate(rate, burst)
@@ -459,6 +469,24 @@ class RedisCoordinator:
         except _Unavailable:
             return None
         return current
+
+    async def count(self, prefix: str) -> int | None:
+        """How many leases whose names start with ``prefix`` are held; None if unknown.
+
+        A SCAN of the lease keys: meant for a handful of processes, not thousands of keys.
+        """
+        pattern = (
+            self._lease_key(prefix).replace("[", "\\[").replace("?", "\\?").replace("*", "\\*")
+            + "*"
+        )
+
+        async def scan() -> int:
+            return sum([1 async for _ in self._redis.scan_iter(match=pattern, count=500)])
+
+        try:
+            return await self._call(scan)
+        except _Unavailable:
+            return None
 
     # -- rate limits ----------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 Both run ``trainer serve web --db postgresql://... --redis redis://...`` under libfaketime
 (as in test_drill_restart: the drill's clock is a file the test writes). One team of 20
 trainees, 3 customers each; trainees answer over HTTP, each reply going to one process or
-the other. Mid-drill, while it applies what came due, the process leading the drill clock
-gets SIGKILL. The other must carry on: it takes the clock over within 5 s, and the drill
-ends exactly as the same drill run unbroken in-process (on a copy of the starting
-database): every customer's state and transcript, the leaderboard, the number of grades.
+the other. The two share the drill clock's parts out (each moves on half the trainees'
+customers). Mid-drill, while they apply what came due, one gets SIGKILL. The other must
+carry on: it takes the dead one's parts of the clock over within 5 s, and the drill ends
+exactly as the same drill run unbroken in-process (on a copy of the starting database):
+every customer's state and transcript, the leaderboard, the number of grades.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from bot.cluster import Cluster
 from bot.content import ScenarioLibrary
 from bot.drill.runner import DrillRunner
 from bot.engine import Engine
@@ -134,9 +136,15 @@ def test_the_other_process_takes_the_drill_over_when_one_is_killed(
         http = aiohttp.ClientSession()
         took = -1.0
         try:
-            leading = [bool((await readiness(http, n))["leading"]) for n in (0, 1)]
-            assert sorted(leading) == [False, True]  # one clock for both
-            leader = leading.index(True)
+            deadline = time.monotonic() + 60
+            while True:  # the two share the drill clock's parts out evenly
+                parts = [(await readiness(http, n))["clock_parts"] for n in (0, 1)]
+                if parts[0] and parts[1]:
+                    break
+                assert time.monotonic() < deadline, parts
+                await asyncio.sleep(0.1)
+            assert sorted(parts[0] + parts[1]) == list(range(8)), parts  # type: ignore[operator]
+            leader = 0
             alive = [0, 1]
 
             async def answer(who: int, label: str, second: int) -> None:
@@ -163,11 +171,11 @@ def test_the_other_process_takes_the_drill_over_when_one_is_killed(
                     while count("SELECT count(*) FROM drill_events") == before:
                         assert time.monotonic() < deadline, "nothing came due at the crash"
                         await asyncio.sleep(0.01)
-                    procs[leader].kill()  # kill -9 while it applies what came due
+                    procs[leader].kill()  # kill -9 while the two apply what came due
                     killed_at = time.monotonic()
                     await procs[leader].wait()
                     alive = [1 - leader]
-                    while not (await readiness(http, alive[0]))["leading"]:
+                    while (await readiness(http, alive[0]))["clock_parts"] != list(range(8)):
                         assert time.monotonic() - killed_at < 120, "no process took over"
                         await asyncio.sleep(0.05)
                     took = time.monotonic() - killed_at
@@ -206,3 +214,40 @@ def test_the_other_process_takes_the_drill_over_when_one_is_killed(
             f"SELECT count(DISTINCT {by}) FROM turns WHERE role = 'trainee'"
         )
         assert answering == (2,)  # both processes answered replies of the one drill
+
+
+def test_the_drill_clock_parts_are_shared_out_evenly_and_move_when_a_process_goes() -> None:
+    """Three processes on one Redis: 3, 3 and 2 parts; two stop: the last holds all 8."""
+
+    async def main() -> None:
+        space = f"test-db-{secrets.token_hex(6)}"  # processes of one database only
+        first = Cluster(REDIS, space)
+        await first.start()
+        assert first.part() == (8, frozenset(range(8)))  # alone: the whole clock
+        others = [Cluster(REDIS, space), Cluster(REDIS, space)]
+        for other in others:
+            await other.start()
+        clusters = [first, *others]
+        try:
+            deadline = time.monotonic() + 30
+            while sorted(len(_mine(c)) for c in clusters) != [2, 3, 3]:
+                assert time.monotonic() < deadline, [_mine(c) for c in clusters]
+                await asyncio.sleep(0.1)
+            assert set().union(*(_mine(c) for c in clusters)) == set(range(8))  # each once
+            await first.stop()
+            await others[0].stop()
+            deadline = time.monotonic() + 30
+            while _mine(others[1]) != frozenset(range(8)):
+                assert time.monotonic() < deadline, _mine(others[1])
+                await asyncio.sleep(0.1)
+        finally:
+            for cluster in others[1:]:
+                await cluster.stop()
+
+    asyncio.run(main())
+
+
+def _mine(cluster: Cluster) -> frozenset[int]:
+    part = cluster.part()
+    assert part is not None
+    return part[1]

@@ -238,6 +238,21 @@ def test_release_lets_another_take_over_at_once(run: Any) -> None:
     run(body)
 
 
+def test_count_sees_the_live_leases_of_a_kind_from_every_process(run: Any) -> None:
+    async def body(env: Env) -> None:
+        a, b = await env.coordinator(), await env.coordinator()
+        assert await a.count("process:") == 0
+        assert await a.hold("process:A", "A", 0.5)
+        assert await b.hold("process:B", "B", 30)
+        assert await b.hold("drill-clock:0", "B", 30)  # another kind: not counted
+        assert await a.count("process:") == 2 and await b.count("process:") == 2
+        assert await b.count("drill-clock:") == 1
+        await env.pause(1.0)  # A stopped renewing: its lease expired
+        assert await b.count("process:") == 1
+
+    run(body)
+
+
 def test_takeover_after_the_holder_stops_renewing(run: Any) -> None:
     async def body(env: Env) -> None:
         a, b = await env.coordinator(), await env.coordinator()

@@ -170,21 +170,27 @@ class DrillRunner:
 
     # the clock
 
-    async def tick(self) -> int:
-        """Apply every event due by now in every started drill; how many were applied."""
+    async def tick(self, part: Part | None = None) -> int:
+        """Apply every event due by now in every started drill; how many were applied.
+
+        With ``part`` (parts, mine), only for the trainees of this process's parts of the
+        clock (``user_id % parts in mine``): several processes share the drills out.
+        """
         async with self._clock_lock:
             now = self.clock()
             applied = 0
             for drill in self.store.drills(("planned", "running")):
                 if drill.starts_at <= now:
-                    applied += await self._advance(drill, now)
+                    applied += await self._advance(drill, now, part=part)
             return applied
 
-    async def _advance(self, drill: DrillRow, now: float, user_id: int | None = None) -> int:
+    async def _advance(
+        self, drill: DrillRow, now: float, user_id: int | None = None, part: Part | None = None
+    ) -> int:
         """Apply what came due, in time order.
 
-        For one trainee (whose lock the caller holds), or for everyone, each change under
-        its trainee's lock, so the others' replies go on meanwhile.
+        For one trainee (whose lock the caller holds), or for everyone (of ``part``), each
+        change under its trainee's lock, so the others' replies go on meanwhile.
         """
         plan = self._plan(drill)
         if drill.status == "planned":
@@ -193,16 +199,18 @@ class DrillRunner:
         if user_id is None and drill.id not in self._checked:  # what a crash left half done
             try:
                 for row in self.store.drill_customers(drill.id, ("due", *WAITING)):
-                    await self._reconcile(plan, row)
+                    if _ours(part, row.user_id):
+                        await self._reconcile(plan, row)
                 for loose in self.store.drill_loose_ends(drill.id):
-                    session = await self._session(loose)
-                    await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
-                    self._sessions.pop(loose.id, None)
-                await self._refill(drill.id, plan)
+                    if _ours(part, loose.user_id):
+                        session = await self._session(loose)
+                        await session.end(loose.outcome or "abandoned")  # type: ignore[arg-type]
+                        self._sessions.pop(loose.id, None)
+                await self._refill(drill.id, plan, part)
             except (SessionBusy, StaleDrill):  # another process is at it: look again next pass
                 return 0
             self._checked.add(drill.id)
-        rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id)}
+        rows = {c.id: c for c in self.store.drill_due(drill.id, horizon, user_id, part)}
         heap: list[_Due] = []
         order = 0
 
@@ -242,7 +250,7 @@ class DrillRunner:
             if user_id is None:
                 await asyncio.sleep(0)  # replies go on between the clock's events
         if user_id is None and now >= drill.ends_at:
-            applied += await self._finish(drill, plan, now)
+            applied += await self._finish(drill, plan, now, part)
         return applied
 
     def _plan(self, drill: DrillRow) -> DrillPlan:
@@ -435,12 +443,20 @@ class DrillRunner:
             drill_customer_id=row.id,
         )
 
-    async def _finish(self, drill: DrillRow, plan: DrillPlan, now: float) -> int:
-        """The drill's time is up: conversations end, the queue goes home, it is over."""
+    async def _finish(
+        self, drill: DrillRow, plan: DrillPlan, now: float, part: Part | None = None
+    ) -> int:
+        """The drill's time is up: conversations end, the queue goes home, it is over.
+
+        With ``part``, for its trainees; the drill is over once no part has anyone left.
+        """
         ended = 0
         for stale in self.store.drill_customers(drill.id, WAITING):
-            async with self._hand(stale.user_id):
-                ended += await self._close(drill, plan, stale.id, now)
+            if _ours(part, stale.user_id):
+                async with self._hand(stale.user_id):
+                    ended += await self._close(drill, plan, stale.id, now)
+        if part is not None and self.store.drill_customers(drill.id, WAITING):
+            return ended  # other parts still have customers to close
         self.store.set_drill_status(drill.id, "ended", drill.ends_at)
         return ended + 1
 
@@ -640,7 +656,7 @@ class DrillRunner:
         )
         self._sessions.pop(row.id, None)
 
-    async def _refill(self, drill_id: int, plan: DrillPlan) -> None:
+    async def _refill(self, drill_id: int, plan: DrillPlan, part: Part | None = None) -> None:
         """Open the queued customers a crash left behind a free hand, when it came free.
 
         A conversation's end and the queue moving up are two writes; in between, the
@@ -648,7 +664,8 @@ class DrillRunner:
         """
         mine: dict[int, list[DrillCustomerRow]] = {}
         for row in self.store.drill_customers(drill_id):
-            mine.setdefault(row.user_id, []).append(row)
+            if _ours(part, row.user_id):
+                mine.setdefault(row.user_id, []).append(row)
         for user_id, rows in mine.items():
             hand = {r.id: r for r in rows if r.status in WAITING}
             queued = sorted((r for r in hand.values() if r.status == "queued"), key=_in_turn)
@@ -737,6 +754,15 @@ def _free_hand(plan: DrillPlan, row: DrillCustomerRow, hand: dict[int, DrillCust
     return sum(1 for r in others if r.status == "open") < plan.concurrency
 
 
+Part = tuple[int, frozenset[int]]
+"""Parts of the drill clock: (how many, the ones this process moves on)."""
+
+
+def _ours(part: Part | None, user_id: int) -> bool:
+    """Whether a trainee's customers are this process's to move on (None: all are)."""
+    return part is None or user_id % part[0] in part[1]
+
+
 def _lang(user: UserRow) -> Lang:
     return "en" if user.lang == "en" else "zh"
 
@@ -745,23 +771,25 @@ async def run_clock(
     runner: DrillRunner,
     every: float = CLOCK_S,
     after: Callable[[], None] | None = None,
-    leading: Callable[[], bool] | None = None,
+    part: Callable[[], Part | None] | None = None,
 ) -> None:
     """Move every started drill on every ``every`` seconds until cancelled.
 
     ``after`` is called whenever something happened (a channel then delivers what the
-    events owe). With ``leading``, only while it says this process holds the drill clock
-    (one process of several). A failure is logged and the clock goes on: one broken
+    events owe). With ``part``, only the parts of the clock it says this process holds
+    now (one process of several). A failure is logged and the clock goes on: one broken
     drill never stops the server.
     """
-    led = waiting = False
+    held: frozenset[int] = frozenset()
+    waiting = False
     while True:
         try:
-            lead = leading is None or leading()
-            if lead and not led:
-                runner.take_over()
-            led = lead
-            if lead and await runner.tick() and after is not None:
+            mine = None if part is None else part()
+            if mine is not None:
+                if mine[1] - held:
+                    runner.take_over()  # new parts: look at them for what was left half done
+                held = mine[1]
+            if (mine is None or mine[1]) and await runner.tick(mine) and after is not None:
                 after()
             waiting = False
         except StoreUnavailable as exc:  # said once per outage: the clock goes on after it

@@ -147,14 +147,28 @@ class DrillStore(StorePart):
         return [DrillCustomerRow(*row) for row in self.backend.fetchall(sql, params)]
 
     def drill_due(
-        self, drill_id: int, due_by: float, user_id: int | None = None
+        self,
+        drill_id: int,
+        due_by: float,
+        user_id: int | None = None,
+        part: tuple[int, frozenset[int]] | None = None,
     ) -> list[DrillCustomerRow]:
-        """Customers with something due by ``due_by`` (their ``next_at``, set by the runner)."""
+        """Customers with something due by ``due_by`` (their ``next_at``, set by the runner).
+
+        Of one trainee, or of the trainees in ``part`` (parts, mine: ``user_id % parts``
+        in mine).
+        """
         sql = self._CUSTOMER_SQL + " WHERE c.drill_id = ? AND c.next_at <= ?"
         params: list[Any] = [drill_id, due_by]
         if user_id is not None:
             sql += " AND c.user_id = ?"
             params.append(user_id)
+        if part is not None:
+            parts, mine = part[0], sorted(part[1])
+            if not mine:
+                return []
+            sql += f" AND c.user_id % ? IN ({_marks(mine)})"
+            params += [parts, *mine]
         return [DrillCustomerRow(*row) for row in self.backend.fetchall(sql, params)]
 
     def drill_customer(self, customer_id: int) -> DrillCustomerRow | None:

@@ -212,7 +212,16 @@ class WebApp:
         cluster = self.cluster
         checks["redis"] = True if cluster is None else await cluster.ready()
         ok = all(checks.values())
-        about = {} if cluster is None else {"process": cluster.me, "leading": cluster.leading()}
+        mine = None if cluster is None else cluster.part()
+        about = (
+            {}
+            if cluster is None
+            else {
+                "process": cluster.me,
+                "leading": cluster.leading(),
+                "clock_parts": None if mine is None else sorted(mine[1]),
+            }
+        )
         return web.json_response({"ok": ok, **checks, **about}, status=200 if ok else 503)
 
     def _render(self, name: str, status: int = 200, **values: Any) -> web.Response:
@@ -1221,7 +1230,7 @@ async def serve(
     svc.drills.announce = cluster.announce
     await cluster.start(heard=svc.drills.heard)
     # customers arrive on time (moved on by one process of several)
-    drilling = asyncio.create_task(run_clock(svc.drills, leading=cluster.leading))
+    drilling = asyncio.create_task(run_clock(svc.drills, part=cluster.part))
     app = WebApp(svc, base_url=base_url, cluster=cluster).app
     if alongside is not None:
         app.add_routes(alongside.routes())
