@@ -30,7 +30,9 @@ SHARDS = 8
 """The drill clock's parts: trainee ``u`` belongs to part ``u % SHARDS``; the processes
 share the parts out evenly, so a big drill is moved on by all of them."""
 CHANGES = "drill-changes"
-"""The channel announcing whose drill customers changed (a user id per message)."""
+"""The channel announcing whose drill customers changed (user ids, comma-separated)."""
+GATHER_S = 0.05
+"""Changes announced together: a workspace elsewhere is pushed at most this much later."""
 
 
 class Cluster:
@@ -49,6 +51,8 @@ class Cluster:
         self._held: dict[int, float] = {}
         """The drill clock's parts this process holds, each until when (monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._changed: set[int] = set()
+        """Trainees whose changes are still to be announced."""
         self._listening: asyncio.Task[None] | None = None
         self._balancing: asyncio.Task[None] | None = None
 
@@ -66,8 +70,9 @@ class Cluster:
 
             async def listen() -> None:
                 async for message in subscription:
-                    with contextlib.suppress(ValueError):
-                        heard(int(message))
+                    for user_id in message.split(","):
+                        with contextlib.suppress(ValueError):
+                            heard(int(user_id))
 
             self._listening = asyncio.create_task(listen())
 
@@ -128,14 +133,22 @@ class Cluster:
         return holder == process
 
     def announce(self, user_id: int) -> None:
-        """Tell the other processes that this trainee's drill customers changed."""
+        """Tell the other processes that this trainee's drill customers changed.
+
+        The changes of :data:`GATHER_S` go out together, as one message of user ids.
+        """
         if not self.shared:
             return
-        task = asyncio.get_running_loop().create_task(
-            self.coordinator.publish(CHANGES, str(user_id))
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self._changed:
+            task = asyncio.get_running_loop().create_task(self._publish_soon())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._changed.add(user_id)
+
+    async def _publish_soon(self) -> None:
+        await asyncio.sleep(GATHER_S)
+        changed, self._changed = self._changed, set()
+        await self.coordinator.publish(CHANGES, ",".join(map(str, sorted(changed))))
 
     async def ready(self) -> bool:
         """Whether Redis answers (always, for a process alone)."""
