@@ -4,6 +4,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from bot.content import ScenarioLibrary
 from bot.engine import Engine
 from bot.storage import Conflict, Store, StoreBusy, StoreError, backends
 from graders import Grade
+from tests.databases import PgSchemas
 
 
 def test_file_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
@@ -241,3 +243,24 @@ def test_what_a_model_server_decodes_at_once_is_kept_per_base_url(tmp_path: Path
     assert again.recall_slots("http://127.0.0.1:8080/v1") == (1, "reported")
     assert again.recall_slots(None) == (2, "measured")
     again.close()
+
+
+def test_two_processes_appending_to_one_session_number_their_turns_in_turn(
+    pg_schemas: PgSchemas,
+) -> None:
+    """On PostgreSQL two writers of one session wait for each other: no index twice."""
+    url = pg_schemas.new_url()
+    stores = [Store.open(url), Store.open(url)]
+    sid = stores[0].create_session(trainee="a", scenario_id="s", scenario_version=1,
+                                   scenario_source="", lang="zh", difficulty="easy",
+                                   mode="coach", rubric="default", seed=1)  # fmt: skip
+
+    def write(store: Store, who: str) -> list[int]:
+        return [store.add_turn(sid, "trainee", f"{who}{i}") for i in range(40)]
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(write, stores, "ab"))
+    assert sorted(got[0] + got[1]) == list(range(80))
+    assert [t.idx for t in stores[0].turns(sid)] == list(range(80))
+    for store in stores:
+        store.close()

@@ -60,8 +60,8 @@ class Backend(Protocol):
     def in_transaction(self) -> bool:
         """Whether this thread is inside :meth:`transaction`."""
 
-    def lock_row(self, table: str, key: Any) -> None:
-        """Hold a row (by ``id``) until the transaction ends (writers of it wait)."""
+    def next_turn(self, session_id: str) -> int:
+        """The index of a session's next turn, held for this transaction's writer."""
 
     def columns(self, table: str) -> list[str]:
         """A table's columns in order."""
@@ -239,8 +239,12 @@ class SqliteBackend:
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
-    def lock_row(self, table: str, key: Any) -> None:
-        """Nothing: BEGIN IMMEDIATE already holds the whole database."""
+    def next_turn(self, session_id: str) -> int:
+        """One past the highest index (the transaction holds the database)."""
+        row = self.fetchone(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
+        )
+        return int(row[0]) if row else 0
 
     def columns(self, table: str) -> list[str]:
         """From ``PRAGMA table_info``."""
@@ -520,9 +524,17 @@ class PostgresBackend:
         finally:
             self._local.conn = None
 
-    def lock_row(self, table: str, key: Any) -> None:
-        """SELECT ... FOR UPDATE."""
-        self.fetchone(f"SELECT 1 FROM {table} WHERE id = ? FOR UPDATE", [key])
+    def next_turn(self, session_id: str) -> int:
+        """One past the highest index, with the session's row locked first.
+
+        Two statements: a subquery in the locking one would read the turns as they were
+        before it waited for the lock, and two writers would take the same index.
+        """
+        self.fetchone("SELECT 1 FROM sessions WHERE id = ? FOR UPDATE", [session_id])
+        row = self.fetchone(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
+        )
+        return int(row[0]) if row else 0
 
     def columns(self, table: str) -> list[str]:
         """From the information schema (the schema on the search path)."""

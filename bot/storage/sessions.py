@@ -297,11 +297,7 @@ class EncodedTurn:
     def insert(self, tx: Backend) -> int:
         """Insert as the session's next turn (inside a transaction); its index."""
         session_id = self.values[0]
-        tx.lock_row("sessions", session_id)  # writers of one session take turns
-        row = tx.fetchone(
-            "SELECT COALESCE(MAX(idx) + 1, 0) FROM turns WHERE session_id = ?", [session_id]
-        )
-        idx = int(row[0]) if row else 0
+        idx = tx.next_turn(session_id)
         tx.execute(
             "INSERT INTO turns (session_id, role, text, created_at, latency_s, meta, idx)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
