@@ -444,6 +444,7 @@ class PostgresBackend:
 
                 if attempt == 2 or not outside or isinstance(exc.__cause__, PoolTimeout):
                     raise
+                self.pool.check()  # a server restart broke the idle ones too: drop them
 
     def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Rows of a query."""
@@ -504,7 +505,8 @@ class PostgresBackend:
             try:
                 conn.execute("BEGIN")
             except self._psycopg.OperationalError:
-                conn.close()  # broken: the pool replaces it
+                conn.close()  # broken (a server restart): the pool replaces it,
+                self.pool.check()  # and the idle ones broken with it
                 with self.pool.connection() as fresh:
                     yield from self._inside(fresh)
                 return
