@@ -87,10 +87,10 @@ class BotHarness:
         if self.webhook:
             config = replace(config, webhook_secret=self.secret)
         pool = None
-        if config.workers > 0:  # the production pool: worker processes on the store's file
-            assert self.store.path is not None, "workers need a file-backed store"
+        if config.workers > 0:  # the production pool: worker processes on the same database
+            assert self.store.location is not None, "workers need a file or a database server"
             pool = WorkerPool(
-                config, db=self.store.path, scenarios=library().root, assistants=self.assistants
+                config, db=self.store.location, scenarios=library().root, assistants=self.assistants
             )
         self.app = TelegramApp(config, self.store, library(), assistants=self.assistants, pool=pool)
         await self.app.start()
