@@ -973,7 +973,7 @@ def serve_web(
             "several machines use PostgreSQL (--db postgresql://...).",
             err=True,
         )
-    cluster = Cluster(redis_url, store.location)
+    cluster = Cluster(redis_url, store.installation())
     engine = Engine(store, library, assistants, peers=cluster)
     svc = Training(store, library, engine, platform="web")
     alongside = None

@@ -39,9 +39,10 @@ class Cluster:
     """Where this process stands among the trainer processes (see the module docstring)."""
 
     def __init__(self, redis_url: str | None, database: str | None = None) -> None:
-        """Join the processes of ``database`` (``Store.location``) on ``redis_url``.
+        """Join the processes of ``database`` (``Store.installation()``) on ``redis_url``.
 
-        Processes of another database on the same Redis keep out of the way.
+        Processes of another database on the same Redis keep out of the way; processes
+        reaching one database by different addresses still meet.
         """
         self.shared = bool(redis_url)
         self.me = uuid.uuid4().hex[:12]

@@ -65,6 +65,9 @@ def test_a_history_moves_to_postgresql_and_back_row_for_row(
     assert _rows(target) == before  # every row, every value, the same ids
 
     moved = Store.open(target)  # the copy is a working store: new rows number after old
+    original = Store.open(source)
+    assert moved.installation() != original.installation()  # another database
+    original.close()
     team = moved.create_team("Gamma")
     assert team.id == max(row[0] for row in before["teams"]) + 1
     moved.close()

@@ -264,3 +264,18 @@ def test_two_processes_appending_to_one_session_number_their_turns_in_turn(
     assert [t.idx for t in stores[0].turns(sid)] == list(range(80))
     for store in stores:
         store.close()
+
+
+def test_a_database_has_one_name_whatever_address_reaches_it(
+    pg_schemas: PgSchemas, tmp_path: Path
+) -> None:
+    """Processes that reach one database by different addresses coordinate under one name."""
+    url = pg_schemas.new_url()
+    first, second = Store.open(url), Store.open(url.replace("127.0.0.1", "localhost"))
+    assert first.installation() == second.installation()
+    other = Store.open(pg_schemas.new_url())
+    assert other.installation() != first.installation()
+    files = Store.open(tmp_path / "a.db"), Store.open(f"sqlite:///{tmp_path}/./a.db")
+    assert files[0].installation() == files[1].installation() != first.installation()
+    for store in (first, second, other, *files):
+        store.close()

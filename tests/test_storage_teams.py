@@ -38,6 +38,7 @@ ALL_MIGRATIONS = [
     "m010_accounts",
     "m011_drills",
     "m012_drill_next_at",
+    "m013_installation",
 ]
 
 

@@ -8,6 +8,7 @@ PostgreSQL records applied migrations in ``_migrations``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -507,13 +508,25 @@ def m012_drill_next_at(s: Schema) -> None:
     s.create_index("drill_customers", ["drill_id", "next_at"])
 
 
+@migration
+def m013_installation(s: Schema) -> None:
+    """A random name of this database, the same whatever address a process reaches it by.
+
+    Trainer processes sharing the database coordinate under it in Redis.
+    """
+    s.create_table("installation", {"key": str, "value": str}, pk="key", not_null={"value"})
+    s.execute(f"INSERT INTO installation (key, value) VALUES ('id', '{uuid.uuid4().hex}')")
+
+
 TABLES = (
     "trainees", "sessions", "turns", "grades", "ledger", "users", "teams", "memberships",
     "invites", "assignments", "disputes", "grade_events", "updates", "chat_state",
     "judge_cache", "outbox", "llm_modes", "llm_servers", "web_devices", "grade_reviews",
     "identities", "link_codes", "drills", "drill_customers", "drill_events",
 )  # fmt: skip
-"""Every table, parents before the tables that refer to them (the order a copy takes)."""
+"""Every table, parents before the tables that refer to them (the order a copy takes).
+
+Not ``installation``: a copy is another database, with a name of its own."""
 
 
 # SQLite: sqlite-utils' table API and migration records, as the store always used.

@@ -45,6 +45,12 @@ class Store(SessionStore, PeopleStore, GradeStore, MailboxStore, DrillStore, Mod
         """What another process opens to share this database (None: in memory)."""
         return self.backend.location
 
+    def installation(self) -> str:
+        """The database's random name (the same through any address or file path)."""
+        row = self.backend.fetchone("SELECT value FROM installation WHERE key = 'id'")
+        assert row is not None
+        return str(row[0])
+
     def ping(self) -> bool:
         """Whether the database answers a query now."""
         return self.backend.fetchone("SELECT 1") == (1,)
