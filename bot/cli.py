@@ -967,7 +967,7 @@ def serve_web(
     telegram = _webhook_config(config_file) if with_telegram else None
     assistants = _assistants(config_file)
     library, store = _library(ctx), _store(ctx)
-    if redis_url and store.location is not None and store.location == str(store.path):
+    if redis_url and store.path is not None:
         click.echo(
             "Note: several processes on one SQLite file share one machine's disk; for "
             "several machines use PostgreSQL (--db postgresql://...).",

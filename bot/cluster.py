@@ -17,7 +17,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.coordination import CLOCK_TOLERANCE, Coordinator, Leader, coordinator
 
@@ -38,17 +38,33 @@ GATHER_S = 0.05
 class Cluster:
     """Where this process stands among the trainer processes (see the module docstring)."""
 
-    def __init__(self, redis_url: str | None, database: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        database: str | None = None,
+        *,
+        shared: Coordinator | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         """Join the processes of ``database`` (``Store.installation()``) on ``redis_url``.
 
         Processes of another database on the same Redis keep out of the way; processes
-        reaching one database by different addresses still meet.
+        reaching one database by different addresses still meet. ``shared`` is a
+        coordinator to use instead (tests: several "processes" on one in-memory one, on a
+        fake ``clock`` and ``sleep``).
         """
-        self.shared = bool(redis_url)
+        self.shared = bool(redis_url) or shared is not None
         self.me = uuid.uuid4().hex[:12]
         space = hashlib.sha256((database or "").encode()).hexdigest()[:12]
-        self.coordinator: Coordinator = coordinator(redis_url or None, f"trainer:{space}:")
-        self._alive = Leader(self.coordinator, f"process:{self.me}", self.me, LEASE_S)
+        self.coordinator: Coordinator = shared or coordinator(
+            redis_url or None, f"trainer:{space}:"
+        )
+        self._clock = clock
+        self._sleep = sleep
+        self._alive = Leader(
+            self.coordinator, f"process:{self.me}", self.me, LEASE_S, clock=clock, sleep=sleep
+        )
         self._held: dict[int, float] = {}
         """The drill clock's parts this process holds, each until when (monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,7 +100,7 @@ class Cluster:
         """
         if not self.shared:
             return None
-        now = time.monotonic()
+        now = self._clock()
         return SHARDS, frozenset(k for k, until in self._held.items() if now < until)
 
     def leading(self) -> bool:
@@ -97,7 +113,7 @@ class Cluster:
         alive = await self.coordinator.count("process:") or 1
         fair = -(-SHARDS // alive)
         for k in sorted(self._held):
-            sent = time.monotonic()
+            sent = self._clock()
             if await self.coordinator.hold(f"drill-clock:{k}", self.me, LEASE_S):
                 self._held[k] = sent + LEASE_S * (1 - CLOCK_TOLERANCE)
             else:
@@ -108,7 +124,7 @@ class Cluster:
         for k in range(SHARDS):
             if len(self._held) >= fair:
                 break
-            sent = time.monotonic()
+            sent = self._clock()
             if k not in self._held and await self.coordinator.hold(
                 f"drill-clock:{k}", self.me, LEASE_S
             ):
@@ -116,7 +132,7 @@ class Cluster:
 
     async def _keep_balancing(self) -> None:
         while True:
-            await asyncio.sleep(LEASE_S / 3)
+            await self._sleep(LEASE_S / 3)
             try:
                 await self._balance()
             except Exception:  # a bug: logged; the parts held expire, others take them

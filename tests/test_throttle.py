@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import random
 import time
@@ -30,51 +29,10 @@ from aiogram.types import Chat, Message
 from bot.coordination import RedisCoordinator
 from bot.telegram.app import RawGetUpdates
 from bot.telegram.throttle import Throttle, ThrottleStats
+from tests.fakeclock import VirtualTime
 from tests.test_coordination import RedisServer
 
 Failure = Callable[[TelegramMethod[Any]], Exception]
-
-
-class VirtualTime:
-    """A clock that moves only when every task is waiting on it: simulated, never measured.
-
-    Throughput and spacing are then the throttle's own, whatever else the machine runs.
-    """
-
-    SETTLE = 50
-    """Loop turns given to ready tasks before the clock jumps to the next wake-up."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def clock(self) -> float:
-        """The simulated time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the simulated clock reaches now + ``seconds``."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), next(self._order), future))
-        await future
-
-    def run(self, work: Any) -> Any:
-        """Run a coroutine to the end in simulated time."""
-
-        async def drive() -> Any:
-            task = asyncio.ensure_future(work)
-            while True:
-                for _ in range(self.SETTLE):
-                    await asyncio.sleep(0)
-                if task.done():
-                    return task.result()
-                assert self._sleepers, "nothing runs and nothing waits: a deadlock"
-                when, _, future = heapq.heappop(self._sleepers)
-                self.now = max(self.now, when)
-                future.set_result(None)
-
-        return asyncio.run(drive())
 
 
 class FakeSession(BaseSession):
