@@ -919,6 +919,15 @@ def serve() -> None:
     """Run a chat channel: the web app, or the Telegram bot."""
 
 
+def _checked_redis_url(_ctx: click.Context, _param: click.Parameter, url: str | None) -> str | None:
+    from bot.config import redis_url_problem
+
+    problem = redis_url_problem(url) if url else None
+    if problem:
+        raise click.BadParameter(problem)
+    return url
+
+
 @serve.command("web")
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -940,6 +949,7 @@ def serve() -> None:
     "redis_url",
     envvar="TRAINER_REDIS_URL",
     metavar="URL",
+    callback=_checked_redis_url,
     help="Redis shared by several trainer processes on one database (redis://host:6379/0): "
     "one runs the drill clock, live updates reach every process. Without it this process "
     "assumes it is alone.",
@@ -1075,14 +1085,24 @@ class _TelegramWebhook:
     default=None,
     help="Worker processes that answer updates while this one takes them in (default 0: "
     "this process answers). 1 keeps intake and answers on separate cores; more add "
-    "throughput, up to one per core. Needs a database file.",
+    "throughput, up to one per core. Needs a database file or server.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    metavar="URL",
+    help="Redis shared by every process serving this bot (redis://host:6379/0; default "
+    "$TRAINER_REDIS_URL): one answers, the others stand by and take over within 11 s of "
+    "its stop, and the send limits are counted across all of them.",
 )
 @click.pass_context
 def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: Any) -> None:
     """Run the Telegram bot (token from TELEGRAM_BOT_TOKEN or the config file).
 
     Stop it with Ctrl-C or SIGTERM: it stops taking updates and finishes the work in
-    flight; anything unfinished is picked up at the next start.
+    flight; anything unfinished is picked up at the next start, or by a standby
+    process (--redis) at once.
     """
     import logging
 

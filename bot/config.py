@@ -36,6 +36,16 @@ TELEGRAM_KEYS = {
 }
 
 
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None if it looks like one."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return (
+        f"{url!r} is not a Redis URL: write redis://host:6379/0 (rediss:// for TLS, "
+        "unix:///path/to/redis.sock for a socket)"
+    )
+
+
 def config_path(explicit: str | None = None) -> Path | None:
     """The config file to read, if any."""
     if explicit:
@@ -89,6 +99,8 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             raise ConfigError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
         if key == "workers" and values[key] < 0:
             raise ConfigError(f"{source}: workers must be 0 or more, not {raw!r}")
+        if key == "redis_url" and (problem := redis_url_problem(values[key])):
+            raise ConfigError(f"{source}: {problem}")
     for key in ("global_rate", "chat_rate"):
         if key in values and values[key] <= 0:
             values[key] = None  # 0 turns the limit off (for benchmarks and tests)

@@ -405,3 +405,16 @@ def test_a_drill_is_planned_listed_and_reported_from_the_command_line(run, tmp_p
     assert out.read_text(encoding="utf-8").splitlines()[0].startswith("trainee,arrived")
     missing = run("drill", "report", "7")
     assert missing.exit_code == 1 and "No drill #7" in missing.output
+
+
+def test_a_redis_url_that_is_not_one_is_named_before_anything_starts(
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "1:x")
+    bot = run("serve", "telegram", "--redis", "localhost:6379")
+    monkeypatch.setenv("TRAINER_REDIS_URL", "127.0.0.1")
+    web = run("serve", "web", "--port", "1")
+    for result in (bot, web):
+        assert result.exit_code == (2 if result is web else 1), result.output
+        assert "is not a Redis URL: write redis://host:6379/0" in result.output
+        assert "Traceback" not in result.output

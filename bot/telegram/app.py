@@ -69,6 +69,7 @@ from bot.telegram.handlers import build_routers
 from bot.telegram.middleware import ActorMiddleware
 from bot.telegram.postbox import PREFIX, TelegramPostbox, address, chat_of
 from bot.telegram.session import API_FAILURES, JsonSession, accepted
+from bot.telegram.standby import BotLease
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
 from bot.telegram.workers import WorkerError, WorkerPool, worker_of
@@ -479,18 +480,23 @@ class TelegramApp:
                 await asyncio.sleep(0.01 if remaining is None else min(0.01, remaining))
         return True
 
-    async def stop(self) -> None:
-        """Stop taking updates, let in-flight work finish (or leave it to the next start)."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking updates, let in-flight work finish (or leave it to the next start).
+
+        Work still running after ``grace`` seconds (the configured grace by default) is
+        cancelled.
+        """
+        grace = self.config.grace_seconds if grace is None else grace
         self._accepting = False
         await self.intake.idle()  # updates already handed in are stored and routed
         if self.pool is not None:
-            await self.pool.stop(self.config.grace_seconds)
-        elif not await self.drain(self.config.grace_seconds):
+            await self.pool.stop(grace)
+        elif not await self.drain(grace):
             log.warning(
                 "%d update(s) still running after %.0fs; they stay in the inbox and are "
                 "processed at the next start",
                 len(self._tasks),
-                self.config.grace_seconds,
+                grace,
             )
             for task in list(self._tasks):
                 task.cancel()
@@ -948,23 +954,76 @@ async def serve(
     """Run the bot until SIGTERM or SIGINT: polling, or a webhook when configured.
 
     With ``config.workers`` set, this process stores and routes the updates and worker
-    processes answer them; a worker that dies stops the bot (:class:`WorkerError`).
+    processes answer them; a worker that dies stops the bot (:class:`WorkerError`). With
+    ``config.redis_url`` set, processes serving the same bot take turns: one answers, the
+    others stand by (:mod:`bot.telegram.standby`).
     """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if not config.redis_url:
+        await _answer(config, store, library, assistants, stop, asyncio.Event())
+        return
+    shared = coordinator(config.redis_url)
+    lease = BotLease(shared, config.token.split(":", 1)[0])
+    try:
+        while await lease.acquire(stop):
+            log.info("this process answers the bot (lease %s)", lease.me)
+            if await _while_held(lease, stop, partial(_answer, config, store, library, assistants)):
+                break  # stopped; otherwise another process took the lease: stand by again
+    finally:
+        await lease.release()
+        await shared.close()
+
+
+async def _while_held(
+    lease: BotLease,
+    stop: asyncio.Event,
+    answer: Callable[[asyncio.Event, asyncio.Event], Awaitable[None]],
+) -> bool:
+    """Run ``answer(until, lost)`` while the lease is held; False if another process took it."""
+    until, lost = asyncio.Event(), asyncio.Event()
+
+    async def keep() -> None:
+        if not await lease.keep(until):
+            lost.set()
+        until.set()
+
+    async def relay() -> None:
+        await stop.wait()
+        until.set()
+
+    keeper, relaying = asyncio.create_task(keep()), asyncio.create_task(relay())
+    try:
+        await answer(until, lost)
+    finally:
+        until.set()
+        relaying.cancel()
+        await keeper
+    return not lost.is_set()
+
+
+async def _answer(
+    config: TelegramConfig,
+    store: Store,
+    library: ScenarioLibrary,
+    assistants: Assistants | None,
+    until: asyncio.Event,
+    lost: asyncio.Event,
+) -> None:
+    """Answer the bot's updates until ``until`` is set; at once if the lease was ``lost``."""
     pool = None
     if config.workers > 0:
         if store.location is None:
             raise WorkerError("several workers need a database file or server, not memory")
         pool = WorkerPool(config, db=store.location, scenarios=library.root, assistants=assistants)
     app = TelegramApp(config, store, library, assistants=assistants, pool=pool)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     await app.start()
     watch = asyncio.create_task(pool.failed.wait()) if pool is not None else None
     if watch is not None:
-        watch.add_done_callback(lambda _: stop.set())
+        watch.add_done_callback(lambda _: until.set())
     log.info(
         "bot @%s started%s",
         app.username,
@@ -980,14 +1039,17 @@ async def serve(
             await web.TCPSite(runner, config.listen_host, config.listen_port).start()
             await app.set_webhook()
             log.info("webhook listening on %s:%d", config.listen_host, config.listen_port)
-            await stop.wait()
+            await until.wait()
         else:
-            await app.poll(stop)
+            await app.poll(until)
     finally:
-        log.info("stopping: no new updates; finishing work in flight")
+        if lost.is_set():  # another process answers now: what runs here is left to it
+            log.info("stopping at once: updates in flight stay in the inbox for it")
+        else:
+            log.info("stopping: no new updates; finishing work in flight")
         if watch is not None:
             watch.cancel()
-        await app.stop()
+        await app.stop(0.0 if lost.is_set() else None)
         if runner is not None:
             await runner.cleanup()
         await app.engine.assistants.aclose()
