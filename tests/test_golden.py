@@ -30,9 +30,11 @@ GOLDEN = Path(__file__).parent / "golden"
 FILES = sorted(GOLDEN.glob("*.json"))
 
 
-def _play(library: ScenarioLibrary, case: dict[str, Any]) -> dict[str, Any]:
+def _play(
+    library: ScenarioLibrary, case: dict[str, Any], store: Store | None = None
+) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        engine = Engine(Store.open(None), library)
+        engine = Engine(store or Store.open(None), library)
         session, _ = await engine.start(
             trainee="golden",
             scenario=case["scenario"],
@@ -50,7 +52,13 @@ def _play(library: ScenarioLibrary, case: dict[str, Any]) -> dict[str, Any]:
         card = await session.end()
         records = session.grader.records
         transcript = session.transcript()
-        return {"used": used, "card": card, "records": records, "transcript": transcript}
+        return {
+            "used": used,
+            "card": card,
+            "records": records,
+            "transcript": transcript,
+            "session": session.id,
+        }
 
     return asyncio.run(run())
 
@@ -71,10 +79,15 @@ def _expectation(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_golden_transcript(path: Path, library: ScenarioLibrary) -> None:
+def test_golden_transcript(path: Path, library: ScenarioLibrary, store: Store) -> None:
+    """The scorecard is the expected one, and so is what the database kept of it."""
     case = json.loads(path.read_text(encoding="utf-8"))
-    result = _play(library, case)
+    result = _play(library, case, store)
     got = _expectation(result)
+    live = [[g.to_dict() for g in r.grades] for r in result["records"]]
+    kept = store.grades(result["session"])
+    assert [[g.to_dict() for g in grades] for grades in kept.values()] == live
+    assert store.ledger(result["session"]) == [e.to_dict() for e in result["card"].ledger]
     if os.environ.get("GOLDEN_UPDATE"):
         case["expect"] = got
         path.write_text(json.dumps(case, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

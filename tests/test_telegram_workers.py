@@ -32,10 +32,10 @@ async def _session(h: BotHarness, user: int, lang: str, replies: list[str]) -> l
     return answers
 
 
-def test_two_workers_answer_their_own_chats_in_order(tmp_path: Path) -> None:
+def test_two_workers_answer_their_own_chats_in_order(shared_db: str) -> None:
     """Chats of both workers get the same conversation as with one process; a burst of
     replies in one chat is answered in order; a re-delivered update is processed once."""
-    store = Store.open(tmp_path / "bot.db")
+    store = Store.open(shared_db)
 
     async def run() -> None:
         async with BotHarness(store, webhook=True, workers=2) as h:
@@ -66,10 +66,8 @@ def test_two_workers_answer_their_own_chats_in_order(tmp_path: Path) -> None:
             await h.idle(timeout=20)
             assert len(h.api.texts(zh)) == before
         assert store.inbox_backlog(BOT_ID) == 0
-        turns = store.backend.db.execute(
-            "SELECT COUNT(*) FROM turns WHERE role = 'trainee'"
-        ).fetchone()[0]
-        assert turns == 2 + 3
+        turns = store.backend.fetchone("SELECT COUNT(*) FROM turns WHERE role = 'trainee'")
+        assert turns == (2 + 3,)
 
     asyncio.run(run())
     store.close()
@@ -191,12 +189,12 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
 
 
 def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
-    tmp_path: Path,
+    shared_db: str,
 ) -> None:
     """The mentor's worker stores the assignment notice; the trainee's worker sends it."""
     from test_telegram import _team
 
-    store = Store.open(tmp_path / "bot.db")
+    store = Store.open(shared_db)
 
     async def run() -> None:
         async with BotHarness(store, webhook=True, workers=2) as h:

@@ -34,16 +34,17 @@ GOOD = (
 
 
 def run(
-    check: Callable[[Browser, str, Training], Awaitable[None]], library: ScenarioLibrary
+    check: Callable[[Browser, str, Training], Awaitable[None]],
+    library: ScenarioLibrary,
+    store: Store,
 ) -> None:
-    """Serve the web app on 127.0.0.1 and hand ``check`` a Chromium and a trainee invite."""
+    """Serve the web app on ``store`` and hand ``check`` a Chromium and a trainee invite."""
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} not found: `python3 dev.py test` installs Debian's chromium package "
         "(or set TRAINER_CHROMIUM)"
     )
 
     async def main() -> None:
-        store = Store.open(None)
         svc = Training(store, library, Engine(store, library), platform="web")
         server = TestServer(WebApp(svc).app, host="127.0.0.1")
         await server.start_server()
@@ -59,7 +60,6 @@ def run(
                     await browser.close()
         finally:
             await server.close()
-            store.close()
 
     asyncio.run(main())
 
@@ -106,7 +106,7 @@ async def fits(page: Page, name: str) -> None:
 
 
 def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         page = await browser.new_page(viewport=PHONE, locale="zh-CN")
@@ -138,11 +138,11 @@ def test_a_trainee_practises_a_coach_session_in_chromium_on_a_phone(
         assert dialogs == []  # nothing typed ran as script
         assert errors == []
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         page = await browser.new_page(viewport=DESKTOP, locale="en-US")
@@ -161,11 +161,11 @@ def test_an_exam_session_in_english_shows_the_grades_only_at_the_end(
         assert await page.locator(".msg.trainee .chip").count() >= 3  # now shown
         await fits(page, "scorecard-desktop")
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         trainee = await browser.new_page(viewport=PHONE, locale="zh-CN")
@@ -189,11 +189,11 @@ def test_a_mentor_reads_the_team_dashboard_on_a_phone_and_a_desktop(
         await mentor.click(".history a")  # the trainee's transcript
         await mentor.wait_for_selector(".scorecard")
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         page = await browser.new_page(viewport=DESKTOP, locale="en-US")
@@ -234,11 +234,11 @@ def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once
         await page.locator(".msg.customer").nth(2).wait_for()
         assert await page.locator(".msg.trainee").count() == 2
 
-    run(check, library)
+    run(check, library, store)
 
 
 def test_a_mentor_assigns_rules_on_a_dispute_and_exports_while_a_trainee_is_kept_out(
-    library: ScenarioLibrary,
+    library: ScenarioLibrary, store: Store
 ) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         trainee = await browser.new_page(viewport=PHONE, locale="en-US")
@@ -294,10 +294,12 @@ def test_a_mentor_assigns_rules_on_a_dispute_and_exports_while_a_trainee_is_kept
         assert answer is not None and answer.status in (403, 404)
         assert "Contact the courier" not in await other.content()
 
-    run(check, library)
+    run(check, library, store)
 
 
-def test_a_form_posted_from_another_site_changes_nothing(library: ScenarioLibrary) -> None:
+def test_a_form_posted_from_another_site_changes_nothing(
+    library: ScenarioLibrary, store: Store
+) -> None:
     async def check(browser: Browser, invite: str, svc: Training) -> None:
         page = await browser.new_page(viewport=DESKTOP, locale="en-US")
         await join(page, invite, "Alice")
@@ -324,4 +326,4 @@ def test_a_form_posted_from_another_site_changes_nothing(library: ScenarioLibrar
         user = svc.store.find_users("1")[0]
         assert svc.store.active_session(user.trainee) is None  # nothing started
 
-    run(check, library)
+    run(check, library, store)
