@@ -24,13 +24,14 @@ def _lexicon_patterns() -> list[tuple[str, re.Pattern[str]]]:
 
 
 def _corpus() -> list[str]:
+    """Every labelled reply and conversation turn, once each (histories repeat a lot)."""
     texts = []
     for path in sorted(LABELS.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             item = json.loads(line)
             texts.append(item["reply"])
             texts += [turn["text"] for turn in item.get("history", [])]
-    return [normalize(t).text for t in texts]
+    return list(dict.fromkeys(normalize(t).text for t in dict.fromkeys(texts)))
 
 
 def test_required_literals_come_from_the_mandatory_parts() -> None:
