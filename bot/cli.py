@@ -987,8 +987,11 @@ def serve_web(
     engine = Engine(store, library, assistants, peers=cluster)
     svc = Training(store, library, engine, platform="web")
     alongside = None
+    cannot_start: tuple[type[Exception], ...] = ()  # the Telegram bot beside it, if any
     if telegram is not None:
-        from bot.telegram.app import TelegramApp, protect_logs
+        from bot.telegram.app import StartError, TelegramApp, protect_logs
+
+        cannot_start = (StartError,)
 
         protect_logs(telegram.token)
         bot = TelegramApp(telegram, store, library, service=svc.for_platform("telegram"))
@@ -1015,6 +1018,8 @@ def serve_web(
         raise click.ClickException(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
         ) from None
+    except cannot_start as exc:
+        raise click.ClickException(f"--telegram: {exc}") from None
     finally:
         store.close()
 
@@ -1053,8 +1058,12 @@ class _TelegramWebhook:
         return self.app.webhook_routes()
 
     async def start(self) -> None:
-        await self.app.start()
-        await self.app.set_webhook()
+        try:
+            await self.app.start()
+            await self.app.set_webhook()
+        except BaseException:
+            await self.app.stop(0.0)
+            raise
 
     async def stop(self) -> None:
         await self.app.stop()
@@ -1126,7 +1135,7 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
         logging.getLogger("trainer").warning(
             "--webhook-secret shows in the process list; set TELEGRAM_WEBHOOK_SECRET instead"
         )
-    from bot.telegram.app import protect_logs
+    from bot.telegram.app import StartError, protect_logs
     from bot.telegram.app import serve as run
     from bot.telegram.workers import WorkerError
 
@@ -1135,7 +1144,7 @@ def serve_telegram(ctx: click.Context, /, config_file: str | None, **options: An
     library, store = _library(ctx), _store(ctx)
     try:
         asyncio.run(run(config, store, library, assistants))
-    except WorkerError as exc:
+    except (WorkerError, StartError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()

@@ -36,6 +36,12 @@ TELEGRAM_KEYS = {
 }
 
 
+def _looks_like_token(token: str) -> bool:
+    """Whether ``token`` has a bot token's shape (what aiogram checks before any call)."""
+    bot_id, colon, secret = token.partition(":")
+    return bool(colon and bot_id.isdigit() and secret) and not any(c.isspace() for c in token)
+
+
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a Redis URL, or None if it looks like one."""
     if url.startswith(("redis://", "rediss://", "unix://")):
@@ -101,6 +107,11 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             raise ConfigError(f"{source}: workers must be 0 or more, not {raw!r}")
         if key == "redis_url" and (problem := redis_url_problem(values[key])):
             raise ConfigError(f"{source}: {problem}")
+        if key == "token" and values[key] and not _looks_like_token(values[key]):
+            raise ConfigError(  # the value is a secret: never echoed
+                f"{source}: that is not a bot token; @BotFather gives one like "
+                "123456789:AAE... (digits, a colon, then letters, no spaces)"
+            )
     for key in ("global_rate", "chat_rate"):
         if key in values and values[key] <= 0:
             values[key] = None  # 0 turns the limit off (for benchmarks and tests)

@@ -709,3 +709,47 @@ def test_web_and_link_bring_one_account_to_both_channels(store: Store) -> None:
             assert "/link" in usage
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("problem", ["malformed", "refused", "unreachable"])
+def test_a_token_or_bot_api_the_bot_cannot_start_with_is_one_line(
+    tmp_path: Path, problem: str
+) -> None:
+    """A malformed token is said before anything starts (and never echoed); a token the Bot
+    API refuses, or a Bot API that does not answer, ends the start in one line."""
+    from botapi import FakeBotAPI
+
+    async def run() -> tuple[int, str]:
+        async with FakeBotAPI() as api:
+            token = {"malformed": "12345 secret", "refused": "999:NOT-THE-TOKEN"}.get(
+                problem, api.token
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+            env.update(
+                TELEGRAM_BOT_TOKEN=token,
+                TELEGRAM_API_BASE=api.base_url,
+                TRAINER_DB=str(tmp_path / "x.db"),
+            )
+            if problem == "unreachable":
+                await api.stop()
+            proc = await asyncio.create_subprocess_exec(
+                *TRAINER, "serve", "telegram", env=env, cwd=tmp_path,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+            return int(proc.returncode or 0), stderr.decode()
+
+    returncode, stderr = asyncio.run(run())
+    assert returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: "), stderr
+    expected = {
+        "malformed": "TELEGRAM_BOT_TOKEN: that is not a bot token",
+        "refused": "the Bot API refused the token (Unauthorized)",
+        "unreachable": "cannot reach the Bot API at http://127.0.0.1:",
+    }[problem]
+    assert expected in last
+    assert "secret" not in stderr and "NOT-THE-TOKEN" not in stderr
+    if problem == "unreachable":  # the retries before giving up are not silent
+        assert "the Bot API did not take getMe" in stderr and "trying again" in stderr

@@ -32,6 +32,7 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramNotFound,
+    TelegramUnauthorizedError,
 )
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
@@ -106,6 +107,10 @@ class TelegramConfig:
     redis_url: str | None = None
     """Redis shared by every process sending with this token: the send limits are then
     counted across all of them (otherwise each process keeps its own share)."""
+
+
+class StartError(RuntimeError):
+    """The bot cannot start: the Bot API refused the token or did not answer."""
 
 
 class TokenFilter(logging.Filter):
@@ -422,7 +427,16 @@ class TelegramApp:
         A ``worker`` of a pool leaves the menu and the inbox to the front and only gets
         ready to answer.
         """
-        me = await self.bot(RawGetMe())
+        try:
+            me = await self.bot(RawGetMe())
+        except TelegramUnauthorizedError:
+            raise StartError(
+                "the Bot API refused the token (Unauthorized): check TELEGRAM_BOT_TOKEN, or "
+                "ask @BotFather for the bot's current one"
+            ) from None
+        except API_FAILURES as exc:
+            where = self.config.api_base or "https://api.telegram.org"
+            raise StartError(f"cannot reach the Bot API at {where}: {_brief(exc)}") from None
         self.username = str(me.get("username") or "")
         if not worker:
             await self._publish_commands()
@@ -1020,7 +1034,11 @@ async def _answer(
             raise WorkerError("several workers need a database file or server, not memory")
         pool = WorkerPool(config, db=store.location, scenarios=library.root, assistants=assistants)
     app = TelegramApp(config, store, library, assistants=assistants, pool=pool)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop(0.0)
+        raise
     watch = asyncio.create_task(pool.failed.wait()) if pool is not None else None
     if watch is not None:
         watch.add_done_callback(lambda _: until.set())

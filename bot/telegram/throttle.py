@@ -11,6 +11,7 @@ the chat's and the global send tokens.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -32,6 +33,8 @@ from aiogram.methods import SendChatAction
 from aiogram.methods.base import TelegramType
 
 from bot.coordination import Coordinator
+
+log = logging.getLogger("trainer.telegram")
 
 if TYPE_CHECKING:
     from aiogram.client.bot import Bot
@@ -232,13 +235,19 @@ class Throttle(BaseRequestMiddleware):
             except TelegramEntityTooLarge:
                 self.stats.failed += 1
                 raise
-            except (TelegramServerError, TelegramNetworkError):
+            except (TelegramServerError, TelegramNetworkError) as exc:
                 if retries >= self.max_retries:
                     self.stats.failed += 1
                     raise
                 retries += 1
                 self.stats.retried_network += 1
                 delay = min(self.backoff[0] * 2**network_retries, self.backoff[1])
+                if network_retries == 0:  # said once per call: the wait is not silent
+                    log.warning(
+                        "the Bot API did not take %s (%s); trying again",
+                        method.__api_method__,
+                        (str(exc).splitlines() or [type(exc).__name__])[0][:200],
+                    )
                 network_retries += 1
                 await self._sleep(delay)
             except Exception:
