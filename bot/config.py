@@ -46,8 +46,8 @@ def redis_url_problem(url: str) -> str | None:
     """What is wrong with a Redis URL, or None if it looks like one."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return None
-    return (
-        f"{url!r} is not a Redis URL: write redis://host:6379/0 (rediss:// for TLS, "
+    return (  # the value is not repeated: it may hold a password
+        "that is not a Redis URL: write redis://host:6379/0 (rediss:// for TLS, "
         "unix:///path/to/redis.sock for a socket)"
     )
 
@@ -105,6 +105,11 @@ def telegram_config(path: Path | None, **overrides: Any) -> TelegramConfig:
             raise ConfigError(f"{source}: {raw!r} is not a valid {kind.__name__}") from None
         if key == "workers" and values[key] < 0:
             raise ConfigError(f"{source}: workers must be 0 or more, not {raw!r}")
+        if key == "api_base" and not values[key].startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{source}: {raw!r} is not a Bot API address: write http://host:8081 "
+                "(a self-hosted telegram-bot-api server) or https://..."
+            )
         if key == "redis_url" and (problem := redis_url_problem(values[key])):
             raise ConfigError(f"{source}: {problem}")
         if key == "token" and values[key] and not _looks_like_token(values[key]):

@@ -416,5 +416,5 @@ def test_a_redis_url_that_is_not_one_is_named_before_anything_starts(
     web = run("serve", "web", "--port", "1")
     for result in (bot, web):
         assert result.exit_code == (2 if result is web else 1), result.output
-        assert "is not a Redis URL: write redis://host:6379/0" in result.output
+        assert "that is not a Redis URL: write redis://host:6379/0" in result.output
         assert "Traceback" not in result.output

@@ -711,19 +711,25 @@ def test_web_and_link_bring_one_account_to_both_channels(store: Store) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("problem", ["malformed", "refused", "unreachable"])
+@pytest.mark.parametrize(
+    "problem", ["malformed", "refused", "unreachable", "refused-standby", "no-redis"]
+)
 def test_a_token_or_bot_api_the_bot_cannot_start_with_is_one_line(
     tmp_path: Path, problem: str
 ) -> None:
     """A malformed token is said before anything starts (and never echoed); a token the Bot
-    API refuses, or a Bot API that does not answer, ends the start in one line."""
+    API refuses, or a Bot API that does not answer, ends the start in one line. A process
+    meant to stand by (Redis set) finds them before it stands by, and a Redis that does not
+    answer too, not when it is needed."""
     from botapi import FakeBotAPI
 
     async def run() -> tuple[int, str]:
         async with FakeBotAPI() as api:
-            token = {"malformed": "12345 secret", "refused": "999:NOT-THE-TOKEN"}.get(
-                problem, api.token
-            )
+            token = {
+                "malformed": "12345 secret",
+                "refused": "999:NOT-THE-TOKEN",
+                "refused-standby": "999:NOT-THE-TOKEN",
+            }.get(problem, api.token)
             env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
             env.update(
                 TELEGRAM_BOT_TOKEN=token,
@@ -732,6 +738,11 @@ def test_a_token_or_bot_api_the_bot_cannot_start_with_is_one_line(
             )
             if problem == "unreachable":
                 await api.stop()
+            if problem in ("refused-standby", "no-redis"):
+                env["TRAINER_REDIS_URL"] = (
+                    "redis://127.0.0.1:6379/0" if problem == "refused-standby" else
+                    "redis://127.0.0.1:1/0"  # nothing listens there
+                )  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
                 *TRAINER, "serve", "telegram", env=env, cwd=tmp_path,
                 stderr=asyncio.subprocess.PIPE,
@@ -748,7 +759,10 @@ def test_a_token_or_bot_api_the_bot_cannot_start_with_is_one_line(
         "malformed": "TELEGRAM_BOT_TOKEN: that is not a bot token",
         "refused": "the Bot API refused the token (Unauthorized)",
         "unreachable": "cannot reach the Bot API at http://127.0.0.1:",
+        "refused-standby": "the Bot API refused the token (Unauthorized)",
+        "no-redis": "cannot reach Redis at redis://127.0.0.1:1/0",
     }[problem]
+    assert "standing by" not in stderr
     assert expected in last
     assert "secret" not in stderr and "NOT-THE-TOKEN" not in stderr
     if problem == "unreachable":  # the retries before giving up are not silent

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from botapi import FakeBotAPI
+from redis import Redis
 from tgharness import TRAINER, bot_env
 
 from bot.coordination import LocalCoordinator
 from bot.storage import Store
+from bot.telegram.app import _while_held
 from bot.telegram.standby import BotLease
 from tests.databases import PgSchemas
 from tests.fakeclock import FakeTime
@@ -47,7 +49,7 @@ def test_a_standby_takes_over_within_the_lease_once_the_answering_process_dies()
         a, b = (BotLease(shared, "42", sleep=clock.sleep) for _ in "ab")
         never = asyncio.Event()
         assert await a.acquire(never)
-        keeping = asyncio.create_task(a.keep(never))
+        keeping = asyncio.create_task(a.keep(never, asyncio.Event()))
         taking = asyncio.create_task(b.acquire(never))
         await clock.advance(60.0)  # a renews: b waits however long it takes
         assert not taking.done() and await shared.holder(a.name) == a.me
@@ -91,20 +93,76 @@ def test_the_answering_process_carries_on_while_redis_is_away_and_yields_to_a_ne
         flaky.back = True
         a = BotLease(flaky, "42", sleep=clock.sleep)
         assert await a.acquire(asyncio.Event())
-        keeping = asyncio.create_task(a.keep(asyncio.Event()))
+        lost = asyncio.Event()
+        keeping = asyncio.create_task(a.keep(asyncio.Event(), lost))
         flaky.back = False  # nobody can take the lease: a answers on
         await clock.advance(120.0)
         assert not keeping.done()
         b = BotLease(shared, "42", sleep=clock.sleep)  # b reached Redis after a's lease ran out
         assert await b.acquire(asyncio.Event())
-        b_keeping = asyncio.create_task(b.keep(asyncio.Event()))
+        b_keeping = asyncio.create_task(b.keep(asyncio.Event(), asyncio.Event()))
         await clock.advance(30.0)
-        assert not keeping.done()  # a cannot see it yet
+        assert not keeping.done() and not lost.is_set()  # a cannot see it yet
         flaky.back = True
         await clock.advance(a.ttl_s)
-        assert keeping.done() and keeping.result() is False
+        assert keeping.done() and lost.is_set()
         assert await shared.holder(a.name) == b.me
         b_keeping.cancel()
+
+    asyncio.run(main())
+
+
+class Broken(LocalCoordinator):
+    """A coordinator whose renewals fail with an error of its own."""
+
+    async def hold(self, name: str, holder: str, ttl_s: float) -> bool:
+        if getattr(self, "broken", False):
+            raise RuntimeError("a bug")
+        return await super().hold(name, holder, ttl_s)
+
+
+def test_a_renewal_that_fails_with_an_error_counts_as_lost() -> None:
+    async def main() -> None:
+        clock = FakeTime()
+        shared = Broken(clock=clock.clock)
+        a = BotLease(shared, "42", sleep=clock.sleep)
+        assert await a.acquire(asyncio.Event())
+        lost = asyncio.Event()
+        keeping = asyncio.create_task(a.keep(asyncio.Event(), lost))
+        shared.broken = True  # type: ignore[attr-defined]
+        await clock.advance(a.ttl_s)
+        assert keeping.done() and lost.is_set()
+
+    asyncio.run(main())
+
+
+def test_the_lease_is_renewed_while_a_stopping_process_finishes_its_updates() -> None:
+    """SIGTERM starts a drain (up to 20 s by default): no standby may take over during it."""
+
+    async def main() -> None:
+        clock = FakeTime()
+        shared = LocalCoordinator(clock=clock.clock)
+        a, b = (BotLease(shared, "42", sleep=clock.sleep) for _ in "ab")
+        stop = asyncio.Event()
+        assert await a.acquire(asyncio.Event())
+        drained = asyncio.Event()
+
+        async def answer(until: asyncio.Event, lost: asyncio.Event) -> None:
+            await until.wait()
+            await clock.sleep(30.0)  # the updates in flight take long to finish
+            drained.set()
+
+        answering = asyncio.create_task(_while_held(a, stop, answer))
+        taking = asyncio.create_task(b.acquire(asyncio.Event()))
+        await clock.advance(5.0)
+        stop.set()
+        await clock.advance(29.0)
+        assert not drained.is_set() and not taking.done()
+        await clock.advance(2.0)
+        assert drained.is_set() and answering.result() is True  # stopped, not lost
+        await a.release()  # as serve() does next
+        await clock.advance(1.0)
+        assert taking.result()
 
     asyncio.run(main())
 
@@ -150,7 +208,9 @@ def test_two_bot_processes_one_killed_one_stopped_every_reply_answered_once(
     the reply waiting for it; the killed one, restarted, stands by and takes over at once
     when the other is stopped with SIGTERM."""
     url = pg_schemas.new_url()
-    token = f"{random.randrange(10**8, 10**9)}:STANDBY-TEST"  # a lease of its own in Redis
+    bot_id = random.randrange(10**8, 10**9)  # a lease of its own in Redis
+    token = f"{bot_id}:STANDBY-TEST"
+    redis = Redis.from_url(REDIS, decode_responses=True)
 
     async def run() -> None:
         async with FakeBotAPI(token) as api:
@@ -191,7 +251,10 @@ def test_two_bot_processes_one_killed_one_stopped_every_reply_answered_once(
             await a.said("standing by")
             b.proc.send_signal(signal.SIGTERM)
             assert await b.finish() == 0, b.log
-            await a.said("this process answers the bot")  # at once: b gave the lease up
+            # b gave the lease up on its way out: a need not wait for it to run out
+            holder = redis.get(f"trainer:telegram-bot:{bot_id}")
+            assert holder is None or f":{a.proc.pid}:" in holder, (holder, b.log)
+            await a.said("this process answers the bot")
             await a.said("started")
             api.message(50, "/end")
             await api.wait_for(lambda c: "Scorecard" in (c.text or ""), timeout=120)
@@ -201,10 +264,15 @@ def test_two_bot_processes_one_killed_one_stopped_every_reply_answered_once(
                 assert "Traceback" not in process.log, process.log
                 assert api.token not in process.log
 
+            assert any("Grades for reply #2" in text for text in api.texts(50))
+
         store = Store.open(url)
         try:
             (session,) = store.sessions()
-            assert [t.role for t in store.turns(session.id)].count("trainee") == 2
+            replies = [t.idx for t in store.turns(session.id) if t.role == "trainee"]
+            assert len(replies) == 2
+            grades = store.grades(session.id)
+            assert len(grades[replies[0]]) == len(grades[replies[1]]) > 0  # graded once each
             assert session.status == "ended"
         finally:
             store.close()

@@ -113,6 +113,27 @@ class StartError(RuntimeError):
     """The bot cannot start: the Bot API refused the token or did not answer."""
 
 
+def _session(config: TelegramConfig) -> JsonSession:
+    """An HTTP session to the configured Bot API server."""
+    api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
+    return JsonSession(api=api) if api else JsonSession()
+
+
+async def get_me(bot: Bot, config: TelegramConfig) -> dict[str, Any]:
+    """The bot's own account (getMe), or :class:`StartError` saying why not (no token in it)."""
+    try:
+        return await bot(RawGetMe())
+    except TelegramUnauthorizedError:
+        raise StartError(
+            "the Bot API refused the token (Unauthorized): check TELEGRAM_BOT_TOKEN, or "
+            "ask @BotFather for the bot's current one"
+        ) from None
+    except API_FAILURES as exc:
+        where = config.api_base or "https://api.telegram.org"
+        reason = _brief(exc).replace(config.token, "<token>")
+        raise StartError(f"cannot reach the Bot API at {where}: {reason}") from None
+
+
 class TokenFilter(logging.Filter):
     """Redacts the bot token from every log record."""
 
@@ -387,8 +408,7 @@ class TelegramApp:
         engine = Engine(store, library, assistants)
         self.svc = service or Training(store, library, engine)
         self.engine = self.svc.engine
-        api = TelegramAPIServer.from_base(config.api_base) if config.api_base else None
-        session = JsonSession(api=api) if api else JsonSession()
+        session = _session(config)
         self.coordinator = coordinator(config.redis_url) if config.redis_url else None
         self.throttle = Throttle(
             global_rate=config.global_rate,
@@ -427,16 +447,7 @@ class TelegramApp:
         A ``worker`` of a pool leaves the menu and the inbox to the front and only gets
         ready to answer.
         """
-        try:
-            me = await self.bot(RawGetMe())
-        except TelegramUnauthorizedError:
-            raise StartError(
-                "the Bot API refused the token (Unauthorized): check TELEGRAM_BOT_TOKEN, or "
-                "ask @BotFather for the bot's current one"
-            ) from None
-        except API_FAILURES as exc:
-            where = self.config.api_base or "https://api.telegram.org"
-            raise StartError(f"cannot reach the Bot API at {where}: {_brief(exc)}") from None
+        me = await get_me(self.bot, self.config)
         self.username = str(me.get("username") or "")
         if not worker:
             await self._publish_commands()
@@ -977,32 +988,79 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    if not config.redis_url:
-        await _answer(config, store, library, assistants, stop, asyncio.Event())
-        return
+    answer = partial(_answer, config, store, library, assistants)
+    try:
+        if config.redis_url:
+            await _take_turns(config, store, stop, answer)
+        else:
+            await answer(stop, asyncio.Event())
+    finally:
+        if assistants is not None:
+            await assistants.aclose()
+
+
+Answer = Callable[[asyncio.Event, asyncio.Event], Awaitable[None]]
+"""Answers the bot until the first event is set; at once if the second (lease lost) is."""
+
+STANDBY_AFTER_FAILED_START_S = 5.0
+"""How long a process whose start failed after a take-over waits before standing by again."""
+
+
+async def _take_turns(
+    config: TelegramConfig, store: Store, stop: asyncio.Event, answer: Answer
+) -> None:
+    """Stand by until this process holds the bot's lease, answer while it does, repeat.
+
+    What would stop a take-over (no database to share, a token or Bot API that does not
+    work, no Redis) is found before standing by, not when the other process is gone.
+    """
+    assert config.redis_url
+    if config.workers > 0 and store.location is None:
+        raise WorkerError("several workers need a database file or server, not memory")
+    bot = Bot(config.token, session=_session(config))
+    try:
+        await get_me(bot, config)
+    finally:
+        await bot.session.close()
     shared = coordinator(config.redis_url)
     lease = BotLease(shared, config.token.split(":", 1)[0])
     try:
+        if not await shared.ping():
+            raise StartError(f"cannot reach Redis at {_shown(config.redis_url)}")
         while await lease.acquire(stop):
             log.info("this process answers the bot (lease %s)", lease.me)
-            if await _while_held(lease, stop, partial(_answer, config, store, library, assistants)):
-                break  # stopped; otherwise another process took the lease: stand by again
+            try:
+                if await _while_held(lease, stop, answer):
+                    return  # stopped
+            except StartError as exc:  # e.g. the Bot API is unreachable from here just now
+                log.error("%s; leaving the bot to another process", exc)
+                await lease.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STANDBY_AFTER_FAILED_START_S)
+                continue
+            gc.unfreeze()  # the last term's objects may go; the next term freezes its own
     finally:
         await lease.release()
         await shared.close()
 
 
-async def _while_held(
-    lease: BotLease,
-    stop: asyncio.Event,
-    answer: Callable[[asyncio.Event, asyncio.Event], Awaitable[None]],
-) -> bool:
-    """Run ``answer(until, lost)`` while the lease is held; False if another process took it."""
-    until, lost = asyncio.Event(), asyncio.Event()
+def _shown(url: str) -> str:
+    """A URL as it may be printed (a password replaced by ``***``)."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://***@{host}" if at and ":" in credentials else url
+
+
+async def _while_held(lease: BotLease, stop: asyncio.Event, answer: Answer) -> bool:
+    """Answer while the lease is held; False if another process took it.
+
+    The lease is renewed until answering has ended, a drain after SIGTERM included, so
+    no standby takes over while this process still finishes updates.
+    """
+    until, lost, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def keep() -> None:
-        if not await lease.keep(until):
-            lost.set()
+        await lease.keep(done, lost)
         until.set()
 
     async def relay() -> None:
@@ -1013,7 +1071,7 @@ async def _while_held(
     try:
         await answer(until, lost)
     finally:
-        until.set()
+        done.set()
         relaying.cancel()
         await keeper
     return not lost.is_set()
@@ -1038,6 +1096,8 @@ async def _answer(
         await app.start()
     except BaseException:
         await app.stop(0.0)
+        if assistants is None:
+            await app.engine.assistants.aclose()
         raise
     watch = asyncio.create_task(pool.failed.wait()) if pool is not None else None
     if watch is not None:
@@ -1070,7 +1130,8 @@ async def _answer(
         await app.stop(0.0 if lost.is_set() else None)
         if runner is not None:
             await runner.cleanup()
-        await app.engine.assistants.aclose()
+        if assistants is None:  # the app's own; serve() closes the ones it was given
+            await app.engine.assistants.aclose()
         log.info("stopped")
     if pool is not None and pool.failure:
         raise WorkerError(pool.failure)

@@ -62,18 +62,26 @@ class BotLease:
             await self._pause(stop, min(ASK_S, self.ttl_s / 3))
         return False
 
-    async def keep(self, stop: asyncio.Event) -> bool:
-        """Renew the lease until ``stop`` is set (True) or another process holds it (False)."""
-        while not stop.is_set():
-            await self._pause(stop, self.ttl_s / 3)
-            if stop.is_set() or await self._shared.hold(self.name, self.me, self.ttl_s):
-                continue
-            holder = await self._shared.holder(self.name)
-            if holder is not None and holder != self.me:
-                log.warning("%s answers this bot now: this process stops answering", holder)
-                return False
-            # Redis is away: nobody can take the lease over meanwhile, so carry on.
-        return True
+    async def keep(self, done: asyncio.Event, lost: asyncio.Event) -> None:
+        """Renew the lease until ``done`` is set, or set ``lost`` once another process has it.
+
+        A renewal that fails for another reason (e.g. a bug) counts as lost too: answering
+        on without renewals would let a standby answer alongside.
+        """
+        try:
+            while not done.is_set():
+                await self._pause(done, self.ttl_s / 3)
+                if done.is_set() or await self._shared.hold(self.name, self.me, self.ttl_s):
+                    continue
+                holder = await self._shared.holder(self.name)
+                if holder is not None and holder != self.me:
+                    log.warning("%s answers this bot now: this process stops answering", holder)
+                    lost.set()
+                    return
+                # Redis is away: nobody can take the lease over meanwhile, so carry on.
+        except Exception as exc:
+            log.error("could not renew the lease on the bot (%s): stopping answering", exc)
+            lost.set()
 
     async def release(self) -> None:
         """Give the lease up (a standby takes over at once)."""

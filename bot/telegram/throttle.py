@@ -145,6 +145,8 @@ class Throttle(BaseRequestMiddleware):
         self.max_retries = max_retries
         self.backoff = backoff
         self.stats = ThrottleStats()
+        self._said_down = False
+        """Whether the log says the Bot API is not taking calls (until one succeeds)."""
         self._clock = clock
         self._sleep = sleep
         self._global = None if global_rate is None else _GlobalBucket(global_rate, clock, sleep)
@@ -242,7 +244,8 @@ class Throttle(BaseRequestMiddleware):
                 retries += 1
                 self.stats.retried_network += 1
                 delay = min(self.backoff[0] * 2**network_retries, self.backoff[1])
-                if network_retries == 0:  # said once per call: the wait is not silent
+                if not self._said_down:  # once until a send succeeds: not silent, not noisy
+                    self._said_down = True
                     log.warning(
                         "the Bot API did not take %s (%s); trying again",
                         method.__api_method__,
@@ -255,6 +258,7 @@ class Throttle(BaseRequestMiddleware):
                 raise
             else:
                 self.stats.sent += 1
+                self._said_down = False
                 return response
 
     async def _wait_for_tokens(self, chat: _Chat | None) -> None:

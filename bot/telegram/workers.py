@@ -205,12 +205,17 @@ class WorkerPool:
         proc.stdin.write(b"%d %s\n" % (update_id, payload.encode()))
 
     async def stop(self, grace: float) -> None:
-        """Let each worker finish what it has (up to ``grace`` s), then end them."""
+        """Let each worker finish what it has (up to ``grace`` s), then end them.
+
+        With no grace they are killed at once: what they had stays in the inbox.
+        """
         self._stopping = True
         for proc in self._procs:
-            if proc.stdin is not None and not proc.stdin.is_closing():
+            if grace > 0 and proc.stdin is not None and not proc.stdin.is_closing():
                 proc.stdin.write(STOP)  # finish in-flight work, then exit
                 proc.stdin.close()
+        if grace <= 0:
+            await self._kill()
         waiting = [asyncio.create_task(self._finish(p)) for p in self._procs]
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=grace + 10.0)
