@@ -8,6 +8,7 @@ pack has no ``refund_timing`` check is not graded on refund timing.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
@@ -337,19 +338,9 @@ class _Reader:
     def __init__(self, analysis: Analysis):
         self.a = analysis
         if "topics" not in analysis.memo:  # the memo must not hold the reader: a cycle
-            spans = [
-                (f"topics.{key}", hit.start, hit.end)
-                for key, hits in analysis.prefixed("topics.").items()
-                for hit in hits
-            ]
-            analysis.memo["topics"] = [  # "price difference" is a difference, not a price
-                (k, s, e)
-                for k, s, e in spans
-                if not any(
-                    o != k and os <= s and e <= oe and oe - os > e - s for o, os, oe in spans
-                )
-            ]
-        self.topics: list[tuple[str, int, int]] = analysis.memo["topics"]
+            analysis.memo["topics"] = _topic_index(analysis)
+        self.topics: dict[int, list[tuple[str, int, int]]] = analysis.memo["topics"]
+        """The topics by clause, in text order; a topic inside a longer one is left out."""
 
     def topic(
         self, start: int, end: int, allowed: Iterable[str], fallback: bool = True
@@ -365,8 +356,8 @@ class _Reader:
         best: tuple[int, bool, int, str] | None = None
         window: str | None = None
         latin = self.a.text[start:end].isascii()
-        for key, t_start, t_end in self.topics:
-            if key not in priority or self.a.clause_of(t_start) != clause:
+        for key, t_start, t_end in self.topics.get(clause, ()):
+            if key not in priority:
                 continue
             overlap = t_start < end and start < t_end
             if t_start >= end and _ALTERNATIVE.search(self.a.text, end, t_start):
@@ -387,8 +378,7 @@ class _Reader:
             if window and best[3] in _ANCHOR_TOPICS and best[3] != window:
                 return window
             if best[3] == "topics.delivery" and "topics.refund" in priority:
-                sentence = self.a.sentence_of(start)
-                here = {k for k, t, _ in self.topics if self.a.sentence_of(t) == sentence}
+                here = self._sentence_topics(self.a.sentence_of(start))
                 if "topics.refund" in here and "topics.reship" not in here:
                     return "topics.refund"  # "refund of ¥189 … it'll reach you in 3 days"
             return best[3]
@@ -397,40 +387,43 @@ class _Reader:
         sentence = self.a.sentence_of(start)
         keys = {
             k
-            for k, t_start, _ in self.topics
+            for k, t_start, _ in (
+                *self.topics.get(clause - 1, ()),
+                *self.topics.get(clause + 1, ()),
+            )
             if k in priority
             and self.a.sentence_of(t_start) == sentence
-            and abs(self.a.clause_of(t_start) - clause) == 1
             and not _ALTERNATIVE.search(self.a.text, min(t_start, end), max(t_start, start))
         }
         return keys.pop() if len(keys) == 1 else None
+
+    def _sentence_topics(self, sentence: int) -> set[str]:
+        """The topics named in one sentence."""
+        by_sentence: dict[int, set[str]] | None = self.a.memo.get("sentence topics")
+        if by_sentence is None:
+            by_sentence = self.a.memo["sentence topics"] = {}
+            for topics in self.topics.values():
+                for key, t_start, _ in topics:
+                    by_sentence.setdefault(self.a.sentence_of(t_start), set()).add(key)
+        return by_sentence.get(sentence, set())
 
     def negated_clause(self, pos: int) -> bool:
         """Whether a negation comes before ``pos`` in its clause (不能保证…, can't promise…).
 
         Numbers in such a clause are not asserted, so they are not checked as claims.
         """
-        clause = self.a.clause_of(pos)
-        return any(
-            h.end <= pos and self.a.clause_of(h.start) == clause
-            for h in self.a.get("signals.negation")
-        )
+        hits = self.a.by_clause("signals.negation").get(self.a.clause_of(pos), ())
+        return any(h.end <= pos for h in hits)
 
     def in_clause_with(self, pos: int, key: str, negated: bool | None = False) -> bool:
         """Whether a ``key`` hit sits in the same clause as ``pos``."""
-        clause = self.a.clause_of(pos)
-        return any(
-            self.a.clause_of(h.start) == clause and (negated is None or h.negated == negated)
-            for h in self.a.get(key)
-        )
+        hits = self.a.by_clause(key).get(self.a.clause_of(pos), ())
+        return any(negated is None or h.negated == negated for h in hits)
 
     def in_sentence_with(self, pos: int, key: str, negated: bool | None = False) -> bool:
         """Whether a ``key`` hit sits in the same sentence as ``pos``."""
-        sentence = self.a.sentence_of(pos)
-        return any(
-            self.a.sentence_of(h.start) == sentence and (negated is None or h.negated == negated)
-            for h in self.a.get(key)
-        )
+        hits = self.a.by_sentence(key).get(self.a.sentence_of(pos), ())
+        return any(negated is None or h.negated == negated for h in hits)
 
     def escalated(self, pos: int) -> bool:
         """Whether an approver or an open outcome is named within two sentences of ``pos``.
@@ -438,15 +431,53 @@ class _Reader:
         "I'd like to request a ¥30 coupon. Anything over ¥20 needs my supervisor's approval."
         """
         sentence = self.a.sentence_of(pos)
+        framed = self.a.by_sentence("signals.escalation_framing")
         return any(
-            abs(self.a.sentence_of(h.start) - sentence) <= 2
-            for h in self.a.get("signals.escalation_framing")
-            if not h.negated  # "no need to wait on anyone's sign-off"
+            not h.negated  # "no need to wait on anyone's sign-off"
+            for near in range(sentence - 2, sentence + 3)
+            for h in framed.get(near, ())
         )
 
     def quote(self, start: int, end: int) -> str:
         """Original characters of a span."""
         return self.a.norm.quote(start, end)
+
+
+def _topic_index(analysis: Analysis) -> dict[int, list[tuple[str, int, int]]]:
+    """Topic hits by clause, category by category as the lexicon lists them.
+
+    A topic inside a longer other one is left out: "price difference" is a difference, not
+    a price.
+    """
+    spans = [
+        (f"topics.{key}", hit.start, hit.end)
+        for key, hits in analysis.prefixed("topics.").items()
+        for hit in hits
+    ]
+    nesting = _Nesting(spans)
+    by_clause: dict[int, list[tuple[str, int, int]]] = {}
+    for key, start, end in spans:
+        if not nesting.inside_another(key, start, end):
+            by_clause.setdefault(analysis.clause_of(start), []).append((key, start, end))
+    return by_clause
+
+
+class _Nesting:
+    """Spans of several kinds: which lie inside a longer span of another kind."""
+
+    def __init__(self, spans: Iterable[tuple[str, int, int]]) -> None:
+        self._spans = sorted(spans, key=lambda span: span[1])
+        self._starts = [start for _, start, _ in self._spans]
+        self._longest = max((end - start for _, start, end in self._spans), default=0)
+
+    def inside_another(self, kind: str, start: int, end: int) -> bool:
+        """Whether ``start``–``end`` lies inside a longer span of a kind other than ``kind``."""
+        first = bisect.bisect_left(self._starts, start - self._longest)
+        last = bisect.bisect_right(self._starts, start)
+        return any(
+            k != kind and s <= start and end <= e and e - s > end - start
+            for k, s, e in self._spans[first:last]
+        )
 
 
 @lru_cache(maxsize=64)
@@ -757,7 +788,7 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
     questions = {a.sentence_of(h.start) for h in a.get("signals.question")}
     conditional = {a.sentence_of(h.start) for h in a.get("signals.conditional")}
     resolutions = a.prefixed("resolutions.")
-    spans = [(k, h.start, h.end) for k, hs in resolutions.items() for h in hs]
+    spans = _Nesting((k, h.start, h.end) for k, hs in resolutions.items() for h in hs)
     inquiring = {a.clause_of(h.start) for h in a.get("signals.inquiry")}
     # a resolution named while stonewalling ("退款已审核，请耐心等待") or inside an
     # off-platform deal is not an offer
@@ -777,10 +808,7 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
             and sentence not in void
             and not (kind == "refund" and sentence in difference)  # it is the difference
             and not _REPLACED.search(a.text[max(0, hit.start - 20) : hit.start])
-            and not any(  # a more specific offer wins: "refund the difference"
-                k != kind and s <= hit.start and hit.end <= e and e - s > hit.end - hit.start
-                for k, s, e in spans
-            )
+            and not spans.inside_another(kind, hit.start, hit.end)  # "refund the difference"
         )
 
     choosing = {  # 退款还是补发？ asks the customer to choose: no commitment yet
@@ -1222,7 +1250,9 @@ def _claims(
                     Claim(kind, verdict, stated, _hours_text(hours), clauses, "reship_timing")
                 )
 
-    if order_clauses and any(k == "topics.delivery" for k, _, _ in r.topics):
+    if order_clauses and any(
+        k == "topics.delivery" for topics in r.topics.values() for k, _, _ in topics
+    ):
 
         def eta_clauses(pos: int) -> tuple[str, ...]:
             # a guaranteed date is the promise's clause, not a misstated order fact
@@ -1600,7 +1630,7 @@ def _refund_destination(r: _Reader, hit: Hit) -> bool:
     a = r.a
     clause = a.clause_of(hit.start)
     keys = ("topics.refund", "outcomes.credit", "topics.difference")
-    if any(a.clause_of(h.start) == clause for key in keys for h in a.get(key)):
+    if any(clause in a.by_clause(key) for key in keys):
         return True
     before = a.text[max(0, hit.start - 8) : hit.start]
     return bool(_DESTINATION.search(before)) and r.in_sentence_with(
@@ -1611,12 +1641,11 @@ def _refund_destination(r: _Reader, hit: Hit) -> bool:
 def _named_channel(r: _Reader, pos: int, default: PaymentChannel) -> PaymentChannel:
     """The payment channel named in the clause (or sentence) at ``pos``, if any."""
     a = r.a
-    for scope in (a.clause_of, a.sentence_of):
+    for grouped, unit in ((a.by_clause, a.clause_of(pos)), (a.by_sentence, a.sentence_of(pos))):
         named = [
             channel
-            for channel, hits in a.prefixed("payments.").items()
-            for h in hits
-            if scope(h.start) == scope(pos) and not h.negated
+            for channel in a.prefixed("payments.")
+            if any(not h.negated for h in grouped(f"payments.{channel}").get(unit, ()))
         ]
         if named:
             return default if default in named else cast(PaymentChannel, named[0])
@@ -1832,11 +1861,8 @@ def _legit(r: _Reader, condition: Hit) -> bool:
 
 def _names_a_channel(r: _Reader, pos: int) -> bool:
     """Whether a payment channel is named in the clause at ``pos`` (银行卡3-7个工作日)."""
-    return any(
-        r.a.clause_of(h.start) == r.a.clause_of(pos)
-        for hits in r.a.prefixed("payments.").values()
-        for h in hits
-    )
+    clause = r.a.clause_of(pos)
+    return any(clause in r.a.by_clause(f"payments.{p}") for p in r.a.prefixed("payments."))
 
 
 def _agent_acts(r: _Reader, start: int, end: int, reach: int = 40) -> bool:
@@ -1906,11 +1932,12 @@ def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
     sentences = {sentence}
     if sentence and _IT_OPENS.match(r.a.text, r.a.sentence_start(pos)):
         sentences.add(sentence - 1)  # "I've refunded ¥139 to your Huabei; it'll arrive in 1–3 days"
-    coupons = {r.a.clause_of(h.start) for h in r.a.get("topics.compensation")}
+    coupons = r.a.by_clause("topics.compensation")
     return any(  # a coupon "already in your account" is no refund arriving
-        r.a.sentence_of(h.start) in sentences and r.a.clause_of(h.start) not in coupons
+        r.a.clause_of(h.start) not in coupons
         for key in (*_MONEY_TOPICS, *(f"payments.{p}" for p in PAYMENT_NAMES))
-        for h in r.a.get(key)
+        for sentence in sentences
+        for h in r.a.by_sentence(key).get(sentence, ())
     )
 
 
@@ -1931,7 +1958,7 @@ def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     ):
         return False  # "What does your refund page show right now?" asks, states no time
     clause = r.a.clause_of(hit.start)
-    if any(r.a.clause_of(h.start) == clause for h in r.a.get("topics.compensation")):
+    if clause in r.a.by_clause("topics.compensation"):
         return False  # a coupon or red packet arriving is not the refund
     if (
         r.in_sentence_with(hit.start, "topics.compensation", None)
@@ -1942,7 +1969,7 @@ def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
     ):
         return False  # 给您发一张20元券，马上到账: the coupon arrives
     keys = ("topics.refund", "outcomes.credit", "topics.difference")
-    if any(r.a.clause_of(h.start) == clause for key in keys for h in r.a.get(key)):
+    if any(clause in r.a.by_clause(key) for key in keys):
         return True
     # "面霜那139给您退了，原路回花呗，一般当天就到": an arrival (当天就到) of the money named
     # earlier in the sentence, in a sentence about no parcel
@@ -1950,9 +1977,8 @@ def _about_refund_arrival(r: _Reader, hit: Hit) -> bool:
         return False
     sentence = r.a.sentence_of(hit.start)
     money = any(
-        r.a.sentence_of(h.start) == sentence
+        sentence in r.a.by_sentence(key)
         for key in (*keys, *(f"payments.{p}" for p in PAYMENT_NAMES))
-        for h in r.a.get(key)
     )
     return money and not r.in_sentence_with(hit.start, "topics.reship", None)
 
@@ -2201,16 +2227,13 @@ def _violations(
                     rules.violation(clause_id, f.offers[kind], "policy.forbidden_resolution")
                 )
     unique = list({(v.clause_ids, v.code, v.quote): v for v in out}.values())
+    alike: dict[tuple[str, str], list[set[str]]] = {}  # the clauses cited per quote and code
+    for v in unique:
+        alike.setdefault((v.quote, v.code), []).append(set(v.clause_ids))
     out[:] = [  # words already cited under more clauses are not cited again
         v
         for v in unique
-        if not any(
-            w is not v
-            and w.quote == v.quote
-            and w.code == v.code
-            and set(v.clause_ids) < set(w.clause_ids)
-            for w in unique
-        )
+        if not any(set(v.clause_ids) < cited for cited in alike[(v.quote, v.code)])
     ]
 
 
@@ -2290,9 +2313,11 @@ def _promises(
     """
     a = r.a
     delivery = rules.clauses("delivery_guarantee")
-    outcomes = [
-        (kind, h) for kind, hits in a.prefixed("outcomes.").items() for h in hits if not h.negated
-    ]
+    outcomes: dict[int, list[tuple[str, Hit]]] = {}  # by sentence
+    for kind, hits in a.prefixed("outcomes.").items():
+        for h in hits:
+            if not h.negated:
+                outcomes.setdefault(a.sentence_of(h.start), []).append((kind, h))
     disclaimed = {a.sentence_of(h.start) for h in a.get("signals.promise") if h.negated}
     found: dict[int, tuple[str, set[str]]] = {}
     for marker in a.get("signals.promise"):
@@ -2305,9 +2330,8 @@ def _promises(
         gap = _PROMISE_GAP[cjk]
         kinds = {
             kind
-            for kind, h in outcomes
-            if a.sentence_of(h.start) == sentence
-            and (not cjk or a.clause_of(h.start) == a.clause_of(marker.start))
+            for kind, h in outcomes.get(sentence, ())
+            if (not cjk or a.clause_of(h.start) == a.clause_of(marker.start))
             and min(abs(h.start - marker.end), abs(marker.start - h.end)) <= gap
         }
         if kinds:
@@ -2354,11 +2378,8 @@ def _compensations(r: _Reader, rules: ScenarioRules, numbers: Numbers) -> list[A
             if not known or _COUPON_OF.match(a.text, amount.end):
                 found.append(amount)  # 100元店铺券 is a coupon over the cap; 券后价399 a price
             continue
-        clause = a.clause_of(amount.start)
-        framed = any(
-            a.clause_of(h.start) == clause or a.sentence_of(h.start) == a.sentence_of(amount.start)
-            for h in a.get("signals.compensation_context")
-        )
+        # its clause is in its sentence: the sentence decides
+        framed = a.sentence_of(amount.start) in a.by_sentence("signals.compensation_context")
         if not known and (framed or (topic is None and amount.handed)):
             found.append(amount)
     a.memo[memo_key] = found
@@ -2382,19 +2403,15 @@ _BECAUSE = re.compile(r"\b(?:because|since|as this|as it)\b|因为|毕竟")
 def _declined(r: _Reader, start: int, end: int) -> bool:
     """Whether what is said at ``start:end`` is negated, refused or only the customer's demand."""
     a = r.a
-    clause = a.clause_of(start)
     if any(
-        a.clause_of(h.start) == clause and not _BECAUSE.search(a.text, end, max(end, h.start))
-        for h in a.get("signals.negation")
+        not _BECAUSE.search(a.text, end, max(end, h.start))
+        for h in a.by_clause("signals.negation").get(a.clause_of(start), ())
     ):
         return True  # "¥50 isn't something I can approve"; not "¥100 because this is not OK"
     sentence = a.sentence_of(start)
     chinese = CJK.search(a.text, max(0, start - 2), end + 2) is not None  # 发一张20元券
     gap = 16 if chinese or not a.text[start].isascii() else 60
-    if any(
-        a.sentence_of(h.start) == sentence and 0 <= h.start - end <= gap
-        for h in a.get("signals.refusal")
-    ):
+    if any(0 <= h.start - end <= gap for h in a.by_sentence("signals.refusal").get(sentence, ())):
         return True
     clause_start = a.clause_start(start)
     return bool(_REPORTED_DEMAND.search(a.text[clause_start:start]))
@@ -2423,7 +2440,7 @@ def _pays_the_refund(r: _Reader, rules: ScenarioRules, pos: int) -> bool:
         sentences = {sentence, sentence - 1}  # "your ¥100 back fast. I'll send it on WeChat"
     else:
         sentences = {sentence}
-    if any(r.a.sentence_of(h.start) in sentences for h in r.a.get("topics.refund")):
+    if any(sentence in r.a.by_sentence("topics.refund") for sentence in sentences):
         return True
     numbers: Numbers = r.a.memo["numbers"]
     bare = (

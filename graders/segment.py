@@ -42,7 +42,7 @@ def _digit_words() -> tuple[str, ...]:
 
 def warm_up() -> None:
     """Load the word model now (about a second) rather than at the first Chinese reply."""
-    _model()
+    _digit_words()  # loads the model too
 
 
 def token_bounds(text: str) -> frozenset[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any, Literal
@@ -358,6 +358,24 @@ class Analysis:
             self.memo["sections"] = sections
         return sections.get(prefix, _NO_SECTION)
 
+    def by_clause(self, key: str) -> dict[int, list[Hit]]:
+        """Hits of one category by the index of their clause (grouped once)."""
+        return self._grouped(key, self.clause_of)
+
+    def by_sentence(self, key: str) -> dict[int, list[Hit]]:
+        """Hits of one category by the index of their sentence (grouped once)."""
+        return self._grouped(key, self.sentence_of)
+
+    def _grouped(self, key: str, unit_of: Callable[[int], int]) -> dict[int, list[Hit]]:
+        memo_key = (unit_of.__name__, key)
+        grouped: dict[int, list[Hit]] | None = self.memo.get(memo_key)
+        if grouped is None:
+            grouped = {}
+            for hit in self.get(key):
+                grouped.setdefault(unit_of(hit.start), []).append(hit)
+            self.memo[memo_key] = grouped
+        return grouped
+
     def sentence_of(self, pos: int) -> int:
         """Index of the sentence containing ``pos``."""
         return bisect.bisect_right(self.sentence_bounds, pos)
@@ -403,10 +421,12 @@ class Analysis:
 
     def sentence_quote(self, pos: int, limit: int = 80) -> str:
         """The original sentence around ``pos``, shortened to ``limit`` characters."""
-        for start, end in self.sentences():
-            if start <= pos < end:
-                quote = self.norm.quote(start, end).strip()
-                return quote if len(quote) <= limit else quote[: limit - 1] + "…"
+        sentences = self.sentences()
+        index = bisect.bisect_right(sentences, pos, key=lambda span: span[0]) - 1
+        if index >= 0 and pos < sentences[index][1]:
+            start, end = sentences[index]
+            quote = self.norm.quote(start, end).strip()
+            return quote if len(quote) <= limit else quote[: limit - 1] + "…"
         return self.excerpt(limit)
 
     def excerpt(self, limit: int = 80) -> str:
@@ -483,13 +503,13 @@ def _scopes(text: str, negations: list[tuple[int, int]]) -> list[tuple[int, int,
 def _negated(
     start: int, negations: list[tuple[int, int, int]], clause_bounds: list[int], cjk: bool
 ) -> bool:
+    """Whether a negation's scope (:func:`_scopes`, in text order) covers ``start``."""
     clause = bisect.bisect_right(clause_bounds, start)
-    for neg_start, neg_end, limit in negations:
-        if (
-            neg_end <= start < limit
-            and start - neg_end <= _NEGATION_GAP[cjk]
-            and bisect.bisect_right(clause_bounds, neg_start) == clause
-        ):
+    first = bisect.bisect_left(negations, start - _NEGATION_GAP[cjk], key=lambda n: n[1])
+    for neg_start, neg_end, limit in negations[first:]:
+        if neg_end > start:
+            break
+        if start < limit and bisect.bisect_right(clause_bounds, neg_start) == clause:
             return True
     return False
 
@@ -524,7 +544,7 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
         key_hits = []
         for start, end in key_spans:
             cjk = CJK.match(text[start]) is not None
-            in_quote = any(q_start <= start and end <= q_end for q_start, q_end in quoted)
+            in_quote = _within(quoted, start, end)
             negated = negatable and (
                 bool(negations and _negated(start, scopes, clause_bounds, cjk))
                 or bool(key in _ERRANDS and negations and _led_by_negation(text, start, negations))
@@ -545,7 +565,13 @@ def build_analysis(norm: Normalized, raw: list[tuple[str, int, int, Check]]) -> 
     return Analysis(norm, hits, sentence_bounds, clause_bounds)
 
 
-_COORDINATED = re.compile(r"\s*(?:或者|或是|或|和|以及|及|还有|、|/| or| nor)\s*")
+def _within(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``start``–``end`` lies inside one of ``spans`` (in text order, apart)."""
+    index = bisect.bisect_right(spans, start, key=lambda span: span[0]) - 1
+    return index >= 0 and end <= spans[index][1]
+
+
+_CONNECTORS = ("或者", "或是", "或", "和", "以及", "及", "还有", "、", "/", " or", " nor")
 
 
 def _share_negations(text: str, hits: dict[str, list[Hit]]) -> None:
@@ -553,19 +579,36 @@ def _share_negations(text: str, hits: dict[str, list[Hit]]) -> None:
 
     不会让您私下转账或者私聊: the private chat is ruled out with the transfer.
     """
-    negated_ends = {h.end for hs in hits.values() for h in hs if h.negated and not h.quoted}
+    negated_ends = sorted({h.end for hs in hits.values() for h in hs if h.negated and not h.quoted})
     if not negated_ends:
         return
     for key, key_hits in hits.items():
         if key in _NOT_NEGATABLE:
             continue
         for i, hit in enumerate(key_hits):
-            if hit.negated:
-                continue
-            for end in negated_ends:
-                if end < hit.start and _COORDINATED.fullmatch(text, end, hit.start):
-                    key_hits[i] = Hit(key, hit.start, hit.end, True, hit.quoted)
-                    break
+            if not hit.negated and _joined_to_one_of(text, hit.start, negated_ends):
+                key_hits[i] = Hit(key, hit.start, hit.end, True, hit.quoted)
+
+
+def _joined_to_one_of(text: str, start: int, ends: list[int]) -> bool:
+    """Whether a phrase ending at one of ``ends`` (sorted) is joined to ``start``.
+
+    Joined: by one connector, with nothing but spaces around it.
+    """
+    joined = start
+    while joined > 0 and text[joined - 1].isspace():
+        joined -= 1
+    for connector in _CONNECTORS:
+        before = joined - len(connector)
+        if before < 0 or not text.startswith(connector, before):
+            continue
+        earliest = before
+        while earliest > 0 and text[earliest - 1].isspace():
+            earliest -= 1
+        first = bisect.bisect_left(ends, earliest)
+        if first < len(ends) and ends[first] <= before:
+            return True
+    return False
 
 
 _REFUSABLE = (
@@ -629,7 +672,8 @@ def _led_by_negation(text: str, start: int, negations: list[tuple[int, int]]) ->
         after = start + 4
     else:
         return False
-    return any(n_start == after for n_start, _ in negations)
+    first = bisect.bisect_left(negations, after, key=lambda n: n[0])
+    return first < len(negations) and negations[first][0] == after
 
 
 _THEY_SAID = re.compile(
@@ -648,7 +692,8 @@ def _their_words_turned_down(
     if not _THEY_SAID.search(text, sentence_start, start):
         return False
     sentence_end = sentence_bounds[first] if first < len(sentence_bounds) else len(text)
-    return any(end <= n_start < sentence_end for n_start, _ in negations)
+    after = bisect.bisect_left(negations, end, key=lambda n: n[0])
+    return after < len(negations) and negations[after][0] < sentence_end
 
 
 def _refused(
@@ -660,10 +705,11 @@ def _refused(
     """
     sentence = bisect.bisect_right(sentence_bounds, end - 1)
     asked = sentence < len(sentence_bounds) and text[sentence_bounds[sentence] - 1] in "?？"
-    for r_start, r_end in refusals:
-        if r_start < end:
-            continue
+    first = bisect.bisect_left(refusals, end, key=lambda r: r[0])
+    for r_start, r_end in refusals[first:]:
         in_sentence = bisect.bisect_right(sentence_bounds, r_start)
+        if in_sentence > sentence + 1:
+            break
         if in_sentence == sentence and r_start - end <= _REFUSAL_GAP[cjk]:
             return True
         if asked and in_sentence == sentence + 1:
