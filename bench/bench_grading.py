@@ -5,7 +5,9 @@
 Grades a generated corpus of mixed Chinese (Simplified and Traditional) and English
 replies, good and bad, in the contexts of every shipped scenario, through the same
 async grader protocol the engine uses. Prints replies/s and p50/p99 latency against the
-targets (>= 5,000 replies/s, p99 <= 2 ms). The process is pinned to one CPU core.
+targets (>= 5,000 replies/s, p99 <= 2 ms). Then the long-reply phase: the cost per
+character of one reply of 50 to 20,000 characters, which must stay flat. The process is
+pinned to one CPU core.
 """
 
 from __future__ import annotations
@@ -98,6 +100,61 @@ async def run(n: int, seed: int, unique: bool = False) -> list[float]:
     return timings
 
 
+LENGTHS = (50, 500, 5_000, 20_000)
+
+
+def long_reply(lang: str, chars: int, rng: random.Random) -> str:
+    """Stock lines joined up to ``chars`` characters (numbers varied)."""
+    lines = [text for line_lang, text in corpus(max(8, chars // 20), rng) if line_lang == lang]
+    joined = (" " if lang == "en" else "").join(lines)
+    while len(joined) < chars:
+        joined += joined
+    return joined[:chars]
+
+
+async def per_char(runs: int) -> dict[tuple[str, int], list[float]]:
+    """Microseconds per character to grade one reply of each length, once per run."""
+    library = ScenarioLibrary.load()
+    resolved = library.get("damaged-kettle")
+    graders = [get_grader(g) for g in resolved.scenario.graders]
+    from graders.context import GradingContext
+
+    out: dict[tuple[str, int], list[float]] = {}
+    for run_index in range(runs):
+        rng = random.Random(run_index)
+        for lang in ("zh", "en"):
+            tracker = DialogueTracker(resolved, lang)
+            tracker.customer(
+                resolved.render(resolved.lines_for("opening", "normal")[0].get(lang), lang)
+            )
+            context = GradingContext(resolved, lang, tracker.state)
+            await grade_reply(long_reply(lang, 200, rng), context, graders)  # warm up
+            for chars in LENGTHS:
+                text = long_reply(lang, chars, rng)
+                analyze.cache_clear()
+                start = time.perf_counter_ns()
+                await grade_reply(text, context, graders)
+                elapsed_us = (time.perf_counter_ns() - start) / 1e3
+                out.setdefault((lang, chars), []).append(elapsed_us / chars)
+    return out
+
+
+def print_per_char(figures: dict[tuple[str, int], list[float]]) -> None:
+    """The long-reply phase: cost per character by length (median and range of the runs)."""
+    print("long replies: µs per character (median, range over runs); target: flat from 500 on")
+    for lang in ("zh", "en"):
+        cells = []
+        for chars in LENGTHS:
+            values = figures[(lang, chars)]
+            cells.append(
+                f"{chars:>6,}: {statistics.median(values):6.1f} ({min(values):.1f}–{max(values):.1f})"
+            )
+        base = statistics.median(figures[(lang, 500)])
+        top = statistics.median(figures[(lang, LENGTHS[-1])])
+        verdict = "OK" if top <= 1.5 * base else "MISS"
+        print(f"  {lang}  " + "  ".join(cells) + f"   20,000 vs 500: {top / base:.2f}x  {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replies", type=int, default=20000)
@@ -106,6 +163,9 @@ def main() -> None:
         "--unique",
         action="store_true",
         help="make every reply unique (no repeated stock lines, so no analysis cache hits)",
+    )
+    parser.add_argument(
+        "--long-runs", type=int, default=3, help="runs of the long-reply phase (default 3)"
     )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -127,6 +187,7 @@ def main() -> None:
     print(
         f"  analysis cache: {cache.hits} hits / {cache.misses} misses (repeated texts reuse work)"
     )
+    print_per_char(asyncio.run(per_char(args.long_runs)))
     sys.exit(0)
 
 

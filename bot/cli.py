@@ -341,8 +341,8 @@ def grade(
     JSONL file or a folder are graded in one run (bulk QC of real chats), counting the
     chats done on a terminal; a transcript that cannot be read is reported with its file and line and the
     others are still graded (the exit status is then 1). The format is in
-    docs/transcripts.md. Real chats can be graded against any scenario whose order and
-    policy match them.
+    docs/transcripts.md; a message may have up to 20,000 characters. Real chats can be
+    graded against any scenario whose order and policy match them.
     """
     from bot import bulk
     from bot.transcript import TranscriptError, load_transcript

@@ -31,6 +31,10 @@ from graders.rubric import Outcome
 from graders.text import clean
 
 
+MAX_TURN_CHARS = 20_000
+"""The longest message ``trainer grade`` takes (grading it takes about 0.2 s)."""
+
+
 class TranscriptTurn(Strict):
     """One message of a chat."""
 
@@ -47,6 +51,11 @@ class TranscriptTurn(Strict):
     def _not_blank(cls, text: str) -> str:
         if not clean(text).strip():
             raise ValueError("text is empty")
+        if len(text) > MAX_TURN_CHARS:
+            raise ValueError(
+                f"text has {len(text):,} characters; a turn may have at most "
+                f"{MAX_TURN_CHARS:,} (split a longer message into several turns)"
+            )
         return text
 
 
