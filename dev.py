@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -49,8 +50,17 @@ def ensure_venv(extras: str = "") -> None:
     if installed[0] == digest and extras in ("", installed[1]):
         return
     target = f".[{extras}]" if extras else "."
-    _run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", target)
+    print(
+        f"Installing the trainer and its libraries into {VENV} (only when pyproject.toml "
+        "changes; the first time takes a few minutes):",
+        flush=True,
+    )
+    started = time.monotonic()
+    _run(PY, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on",
+         "-e", target)  # fmt: skip
     stamp.write_text(f"{digest}:{extras}")
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    print(f"Installed in {minutes} min {seconds} s.", flush=True)
 
 
 LLM_VENV = ROOT / ".venv-llm"
@@ -206,4 +216,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # e.g. during the install: the next run starts it again
+        print("\nStopped (Ctrl-C); an unfinished install is done again at the next run.")
+        sys.exit(130)

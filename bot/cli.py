@@ -217,7 +217,8 @@ def play(
 ) -> None:
     """Practise one SCENARIO (an id or a YAML path) in the terminal.
 
-    Without SCENARIO you pick one from a list. Type your replies to the customer; type
+    Without SCENARIO you pick one from a list (in a terminal; with replies piped in, name
+    the scenario). Type your replies to the customer; type
     /end (or press Ctrl-C) to finish. The session is saved as you go; Ctrl-C while a reply
     is graded lets it finish first. An LLM customer or judge needs a model (see `trainer llm
     check` and docs/llm.md); if its server fails mid-session, the scripted customer takes
@@ -279,11 +280,14 @@ def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
     from rich.markup import escape
 
     ids = library.ids()
+    if not sys.stdin.isatty():  # piped replies: the first line must not become a choice
+        raise click.UsageError(
+            "the input is not a terminal, so there is no list to pick from: name the "
+            f"scenario, e.g. `trainer play {ids[0]}` (`trainer scenarios list` shows them all)"
+        )
     for index, scenario_id in enumerate(ids, 1):
         title = library.scenarios[scenario_id].scenario.title.get(lang)
         console.print(f"  {index}. {escape(title)} [dim]({scenario_id})[/]")
-    if not sys.stdin.isatty():
-        return ids[0]
     prompt = "选择场景编号" if lang == "zh" else "Pick a scenario number"
     choice = click.prompt(prompt, type=click.IntRange(1, len(ids)), default=1)
     return ids[choice - 1]
@@ -1557,7 +1561,18 @@ def main() -> None:
     from bot.storage import StoreError
 
     try:
-        cli(obj={"tune_gc": True})  # not in `cli`: tests call that, in one long process
+        # not in `cli`: tests call that, in one long process
+        code = cli.main(obj={"tune_gc": True}, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort as exc:  # Ctrl-C before a command could hold it back, or input ended
+        if isinstance(exc.__context__, EOFError):
+            _die("the input ended before the question was answered")
+        from bot.launch import STOPPED
+
+        click.echo(f"\n{STOPPED}", err=True)
+        sys.exit(130)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         _die(f"{where}{exc.strerror or exc} — check the path and its permissions")
@@ -1569,6 +1584,7 @@ def main() -> None:
         )
     except RecursionError:
         _die("the input is nested too deeply to be read; check the file")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _die(message: str) -> None:

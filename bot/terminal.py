@@ -52,6 +52,10 @@ UI: dict[str, tuple[str, str]] = {
         "Stopped at once: everything saved so far is kept and the session is still open. "
         "Continue it with: trainer play --resume {sid}",
     ),
+    "forced_at_start": (
+        "已强制停止：会话还没开始，没有保存任何内容。",
+        "Stopped at once: the session had not begun, so nothing was saved.",
+    ),
     "resumed": ("继续会话 {sid}，此前的对话：", "Resuming session {sid}. The chat so far:"),
     "scorecard": ("成绩单", "Scorecard"),
     "total": ("总分", "Total"),
@@ -149,15 +153,17 @@ class TerminalPractice:
 
     def _run(self, runner: asyncio.Runner, resume: str | None, start: dict[str, Any]) -> Scorecard:
         ctrl_c = _CtrlC()
+        with self._starting(ctrl_c, resume or start["trainee"], start.get("lang", "en")):
+            if resume is None:  # the customer may take a while (a model writes the opening)
+                session, opening = runner.run(self.engine.start(**start))
+            else:
+                session, _ = runner.run(self.engine.resume(resume))  # its answer is stored
+        self._header(session)
         if resume is None:
-            session, opening = runner.run(self.engine.start(**start))
-            self._header(session)
             if session.opening_note:
                 self.console.print(f"[dim]{escape(session.opening_note[session.lang])}[/]")
             self._customer(session, opening)
         else:
-            session, _ = runner.run(self.engine.resume(resume))  # its answer is stored
-            self._header(session)
             self._replay(session)
         lang = session.lang
         while not session.ended and not ctrl_c.pressed:
@@ -179,6 +185,24 @@ class TerminalPractice:
             card = runner.run(session.end())
             self.scorecard(session, card)
         return card
+
+    @contextmanager
+    def _starting(self, ctrl_c: _CtrlC, who: str, lang: Lang) -> Iterator[None]:
+        """Hold Ctrl-C back while a session starts; pressed twice, stop and say what was kept.
+
+        ``who`` is the trainee of a new session, or the id of one being resumed.
+        """
+        try:
+            with ctrl_c.held():
+                yield
+        except KeyboardInterrupt:
+            store = self.engine.store
+            row = store.session(who) or store.active_session(who)
+            if row is None or row.status != "active":
+                self.console.print(f"\n[yellow]{ui('forced_at_start', lang)}[/]")
+                raise Interrupted(None) from None
+            self.console.print(f"\n[yellow]{ui('forced', row.lang, sid=row.id)}[/]")  # type: ignore[arg-type]
+            raise Interrupted(row.id) from None
 
     @contextmanager
     def _stoppable(self, session: Session, ctrl_c: _CtrlC) -> Iterator[None]:

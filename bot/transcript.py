@@ -30,7 +30,6 @@ from bot.scenario import Difficulty
 from graders.rubric import Outcome
 from graders.text import clean
 
-
 MAX_TURN_CHARS = 20_000
 """The longest message ``trainer grade`` takes (grading it takes about 0.2 s)."""
 

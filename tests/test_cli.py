@@ -418,3 +418,13 @@ def test_a_redis_url_that_is_not_one_is_named_before_anything_starts(
         assert result.exit_code == (2 if result is web else 1), result.output
         assert "that is not a Redis URL: write redis://host:6379/0" in result.output
         assert "Traceback" not in result.output
+
+
+def test_piped_replies_need_a_scenario_and_none_is_taken_for_a_choice(run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = run("play", "--lang", "en", input="1\nI'm so sorry.\n")
+    assert result.exit_code == 2
+    assert (
+        "the input is not a terminal" in result.output
+        and "trainer play damaged-kettle" in result.output
+    )
+    assert not (tmp_path / "t.db").exists() or json.loads(run("history", "--json").output) == []
