@@ -9,7 +9,7 @@ import locale
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from bot import paths
 # missing setting are answered at once.
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Column
 
     from bot.content import Problem, ScenarioLibrary
     from bot.i18n import Lang
@@ -274,6 +275,13 @@ def _assistants(config_file: str | None) -> Assistants:
         return Assistants.from_settings(llm_settings(config_path(config_file)))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _whole(header: str, values: Sequence[str]) -> Column:
+    """A table column of ids: never cut or wrapped, however narrow the terminal."""
+    from rich.table import Column
+
+    return Column(header, no_wrap=True, min_width=max(map(len, values), default=len(header)))
 
 
 def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
@@ -612,7 +620,7 @@ def scenarios_list(ctx: click.Context, lang: str | None) -> None:
 
     library = _library(ctx)
     chosen: Lang = lang or _default_lang()  # type: ignore[assignment]
-    table = Table("id", "category", "title", "clauses")
+    table = Table(_whole("id", library.ids()), "category", "title", "clauses")
     for scenario_id in library.ids():
         s = library.scenarios[scenario_id].scenario
         table.add_row(scenario_id, s.category, escape(s.title.get(chosen)), ", ".join(s.clauses))
@@ -813,10 +821,10 @@ def history(
                 console.print("No sessions yet: start one with `trainer play`.")
                 return
             table = Table(
-                "session",
+                _whole("session", [r.id for r in rows]),
                 "started",
                 "trainee",
-                "scenario",
+                _whole("scenario", [r.scenario_id for r in rows]),
                 "level",
                 "lang",
                 "outcome",

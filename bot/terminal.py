@@ -25,6 +25,7 @@ from rich.table import Table
 from bot.engine import Engine, ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
+from bot.words import CHOICES, DIMENSIONS
 from graders import Grade
 from graders.rubric import OUTCOME_TEXT, Scorecard
 
@@ -65,7 +66,11 @@ UI: dict[str, tuple[str, str]] = {
     "red_line": ("红线（自动判定不通过）", "Red lines (automatic fail)"),
     "ledger": ("扣分明细", "Points ledger"),
     "no_deductions": ("没有扣分。", "No points lost."),
-    "weakest": ("最弱的一条回复：第 {n} 条。参考写法：", "Weakest reply: #{n}. A model reply:"),
+    "weakest": ("最弱的一条回复：第 {n} 条。", "Weakest reply: #{n}."),
+    "yours": ("你的回复", "Yours"),
+    "model_reply": ("参考写法", "A model reply"),
+    "pass_mark": ("及格 {mark}", "pass {mark}"),
+    "unknown_command": ("没有 {command} 这个命令。", "There is no command {command}."),
     "saved": (
         "已保存：会话 {sid}（{db}）。查看：trainer history {sid}",
         "Saved: session {sid} ({db}). Review it with: trainer history {sid}",
@@ -83,7 +88,24 @@ UI: dict[str, tuple[str, str]] = {
     "customer_says": ("客户", "Customer"),
     "na": ("不适用", "n/a"),
     "unscored": ("未评分", "unscored"),
+    "yes": ("有", "yes"),
+    "no": ("无", "no"),
 }
+
+
+ORDER_LABELS: dict[str, tuple[str, str]] = {
+    "order": ("订单号", "order"),
+    "item": ("商品", "item"),
+    "paid": ("实付", "paid"),
+    "courier": ("快递", "courier"),
+    "ordered": ("下单", "ordered"),
+    "shipped": ("发货", "shipped"),
+    "signed": ("签收", "signed"),
+    "promised": ("承诺送达", "promised"),
+    "eta": ("预计送达", "eta"),
+    "insurance": ("运费险", "freight insurance"),
+}
+"""The rows of /order."""
 
 
 def ui(key: str, lang: Lang, **values: Any) -> str:
@@ -102,7 +124,12 @@ def grade_line(grade: Grade, lang: Lang) -> str:
         score = f"{grade.score:g}/{grade.max_score:g}"
     flags = f" [{', '.join(grade.flags)}]" if grade.flags else ""
     clauses = f" ({', '.join(grade.clause_ids)})" if grade.clause_ids else ""
-    return f"{grade.dimension} {score}{clauses}{flags}: {grade.reason[lang]}"
+    name = DIMENSIONS.get(grade.dimension, {"zh": grade.dimension, "en": grade.dimension})[lang]
+    return f"{name} {score}{clauses}{flags}{_colon(lang)}{grade.reason[lang]}"
+
+
+def _colon(lang: Lang) -> str:
+    return "：" if lang == "zh" else ": "
 
 
 class Interrupted(Exception):
@@ -250,7 +277,8 @@ class TerminalPractice:
         mode = ui("mode_coach" if session.mode == "coach" else "mode_exam", lang)
         body = (
             f"{escape(s.briefing.get(lang))}\n\n"
-            f"{ui('difficulty', lang)}: {session.difficulty} · {mode}\n"
+            f"{ui('difficulty', lang)}{':' if lang == 'en' else '：'}"
+            f"{CHOICES[session.difficulty][lang]} · {mode}\n"
             f"[dim]{ui('commands', lang)}[/]"
         )
         self.console.print(Panel(body, title=escape(s.title.get(lang)), border_style="cyan"))
@@ -268,7 +296,7 @@ class TerminalPractice:
         if quotes:
             lines.append("[dim]「" + escape(quotes[0]) + "」[/]")
         if better is not None:
-            lines.append(f"[green]{ui('better', lang)}:[/] {escape(better[lang])}")
+            lines.append(f"[green]{ui('better', lang)}{_colon(lang)}[/]{escape(better[lang])}")
         self.console.print(Panel("\n".join(lines), border_style="magenta", expand=True))
 
     def _command(self, session: Session, command: str) -> None:
@@ -291,7 +319,10 @@ class TerminalPractice:
             self.console.print(table)
         elif command == "/order":
             self._order(session)
+        elif command == "/help":
+            self.console.print(ui("commands", lang))
         else:
+            self.console.print(f"[yellow]{ui('unknown_command', lang, command=escape(command))}[/]")
             self.console.print(ui("commands", lang))
 
     def _order(self, session: Session) -> None:
@@ -302,6 +333,7 @@ class TerminalPractice:
             self.console.print(ui("order_locked", lang))
             return
         o = s.order
+        insured = ui("yes" if o.freight_insurance else "no", lang)
         rows = [
             ("order", o.order_id),
             ("item", f"{o.item.get(lang)} ×{o.quantity}"),
@@ -312,11 +344,11 @@ class TerminalPractice:
             ("signed", str(o.signed_on or "—")),
             ("promised", str(o.promised_by or "—")),
             ("eta", str(s.answer_key.eta or "—")),
-            ("freight insurance", "yes" if o.freight_insurance else "no"),
+            ("insurance", insured),
         ]
         table = Table(show_header=False)
         for key, value in rows:
-            table.add_row(key, escape(value))
+            table.add_row(ORDER_LABELS[key][0 if lang == "zh" else 1], escape(value))
         self.console.print(table)
 
     def scorecard(self, session: Session, card: Scorecard) -> None:
@@ -334,7 +366,7 @@ def print_scorecard(console: Console, card: Scorecard, lang: Lang, replies: dict
     colour = "green" if card.passed else "red"
     total = "—" if card.total is None else f"{card.total:.1f}"
     head = (
-        f"{ui('total', lang)}: [bold]{total}[/] / 100 (pass {card.pass_mark:g}) "
+        f"{ui('total', lang)}: [bold]{total}[/] / 100 ({ui('pass_mark', lang, mark=f'{card.pass_mark:g}')}) "
         f"[bold {colour}]{verdict}[/]   {ui('outcome', lang)}: {OUTCOME_TEXT[card.outcome][lang]}"
     )
     for reason in card.fail_reasons:
@@ -373,7 +405,9 @@ def print_scorecard(console: Console, card: Scorecard, lang: Lang, replies: dict
     if card.weakest_reply and card.exemplar:
         console.print(ui("weakest", lang, n=card.weakest_reply))
         if card.weakest_reply in replies:
-            console.print(f"  [dim]{escape(replies[card.weakest_reply])}[/]")
-        console.print(f"  [green]{escape(card.exemplar[lang])}[/]")
+            yours = escape(replies[card.weakest_reply])
+            console.print(f"  {ui('yours', lang)}{_colon(lang)}[dim]{yours}[/]")
+        model = escape(card.exemplar[lang])
+        console.print(f"  {ui('model_reply', lang)}{_colon(lang)}[green]{model}[/]")
     for note in card.notes:
         console.print(f"[dim]{escape(note[lang])}[/]")

@@ -42,7 +42,7 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_play_a_whole_session_from_a_pipe(run) -> None:
     result = run("play", "damaged-kettle", "--lang", "zh", "--seed", "1", input=GOOD_ZH)
     assert result.exit_code == 0, result.output
-    assert "王女士" in result.output and "empathy 3/3" in result.output
+    assert "王女士" in result.output and "共情 3/3：" in result.output
     assert "通过" in result.output and "问题已解决" in result.output
     history = run("history", "--json")
     sessions = json.loads(history.output)
@@ -53,7 +53,7 @@ def test_exam_mode_shows_grades_only_at_the_end(run) -> None:
     result = run("play", "damaged-kettle", "--lang", "en", "--mode", "exam", "--seed", "1",
                  input="I'm so sorry your kettle arrived cracked. I'll sort it out.\n/end\n")  # fmt: skip
     assert result.exit_code == 0
-    assert "empathy 3/3" not in result.output
+    assert "Empathy 3/3" not in result.output and "Empathy" in result.output
     assert "Scorecard" in result.output and "NOT PASSED" in result.output
 
 
@@ -124,7 +124,7 @@ def test_ctrl_c_while_a_reply_is_graded_lets_it_finish(run, monkeypatch, tmp_pat
     result = run("play", "damaged-kettle", "--lang", "en", "--plain",
                  input="I'm so sorry, I'll sort it out now.\nnever read\n")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "Interrupted" in result.output and "empathy" in result.output  # graded, then ended
+    assert "Interrupted" in result.output and re.search(r"Empathy \d/3", result.output)  # graded
     [session] = json.loads(run("history", "--json").output)
     assert session["status"] == "ended" and _graded_replies(tmp_path / "t.db") == 1
 
@@ -428,3 +428,16 @@ def test_piped_replies_need_a_scenario_and_none_is_taken_for_a_choice(run, tmp_p
         and "trainer play damaged-kettle" in result.output
     )
     assert not (tmp_path / "t.db").exists() or json.loads(run("history", "--json").output) == []
+
+
+def test_a_chinese_session_speaks_chinese_throughout(run) -> None:  # type: ignore[no-untyped-def]
+    reply = "王女士您好，非常抱歉水壶裂了，麻烦发一下订单号和照片。"
+    result = run("play", "damaged-kettle", "--lang", "zh", "--seed", "1", "--plain",
+                 input=f"{reply}\n/foo\n/order\n/end\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for said in ("难度：普通", "共情 2/3：", "准确 不适用：", "没有 /foo 这个命令。", "订单号",
+                 "运费险", "(及格 80)", "你的回复：" + reply, "参考写法："):  # fmt: skip
+        assert said in out, said
+    for english in ("empathy", "Empathy", "n/a", "normal", "pass 80", "freight", "Weakest"):
+        assert english not in out, english
