@@ -20,7 +20,7 @@ from typing import Any
 from bot.content import ContentError, ScenarioLibrary, UnknownScenario
 from bot.scenario import ResolvedScenario
 from bot.transcript import Transcript, TranscriptError, load_transcript, parse_transcript
-from graders.rubric import Scorecard, scorecard
+from graders.rubric import RUBRICS, Scorecard, scorecard
 from graders.session import ReplyRecord, SessionGrader
 
 
@@ -123,9 +123,12 @@ def _jsonl(path: Path) -> Iterator[tuple[Source, Transcript | None, str]]:
 class Grader:
     """Grades transcripts one after another, resolving each scenario once."""
 
-    def __init__(self, library: ScenarioLibrary, rubric: str, scenario: str | None = None):
+    def __init__(
+        self, library: ScenarioLibrary, rubric: str | None = None, scenario: str | None = None
+    ):
         self.library = library
         self.rubric = rubric
+        """``--rubric``: over each transcript's own (None: theirs, else ``default``)."""
         self.scenario = scenario
         self._resolved: dict[str, ResolvedScenario] = {}
 
@@ -148,10 +151,15 @@ class Grader:
     async def grade(self, source: Source, chat: Transcript) -> Graded:
         """Grade one transcript."""
         scenario = self.resolve(chat, source)
+        rubric = self.rubric or chat.rubric or "default"
+        if rubric not in RUBRICS:
+            raise TranscriptError(
+                f"{source}: rubric: unknown preset {rubric!r}; use one of {', '.join(RUBRICS)}"
+            )
         grader = SessionGrader(scenario, chat.language)
         records = await grader.replay(chat.timed_turns())
-        card = scorecard(self.rubric, scenario, records, chat.outcome, chat.duration_s())
-        return Graded(source, chat, scenario, records, card, self.rubric)
+        card = scorecard(rubric, scenario, records, chat.outcome, chat.duration_s())
+        return Graded(source, chat, scenario, records, card, rubric)
 
 
 async def grade_all(

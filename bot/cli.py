@@ -312,9 +312,8 @@ def _choose(console: Console, library: ScenarioLibrary, lang: Lang) -> str:
 @click.option(
     "--rubric",
     type=RUBRIC_CHOICE,
-    default="default",
-    show_default=True,
-    help="Scorecard preset.",
+    default=None,
+    help="Scorecard preset (default: each transcript's own, else default).",
 )
 @click.option(
     "--output",
@@ -342,7 +341,7 @@ def grade(
     ctx: click.Context,
     transcripts: tuple[Path, ...],
     scenario_ref: str | None,
-    rubric: str,
+    rubric: str | None,
     output: Path | None,
     fmt: str | None,
     by: str | None,
@@ -370,7 +369,7 @@ def grade(
         except TranscriptError as exc:
             raise click.ClickException(str(exc)) from None
         text = json.dumps(
-            bulk.result_dict(graded.scenario, chat, rubric, graded.records, graded.card),
+            bulk.result_dict(graded.scenario, chat, graded.rubric, graded.records, graded.card),
             ensure_ascii=False,
             indent=2,
         )
@@ -853,26 +852,29 @@ def history(
             )
         turns = store.turns(row.id)
         grades = store.grades(row.id)
-        if as_json:
-            click.echo(
-                json.dumps(
+        if as_json:  # a transcript `trainer grade` regrades as it is (docs/transcripts.md)
+            summary = _row_summary(row)
+            summary["language"] = summary.pop("lang")
+            if summary["outcome"] is None:  # still active: graded as it stands
+                del summary["outcome"]
+            exported = {
+                **summary,
+                "turns": [
                     {
-                        **_row_summary(row),
-                        "turns": [
-                            {
-                                "role": t.role,
-                                "text": t.text,
-                                "timestamp": t.created_at,
-                                "grades": [g.to_dict() for g in grades.get(t.idx, [])],
-                            }
-                            for t in turns
-                        ],
-                        "scorecard": row.scorecard,
-                    },
-                    ensure_ascii=False,
-                    indent=2,
-                )
-            )
+                        "role": t.role,
+                        "text": t.text,
+                        "timestamp": t.created_at,
+                        **(
+                            {"grades": [g.to_dict() for g in grades[t.idx]]}
+                            if t.idx in grades
+                            else {}
+                        ),
+                    }
+                    for t in turns
+                ],
+                "scorecard": row.scorecard,
+            }
+            click.echo(json.dumps(exported, ensure_ascii=False, indent=2))
             return
         console.print(
             f"[bold]{row.id}[/] {row.scenario_id} · {row.difficulty} · {row.lang} · "

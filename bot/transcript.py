@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -37,13 +37,17 @@ MAX_TURN_CHARS = 20_000
 class TranscriptTurn(Strict):
     """One message of a chat."""
 
-    role: Literal["customer", "trainee"]
+    role: Literal["customer", "trainee", "system"]
+    """``system``: a note of the trainer's in an exported session (e.g. a hint was shown);
+    not part of the chat, so not graded and no reply's time counts from it."""
     text: str = Field(min_length=1)
     timestamp: dt.datetime | None = None
     voice: Literal["scripted", "llm"] | None = None
     """Who wrote a customer line in an exported session (informational, not graded)."""
     fallback: str | None = None
     """Why the scripted line replaced the model's (informational, not graded)."""
+    grades: list[dict[str, Any]] | None = None
+    """The grades a reply got live, in an exported session (informational, not read)."""
 
     @field_validator("text")
     @classmethod
@@ -69,7 +73,17 @@ class Transcript(Strict):
     scenario: str | None = None
     difficulty: Difficulty = "normal"
     outcome: Outcome = "resolved"
+    rubric: str | None = None
+    """The scorecard preset (``trainer grade --rubric`` overrides it; default ``default``)."""
     turns: list[TranscriptTurn] = Field(min_length=1)
+    # What `trainer history SESSION --json` adds about a practice session (informational):
+    trainee: str | None = None
+    mode: Literal["coach", "exam"] | None = None
+    status: Literal["active", "ended"] | None = None
+    started_at: str | None = None
+    total: float | None = None
+    passed: bool | None = None
+    scorecard: dict[str, Any] | None = None
 
     @field_validator("turns")
     @classmethod
@@ -79,21 +93,27 @@ class Transcript(Strict):
         return turns
 
     def timed_turns(self) -> list[tuple[Literal["customer", "trainee"], str, float | None]]:
-        """``(role, text, latency_s)``: a trainee's latency is the time since the last turn."""
+        """``(role, text, latency_s)`` of the chat's messages (system notes left out).
+
+        A trainee's latency is the time since the last message.
+        """
         out: list[tuple[Literal["customer", "trainee"], str, float | None]] = []
         previous: dt.datetime | None = None
         for turn in self.turns:
+            if turn.role == "system":
+                continue
             latency = None
             if turn.role == "trainee" and previous is not None and turn.timestamp is not None:
                 latency = max(0.0, (turn.timestamp - previous).total_seconds())
-            out.append((turn.role, clean(turn.text).strip(), latency))
+            role: Literal["customer", "trainee"] = turn.role
+            out.append((role, clean(turn.text).strip(), latency))
             if turn.timestamp is not None:
                 previous = turn.timestamp
         return out
 
     def duration_s(self) -> float | None:
         """Seconds from the first to the last timestamp, if both exist."""
-        stamps = [t.timestamp for t in self.turns if t.timestamp is not None]
+        stamps = [t.timestamp for t in self.turns if t.timestamp is not None and t.role != "system"]
         if len(stamps) < 2:
             return None
         return (stamps[-1] - stamps[0]).total_seconds()

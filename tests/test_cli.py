@@ -441,3 +441,26 @@ def test_a_chinese_session_speaks_chinese_throughout(run) -> None:  # type: igno
         assert said in out, said
     for english in ("empathy", "Empathy", "n/a", "normal", "pass 80", "freight", "Weakest"):
         assert english not in out, english
+
+
+@pytest.mark.parametrize("rubric", ["default", "assessment100"])
+def test_an_exported_session_regrades_to_the_grades_it_got(run, tmp_path, rubric) -> None:  # type: ignore[no-untyped-def]
+    """history SESSION --json is a transcript: trainer grade gives it the same grades and
+    scorecard (a hint's system note included, which is no message of the chat)."""
+    replies = GOOD_ZH.splitlines()
+    played = run("play", "damaged-kettle", "--lang", "zh", "--seed", "3", "--rubric", rubric,
+                 input=f"{replies[0]}\n/hint\n{replies[1]}\n/end\n")  # fmt: skip
+    assert played.exit_code == 0, played.output
+    sid = json.loads(run("history", "--json").output)[0]["id"]
+    exported = run("history", sid, "--json")
+    assert '"role": "system"' in exported.output
+    path = tmp_path / "session.json"
+    path.write_text(exported.output, encoding="utf-8")
+    graded = run("grade", str(path))
+    assert graded.exit_code == 0, graded.output
+    result, session = json.loads(graded.output), json.loads(exported.output)
+    live = [t["grades"] for t in session["turns"] if t["role"] == "trainee"]
+    again = [reply["grades"] for reply in result["replies"]]
+    assert again == live
+    assert result["rubric"] == rubric
+    assert result["scorecard"]["total"] == session["scorecard"]["total"] == session["total"]
