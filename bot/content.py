@@ -38,6 +38,8 @@ from bot.scenario import (
     SharedCustomer,
     placeholders,
 )
+from bot.yamlload import SafeLoader
+from bot.yamlload import load as load_yaml
 from graders import available_graders
 from graders.dialogue import revealed_in
 from graders.lexicon import LEXICON
@@ -96,7 +98,7 @@ class UnknownScenario(LookupError):
 # --- YAML with line numbers and duplicate-key detection ------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(SafeLoader):
     """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last silently)."""
 
 
@@ -176,7 +178,7 @@ def _read_yaml(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
         return None, [Problem(display, "", f"cannot read ({exc.strerror})", "check the path")]
     try:
         data = yaml.load(text, Loader=_StrictLoader)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -203,7 +205,7 @@ def _is_pack_file(path: Path) -> bool:
     if _too_big(path):
         return False
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return isinstance(data, dict) and _kind_of(data) == "pack"

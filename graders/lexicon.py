@@ -6,12 +6,17 @@ user dictionary for e-commerce words in ``graders/data/ecommerce_dict.txt``.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import logging
+import marshal
+import os
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from bot.i18n import Lang, Phrases
@@ -24,6 +29,7 @@ from bot.scenario import (
     ResolutionKind,
     check_patterns,
 )
+from bot.yamlload import load as load_yaml
 
 
 class _Lexicon(BaseModel):
@@ -87,7 +93,7 @@ class _Lexicon(BaseModel):
 
 def _load() -> _Lexicon:
     text = resources.files("graders").joinpath("data/lexicon.yaml").read_text(encoding="utf-8")
-    return _Lexicon.model_validate(yaml.safe_load(text))
+    return _Lexicon.model_validate(load_yaml(text))
 
 
 LEXICON = _load()
@@ -125,7 +131,9 @@ if _missing:  # the graders read these by name
 
 @cache
 def tokenizer() -> Any:
-    """The jieba tokenizer with the e-commerce user dictionary (built once per process).
+    """The jieba tokenizer with the e-commerce user dictionary (built once per user).
+
+    ``digit_words`` is added: its dictionary words with a digit in them.
 
     Lexicon phrases are deliberately not added as words: a phrase such as 非常抱歉 would
     then swallow the 抱歉 that other categories look for. HMM is never used, so cutting
@@ -135,7 +143,31 @@ def tokenizer() -> Any:
 
     jieba.setLogLevel(logging.WARNING)
     tok = jieba.Tokenizer()
+    user_words = resources.files("graders").joinpath("data/ecommerce_dict.txt").read_bytes()
+    cache = _word_cache(f"{jieba.__version__}".encode() + b"\0" + user_words)
+    try:
+        tok.FREQ, tok.total, tok.digit_words = marshal.loads(cache.read_bytes())
+        tok.initialized = True  # jieba's own dictionary is in it: not read again
+        return tok
+    except (OSError, ValueError, EOFError, TypeError):
+        pass  # not built yet (or unreadable): build it
     tok.initialize()
-    with resources.files("graders").joinpath("data/ecommerce_dict.txt").open("rb") as words:
-        tok.load_userdict(words)
+    tok.load_userdict(io.BytesIO(user_words))
+    tok.digit_words = tuple(  # 618, 双11, 7天无理由: numbers no cut may split
+        word for word, count in tok.FREQ.items() if count and any(c.isdigit() for c in word)
+    )
+    with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(marshal.dumps((tok.FREQ, tok.total, tok.digit_words)))
+        os.replace(partial, cache)
     return tok
+
+
+def _word_cache(source: bytes) -> Path:
+    """Where the word model built from ``source`` is kept between runs (per user).
+
+    Reading it takes a fifth of the second jieba and the user dictionary take to build.
+    """
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "cs-trainer" / f"words-{hashlib.sha256(source).hexdigest()[:16]}.marshal"

@@ -15,11 +15,11 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
 from bot.i18n import LANGS, Text
 from bot.scenario import ResolvedScenario
+from bot.yamlload import load as load_yaml
 from graders._base import Bilingual, Grade
 from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name
@@ -82,7 +82,7 @@ class _Rubrics(_Strict):
 @cache
 def _rubrics() -> _Rubrics:
     text = resources.files("graders").joinpath("data/rubrics.yaml").read_text(encoding="utf-8")
-    return _Rubrics.model_validate(yaml.safe_load(text))
+    return _Rubrics.model_validate(load_yaml(text))
 
 
 RUBRICS = ("default", "assessment100")

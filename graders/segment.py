@@ -33,16 +33,15 @@ def _model() -> tuple[dict[str, Any], float, dict[str, float]]:
     return tok.FREQ, math.log(tok.total), {}
 
 
-@cache
 def _digit_words() -> tuple[str, ...]:
     """Dictionary words with a digit in them (618, 双11, 7天无理由)."""
-    freq = _model()[0]
-    return tuple(w for w, count in freq.items() if count and any(c.isdigit() for c in w))
+    words: tuple[str, ...] = tokenizer().digit_words
+    return words
 
 
 def warm_up() -> None:
-    """Load the word model now (about a second) rather than at the first Chinese reply."""
-    _digit_words()  # loads the model too
+    """Load the word model now (a fraction of a second) rather than at the first Chinese reply."""
+    _model()
 
 
 def token_bounds(text: str) -> frozenset[int]:

@@ -58,3 +58,31 @@ def test_boundaries_equal_jiebas_on_a_large_corpus() -> None:
     for text in texts:
         norm = normalize(clean(text)).text
         assert token_bounds(norm) == _jieba_bounds(norm) | {len(norm)}, norm
+
+
+def test_the_word_model_is_kept_per_user_and_a_damaged_copy_is_rebuilt(tmp_path: Path) -> None:
+    """Built once into the user's cache, read back by later runs; the cuts are the same."""
+    import os
+    import subprocess
+
+    text = "王女士您好，双11买的水壶到手就是裂的，7天无理由退货，退款299元原路退回。"
+    probe = (
+        "import json, sys; from graders.segment import token_bounds; "
+        "print(json.dumps(sorted(token_bounds(sys.argv[1]))))"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+
+    def bounds() -> list[int]:
+        done = subprocess.run([sys.executable, "-c", probe, text], env=env, capture_output=True,
+                              text=True, timeout=300, check=True)  # fmt: skip
+        return list(json.loads(done.stdout))
+
+    built = bounds()
+    (cache,) = (tmp_path / "cs-trainer").glob("words-*.marshal")
+    assert cache.stat().st_size > 1_000_000
+    written = cache.stat().st_mtime_ns
+    assert bounds() == built and cache.stat().st_mtime_ns == written  # read, not rebuilt
+    cache.write_bytes(b"not a word model")
+    assert bounds() == built
+    assert cache.stat().st_size > 1_000_000  # rebuilt
+    assert built == sorted(_jieba_bounds(text))
