@@ -25,9 +25,18 @@ import sys
 from collections import deque
 from typing import Any, BinaryIO
 
-from bot.charts import scorecard_chart
-
 log = logging.getLogger("trainer.charts")
+
+IDLE_S = 300.0
+"""Chart processes with nothing to draw for this long are stopped (started again when needed)."""
+
+
+def _draw(*args: Any, **kwargs: Any) -> bytes:
+    """:func:`bot.charts.scorecard_chart`; matplotlib is loaded only where charts are drawn."""
+    from bot.charts import scorecard_chart
+
+    return scorecard_chart(*args, **kwargs)
+
 
 _SIZE = struct.Struct(">I")
 _OK, _ERROR = b"K", b"E"
@@ -91,13 +100,18 @@ class _Worker:
 class ChartRenderer:
     """Draws scorecard charts in ``processes`` worker processes (0: in a thread).
 
-    A worker that dies is replaced; if the new one fails too, the chart is drawn in a thread.
+    The workers start with the first chart and stop after :data:`IDLE_S` without one, so
+    a bot between sessions keeps no matplotlib in memory. A worker that dies is replaced;
+    if the new one fails too, the chart is drawn in a thread.
     """
 
-    def __init__(self, processes: int):
+    def __init__(self, processes: int, idle_s: float = IDLE_S):
         self.processes = processes
+        self.idle_s = idle_s
         self._workers: list[_Worker] = []
         self._spawning: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def _spawn(self) -> None:
         while len(self._workers) < self.processes:
@@ -121,38 +135,56 @@ class ChartRenderer:
     async def render(self, *args: Any, **kwargs: Any) -> bytes:
         """A PNG from :func:`bot.charts.scorecard_chart` with these arguments."""
         if self.processes <= 0:
-            return await asyncio.to_thread(functools.partial(scorecard_chart, *args, **kwargs))
+            return await asyncio.to_thread(functools.partial(_draw, *args, **kwargs))
         request = pickle.dumps((args, kwargs))
-        for attempt in (1, 2):
-            workers = await self._ready()
-            worker = min(workers, key=lambda w: len(w.waiting))  # the least busy
-            try:
-                return await worker.ask(request)
-            except ChartWorkerDied:
-                log.warning("a chart worker died (attempt %d); starting a new one", attempt)
+        try:
+            for attempt in (1, 2):
+                workers = await self._ready()
+                worker = min(workers, key=lambda w: len(w.waiting))  # the least busy
+                try:
+                    return await worker.ask(request)
+                except ChartWorkerDied:
+                    log.warning("a chart worker died (attempt %d); starting a new one", attempt)
+        finally:
+            self._rest_later()
         log.warning("chart workers keep failing; drawing this chart in a thread")
-        return await asyncio.to_thread(functools.partial(scorecard_chart, *args, **kwargs))
+        return await asyncio.to_thread(functools.partial(_draw, *args, **kwargs))
+
+    def _rest_later(self) -> None:
+        """Stop the workers once :attr:`idle_s` passed without a chart."""
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(self.idle_s, self._rest)
+
+    def _rest(self) -> None:
+        self._idle = None
+        if any(w.waiting for w in self._workers):  # still drawing: look again later
+            self._rest_later()
+            return
+        workers, self._workers = self._workers, []
+        task = asyncio.get_running_loop().create_task(self._close(workers))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _close(workers: list[_Worker]) -> None:
+        await asyncio.gather(*(w.close() for w in workers))
 
     @property
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
         return [w.proc.pid for w in self._workers if not w.dead]
 
-    def warm_up(self) -> None:
-        """Start the workers now (importing matplotlib takes a while), not at the first chart.
-
-        Call it with the event loop running; the workers start in the background.
-        """
-        if self.processes > 0 and self._spawning is None:
-            self._spawning = asyncio.get_running_loop().create_task(self._spawn())
-
     async def close(self) -> None:
         """Stop the workers (charts in progress are abandoned)."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._spawning is not None:
             with contextlib.suppress(Exception):
                 await self._spawning
         workers, self._workers = self._workers, []
-        await asyncio.gather(*(w.close() for w in workers))
+        await asyncio.gather(self._close(workers), *self._retiring)
 
 
 # ------------------------------------------------------------------------ the worker side
@@ -174,7 +206,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             return
         args, kwargs = pickle.loads(request)
         try:
-            status, body = _OK, scorecard_chart(*args, **kwargs)
+            status, body = _OK, _draw(*args, **kwargs)
         except Exception as exc:  # the caller gets the error; the worker goes on
             try:
                 status, body = _ERROR, pickle.dumps(exc)

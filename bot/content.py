@@ -38,11 +38,11 @@ from bot.scenario import (
     SharedCustomer,
     placeholders,
 )
-from bot.yamlload import SafeLoader
-from bot.yamlload import load as load_yaml
 from graders import available_graders
 from graders.dialogue import revealed_in
 from graders.lexicon import LEXICON
+from graders.yamlload import SafeLoader
+from graders.yamlload import load as load_yaml
 
 DOCS_HINT = "see docs/scenarios.md"
 REQUIRED_FACT_CHECKS = {

@@ -29,7 +29,7 @@ from bot.scenario import (
     ResolutionKind,
     check_patterns,
 )
-from bot.yamlload import load as load_yaml
+from graders.yamlload import load as load_yaml
 
 
 class _Lexicon(BaseModel):

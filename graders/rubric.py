@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.i18n import LANGS, Text
 from bot.scenario import ResolvedScenario
-from bot.yamlload import load as load_yaml
 from graders._base import Bilingual, Grade
 from graders.lexicon import LEXICON
 from graders.messages import fact_name, intent_name
 from graders.session import ReplyRecord
+from graders.yamlload import load as load_yaml
 
 Outcome = Literal[
     "resolved", "escalated", "left", "turn_limit", "trainee_ended", "abandoned", "drill_ended"

@@ -28,7 +28,6 @@ def test_a_worker_draws_the_same_chart_and_a_killed_worker_is_replaced() -> None
     async def run() -> None:
         renderer = ChartRenderer(1)
         try:
-            renderer.warm_up()
             png = await renderer.render(*ARGS, **KW)
             assert png == scorecard_chart(*ARGS, **KW)
             [pid] = renderer.pids
@@ -45,10 +44,46 @@ def test_a_worker_draws_the_same_chart_and_a_killed_worker_is_replaced() -> None
     asyncio.run(run())
 
 
+def test_workers_start_with_the_first_chart_and_stop_when_idle() -> None:
+    async def run() -> None:
+        renderer = ChartRenderer(1, idle_s=0.5)
+        try:
+            assert renderer.pids == []  # nothing drawn yet: no process
+            assert await renderer.render(*ARGS, **KW) == scorecard_chart(*ARGS, **KW)
+            [pid] = renderer.pids
+            for _ in range(1200):  # 60 s: a generous bound for a loaded machine
+                if not renderer.pids:
+                    break
+                await asyncio.sleep(0.05)
+            assert renderer.pids == []
+            for _ in range(1200):
+                if not alive(pid):
+                    break
+                await asyncio.sleep(0.05)
+            assert not alive(pid)  # stopped, not orphaned
+            assert await renderer.render(DIMS, [40.0], **KW) == scorecard_chart(DIMS, [40.0], **KW)
+            assert renderer.pids and pid not in renderer.pids
+        finally:
+            await renderer.close()
+
+    asyncio.run(run())
+
+
+def test_loading_the_bot_loads_no_matplotlib_or_openai() -> None:
+    """Charts are drawn in their own processes and models are optional: neither library
+    is loaded by the Telegram bot or the web app until used."""
+    probe = (
+        "import sys, bot.telegram.app, bot.telegram.workers, bot.web.app; "
+        "print(sorted(m for m in ('matplotlib', 'openai') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
+
+
 def test_charts_in_a_thread_when_no_processes_are_wanted() -> None:
     async def run() -> None:
         renderer = ChartRenderer(0)
-        renderer.warm_up()
         assert await renderer.render(*ARGS, **KW) == scorecard_chart(*ARGS, **KW)
         assert renderer.pids == []
 

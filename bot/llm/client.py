@@ -24,14 +24,14 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
-import openai
-from openai._constants import RAW_RESPONSE_HEADER
-from openai.types.chat import ChatCompletion
 
 from bot.llm.config import RoleSettings
+
+if TYPE_CHECKING:  # loaded with the first client: a trainer without a model never needs it
+    import openai
 
 Mode = Literal["json_schema", "grammar", "json_object", "text"]
 MODES: tuple[Mode, ...] = ("json_schema", "grammar", "json_object", "text")
@@ -288,6 +288,8 @@ class LLMClient:
         self.priority = PRIORITY.get(role, len(PRIORITY))
         self.memory: ModeMemory | None = None
         """Where the mode ``auto`` finds is kept (and read from) between processes."""
+        import openai
+
         self._secret = settings.api_key or ""
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
@@ -406,6 +408,8 @@ class LLMClient:
 
     async def _reported_slots(self) -> int | None:
         """The slots the server reports (llama.cpp's ``GET /props``), if it does."""
+        import openai
+
         root = (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
         if not root:
             return None  # a hosted default: it reports nothing of the kind
@@ -565,6 +569,8 @@ class LLMClient:
 
     async def _model_listing(self) -> tuple[bool | None, int | None]:
         """Whether ``GET /models`` lists the model, and its context length if it says."""
+        import openai
+
         try:
             listing: Any = await self._openai.get("/models", cast_to=object)
         except (openai.APIError, ValueError):
@@ -614,6 +620,10 @@ class LLMClient:
         return body
 
     async def _call(self, ask: _Ask, mode: Mode | None, *, retry: bool = True) -> Completion:
+        import openai
+        from openai._constants import RAW_RESPONSE_HEADER
+        from openai.types.chat import ChatCompletion
+
         body = self._request(ask, mode)
         start = time.monotonic()
         try:

@@ -453,9 +453,8 @@ class TelegramApp:
             await self._publish_commands()
         if self.pool is not None:
             await self.pool.start()
-        else:
-            self.charts.warm_up()
-            # Loading the word model takes a second; off the loop, before the first reply.
+        else:  # (chart processes start with the first chart)
+            # Loading the word model takes a moment; off the loop, before the first reply.
             await asyncio.to_thread(warm_up_word_model)
         # aiogram's pydantic models alone are ~190k objects that live as long as the
         # process; a full garbage collection walked them all (~0.1 s, the whole bot

@@ -36,7 +36,6 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from bot import notices
-from bot.charts import drill_chart, scorecard_chart
 from bot.cluster import Cluster
 from bot.disksync import DiskSync, checkpoints
 from bot.drill.plan import load
@@ -530,6 +529,8 @@ class WebApp:
         return web.Response(body=png, content_type="image/png")
 
     async def _draw(self, view: SessionView, actor: Actor, session_id: str) -> bytes:
+        from bot.charts import scorecard_chart  # matplotlib: loaded with the first chart
+
         assert view.card is not None
         return await asyncio.to_thread(
             scorecard_chart,
@@ -941,6 +942,8 @@ class WebApp:
 
     async def drill_chart(self, request: web.Request) -> web.Response:
         """The standings as a chart: each trainee's score and first response."""
+        from bot.charts import drill_chart  # matplotlib: loaded with the first chart
+
         actor, drill_id = self._drill(request)
         report = self.svc.drill_report(actor, drill_id)
         rows = [(s.name, s.score, s.first_response_mean_s) for s in report.trainees]
