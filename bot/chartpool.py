@@ -112,6 +112,7 @@ class ChartRenderer:
         self._spawning: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def _spawn(self) -> None:
         while len(self._workers) < self.processes:
@@ -139,6 +140,8 @@ class ChartRenderer:
         request = pickle.dumps((args, kwargs))
         try:
             for attempt in (1, 2):
+                if self._closed:  # stopping: no new workers
+                    break
                 workers = await self._ready()
                 worker = min(workers, key=lambda w: len(w.waiting))  # the least busy
                 try:
@@ -147,11 +150,14 @@ class ChartRenderer:
                     log.warning("a chart worker died (attempt %d); starting a new one", attempt)
         finally:
             self._rest_later()
-        log.warning("chart workers keep failing; drawing this chart in a thread")
+        if not self._closed:
+            log.warning("chart workers keep failing; drawing this chart in a thread")
         return await asyncio.to_thread(functools.partial(_draw, *args, **kwargs))
 
     def _rest_later(self) -> None:
         """Stop the workers once :attr:`idle_s` passed without a chart."""
+        if self._closed:
+            return
         if self._idle is not None:
             self._idle.cancel()
         self._idle = asyncio.get_running_loop().call_later(self.idle_s, self._rest)
@@ -177,6 +183,7 @@ class ChartRenderer:
 
     async def close(self) -> None:
         """Stop the workers (charts in progress are abandoned)."""
+        self._closed = True
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None

@@ -1594,7 +1594,7 @@ def main() -> None:
         )
     except RecursionError:
         _die("the input is nested too deeply to be read; check the file")
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code if type(code) is int else 0)  # a command's own return value is no status
 
 
 def _die(message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-STOPPED = "已停止 / Stopped (Ctrl-C); nothing was left half-saved."
+STOPPED = "已停止 / Stopped (Ctrl-C)."
 
 
 def main() -> None:

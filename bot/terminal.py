@@ -25,6 +25,7 @@ from rich.table import Table
 from bot.engine import Engine, ReplyRejected, Session
 from bot.i18n import Lang
 from bot.scenario import COURIER_NAMES, PAYMENT_NAMES
+from bot.storage.rows import utc_now
 from bot.words import CHOICES, DIMENSIONS
 from graders import Grade
 from graders.rubric import OUTCOME_TEXT, Scorecard
@@ -180,7 +181,7 @@ class TerminalPractice:
 
     def _run(self, runner: asyncio.Runner, resume: str | None, start: dict[str, Any]) -> Scorecard:
         ctrl_c = _CtrlC()
-        with self._starting(ctrl_c, resume or start["trainee"], start.get("lang", "en")):
+        with self._starting(ctrl_c, start.get("lang", "en"), resume, start.get("trainee")):
             if resume is None:  # the customer may take a while (a model writes the opening)
                 session, opening = runner.run(self.engine.start(**start))
             else:
@@ -214,17 +215,26 @@ class TerminalPractice:
         return card
 
     @contextmanager
-    def _starting(self, ctrl_c: _CtrlC, who: str, lang: Lang) -> Iterator[None]:
+    def _starting(
+        self, ctrl_c: _CtrlC, lang: Lang, resume: str | None, trainee: str | None
+    ) -> Iterator[None]:
         """Hold Ctrl-C back while a session starts; pressed twice, stop and say what was kept.
 
-        ``who`` is the trainee of a new session, or the id of one being resumed.
+        The session is the one being resumed, or the trainee's that began meanwhile.
         """
+        begun = utc_now()
         try:
             with ctrl_c.held():
                 yield
         except KeyboardInterrupt:
             store = self.engine.store
-            row = store.session(who) or store.active_session(who)
+            if resume is not None:
+                row = store.session(resume)
+            else:
+                assert trainee is not None
+                row = store.active_session(trainee)
+                if row is not None and row.started_at < begun:
+                    row = None  # an older session of theirs: not this one
             if row is None or row.status != "active":
                 self.console.print(f"\n[yellow]{ui('forced_at_start', lang)}[/]")
                 raise Interrupted(None) from None

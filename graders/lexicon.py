@@ -12,6 +12,7 @@ import io
 import logging
 import marshal
 import os
+import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -144,30 +145,62 @@ def tokenizer() -> Any:
     jieba.setLogLevel(logging.WARNING)
     tok = jieba.Tokenizer()
     user_words = resources.files("graders").joinpath("data/ecommerce_dict.txt").read_bytes()
-    cache = _word_cache(f"{jieba.__version__}".encode() + b"\0" + user_words)
-    try:
-        tok.FREQ, tok.total, tok.digit_words = marshal.loads(cache.read_bytes())
+    source = f"{WORD_MODEL_FORMAT}\0{jieba.__version__}\0".encode() + user_words
+    cache = _word_cache(source)
+    kept = _read_words(cache) if cache is not None else None
+    if kept is not None:
+        tok.FREQ, tok.total, tok.digit_words = kept
         tok.initialized = True  # jieba's own dictionary is in it: not read again
         return tok
-    except (OSError, ValueError, EOFError, TypeError):
-        pass  # not built yet (or unreadable): build it
     tok.initialize()
     tok.load_userdict(io.BytesIO(user_words))
     tok.digit_words = tuple(  # 618, 双11, 7天无理由: numbers no cut may split
         word for word, count in tok.FREQ.items() if count and any(c.isdigit() for c in word)
     )
-    with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(marshal.dumps((tok.FREQ, tok.total, tok.digit_words)))
-        os.replace(partial, cache)
+    if cache is not None:
+        _keep_words(cache, (tok.FREQ, tok.total, tok.digit_words))
     return tok
 
 
-def _word_cache(source: bytes) -> Path:
-    """Where the word model built from ``source`` is kept between runs (per user).
+WORD_MODEL_FORMAT = 1
+"""Part of the cache's name: raised when what :func:`tokenizer` keeps changes."""
+
+
+def _word_cache(source: bytes) -> Path | None:
+    """Where the word model built from ``source`` is kept between runs (per user), if anywhere.
 
     Reading it takes a fifth of the second jieba and the user dictionary take to build.
     """
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    try:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory: built every time
+        return None
     return root / "cs-trainer" / f"words-{hashlib.sha256(source).hexdigest()[:16]}.marshal"
+
+
+def _read_words(cache: Path) -> tuple[dict[str, int], int, tuple[str, ...]] | None:
+    """The kept word model, or None if there is none (or it is not one)."""
+    try:
+        owner = getattr(os, "getuid", None)  # (not on Windows)
+        if owner is not None and cache.stat().st_uid != owner():
+            return None  # only a file of this user's is read
+        freq, total, digit_words = marshal.loads(cache.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if isinstance(freq, dict) and isinstance(total, int) and isinstance(digit_words, tuple):
+        return freq, total, digit_words
+    return None
+
+
+def _keep_words(cache: Path, model: tuple[dict[str, int], int, tuple[str, ...]]) -> None:
+    """Write the word model for later runs; a cache that cannot be written is only slower."""
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(marshal.dumps(model))
+            os.replace(partial, cache)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)  # left only if the replace failed

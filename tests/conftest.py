@@ -78,6 +78,21 @@ def _backend_of(item: pytest.Item) -> str | None:
     return None if callspec is None else callspec.params.get("backend")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Caches (the word model, matplotlib's fonts) go to this run's temp folder, not the user's.
+
+    Processes the tests start inherit it, so each cache is built once per run.
+    """
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("runapi") is None:  # live tests opted in to the network

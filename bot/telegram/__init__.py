@@ -32,6 +32,8 @@ def _import_aiogram_types_lazily() -> None:
                 shared.update(names)
             cls.__pydantic_parent_namespace__ = shared  # read when first used
             return None
+        # one frame deeper than pydantic expects: its caller's names are one further up
+        options["_parent_namespace_depth"] = options.get("_parent_namespace_depth", 2) + 1
         result: bool | None = eager.__func__(cls, **options)
         return result
 
@@ -42,10 +44,14 @@ def _import_aiogram_types_lazily() -> None:
         BaseModel.model_rebuild = eager  # type: ignore[method-assign]
     import aiogram.methods
 
-    for name in aiogram.methods.__all__:  # their fields name types: resolved the same way
-        method = getattr(aiogram.methods, name)
-        if isinstance(method, type) and issubclass(method, BaseModel):
-            method.__pydantic_parent_namespace__ = shared
+    if not shared:  # aiogram no longer rebuilds them at import: give them its names anyway
+        shared.update({name: getattr(aiogram.types, name) for name in aiogram.types.__all__})
+    for package in (aiogram.types, aiogram.methods):  # methods' fields name types too
+        for name in package.__all__:
+            model = getattr(package, name)
+            is_model = isinstance(model, type) and issubclass(model, BaseModel)
+            if is_model and not model.__pydantic_complete__:
+                model.__pydantic_parent_namespace__ = shared
 
 
 _import_aiogram_types_lazily()
