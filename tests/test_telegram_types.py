@@ -66,3 +66,18 @@ def test_built_late_they_are_the_types_aiogram_builds_at_import() -> None:
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     assert json.loads(eager.stdout) == [_schema_of(name) for name in names]
+
+
+def test_a_fresh_bot_process_reads_a_bot_api_answer_into_a_late_built_type() -> None:
+    """As the bot's first sendMessage does: Response[Message] with nothing built before."""
+    probe = (
+        "import bot.telegram.app; from aiogram.methods import Response; "
+        "from aiogram.types import Message; "
+        "r = Response[Message].model_validate({'ok': True, 'result': {'message_id': 1, "
+        "'date': 0, 'chat': {'id': 5, 'type': 'private'}, 'text': 'hi'}}); "
+        "print(r.result.chat.id, r.result.text)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["5", "hi"]

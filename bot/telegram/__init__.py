@@ -46,11 +46,10 @@ def _import_aiogram_types_lazily() -> None:
 
     if not shared:  # aiogram no longer rebuilds them at import: give them its names anyway
         shared.update({name: getattr(aiogram.types, name) for name in aiogram.types.__all__})
-    for package in (aiogram.types, aiogram.methods):  # methods' fields name types too
-        for name in package.__all__:
+    for package in (aiogram.types, aiogram.methods):  # methods' fields name types too, and
+        for name in package.__all__:  # Response[Message] takes the names of Response
             model = getattr(package, name)
-            is_model = isinstance(model, type) and issubclass(model, BaseModel)
-            if is_model and not model.__pydantic_complete__:
+            if isinstance(model, type) and issubclass(model, BaseModel):
                 model.__pydantic_parent_namespace__ = shared
 
 
