@@ -1072,8 +1072,8 @@ class _TelegramWebhook:
         return self.app.webhook_routes()
 
     async def start(self) -> None:
+        await self.app.start()
         try:
-            await self.app.start()
             await self.app.set_webhook()
         except BaseException:
             await self.app.stop(0.0)

@@ -10,7 +10,7 @@ acknowledged reply or grade survives a crash; chat adapters with a durable updat
 may move the wait for the disk to the inbox alone (:meth:`Store.sync_at_inbox`).
 """
 
-from bot.storage.backends import BUSY_TIMEOUT_S, Backend, open_backend
+from bot.storage.backends import BUSY_TIMEOUT_S, Backend, open_backend, without_password
 from bot.storage.rows import (
     AssignmentRow,
     Conflict,
@@ -65,4 +65,5 @@ __all__ = [
     "UserRow",
     "migrations",
     "open_backend",
+    "without_password",
 ]

@@ -349,7 +349,7 @@ class PostgresBackend:
         from psycopg_pool import ConnectionPool, PoolTimeout
 
         self._psycopg = psycopg
-        self.url = _without_password(url)
+        self.url = without_password(url)
         self.location: str | None = url
         self._local = threading.local()
         self._sql: dict[str, str] = {}
@@ -605,7 +605,7 @@ class PostgresBackend:
         self.pool.close()
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """The URL as it may be shown (a password replaced by ``***``)."""
     scheme, _, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")

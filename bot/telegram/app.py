@@ -64,6 +64,7 @@ from bot.storage import (
     Store,
     StoreBusy,
     StoreError,
+    without_password,
 )
 from bot.telegram import texts
 from bot.telegram.handlers import build_routers
@@ -430,6 +431,7 @@ class TelegramApp:
         self._chats: dict[int, _ChatQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self._stopped = False
         self._flush_soon = False
         self.shard: tuple[int, int] | None = None
         """(index, count) of a worker of a pool: it delivers to the chats it answers."""
@@ -445,8 +447,16 @@ class TelegramApp:
         """Check the token, publish the command menu and finish interrupted updates.
 
         A ``worker`` of a pool leaves the menu and the inbox to the front and only gets
-        ready to answer.
+        ready to answer. A start that fails (:class:`StartError`, or anything else) stops
+        what it had started: no session or process is left open.
         """
+        try:
+            await self._start(worker)
+        except BaseException:
+            await self.stop(0.0)
+            raise
+
+    async def _start(self, worker: bool) -> None:
         me = await get_me(self.bot, self.config)
         self.username = str(me.get("username") or "")
         if not worker:
@@ -508,8 +518,11 @@ class TelegramApp:
         """Stop taking updates, let in-flight work finish (or leave it to the next start).
 
         Work still running after ``grace`` seconds (the configured grace by default) is
-        cancelled.
+        cancelled. Stopping again does nothing.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.config.grace_seconds if grace is None else grace
         self._accepting = False
         await self.intake.idle()  # updates already handed in are stored and routed
@@ -1025,7 +1038,7 @@ async def _take_turns(
     lease = BotLease(shared, config.token.split(":", 1)[0])
     try:
         if not await shared.ping():
-            raise StartError(f"cannot reach Redis at {_shown(config.redis_url)}")
+            raise StartError(f"cannot reach Redis at {without_password(config.redis_url)}")
         while await lease.acquire(stop):
             log.info("this process answers the bot (lease %s)", lease.me)
             try:
@@ -1041,13 +1054,6 @@ async def _take_turns(
     finally:
         await lease.release()
         await shared.close()
-
-
-def _shown(url: str) -> str:
-    """A URL as it may be printed (a password replaced by ``***``)."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://***@{host}" if at and ":" in credentials else url
 
 
 async def _while_held(lease: BotLease, stop: asyncio.Event, answer: Answer) -> bool:
@@ -1094,8 +1100,7 @@ async def _answer(
     try:
         await app.start()
     except BaseException:
-        await app.stop(0.0)
-        if assistants is None:
+        if assistants is None:  # the app's own
             await app.engine.assistants.aclose()
         raise
     watch = asyncio.create_task(pool.failed.wait()) if pool is not None else None
