@@ -699,12 +699,14 @@ class _ScenarioChecker:
         return self.problems
 
     def check_texts(self) -> None:
-        """Placeholders in curveballs and exemplars must have values (they are filled live)."""
+        """Placeholders in curveballs, their answers and exemplars must have values (filled live)."""
         values = {lang: set(self.r.template_values(lang)) for lang in LANGS}
         texts: list[tuple[list[int | str], Text]] = [
             (["customer", "agenda", i, "say"], item.say)
             for i, item in enumerate(self.s.customer.agenda)
         ]
+        texts += [(["customer", "agenda", i, "answer"], item.answer)
+                  for i, item in enumerate(self.s.customer.agenda) if item.answer is not None]  # fmt: skip
         texts += [(["answer_key", "exemplars", stage], t)
                   for stage, t in self.s.answer_key.exemplars.items()]  # fmt: skip
         for loc, text in texts:

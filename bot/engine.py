@@ -27,7 +27,7 @@ from bot.llm.judge import Judge
 from bot.llm.reasons import describe
 from bot.llm.rewriter import Rewrite, Rewriter
 from bot.llm.roles import Assistants
-from bot.scenario import Difficulty, ResolvedScenario
+from bot.scenario import AgendaItem, Difficulty, ResolvedScenario
 from bot.storage import Owed, SessionRow, Store
 from graders._base import Bilingual, Grade
 from graders.context import GradingContext
@@ -206,6 +206,8 @@ class Session:
         """Accepted better replies by reply number."""
         self.docked: set[int] = set()
         """Numbers of the replies the rule graders took points from (before any judge)."""
+        self.waiting_at: dict[int, AgendaItem] = {}
+        """Reply number → the curveball the customer was waiting on when it was sent."""
         self.opening_note: Bilingual | None = None
         """Shown with the opening line, e.g. that the LLM customer fell back to the script."""
         self.outcome: Outcome | None = None
@@ -232,9 +234,14 @@ class Session:
         return self.outcome is not None
 
     def hint(self) -> Bilingual:
-        """The exemplar reply for the current stage of the case; its use is recorded."""
+        """A model reply for this turn; its use is recorded.
+
+        The answer to the curveball the customer is waiting on, else the exemplar for the
+        current stage of the case.
+        """
         self.store.add_turn(self.id, "system", "/hint", meta={"hint": True})
-        return self.scenario.exemplar(stage_of(self.scenario, self.grader.state))
+        stage = stage_of(self.scenario, self.grader.state)
+        return self.scenario.model_reply(stage, self.mind.waiting_on())
 
     async def reply(
         self,
@@ -262,7 +269,10 @@ class Session:
             self.id, "trainee", cleaned, latency_s=latency_s, meta=meta or None
         )
         history = list(self.chat)
+        waiting = self.mind.waiting_on()
         record = await self.grader.trainee(cleaned, latency_s)
+        if waiting is not None:
+            self.waiting_at[record.number] = waiting
         self._note_docked(record)
         self.chat.append(("trainee", cleaned))
         reaction = self.mind.react(record.findings)
@@ -301,7 +311,8 @@ class Session:
         """A better version of a reply that lost points, or None.
 
         The model's rewrite of the reply itself when one passed its checks, else the
-        scenario's model reply for the stage. A reply the rules docked gets one whether or
+        scenario's model reply for the turn (the answer to a curveball the customer was
+        waiting on, else the stage's exemplar). A reply the rules docked gets one whether or
         not a judge answered: coach feedback never depends on the model.
         """
         if record.number not in self.docked and not _lost(record.grades):
@@ -309,7 +320,7 @@ class Session:
         rewrite = self.rewrites.get(record.number)
         if rewrite is not None:
             return dict.fromkeys(LANGS, rewrite)
-        return self.scenario.exemplar(record.stage)
+        return self.scenario.model_reply(record.stage, self.waiting_at.get(record.number))
 
     async def _judged(
         self, record: ReplyRecord, history: list[tuple[str, str]]

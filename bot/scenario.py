@@ -533,6 +533,12 @@ class AgendaItem(Strict):
         "question (e.g. identity) or a fact stated correctly (e.g. shipping_payer). Until a "
         "later reply gives one, the customer will not accept any offer and repeats the demand.",
     )
+    answer: Text | None = Field(
+        default=None,
+        description="A model reply to this curveball. While the customer waits for an answer, "
+        "/hint and the better reply after a docked reply show it instead of the stage's "
+        "exemplar; it should earn full marks right after the curveball.",
+    )
 
     @model_validator(mode="after")
     def _one_trigger(self) -> AgendaItem:
@@ -832,6 +838,24 @@ class ResolvedScenario:
         """The model reply for ``stage`` in both languages, filled in as trainees see it."""
         text = self.scenario.answer_key.exemplars[stage]
         return {lang: self.render(text.get(lang), lang) for lang in LANGS}
+
+    def model_reply(self, stage: Stage, waiting: AgendaItem | None) -> dict[Lang, str]:
+        """The model reply for a turn: the answer to the curveball the customer waits on, if any.
+
+        A curveball without a written answer gets the stage's exemplar after a line that
+        quotes what the customer is still waiting for.
+        """
+        if waiting is None:
+            return self.exemplar(stage)
+        if waiting.answer is not None:
+            return {lang: self.render(waiting.answer.get(lang), lang) for lang in LANGS}
+        said = {lang: self.render(waiting.say.get(lang), lang) for lang in LANGS}
+        exemplar = self.exemplar(stage)
+        return {
+            "zh": f"客户还在等你回应：「{said['zh']}」先回应这一点，再接着处理。\n{exemplar['zh']}",
+            "en": f"The customer is still waiting for an answer to “{said['en']}” Answer that "
+            f"first, then go on.\n{exemplar['en']}",
+        }
 
     def calibration(self) -> tuple[Calibration, Path] | None:
         """The agreement this scenario requires and the file that declares it, if any."""

@@ -129,3 +129,42 @@ async def grade_exemplars(
             if set(fact.asked_by) & record.findings.asks:
                 grader.customer(scenario.render(fact.say[0].get(lang), lang))
     return graded
+
+
+async def grade_agenda_answers(
+    scenario: ResolvedScenario, lang: Lang
+) -> list[tuple[str, ReplyRecord]]:
+    """Grade each curveball's written answer right after the customer raises it.
+
+    The chat goes as in :func:`grade_exemplars` until the curveball is due (its turn, an
+    offer of an acceptable resolution, or the evidence given); then the customer says it
+    and the answer is graded. Answers are shown by /hint, so each should earn full marks.
+    """
+    s = scenario.scenario
+    graded: list[tuple[str, ReplyRecord]] = []
+    for item in s.customer.agenda:
+        if item.answer is None:
+            continue
+        grader = SessionGrader(scenario, lang)
+        grader.customer(scenario.render(scenario.lines_for("opening", "normal")[0].get(lang), lang))
+        offered = False
+        for stage in STAGES:
+            record = await grader.trainee(scenario.exemplar(stage)[lang])
+            offered = offered or bool(
+                set(record.findings.offers) & set(s.answer_key.acceptable_resolutions)
+            )
+            for fact in s.customer.facts:  # not what the curveball waits for: it is pending
+                if set(fact.asked_by) & record.findings.asks and not set(fact.asked_by) & set(
+                    item.expects
+                ):
+                    grader.customer(scenario.render(fact.say[0].get(lang), lang))
+            evidence = set(s.answer_key.evidence_required)
+            if (
+                (item.after_turn is not None and grader.state.replies >= item.after_turn)
+                or (item.after_event == "resolution_offered" and offered)
+                or (item.after_event == "evidence_given" and evidence <= grader.state.revealed)
+            ):
+                break
+        grader.customer(scenario.render(item.say.get(lang), lang))
+        graded.append((item.id, await grader.trainee(scenario.render(item.answer.get(lang), lang))))
+    return graded

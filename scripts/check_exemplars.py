@@ -2,8 +2,8 @@
 
 Usage: python scripts/check_exemplars.py [SCENARIO_ID ...]
 
-Exemplars are the model answers shown to trainees, so each should earn full marks on
-every dimension at its stage. Prints one line per exemplar and exits 1 if any falls short.
+Exemplars and the curveballs' written answers are the model replies shown to trainees,
+so each should earn full marks on every dimension where it is shown. Prints one line per exemplar and exits 1 if any falls short.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from bot.content import ScenarioLibrary
 from bot.i18n import LANGS
-from graders.session import grade_exemplars
+from graders.session import grade_agenda_answers, grade_exemplars
 
 
 def main(ids: list[str]) -> int:
@@ -22,7 +22,12 @@ def main(ids: list[str]) -> int:
     failures = 0
     for scenario_id in ids or library.ids():
         for lang in LANGS:
-            for stage, record in asyncio.run(grade_exemplars(library.get(scenario_id), lang)):
+            scenario = library.get(scenario_id)
+            graded = [
+                *asyncio.run(grade_exemplars(scenario, lang)),
+                *asyncio.run(grade_agenda_answers(scenario, lang)),
+            ]
+            for stage, record in graded:
                 short = [g for g in record.grades if g.status == "scored" and g.lost]
                 failures += bool(short)
                 summary = ", ".join(

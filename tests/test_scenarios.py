@@ -15,7 +15,7 @@ from bot.i18n import LANGS
 from bot.scenario import DIFFICULTIES, REACTION_KEYS
 from graders import DialogueTracker, get_grader, grade_reply
 from graders.dialogue import revealed_in
-from graders.session import grade_exemplars
+from graders.session import grade_agenda_answers, grade_exemplars
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -56,6 +56,22 @@ def test_exemplars_earn_full_marks(library, lang: str) -> None:
             for g in record.grades:
                 assert g.status != "scored" or g.score == g.max_score, (
                     resolved.id, lang, stage, g.dimension, g.reason[lang])  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_curveball_answers_earn_full_marks_right_after_the_curveball(library, lang: str) -> None:
+    for resolved in library.scenarios.values():
+        blocking = [a.id for a in resolved.scenario.customer.agenda if a.expects]
+        graded = asyncio.run(grade_agenda_answers(resolved, lang))  # type: ignore[arg-type]
+        assert blocking and set(blocking) <= {item for item, _ in graded}, resolved.id
+        for item, record in graded:
+            assert record.state.last_customer == resolved.render(
+                next(a for a in resolved.scenario.customer.agenda if a.id == item).say.get(lang),
+                lang,  # type: ignore[arg-type]
+            )
+            for g in record.grades:
+                assert g.status != "scored" or g.score == g.max_score, (
+                    resolved.id, lang, item, g.dimension, g.reason[lang])  # fmt: skip
 
 
 def test_template_values_are_a_copy_so_rendering_cannot_be_corrupted(library) -> None:

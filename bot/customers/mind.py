@@ -169,6 +169,11 @@ class CustomerMind:
         m.anger = min(10.0, max(0.0, m.anger))
         return self._decide(keys, tuple(reveals))
 
+    def waiting_on(self) -> AgendaItem | None:
+        """The curveball the customer still waits to have answered (the one they repeat)."""
+        pending = self.mood.pending
+        return next((a for a in self._agenda_items() if pending and a.id == pending[0]), None)
+
     def _already_answered(self, item: AgendaItem) -> bool:
         """A curveball that only expects questions whose answers were already given.
 
