@@ -555,7 +555,7 @@ def _find(reply: str, rules: ScenarioRules, state: DialogueState) -> Findings:
         memo["numbers"] = extract(_numbers_text(analysis.norm))
     numbers: Numbers = memo["numbers"]
     findings = Findings(analysis=analysis)
-    _empathy_signals(findings, reader, extra, state)
+    _empathy_signals(findings, reader, extra, state, rules.resolved.scenario)
     if "dialogue" not in memo:
         probe = Findings(analysis=analysis, ownership_quote=findings.ownership_quote)
         _dialogue_signals(probe, reader, numbers)
@@ -634,10 +634,17 @@ def _by_sentence(analysis: Analysis, hits: Iterable[Hit]) -> dict[int, list[Hit]
 
 
 def _empathy_signals(
-    f: Findings, r: _Reader, extra: dict[str, list[Hit]], state: DialogueState
+    f: Findings,
+    r: _Reader,
+    extra: dict[str, list[Hit]],
+    state: DialogueState,
+    scenario: Scenario,
 ) -> None:
     a = r.a
-    f.courtesy = a.has("signals.courtesy", negated=None)
+    misnamed = _wrong_names(r, scenario)
+    f.courtesy = any(  # 李女士 to 王女士 is no courtesy
+        not any(s <= h.start < e for s, e, _ in misnamed) for h in a.get("signals.courtesy")
+    )
     f.apologies = len(a.get("signals.apology"))
     for key in _DISMISSIVE:
         # an insult counts even when negated ("我不是说你傻"), as CONDUCT-NO-INSULT does
@@ -701,10 +708,12 @@ def _empathy_signals(
     wanted = {a.sentence_of(h.start) for h in extra.get("wanted", []) if not h.negated}
     lifts = [h for h in a.get("signals.reassure") if not h.negated]
     heard = normalize(state.last_customer).text if lifts else ""
+    voiced = bool(heard) and _voices_worry(heard)
     reassured = {  # 不用您自己找顺丰, after "do I have to call SF myself?"
         a.sentence_of(h.start)
         for h in lifts
         if _same_worry(a.text[a.sentence_start(h.start) : a.sentence_end(h.start)], heard)
+        or (voiced and _DONT_WORRY.fullmatch(a.text, h.start, h.end))  # "Don't worry." to it
     }
     keys = []
     for start, end in a.sentences():
@@ -751,6 +760,14 @@ def _empathy_signals(
                     "intents.item_received",
                 )
             ):
+                f.ownership_quote = a.sentence_quote(hit.start)
+                break
+    if f.ownership_quote is None and f.courtesy and not state.identity_verified:
+        # asking courteously to verify who the customer is: PRIV-VERIFY says what it is for
+        asking = {a.sentence_of(h.start) for h in a.get("signals.request")}
+        for hit in a.get("intents.identity"):
+            sentence = a.sentence_of(hit.start)
+            if not hit.negated and sentence in asking and sentence not in tainted:
                 f.ownership_quote = a.sentence_quote(hit.start)
                 break
     if f.ownership_quote is None and state.acknowledged and a.has("signals.timeline"):
@@ -850,12 +867,14 @@ def _claims(
     claims = f.claims
     a = r.a
     today = day_of(scenario.today)
+    paid_asked = _asks_when_paid(state.last_customer)
     private = {  # money moved off the platform: judged by policy, not as refund facts
         a.sentence_of(h.start) for h in a.get("forbidden.off_platform") if not h.negated
     }
 
     order_clauses = rules.clauses("order_facts")
     if order_clauses:
+        _name_claims(claims, r, scenario, order_clauses)
         tainted = {
             a.sentence_of(h.start)
             for key in ("forbidden.off_platform", "forbidden.review_inducement")
@@ -955,7 +974,10 @@ def _claims(
                 _SINCE.search(a.text[max(0, date.start - 8) : date.start])
                 or _SINCE_AFTER.match(a.text, date.end)
                 or _ENDS_AFTER.match(a.text, date.end)
-                or (topic == "topics.delivery" and _money_arriving(r, date.start, scenario))
+                or (
+                    topic == "topics.delivery"
+                    and _money_arriving(r, date.start, scenario, paid_asked)
+                )
             ) or (
                 date.month is None
                 and (
@@ -1085,10 +1107,11 @@ def _claims(
         lo, hi = params.refund_days.for_channel(order.payment)
         expected = _days(lo, hi, "个工作日", "business days")
         refund_talk = any(a.get(k) for k in ("topics.refund", "outcomes.credit"))
-        paid_asked = _asks_when_paid(state.last_customer)
         for duration in numbers.durations:
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
-            if topic == "topics.delivery" and _money_arriving(r, duration.start, scenario):
+            if topic == "topics.delivery" and _money_arriving(
+                r, duration.start, scenario, paid_asked
+            ):
                 topic = "topics.refund"  # 银行卡3-7个工作日就到: the money arrives, not a parcel
             elif topic is None and r.in_clause_with(duration.start, "outcomes.credit", None):
                 topic = "topics.refund"  # 一小时内钱就回您卡上
@@ -1136,7 +1159,7 @@ def _claims(
                 f.too_fast.append(a.sentence_quote(duration.start))
         for date in numbers.dates:  # "by tomorrow morning", 最晚下周一, 最晚23号就到
             arrives = (  # a day named for the money, in a sentence about it
-                _money_arriving(r, date.start, scenario)
+                _money_arriving(r, date.start, scenario, paid_asked)
                 and _ARRIVES_AFTER.match(a.text, date.end) is not None
             )
             until = date.days_from(today.weekday())
@@ -1266,7 +1289,7 @@ def _claims(
             if (
                 r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery"
                 or disclaimed(duration.start)
-                or _money_arriving(r, duration.start, scenario)
+                or _money_arriving(r, duration.start, scenario, paid_asked)
             ):
                 continue
             if _counted_from_delivery(r, duration):
@@ -1291,7 +1314,7 @@ def _claims(
             until = date.days_from(today.weekday())
             if until is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
-            if _money_arriving(r, date.start, scenario):
+            if _money_arriving(r, date.start, scenario, paid_asked):
                 continue  # "refunds take 3 business days, so it should be there by Friday"
             if r.in_clause_with(date.start, "signals.hypothetical", None):
                 continue  # 今天能不能优先派送: asked, not promised
@@ -1890,7 +1913,8 @@ _WORRIES = tuple(
     re.compile(p)
     for p in (
         r"快递|圆通|顺丰|中通|申通|韵达|京东物流|派件|网点|驿站|courier|\byto\b|\bsf\b|\bzto\b|driver|\bhub\b",
-        r"运费|邮费|垫|postage|shipping fee|shipping cost|out of pocket|up ?front|pay for (?:the )?(?:return|shipping)",
+        r"运费|邮费|垫|postage|shipping fee|shipping cost|return shipping|out of pocket|up ?front"
+        r"|pay (?:for |to )?(?:the )?(?:return|shipping|send it back|ship it back)",
         r"视频|video",
         r"拒收|refuse",
         r"银行|\bbank\b",
@@ -1900,6 +1924,19 @@ _WORRIES = tuple(
         r"|(?:you|i) did wrong|mess(?:ed)? (?:something|it|this|anything) up|(?:my|your) fault",
     )
 )
+
+
+_DONT_WORRY = re.compile(r"别担心|不用担心|不要担心|放心|don't worry|do not worry|no need to worry")
+"""A reassurance that lifts whatever worry the customer has just voiced."""
+_WORRIED = re.compile(
+    r"担心|怕|会不会|能不能|是不是|来得及|赶得上|赶不上|吗[?？]|\bworr|\bafraid\b|\bwill (?:it|i|you)\b"
+    r"|\bare you (?:going|gonna)\b|\bdo i (?:have|need) to\b|\bin time\b|\bmake it\b"
+)
+
+
+def _voices_worry(customer: str) -> bool:
+    """Whether the customer's last message voices a worry (a fear, a yes-or-no about them)."""
+    return bool(_WORRIED.search(customer)) or any(w.search(customer) for w in _WORRIES)
 
 
 def _same_worry(sentence: str, customer: str) -> bool:
@@ -1924,11 +1961,182 @@ def _answers_when_paid(r: _Reader, start: int, end: int, asked: bool) -> bool:
     )
 
 
-def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
-    """Whether an arrival at ``pos`` is the money's: a refund case, or money in the sentence."""
+# The most common Chinese surnames: the character before 女士/先生/小姐 names someone only
+# when it is one (这位女士, 各位先生 name no one).
+_SURNAMES = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程"
+    "苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝"
+    "龚邵钱严覃武戴莫孔汤温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿兰焦俞左"
+    "柳甘祝包宁尚符舒阮柯纪梅童凌毕季裴霍涂苗谷盛曲翁冉骆蓝游辛靳管柴蒙鲍华喻祁蒲房滕屈饶"
+    "牟艾尤阳穆农司卓古吉缪简车项芦麦褚娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂佟臧闵苟邬"
+    "边卞姬师仇栾隋刁沙荣巫寇桑郎甄丛仲虞敖巩佘池麻苑迟邝"
+)
+_ZH_ADDRESS = re.compile(
+    r"(?:^|[。！？!?，,、\s～~：:]|您好|你好|亲爱的|尊敬的|谢谢|感谢)"
+    r"([\u4e00-\u9fa5]{1,3}?)(?:女士|先生|小姐)(?=[，,。！？!?\s～~]|您|你|$)"
+)
+_EN_ADDRESS = re.compile(
+    r"(?:^|[.!?,;:]\s|\b(?:hello|hi|hey|dear|thanks|sorry|thank you)\s)"
+    r"((?:ms|mr|mrs|miss)\.?\s+([a-z]+))(?=\s*(?:[,.!?;:—–-]|$))"
+)
+"""The customer addressed by title and name: at a sentence's edge, after a greeting."""
+_ZH_READ_BACK = re.compile(r"(?:收货人|收件人)(?:姓名)?(?:是|为|叫|：|:)?\s?([\u4e00-\u9fa5]{2,4})")
+_NOT_NAMES = frozenset({"姓名", "手机", "电话", "地址", "信息", "名字", "本人"})
+"""What follows 收货人 when no name is read back."""
+_EN_READ_BACK = re.compile(
+    r"\b(?:recipient(?:'s name)?(?: is|:)?|(?:order|parcel|it)(?:'s| is) under|under the name"
+    r"|(?:goes|going|sent|shipped|addressed) to|pickup (?:is )?(?:for|from)) ([a-z]+) [a-z]+\b"
+)
+"""The recipient's name read back: 收货人李芳, "the order is under Chen Hao"."""
+_PINYIN_SURNAMES = frozenset(
+    [
+        "wang",
+        "li",
+        "zhang",
+        "liu",
+        "chen",
+        "yang",
+        "huang",
+        "zhao",
+        "wu",
+        "zhou",
+        "xu",
+        "sun",
+        "zhu",
+        "hu",
+        "guo",
+        "gao",
+        "lin",
+        "luo",
+        "zheng",
+        "liang",
+        "xie",
+        "song",
+        "tang",
+        "han",
+        "feng",
+        "deng",
+        "cao",
+        "peng",
+        "zeng",
+        "xiao",
+        "tian",
+        "dong",
+        "yuan",
+        "pan",
+        "cai",
+        "jiang",
+        "jia",
+        "ding",
+        "wei",
+        "xue",
+        "ye",
+        "yan",
+        "pan",
+        "du",
+        "dai",
+        "xia",
+        "zhong",
+        "qiu",
+        "qin",
+        "shen",
+        "yao",
+        "lu",
+        "su",
+        "cui",
+        "kang",
+        "mao",
+        "hao",
+        "kong",
+        "meng",
+        "qian",
+        "tan",
+        "liao",
+        "zou",
+        "xiong",
+        "jin",
+        "gu",
+        "hou",
+        "shao",
+        "wan",
+        "duan",
+        "lei",
+    ]
+)
+"""Pinyin surnames that are no English words (he, long, fan… are left out)."""
+_TITLES = re.compile(r"女士|先生|小姐|\b(?:ms|mr|mrs|miss)\b\.?", re.IGNORECASE)
+
+
+def _name_claims(
+    claims: list[Claim], r: _Reader, scenario: Scenario, clauses: tuple[str, ...]
+) -> None:
+    """A name that is not the customer's (李女士 to 王女士, 收货人李芳) is a wrong fact."""
+    persona = scenario.customer.persona.name
+    receiver = scenario.order.receiver.name
+    for start, end, read_back in _wrong_names(r, scenario):
+        expected = receiver if read_back else persona
+        claims.append(
+            Claim(
+                "customer_name",
+                "wrong",
+                r.quote(start, end),
+                {"zh": expected.zh, "en": expected.en},
+                clauses,
+            )
+        )
+
+
+def _wrong_names(r: _Reader, scenario: Scenario) -> list[tuple[int, int, bool]]:
+    """Spans where the reply addresses the customer, or reads back the recipient, wrongly.
+
+    Each is ``(start, end, read_back)``; found once per text and scenario.
+    """
+    key = ("wrong_names", scenario.id, scenario.customer.persona.name.zh)
+    memo = r.a.memo
+    if key not in memo:
+        memo[key] = _find_wrong_names(r.a.text, scenario)
+    found: list[tuple[int, int, bool]] = memo[key]
+    return found
+
+
+def _find_wrong_names(text: str, scenario: Scenario) -> list[tuple[int, int, bool]]:
+    persona = scenario.customer.persona.name
+    receiver = scenario.order.receiver.name
+    zh_names = {_TITLES.sub("", persona.zh).strip(), receiver.zh, receiver.zh[:1]}
+    en_words = {w.lower() for t in (persona.en, receiver.en) for w in _TITLES.sub("", t).split()}
+    full = receiver.en.lower()
+    found: list[tuple[int, int, bool]] = []
+    for match in _ZH_ADDRESS.finditer(text):
+        before = match.group(1)
+        if not any(before.endswith(n) for n in zh_names if n) and before[-1] in _SURNAMES:
+            found.append((match.start(1) + len(before) - 1, match.end(), False))
+    for match in _EN_ADDRESS.finditer(text):
+        if match.group(2) not in en_words:
+            found.append((match.start(1), match.end(1), False))
+    for match in _ZH_READ_BACK.finditer(text):
+        name = match.group(1)[: len(receiver.zh)]
+        if name[0] in _SURNAMES and not name.startswith(receiver.zh) and name[:2] not in _NOT_NAMES:
+            found.append((match.start(), match.start(1) + len(name), True))
+    for match in _EN_READ_BACK.finditer(text):
+        if (
+            match.group(1) in _PINYIN_SURNAMES
+            and match.group(0)[match.start(1) - match.start() :] != full
+        ):
+            found.append((match.start(1), match.end(), True))
+    return found
+
+
+def _money_arriving(r: _Reader, pos: int, scenario: Scenario, paid_asked: bool) -> bool:
+    """Whether an arrival at ``pos`` is the money's.
+
+    In a refund case; with money in the sentence; or in answer to "when do I get my
+    money?" when the sentence names no goods ("You'll get it in 1–3 business days").
+    """
     if scenario.category == "refund_dispute":  # the parcel went back long ago
         return True
     sentence = r.a.sentence_of(pos)
+    if paid_asked and not _GOODS.search(r.a.text, r.a.sentence_start(pos), r.a.sentence_end(pos)):
+        return True
     sentences = {sentence}
     if sentence and _IT_OPENS.match(r.a.text, r.a.sentence_start(pos)):
         sentences.add(sentence - 1)  # "I've refunded ¥139 to your Huabei; it'll arrive in 1–3 days"
@@ -1941,6 +2149,11 @@ def _money_arriving(r: _Reader, pos: int, scenario: Scenario) -> bool:
     )
 
 
+_GOODS = re.compile(
+    r"包裹|快递|货|新的|新品|补发|换的|寄|发出|\b(?:parcel|package|replacement|new one|the new"
+    r"|ships?|shipped|shipping|courier|item|kettle|hoodie|cream|fryer|blender|set)\b"
+)
+"""Words that name goods on their way, not money."""
 _IT_OPENS = re.compile(r"\s*(?:(?:it|that)(?:'ll| will| should|'s| is)?\b|这笔|钱|款项?)")
 """A sentence about the money named in the one before: "…to your Huabei; it'll arrive…"."""
 

@@ -134,6 +134,7 @@ FACT_NAMES: dict[str, tuple[str, str]] = {
     "shipping_fee": ("运费金额", "shipping fee"),
     "amount": ("金额", "amount"),
     "order_id": ("订单号", "order number"),
+    "customer_name": ("客户称呼", "customer's name"),
     "courier": ("快递公司", "courier"),
     "payment": ("付款方式", "payment method"),
     "signed_on": ("签收日期", "sign-for date"),
