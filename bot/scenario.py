@@ -757,10 +757,21 @@ class ResolvedPolicy:
     clauses: dict[str, Clause]
     source: Path
     calibration: Calibration | None = None
+    _texts: dict[tuple[str, Lang], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def clause_text(self, clause_id: str, lang: Lang) -> str:
-        """Return the clause text in ``lang`` with the pack's parameters filled in."""
-        return self.clauses[clause_id].text.get(lang).format(**self.template_values())
+        """Return the clause text in ``lang`` with the pack's parameters filled in.
+
+        Filled once per clause and language: the judge and the rewriter read every
+        applicable clause for every reply.
+        """
+        key = (clause_id, lang)
+        if key not in self._texts:
+            values = self.template_values()
+            self._texts[key] = self.clauses[clause_id].text.get(lang).format(**values)
+        return self._texts[key]
 
     def template_values(self) -> dict[str, object]:
         """Values for clause-text placeholders."""

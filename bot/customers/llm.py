@@ -202,7 +202,6 @@ class LLMVoice:
         if self.canary.lower() in lowered or "cnry-" in lowered:
             return "canary"
         said = [draft, self._order(), *(t for _, t in chat)]
-        known = " ".join(said)
         who = self.scenario.scenario.customer
         own = [who.persona.name, who.persona.description, who.wants, *who.unknown]
         mine = [*said, *(self._t(t) for t in own)]
@@ -214,6 +213,7 @@ class LLMVoice:
             return "wrong_language"
         if self.lang == "en" and (_CJK.search(text) or not _LATIN.search(text)):
             return "wrong_language"
-        if numbers_in(text) - numbers_in(known):
+        written = numbers_in(text)  # without a number in it, no need to read the rest
+        if written and written - numbers_in(" ".join(said)):
             return "invented_number"
         return None

@@ -14,18 +14,26 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from functools import lru_cache
 
 _OPEN = re.compile(r"[<＜﹤〈⟨‹]{3,}")
 _CLOSE = re.compile(r"[>＞﹥〉⟩›]{3,}")
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
+@lru_cache(maxsize=1024)
 def neutralise(text: str) -> str:
-    """``text`` with no fence markers and no invisible or control characters."""
+    """``text`` with no fence markers and no invisible or control characters.
+
+    Remembered per text: a reply and the chat before it are fenced in several prompts.
+    """
     cleaned = _INVISIBLE.sub("", text)
-    cleaned = "".join(
-        c for c in cleaned if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs")
-    )
+    # Printable text holds no control (Cc), format (Cf) or surrogate (Cs) character:
+    # only text that is not needs to be read character by character.
+    if not cleaned.replace("\n", "").replace("\t", "").isprintable():
+        cleaned = "".join(
+            c for c in cleaned if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs")
+        )
     cleaned = _OPEN.sub(lambda m: "‹" * len(m.group()), cleaned)
     return _CLOSE.sub(lambda m: "›" * len(m.group()), cleaned)
 

@@ -13,7 +13,6 @@ grader caps the judge at the rule score. All trainee text reaches the model fenc
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol, TypeGuard
 
 from bot.i18n import Lang
@@ -87,19 +86,23 @@ def _schema(max_score: float, allowed: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _grammar(schema: dict[str, Any], reply: str, lang: Lang) -> dict[str, Any]:
-    """``schema`` made stricter, for a server that enforces it unseen by the model (``grammar``).
+def _pieces(reply: str) -> list[str]:
+    """The pieces of ``reply`` a ``grammar`` quote may be (clauses, at most 60)."""
+    pieces = dict.fromkeys(p.strip() for p in _SEGMENT.findall(neutralise(reply)))
+    return [p for p in pieces if p][:60] or [""]
 
-    Quotes are pieces of the reply, so every one the model writes is found in it; fields
-    have a length cap, so the answer fits ``_MAX_TOKENS``. Trainee text may appear here
-    because the model never reads it.
+
+def _grammar(schema: dict[str, Any], pieces: list[str], lang: Lang) -> dict[str, Any]:
+    """``schema`` made stricter (in place) for a server that enforces it (``grammar``).
+
+    The model never sees it. Quotes are ``pieces`` of the reply (:func:`_pieces`), so
+    every one the model writes is found in it; fields have a length cap, so the answer fits
+    ``_MAX_TOKENS``. Trainee text may appear here because the model never reads it.
     """
-    schema = copy.deepcopy(schema)
-    pieces = list(dict.fromkeys(p.strip() for p in _SEGMENT.findall(neutralise(reply))))
     violation = schema["properties"]["violations"]
     violation["maxItems"] = _MOST_FAULTS
     fields = violation["items"]["properties"]
-    fields["quote"] = {"type": "string", "enum": [p for p in pieces if p][:60] or [""]}
+    fields["quote"] = {"type": "string", "enum": pieces}
     limits = _LIMITS[lang]
     fields["why"].update(minLength=1, maxLength=limits["why"])
     for name in ("reasoning", "summary_zh", "summary_en"):
@@ -182,9 +185,15 @@ class Judge:
         judged. ``history`` is the chat before the reply as ``(role, text)``; ``tainted``
         says text aimed at the grader was found in this or an earlier trainee reply.
         """
-        if rule.status != "scored" or rule.score is None or rule.dimension not in JUDGED:
+        if not _judged(rule):
             return rule
-        prompt, messages = _messages(reply, rule, scenario, lang, history, reply_number)
+        asked = _Asked.of(reply, scenario, lang, history, reply_number)
+        return await self._grade(asked, rule, tainted=tainted)
+
+    async def _grade(self, asked: _Asked, rule: Grade, *, tainted: bool) -> Grade:
+        """:meth:`grade` of a judged ``rule``, with the reply's prompt parts made."""
+        reply, scenario, lang = asked.reply, asked.scenario, asked.lang
+        prompt, messages = asked.messages(rule)
         attempts = _Attempts(prompt)
         allowed = frozenset(scenario.applicable_clauses)
         key = self._key(messages, rule.dimension)
@@ -196,7 +205,7 @@ class Judge:
                 return _bounded(rule, checked, attempts, tainted=tainted, lang=lang)
         try:
             deadline = time.monotonic() + self.budget_s
-            verdict = await self._ask(messages, attempts, reply, rule, allowed, lang, deadline)
+            verdict = await self._ask(messages, attempts, asked, rule, allowed, deadline)
         except _Failed as failure:
             return _unscored(rule, attempts, failure)
         except Exception as error:  # a bug must cost the judge's grade, never the reply
@@ -226,21 +235,17 @@ class Judge:
     ) -> list[Grade]:
         """:meth:`grade` for every judged dimension, concurrently.
 
-        Other grades pass through unchanged; the result is in the order of ``rules``.
+        Other grades pass through unchanged; the result is in the order of ``rules``. What
+        the dimensions' prompts share is made once.
         """
+        if not any(_judged(rule) for rule in rules):
+            return list(rules)
+        asked = _Asked.of(reply, scenario, lang, history, reply_number)
 
         async def one(rule: Grade) -> Grade:
-            if rule.dimension not in JUDGED:
+            if not _judged(rule):
                 return rule
-            return await self.grade(
-                reply,
-                rule,
-                scenario=scenario,
-                lang=lang,
-                history=history,
-                tainted=tainted,
-                reply_number=reply_number,
-            )
+            return await self._grade(asked, rule, tainted=tainted)
 
         return list(await asyncio.gather(*(one(rule) for rule in rules)))
 
@@ -248,10 +253,9 @@ class Judge:
         self,
         messages: list[dict[str, str]],
         attempts: _Attempts,
-        reply: str,
+        asked: _Asked,
         rule: Grade,
         allowed: frozenset[str],
-        lang: Lang,
         deadline: float,
     ) -> _Verdict:
         """Ask, check, re-ask once with what was wrong, all by ``deadline``; raises ``_Failed``.
@@ -260,8 +264,9 @@ class Judge:
         answer in time counts as failing (its breaker opens), not as a call given up.
         """
         error = ""
+        reply, lang = asked.reply, asked.lang
         schema = _schema(rule.max_score, sorted(allowed))
-        grammar = _grammar(schema, reply, lang)
+        grammar = _grammar(_schema(rule.max_score, sorted(allowed)), asked.pieces, lang)
         for _ in range(2):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -293,6 +298,81 @@ class Judge:
 # ---------------------------------------------------------------------- prompt
 
 
+def _judged(rule: Grade) -> bool:
+    """Whether the judge grades ``rule`` (a scored grade of a judged dimension)."""
+    return rule.status == "scored" and rule.score is not None and rule.dimension in JUDGED
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What the judge's prompts for one reply share, whatever the dimension, made once.
+
+    The system part never depends on the dimension (a server that keeps a prompt prefix
+    reads it once), so it is rendered without it; the user part ends with the dimension's
+    paragraph.
+    """
+
+    reply: str
+    scenario: ResolvedScenario
+    lang: Lang
+    values: dict[str, Any]
+    system: Prompt
+    pieces: list[str]
+    """The reply's pieces a ``grammar`` quote may be."""
+
+    @classmethod
+    def of(
+        cls,
+        reply: str,
+        scenario: ResolvedScenario,
+        lang: Lang,
+        history: Sequence[tuple[str, str]],
+        reply_number: int,
+    ) -> _Asked:
+        marker = nonce("judge", scenario.id, lang, reply_number, reply)  # one for all dimensions
+        shown = _recent(history, HISTORY_CHARS[lang])
+        s = scenario.scenario
+        key = s.answer_key
+        values: dict[str, Any] = {
+            "marker": marker,
+            "order": scenario.template_values(lang),
+            "payment": s.order.payment,
+            "freight_insurance": s.order.freight_insurance,
+            "key": {
+                "acceptable_resolutions": list(key.acceptable_resolutions),
+                "forbidden_resolutions": list(key.forbidden_resolutions),
+                "evidence_required": list(key.evidence_required),
+                "shipping_payer": key.shipping_payer,
+                "return_eligible": key.return_eligible,
+                "price_protection_eligible": key.price_protection_eligible,
+                "required_facts": {k: list(v) for k, v in key.required_facts.items()},
+                "problem_terms": list(key.problem_terms.get(lang)),
+            },
+            "clauses": [_clause(scenario, cid, lang) for cid in scenario.applicable_clauses],
+            "chat": [(role, fence(text, "CHAT", marker)) for role, text in shown],
+            "omitted": len(history) - len(shown),
+            "reply": fence(reply, "REPLY", marker),
+            "reply_number": reply_number,
+        }
+        system = render("judge", lang, part="system", **values)
+        return cls(reply, scenario, lang, values, system, _pieces(reply))
+
+    def messages(self, rule: Grade) -> tuple[Prompt, list[dict[str, str]]]:
+        """The rendered prompt (its system part) and the messages for ``rule``'s dimension."""
+        user = render(
+            "judge",
+            self.lang,
+            part="user",
+            dimension=rule.dimension,
+            max_score=f"{rule.max_score:g}",
+            **self.values,
+        )
+        return self.system, [
+            {"role": "system", "content": self.system.text},
+            {"role": "user", "content": user.text},
+        ]
+
+
 def _messages(
     reply: str,
     rule: Grade,
@@ -302,41 +382,7 @@ def _messages(
     reply_number: int,
 ) -> tuple[Prompt, list[dict[str, str]]]:
     """The rendered prompt (system and user parts of one template) and the messages."""
-    dimension = rule.dimension
-    marker = nonce("judge", scenario.id, lang, reply_number, reply)  # one for all dimensions
-    shown = _recent(history, HISTORY_CHARS[lang])
-    s = scenario.scenario
-    key = s.answer_key
-    values: dict[str, Any] = {
-        "dimension": dimension,
-        "max_score": f"{rule.max_score:g}",
-        "marker": marker,
-        "order": scenario.template_values(lang),
-        "payment": s.order.payment,
-        "freight_insurance": s.order.freight_insurance,
-        "key": {
-            "acceptable_resolutions": list(key.acceptable_resolutions),
-            "forbidden_resolutions": list(key.forbidden_resolutions),
-            "evidence_required": list(key.evidence_required),
-            "shipping_payer": key.shipping_payer,
-            "return_eligible": key.return_eligible,
-            "price_protection_eligible": key.price_protection_eligible,
-            "required_facts": {k: list(v) for k, v in key.required_facts.items()},
-            "problem_terms": list(key.problem_terms.get(lang)),
-        },
-        "clauses": [_clause(scenario, cid, lang) for cid in scenario.applicable_clauses],
-        "chat": [(role, fence(text, "CHAT", marker)) for role, text in shown],
-        "omitted": len(history) - len(shown),
-        "reply": fence(reply, "REPLY", marker),
-        "reply_number": reply_number,
-    }
-    system = render("judge", lang, part="system", **values)
-    user = render("judge", lang, part="user", **values)
-    messages = [
-        {"role": "system", "content": system.text},
-        {"role": "user", "content": user.text},
-    ]
-    return system, messages
+    return _Asked.of(reply, scenario, lang, history, reply_number).messages(rule)
 
 
 def _clause(scenario: ResolvedScenario, clause_id: str, lang: Lang) -> dict[str, str]:
@@ -481,8 +527,12 @@ def _t2s() -> Any:
     return opencc.OpenCC("t2s")
 
 
+@lru_cache(maxsize=1024)
 def _comparable(text: str) -> str:
-    """``text`` as the model saw it, simplified, whitespace collapsed, case-folded."""
+    """``text`` as the model saw it, simplified, whitespace collapsed, case-folded.
+
+    Remembered per text: each dimension's answer is checked against the same reply.
+    """
     return " ".join(str(_t2s().convert(neutralise(text))).split()).casefold()
 
 
