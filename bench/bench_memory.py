@@ -7,7 +7,8 @@ Starts the real bot (long polling, SQLite file) against the fake Bot API of
 starts, then has one trainee in each worker's chats play a reply and end the session
 (so each worker has graded and a chart was drawn), and sums the memory of the whole
 process tree: PSS (each shared page counted once, split between its processes) and RSS.
-Then times `trainer scenarios list` and `trainer grade` on a Chinese chat. Each figure is
+It lists the last run's processes (the front, the zygote the workers are forked from, the
+workers, the chart process) with their PSS, RSS and private memory. Then times `trainer scenarios list` and `trainer grade` on a Chinese chat. Each figure is
 the median (and range) of the runs; the target is a tree of at most 400 MB with 2 workers.
 """
 
@@ -38,21 +39,48 @@ REPLY = "王女士您好，水壶到手就裂了，真的很抱歉。麻烦发�
 TARGET_MB = 400
 
 
-def _memory_kb(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in kB (0, 0 if it is gone)."""
-    found = {"Pss:": 0, "Rss:": 0}
+def _memory_kb(pid: int) -> dict[str, int]:
+    """PSS, RSS and private (dirty and clean) memory of one process in kB (0 if it is gone)."""
+    found = dict.fromkeys(("Pss", "Rss", "Private_Dirty", "Private_Clean"), 0)
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            key = line.split(":")[0] + ":"
+            key = line.split(":")[0]
             if key in found:
                 found[key] = int(line.split()[1])
     except OSError:
         pass
-    return found["Pss:"], found["Rss:"]
+    return found
 
 
-async def _bot_run(workers: int, folder: Path) -> tuple[float, int, int, int]:
-    """First /start after (s), tree PSS and RSS (kB), and the number of processes."""
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _roles(root: int, pids: list[int], workers: int) -> dict[int, str]:
+    """What each process of the tree is.
+
+    The zygote's children are the workers, forked at start, then the chart process.
+    """
+    roles = {root: "front (trainer serve telegram)"}
+    parents = {pid: int(_stat(pid)[1]) for pid in pids if pid != root}
+    forked = sorted((p for p in pids if parents.get(p) not in (None, root)),
+                    key=lambda p: int(_stat(p)[19]))  # by start time  # fmt: skip
+    for pid in pids:
+        if parents.get(pid) == root:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            roles[pid] = "zygote" if b"bot.telegram.workers" in command else "chart process"
+    for i, pid in enumerate(forked):
+        roles[pid] = f"worker {i} (forked)" if i < workers else "chart process (forked)"
+    return roles
+
+
+Row = tuple[int, str, dict[str, int]]
+"""A process of the tree: its id, what it is, its memory (:func:`_memory_kb`)."""
+
+
+async def _bot_run(workers: int, folder: Path) -> tuple[float, list[Row]]:
+    """First /start after (s), and the processes of the tree with their memory."""
     async with FakeBotAPI() as api:
         db = folder / f"bot-{time.monotonic_ns()}.db"
         started = time.monotonic()
@@ -81,11 +109,8 @@ async def _bot_run(workers: int, folder: Path) -> tuple[float, int, int, int]:
                     c.method == "sendPhoto"), timeout=300)  # fmt: skip
             await asyncio.sleep(1.0)
             pids = [proc.pid, *descendants(proc.pid)]
-            pss = rss = 0
-            for pid in pids:
-                p, r = _memory_kb(pid)
-                pss, rss = pss + p, rss + r
-            return first, pss, rss, len(pids)
+            roles = _roles(proc.pid, pids, workers)
+            return first, [(pid, roles[pid], _memory_kb(pid)) for pid in pids]
         finally:
             proc.terminate()
             await proc.wait()
@@ -112,18 +137,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         firsts, psses, rsses = [], [], []
-        count = 0
+        rows: list[Row] = []
         for _ in range(args.runs):
-            first, pss, rss, count = asyncio.run(_bot_run(args.workers, folder))
+            first, rows = asyncio.run(_bot_run(args.workers, folder))
             firsts.append(first)
-            psses.append(pss / 1024)
-            rsses.append(rss / 1024)
+            psses.append(sum(m["Pss"] for _, _, m in rows) / 1024)
+            rsses.append(sum(m["Rss"] for _, _, m in rows) / 1024)
+        count = len(rows)
         verdict = "OK" if statistics.median(psses) <= TARGET_MB else "MISS"
         print(f"serve telegram --workers {args.workers} ({count} processes after a session "
               f"per worker, charts included):")  # fmt: skip
         print(f"  memory PSS {_figure(psses, 'MB', 0)}   (target <= {TARGET_MB} MB)  {verdict}")
         print(f"  memory RSS {_figure(rsses, 'MB', 0)}   (shared pages counted in each)")
         print(f"  first /start answered {_figure(firsts, 's')} after the process started")
+        print("  the last run's processes (MB; private: pages no other process of the tree maps):")
+        for pid, role, memory in rows:
+            private = memory["Private_Dirty"] + memory["Private_Clean"]
+            print(f"    {pid:>8}  PSS {memory['Pss'] / 1024:5.0f}  RSS {memory['Rss'] / 1024:5.0f}  "
+                  f"private {private / 1024:5.0f}  {role}")  # fmt: skip
         chat = folder / "chat.json"
         chat.write_text(json.dumps({
             "language": "zh", "scenario": "damaged-kettle",

@@ -3,12 +3,14 @@
 matplotlib holds the GIL while it draws, so a thread would still stall every chat of a
 bot for the whole drawing. Any adapter can use :class:`ChartRenderer`.
 
-The workers are plain child processes (``python -m bot.chartpool``) spoken to over their
-stdin and stdout by the event loop itself: a request is a length-prefixed pickle of the
-chart's arguments, an answer a status byte and the PNG (or the pickled error). No helper
-thread sits in between, as it would with ``ProcessPoolExecutor``: such threads need the
-GIL from a busy event loop for every hand-over, which under load made each chart wait
-tens of milliseconds, and the charts queued up for seconds.
+The workers are plain child processes (``python -m bot.chartpool``), or, for the worker
+processes of a Telegram bot, one process they share, forked from their zygote with
+matplotlib loaded already (:mod:`bot.forkserver`). The event loop itself speaks to them
+over their input and output: a request is a length-prefixed pickle of the chart's
+arguments, an answer a status byte and the PNG (or the pickled error). No helper thread
+sits in between, as it would with ``ProcessPoolExecutor``: such threads need the GIL from
+a busy event loop for every hand-over, which under load made each chart wait tens of
+milliseconds, and the charts queued up for seconds.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import logging
 import os
 import pickle
 import signal
-import struct
 import sys
 from collections import deque
-from typing import Any, BinaryIO
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO, Protocol
+
+from bot.forkserver import FRAME
 
 log = logging.getLogger("trainer.charts")
 
@@ -38,7 +42,7 @@ def _draw(*args: Any, **kwargs: Any) -> bytes:
     return scorecard_chart(*args, **kwargs)
 
 
-_SIZE = struct.Struct(">I")
+_SIZE = FRAME  # a request is framed as a shared chart process reads it
 _OK, _ERROR = b"K", b"E"
 
 
@@ -46,10 +50,52 @@ class ChartWorkerDied(RuntimeError):
     """The worker process exited before it answered."""
 
 
+class _Input(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ChartProcess(Protocol):
+    """What the renderer needs of a chart process.
+
+    An :class:`asyncio.subprocess.Process`, or a :class:`bot.forkserver.Forked`.
+    """
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+
+    @property
+    def stdin(self) -> _Input | None:
+        """Where requests go; closing it asks the process to exit."""
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None:
+        """Where answers come from; it ends when the process exited."""
+
+    def kill(self) -> None:
+        """Kill it (:class:`ProcessLookupError` or nothing if it is gone)."""
+
+    async def wait(self) -> object:
+        """Wait until it exited."""
+
+
+async def start_process() -> ChartProcess:
+    """A new chart process: ``python -m bot.chartpool``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.chartpool",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
 class _Worker:
     """One chart process and the answers it still owes, in request order."""
 
-    def __init__(self, proc: asyncio.subprocess.Process):
+    def __init__(self, proc: ChartProcess):
         self.proc = proc
         self.waiting: deque[asyncio.Future[bytes]] = deque()
         self.dead = False
@@ -88,9 +134,8 @@ class _Worker:
     async def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()  # end of input: the worker exits
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()  # charts in progress are abandoned
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()  # charts in progress are abandoned (nothing if it has exited)
         await self.proc.wait()
         self.reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -101,13 +146,20 @@ class ChartRenderer:
     """Draws scorecard charts in ``processes`` worker processes (0: in a thread).
 
     The workers start with the first chart and stop after :data:`IDLE_S` without one, so
-    a bot between sessions keeps no matplotlib in memory. A worker that dies is replaced;
-    if the new one fails too, the chart is drawn in a thread.
+    a bot between sessions keeps no chart process. A worker that dies is replaced;
+    if the new one fails too, or none can be started, the chart is drawn in a thread.
+    ``start`` starts a worker (:func:`start_process` by default).
     """
 
-    def __init__(self, processes: int, idle_s: float = IDLE_S):
+    def __init__(
+        self,
+        processes: int,
+        idle_s: float = IDLE_S,
+        start: Callable[[], Awaitable[ChartProcess]] = start_process,
+    ):
         self.processes = processes
         self.idle_s = idle_s
+        self.start = start
         self._workers: list[_Worker] = []
         self._spawning: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -116,14 +168,7 @@ class ChartRenderer:
 
     async def _spawn(self) -> None:
         while len(self._workers) < self.processes:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.chartpool",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            self._workers.append(_Worker(proc))
+            self._workers.append(_Worker(await self.start()))
 
     async def _ready(self) -> list[_Worker]:
         self._workers = [w for w in self._workers if not w.dead]
@@ -142,7 +187,11 @@ class ChartRenderer:
             for attempt in (1, 2):
                 if self._closed:  # stopping: no new workers
                     break
-                workers = await self._ready()
+                try:
+                    workers = await self._ready()
+                except OSError as exc:
+                    log.warning("cannot start a chart worker (%s)", exc)
+                    break
                 worker = min(workers, key=lambda w: len(w.waiting))  # the least busy
                 try:
                     return await worker.ask(request)
@@ -202,6 +251,19 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     return data if data is not None and len(data) == size else None
 
 
+def answer(request: bytes) -> bytes:
+    """The answer to one request (a pickle of the chart's arguments): status, size, body."""
+    args, kwargs = pickle.loads(request)
+    try:
+        status, body = _OK, _draw(*args, **kwargs)
+    except Exception as exc:  # the caller gets the error; the worker goes on
+        try:
+            status, body = _ERROR, pickle.dumps(exc)
+        except Exception:
+            status, body = _ERROR, pickle.dumps(RuntimeError(repr(exc)))
+    return status + _SIZE.pack(len(body)) + body
+
+
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Answer chart requests until end of input (the bot stopped, or was killed)."""
     while True:
@@ -211,16 +273,22 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         request = _read_exactly(stdin, _SIZE.unpack(head)[0])
         if request is None:
             return
-        args, kwargs = pickle.loads(request)
-        try:
-            status, body = _OK, _draw(*args, **kwargs)
-        except Exception as exc:  # the caller gets the error; the worker goes on
-            try:
-                status, body = _ERROR, pickle.dumps(exc)
-            except Exception:
-                status, body = _ERROR, pickle.dumps(RuntimeError(repr(exc)))
-        stdout.write(status + _SIZE.pack(len(body)) + body)
+        stdout.write(answer(request))
         stdout.flush()
+
+
+def warm_up() -> None:
+    """Load matplotlib and the fonts of both languages, by drawing a chart in each.
+
+    For a zygote (:mod:`bot.forkserver`): the chart process forked from it shares it all.
+    """
+    for lang in ("zh", "en"):
+        _draw(
+            [({"zh": "共情", "en": "Empathy"}, 1.0, 2.0)],
+            [50.0],
+            title={"zh": "预热", "en": "Warm-up"},
+            lang=lang,
+        )
 
 
 if __name__ == "__main__":

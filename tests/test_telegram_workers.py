@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -210,6 +211,138 @@ def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
                 await asyncio.sleep(0.1)
             assert set(store.outbox_counts()) == {"sent"}
             assert len(h.api.texts(trainee)) == before + 1  # once
+
+    asyncio.run(run())
+    store.close()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _shared_mb(pid: int) -> float:
+    """Memory of ``pid`` that other processes map too."""
+    shared = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Shared_Clean:", "Shared_Dirty:")):
+            shared += int(line.split()[1])
+    return shared / 1024
+
+
+def _sockets(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+def test_workers_are_forked_from_one_loaded_zygote_and_share_one_chart_process(
+    tmp_path: Path,
+) -> None:
+    """The workers are children of the zygote, which loaded the bot (word model and all)
+    once: they map it rather than hold copies. They hold none of the front's sockets, and
+    their charts are drawn by one process, forked from the zygote as well."""
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True, workers=2, chart_processes=1) as h:
+            assert h.app is not None and h.app.pool is not None
+            pool = h.app.pool
+            assert pool.zygote is not None
+            zygote = pool.zygote.pid
+            assert _parent(zygote) == os.getpid()
+            workers = pool.pids()
+            assert [_parent(pid) for pid in workers] == [zygote, zygote]
+            for pid in workers:
+                assert _shared_mb(pid) > 60  # the word model alone is ~70 MB
+            front = _sockets(os.getpid())  # the fake Bot API, the webhook server, ...
+            assert front and all(not front & _sockets(pid) for pid in workers)
+
+            chats = (90, 91)
+            assert {worker_of(chat, 2) for chat in chats} == {0, 1}
+            for chat in chats:
+                await _session(h, chat, "en", KETTLE_EN)
+                if not h.api.sent(chat, ["sendPhoto"]):  # still going: end it
+                    await h.say(chat, "/end")
+                (photo,) = h.api.sent(chat, ["sendPhoto"])
+                assert next(iter(photo.files.values())).startswith(b"\x89PNG")
+            children = [pid for pid in descendants(zygote) if _parent(pid) == zygote]
+            (charts,) = set(children) - set(workers)  # one chart process for both
+            assert alive(charts)
+        assert not alive(zygote) and not alive(charts)
+        assert not [pid for pid in workers if alive(pid)]
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_a_dead_zygote_stops_the_bot_and_the_workers_finish_their_work(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with FakeBotAPI() as api:
+            h = BotHarness(store, webhook=True, api=api, workers=1)
+            app = await h.start_bot()
+            assert app.pool is not None and app.pool.zygote is not None
+            (worker,) = app.pool.pids()
+            os.kill(app.pool.zygote.pid, signal.SIGKILL)
+            await asyncio.wait_for(app.pool.failed.wait(), 10)
+            assert "zygote" in app.pool.failure and "exit code -9" in app.pool.failure
+            assert "inbox" in app.pool.failure
+            # The worker, orphaned, still answers until the bot stops, and stops cleanly.
+            assert "/practice" in (await h.say(100, "/start"))[-1]
+            await h.stop_bot()
+            assert not alive(worker)
+            assert store.inbox_backlog(BOT_ID) == 0
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_a_zygote_that_cannot_load_the_bot_is_a_clear_error(tmp_path: Path) -> None:
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "broken.yaml").write_text("id: [\n", encoding="utf-8")
+    pool = WorkerPool(
+        TelegramConfig(token="123:abc", workers=1), db=tmp_path / "bot.db", scenarios=scenarios
+    )
+
+    async def run() -> None:
+        with pytest.raises(WorkerError, match=r"zygote .* failed to start \(exit code 1\)"):
+            await pool.start()
+
+    asyncio.run(run())
+    assert pool.zygote is not None and pool.zygote.returncode == 1
+    assert pool.pids() == []
+
+
+def test_a_lost_lease_ends_the_workers_at_once_and_the_next_term_forks_new_ones(
+    shared_db: str,
+) -> None:
+    """Standby mode stops a bot at once when another process took its lease, and starts
+    it again in the same process when it gets the lease back: the zygote and its workers
+    are gone at once, and a new zygote forks new workers that answer."""
+    store = Store.open(shared_db)
+
+    async def run() -> None:
+        async with FakeBotAPI() as api:
+            h = BotHarness(store, webhook=True, api=api, workers=1)
+            app = await h.start_bot()
+            assert "/practice" in (await h.say(130, "/start"))[-1]
+            assert app.pool is not None and app.pool.zygote is not None
+            first = [app.pool.zygote.pid, *app.pool.pids()]
+            await app.stop(0.0)  # what a lost lease does
+            assert not [pid for pid in first if alive(pid)]
+            await h.stop_bot()
+
+            app = await h.start_bot()  # the lease is back
+            assert app.pool is not None and app.pool.zygote is not None
+            assert app.pool.zygote.pid not in first
+            assert "/practice" in (await h.say(130, "/help"))[-1]
+            await h.stop_bot()
 
     asyncio.run(run())
     store.close()

@@ -3,45 +3,63 @@
 One Python process answers on one core. With ``workers = N`` (N >= 1) the process Telegram
 talks to (webhook or long polling) becomes the *front*: it stores each update in the inbox,
 as a single process does, acknowledges it, and hands it to worker ``chat id mod N`` over a
-pipe. Each worker is a full bot without its own intake: the dispatcher, the engine, the
-sender and a chart process. All updates of a chat go to the same worker, in order, so a
-chat's live session and its per-chat send limit stay in one process; the global limit is
-shared out evenly (each worker sends at most ``global_rate / N``). One worker already takes
-the intake (and its fsyncs) off the answering core; more add throughput, up to one per core.
+Unix socket. Each worker is a full bot without its own intake: the dispatcher, the engine
+and the sender. All updates of a chat go to the same worker, in order, so a chat's live
+session and its per-chat send limit stay in one process; the global limit is shared out
+evenly (each worker sends at most ``global_rate / N``). One worker already takes the
+intake (and its fsyncs) off the answering core; more add throughput, up to one per core.
+
+The workers are forked from one *zygote* (:mod:`bot.forkserver`): a process the front
+starts as ``python -m bot.telegram.workers``, which imports the bot, loads the word model
+and the scenarios, plays a short session in each language and builds the Bot API types a
+worker uses, all once, and then only forks, with no event loop, thread, socket or database
+connection of its own. What it loaded stays shared between it and the workers
+(copy-on-write) instead of being loaded again by each. Each worker opens its own database
+connection, event loop and Bot API session after the fork. Scorecard charts are drawn by
+one chart process for all workers, forked from the zygote when the first chart is asked
+for (the zygote loads matplotlib then) and ended when no worker has drawn one for 5
+minutes (:mod:`bot.chartpool`).
 
 The workers share the store's SQLite file (WAL; a writer takes the lock up front and waits
-for the others). A worker that dies stops the whole bot: its unfinished updates are still
-in the inbox and are processed at the next start, so let a supervisor (systemd, Docker)
-restart it.
+for the others). A worker that dies stops the whole bot, and so does the zygote: the
+unfinished updates are still in the inbox and are processed at the next start, so let a
+supervisor (systemd, Docker) restart it.
 
-Run as ``python -m bot.telegram.workers``: the first line on stdin is the worker's
-:class:`WorkerSpec` (JSON, with the token, so it never shows in a process list), each
-further line an update ``<update_id> <payload JSON>``, and ``stop`` asks it to finish what
-it has and exit. The end of input without ``stop`` means the front died: the worker drops
-its work in flight at once (those updates stay in the inbox for the next start, which must
-not find them still running here). The worker writes ``ready`` to stdout once it can take
-updates, and its send counters when it exits.
+A worker's first line from the front is its :class:`WorkerSpec` (JSON, with the token, so
+it never shows in a process list), each further line an update ``<update_id> <payload
+JSON>``, and ``stop`` asks it to finish what it has and exit. The end of input without
+``stop`` means the front died: the worker drops its work in flight at once (those updates
+stay in the inbox for the next start, which must not find them still running here). The
+worker writes ``ready`` once it can take updates, and its send counters when it exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot import forkserver
 from bot.llm.client import LLMClient
 from bot.llm.config import RoleSettings
 from bot.llm.roles import Assistants
 from bot.telegram.throttle import ThrottleStats
 
 if TYPE_CHECKING:
+    from bot.content import ScenarioLibrary
+    from bot.i18n import Lang
     from bot.telegram.app import TelegramConfig
 
 log = logging.getLogger("trainer.telegram.workers")
@@ -50,7 +68,9 @@ READY = b"ready\n"
 STATS = b"stats "
 STOP = b"stop\n"
 START_TIMEOUT = 120.0
-"""Seconds a worker may take to start (imports, word model, chart process)."""
+"""Seconds the zygote may take to load the bot, and then each worker to start."""
+INPUT_LIMIT = 64 * 1024 * 1024
+"""Longest line a worker reads (an update)."""
 
 
 class WorkerError(RuntimeError):
@@ -67,7 +87,6 @@ class WorkerSpec:
     config: dict[str, Any]
     """The :class:`~bot.telegram.app.TelegramConfig` fields, global rate already shared out."""
     db: str
-    scenarios: str
     llm: dict[str, dict[str, Any]]
     """Role name to :class:`~bot.llm.config.RoleSettings` fields, for configured roles."""
     log_level: int = logging.INFO
@@ -90,7 +109,7 @@ def _assistant_settings(assistants: Assistants | None) -> dict[str, dict[str, An
 
 
 class WorkerPool:
-    """The front's side: starts the workers, routes updates to them, stops them."""
+    """The front's side: starts the zygote and the workers, routes updates, stops them."""
 
     def __init__(
         self,
@@ -106,25 +125,30 @@ class WorkerPool:
         if config.redis_url:  # the workers count their sends together: each may use it all
             share = config.global_rate
         worker_config = replace(config, workers=0, global_rate=share, webhook_url=None)
+        self.scenarios = Path(scenarios)
         self.specs = [
             WorkerSpec(
                 index=i,
                 of=config.workers,
                 config=asdict(worker_config),
                 db=str(db),
-                scenarios=str(scenarios),
                 llm=_assistant_settings(assistants),
                 log_level=logging.getLogger().getEffectiveLevel(),
             )
             for i in range(config.workers)
         ]
-        self._procs: list[asyncio.subprocess.Process] = []
+        self.zygote: asyncio.subprocess.Process | None = None
+        """The process the workers are forked from."""
+        self._folder: str | None = None
+        self._procs: list[forkserver.Forked] = []
+        self._codes: dict[int, asyncio.Future[int | None]] = {}
+        self._reports: asyncio.Task[None] | None = None
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
         self.stats: list[ThrottleStats] = []
         """Each worker's send counters, reported when it stopped."""
         self.failed = asyncio.Event()
-        """Set when a worker exits while the bot runs (the bot should stop)."""
+        """Set when a worker or the zygote exits while the bot runs (the bot should stop)."""
         self.failure = ""
 
     @property
@@ -137,10 +161,11 @@ class WorkerPool:
         return [p.pid for p in self._procs]
 
     async def start(self) -> None:
-        """Start every worker and wait until each is ready."""
+        """Start the zygote, fork every worker from it and wait until each is ready."""
         try:
+            path = await self._start_zygote()
             for spec in self.specs:
-                self._procs.append(await self._spawn(spec))
+                self._procs.append(await self._fork(path, spec))
             await asyncio.gather(
                 *(
                     self._ready(spec, proc)
@@ -151,56 +176,119 @@ class WorkerPool:
             await self._kill()
             raise
         self._watchers = [asyncio.create_task(self._watch(i)) for i in range(self.size)]
+        self._watchers.append(asyncio.create_task(self._watch_zygote()))
 
-    async def _spawn(self, spec: WorkerSpec) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
+    async def _start_zygote(self) -> str:
+        """Start the zygote; the path of its socket once it has loaded the bot."""
+        self._folder = tempfile.mkdtemp(prefix="cs-trainer-")  # only this user may enter
+        path = os.path.join(self._folder, "zygote")
+        self.zygote = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot.telegram.workers",
+            path,
+            str(self.scenarios),
+            str(logging.getLogger().getEffectiveLevel()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        assert proc.stdin is not None
+        assert self.zygote.stdout is not None
+        line = await self._first_line(self.zygote.stdout, "the telegram workers' zygote")
+        if line != READY:
+            code = await self.zygote.wait()
+            raise WorkerError(
+                f"the telegram workers' zygote (the process that loads the bot once for all "
+                f"workers) failed to start (exit code {code}); its error is in the log above"
+            )
+        self._reports = asyncio.create_task(self._read_reports(self.zygote.stdout))
+        return path
+
+    async def _read_reports(self, reports: asyncio.StreamReader) -> None:
+        """Note the exit codes the zygote reports, until it is gone."""
+        async for line in reports:
+            fields = line.split()
+            if len(fields) == 3 and fields[0] == b"exit":
+                found = self._code(int(fields[1]))
+                if not found.done():
+                    found.set_result(int(fields[2]))
+        for found in self._codes.values():  # no more reports: codes not given are unknown
+            if not found.done():
+                found.set_result(None)
+
+    def _code(self, pid: int) -> asyncio.Future[int | None]:
+        found = self._codes.get(pid)
+        if found is None:
+            found = self._codes[pid] = asyncio.get_running_loop().create_future()
+            if self._reports is not None and self._reports.done():
+                found.set_result(None)
+        return found
+
+    async def _fork(self, path: str, spec: WorkerSpec) -> forkserver.Forked:
+        try:
+            proc = await forkserver.fork(path, "worker")
+        except forkserver.ForkError as exc:
+            raise WorkerError(f"telegram worker {spec.index} could not be started: {exc}") from None
+        self._code(proc.pid)
         proc.stdin.write(json.dumps(asdict(spec)).encode() + b"\n")
         return proc
 
-    async def _ready(self, spec: WorkerSpec, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        stdout = proc.stdout
+    @staticmethod
+    async def _first_line(stream: asyncio.StreamReader, name: str) -> bytes:
+        """``ready``, or what ended the wait for it (an empty line: the process is gone)."""
 
         async def ready_line() -> bytes:
             while True:  # anything a library printed before is skipped
-                line = await stdout.readline()
+                line = await stream.readline()
                 if not line or line == READY:
                     return line
 
         try:
-            line = await asyncio.wait_for(ready_line(), START_TIMEOUT)
+            return await asyncio.wait_for(ready_line(), START_TIMEOUT)
         except TimeoutError:
-            raise WorkerError(
-                f"telegram worker {spec.index} did not start within {START_TIMEOUT:.0f} s"
-            ) from None
+            raise WorkerError(f"{name} did not start within {START_TIMEOUT:.0f} s") from None
+
+    async def _ready(self, spec: WorkerSpec, proc: forkserver.Forked) -> None:
+        line = await self._first_line(proc.stdout, f"telegram worker {spec.index}")
         if line != READY:
-            code = await proc.wait()
+            code = await self._exit_code(proc)
             raise WorkerError(
                 f"telegram worker {spec.index} failed to start (exit code {code}); "
                 "its error is in the log above"
             )
 
+    async def _exit_code(self, proc: forkserver.Forked) -> int | None:
+        """Wait until a worker exited; its exit code (None if the zygote could not say)."""
+        await proc.wait()
+        return await self._code(proc.pid)
+
     async def _watch(self, index: int) -> None:
-        code = await self._procs[index].wait()
+        code = await self._exit_code(self._procs[index])
         if not self._stopping:
-            self.failure = (
+            self._fail(
                 f"telegram worker {index} exited unexpectedly (exit code {code}); stopping. "
                 "Its unfinished updates stay in the inbox and are processed at the next start."
             )
-            log.error("%s", self.failure)
+
+    async def _watch_zygote(self) -> None:
+        assert self.zygote is not None
+        code = await self.zygote.wait()
+        if not self._stopping:
+            self._fail(
+                f"the telegram workers' zygote (the process they are forked from) exited "
+                f"unexpectedly (exit code {code}); stopping. Unfinished updates stay in the "
+                "inbox and are processed at the next start."
+            )
+
+    def _fail(self, failure: str) -> None:
+        if not self.failed.is_set():
+            self.failure = failure
+            log.error("%s", failure)
             self.failed.set()
 
     def forward(self, chat: int, update_id: int, payload: str) -> None:
         """Hand a stored update (its JSON, one line) to the worker of its chat."""
         proc = self._procs[worker_of(chat, self.size)]
-        if proc.stdin is None or proc.stdin.is_closing() or proc.returncode is not None:
+        if proc.stdin.is_closing() or proc.ended():
             return  # a dead worker stops the bot; the update waits in the inbox
         proc.stdin.write(b"%d %s\n" % (update_id, payload.encode()))
 
@@ -211,7 +299,7 @@ class WorkerPool:
         """
         self._stopping = True
         for proc in self._procs:
-            if grace > 0 and proc.stdin is not None and not proc.stdin.is_closing():
+            if grace > 0 and not proc.stdin.is_closing():
                 proc.stdin.write(STOP)  # finish in-flight work, then exit
                 proc.stdin.close()
         if grace <= 0:
@@ -226,9 +314,9 @@ class WorkerPool:
         for task in self._watchers:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        await self._end_zygote()
 
-    async def _finish(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
+    async def _finish(self, proc: forkserver.Forked) -> None:
         async for line in proc.stdout:
             if line.startswith(STATS):
                 self.stats.append(ThrottleStats(**json.loads(line[len(STATS) :])))
@@ -243,14 +331,38 @@ class WorkerPool:
         return total
 
     async def _kill(self) -> None:
+        """Kill the workers and the zygote at once."""
+        self._stopping = True
         for proc in self._procs:
-            if proc.returncode is None:
+            proc.kill()
+        await asyncio.gather(*(proc.wait() for proc in self._procs))
+        if self.zygote is not None:  # its chart process exits with the workers' connections
+            with contextlib.suppress(ProcessLookupError):
+                self.zygote.kill()
+        await self._end_zygote()
+
+    async def _end_zygote(self) -> None:
+        """Close the zygote's input: it exits once its children have (killed if it lingers)."""
+        zygote = self.zygote
+        if zygote is not None:
+            self._stopping = True
+            if zygote.stdin is not None:
+                zygote.stdin.close()
+            try:
+                await asyncio.wait_for(zygote.wait(), forkserver.CHILDREN_GRACE_S + 10.0)
+            except TimeoutError:
+                log.warning("the telegram workers' zygote did not exit; killing it")
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                    zygote.kill()
+                await zygote.wait()
+            if self._reports is not None:
+                await self._reports
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
 
-# ------------------------------------------------------------------------ the worker side
+# ------------------------------------------------------------------------ the zygote side
 
 
 def _assistants(spec: WorkerSpec) -> Assistants | None:
@@ -260,34 +372,112 @@ def _assistants(spec: WorkerSpec) -> Assistants | None:
     return Assistants(**clients)
 
 
-async def _read_stdin() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    return reader
+REHEARSAL: dict[Lang, str] = {
+    "zh": "您好，非常抱歉，麻烦发一下订单号和照片，我马上为您处理。",
+    "en": "Sorry about that, please send your order number and a photo, I will sort it out.",
+}
+"""The replies the zygote grades before it forks (see :func:`_load`)."""
 
 
-async def run_worker() -> None:
-    """A worker's life: read its spec, start, process updates until end of input."""
+def _load(scenarios: Path) -> ScenarioLibrary:
+    """Import and load what every worker and chart process needs, before any is forked.
+
+    Besides the modules, the word model and the scenarios, that is what a session loads
+    on its first use (the clause model, caches, compiled patterns): the
+    zygote plays a short session in each language on a database in memory. It also
+    builds the Bot API types every worker uses from its first update on (aiogram's types
+    are built when first used, see :mod:`bot.telegram`).
+    """
+    from aiogram import methods, types
+
     from bot.content import ScenarioLibrary
+    from graders.segment import warm_up as warm_up_word_model
+
+    for module in ("bot.storage", "bot.telegram.app"):  # what a worker runs
+        importlib.import_module(module)
+    for model in (
+        types.Update,
+        types.InlineKeyboardMarkup,
+        types.InlineKeyboardButton,
+        methods.SendMessage,
+        methods.SendPhoto,
+        methods.EditMessageReplyMarkup,
+    ):
+        model.model_rebuild()
+    warm_up_word_model()
+    library = ScenarioLibrary.load(scenarios)
+    try:
+        asyncio.run(_rehearse(library))
+    except Exception:  # only a warm-up: each worker loads what it lacks when it needs it
+        log.warning("the zygote's warm-up session failed", exc_info=True)
+    return library
+
+
+async def _rehearse(library: ScenarioLibrary) -> None:
+    from bot.engine import Engine
+    from bot.storage import Store
+
+    store = Store.open(None)
+    try:
+        engine = Engine(store, library)
+        for lang, reply in REHEARSAL.items() if library.ids() else ():
+            session, _ = await engine.start(trainee="warm-up", scenario=library.ids()[0], lang=lang)
+            await session.reply(reply)
+            await session.end()
+    finally:
+        store.close()
+
+
+def run_zygote(path: str, scenarios: Path, log_level: int) -> None:
+    """The zygote's life: load the bot, then fork workers and chart processes on request.
+
+    Ctrl-C and SIGTERM are the front's to handle: the zygote ends with the end of its
+    input, once its children have exited.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    control_in, control_out = forkserver.take_stdio()
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)s %(name)s[zygote]: %(message)s"
+    )
+    library = _load(scenarios)
+    worker: forkserver.Entry = partial(_worker, library, path)
+    forkserver.serve(path, {"worker": worker}, {"chart": _charts}, control_in, control_out)
+
+
+def _charts() -> forkserver.Handler:
+    """What the chart process needs: matplotlib, its fonts and its layouts, drawn once."""
+    from bot.chartpool import answer, warm_up
+
+    warm_up()
+    return answer
+
+
+def _worker(library: ScenarioLibrary, zygote: str, conn: socket.socket) -> None:
+    asyncio.run(run_worker(conn, library, zygote))
+
+
+async def run_worker(conn: socket.socket, library: ScenarioLibrary, zygote: str) -> None:
+    """A worker's life: read its spec, start, process updates until end of input."""
+    from bot.chartpool import ChartRenderer
     from bot.storage import Store
     from bot.telegram.app import TelegramApp, TelegramConfig, protect_logs
 
-    # Our stdout carries the lines for the front; what a library prints goes to stderr.
-    to_front = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    reader = await _read_stdin()
+    reader, to_front = await asyncio.open_unix_connection(sock=conn, limit=INPUT_LIMIT)
     spec = WorkerSpec(**json.loads(await reader.readline()))
     logging.basicConfig(
         level=spec.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[w{spec.index}]: %(message)s",
+        force=True,  # not the zygote's
     )
     config = TelegramConfig(**spec.config)
     protect_logs(config.token)
     store = Store.open(spec.db)
     assistants = _assistants(spec)
-    library = ScenarioLibrary.load(Path(spec.scenarios))
     app = TelegramApp(config, store, library, assistants=assistants)
+    app.charts = ChartRenderer(
+        config.chart_processes, start=partial(forkserver.fork, zygote, "chart")
+    )
     app.shard = (spec.index, spec.of)
     stopping = False
 
@@ -303,7 +493,7 @@ async def run_worker() -> None:
     try:
         await app.start(worker=True)
         to_front.write(READY)
-        to_front.flush()
+        await to_front.drain()
         while not stopping:
             line = await reader.readline()
             if stopping or line == STOP:
@@ -322,9 +512,11 @@ async def run_worker() -> None:
         if assistants is not None:
             await assistants.aclose()
         store.close()
-    to_front.write(STATS + json.dumps(asdict(app.throttle.stats)).encode() + b"\n")
-    to_front.flush()
+    with contextlib.suppress(ConnectionError):  # (the front may be gone)
+        to_front.write(STATS + json.dumps(asdict(app.throttle.stats)).encode() + b"\n")
+        await to_front.drain()
+    to_front.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker())
+    run_zygote(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
