@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -343,6 +344,33 @@ def test_a_lost_lease_ends_the_workers_at_once_and_the_next_term_forks_new_ones(
             assert app.pool.zygote.pid not in first
             assert "/practice" in (await h.say(130, "/help"))[-1]
             await h.stop_bot()
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_a_worker_forked_from_a_zygote_with_the_openai_sdk_talks_to_the_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With models configured the zygote imports the SDK once; each worker makes its own
+    clients after the fork, and the customer's lines come from the model."""
+    import tgharness
+    from test_telegram_llm import LINE_EN, llm_bot, start_session
+
+    scenarios = tmp_path / "scenarios"  # the kettle with the LLM customer, on disk for the zygote
+    shipped = tgharness.library().root
+    shutil.copytree(shipped, scenarios, ignore=shutil.ignore_patterns("labels"))
+    (scenarios / "labels").symlink_to(shipped / "labels")
+    with (scenarios / "damaged-kettle.yaml").open("a", encoding="utf-8") as kettle:
+        kettle.write("player: llm\n")
+    monkeypatch.setattr(tgharness, "_LIBRARY", ScenarioLibrary.load(scenarios))
+    store = Store.open(tmp_path / "bot.db")
+
+    async def run() -> None:
+        async with llm_bot(store, webhook=True, workers=1) as (h, customer, _):
+            opening = await start_session(h, 140, "en", "coach")
+            assert LINE_EN in opening[-1]
+            assert customer.completions
 
     asyncio.run(run())
     store.close()

@@ -189,6 +189,7 @@ class WorkerPool:
             path,
             str(self.scenarios),
             str(logging.getLogger().getEffectiveLevel()),
+            *(["models"] if self.specs[0].llm else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -379,22 +380,23 @@ REHEARSAL: dict[Lang, str] = {
 """The replies the zygote grades before it forks (see :func:`_load`)."""
 
 
-def _load(scenarios: Path) -> ScenarioLibrary:
+def _load(scenarios: Path, models: bool) -> ScenarioLibrary:
     """Import and load what every worker and chart process needs, before any is forked.
 
     Besides the modules, the word model and the scenarios, that is what a session loads
-    on its first use (the clause model, caches, compiled patterns): the
-    zygote plays a short session in each language on a database in memory. It also
-    builds the Bot API types every worker uses from its first update on (aiogram's types
-    are built when first used, see :mod:`bot.telegram`).
+    on its first use (the clause model, caches, compiled patterns): the zygote plays a
+    short session in each language on a database in memory. It also builds the Bot API
+    types every worker uses from its first update on (aiogram's types are built when
+    first used, see :mod:`bot.telegram`), and imports the openai SDK if the workers use
+    ``models``.
     """
     from aiogram import methods, types
 
     from bot.content import ScenarioLibrary
     from graders.segment import warm_up as warm_up_word_model
 
-    for module in ("bot.storage", "bot.telegram.app"):  # what a worker runs
-        importlib.import_module(module)
+    for module in ("bot.storage", "bot.telegram.app", *(["openai"] if models else [])):
+        importlib.import_module(module)  # what a worker runs
     for model in (
         types.Update,
         types.InlineKeyboardMarkup,
@@ -428,7 +430,7 @@ async def _rehearse(library: ScenarioLibrary) -> None:
         store.close()
 
 
-def run_zygote(path: str, scenarios: Path, log_level: int) -> None:
+def run_zygote(path: str, scenarios: Path, log_level: int, models: bool) -> None:
     """The zygote's life: load the bot, then fork workers and chart processes on request.
 
     Ctrl-C and SIGTERM are the front's to handle: the zygote ends with the end of its
@@ -440,7 +442,7 @@ def run_zygote(path: str, scenarios: Path, log_level: int) -> None:
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s %(name)s[zygote]: %(message)s"
     )
-    library = _load(scenarios)
+    library = _load(scenarios, models)
     worker: forkserver.Entry = partial(_worker, library, path)
     forkserver.serve(path, {"worker": worker}, {"chart": _charts}, control_in, control_out)
 
@@ -519,4 +521,4 @@ async def run_worker(conn: socket.socket, library: ScenarioLibrary, zygote: str)
 
 
 if __name__ == "__main__":
-    run_zygote(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    run_zygote(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ["models"])
