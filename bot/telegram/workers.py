@@ -10,9 +10,9 @@ evenly (each worker sends at most ``global_rate / N``). One worker already takes
 intake (and its fsyncs) off the answering core; more add throughput, up to one per core.
 
 The workers are forked from one *zygote* (:mod:`bot.forkserver`): a process the front
-starts as ``python -m bot.telegram.workers``, which imports the bot, loads the word model
-and the scenarios, plays a short session in each language and builds the Bot API types a
-worker uses, all once, and then only forks, with no event loop, thread, socket or database
+starts as ``python -m bot.telegram.workers``, which imports the bot (and the openai SDK if
+models are configured), loads the word model and the scenarios, plays a short session in
+each language and builds the Bot API types a worker uses, all once, and then only forks, with no event loop, thread, socket or database
 connection of its own. What it loaded stays shared between it and the workers
 (copy-on-write) instead of being loaded again by each. Each worker opens its own database
 connection, event loop and Bot API session after the fork. Scorecard charts are drawn by
