@@ -1,11 +1,12 @@
 """Bulk QC: wall time of `trainer grade` on 1,000 transcripts of 10 replies, on one core.
 
-    python bench/bench_bulk.py [--transcripts N] [--replies R]
+    python bench/bench_bulk.py [--transcripts N] [--replies R] [--runs N]
 
 Builds a JSONL file of chats from the golden transcripts' replies (every scenario, both
 languages, good and bad trainees, so most replies repeat as stock lines do in real
 chats; one in three is made unique), then runs the real command in a child process pinned
-to one core and times it from start to exit, start-up included. Target: under 30 s.
+to one core and times it from start to exit, start-up included, --runs (3) times: the
+median and range. Target: under 30 s.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import add_runs, figure, load_line, machine_line, runs_of, verdict
 from golden import load_cases
 
 TARGET_S = 30.0
@@ -60,8 +62,11 @@ def main() -> None:
     parser.add_argument("--transcripts", type=int, default=1000)
     parser.add_argument("--replies", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    add_runs(parser)
     args = parser.parse_args()
+    print(machine_line())
     trainer = Path(sys.executable).with_name("trainer")
+    walls = []
     with tempfile.TemporaryDirectory() as tmp:
         chats = Path(tmp) / "chats.jsonl"
         replies = corpus(chats, args.transcripts, args.replies, args.seed)
@@ -71,19 +76,22 @@ def main() -> None:
             if core is not None:
                 os.sched_setaffinity(0, {core})
 
-        started = time.perf_counter()
-        subprocess.run(
-            [str(trainer), "grade", str(chats), "--by", "agent", "--format", "csv",
-             "-o", str(Path(tmp) / "out.csv")],
-            check=True, preexec_fn=pin, capture_output=True,
-        )  # fmt: skip
-        wall = time.perf_counter() - started
-    verdict = "OK" if wall < TARGET_S else "MISS"
+        for _ in range(runs_of(args)):
+            started = time.perf_counter()
+            subprocess.run(
+                [str(trainer), "grade", str(chats), "--by", "agent", "--format", "csv",
+                 "-o", str(Path(tmp) / "out.csv")],
+                check=True, preexec_fn=pin, capture_output=True,
+            )  # fmt: skip
+            walls.append(time.perf_counter() - started)
     print(
-        f"bulk QC, {args.transcripts} transcripts x {args.replies} replies ({replies} replies), one core"
+        f"bulk QC, {args.transcripts} transcripts x {args.replies} replies ({replies} replies), "
+        f"one core, {len(walls)} runs: median (range)"
     )
-    print(f"  trainer grade, start-up included: {wall:.1f} s  (target < {TARGET_S:g} s)  {verdict}")
-    print(f"  {replies / wall:,.0f} replies/s end to end")
+    print(f"  trainer grade, start-up included: {figure(walls, 's')}   target < {TARGET_S:g} s: "
+          f"{verdict(walls, lambda s: s < TARGET_S)}")  # fmt: skip
+    print(f"  {figure([replies / wall for wall in walls], '/s', 0)} replies end to end")
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Scorecard chart rendering time and PNG size.
 
-    python bench/bench_charts.py [--charts N] [--cold N] [--threads T] [--seed S]
+    python bench/bench_charts.py [--charts N] [--cold N] [--threads T] [--seed S] [--runs N]
 
 Renders the end-of-session chart (``bot.charts.scorecard_chart``) as the Telegram bot does
 at the end of every session, with the real rubric labels (the default rubric's 3
@@ -15,7 +15,8 @@ p50/p95/max milliseconds (time.perf_counter around one call) of:
 
 and the PNG sizes (min/median/max). Then --threads T threads render --charts N charts each
 at once, as ``asyncio.to_thread`` would, and every image is checked against the same chart
-drawn alone. Target: warm p50 <= 15 ms; PNG < 60 KB. Always exits 0.
+drawn alone. Every phase runs --runs (3) times; figures are the median and range of the
+runs. Target: warm p50 <= 15 ms; PNG < 60 KB. Always exits 0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+from figures import add_runs, figure, load_line, machine_line, runs_of, verdict
 
 from bot import charts
 from bot.charts import has_cjk_font, scorecard_chart
@@ -62,16 +65,15 @@ def job(
     return dims, trend, rng.choice(heads)
 
 
-def stats(ms: list[float]) -> str:
-    ordered = sorted(ms)
-    p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
-    return f"p50 {statistics.median(ordered):7.2f}  p95 {p95:7.2f}  max {ordered[-1]:7.2f} ms"
-
-
 def timed(dims: list[Dimension], trend: list[float], title: Bilingual, lang: str) -> tuple[float, bytes]:  # fmt: skip
     start = time.perf_counter()
     png = scorecard_chart(dims, trend, title=title, lang=lang)  # type: ignore[arg-type]
     return (time.perf_counter() - start) * 1000, png
+
+
+def p95(ms: list[float]) -> float:
+    ordered = sorted(ms)
+    return ordered[max(0, int(len(ordered) * 0.95) - 1)]
 
 
 def main() -> None:
@@ -80,15 +82,25 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=10)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    add_runs(parser)
     args = parser.parse_args()
+    print(machine_line())
     rng = random.Random(args.seed)
     heads = titles()
     clear = getattr(charts, "_clear_caches", lambda: None)
     cjk = "a CJK font installed" if has_cjk_font() else "no CJK font: zh falls back to English"
-    print(f"scorecard chart, 600x300 PNG ({cjk}); {args.charts} warm charts per case")
-    warm_p50: list[float] = []
-    for name, labels in rubric_labels().items():
-        for lang in ("en", "zh"):
+    runs = runs_of(args)
+    print(f"scorecard chart, 600x300 PNG ({cjk}); {args.charts} warm charts per case, "
+          f"{runs} runs: median (range) of each run's figure")  # fmt: skip
+    cases = [(name, labels, lang) for name, labels in rubric_labels().items() for lang in ("en", "zh")]  # fmt: skip
+    figures: dict[tuple[str, str], dict[str, list[float]]] = {}
+    worst: list[float] = []
+    all_labels = list(rubric_labels().values())
+    alone_rates, together_rates, identical = [], [], []
+    for _ in range(runs):
+        warm_p50 = []
+        for name, labels, lang in cases:
+            got = figures.setdefault((name, lang), {})
             cold = []
             for _ in range(args.cold):
                 clear()
@@ -101,30 +113,41 @@ def main() -> None:
             for _ in range(args.charts):
                 ms, png = timed(*job(rng, labels, heads), lang)
                 warm.append(ms)
-                sizes.append(len(png))
+                sizes.append(len(png) / 1024)
+            for key, value in (
+                ("cold p50", statistics.median(cold)),
+                ("warm p50", statistics.median(warm)),
+                ("warm p95", p95(warm)),
+                ("warm max", max(warm)),
+                ("PNG max", max(sizes)),
+            ):
+                got.setdefault(key, []).append(value)
             warm_p50.append(statistics.median(warm))
-            print(f"  {name:8} {lang}  cold {stats(cold)}")
-            print(f"  {name:8} {lang}  warm {stats(warm)}")
-            print(f"  {name:8} {lang}  PNG  min {min(sizes) / 1024:.1f}  median "
-                  f"{statistics.median(sizes) / 1024:.1f}  max {max(sizes) / 1024:.1f} KB")  # fmt: skip
-    worst = max(warm_p50)
-    print(f"  warm p50 worst case {worst:.2f} ms (target <= 15 ms)  {'OK' if worst <= 15 else 'MISS'}")  # fmt: skip
-
-    all_labels = list(rubric_labels().values())
-    jobs = [
-        (*job(rng, rng.choice(all_labels), heads), rng.choice(["en", "zh"]))
-        for _ in range(args.charts * args.threads)
-    ]
-    start = time.perf_counter()
-    alone = [timed(*j)[1] for j in jobs]
-    alone_rate = len(jobs) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(args.threads) as pool:
-        together = list(pool.map(lambda j: timed(*j)[1], jobs))
-    elapsed = time.perf_counter() - start
-    same = sum(a == b for a, b in zip(alone, together, strict=True))
-    print(f"  one thread: {alone_rate:,.0f} charts/s; {args.threads} threads: {len(jobs) / elapsed:,.0f} charts/s; "
-          f"{same}/{len(jobs)} images identical to the same chart drawn alone")  # fmt: skip
+        worst.append(max(warm_p50))
+        jobs = [
+            (*job(rng, rng.choice(all_labels), heads), rng.choice(["en", "zh"]))
+            for _ in range(args.charts * args.threads)
+        ]
+        start = time.perf_counter()
+        alone = [timed(*j)[1] for j in jobs]
+        alone_rates.append(len(jobs) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.threads) as pool:
+            together = list(pool.map(lambda j: timed(*j)[1], jobs))
+        together_rates.append(len(jobs) / (time.perf_counter() - start))
+        identical.append(sum(a == b for a, b in zip(alone, together, strict=True)) / len(jobs))
+    for (name, lang), got in figures.items():
+        print(f"  {name:8} {lang}  " + "   ".join(
+            f"{key} {figure(values, 'KB' if key.startswith('PNG') else 'ms', 1)}"
+            for key, values in got.items()
+        ))  # fmt: skip
+    sizes_ok = all(max(got["PNG max"]) < 60 for got in figures.values())
+    print(f"  warm p50, worst case {figure(worst, 'ms', 2)}   target <= 15 ms: "
+          f"{verdict(worst, lambda ms: ms <= 15)}; PNG < 60 KB: {'met' if sizes_ok else 'NOT met'}")  # fmt: skip
+    print(f"  one thread {figure(alone_rates, '/s', 0)} charts; {args.threads} threads "
+          f"{figure(together_rates, '/s', 0)}; images identical to the same chart drawn alone: "
+          f"{min(identical):.0%} in the worst run")  # fmt: skip
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python bench/bench_drill.py [--channel web|telegram|engine] [--quick] [--trainees N]
                                 [--minutes M] [--scale S] [--chart FILE]
                                 [--db sqlite|postgresql|URL] [--processes N] [--compare]
+                                [--runs N]
 
 The preset is Double 11 midnight peak: 3 customers at once per trainee, and arrivals 3x
 faster for the first 10 minutes (the drill is shortened to --minutes). Every 6-20 s each
@@ -35,6 +36,10 @@ on Telegram, the 429s and how long owed messages waited in the outbox.
 four on PostgreSQL) and prints messages/s (replies answered plus workspaces pushed),
 replies/s, reply p99, scheduler lag p99 and the servers' cores for each.
 
+Every drill runs --runs (3; 2 with --quick) times, each on a fresh database; each run prints
+its report, and a summary gives the median and range of the runs' figures, the targets
+judged by the median.
+
 Targets: lag p99 <= 1 s, RSS < 1 GB, 0 lost replies, 0 unhandled 429s. The full web run
 (2,000 trainees, 5 drill minutes) takes about 6 minutes, --quick (200 trainees, 1 minute)
 about 1.5; the Telegram run about as long as its drill. Always exits 0.
@@ -66,6 +71,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_telegram import CHAT_RATE, GLOBAL_RATE, BenchAPI  # noqa: E402
 from bench_web import Server, _free_port, _sign_in  # noqa: E402
 from benchdb import CHOICES_HELP, database  # noqa: E402
+from figures import add_runs, figure, load_line, machine_line, runs_of, verdict  # noqa: E402
 from golden import load_cases  # noqa: E402
 from tgharness import BotHarness  # noqa: E402
 
@@ -189,12 +195,14 @@ def _figures(store: Store, drill_id: int, seen: Seen, scale: float = 1.0) -> dic
             "   (target 0)"
         )
     else:  # web: each "done" was stored before it was sent
-        print(f"lost replies: {max(0, answered - stored)} (stored {stored})   (target 0)")
+        lost = max(0, answered - stored)
+        print(f"lost replies: {lost} (stored {stored})   (target 0)")
     return {
         "replies/s": answered / wall,
         "messages/s": (answered + seen.pushes) / wall,
         "reply p99 s": _pct(lat, 0.99),
         "lag p99 s": _pct(lags, 0.99),
+        "lost": lost,
     }
 
 
@@ -349,7 +357,7 @@ async def _web(args: argparse.Namespace, db: str) -> dict[str, float]:
             f"({seen.pushes / wall:.0f}/s)"
         )
         _report(store, ended, args.chart, plan)
-        return {**figures, "cores": cpu / wall}
+        return {**figures, "cores": cpu / wall, "rss MiB": rss}
     finally:
         await http.close()
         for server in servers:
@@ -364,18 +372,43 @@ COMPARED = (("sqlite", 1), ("sqlite", 2), ("postgresql", 2), ("postgresql", 4))
 async def _compare(args: argparse.Namespace) -> None:
     rows = []
     for kind, processes in COMPARED:
-        print(f"\n=== {processes} process(es) on {kind} ===", flush=True)
         args.processes = processes
-        with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as db:
-            rows.append((kind, processes, await _web(args, db)))
-    print(f"\n{args.trainees} trainees, {args.minutes:g} drill minutes, {os.cpu_count()} CPUs:")
-    print("database    processes  messages/s  replies/s  reply p99  lag p99  server cores")
-    for kind, processes, got in rows:
+        runs = []
+        for run in range(args.runs):
+            print(f"\n=== {processes} process(es) on {kind}, run {run + 1} ===", flush=True)
+            with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as db:
+                runs.append(await _web(args, db))
+        rows.append((kind, processes, runs))
+    print(f"\n{args.trainees} trainees, {args.minutes:g} drill minutes, {os.cpu_count()} CPUs, "
+          f"{args.runs} runs each: median (range)")  # fmt: skip
+    for kind, processes, runs in rows:
+
+        def of(key: str, scale: float = 1.0, runs: list[dict[str, float]] = runs) -> list[float]:
+            return [r[key] * scale for r in runs]
+
         print(
-            f"{kind:<11} {processes:>9}  {got['messages/s']:>10.0f}  {got['replies/s']:>9.1f}"
-            f"  {got['reply p99 s'] * 1000:>6.0f} ms  {got['lag p99 s']:>5.2f} s"
-            f"  {got['cores']:>12.2f}"
+            f"  {kind:<11} {processes} process(es): {figure(of('messages/s'), '/s', 0)} messages, "
+            f"{figure(of('replies/s'), '/s', 1)} replies, reply p99 "
+            f"{figure(of('reply p99 s', 1000), 'ms', 0)}, lag p99 {figure(of('lag p99 s'), 's', 2)}, "
+            f"servers {figure(of('cores'), 'cores', 2)}"
         )
+
+
+def _summary(runs: list[dict[str, float]]) -> None:
+    """The median and range of every run's figures, and the targets."""
+
+    def of(key: str, scale: float = 1.0) -> list[float]:
+        return [r[key] * scale for r in runs]
+
+    print(f"\nsummary of {len(runs)} runs: median (range)")
+    print(f"  replies {figure(of('replies/s'), '/s', 1)}; reply p99 "
+          f"{figure(of('reply p99 s', 1000), 'ms', 0)}; lag p99 {figure(of('lag p99 s'), 's', 2)}; "
+          f"CPU {figure(of('cores'), 'cores', 2)}; peak RSS {figure(of('rss MiB'), 'MiB', 0)}")  # fmt: skip
+    print(f"  targets: lag p99 <= 1 s {verdict(of('lag p99 s'), lambda s: s <= 1)}; RSS < 1 GB "
+          f"{verdict(of('rss MiB'), lambda mib: mib < 1024)}; 0 lost replies "
+          f"{verdict(of('lost'), lambda n: n == 0)}"
+          + (f"; 0 unhandled 429s {verdict(of('unhandled 429s'), lambda n: n == 0)}"
+             if "unhandled 429s" in runs[0] else ""))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- telegram
@@ -428,7 +461,7 @@ class ChatTrainee:
             await self.api.post_to_webhook(self.api.updates[update])
 
 
-async def _telegram(args: argparse.Namespace, db: str) -> None:
+async def _telegram(args: argparse.Namespace, db: str) -> dict[str, float]:
     logging.getLogger("trainer").setLevel(logging.ERROR)
     library = ScenarioLibrary.load()
     plan = library.drills[PRESET]
@@ -477,7 +510,7 @@ async def _telegram(args: argparse.Namespace, db: str) -> None:
         stats = app.throttle.stats
         sends = len(api.send_times) - sends0
         await harness.stop_bot()
-    _figures(store, drill.id, seen)
+    figures = _figures(store, drill.id, seen)
     failed = sum("RetryAfter" in e or "429" in e for e in store.inbox_failures())
     during: list[float] = []
     at_end: list[float] = []
@@ -499,6 +532,8 @@ async def _telegram(args: argparse.Namespace, db: str) -> None:
     )
     _report(store, ended, args.chart, plan)
     store.close()
+    unhandled = stats.failed + failed
+    return {**figures, "cores": cpu / wall, "rss MiB": rss, "unhandled 429s": unhandled}
 
 
 # --------------------------------------------------------------------------------- engine
@@ -540,7 +575,7 @@ async def _engine_trainee(
             seen.latencies.append(time.perf_counter() - started)
 
 
-async def _engine(args: argparse.Namespace, db: str) -> None:
+async def _engine(args: argparse.Namespace, db: str) -> dict[str, float]:
     library = ScenarioLibrary.load()
     plan = library.drills[PRESET]
     store = Store.open(db)
@@ -585,7 +620,7 @@ async def _engine(args: argparse.Namespace, db: str) -> None:
     for task in (ticking, copying):
         task.cancel()
     await asyncio.gather(ticking, copying, return_exceptions=True)
-    _figures(store, drill.id, seen, args.scale)
+    figures = _figures(store, drill.id, seen, args.scale)
     waits = lock.waits
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -595,6 +630,7 @@ async def _engine(args: argparse.Namespace, db: str) -> None:
     )
     _report(store, ended, args.chart, plan)
     store.close()
+    return {**figures, "cores": cpu / wall, "rss MiB": rss}
 
 
 CHANNELS: dict[str, Callable[[argparse.Namespace, str], Any]] = {
@@ -628,15 +664,24 @@ def main() -> None:
         action="store_true",
         help="web: one SQLite process, two on SQLite, two and four on PostgreSQL; a table",
     )
+    add_runs(parser, quick=2)
     args = parser.parse_args()
+    args.runs = runs_of(args, quick=2)
     if args.channel != "telegram":
         args.trainees = args.trainees or (200 if args.quick else 2000)
     args.minutes = args.minutes or (1.0 if args.quick else 5.0)
+    print(machine_line(), flush=True)
     if args.compare:
         asyncio.run(_compare(args))
+        print(load_line())
         return
-    with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as db:
-        asyncio.run(CHANNELS[args.channel](args, db))
+    runs = []
+    for run in range(args.runs):
+        print(f"\n=== run {run + 1} of {args.runs} ===", flush=True)
+        with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as db:
+            runs.append(asyncio.run(CHANNELS[args.channel](args, db)))
+    _summary(runs)
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Turn latency with model-backed roles: what our code adds over the model server's latency.
 
-    python bench/bench_llm.py [--quick] [--sessions N] [--latency S] [--seconds S]
-                              [--inline-server] [--sync-at-inbox] [--profile]
+    python bench/bench_llm.py [--quick] [--sessions N] [--latency S] [--seconds S] [--runs N]
+                              [--inline-server] [--sync-every-commit] [--profile]
 
 --sessions (20) concurrent sessions play the replies of the golden transcripts of
 ``tests/golden/`` (every scenario; Chinese and English; good, mediocre and bad trainees;
@@ -10,16 +10,21 @@ customer, the LLM judge (one call per judged dimension, three, concurrently) and
 rewriter are all served by the fake OpenAI-compatible server of ``tests/llmapi.py`` with a
 fixed --latency (0.2 s) per request; it runs in its own process (``--inline-server``: on the
 bench's event loop instead) and answers every call validly on the first try, so neither the
-SDK's retry nor the judge's re-ask is triggered. The roles may send 64 requests at once,
-as to a server that serves many (vLLM, a hosted API). The store is a file-backed SQLite
-database in a temp dir, as in production.
+SDK's retry nor the judge's re-ask is triggered. The roles may send every request of every
+session at once (5 per session: customer, three judge dimensions, rewriter; at least 64), as
+to a server that serves many (vLLM, a hosted API): the figure is what our code adds, not a
+queue in front of the server. The store is a file-backed SQLite database in a temp dir,
+committed as the Telegram bot and the web app commit (the wait for the disk off the event
+loop; ``--sync-every-commit``: every commit waits on the loop, as the terminal's one session
+does).
 
 Turn latency is the wall time of ``Session.reply()``. The calls of one reply run together,
 so the ideal is one server latency; overhead = (turn latency - latency) / latency, at p50
 and p95. Also shown: a single session (no contention), the same sessions with rules only
 and the scripted customer (no model at all), and a bare request through ``LLMClient``
 (SDK, HTTP and the fake server's own work: the floor under any turn). Target: overhead at
-p50 <= 10 % with --sessions concurrent sessions.
+p50 <= 10 % with --sessions concurrent sessions, judged by the median of --runs (3; 2 with
+--quick) runs of every phase; each figure is printed as the median and range of the runs.
 
 Then a single-slot server (the fake decodes one request at a time, like a llama.cpp
 server with one slot, and finishes a request whose client gave up): --slot-sessions (4)
@@ -28,7 +33,7 @@ server that reports no slots and was not measured by ``llm check``) and once wit
 ``max_concurrency = 1`` (what a server reporting one slot gets: customer first, then
 judge, then rewriter), each
 reporting turn latency p50/p95 and how many judged grades the judge decided. The full run
-takes about 2 minutes, ``--quick`` about 35 s. Always exits 0.
+takes about 4 minutes, ``--quick`` about 1. Always exits 0.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.content import ScenarioLibrary
+from bot.disksync import checkpoints
 from bot.engine import Engine
 from bot.llm.client import LLMClient, forget_endpoints
 from bot.llm.config import RoleSettings
@@ -62,11 +68,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:  # tests/llmapi.py is made to be imported
     sys.path.insert(0, str(ROOT / "tests"))
 
+from figures import add_runs, figure, load_line, machine_line, runs_of, verdict  # noqa: E402
 from golden import Case, load_cases  # noqa: E402
 from llmapi import FakeLLM  # noqa: E402
 
 API_KEY = "sk-bench-key"
 TARGET = 0.10
+CALLS_PER_REPLY = 5
+"""The most model calls one reply makes at once: customer, three judge dimensions, rewriter."""
 
 
 # ---------------------------------------------------------------------- the fake model
@@ -275,9 +284,9 @@ async def run_phase(
     return phase
 
 
-async def bare_requests(base_url: str, count: int) -> list[float]:
+async def bare_requests(base_url: str, count: int, slots: int) -> list[float]:
     """Wall time of single requests through ``LLMClient``, one at a time."""
-    settings = RoleSettings(base_url=base_url, api_key=API_KEY, model="fake", max_concurrency=64)
+    settings = RoleSettings(base_url=base_url, api_key=API_KEY, model="fake", max_concurrency=slots)
     client = LLMClient(settings)  # the first client of a server sets its slots for all
     messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "hello"}]
     times = []
@@ -303,23 +312,43 @@ def ms(value: float) -> str:
     return f"{value * 1000:7.1f}"
 
 
-def print_phase(phase: Phase, latency: float) -> None:
-    values = phase.latencies
-    if not values:
-        print(f"  {phase.name:<24} no replies")
-        return
-    p50, p95, p99 = pct(values, 0.5), pct(values, 0.95), pct(values, 0.99)
-    over = (
-        f"{(p50 - latency) / latency * 100:+7.1f} % {(p95 - latency) / latency * 100:+7.1f} %"
-        if phase.llm
-        else f"{'-':>9} {'-':>9}"
-    )
-    print(
-        f"  {phase.name:<24}{len(values):>7}{ms(p50)}{ms(p95)}{ms(p99)}{ms(max(values))}"
-        f" {over}{len(values) / phase.seconds:8.1f}{phase.cpu / len(values) * 1000:8.1f}"
-        f"{phase.cpu / phase.seconds * 100:6.0f} %{ms(pct(phase.lags, 0.5))}"
-        f"{ms(pct(phase.lags, 0.99))}"
-    )
+def phase_figures(phase: Phase, latency: float) -> dict[str, float]:
+    """What one run of a phase measured: latencies in ms, overheads in %."""
+    values = phase.latencies or [float("nan")]
+    p50, p95 = pct(values, 0.5), pct(values, 0.95)
+    return {
+        "replies": len(phase.latencies),
+        "p50": p50 * 1000,
+        "p95": p95 * 1000,
+        "p99": pct(values, 0.99) * 1000,
+        "over p50": (p50 - latency) / latency * 100,
+        "over p95": (p95 - latency) / latency * 100,
+        "reply/s": len(phase.latencies) / phase.seconds,
+        "cpu/rep": phase.cpu / max(len(phase.latencies), 1) * 1000,
+        "cpu": phase.cpu / phase.seconds * 100,
+        "lag99": pct(phase.lags, 0.99) * 1000,
+    }
+
+
+def print_phases(results: dict[str, list[dict[str, float]]], llm: dict[str, bool]) -> None:
+    """One block per phase: each figure's median and range over the runs."""
+    for name, runs in results.items():
+
+        def of(key: str, runs: list[dict[str, float]] = runs) -> list[float]:
+            return [r[key] for r in runs]
+
+        over = (
+            f"; over the latency: p50 {figure(of('over p50'), '%')}, "
+            f"p95 {figure(of('over p95'), '%')}"
+            if llm[name]
+            else ""
+        )
+        print(f"  {name}: {sum(of('replies')):.0f} replies in {len(runs)} runs")
+        print(f"    turn p50 {figure(of('p50'), 'ms')}   p95 {figure(of('p95'), 'ms')}   p99 "
+              f"{figure(of('p99'), 'ms')}{over}")  # fmt: skip
+        print(f"    {figure(of('reply/s'), '/s')} replies; CPU {figure(of('cpu/rep'), 'ms')} per "
+              f"reply, {figure(of('cpu'), '%', 0)} of one core; event-loop lag p99 "
+              f"{figure(of('lag99'), 'ms')}")  # fmt: skip
 
 
 def print_calls(phase: Phase) -> None:
@@ -394,15 +423,18 @@ def print_single_slot(results: list[tuple[int, Phase]], args: argparse.Namespace
     print(
         f"single-slot server: one request decoded at a time, {args.latency * 1000:.0f} ms each "
         f"(a reply asks up to 5: customer, 3 judge dimensions, rewrite); {args.slot_sessions} "
-        f"sessions, timeout_s {args.slot_timeout:g}"
+        f"sessions, timeout_s {args.slot_timeout:g}; median (range) of {args.runs} runs"
     )
-    print(f"  {'':<20}{'replies':>8}{'p50 ms':>9}{'p95 ms':>9}{'judge decided':>15}")
-    for _, phase in results:
-        values = phase.latencies or [0.0]
-        decided = f"{phase.judged - phase.unscored}/{phase.judged}"
+    for slots in sorted({slots for slots, _ in results}, reverse=True):
+        phases = [phase for n, phase in results if n == slots]
+        p50 = [pct(p.latencies or [0.0], 0.5) * 1000 for p in phases]
+        p95 = [pct(p.latencies or [0.0], 0.95) * 1000 for p in phases]
+        judged = sum(p.judged for p in phases)
+        decided = judged - sum(p.unscored for p in phases)
         print(
-            f"  {phase.name:<20}{len(phase.latencies):>8}{ms(pct(values, 0.5))}"
-            f"{ms(pct(values, 0.95))}{decided:>15}"
+            f"  max_concurrency {slots}: {sum(len(p.latencies) for p in phases)} replies, turn "
+            f"p50 {figure(p50, 'ms')}, p95 {figure(p95, 'ms')}; the judge decided "
+            f"{decided} of {judged} judged grades"
         )
 
 
@@ -416,78 +448,92 @@ async def bench(args: argparse.Namespace) -> None:
     await server.start()
     # A server that serves many requests at once (vLLM, a hosted API): what our code adds,
     # not a queue in front of it (the default of 4 at once is for servers not known better).
+    slots = max(64, CALLS_PER_REPLY * args.sessions)
     settings = RoleSettings(
-        base_url=server.base_url, api_key=API_KEY, model="fake", timeout_s=10, max_concurrency=64
-    )
+        base_url=server.base_url, api_key=API_KEY, model="fake", timeout_s=10,
+        max_concurrency=slots,
+    )  # fmt: skip
     assistants = Assistants(
         customer=LLMClient(settings), judge=LLMClient(settings), rewriter=LLMClient(settings)
     )
-    phases: list[Phase] = []
+    results: dict[str, list[dict[str, float]]] = {}
+    llm: dict[str, bool] = {}
+    last: list[Phase] = []
+    profiler = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "bench.db")
-        if args.sync_at_inbox:
+        checkpointing = None
+        if not args.sync_every_commit:  # as the Telegram bot and the web app commit
             store.sync_at_inbox()
+            store.checkpoint_aside()
+            checkpointing = asyncio.create_task(checkpoints(store.checkpoint))
         llm_engine = Engine(store, library, assistants)
         rules_engine = Engine(store, library)
         try:
-            bare = await bare_requests(server.base_url, 10 if args.quick else 30)
+            bare = await bare_requests(server.base_url, 10 if args.quick else 30, slots)
             # warm up: jieba, opencc, prompt templates, connections, the structured mode
             await run_phase(llm_engine, cases, Phase("warm-up", args.sessions, True), 2, server)
             await run_phase(rules_engine, cases, Phase("warm-up", args.sessions, False), 1, None)
-            one = Phase("llm, 1 session", 1, True)
-            phases.append(await run_phase(llm_engine, cases, one, args.one_seconds, server))
-            many = Phase(f"llm, {args.sessions} sessions", args.sessions, True)
-            profiler = cProfile.Profile() if args.profile else None
-            if profiler is not None:
-                profiler.enable()
-            phases.append(await run_phase(llm_engine, cases, many, args.seconds, server))
-            if profiler is not None:
-                profiler.disable()
-            rules = Phase(f"rules, {args.sessions} sessions", args.sessions, False)
-            phases.append(await run_phase(rules_engine, cases, rules, args.rules_seconds, None))
+            for run in range(args.runs):
+                one = Phase("llm, 1 session", 1, True)
+                await run_phase(llm_engine, cases, one, args.one_seconds, server)
+                many = Phase(f"llm, {args.sessions} sessions", args.sessions, True)
+                if profiler is not None and run == args.runs - 1:
+                    profiler.enable()
+                await run_phase(llm_engine, cases, many, args.seconds, server)
+                if profiler is not None and run == args.runs - 1:
+                    profiler.disable()
+                rules = Phase(f"rules, {args.sessions} sessions", args.sessions, False)
+                await run_phase(rules_engine, cases, rules, args.rules_seconds, None)
+                for phase in (one, many, rules):
+                    results.setdefault(phase.name, []).append(phase_figures(phase, args.latency))
+                    llm[phase.name] = phase.llm
+                last = [one, many, rules]
+            commits = (
+                "every commit waits for the disk on the event loop"
+                if args.sync_every_commit
+                else "commits wait for the disk off the event loop, as the servers' do"
+            )
             print(
                 f"{args.sessions} concurrent coach-mode sessions, golden replies (zh and en), "
-                f"file-backed SQLite store ({'fsync at the inbox only' if args.sync_at_inbox else 'every commit fsynced'}); fake server latency {args.latency * 1000:.0f} ms "
-                f"per request ({'on the bench loop' if args.inline_server else 'own process'})"
+                f"file-backed SQLite store ({commits}); fake server latency "
+                f"{args.latency * 1000:.0f} ms per request "
+                f"({'on the bench loop' if args.inline_server else 'own process'}), "
+                f"{slots} requests at once; {args.runs} runs of each phase: median (range)"
             )
             print(
                 f"  bare request through LLMClient, one at a time: p50 {ms(pct(bare, 0.5))} ms"
                 f"  ({(pct(bare, 0.5) - args.latency) * 1000:+.1f} ms over the latency: SDK, "
                 "HTTP and the fake server)"
             )
+            print_phases(results, llm)
+            print("  (CPU: this process's; lag: how late a 5 ms timer on the event loop fired)")
             print()
-            print(
-                f"  {'turn latency (ms)':<24}{'replies':>7}{'p50':>7}{'p95':>7}{'p99':>7}"
-                f"{'max':>7} {'over p50':>9} {'over p95':>9}{'reply/s':>8}{'cpu/rep':>8}"
-                f"{'cpu':>8}{'lag50':>7}{'lag99':>7}"
-            )
-            for phase in phases:
-                print_phase(phase, args.latency)
-            print("  (cpu/rep: process CPU ms per reply; cpu: of one core; lag: event-loop lag ms)")
-            print()
-            for phase in phases:
+            print("the last run:")
+            for phase in last:
                 print_calls(phase)
-            for phase in phases[:2]:
+            for phase in last[:2]:
                 print_voices(store, phase)
-            print_single_slot(await single_slot(library, cases, args, store), args)
+            slot_results = []
+            for _ in range(args.runs):
+                slot_results += await single_slot(library, cases, args, store)
+            print_single_slot(slot_results, args)
         finally:
+            if checkpointing is not None:
+                checkpointing.cancel()
             await assistants.aclose()
             await server.stop()
             store.close()
     print()
     print("targets:")
-    if many.latencies:
-        over = (pct(many.latencies, 0.5) - args.latency) / args.latency
-        verdict = "met" if over <= TARGET else "NOT met"
-        print(
-            f"  overhead at p50 with {args.sessions} sessions {over * 100:+.1f} % "
-            f"(target <= {TARGET * 100:.0f} %): {verdict}"
-        )
-    else:
-        print("  overhead at p50: no replies measured: NOT met")
+    values = [r["over p50"] for r in results[f"llm, {args.sessions} sessions"] if r["replies"]]
+    print(
+        f"  overhead at p50 with {args.sessions} sessions {figure(values, '%')} "
+        f"(target <= {TARGET * 100:.0f} %): {verdict(values, lambda v: v <= TARGET * 100)}"
+    )
     if profiler is not None:
         print()
-        print(f"profile of the {many.name} phase (top 20 by own time, then cumulative):")
+        print(f"profile of the last {args.sessions}-session run (top 20 by own time, cumulative):")
         stats = pstats.Stats(profiler, stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(20)
         stats.sort_stats("cumulative").print_stats(
@@ -497,7 +543,7 @@ async def bench(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (about 20 s)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     parser.add_argument("--sessions", type=int, default=20, help="concurrent sessions")
     parser.add_argument("--latency", type=float, default=0.2, help="server seconds per request")
     parser.add_argument("--seconds", type=float, help="length of the N-session LLM run")
@@ -505,9 +551,10 @@ def main() -> None:
         "--inline-server", action="store_true", help="fake server on the bench's event loop"
     )
     parser.add_argument(
-        "--sync-at-inbox",
+        "--sync-every-commit",
         action="store_true",
-        help="commits skip the fsync (the Telegram bot's setting); default: every commit waits",
+        help="every commit waits for the disk on the event loop (the terminal's setting); "
+        "default: as the Telegram bot and the web app commit",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the N-session run")
     parser.add_argument(
@@ -517,15 +564,19 @@ def main() -> None:
         "--slot-timeout", type=float, default=3.0, help="timeout_s on the single-slot server"
     )
     parser.add_argument("--slot-seconds", type=float, help="length of each single-slot run")
+    add_runs(parser, quick=2)
     args = parser.parse_args()
     args.sessions = max(1, args.sessions)
+    args.runs = runs_of(args, quick=2)
     if args.seconds is None:
-        args.seconds = 5.0 if args.quick else 40.0
-    args.one_seconds = 2.0 if args.quick else 8.0
-    args.rules_seconds = 2.0 if args.quick else 10.0
+        args.seconds = 5.0 if args.quick else 20.0
+    args.one_seconds = 2.0 if args.quick else 5.0
+    args.rules_seconds = 2.0 if args.quick else 5.0
     if args.slot_seconds is None:
-        args.slot_seconds = 6.0 if args.quick else 20.0
+        args.slot_seconds = 4.0 if args.quick else 10.0
+    print(machine_line(), flush=True)
     asyncio.run(bench(args))
+    print(load_line())
 
 
 if __name__ == "__main__":

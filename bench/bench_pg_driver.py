@@ -1,6 +1,6 @@
 """PostgreSQL driver choice for the store's hot path: psycopg 3 (sync, pool, async) vs asyncpg.
 
-    python bench/bench_pg_driver.py [--dsn URL] [--seconds S] [--trainees N [N ...]]
+    python bench/bench_pg_driver.py [--dsn URL] [--seconds S] [--trainees N [N ...]] [--runs N]
 
 Creates its own schema (bench_pg_<random>) in the database named by --dsn (default
 postgresql://postgres@127.0.0.1:5432/test, or TRAINER_BENCH_PG_DSN; URL form, so that
@@ -23,13 +23,16 @@ including pool waits and the thread hop); read p50; loop lag p99 (how late a 2 m
 on the same event loop fires, i.e. how long other handlers wait); and for (a) the mean
 time the event loop is blocked per reply (transaction + read, run on the loop thread);
 cpu, the bench process's CPU time per reply (driver overhead; the server's is not counted).
-Ends with a one-line conclusion derived from the numbers.
+Every variant and concurrency runs --runs (3) times, interleaved; each row is the run with
+the median replies/s, and the range of replies/s over the runs is shown. Ends with a
+one-line conclusion derived from the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import secrets
@@ -41,6 +44,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from figures import add_runs, figure, load_line, machine_line, runs_of
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -119,6 +123,22 @@ class Row:
     trainees: int
     rps: float
     stats: Stats
+    rates: list[float] = field(default_factory=list)
+    """replies/s of every run of this variant and concurrency."""
+
+
+def median_rows(rows: list[Row]) -> list[Row]:
+    """One row per variant and concurrency: the run with the median replies/s, all rates."""
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.variant, row.trainees), []).append(row)
+    out = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r.rps)
+        middle = ordered[len(ordered) // 2]
+        out.append(Row(middle.variant, middle.trainees, middle.rps, middle.stats,
+                       [r.rps for r in group]))  # fmt: skip
+    return out
 
 
 # --- psycopg, sync (variants a and b) ---------------------------------------------------------
@@ -378,7 +398,7 @@ def _ms(value: float) -> str:
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'variant':<34} {'trainees':>8} {'replies/s':>9} {'tx p50':>7} {'tx p99':>7} "
+        f"{'variant':<34} {'trainees':>8} {'replies/s':>9} {'range':>11} {'tx p50':>7} {'tx p99':>7} "
         f"{'call p50':>8} {'call p99':>8} {'read p50':>8} {'lag p99':>8} {'blocked':>8} {'cpu':>6}"
     )
     print(header)
@@ -387,8 +407,9 @@ def print_table(rows: list[Row]) -> None:
         s = row.stats
         blocked = statistics.mean(s.blocked) if s.blocked else float("nan")
         cpu = s.cpu / s.replies if s.replies else float("nan")
+        spread = figure(row.rates, "", 0).partition(" ")[2] or "-"
         print(
-            f"{VARIANTS[row.variant]:<34} {row.trainees:>8} {row.rps:>9.0f} "
+            f"{VARIANTS[row.variant]:<34} {row.trainees:>8} {row.rps:>9.0f} {spread:>11} "
             f"{_ms(_pct(s.tx, 0.5)):>7} {_ms(_pct(s.tx, 0.99)):>7} "
             f"{_ms(_pct(s.call, 0.5)):>8} {_ms(_pct(s.call, 0.99)):>8} "
             f"{_ms(_pct(s.read, 0.5)):>8} {_ms(_pct(s.lag, 0.99)):>8} {_ms(blocked):>8} {_ms(cpu):>6}"
@@ -429,20 +450,19 @@ async def run_all(args: argparse.Namespace, conninfo: str, schema: str) -> list[
           f"{_ms(await idle_lag(0.5))} ms")  # fmt: skip
     rows = []
     variants = "abcd" if asyncpg is not None else "abc"
-    for trainees in args.trainees:
-        for variant in variants:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                conn.execute("TRUNCATE sessions, turns, grades, outbox")
-            run = f"{variant}{trainees}"
-            if variant == "a":
-                rps, stats = await run_a(conninfo, run, trainees, args.seconds)
-            elif variant == "b":
-                rps, stats = await run_b(conninfo, run, trainees, args.seconds)
-            elif variant == "c":
-                rps, stats = await run_c(conninfo, run, trainees, args.seconds)
-            else:
-                rps, stats = await run_d(args.dsn, schema, run, trainees, args.seconds)
-            rows.append(Row(variant, trainees, rps, stats))
+    for trainees, _, variant in itertools.product(args.trainees, range(args.runs), variants):
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("TRUNCATE sessions, turns, grades, outbox")
+        run = f"{variant}{trainees}"
+        if variant == "a":
+            rps, stats = await run_a(conninfo, run, trainees, args.seconds)
+        elif variant == "b":
+            rps, stats = await run_b(conninfo, run, trainees, args.seconds)
+        elif variant == "c":
+            rps, stats = await run_c(conninfo, run, trainees, args.seconds)
+        else:
+            rps, stats = await run_d(args.dsn, schema, run, trainees, args.seconds)
+        rows.append(Row(variant, trainees, rps, stats))
     return rows
 
 
@@ -452,7 +472,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per run")
     parser.add_argument("--trainees", type=int, nargs="+", default=[1, 16],
                         help="concurrency levels (default: 1 16)")  # fmt: skip
+    add_runs(parser)
     args = parser.parse_args()
+    args.runs = runs_of(args)
+    print(machine_line())
     if asyncpg is None:
         print("asyncpg is not installed (pip install asyncpg): measuring psycopg only.")
     schema = f"bench_pg_{secrets.token_hex(4)}"
@@ -474,8 +497,10 @@ def main() -> None:
             rows = asyncio.run(run_all(args, conninfo, schema))
         finally:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    rows = median_rows(rows)
     print_table(rows)
     print(conclusion(rows))
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The web app's live chat under load: WebSocket trainees against `trainer serve web`.
 
     python bench/bench_web.py [--quick] [--trainees N] [--open-trainees N] [--rate R]
-                              [--seconds S]
+                              [--seconds S] [--runs N]
 
 Starts the web app as its users do (``trainer --db FILE serve web``, one process, a
 file-backed store in a temp dir) and drives simulated trainees from this process over
@@ -20,7 +20,9 @@ Phases:
                 each sending every open-trainees/rate s, staggered, never before its
                 previous answer (a slot that comes while it waits is skipped and counted)
 
-Prints messages/s, reply p50/p95/p99, the server's CPU and peak RSS per phase. Targets:
+Each phase runs --runs (3; 2 with --quick) times, one after the other on the same server;
+prints messages/s, reply p50/p95/p99 and the server's CPU per phase as the median and range
+of the runs, and the server's peak RSS. Targets (judged by the median):
 closed-loop throughput at least the Telegram path's on this machine (run
 bench_telegram.py the same day: this machine's speed varies from day to day), and reply
 p99 <= 50 ms at 200 messages/s. The full run takes about a minute, --quick about 25 s. Always exits 0.
@@ -48,6 +50,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from figures import add_runs, figure, load_line, machine_line, runs_of, verdict  # noqa: E402
 from golden import Case, load_cases  # noqa: E402
 
 from bot.content import ScenarioLibrary  # noqa: E402
@@ -236,20 +239,35 @@ async def _open(trainees: list[Trainee], rate: float, seconds: float, run: Run) 
     await asyncio.gather(*(loop(t, i * period / len(trainees)) for i, t in enumerate(trainees)))
 
 
-def _report(run: Run, server: Server, cpu0: float) -> None:
+def _figures(run: Run, server: Server, cpu0: float) -> dict[str, float]:
+    """One run of a phase: its rates, latencies (ms) and the server's cores."""
     ordered = sorted(run.latencies)
 
     def pct(q: float) -> float:
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
     wall = max(run.end, time.monotonic()) - run.start
+    return {
+        "replies/s": run.answered / (run.end - run.start),
+        "messages/s": (run.answered + run.sessions) / (run.end - run.start),
+        "p50": pct(0.5),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "skipped": run.skipped,
+        "missing": run.missing,
+        "cores": (server.cpu_seconds() - cpu0) / wall,
+    }
+
+
+def _report(name: str, runs: list[dict[str, float]]) -> None:
+    def of(key: str) -> list[float]:
+        return [r[key] for r in runs]
+
     print(
-        f"{run.name:<12} {run.answered / (run.end - run.start):5.0f} replies/s"
-        f" {(run.answered + run.sessions) / (run.end - run.start):5.0f} messages/s"
-        f"  p50 {pct(0.5):6.1f} ms  p95 {pct(0.95):6.1f} ms  p99 {pct(0.99):6.1f} ms"
-        f"  sessions {run.sessions:4d}  skipped {run.skipped:4d}  missing {run.missing}"
-        f"  server cpu {(server.cpu_seconds() - cpu0) / wall:4.2f}"
-        f"  peak rss {server.peak_rss_mib():5.0f} MiB",
+        f"{name:<12} {figure(of('messages/s'), '/s', 0)} messages ({figure(of('replies/s'), '/s', 0)} "
+        f"replies)   p50 {figure(of('p50'), 'ms')}   p95 {figure(of('p95'), 'ms')}   p99 "
+        f"{figure(of('p99'), 'ms')}   server {figure(of('cores'), 'cores', 2)}   skipped "
+        f"{sum(of('skipped')):.0f}, missing {sum(of('missing')):.0f} in all runs",
         flush=True,
     )
 
@@ -259,23 +277,36 @@ async def _bench(args: argparse.Namespace, base: str, tokens: list[str], server:
     trainees = [
         Trainee(base, token, cases[i % len(cases)], timeout=30.0) for i, token in enumerate(tokens)
     ]
+    results: dict[str, list[dict[str, float]]] = {}
     try:
         await asyncio.gather(*(t.begin(None) for t in trainees))
-        for name, group, phase in (
-            ("1 user", trainees[:1], lambda g, r: _closed(g, args.seconds / 2, r)),
-            ("closed loop", trainees[: args.trainees], lambda g, r: _closed(g, args.seconds, r)),
-            (
-                "open loop",
-                trainees[: args.open_trainees],
-                lambda g, r: _open(g, args.rate, args.seconds, r),
-            ),
-        ):
-            run = Run(name)
-            cpu0 = server.cpu_seconds()
-            await phase(group, run)
-            _report(run, server, cpu0)
+        for _ in range(args.runs):
+            for name, group, phase in (
+                ("1 user", trainees[:1], lambda g, r: _closed(g, args.seconds / 2, r)),
+                (
+                    "closed loop",
+                    trainees[: args.trainees],
+                    lambda g, r: _closed(g, args.seconds, r),
+                ),
+                (
+                    "open loop",
+                    trainees[: args.open_trainees],
+                    lambda g, r: _open(g, args.rate, args.seconds, r),
+                ),
+            ):
+                run = Run(name)
+                cpu0 = server.cpu_seconds()
+                await phase(group, run)
+                results.setdefault(name, []).append(_figures(run, server, cpu0))
     finally:
         await asyncio.gather(*(t.close() for t in trainees))
+    for name, runs in results.items():
+        _report(name, runs)
+    p99s = [r["p99"] for r in results["open loop"]]
+    print(f"peak RSS of the server {server.peak_rss_mib():.0f} MiB")
+    print(f"targets: p99 at {args.rate:.0f} messages/s <= 50 ms: {verdict(p99s, lambda ms: ms <= 50)}; "
+          "closed-loop throughput >= the Telegram path's: compare with bench_telegram.py run "
+          "the same day")  # fmt: skip
 
 
 def main() -> None:
@@ -286,8 +317,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile")
+    add_runs(parser, quick=2)
     args = parser.parse_args()
     args.seconds = args.seconds or (6.0 if args.quick else 15.0)
+    args.runs = runs_of(args, quick=2)
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         tokens = _sign_in(db, max(args.trainees, args.open_trainees))
@@ -296,12 +330,13 @@ def main() -> None:
         try:
             print(
                 f"web app: one process, {len(tokens)} signed-in trainees, "
-                f"{args.seconds:g} s per phase",
+                f"{args.seconds:g} s per phase, {args.runs} runs: median (range)",
                 flush=True,
             )
             asyncio.run(_bench(args, f"http://127.0.0.1:{port}", tokens, server))
         finally:
             server.stop()
+    print(load_line())
 
 
 if __name__ == "__main__":
