@@ -43,7 +43,9 @@ GOOD = [
 COLD = "Thanks. Could you send me the order number and two photos (the crack and the outer box)?"
 WRONG_TIMING = GOOD[1].replace("1-3 business days", "10 business days")
 FIX = "Sorry, let me correct that: the ¥299 refund reaches your Alipay within 1-3 business days."
-NO_ACK = "Thanks. Could you tell me the last four digits of the phone on the order?"
+# Courtesy and a bare question, no acknowledgement and no next step (a courteous request to
+# verify the customer would be a next step): 1 of 3 for empathy.
+NO_ACK = "Thanks. What are the last four digits of the phone on the order?"
 # Resolved, 75.8 points in four deductions (5, 2.5, 5, 11.67 with clause REFUND-TIMING):
 # the session fails only because the total is below the pass mark.
 BELOW_ONLY = [COLD, WRONG_TIMING, FIX, NO_ACK]
