@@ -767,7 +767,13 @@ def _empathy_signals(
         asking = {a.sentence_of(h.start) for h in a.get("signals.request")}
         for hit in a.get("intents.identity"):
             sentence = a.sentence_of(hit.start)
-            if not hit.negated and sentence in asking and sentence not in tainted:
+            verb = _ASK_TO_VERIFY.search(a.text, a.sentence_start(hit.start), hit.start)
+            if (
+                not hit.negated
+                and sentence in asking
+                and sentence not in tainted
+                and verb is not None
+            ):
                 f.ownership_quote = a.sentence_quote(hit.start)
                 break
     if f.ownership_quote is None and state.acknowledged and a.has("signals.timeline"):
@@ -784,6 +790,11 @@ def _empathy_signals(
                 break
 
 
+_ASK_TO_VERIFY = re.compile(
+    r"提供|核对|确认|告诉|告知|发一下|发下|发我|说一下|报一下|核实|验证|"
+    r"\b(?:confirm|provide|tell me|give me|send me|share|verify|let me know)\b"
+)
+"""A verb asking the customer for identity data: 麻烦核对一下收货人姓名, "please confirm"."""
 _NO_STEP_BY_ITSELF = frozenset({"get", "got", "keep", "look", "help", "put", "审核"})
 """Action words that name no step of the agent's without a subject ("I get how…", 审核通过了)."""
 _NOT_DONE = re.compile(r"不了|不到|不成")
@@ -868,6 +879,7 @@ def _claims(
     a = r.a
     today = day_of(scenario.today)
     paid_asked = _asks_when_paid(state.last_customer)
+    money_asked = _asks_only_when_paid(state.last_customer)
     private = {  # money moved off the platform: judged by policy, not as refund facts
         a.sentence_of(h.start) for h in a.get("forbidden.off_platform") if not h.negated
     }
@@ -976,7 +988,7 @@ def _claims(
                 or _ENDS_AFTER.match(a.text, date.end)
                 or (
                     topic == "topics.delivery"
-                    and _money_arriving(r, date.start, scenario, paid_asked)
+                    and _money_arriving(r, date.start, scenario, money_asked)
                 )
             ) or (
                 date.month is None
@@ -1110,7 +1122,7 @@ def _claims(
         for duration in numbers.durations:
             topic = r.topic(duration.start, duration.end, _CLAIM_TOPICS)
             if topic == "topics.delivery" and _money_arriving(
-                r, duration.start, scenario, paid_asked
+                r, duration.start, scenario, money_asked
             ):
                 topic = "topics.refund"  # 银行卡3-7个工作日就到: the money arrives, not a parcel
             elif topic is None and r.in_clause_with(duration.start, "outcomes.credit", None):
@@ -1159,7 +1171,7 @@ def _claims(
                 f.too_fast.append(a.sentence_quote(duration.start))
         for date in numbers.dates:  # "by tomorrow morning", 最晚下周一, 最晚23号就到
             arrives = (  # a day named for the money, in a sentence about it
-                _money_arriving(r, date.start, scenario, paid_asked)
+                _money_arriving(r, date.start, scenario, money_asked)
                 and _ARRIVES_AFTER.match(a.text, date.end) is not None
             )
             until = date.days_from(today.weekday())
@@ -1289,7 +1301,7 @@ def _claims(
             if (
                 r.topic(duration.start, duration.end, _CLAIM_TOPICS) != "topics.delivery"
                 or disclaimed(duration.start)
-                or _money_arriving(r, duration.start, scenario, paid_asked)
+                or _money_arriving(r, duration.start, scenario, money_asked)
             ):
                 continue
             if _counted_from_delivery(r, duration):
@@ -1314,7 +1326,7 @@ def _claims(
             until = date.days_from(today.weekday())
             if until is None or not r.in_clause_with(date.start, "topics.delivery"):
                 continue
-            if _money_arriving(r, date.start, scenario, paid_asked):
+            if _money_arriving(r, date.start, scenario, money_asked):
                 continue  # "refunds take 3 business days, so it should be there by Friday"
             if r.in_clause_with(date.start, "signals.hypothetical", None):
                 continue  # 今天能不能优先派送: asked, not promised
@@ -1951,6 +1963,21 @@ def _asks_when_paid(message: str) -> bool:
     return bool(_WHEN.search(text) and _MONEY_WORDS.search(text))
 
 
+_CLAUSES = re.compile(r"[^，,。！？!?；;…]+")
+
+
+@lru_cache(maxsize=1024)
+def _asks_only_when_paid(message: str) -> bool:
+    """Whether a customer message asks when the money arrives, and not when goods do.
+
+    Each "when" must share its clause with the money (钱什么时候到？): 礼物什么时候到？
+    再不到我就退款 asks after the present.
+    """
+    text = normalize(message).text
+    asking = [c for c in _CLAUSES.findall(text) if _WHEN.search(c)]
+    return bool(asking) and all(_MONEY_WORDS.search(c) for c in asking)
+
+
 def _answers_when_paid(r: _Reader, start: int, end: int, asked: bool) -> bool:
     """A time with no topic of its own, answering "when do I get my money?"."""
     return (
@@ -1972,20 +1999,28 @@ _SURNAMES = frozenset(
     "边卞姬师仇栾隋刁沙荣巫寇桑郎甄丛仲虞敖巩佘池麻苑迟邝"
 )
 _ZH_ADDRESS = re.compile(
-    r"(?:^|[。！？!?，,、\s～~：:]|您好|你好|亲爱的|尊敬的|谢谢|感谢)"
-    r"([\u4e00-\u9fa5]{1,3}?)(?:女士|先生|小姐)(?=[，,。！？!?\s～~]|您|你|$)"
+    r"(?:^|[。！？!?，,、\s～~：:]|您好|你好|亲爱的|尊敬的)"
+    r"([\u4e00-\u9fa5])(?:女士|先生|小姐)(?=[，,。！？!?\s～~]|您|你|$)"
 )
 _EN_ADDRESS = re.compile(
     r"(?:^|[.!?,;:]\s|\b(?:hello|hi|hey|dear|thanks|sorry|thank you)\s)"
     r"((?:ms|mr|mrs|miss)\.?\s+([a-z]+))(?=\s*(?:[,.!?;:—–-]|$))"
 )
-"""The customer addressed by title and name: at a sentence's edge, after a greeting."""
-_ZH_READ_BACK = re.compile(r"(?:收货人|收件人)(?:姓名)?(?:是|为|叫|：|:)?\s?([\u4e00-\u9fa5]{2,4})")
+"""The customer addressed by title and surname: at a sentence's edge, after a greeting."""
+_SOMEONE_ELSE = re.compile(
+    r"(?:主管|经理|师傅|快递员|小哥|同事|专员|联系人|负责人|骑手|组长|店长)[，,：:\s]*$"
+    r"|\b(?:courier|manager|colleague|supervisor|driver|agent|contact|rider|team lead)\b[,:\s]*$"
+)
+"""Right before a title and name: the person is someone else (我们的主管，刘先生)."""
+_ZH_READ_BACK = re.compile(
+    r"(?:收货人|收件人)(?:姓名)?(?:(?:是|为|叫|：|:)\s?([\u4e00-\u9fa5]{2,4})"
+    r"|([\u4e00-\u9fa5]{2,3})(?=[，,。！？!?、\s]|吧|吗|呢|对|$))"
+)
 _NOT_NAMES = frozenset({"姓名", "手机", "电话", "地址", "信息", "名字", "本人"})
 """What follows 收货人 when no name is read back."""
 _EN_READ_BACK = re.compile(
     r"\b(?:recipient(?:'s name)?(?: is|:)?|(?:order|parcel|it)(?:'s| is) under|under the name"
-    r"|(?:goes|going|sent|shipped|addressed) to|pickup (?:is )?(?:for|from)) ([a-z]+) [a-z]+\b"
+    r"|(?:goes|going|sent|shipped|addressed) to|pickup (?:is )?(?:for|from)) ([a-z]+) ([a-z]+)\b"
 )
 """The recipient's name read back: 收货人李芳, "the order is under Chen Hao"."""
 _PINYIN_SURNAME = re.compile(
@@ -2033,40 +2068,52 @@ def _wrong_names(r: _Reader, scenario: Scenario) -> list[tuple[int, int, bool]]:
 def _find_wrong_names(text: str, scenario: Scenario) -> list[tuple[int, int, bool]]:
     persona = scenario.customer.persona.name
     receiver = scenario.order.receiver.name
-    zh_names = {_TITLES.sub("", persona.zh).strip(), receiver.zh, receiver.zh[:1]}
+    surnames = {_TITLES.sub("", persona.zh).strip()[:1], receiver.zh[:1]}
     en_words = {w.lower() for t in (persona.en, receiver.en) for w in _TITLES.sub("", t).split()}
-    full = receiver.en.lower()
+    receiver_words = set(receiver.en.lower().split())
     found: list[tuple[int, int, bool]] = []
     for match in _ZH_ADDRESS.finditer(text):
-        before = match.group(1)
-        if not any(before.endswith(n) for n in zh_names if n) and before[-1] in _SURNAMES:
-            found.append((match.start(1) + len(before) - 1, match.end(), False))
+        surname = match.group(1)
+        if surname not in surnames and surname in _SURNAMES and not _someone_else(text, match):
+            found.append((match.start(1), match.end(), False))
     for match in _EN_ADDRESS.finditer(text):
-        if match.group(2) not in en_words:
+        if match.group(2) not in en_words and not _someone_else(text, match):
             found.append((match.start(1), match.end(1), False))
     for match in _ZH_READ_BACK.finditer(text):
-        name = match.group(1)[: len(receiver.zh)]
-        if name[0] in _SURNAMES and not name.startswith(receiver.zh) and name[:2] not in _NOT_NAMES:
-            found.append((match.start(), match.start(1) + len(name), True))
+        group = 1 if match.group(1) else 2
+        said = match.group(group)
+        titled = _TITLES.search(said)
+        if titled:  # 收货人是王女士: the surname is what is said
+            name, right = said[: titled.start()], said[:1] in surnames
+        else:
+            name = said[: len(receiver.zh)]
+            right = name.startswith(receiver.zh)
+        if name and not right and name[0] in _SURNAMES and name[:2] not in _NOT_NAMES:
+            found.append((match.start(), match.start(group) + len(name), True))
     for match in _EN_READ_BACK.finditer(text):
         if (
             _PINYIN_SURNAME.fullmatch(match.group(1))
-            and match.group(0)[match.start(1) - match.start() :] != full
+            and {match.group(1), match.group(2)} != receiver_words
         ):
             found.append((match.start(1), match.end(), True))
     return found
 
 
-def _money_arriving(r: _Reader, pos: int, scenario: Scenario, paid_asked: bool) -> bool:
+def _someone_else(text: str, match: re.Match[str]) -> bool:
+    """Whether the title and name after ``match``'s start name a third party."""
+    return bool(_SOMEONE_ELSE.search(text, max(0, match.start() - 16), match.start() + 1))
+
+
+def _money_arriving(r: _Reader, pos: int, scenario: Scenario, asked: bool) -> bool:
     """Whether an arrival at ``pos`` is the money's.
 
-    In a refund case; with money in the sentence; or in answer to "when do I get my
-    money?" when the sentence names no goods ("You'll get it in 1–3 business days").
+    In a refund case; with money in the sentence; or, ``asked`` "when do I get my money?"
+    (and nothing else), when the sentence names no goods ("You'll get it in 1–3 days").
     """
     if scenario.category == "refund_dispute":  # the parcel went back long ago
         return True
     sentence = r.a.sentence_of(pos)
-    if paid_asked and not _GOODS.search(r.a.text, r.a.sentence_start(pos), r.a.sentence_end(pos)):
+    if asked and not _GOODS.search(r.a.text, r.a.sentence_start(pos), r.a.sentence_end(pos)):
         return True
     sentences = {sentence}
     if sentence and _IT_OPENS.match(r.a.text, r.a.sentence_start(pos)):

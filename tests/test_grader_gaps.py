@@ -185,3 +185,91 @@ def test_the_right_name_or_a_name_that_is_not_the_customer_is_no_wrong_fact(
 ) -> None:
     accuracy = grading(lang=lang).customer(KETTLE[lang]).reply(reply)["accuracy"]
     assert accuracy.score is None or accuracy.score == accuracy.max_score
+
+
+# Look-alikes a review found after the rules above were written: none of them is the gap.
+
+
+@pytest.mark.parametrize(
+    ("scenario", "lang", "asked", "reply"),
+    [
+        (
+            "delivery-delay-gift",
+            "zh",
+            "礼物到底什么时候到？再不到我就申请退款！",
+            "刘女士真抱歉，我查了，明天中午前一定能到。",
+        ),
+        (
+            "delivery-delay-gift",
+            "en",
+            "When is the present going to arrive? If it doesn't, I'm asking for a refund!",
+            "I'm so sorry, Ms. Liu. It will definitely arrive by noon tomorrow.",
+        ),
+        (
+            "wrong-item-hoodie",
+            "zh",
+            "正确的什么时候能到？不行我就退款了！",
+            "赵女士抱歉，正确的黑色M码预计5到7天能到。",
+        ),
+        (
+            "wrong-item-hoodie",
+            "en",
+            "When will the right one arrive? Otherwise I want a refund!",
+            "Sorry, Ms. Zhao. The black M should arrive in 5 to 7 days.",
+        ),
+    ],
+)
+def test_a_refund_threat_does_not_turn_a_delivery_time_into_refund_timing(
+    grading, scenario: str, lang: str, asked: str, reply: str
+) -> None:
+    accuracy = grading(scenario, lang).customer(asked).reply(reply)["accuracy"]
+    assert not any(c.startswith("accuracy.wrong.refund_timing") for c in codes(accuracy))
+    assert "REFUND-TIMING" not in accuracy.clause_ids
+    if scenario == "delivery-delay-gift":  # the date still has to match the courier's estimate
+        assert "accuracy.wrong.eta" in codes(accuracy), accuracy.reason["en"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "谢谢女士，水壶裂了真的很抱歉，麻烦发一下照片，我马上处理。"),
+        ("zh", "明白先生，水壶裂了真的很抱歉，麻烦发一下照片，我马上处理。"),
+        ("zh", "我们的售后主管，刘先生，会给您回电，麻烦发一下照片。"),
+        ("zh", "联系人：张先生，电话稍后发您，麻烦先发一下照片。"),
+        (
+            "en",
+            "Our courier, Mr. Wu, will pick it up tomorrow. Could you send a photo of the crack?",
+        ),
+        ("zh", "收货人是王女士您本人吗？麻烦发一下照片。"),
+        ("zh", "收货人白天在家吗？麻烦发一下照片。"),
+        ("zh", "收货人方便接电话吗？麻烦发一下照片。"),
+    ],
+)
+def test_titles_and_names_that_are_not_the_customer_misnamed_are_no_wrong_fact(
+    grading, lang: str, reply: str
+) -> None:
+    accuracy = grading(lang=lang).customer(KETTLE[lang]).reply(reply)["accuracy"]
+    assert "accuracy.wrong.customer_name" not in codes(accuracy)
+
+
+def test_a_recipient_read_back_given_name_first_is_the_right_name(grading) -> None:
+    chat = grading("price-protection-airfryer", "en").customer("The price dropped by ¥100!")
+    accuracy = chat.reply("Thanks. The order is under Hao Chen, right?")["accuracy"]
+    assert "accuracy.wrong.customer_name" not in codes(accuracy)
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "麻烦您耐心等待，收件人会收到短信通知。"),
+        ("zh", "请您放心，收货人信息我们都会保密。"),
+        ("en", "Please be patient, the recipient's name will show on the tracking page."),
+    ],
+)
+def test_a_request_that_only_mentions_the_recipient_is_no_identity_check(
+    grading, lang: str, reply: str
+) -> None:
+    chat = grading(lang=lang).customer(KETTLE[lang])
+    chat.reply(ACKED[lang])
+    empathy = chat.customer("然后呢？" if lang == "zh" else "And then?").reply(reply)["empathy"]
+    assert empathy.score is not None and empathy.score < 3
