@@ -133,9 +133,9 @@ class _Zygote:
         return fds + [s.channel.fileno() for s in self.shared.values()]
 
     def run(self) -> None:
-        self.control_out.write(b"ready\n")
-        self.control_out.flush()
         try:
+            self.control_out.write(b"ready\n")
+            self.control_out.flush()
             while True:
                 events = dict(self.poller.poll())
                 if self.wake_r in events:
@@ -149,7 +149,10 @@ class _Zygote:
                 if self.listener.fileno() in events:
                     conn, _ = self.listener.accept()
                     with conn:
-                        self.answer(conn)
+                        try:
+                            self.answer(conn)
+                        except Exception:  # one client's failure never ends the zygote
+                            log.exception("the zygote could not answer a client")
                 if self.control_in.fileno() in events and not os.read(
                     self.control_in.fileno(), 4096
                 ):
@@ -212,7 +215,7 @@ class _Zygote:
     def pass_on(self, kind: str, conn: socket.socket) -> None:
         """Give a connection to the shared child of ``kind``, started if there is none."""
         for _ in range(2):  # a child that has just died is replaced once
-            server = self.shared.get(kind) or self.start_shared(kind)
+            server = self.shared.get(kind) or self.start_shared(kind, conn.fileno())
             try:
                 socket.send_fds(server.channel, [b"+"], [conn.fileno()])
             except OSError:
@@ -222,14 +225,15 @@ class _Zygote:
             return
         log.warning("the zygote could not pass a client to a %s process", kind)
 
-    def start_shared(self, kind: str) -> _Shared:
+    def start_shared(self, kind: str, *also: int) -> _Shared:
+        """Fork the shared child of ``kind`` (without ``also``: the connection being passed)."""
         handler = self.handlers.get(kind)
         if handler is None:  # loaded now, after the children forked before: not theirs
             handler = self.handlers[kind] = self.prepare[kind]()
             _settle()
         mine, theirs = socket.socketpair()
         with theirs:
-            pid = self.fork(lambda: _serve_clients(theirs, handler), mine.fileno())
+            pid = self.fork(lambda: _serve_clients(theirs, handler), mine.fileno(), *also)
         self.children.add(pid)
         server = self.shared[kind] = _Shared(pid, mine)
         self.poller.register(mine.fileno(), select.POLLIN)

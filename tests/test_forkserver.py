@@ -34,8 +34,13 @@ def echo(conn):  # an own child: answers each line with its process id, its pare
 def upper(request):  # a shared child
     return b"%d %s\\n" % (len(BIG), request.upper())
 
+def broken():  # a shared kind whose loading fails (matplotlib missing, say)
+    raise ImportError("no such library")
+
 control_in, control_out = forkserver.take_stdio()
-forkserver.serve(sys.argv[1], {"echo": echo}, {"upper": lambda: upper}, control_in, control_out)
+forkserver.serve(
+    sys.argv[1], {"echo": echo}, {"upper": lambda: upper, "broken": broken}, control_in, control_out
+)
 """
 
 
@@ -111,6 +116,19 @@ def _fd_targets(pid: int) -> set[str]:
     return found
 
 
+def _socket_fds(pid: int) -> int:
+    """How many of ``pid``'s descriptors are sockets (two for one socket count twice)."""
+    return sum(1 for target in _fd_targets_all(pid) if target.startswith("socket:"))
+
+
+def _fd_targets_all(pid: int) -> list[str]:
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            found.append(os.readlink(fd))
+    return found
+
+
 def test_own_children_are_forked_from_the_loaded_zygote_and_their_exits_reported(
     tmp_path: Path,
 ) -> None:
@@ -164,6 +182,9 @@ def test_one_shared_child_serves_every_client_and_exits_with_the_last(tmp_path: 
             assert await _say(one, frame(b"abc")) == [size, b"ABC"]
             assert await _say(two, frame(b"def")) == [size, b"DEF"]
             assert await _say(one, frame(b"again")) == [size, b"AGAIN"]
+            # its channel to the zygote and one socket per client: no copy of the first
+            # client's connection from the zygote, where it was open at the fork
+            assert _socket_fds(one.pid) == 3
 
             one.kill()  # only drops this client: the other is still served
             await asyncio.wait_for(one.wait(), 30)
@@ -203,5 +224,21 @@ def test_the_zygote_outlives_its_children_and_refuses_what_it_does_not_know(
             await asyncio.wait_for(child.wait(), 30)
             assert await asyncio.wait_for(z.proc.wait(), 30) == 0
             assert await z.exit_of(child.pid) == 0
+
+    asyncio.run(run())
+
+
+def test_a_shared_kind_that_cannot_load_refuses_its_client_and_the_zygote_goes_on(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        async with zygote(tmp_path) as z:
+            with pytest.raises(forkserver.ForkError):
+                await forkserver.fork(z.path, "broken")
+            assert z.proc.returncode is None
+            child = await forkserver.fork(z.path, "echo")  # still forking
+            assert (await _say(child, b"after\n"))[2] == b"after"
+            child.stdin.close()
+            await asyncio.wait_for(child.wait(), 30)
 
     asyncio.run(run())

@@ -56,6 +56,7 @@ from bot.llm.client import LLMClient
 from bot.llm.config import RoleSettings
 from bot.llm.roles import Assistants
 from bot.telegram.throttle import ThrottleStats
+from graders import tune_gc
 
 if TYPE_CHECKING:
     from bot.content import ScenarioLibrary
@@ -192,6 +193,7 @@ class WorkerPool:
             *(["models"] if self.specs[0].llm else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},  # no thread alive at a fork
         )
         assert self.zygote.stdout is not None
         line = await self._first_line(self.zygote.stdout, "the telegram workers' zygote")
@@ -443,6 +445,7 @@ def run_zygote(path: str, scenarios: Path, log_level: int, models: bool) -> None
         level=log_level, format="%(asctime)s %(levelname)s %(name)s[zygote]: %(message)s"
     )
     library = _load(scenarios, models)
+    tune_gc()  # the workers inherit the graders' collection pacing
     worker: forkserver.Entry = partial(_worker, library, path)
     forkserver.serve(path, {"worker": worker}, {"chart": _charts}, control_in, control_out)
 
