@@ -263,13 +263,15 @@ class Session:
         meta: dict[str, Any] = {} if ref is None else {"ref": ref}
         if self.answered_by is not None:
             meta["by"] = self.answered_by
+        waiting = self.mind.waiting_on()
+        if waiting is not None:  # its answer is the better reply, after a restart too
+            meta["waiting"] = waiting.id
         # The reply is committed before grading (which may wait on a judge); what follows
         # from it (grades, the customer's answer, the ending) is committed together.
         turn_idx = self.store.add_turn(
             self.id, "trainee", cleaned, latency_s=latency_s, meta=meta or None
         )
         history = list(self.chat)
-        waiting = self.mind.waiting_on()
         record = await self.grader.trainee(cleaned, latency_s)
         if waiting is not None:
             self.waiting_at[record.number] = waiting
@@ -301,6 +303,11 @@ class Session:
         if ending is not None:
             self.outcome, self.card = ending, card
         return result
+
+    def curveball(self, item_id: str | None) -> AgendaItem | None:
+        """The scenario's agenda item ``item_id`` (None if there is no such item)."""
+        agenda = self.scenario.scenario.customer.agenda
+        return next((a for a in agenda if item_id is not None and a.id == item_id), None)
 
     def _note_docked(self, record: ReplyRecord) -> None:
         """Remember a reply the rule graders took points from, before any judge settles it."""
@@ -632,6 +639,9 @@ class Engine:
             record = await grader.trainee(turn.text, turn.latency_s)
             session._note_docked(record)
             session.chat.append(("trainee", turn.text))
+            waited = session.curveball(turn.meta.get("waiting"))
+            if waited is not None:
+                session.waiting_at[record.number] = waited
             if turn.idx in stored:  # as graded then (a judge's grade is not asked again)
                 grader.settle(record, tuple(stored[turn.idx]))
             else:

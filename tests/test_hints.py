@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
 from bot.storage import Store
+from graders.session import stage_of
 
 FIRST = "王女士您好，水壶到手就裂了真的很抱歉。麻烦发一下订单号和壶身、外箱的照片，我马上为您处理。"
 SECOND = "收到，谢谢您。我这就为您核对。"
@@ -46,7 +48,26 @@ def test_once_the_curveball_is_answered_the_hint_is_the_stage_exemplar(library, 
     session, waiting = _waiting_for_the_address(library, store)
     asyncio.run(session.reply(session.scenario.render(waiting.answer.zh, "zh")))  # type: ignore[union-attr]
     assert session.mind.waiting_on() is None
-    assert session.hint() != session.scenario.render(waiting.answer.zh, "zh")  # type: ignore[union-attr]
+    stage = stage_of(session.scenario, session.grader.state)
+    assert session.hint() == session.scenario.exemplar(stage)
+
+
+def test_the_better_reply_to_a_curveball_survives_a_restart(library, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = Store.open(db)
+    session, waiting = _waiting_for_the_address(library, store)
+    docked = asyncio.run(session.reply("好的。"))
+    store.close()
+
+    store = Store.open(db)
+    resumed, _ = asyncio.run(Engine(store, library).resume(session.id))
+    record = next(r for r in resumed.grader.records if r.number == docked.record.number)
+    assert resumed.better_reply(record) == docked.better
+    assert docked.better is not None and docked.better["zh"] == session.scenario.render(
+        waiting.answer.zh,  # type: ignore[union-attr]
+        "zh",
+    )
+    store.close()
 
 
 def test_a_curveball_without_a_written_answer_is_quoted_before_the_exemplar(library) -> None:
