@@ -318,6 +318,7 @@ def test_a_zygote_that_cannot_load_the_bot_is_a_clear_error(tmp_path: Path) -> N
     asyncio.run(run())
     assert pool.zygote is not None and pool.zygote.returncode == 1
     assert pool.pids() == []
+    assert pool._folder is None  # its private folder is gone with it
 
 
 def test_a_lost_lease_ends_the_workers_at_once_and_the_next_term_forks_new_ones(
@@ -371,6 +372,9 @@ def test_a_worker_forked_from_a_zygote_with_the_openai_sdk_talks_to_the_models(
             opening = await start_session(h, 140, "en", "coach")
             assert LINE_EN in opening[-1]
             assert customer.completions
+            assert h.app is not None and h.app.pool is not None and h.app.pool.zygote
+            cmdline = Path(f"/proc/{h.app.pool.zygote.pid}/cmdline").read_bytes().split(b"\0")
+            assert cmdline[-2:] == [b"models", b""]  # the zygote was told to load the SDK
 
     asyncio.run(run())
     store.close()
