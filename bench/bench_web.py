@@ -20,7 +20,7 @@ Phases:
                 each sending every open-trainees/rate s, staggered, never before its
                 previous answer (a slot that comes while it waits is skipped and counted)
 
-Each phase runs --runs (3; 2 with --quick) times, one after the other on the same server;
+Each phase runs --runs (3; 2 with --quick) times, each run on a new server and database;
 prints messages/s, reply p50/p95/p99 and the server's CPU per phase as the median and range
 of the runs, and the server's peak RSS. Targets (judged by the median):
 closed-loop throughput at least the Telegram path's on this machine (run
@@ -272,41 +272,33 @@ def _report(name: str, runs: list[dict[str, float]]) -> None:
     )
 
 
-async def _bench(args: argparse.Namespace, base: str, tokens: list[str], server: Server) -> None:
+async def _one_run(
+    args: argparse.Namespace, base: str, tokens: list[str], server: Server
+) -> dict[str, dict[str, float]]:
+    """Every phase once, on a server that has seen nothing before: figures by phase."""
     cases = load_cases()
     trainees = [
         Trainee(base, token, cases[i % len(cases)], timeout=30.0) for i, token in enumerate(tokens)
     ]
-    results: dict[str, list[dict[str, float]]] = {}
+    results: dict[str, dict[str, float]] = {}
     try:
         await asyncio.gather(*(t.begin(None) for t in trainees))
-        for _ in range(args.runs):
-            for name, group, phase in (
-                ("1 user", trainees[:1], lambda g, r: _closed(g, args.seconds / 2, r)),
-                (
-                    "closed loop",
-                    trainees[: args.trainees],
-                    lambda g, r: _closed(g, args.seconds, r),
-                ),
-                (
-                    "open loop",
-                    trainees[: args.open_trainees],
-                    lambda g, r: _open(g, args.rate, args.seconds, r),
-                ),
-            ):
-                run = Run(name)
-                cpu0 = server.cpu_seconds()
-                await phase(group, run)
-                results.setdefault(name, []).append(_figures(run, server, cpu0))
+        for name, group, phase in (
+            ("1 user", trainees[:1], lambda g, r: _closed(g, args.seconds / 2, r)),
+            ("closed loop", trainees[: args.trainees], lambda g, r: _closed(g, args.seconds, r)),
+            (
+                "open loop",
+                trainees[: args.open_trainees],
+                lambda g, r: _open(g, args.rate, args.seconds, r),
+            ),
+        ):
+            run = Run(name)
+            cpu0 = server.cpu_seconds()
+            await phase(group, run)
+            results[name] = _figures(run, server, cpu0)
     finally:
         await asyncio.gather(*(t.close() for t in trainees))
-    for name, runs in results.items():
-        _report(name, runs)
-    p99s = [r["p99"] for r in results["open loop"]]
-    print(f"peak RSS of the server {server.peak_rss_mib():.0f} MiB")
-    print(f"targets: p99 at {args.rate:.0f} messages/s <= 50 ms: {verdict(p99s, lambda ms: ms <= 50)}; "
-          "closed-loop throughput >= the Telegram path's: compare with bench_telegram.py run "
-          "the same day")  # fmt: skip
+    return results
 
 
 def main() -> None:
@@ -322,20 +314,34 @@ def main() -> None:
     args.seconds = args.seconds or (6.0 if args.quick else 15.0)
     args.runs = runs_of(args, quick=2)
     print(machine_line(), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        tokens = _sign_in(db, max(args.trainees, args.open_trainees))
-        port = _free_port()
-        server = Server(db, port, args.profile)
-        try:
-            print(
-                f"web app: one process, {len(tokens)} signed-in trainees, "
-                f"{args.seconds:g} s per phase, {args.runs} runs: median (range)",
-                flush=True,
-            )
-            asyncio.run(_bench(args, f"http://127.0.0.1:{port}", tokens, server))
-        finally:
-            server.stop()
+    count = max(args.trainees, args.open_trainees)
+    print(
+        f"web app: one process, {count} signed-in trainees, {args.seconds:g} s per phase, "
+        f"{args.runs} runs, each on a new server and database: median (range)",
+        flush=True,
+    )
+    results: dict[str, list[dict[str, float]]] = {}
+    peak = 0.0
+    for _ in range(args.runs):  # a run leaves sessions behind: the next starts afresh
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "bench.db"
+            tokens = _sign_in(db, count)
+            port = _free_port()
+            server = Server(db, port, args.profile)
+            try:
+                found = asyncio.run(_one_run(args, f"http://127.0.0.1:{port}", tokens, server))
+                peak = max(peak, server.peak_rss_mib())
+            finally:
+                server.stop()
+        for name, figures in found.items():
+            results.setdefault(name, []).append(figures)
+    for name, runs in results.items():
+        _report(name, runs)
+    p99s = [r["p99"] for r in results["open loop"]]
+    print(f"peak RSS of the server {peak:.0f} MiB")
+    print(f"targets: p99 at {args.rate:.0f} messages/s <= 50 ms: {verdict(p99s, lambda ms: ms <= 50)}; "
+          "closed-loop throughput >= the Telegram path's: compare with bench_telegram.py run "
+          "the same day")  # fmt: skip
     print(load_line())
 
 
