@@ -279,3 +279,44 @@ def test_a_database_has_one_name_whatever_address_reaches_it(
     assert files[0].installation() == files[1].installation() != first.installation()
     for store in (first, second, other, *files):
         store.close()
+
+
+def test_finding_a_trainees_live_session_reads_only_their_own_sessions(tmp_path: Path) -> None:
+    """The web app asks for it on every page: its cost must not grow with other trainees'
+    sessions (SQLite once read every practice session in the database for it)."""
+    store = Store.open(tmp_path / "t.db")
+    backend = store.backend
+    assert isinstance(backend, backends.SqliteBackend)
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    def new(trainee: str) -> str:
+        return store.create_session(
+            trainee=trainee, scenario_id="damaged-kettle", scenario_version=1,
+            scenario_source="shipped", lang="zh", difficulty="normal", mode="coach",
+            rubric="default", seed=1,
+        )  # fmt: skip
+
+    def cost() -> int:
+        nonlocal steps
+        steps = 0
+        backend.conn.set_progress_handler(count, 10)
+        try:
+            assert store.active_session("me") is not None
+        finally:
+            backend.conn.set_progress_handler(None, 10)
+        return steps
+
+    new("me")
+    for i in range(200):
+        new(f"other{i % 20}")
+    few = cost()
+    for i in range(2000):
+        new(f"other{i % 20}")
+    many = cost()
+    assert many <= few + 5, (few, many)
+    store.close()

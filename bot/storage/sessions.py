@@ -245,9 +245,11 @@ class SessionStore(StorePart):
 
     def active_session(self, trainee: str) -> SessionRow | None:
         """The trainee's session in progress, if any (the most recent one)."""
+        # "+" keeps SQLite off the drill-customer index: its planner took that unique index
+        # for IS NULL and read every practice session of every trainee on each call.
         row = self.backend.fetchone(
             self._SESSION_SQL + " WHERE t.name = ? AND s.status = 'active'"
-            " AND s.drill_customer_id IS NULL ORDER BY s.started_at DESC LIMIT 1",
+            " AND +s.drill_customer_id IS NULL ORDER BY s.started_at DESC LIMIT 1",
             [trainee],
         )
         return self._session(row) if row else None
