@@ -108,25 +108,18 @@ def _shared_kb(pid: int) -> int:
     return shared
 
 
-def _fd_targets(pid: int) -> set[str]:
-    found = set()
+def _fd_targets(pid: int) -> list[str]:
+    """What each of ``pid``'s descriptors points to (two for one socket appear twice)."""
+    found = []
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):  # closed meanwhile
-            found.add(os.readlink(fd))
+            found.append(os.readlink(fd))
     return found
 
 
 def _socket_fds(pid: int) -> int:
-    """How many of ``pid``'s descriptors are sockets (two for one socket count twice)."""
-    return sum(1 for target in _fd_targets_all(pid) if target.startswith("socket:"))
-
-
-def _fd_targets_all(pid: int) -> list[str]:
-    found = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            found.append(os.readlink(fd))
-    return found
+    """How many of ``pid``'s descriptors are sockets."""
+    return sum(1 for target in _fd_targets(pid) if target.startswith("socket:"))
 
 
 def test_own_children_are_forked_from_the_loaded_zygote_and_their_exits_reported(
@@ -146,10 +139,10 @@ def test_own_children_are_forked_from_the_loaded_zygote_and_their_exits_reported
             # what the zygote loaded is the children's too, not a copy
             assert _shared_kb(first.pid) > 40 * 1024
             # the child keeps none of the zygote's descriptors (listener, control pipes)
-            ours = _fd_targets(first.pid) - {
+            ours = set(_fd_targets(first.pid)) - {
                 os.readlink(f"/proc/{first.pid}/fd/{n}") for n in (0, 1, 2)
             }
-            zygotes = _fd_targets(z.proc.pid)
+            zygotes = set(_fd_targets(z.proc.pid))
             assert not ours & zygotes
             assert len([t for t in ours if t.startswith("socket:")]) == 1  # its connection
 
