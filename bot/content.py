@@ -53,6 +53,7 @@ REQUIRED_FACT_CHECKS = {
     "refund_timing": "refund_timing",
     "reship_timing": "reship_timing",
     "shipping_payer": "shipping_fee_payer",
+    "callback_time": "escalation_ticket",
 }
 """Which check kind credits each required fact (see graders/findings.py)."""
 
@@ -728,6 +729,12 @@ class _ScenarioChecker:
                 close = difflib.get_close_matches(clause_id, list(known), n=1)
                 fix = f"did you mean '{close[0]}'?" if close else f"define it in {self.s.policy}"
                 self.add(["clauses", index], f"unknown clause '{clause_id}'", fix)
+            elif self.s.answer_key.ticket is None and any(
+                check.kind == "escalation_ticket" for check in known[clause_id].checks
+            ):
+                self.add(["clauses", index], f"'{clause_id}' checks an escalation ticket, but "
+                         "answer_key has no ticket",
+                         "set answer_key.ticket to the team the ticket goes to")  # fmt: skip
 
     def check_graders(self) -> None:
         names = available_graders()
@@ -822,6 +829,9 @@ class _ScenarioChecker:
                 )
             if "eta" in required and key.eta is None:
                 self.add(loc, "requires eta but answer_key has none", "set answer_key.eta")
+            if "callback_time" in required and key.ticket is None:
+                self.add(loc, "requires callback_time but answer_key has no ticket",
+                         "set answer_key.ticket (finance, logistics, quality or supervisor)")  # fmt: skip
             checks = {
                 c.kind
                 for cid in self.r.applicable_clauses

@@ -35,15 +35,33 @@ Category = Literal[
     "price_protection",
     "delivery_delay",
     "quality_defect",
+    "return_refused",
+    "return_shipping",
+    "lost_parcel",
+    "rejected_delivery",
+    "presale_deposit",
+    "missing_gift",
+    "invoice",
+    "address_change",
+    "order_cancelled",
+    "repeat_contact",
 ]
 PaymentChannel = Literal[
-    "alipay", "wechat_pay", "bank_card", "credit_card", "huabei", "jd_baitiao", "balance"
+    "alipay",
+    "wechat_pay",
+    "bank_card",
+    "credit_card",
+    "unionpay",
+    "huabei",
+    "jd_baitiao",
+    "balance",
 ]
 PAYMENT_CHANNELS: tuple[PaymentChannel, ...] = (
     "alipay",
     "wechat_pay",
     "bank_card",
     "credit_card",
+    "unionpay",
     "huabei",
     "jd_baitiao",
     "balance",
@@ -67,6 +85,7 @@ PAYMENT_NAMES: dict[PaymentChannel, dict[Lang, str]] = {
     "wechat_pay": {"zh": "微信支付", "en": "WeChat Pay"},
     "bank_card": {"zh": "银行卡", "en": "bank card"},
     "credit_card": {"zh": "信用卡", "en": "credit card"},
+    "unionpay": {"zh": "云闪付", "en": "UnionPay"},
     "huabei": {"zh": "花呗", "en": "Huabei"},
     "jd_baitiao": {"zh": "京东白条", "en": "JD Baitiao"},
     "balance": {"zh": "账户余额", "en": "account balance"},
@@ -106,6 +125,14 @@ def _before(later: dt.date, earlier: dt.date) -> bool:
 
 
 ORDER_ID_PATTERN = r"^[A-Z]{0,4}\d{6,20}(?:-[0-9A-Z]{1,12}){0,3}$"
+REFERENCE_PATTERN = r"^[A-Z]{2,4}\d{8,24}$"
+TicketTeam = Literal["finance", "logistics", "quality", "supervisor"]
+TICKET_TEAMS: dict[TicketTeam, dict[Lang, str]] = {
+    "finance": {"zh": "财务", "en": "finance"},
+    "logistics": {"zh": "物流", "en": "logistics"},
+    "quality": {"zh": "质检", "en": "quality control"},
+    "supervisor": {"zh": "主管", "en": "supervisor"},
+}
 
 
 AskIntent = Literal[
@@ -167,6 +194,7 @@ RequiredFact = Literal[
     "price_difference",
     "shipping_payer",
     "eta",
+    "callback_time",
 ]
 Stage = Literal["opening", "investigate", "resolve", "follow_up"]
 STAGES: tuple[Stage, ...] = ("opening", "investigate", "resolve", "follow_up")
@@ -189,6 +217,7 @@ SimpleCheckKind = Literal[
     "evidence_before_commitment",
     "forbidden_resolution",
     "delivery_guarantee",
+    "escalation_ticket",
 ]
 
 LINE_PLACEHOLDERS = frozenset(
@@ -208,6 +237,11 @@ LINE_PLACEHOLDERS = frozenset(
         "eta",
         "price_difference",
         "refund_amount",
+        "refund_reference",
+        "refund_approved_on",
+        "return_received_on",
+        "callback_hours",
+        "ticket_team",
     }
 )
 
@@ -330,6 +364,7 @@ class RefundDays(Strict):
     wechat_pay: tuple[int, int]
     bank_card: tuple[int, int]
     credit_card: tuple[int, int]
+    unionpay: tuple[int, int]
     huabei: tuple[int, int]
     jd_baitiao: tuple[int, int]
     balance: tuple[int, int]
@@ -362,6 +397,12 @@ class PolicyParams(Strict):
         description="Days past the promised date after which a delay earns compensation "
         "(used in clause text; no grader checks it).",
     )
+    ticket_callback_hours: int = Field(
+        ge=1, description="Hours within which a finance or logistics ticket gets a callback."
+    )
+    invoice_days: int = Field(
+        ge=0, description="Business days to issue or reissue an electronic invoice."
+    )
     refund_days: RefundDays = Field(description="Refund arrival time per payment channel.")
 
 
@@ -375,6 +416,8 @@ class PolicyParamsPatch(Strict):
     price_protection_days: int | None = Field(default=None, ge=0)
     compensation_cap: int | None = Field(default=None, ge=0)
     delay_compensation_days: int | None = Field(default=None, ge=0)
+    ticket_callback_hours: int | None = Field(default=None, ge=1)
+    invoice_days: int | None = Field(default=None, ge=0)
     refund_days: RefundDays | None = None
 
 
@@ -465,8 +508,18 @@ class Order(Strict):
         default=None, description="Sign-for date, optionally with a time; None = not yet."
     )
     promised_by: When | None = Field(default=None, description="Promised delivery date.")
+    return_received_on: When | None = Field(
+        default=None,
+        description="When the warehouse received the returned or refused parcel; None = not yet.",
+    )
     refund_approved_on: When | None = Field(
         default=None, description="When the refund was approved (refund cases); None = not yet."
+    )
+    refund_reference: str | None = Field(
+        default=None,
+        pattern=REFERENCE_PATTERN,
+        description="The refund's reference number (退款单号), e.g. RF20261118143000021. "
+        "Not an order number: graders read it as a reference.",
     )
     receiver: Receiver
 
@@ -478,6 +531,10 @@ class Order(Strict):
         for (k1, v1), (k2, v2) in itertools.pairwise(known):
             if _before(v2, v1):
                 raise ValueError(f"{k2} ({v2}) is before {k1} ({v1})")
+        back = self.return_received_on
+        for k1, v1 in known:
+            if back is not None and _before(back, v1):
+                raise ValueError(f"return_received_on ({back}) is before {k1} ({v1})")
         return self
 
 
@@ -671,6 +728,12 @@ class AnswerKey(Strict):
     refund_amount: float | None = Field(default=None, gt=0)
     price_difference: float | None = Field(default=None, gt=0)
     eta: dt.date | None = Field(default=None, description="Delivery date the back office shows.")
+    ticket: TicketTeam | None = Field(
+        default=None,
+        description="The team an escalation ticket goes to in this case (finance, logistics, "
+        "quality, supervisor); needed by a clause with an 'escalation_ticket' check. The "
+        "callback time is the pack's ticket_callback_hours.",
+    )
     required_facts: dict[ResolutionKind, list[RequiredFact]] = Field(
         default_factory=dict,
         description="Facts the trainee must state when offering each resolution.",
@@ -837,6 +900,13 @@ class ResolvedScenario:
             "eta": key.eta and date_text(key.eta, lang),
             "price_difference": key.price_difference and money_text(key.price_difference),
             "refund_amount": money_text(key.refund_amount or order.price),
+            "refund_reference": order.refund_reference,
+            "refund_approved_on": order.refund_approved_on
+            and date_text(order.refund_approved_on, lang),
+            "return_received_on": order.return_received_on
+            and date_text(order.return_received_on, lang),
+            "callback_hours": str(self.policy.params.ticket_callback_hours),
+            "ticket_team": key.ticket and TICKET_TEAMS[key.ticket][lang],
         }
         values.update({k: v for k, v in optional.items() if v})
         return values
