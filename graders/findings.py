@@ -22,12 +22,14 @@ from bot.i18n import LANGS, Lang
 from bot.scenario import (
     COURIER_NAMES,
     PAYMENT_NAMES,
+    TICKET_TEAMS,
     PaymentChannel,
     PhraseCheck,
     ResolvedScenario,
     Scenario,
     Severity,
     SimpleCheck,
+    date_text,
     day_of,
 )
 from graders import learned
@@ -35,7 +37,7 @@ from graders._base import Recent
 from graders.dialogue import DialogueState, fingerprint, id_digits_pattern, sentence_key
 from graders.injection import strip as strip_injections
 from graders.lexicon import LEXICON
-from graders.numbers import Amount, DateRef, Duration, Numbers, compact_digits, extract
+from graders.numbers import Amount, DateRef, Duration, Numbers, Token, compact_digits, extract
 from graders.text import (
     CJK,
     Analysis,
@@ -202,6 +204,9 @@ class ScenarioRules:
             compact_digits(order.tracking_no or ""),
         }
         self.order_id_digits = id_digits_pattern(order.order_id)
+        reference = order.refund_reference or ""
+        self.reference_digits = compact_digits(reference)
+        self.reference_prefix = reference.rstrip("0123456789").lower()
         self.refund_amounts = {_round(key.refund_amount or order.price)}
         if key.price_difference:
             self.refund_amounts.add(_round(key.price_difference))
@@ -880,6 +885,9 @@ def _claims(
     today = day_of(scenario.today)
     paid_asked = _asks_when_paid(state.last_customer)
     money_asked = _asks_only_when_paid(state.last_customer)
+    ticket_clauses = rules.clauses("escalation_ticket")
+    if ticket_clauses:  # "24小时内回电" is the ticket's callback, not a refund's or a parcel's time
+        numbers = _ticket_claims(r, rules, numbers, ticket_clauses, claims)
     private = {  # money moved off the platform: judged by policy, not as refund facts
         a.sentence_of(h.start) for h in a.get("forbidden.off_platform") if not h.negated
     }
@@ -922,9 +930,23 @@ def _claims(
         for token in numbers.ids:
             if a.sentence_of(token.start) in tainted:  # a contact number, judged by policy
                 continue
+            digits = compact_digits(token.value)
+            if _names_reference(a.text, token, rules):  # 退款单号RF…: the refund's reference
+                if not rules.reference_digits:
+                    stated = r.quote(token.start, token.end)
+                    claims.append(Claim("refund_reference", "unsupported", stated, None,
+                                        order_clauses))  # fmt: skip
+                    continue
+                verdict = "correct" if digits == rules.reference_digits else "wrong"
+                expected_ref: dict[Lang, str] = dict.fromkeys(LANGS, order.refund_reference or "")
+                stated = r.quote(token.start, token.end)
+                claims.append(
+                    Claim("refund_reference", verdict, stated, expected_ref, order_clauses)
+                )
+                continue
             split = rules.order_id_digits.search(a.text, token.start, token.end + 24)
             whole = split is not None and split.start() < token.end  # JD20261201 0042
-            verdict = "correct" if whole or compact_digits(token.value) in valid else "wrong"
+            verdict = "correct" if whole or digits in valid else "wrong"
             claims.append(
                 Claim(
                     "order_id",
@@ -969,19 +991,10 @@ def _claims(
         for date in numbers.dates:
             if date.day is None or r.negated_clause(date.start):
                 continue  # a weekday or "tomorrow" is no order date
-            topic = r.topic(
-                date.start,
-                date.end,
-                (
-                    "topics.promised",
-                    "topics.signed",
-                    "topics.ordered",
-                    "topics.shipped",
-                    "topics.delivery",
-                    "topics.approved",
-                ),
-                fallback=False,
-            )
+            clock = _time_after(a.text, date.end)
+            topic = r.topic(date.start, date.end, _DATE_TOPICS, fallback=False)
+            if topic is None and clock is not None:  # 11月18日 14:30审核通过: the colon splits
+                topic = r.topic(clock[2] - 1, clock[2], _DATE_TOPICS, fallback=False)
             if (
                 _SINCE.search(a.text[max(0, date.start - 8) : date.start])
                 or _SINCE_AFTER.match(a.text, date.end)
@@ -1018,9 +1031,10 @@ def _claims(
                 "topics.shipped": ("shipped_on", order.shipped_on),
                 "topics.delivery": ("eta", key.eta),
                 "topics.approved": ("refund_approved_on", order.refund_approved_on),
+                "topics.received_back": ("return_received_on", order.return_received_on),
             }.get(topic or "", ("", None))
             if not field_name or (
-                field_name == "refund_approved_on"
+                field_name in ("refund_approved_on", "return_received_on")
                 and (
                     actual is None or _DEADLINE.search(a.text[max(0, date.start - 8) : date.start])
                 )
@@ -1032,9 +1046,15 @@ def _claims(
                 continue
             month = date.month or actual.month  # 12号签收: the order's month
             verdict = "correct" if (month, date.day) == (actual.month, actual.day) else "wrong"
+            expected_date = _date_text(actual)
+            if clock is not None and isinstance(actual, dt.datetime):  # 11月18日14:30审核通过
+                stated = r.quote(date.start, clock[2])
+                expected_date = {lang: date_text(actual, lang) for lang in LANGS}
+                if clock[:2] != (actual.hour, actual.minute):
+                    verdict = "wrong"
             required = "eta" if field_name == "eta" else None
             claims.append(
-                Claim(field_name, verdict, stated, _date_text(actual), order_clauses, required)
+                Claim(field_name, verdict, stated, expected_date, order_clauses, required)
             )
         for channel, hits in a.prefixed("payments.").items():
             for hit in hits:
@@ -1598,6 +1618,104 @@ _WRONG_ANCHOR = {  # a window counted from the wrong day
     "return_window": "topics.ordered",
 }
 _REFUSALS = ("refuse_refund", "refuse_exchange", "refuse_price_protection", "refuse_return")
+_DATE_TOPICS = (
+    "topics.promised",
+    "topics.signed",
+    "topics.ordered",
+    "topics.shipped",
+    "topics.received_back",
+    "topics.delivery",
+    "topics.approved",
+)
+"""What an order date can be said of, in priority order."""
+_REFERENCE_WORDS = re.compile(
+    r"(?:退款|售后|退货)(?:单号|编号|流水号|单)[是为:：\s]*$"
+    r"|\b(?:refund|return)\s+(?:reference|ref\.?|number|no\.?|id)(?:\s+(?:number|no\.?))?"
+    r"(?:\s+is)?[\s:#]*$|\breference(?:\s+(?:number|no\.?))?(?:\s+is)?[\s:#]*$"
+)
+
+
+def _names_reference(text: str, token: Token, rules: ScenarioRules) -> bool:
+    """Whether an id-like token is a refund reference: called one, or the case's own."""
+    if rules.reference_digits and compact_digits(token.value) == rules.reference_digits:
+        return True
+    if rules.reference_prefix and token.value.startswith(rules.reference_prefix):
+        return True
+    return _REFERENCE_WORDS.search(text[max(0, token.start - 24) : token.start]) is not None
+
+
+_CLOCK = re.compile(
+    r"\s*(?:,\s*)?(?:at\s+)?(?:上午|早上|中午|下午|晚上|凌晨)?\s*"
+    r"(?P<h>\d{1,2})\s*(?::|：|点)\s*(?P<m>\d{2}|半)?分?\s*(?P<ampm>am|pm|a\.m\.|p\.m\.)?"
+)
+_AFTERNOON = re.compile(r"下午|晚上")
+
+
+def _time_after(text: str, pos: int) -> tuple[int, int, int] | None:
+    """The time of day written right after a date (14:30, 下午2点半, "at 2:30 pm"), and its end."""
+    match = _CLOCK.match(text, pos)
+    if match is None or (":" not in match.group() and "：" not in match.group() and "点" not in
+                         match.group()):  # fmt: skip
+        return None
+    hour = int(match["h"])
+    minute = 30 if match["m"] == "半" else int(match["m"] or 0)
+    if (_AFTERNOON.search(match.group()) or (match["ampm"] or "").startswith("p")) and hour < 12:
+        hour += 12
+    if hour > 23 or minute > 59:
+        return None
+    return hour, minute, match.end()
+
+
+_TICKET = re.compile(r"工单|\btickets?\b")
+
+
+def _ticket_claims(
+    r: _Reader,
+    rules: ScenarioRules,
+    numbers: Numbers,
+    clauses: tuple[str, ...],
+    claims: list[Claim],
+) -> Numbers:
+    """Claims about an escalation ticket: its callback time and the team it goes to.
+
+    Returns the numbers without the callback times, which no other check reads.
+    """
+    a = r.a
+    params = rules.resolved.policy.params
+    hours = params.ticket_callback_hours
+    callbacks = [
+        d
+        for d in numbers.durations
+        if r.topic(d.start, d.end, ("topics.callback", *_CLAIM_TOPICS), fallback=False)
+        == "topics.callback"
+    ]
+    for duration in callbacks:
+        if r.negated_clause(duration.start) or r.in_clause_with(
+            duration.start, "signals.hypothetical", None
+        ):
+            continue
+        verdict: Verdict = "correct" if duration.hi_hours == hours else "wrong"
+        stated = r.quote(duration.start, duration.end)
+        claims.append(
+            Claim("callback_time", verdict, stated, _hours_text(hours), clauses, "callback_time")
+        )
+    team = rules.resolved.scenario.answer_key.ticket
+    if team is not None:
+        for named in TICKET_TEAMS:
+            for hit in a.get(f"topics.team_{named}"):
+                if hit.negated or not _TICKET.search(
+                    a.text, a.sentence_start(hit.start), a.sentence_end(hit.start)
+                ):
+                    continue  # 物流显示…: a team named outside a ticket is no claim
+                verdict = "correct" if named == team else "wrong"
+                claims.append(
+                    Claim("ticket_team", verdict, a.quote(hit), TICKET_TEAMS[team], clauses)
+                )
+    if not callbacks:
+        return numbers
+    return replace(numbers, durations=tuple(d for d in numbers.durations if d not in callbacks))
+
+
 _CLAIM_TOPICS = (
     "topics.refund",
     "topics.return_window",

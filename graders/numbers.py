@@ -171,6 +171,7 @@ _WEEKDAYS_EN = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturda
 _ID = re.compile(
     r"(?<![a-z0-9])(?:[a-z]{1,4}[ -]?)?\d{3,20}(?:[-\u2010-\u2015]\d{2,20}){0,3}(?![a-z0-9])"
 )
+_CLOCK_TIME = re.compile(r"(?<![\d.:])(?:[01]?\d|2[0-3])[:：][0-5]\d(?![\d:])")
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
 _PHONE = re.compile(r"(?<!\d)1[3-9]\d(?:[ -]?\d{4}){2}(?!\d)")
 
@@ -408,9 +409,13 @@ def extract(text: str) -> Numbers:
         for d in dates
         if d.month is None and d.day and _LISTED_DAY.search(text, max(0, d.start - 24), d.start)
     ]
+    clock_times = [(m.start(), m.end()) for m in _CLOCK_TIME.finditer(text)]  # 14:30: no amount
     masked = _mask(
         text,
-        [(d.start, d.end) for d in dates if d.month] + listed + [(t.start, t.end) for t in ids],
+        [(d.start, d.end) for d in dates if d.month]
+        + listed
+        + [(t.start, t.end) for t in ids]
+        + clock_times,
     )
     amounts = []
     for match in _matches(_AMOUNT, masked):
