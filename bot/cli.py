@@ -631,8 +631,10 @@ def scenarios_list(ctx: click.Context, lang: str | None) -> None:
 @click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="Language.")
 @click.pass_context
 def scenarios_show(ctx: click.Context, scenario: str, lang: str | None) -> None:
-    """Show a scenario's briefing, order, applicable policy and difficulty settings."""
+    """Show a scenario's briefing, order, applicable policy, parameters and difficulty."""
     from rich.markup import escape
+
+    from bot.scenario import param_items
 
     library = _library(ctx)
     resolved = _resolve(library, scenario)
@@ -658,6 +660,16 @@ def scenarios_show(ctx: click.Context, scenario: str, lang: str | None) -> None:
             f"  {clause_id} ({clause.severity}) {escape(clause.title.get(chosen))}: "
             f"{escape(resolved.policy.clause_text(clause_id, chosen))}"
         )
+    console.print("\n[bold]Params[/]")
+    own = param_items(s.params.model_dump(exclude_none=True))
+    for name, value in param_items(resolved.policy.params.model_dump()).items():
+        shown = f"[{value[0]}, {value[1]}]" if isinstance(value, tuple) else value
+        if name in own:
+            source = "[bold]本场景设置[/]" if chosen == "zh" else "[bold]set by this scenario[/]"
+        else:
+            pack = resolved.policy.origins.get(name, resolved.policy.id)
+            source = f"来自 {pack}" if chosen == "zh" else f"from {pack}"
+        console.print(f"  {name} = {escape(str(shown))} ({source})")
     console.print("\n[bold]Difficulty[/]")
     for level, profile in resolved.profiles.items():
         console.print(

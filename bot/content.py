@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -23,6 +23,7 @@ from bot.scenario import (
     DIFFICULTIES,
     LINE_PLACEHOLDERS,
     ORDER_ID_PATTERN,
+    PAYMENT_CHANNELS,
     PHOTO_MARKERS,
     REACTION_KEYS,
     Calibration,
@@ -36,6 +37,8 @@ from bot.scenario import (
     ResolvedScenario,
     Scenario,
     SharedCustomer,
+    param_items,
+    patch_params,
     placeholders,
 )
 from graders import available_graders
@@ -513,11 +516,17 @@ class ScenarioLibrary:
                 return None, [doc.problem(display, ["extends"], f"unknown pack '{parent_id}'", fix)]
             chain.append(parent[0])
         params: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         clauses: dict[str, Clause] = {}
         for link in reversed(chain):
-            params.update(link.params.model_dump(exclude_none=True))
+            params = patch_params(params, link.params)
+            given = param_items(link.params.model_dump(exclude_none=True))
+            origins.update(dict.fromkeys(given, link.id))
             clauses.update({c.id: c for c in link.clauses})
         missing = [name for name in PolicyParams.model_fields if name not in params]
+        if "refund_days" in params:
+            days = params["refund_days"]
+            missing += [f"refund_days.{c}" for c in PAYMENT_CHANNELS if c not in days]
         if missing:
             return None, [
                 doc.problem(
@@ -551,6 +560,7 @@ class ScenarioLibrary:
             clauses=clauses,
             source=doc.path,
             calibration=pack.calibration,
+            origins=origins,
         )
         problems += _calibration_problems(pack.calibration, doc, display)
         return resolved, problems
@@ -588,10 +598,14 @@ class ScenarioLibrary:
             key: tuple(scenario.customer.lines.get(key) or self.shared.lines.get(key) or ())
             for key in REACTION_KEYS
         }
+        policy = pack
+        if scenario.params.model_dump(exclude_none=True):  # its own copy: texts are cached
+            merged = patch_params(pack.params.model_dump(), scenario.params)
+            policy = replace(pack, params=PolicyParams.model_validate(merged))
         always = [cid for cid, c in pack.clauses.items() if c.scope == "always"]
         resolved = ResolvedScenario(
             scenario=scenario,
-            policy=pack,
+            policy=policy,
             profiles=profiles,
             lines=lines,
             source=path,

@@ -14,7 +14,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -357,25 +357,31 @@ class PhraseCheck(Strict):
 Check = Annotated[SimpleCheck | PhraseCheck, Field(discriminator="kind")]
 
 
+def _day_range(value: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = value
+    if not 0 <= lo <= hi:
+        raise ValueError(
+            f"[{lo}, {hi}] is not [min, max] business days — write [min, max] with "
+            "0 <= min <= max, e.g. [1, 7]"
+        )
+    return value
+
+
+DayRange = Annotated[tuple[int, int], AfterValidator(_day_range)]
+"""Business days [min, max] until a refund arrives."""
+
+
 class RefundDays(Strict):
     """Business days until a refund arrives, per original payment channel: [min, max]."""
 
-    alipay: tuple[int, int]
-    wechat_pay: tuple[int, int]
-    bank_card: tuple[int, int]
-    credit_card: tuple[int, int]
-    unionpay: tuple[int, int]
-    huabei: tuple[int, int]
-    jd_baitiao: tuple[int, int]
-    balance: tuple[int, int]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RefundDays:
-        for channel in PAYMENT_CHANNELS:
-            lo, hi = getattr(self, channel)
-            if not 0 <= lo <= hi:
-                raise ValueError(f"{channel}: [{lo}, {hi}] must be [min, max] with 0 <= min <= max")
-        return self
+    alipay: DayRange
+    wechat_pay: DayRange
+    bank_card: DayRange
+    credit_card: DayRange
+    unionpay: DayRange
+    huabei: DayRange
+    jd_baitiao: DayRange
+    balance: DayRange
 
     def for_channel(self, channel: PaymentChannel) -> tuple[int, int]:
         """Return the [min, max] days for ``channel``."""
@@ -406,8 +412,21 @@ class PolicyParams(Strict):
     refund_days: RefundDays = Field(description="Refund arrival time per payment channel.")
 
 
+class RefundDaysPatch(Strict):
+    """The channels whose refund time a pack or scenario sets; the others are inherited."""
+
+    alipay: DayRange | None = None
+    wechat_pay: DayRange | None = None
+    bank_card: DayRange | None = None
+    credit_card: DayRange | None = None
+    unionpay: DayRange | None = None
+    huabei: DayRange | None = None
+    jd_baitiao: DayRange | None = None
+    balance: DayRange | None = None
+
+
 class PolicyParamsPatch(Strict):
-    """Parameters a pack sets; a pack that ``extends`` another may set only some."""
+    """Parameters a pack or scenario sets; the rest come from the pack it builds on."""
 
     no_reason_return_days: int | None = Field(default=None, ge=0)
     quality_exchange_days: int | None = Field(default=None, ge=0)
@@ -418,7 +437,26 @@ class PolicyParamsPatch(Strict):
     delay_compensation_days: int | None = Field(default=None, ge=0)
     ticket_callback_hours: int | None = Field(default=None, ge=1)
     invoice_days: int | None = Field(default=None, ge=0)
-    refund_days: RefundDays | None = None
+    refund_days: RefundDaysPatch | None = Field(
+        default=None, description="Channels to change; the others keep the inherited days."
+    )
+
+
+def patch_params(values: dict[str, Any], patch: PolicyParamsPatch) -> dict[str, Any]:
+    """``values`` with what ``patch`` sets on top; ``refund_days`` merges channel by channel."""
+    given = patch.model_dump(exclude_none=True)
+    merged = {**values, **given}
+    if "refund_days" in given and "refund_days" in values:
+        merged["refund_days"] = {**values["refund_days"], **given["refund_days"]}
+    return merged
+
+
+def param_items(values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters by name, with one ``refund_days.<channel>`` entry per refund channel."""
+    flat = {name: value for name, value in values.items() if name != "refund_days"}
+    for channel, days in values.get("refund_days", {}).items():
+        flat[f"refund_days.{channel}"] = days
+    return flat
 
 
 class Clause(Strict):
@@ -759,6 +797,10 @@ class Scenario(Strict):
     briefing: Text = Field(description="What the trainee is told before the chat starts.")
     policy: Slug = Field(default="default-shop", description="Policy pack id.")
     clauses: list[ClauseId] = Field(description="Clauses of the pack that apply here.")
+    params: PolicyParamsPatch = Field(
+        default_factory=PolicyParamsPatch,
+        description="Pack parameters this scenario changes, e.g. {compensation_cap: 10}.",
+    )
     graders: list[str] = Field(
         default_factory=lambda: ["empathy", "accuracy", "policy"],
         description="Registered grader names run on every reply.",
@@ -812,7 +854,10 @@ class SharedCustomer(Strict):
 
 @dataclass(frozen=True)
 class ResolvedPolicy:
-    """A policy pack with inheritance applied: full params and all clauses by id."""
+    """A policy pack with inheritance applied: full params and all clauses by id.
+
+    A scenario that sets ``params`` gets its own copy with those values.
+    """
 
     id: str
     title: dict[Lang, str]
@@ -820,6 +865,8 @@ class ResolvedPolicy:
     clauses: dict[str, Clause]
     source: Path
     calibration: Calibration | None = None
+    origins: dict[str, str] = field(default_factory=dict)
+    """The pack that set each parameter (named as in :func:`param_items`)."""
     _texts: dict[tuple[str, Lang], str] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
