@@ -954,7 +954,7 @@ class ResolvedScenario:
             "return_received_on": order.return_received_on
             and date_text(order.return_received_on, lang),
             "callback_hours": str(self.policy.params.ticket_callback_hours),
-            "refund_days": self.policy.template_values()[f"refund_days_{order.payment}"],
+            "refund_days": str(self.policy.template_values()[f"refund_days_{order.payment}"]),
             "ticket_team": key.ticket and TICKET_TEAMS[key.ticket][lang],
         }
         values.update({k: v for k, v in optional.items() if v})

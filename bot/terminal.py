@@ -105,6 +105,9 @@ ORDER_LABELS: dict[str, tuple[str, str]] = {
     "promised": ("承诺送达", "promised"),
     "eta": ("预计送达", "eta"),
     "insurance": ("运费险", "freight insurance"),
+    "received_back": ("仓库收到退货", "return received"),
+    "refund_approved": ("退款审核通过", "refund approved"),
+    "refund_reference": ("退款单号", "refund reference"),
 }
 """The rows of /order."""
 
@@ -356,6 +359,12 @@ class TerminalPractice:
             ("eta", str(s.answer_key.eta or "—")),
             ("insurance", insured),
         ]
+        refund = [
+            ("received_back", o.return_received_on),
+            ("refund_approved", o.refund_approved_on),
+            ("refund_reference", o.refund_reference),
+        ]
+        rows += [(key, str(value)) for key, value in refund if value is not None]
         table = Table(show_header=False)
         for key, value in rows:
             table.add_row(ORDER_LABELS[key][0 if lang == "zh" else 1], escape(value))

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from bot.cli import cli
 from bot.content import ScenarioLibrary
 from bot.scenario import ResolvedScenario
 from graders.findings import find
@@ -269,3 +271,51 @@ def test_a_case_that_checks_a_ticket_must_name_its_team(
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
     problems = [str(p) for p in library.check_files([path])[0]]
     assert any("answer_key has no ticket" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("lang", "labels"),
+    [("zh", ("仓库收到退货", "退款审核通过", "退款单号")),
+     ("en", ("return received", "refund approved", "refund reference"))],
+)  # fmt: skip
+def test_the_order_view_shows_the_refund_facts(
+    case: ResolvedScenario, lang: str, labels: tuple[str, ...]
+) -> None:
+    db = case.source.parent / "t.db"
+    args = ["--db", str(db), "play", str(case.source), "--difficulty", "easy", "--lang", lang]
+    result = CliRunner().invoke(cli, [*args, "--plain"], input="/order\n/end\n", obj={})
+    assert result.exit_code == 0, result.output
+    for shown in (*labels, REFERENCE, "2026-11-16 10:20:00", "2026-11-18 14:30:00"):
+        assert shown in result.output, shown
+
+
+def test_the_refund_days_placeholder_follows_the_payment_channel_and_overrides(
+    tmp_path: Path, library: ScenarioLibrary
+) -> None:
+    assert _case(tmp_path, library).render("{refund_days}", "zh") == "3–7"
+    assert _case(tmp_path, library, payment="huabei").render("{refund_days}", "en") == "1–3"
+    data = yaml.safe_load(BLENDER.read_text(encoding="utf-8"))
+    data["id"] = "fast-bank"
+    data["params"] = {"refund_days": {"bank_card": [1, 5]}}
+    path = tmp_path / "fast-bank.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    assert library.get(str(path)).render("{refund_days}", "zh") == "1–5"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"return_received_on": "2026-11-05"}, "return_received_on (2026-11-05) is before"),
+        ({"refund_reference": "2026111800123"}, "refund_reference"),
+    ],
+)
+def test_refund_facts_that_cannot_be_true_are_errors(
+    tmp_path: Path, library: ScenarioLibrary, change: dict[str, str], message: str
+) -> None:
+    data = yaml.safe_load(BLENDER.read_text(encoding="utf-8"))
+    data["id"] = "broken"
+    data["order"].update(change)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    problems = [str(p) for p in library.check_files([path])[0]]
+    assert len(problems) == 1 and message in problems[0], problems

@@ -1164,6 +1164,12 @@ def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
     ]
     if "signed_time" not in asked or "signed_time" in told:
         rows.append((t("signed", lang), str(o.signed_on or "—")))
+    refund = [
+        ("received_back", o.return_received_on),
+        ("refund_approved", o.refund_approved_on),
+        ("refund_reference", o.refund_reference),
+    ]
+    rows += [(t(key, lang), str(value)) for key, value in refund if value is not None]
     if "identity" in told:
         rows.append((t("identity", lang), t("confirmed", lang)))
     if "photos" in told:
