@@ -246,3 +246,48 @@ def test_the_workspace_in_chromium_shows_every_customer_and_sends_without_reload
                 await browser.close()
 
     run(check, library, store)
+
+
+def test_a_workspace_closing_while_its_reply_is_answered_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under load a page may close between sending a reply and hearing back: the socket
+    raises on the answer, and that is the page leaving, not a failed message to log."""
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from aiohttp import WSMessage, WSMsgType
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from bot.service import Invalid
+    from bot.web.desk import DeskLine
+
+    class ClosingSocket:
+        closed = False
+
+        def __aiter__(self) -> Any:
+            async def messages() -> Any:
+                text = '{"type": "reply", "label": "C3", "text": "hi", "ref": "r1"}'
+                yield WSMessage(WSMsgType.TEXT, text, None)
+
+            return messages()
+
+        async def send_json(self, payload: dict[str, Any]) -> None:
+            raise ClientConnectionResetError("Cannot write to closing transport")
+
+    async def gone(*args: Any, **kwargs: Any) -> None:
+        raise Invalid("gone", {"zh": "客户C3已离开。", "en": "Customer C3 has gone."})
+
+    @contextmanager
+    def watch(user: int) -> Any:
+        yield asyncio.Event()
+
+    svc = SimpleNamespace(
+        store=SimpleNamespace(device_user=lambda device: 7),
+        drill_reply=gone,
+        drills=SimpleNamespace(watch=watch),
+    )
+    actor = SimpleNamespace(id=7, lang="en")
+    line = DeskLine(SimpleNamespace(svc=svc), ClosingSocket(), actor, 1, "d")  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(line.run(), 60))
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

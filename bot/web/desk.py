@@ -45,7 +45,8 @@ class DeskLine:
         with self.app.svc.drills.watch(self.actor.id) as changed:
             pushing = asyncio.create_task(self._push(changed))
             try:
-                await self._read()
+                with contextlib.suppress(ConnectionResetError):  # the page went away
+                    await self._read()
             finally:
                 pushing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
@@ -93,6 +94,8 @@ class DeskLine:
                 else:
                     self.shown = str(asked.get("c") or self.shown)
                     await self._send_desk()
+            except ConnectionResetError:
+                return  # the page closed while it was being answered: nobody left to tell
             except Exception:  # a bug: this message fails, the connection and service go on
                 log.exception("a drill workspace message in drill %s failed", self.drill_id)
                 await self._send({"type": "error", "text": t("message_failed", lang)})
