@@ -932,6 +932,12 @@ def _claims(
                 continue
             digits = compact_digits(token.value)
             if _names_reference(a.text, token, rules):  # 退款单号RF…: the refund's reference
+                if (
+                    digits != rules.reference_digits
+                    and digits in _ids_in(state.last_customer)
+                    and any(compact_digits(t.value) == rules.reference_digits for t in numbers.ids)
+                ):
+                    continue  # "正确的是RF…16，您抄的RF…19错了": the customer's number, corrected
                 if not rules.reference_digits:
                     stated = r.quote(token.start, token.end)
                     claims.append(Claim("refund_reference", "unsupported", stated, None,
@@ -995,6 +1001,12 @@ def _claims(
             topic = r.topic(date.start, date.end, _DATE_TOPICS, fallback=False)
             if topic is None and clock is not None:  # 11月18日 14:30审核通过: the colon splits
                 topic = r.topic(clock[2] - 1, clock[2], _DATE_TOPICS, fallback=False)
+            if (
+                topic == "topics.signed"
+                and order.return_received_on is not None
+                and _WAREHOUSE.search(a.text, a.sentence_start(date.start), date.start)
+            ):  # 仓库是11月17日签收的, "the warehouse received it on Nov 16": the return
+                topic = "topics.received_back"
             if (
                 _SINCE.search(a.text[max(0, date.start - 8) : date.start])
                 or _SINCE_AFTER.match(a.text, date.end)
@@ -1079,6 +1091,8 @@ def _claims(
                     continue  # "退款没办法退到支付宝" names the channel it is NOT going to
                 if _INSTEAD_OF.search(a.text[max(0, hit.start - 18) : hit.start]):
                     continue  # "to Alipay instead of Huabei": Huabei is where it is not going
+                if _linked_card(r, hit, order.payment):
+                    continue  # 云闪付绑定的银行卡: the card behind the channel, not another channel
                 generic = _KIND_OF_REFUND.match(a.text, hit.end)
                 if generic and (
                     _GENERALLY.match(a.text, generic.end())
@@ -1628,6 +1642,42 @@ _DATE_TOPICS = (
     "topics.approved",
 )
 """What an order date can be said of, in priority order."""
+_WAREHOUSE = re.compile(r"仓库|\bwarehouse\b")
+_ID_DIGITS = re.compile(r"\d{8,}")
+
+
+def _ids_in(message: str) -> frozenset[str]:
+    """The digits of the long numbers in a message (ids the customer read out)."""
+    return frozenset(_ID_DIGITS.findall(_NON_DIGIT_SPACE.sub("", message)))
+
+
+_NON_DIGIT_SPACE = re.compile(r"[\s-]")
+_LINKED_BEFORE = re.compile(r"(?:绑定|关联|绑)的?\s*$")
+_LINKED_AFTER = re.compile(r"\s+(?:linked|tied|connected|bound)\s+to\s+(?:your\s+|the\s+)?")
+
+
+def _linked_card(r: _Reader, hit: Hit, paid_with: PaymentChannel) -> bool:
+    """Whether a card is named as the one behind the paying channel (云闪付绑定的银行卡)."""
+    if not hit.key.endswith(("bank_card", "credit_card")) or paid_with in (
+        "bank_card",
+        "credit_card",
+    ):
+        return False
+    a = r.a
+    for channel_hit in a.get(f"payments.{paid_with}"):
+        if (
+            channel_hit.end <= hit.start
+            and _LINKED_BEFORE.search(a.text, channel_hit.end, hit.start)
+            and hit.start - channel_hit.end <= 6
+        ):
+            return True
+        if channel_hit.start >= hit.end and _LINKED_AFTER.fullmatch(
+            a.text, hit.end, channel_hit.start
+        ):
+            return True
+    return False
+
+
 _REFERENCE_WORDS = re.compile(
     r"(?:退款|售后|退货)(?:单号|编号|流水号|单)[是为:：\s]*$"
     r"|\b(?:refund|return)\s+(?:reference|ref\.?|number|no\.?|id)(?:\s+(?:number|no\.?))?"
@@ -2359,6 +2409,14 @@ def _amount_claim(
                 "price_difference",
             )
         ]
+    if (
+        topic == "topics.price"
+        and value in rules.refund_amounts
+        and r.in_sentence_with(amount.start, "topics.refund", None)
+        and not r.in_sentence_with(amount.start, "topics.difference", None)
+    ):  # "the full ¥3999 you paid has been refunded": the amount paid is what comes back
+        expected = _money(key.refund_amount or order.price)
+        return [Claim("refund_amount", "correct", stated, expected, clauses, "refund_amount")]
     if topic == "topics.price":
         prices = {_round(order.price)}
         if key.price_difference:

@@ -319,3 +319,69 @@ def test_refund_facts_that_cannot_be_true_are_errors(
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
     problems = [str(p) for p in library.check_files([path])[0]]
     assert len(problems) == 1 and message in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "这笔退款会原路退回您云闪付绑定的银行卡，3–7个工作日到账。"),
+        ("en", "The refund goes back to the bank card linked to your UnionPay within 3–7 "
+               "business days."),
+    ],
+)  # fmt: skip
+def test_the_card_behind_the_paying_channel_is_no_other_channel(
+    tmp_path: Path, library: ScenarioLibrary, lang: str, reply: str
+) -> None:
+    scenario = _case(tmp_path, library, payment="unionpay")
+    claims = _claims(scenario, lang, reply)
+    assert ("refund_channel", "wrong") not in claims and ("refund_timing", "correct") in claims
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "您实付的399元已经全额退款了。"),
+        ("en", "The full ¥399 you paid has been refunded."),
+    ],
+)
+def test_the_amount_paid_said_to_be_refunded_is_the_refund_amount(
+    case: ResolvedScenario, lang: str, reply: str
+) -> None:
+    assert ("refund_amount", "correct") in _claims(case, lang, reply)
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "仓库是11月16日签收的。"),
+        ("en", "The warehouse received it on Nov 16."),
+    ],
+)
+def test_a_date_the_warehouse_signed_for_is_the_return_received_date(
+    case: ResolvedScenario, lang: str, reply: str
+) -> None:
+    assert _claims(case, lang, reply) == [("return_received_on", "correct")]
+
+
+@pytest.mark.parametrize(
+    ("lang", "customer", "reply"),
+    [
+        (
+            "zh",
+            "退款单号RF20261118143000012，你查查！",
+            f"正确的退款单号是{REFERENCE}，您抄的RF20261118143000012最后一位错了。",
+        ),
+        (
+            "en",
+            "My refund reference is RF20261118143000012. Check it!",
+            f"The right reference is {REFERENCE}, not RF20261118143000012.",
+        ),
+    ],
+)
+def test_correcting_the_customers_reference_states_only_the_right_one(
+    case: ResolvedScenario, lang: str, customer: str, reply: str
+) -> None:
+    chat = Grading(case, lang).customer(customer)
+    findings = find(reply, case, chat.tracker.context().state)
+    claims = [(c.fact, c.verdict) for c in findings.claims if c.fact != "resolution"]
+    assert claims == [("refund_reference", "correct")]
