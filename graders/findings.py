@@ -1392,6 +1392,12 @@ def _claims(
                     or _NO_INSURANCE_AFTER.match(a.text, hit.end)
                 ):
                     continue  # "there's no freight insurance", 跟运费险没关系: nobody said it pays
+                if (
+                    payer != "insurance"
+                    and expected_payer == "insurance"
+                    and r.in_sentence_with(hit.start, "claims.payer_insurance")
+                ):
+                    continue  # 运费您先垫付，运费险理赔后赔给您: how the insurance pays, not who
                 verdict = "correct" if payer == expected_payer else "wrong"
                 claims.append(
                     Claim(

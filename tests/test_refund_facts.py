@@ -385,3 +385,24 @@ def test_correcting_the_customers_reference_states_only_the_right_one(
     findings = find(reply, case, chat.tracker.context().state)
     claims = [(c.fact, c.verdict) for c in findings.claims if c.fact != "resolution"]
     assert claims == [("refund_reference", "correct")]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "运费您先垫付，运费险理赔后会赔付到您的账户。"),
+        ("zh", "无理由退货运费由买家承担，不过您这单有运费险，运费由运费险理赔。"),
+        (
+            "en",
+            "You pay the postage first and the freight insurance reimburses it to your account.",
+        ),
+    ],
+)
+def test_how_freight_insurance_pays_back_is_no_wrong_payer(
+    library: ScenarioLibrary, lang: str, reply: str
+) -> None:
+    coat = library.get("return-shipping-coat")
+    chat = Grading(coat, lang).customer("运费谁出？" if lang == "zh" else "Who pays the postage?")
+    claims = [c for c in find(reply, coat, chat.tracker.context().state).claims]
+    payer = [c.verdict for c in claims if c.fact == "shipping_payer"]
+    assert payer and set(payer) == {"correct"}, claims
