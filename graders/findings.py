@@ -1181,7 +1181,7 @@ def _claims(
                 or _qualified(r, duration)
                 or _SO_FAR.search(a.text[max(0, duration.start - 12) : duration.start])
                 or _WAIT_FOR_ME.search(a.text[max(0, duration.start - 10) : duration.start])
-                or _COUNTED_FROM.match(a.text, duration.end)  # a window, not a refund time
+                or _counted_from_delivery(r, duration)  # a window, not a refund time
                 or _COUNTED_FROM_ORDER.match(a.text, duration.end)
                 or (topic != "topics.refund" and not channel_named)
                 or r.negated_clause(duration.start)
@@ -1259,7 +1259,7 @@ def _claims(
         "reship_timing": ("topics.reship", params.reship_within_hours),
     }
     said_of_each = [  # what each time is said of, the same for every window
-        _window_from_delivery(r, d) or r.topic(d.start, d.end, _CLAIM_TOPICS)
+        _window_from_delivery(r, d, rules) or r.topic(d.start, d.end, _CLAIM_TOPICS)
         for d in numbers.durations
     ]
     for kind, (topic, hours) in windows.items():
@@ -1723,6 +1723,12 @@ def _time_after(text: str, pos: int) -> tuple[int, int, int] | None:
 
 
 _TICKET = re.compile(r"工单|\btickets?\b")
+_TURNED_DOWN = re.compile(
+    r"(?:没法|没办法|无法|不能|不敢)(?:向您|跟您|给您)?(?:保证|承诺|答应)|保证不了"
+    r"|\b(?:isn't|is not|isn’t) something (?:i|we) can (?:promise|guarantee)"
+    r"|\b(?:can't|cannot|can not) (?:promise|guarantee)"
+)
+_THIS_TIME_TOMORROW = re.compile(r"明天(?:的)?这个(?:时候|时间|点)|\bthis time tomorrow\b")
 
 
 def _ticket_claims(
@@ -1746,15 +1752,30 @@ def _ticket_claims(
         == "topics.callback"
     ]
     for duration in callbacks:
-        if r.negated_clause(duration.start) or r.in_clause_with(
-            duration.start, "signals.hypothetical", None
+        if (
+            r.negated_clause(duration.start)
+            or r.in_clause_with(duration.start, "signals.hypothetical", None)
+            or _TURNED_DOWN.search(a.text, duration.end, a.clause_end(duration.start))
         ):
-            continue
+            continue  # "1小时内回电我没法保证": a time turned down is not given
         verdict: Verdict = "correct" if duration.hi_hours == hours else "wrong"
         stated = r.quote(duration.start, duration.end)
         claims.append(
             Claim("callback_time", verdict, stated, _hours_text(hours), clauses, "callback_time")
         )
+    for hit in a.get("topics.callback"):
+        tomorrow = _THIS_TIME_TOMORROW.search(
+            a.text, a.clause_start(hit.start), a.clause_end(hit.start)
+        )
+        if tomorrow and not r.negated_clause(hit.start):  # 明天这个时候之前回电: 24 hours
+            verdict = "correct" if hours == 24 else "wrong"
+            stated = r.quote(tomorrow.start(), tomorrow.end())
+            claims.append(
+                Claim(
+                    "callback_time", verdict, stated, _hours_text(hours), clauses, "callback_time"
+                )
+            )
+            break
     team = rules.resolved.scenario.answer_key.ticket
     if team is not None:
         for named in TICKET_TEAMS:
@@ -2019,11 +2040,12 @@ def _counted_from_delivery(r: _Reader, duration: Duration) -> bool:
     )
 
 
-def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
+def _window_from_delivery(r: _Reader, duration: Duration, rules: ScenarioRules) -> str | None:
     """The window a time counted from delivery is about (签收后3天内, "within 7 days of delivery").
 
     A window named in the sentence decides (the damage report's when damage is named);
-    otherwise days are the no-reason return's, and hours are no window at all.
+    otherwise days are the window of this case whose length they are (签收后15天内 where the
+    quality window applies), else the no-reason return's, and hours are no window at all.
     """
     if not _counted_from_delivery(r, duration):
         return None
@@ -2034,7 +2056,16 @@ def _window_from_delivery(r: _Reader, duration: Duration) -> str | None:
                 return key
     if r.in_sentence_with(duration.start, "topics.damage_report", None):
         return "topics.damage_report"
-    return "topics.return_window" if duration.hi_hours >= 72 else None
+    if duration.hi_hours < 72:
+        return None
+    params = rules.resolved.policy.params
+    for kind, key, days in (
+        ("exchange_window", "topics.exchange_window", params.quality_exchange_days),
+        ("return_window", "topics.return_window", params.no_reason_return_days),
+    ):
+        if rules.clauses(kind) and duration.hi_hours == days * 24:
+            return key
+    return "topics.return_window"
 
 
 def _days_until(date: DateRef, today: dt.date) -> int | None:

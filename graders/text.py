@@ -399,6 +399,11 @@ class Analysis:
         index = bisect.bisect_right(self.clause_bounds, pos)
         return self.clause_bounds[index - 1] if index else 0
 
+    def clause_end(self, pos: int) -> int:
+        """Offset where the clause containing ``pos`` ends."""
+        index = bisect.bisect_right(self.clause_bounds, pos)
+        return self.clause_bounds[index] if index < len(self.clause_bounds) else len(self.text)
+
     def sentences(self) -> list[tuple[int, int]]:
         """``(start, end)`` spans of the sentences, without their end punctuation."""
         if "sentences" in self.memo:
