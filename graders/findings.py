@@ -1529,7 +1529,7 @@ def _claims(
                 claims.append(Claim("condition", "correct", stated, None, order_clauses))
         waived = a.get("claims.no_condition")
         for hit in a.get("claims.condition"):
-            if hit.negated or _legit(r, hit):
+            if hit.negated or _legit(r, hit, scenario.category == "invoice"):
                 continue
             if any(w.start <= hit.start and hit.end <= w.end for w in waived):
                 continue  # 不需要开箱视频: the condition waived
@@ -2079,17 +2079,19 @@ def _days_until(date: DateRef, today: dt.date) -> int | None:
     return until
 
 
-def _legit(r: _Reader, condition: Hit) -> bool:
+def _legit(r: _Reader, condition: Hit, about_invoices: bool = False) -> bool:
     """Whether a condition is one the policy sets (photos, the 7 days, verification).
 
     A condition naming a made-up requirement (开箱视频, "a photo of your ID card") is made
-    up whatever else its clause mentions.
+    up whatever else its clause mentions; in an invoice case the invoice is the subject
+    (发票的品名和金额必须跟订单一致), not a requirement.
     """
     text = r.a.text
     required = [
         m
         for m in _MADE_UP.finditer(text, condition.start, condition.end)
         if not _WAIVED.search(text[max(0, m.start() - 8) : m.start()])
+        and not (about_invoices and m.group() in ("发票", "invoice"))
     ]
     if required:
         return False

@@ -116,3 +116,26 @@ def test_sympathy_for_having_chased_the_courier_is_no_deflection(
 ) -> None:
     found = _findings(library, "lost-parcel-headphones", lang, PARCEL[lang], reply)
     assert not found.violations
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "发票的品名和金额必须跟订单一致，所以没法写成别的，我给您作废重开正确税号的发票。"),
+        ("en", "The invoice must match the order's items and amount, so I'll void it and "
+               "reissue it with the correct tax number."),
+    ],
+)  # fmt: skip
+def test_in_an_invoice_case_the_invoice_is_no_made_up_condition(
+    library: ScenarioLibrary, lang: str, reply: str
+) -> None:
+    customer = {"zh": "税号开错了！", "en": "The tax number on the invoice is wrong!"}[lang]
+    found = _findings(library, "invoice-fix-monitor", lang, customer, reply)
+    assert [c for c in found.claims if c.fact == "condition"] == []
+
+
+def test_outside_an_invoice_case_an_invoice_is_still_a_made_up_condition(
+    library: ScenarioLibrary,
+) -> None:
+    found = _findings(library, "damaged-kettle", "zh", "水壶裂了！", "必须提供发票才能给您退款。")
+    assert ("condition", "wrong") in [(c.fact, c.verdict) for c in found.claims]
