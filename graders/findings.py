@@ -802,6 +802,13 @@ _ASK_TO_VERIFY = re.compile(
 """A verb asking the customer for identity data: 麻烦核对一下收货人姓名, "please confirm"."""
 _NO_STEP_BY_ITSELF = frozenset({"get", "got", "keep", "look", "help", "put", "审核"})
 """Action words that name no step of the agent's without a subject ("I get how…", 审核通过了)."""
+_RULED_OUT = re.compile(
+    r"[^，,。！？!?；;]{0,12}?(?:不适用|不在[^，,。！？!?；;]{0,10}范围|不支持|不享受|不参与|不予)"
+    r"|[^.!?;,]{0,24}?\b(?:does(?:n't|n’t| not)|do(?:n't|n’t| not)) (?:apply|cover)\b"
+    r"|[^.!?;,]{0,24}?\b(?:is|are)(?:n't|n’t| not) (?:covered|included|eligible|available|applicable)\b"
+)
+"""After a remedy, in its clause: the rule rules it out (价保不适用于定金, "price protection
+doesn't apply")."""
 _NOT_DONE = re.compile(r"不了|不到|不成")
 """After a verb: it cannot be done (退不了)."""
 
@@ -842,6 +849,7 @@ def _dialogue_signals(f: Findings, r: _Reader, numbers: Numbers) -> None:
             and not (kind == "refund" and sentence in difference)  # it is the difference
             and not _REPLACED.search(a.text[max(0, hit.start - 20) : hit.start])
             and not spans.inside_another(kind, hit.start, hit.end)  # "refund the difference"
+            and not _RULED_OUT.match(a.text, hit.end, a.clause_end(hit.start))
         )
 
     choosing = {  # 退款还是补发？ asks the customer to choose: no commitment yet

@@ -139,3 +139,30 @@ def test_outside_an_invoice_case_an_invoice_is_still_a_made_up_condition(
 ) -> None:
     found = _findings(library, "damaged-kettle", "zh", "水壶裂了！", "必须提供发票才能给您退款。")
     assert ("condition", "wrong") in [(c.fact, c.verdict) for c in found.claims]
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "价保不适用于预售定金，到手价还是按约定的3799元。"),
+        (
+            "en",
+            "Price protection doesn't apply to a presale deposit, so the final price stays ¥3,799.",
+        ),
+    ],
+)
+def test_a_remedy_the_rule_rules_out_is_not_offered(
+    library: ScenarioLibrary, lang: str, reply: str
+) -> None:
+    customer = {"zh": "降价了，退我差价！", "en": "The price dropped. Refund me the difference!"}[
+        lang
+    ]
+    found = _findings(library, "presale-deposit-tv", lang, customer, reply)
+    assert "price_difference" not in found.offers and not found.violations
+
+
+def test_a_remedy_offered_is_still_offered(library: ScenarioLibrary) -> None:
+    found = _findings(
+        library, "presale-deposit-tv", "zh", "降价了，退我差价！", "好的，给您退200元差价。"
+    )
+    assert [v.code for v in found.violations] == ["policy.forbidden_resolution"]
