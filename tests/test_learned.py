@@ -168,13 +168,16 @@ def test_the_same_reply_gets_the_same_scores_in_every_process() -> None:
     assert len(outputs) == 1 and "CONDUCT-NO-BLAME" in outputs.pop()
 
 
-def test_training_refuses_the_frozen_test_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", ["test.jsonl", "test-season.jsonl"])
+def test_training_refuses_the_frozen_test_splits(tmp_path: Path, split: str) -> None:
+    copy = tmp_path / "renamed.jsonl"  # by content too, not only by name
+    copy.write_bytes((ROOT / "scenarios" / "labels" / split).read_bytes())
     run = subprocess.run(
         [
             sys.executable,
             "scripts/train_clause_model.py",
             "--labels",
-            "scenarios/labels/test.jsonl",
+            str(copy),
         ],
         cwd=ROOT,
         capture_output=True,
