@@ -1700,7 +1700,12 @@ _REFERENCE_WORDS = re.compile(
 
 
 def _names_reference(text: str, token: Token, rules: ScenarioRules) -> bool:
-    """Whether an id-like token is a refund reference: called one, or the case's own."""
+    """Whether an id-like token is a refund reference: called one, or the case's own.
+
+    The order's own number is never one ("your order reference is JD…").
+    """
+    if compact_digits(token.value) in rules.order_numbers:
+        return False
     if rules.reference_digits and compact_digits(token.value) == rules.reference_digits:
         return True
     if rules.reference_prefix and token.value.startswith(rules.reference_prefix):

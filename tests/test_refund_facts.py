@@ -406,3 +406,16 @@ def test_how_freight_insurance_pays_back_is_no_wrong_payer(
     claims = [c for c in find(reply, coat, chat.tracker.context().state).claims]
     payer = [c.verdict for c in claims if c.fact == "shipping_payer"]
     assert payer and set(payer) == {"correct"}, claims
+
+
+@pytest.mark.parametrize(
+    ("lang", "reply"),
+    [
+        ("zh", "您的订单编号，也就是售后单号JD2026110503318，我已经查到了。"),
+        ("en", "Your order reference is JD2026110503318; I've found it."),
+    ],
+)
+def test_the_order_number_called_a_reference_is_still_the_order_number(
+    case: ResolvedScenario, lang: str, reply: str
+) -> None:
+    assert _claims(case, lang, reply) == [("order_id", "correct")]
