@@ -56,16 +56,7 @@ PaymentChannel = Literal[
     "jd_baitiao",
     "balance",
 ]
-PAYMENT_CHANNELS: tuple[PaymentChannel, ...] = (
-    "alipay",
-    "wechat_pay",
-    "bank_card",
-    "credit_card",
-    "unionpay",
-    "huabei",
-    "jd_baitiao",
-    "balance",
-)
+PAYMENT_CHANNELS: tuple[PaymentChannel, ...] = PaymentChannel.__args__  # type: ignore[attr-defined]
 Courier = Literal["sf", "jd", "zto", "yto", "sto", "yunda", "ems", "jt", "deppon"]
 
 COURIER_NAMES: dict[Courier, dict[Lang, str]] = {
@@ -561,6 +552,15 @@ class Order(Strict):
         "Not an order number: graders read it as a reference.",
     )
     receiver: Receiver
+
+    def refund_facts(self) -> list[tuple[str, object]]:
+        """The refund facts the case records, for the order view: (name, value)."""
+        facts = [
+            ("received_back", self.return_received_on),
+            ("refund_approved", self.refund_approved_on),
+            ("refund_reference", self.refund_reference),
+        ]
+        return [(name, value) for name, value in facts if value is not None]
 
     @model_validator(mode="after")
     def _date_order(self) -> Order:

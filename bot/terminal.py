@@ -359,12 +359,7 @@ class TerminalPractice:
             ("eta", str(s.answer_key.eta or "—")),
             ("insurance", insured),
         ]
-        refund = [
-            ("received_back", o.return_received_on),
-            ("refund_approved", o.refund_approved_on),
-            ("refund_reference", o.refund_reference),
-        ]
-        rows += [(key, str(value)) for key, value in refund if value is not None]
+        rows += [(key, str(value)) for key, value in o.refund_facts()]
         table = Table(show_header=False)
         for key, value in rows:
             table.add_row(ORDER_LABELS[key][0 if lang == "zh" else 1], escape(value))

@@ -1658,14 +1658,14 @@ _DATE_TOPICS = (
 """What an order date can be said of, in priority order."""
 _WAREHOUSE = re.compile(r"仓库|\bwarehouse\b")
 _ID_DIGITS = re.compile(r"\d{8,}")
+_ID_SEPARATORS = re.compile(r"[\s-]")
 
 
 def _ids_in(message: str) -> frozenset[str]:
     """The digits of the long numbers in a message (ids the customer read out)."""
-    return frozenset(_ID_DIGITS.findall(_NON_DIGIT_SPACE.sub("", message)))
+    return frozenset(_ID_DIGITS.findall(_ID_SEPARATORS.sub("", message)))
 
 
-_NON_DIGIT_SPACE = re.compile(r"[\s-]")
 _LINKED_BEFORE = re.compile(r"(?:绑定|关联|绑)的?\s*$")
 _LINKED_AFTER = re.compile(r"\s+(?:linked|tied|connected|bound)\s+to\s+(?:your\s+|the\s+)?")
 
@@ -1723,8 +1723,7 @@ _AFTERNOON = re.compile(r"下午|晚上")
 def _time_after(text: str, pos: int) -> tuple[int, int, int] | None:
     """The time of day written right after a date (14:30, 下午2点半, "at 2:30 pm"), and its end."""
     match = _CLOCK.match(text, pos)
-    if match is None or (":" not in match.group() and "：" not in match.group() and "点" not in
-                         match.group()):  # fmt: skip
+    if match is None:
         return None
     hour = int(match["h"])
     minute = 30 if match["m"] == "半" else int(match["m"] or 0)

@@ -1164,12 +1164,7 @@ def _order_card(session: Session, lang: Lang) -> list[tuple[str, str]] | None:
     ]
     if "signed_time" not in asked or "signed_time" in told:
         rows.append((t("signed", lang), str(o.signed_on or "—")))
-    refund = [
-        ("received_back", o.return_received_on),
-        ("refund_approved", o.refund_approved_on),
-        ("refund_reference", o.refund_reference),
-    ]
-    rows += [(t(key, lang), str(value)) for key, value in refund if value is not None]
+    rows += [(t(key, lang), str(value)) for key, value in o.refund_facts()]
     if "identity" in told:
         rows.append((t("identity", lang), t("confirmed", lang)))
     if "photos" in told:
