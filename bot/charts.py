@@ -9,12 +9,14 @@ A chart costs a few milliseconds, not the ~100 ms of a full matplotlib draw:
 * The layout is fixed and computed by hand (no constrained layout). Dimension labels are
   wrapped and, where rows are tight, set smaller so each fits its row and the label column
   (:func:`_fit_labels`); the title shrinks or wraps to the image width.
-* Everything that depends only on the texts (title, labels, headings, axes, grey tracks,
-  pass line) is drawn once into a template whose pixels are kept (``copy_from_bbox``). A
-  chart restores them and draws only its data: the bars, the trend line and its markers,
-  and the trend's x ticks. Templates are pooled (:class:`_Pool`, LRU-bounded, lock-guarded):
+* Everything that depends only on the texts (labels, headings, axes, grey tracks, pass
+  line) is drawn once into a template whose pixels are kept (``copy_from_bbox``). A chart
+  restores them and draws only its data: the bars, the trend line and its markers, and
+  the trend's x ticks. The title is not in the template, only its height (which moves the
+  panels): it is stamped like the data texts, so one template serves every scenario whose
+  title fits the same lines and size. Templates are pooled (:class:`_Pool`, LRU-bounded, lock-guarded):
   a thread takes one out, draws on it alone and gives it back, so threads never share one.
-* Data texts (bar values, "unscored", the last total, x tick labels) come from a bounded
+* Data texts (the title, bar values, "unscored", the last total, x tick labels) come from a bounded
   cache of pre-rendered text images (:class:`_Stamps`), blended in with Agg's ``draw_image``.
 * The PNG is written directly from the canvas's RGBA buffer (opaque: alpha is always 255),
   no row filter, deflated by ISA-L at level 1: ~0.2 ms and ~20-45 KB, where converting to
@@ -158,9 +160,6 @@ class _Text:
         self._all = base.codepoints | cjk.codepoints if cjk else base.codepoints
         families = [cjk.family, base.family] if cjk else [base.family]
         self.families = families
-        self.font = FontProperties(family=families, size=9)
-        self.small = FontProperties(family=families, size=8)
-        self.title = FontProperties(family=families, size=12)
 
     def __call__(self, text: Bilingual) -> str:
         """Return ``text`` in the chart language, or in English where that cannot be drawn."""
@@ -258,7 +257,7 @@ class _Static:
     """What a template depends on (its cache key): the resolved texts and the y range."""
 
     families: tuple[str, ...]
-    title: str
+    title_height: float  # px; the title itself is stamped (:class:`_Title`)
     labels: tuple[str, ...]  # first dimension first
     heading_dims: str
     heading_trend: str
@@ -267,6 +266,15 @@ class _Static:
     unscored: str
     pass_mark: float
     ylim: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Title:
+    """A title fitted to the image width: its lines, size in points and height in pixels."""
+
+    text: str
+    size: float
+    height: float
 
 
 @dataclass(eq=False, slots=True)
@@ -370,6 +378,22 @@ def _fit_title(title: str, families: list[str], measure: _Measure) -> tuple[floa
     return size, "\n".join(_elide(_wrap(title, fits), count, fits))
 
 
+_measuring = threading.local()
+
+
+@lru_cache(maxsize=1024)
+def _title(title: str, families: tuple[str, ...]) -> _Title:
+    """``title`` fitted to the image, measured on this thread's own figure."""
+    measure: _Measure | None = getattr(_measuring, "measure", None)
+    if measure is None:
+        fig = Figure(figsize=(_W / _DPI, _H / _DPI), dpi=_DPI)
+        renderer = FigureCanvasAgg(fig).get_renderer()  # type: ignore[no-untyped-call]
+        measure = _measuring.measure = _Measure(fig, renderer)
+    size, text = _fit_title(title, list(families), measure)
+    height = measure(text, FontProperties(family=list(families), size=size))[1] if text else 0.0
+    return _Title(text, size, height)
+
+
 def _build(static: _Static) -> _Template:
     """Draw the parts of a chart that depend on ``static`` only, and keep their pixels."""
     families = list(static.families)
@@ -382,19 +406,7 @@ def _build(static: _Static) -> _Template:
     renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
     measure = _Measure(fig, renderer)
 
-    title_size, title = _fit_title(static.title, families, measure)
-    title_height = measure(title, font(title_size))[1] if title else 0.0
-    fig.text(
-        0.5,
-        1 - _TITLE_TOP / _H,
-        title,
-        ha="center",
-        va="top",
-        multialignment="center",
-        fontproperties=font(title_size),
-        parse_math=False,
-    )
-    top = _H - (_TITLE_TOP + title_height + _HEADING)  # of both panels
+    top = _H - (_TITLE_TOP + static.title_height + _HEADING)  # of both panels
     height = top - _BOTTOM
 
     # Left: one grey track per dimension, its label left of it (first dimension on top).
@@ -657,9 +669,10 @@ _STAMPS = _Stamps(_MAX_STAMPS)
 
 
 def _clear_caches() -> None:
-    """Forget every template and text image (tests and benchmarks)."""
+    """Forget every template, fitted title and text image (tests and benchmarks)."""
     _TEMPLATES.clear()
     _STAMPS.clear()
+    _title.cache_clear()
 
 
 # --- A chart -----------------------------------------------------------------------------------
@@ -672,6 +685,7 @@ def _rect(width: float, y: float) -> list[tuple[float, float]]:
 def _paint(
     template: _Template,
     static: _Static,
+    title: _Title,
     dimensions: Sequence[tuple[Bilingual, float | None, float]],
     values: list[float],
     stamps: _Stamps,
@@ -680,6 +694,9 @@ def _paint(
     families = static.families
     size = template.value_size
     texts: list[tuple[_Label, tuple[float, float]]] = []  # with anchors in pixels
+    if title.text:
+        label = _Label(title.text, families, title.size, "black", "center", "top")
+        texts.append((label, (_W / 2, _H - _TITLE_TOP)))
 
     # Left: a bar and a value per dimension.
     left = template.left
@@ -786,16 +803,18 @@ def _static(
     title: Bilingual,
     lang: Lang,
     pass_mark: float,
-) -> _Static:
+) -> tuple[_Static, _Title]:
     text = _text_for(lang, _cjk_font() if lang == "zh" else None)
 
     def say(label: Bilingual) -> str:
         return _said(text, label.get("zh", ""), label.get("en", ""))
 
+    families = tuple(text.families)
+    fitted = _title(say(title), families)
     finite = [v for v in values if math.isfinite(v)]
-    return _Static(
-        families=tuple(text.families),
-        title=say(title),
+    static = _Static(
+        families=families,
+        title_height=fitted.height,
         labels=tuple(say(label) for label, _, _ in dimensions),
         heading_dims=say(_DIMENSIONS),
         heading_trend=say(_TREND),
@@ -805,6 +824,7 @@ def _static(
         pass_mark=float(pass_mark),
         ylim=(min([0.0, *finite]), max([100.0, pass_mark, *finite]) + 5),
     )
+    return static, fitted
 
 
 def _chart(
@@ -818,11 +838,12 @@ def _chart(
 ) -> bytes:
     """The chart; ``cached=False`` draws a fresh template and fresh texts (tests compare)."""
     values = [float(v) for v in trend]
-    static = _static(dimensions, values, title, lang, pass_mark)
+    static, fitted = _static(dimensions, values, title, lang, pass_mark)
     if not cached:
-        return _paint(_build(static), static, dimensions, values, _Stamps(_MAX_STAMPS))
+        stamps = _Stamps(_MAX_STAMPS)
+        return _paint(_build(static), static, fitted, dimensions, values, stamps)
     template = _TEMPLATES.take(static) or _build(static)
-    png = _paint(template, static, dimensions, values, _STAMPS)
+    png = _paint(template, static, fitted, dimensions, values, _STAMPS)
     _TEMPLATES.give(static, template)  # not on an exception: the template may be half-drawn
     return png
 

@@ -191,12 +191,24 @@ def test_the_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(charts._TEMPLATES, "maxsize", 3)
     monkeypatch.setattr(charts._STAMPS, "maxsize", 5)
     for i in range(6):
-        render_case({"title": {"zh": "标题", "en": f"Title {i}"}, "trend": [50 + i, 60.5 + i]})
+        render_case({"pass_mark": 50 + i, "trend": [50 + i, 60.5 + i]})
         assert len(charts._TEMPLATES) <= 3
         assert len(charts._STAMPS) <= 5
     # The most recently used templates are the ones kept.
     keep = charts._TEMPLATES._idle
-    assert [key.title for key in keep] == ["Title 3", "Title 4", "Title 5"]
+    assert [key.pass_mark for key in keep] == [53, 54, 55]
+
+
+def test_titles_of_the_same_height_share_one_template() -> None:
+    charts._clear_caches()
+    images = {
+        render_case({"title": {"zh": "标题", "en": f"Scenario {i}: a refund dispute"}})
+        for i in range(30)
+    }
+    assert len(images) == 30  # each title is drawn ...
+    assert len(charts._TEMPLATES) == 1  # ... on the one template of its layout
+    render_case({"title": LONG_TITLE})  # wraps: the panels move down
+    assert len(charts._TEMPLATES) == 2
 
 
 def test_charts_for_the_same_texts_reuse_one_template() -> None:
@@ -218,7 +230,7 @@ def test_long_labels_and_titles_stay_inside_the_image() -> None:
         ([({"zh": "x", "en": "A very long dimension label that has to be wrapped"}, 1, 2)], TITLE),
         ([({"zh": "x", "en": "Supercalifragilisticexpialidocious" * 3}, 1, 2)] * 4, TITLE),
     ]:
-        static = charts._static(dimensions, [60.0], title, "en", 80.0)  # type: ignore[arg-type]
+        static, fitted = charts._static(dimensions, [60.0], title, "en", 80.0)  # type: ignore[arg-type]
         template = charts._build(static)
         renderer = template.canvas.get_renderer()
         labels = [t.get_window_extent(renderer) for t in template.left.texts]
@@ -230,12 +242,19 @@ def test_long_labels_and_titles_stay_inside_the_image() -> None:
         tops = sorted((box.y0, box.y1) for box in labels)
         for (_, below_top), (above_bottom, _) in itertools.pairwise(tops):
             assert below_top <= above_bottom + 0.5  # labels do not overlap
-        for text in template.canvas.figure.texts:  # title, headings, "session"
+        for text in template.canvas.figure.texts:  # headings, "session"
             box = text.get_window_extent(renderer)
             assert box.x0 >= 0 and box.y0 >= 0
             assert box.x1 <= image.x1 and box.y1 <= image.y1
-        title_box = template.canvas.figure.texts[0].get_window_extent(renderer)
-        assert title_box.y0 > template.left.get_window_extent(renderer).y1
+        # The title is stamped at the top centre: inside the image, above the headings.
+        label = charts._Label(fitted.text, static.families, fitted.size, "black", "center", "top")
+        stamp = charts._render_stamp(label)
+        rows, columns = stamp.image.shape[:2]
+        left_edge, bottom = 300 + stamp.dx, 300 - 6 + stamp.dy
+        assert left_edge >= 0 and left_edge + columns <= image.x1
+        assert bottom + rows <= image.y1
+        headings = [t.get_window_extent(renderer) for t in template.canvas.figure.texts[:2]]
+        assert bottom > max(box.y1 for box in headings)
 
 
 def test_wrapping_breaks_words_and_cjk_text_and_keeps_newlines() -> None:
