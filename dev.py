@@ -8,7 +8,10 @@
     python3 dev.py test --busy      the same with one core kept busy (as on a shared CI host)
     python3 dev.py test --real-llm  only the tests against a real llama.cpp server (opt-in;
                                     builds it into .venv-llm once: ~10 minutes, a C++ compiler)
-    python3 dev.py bench            install, then run every benchmark in bench/
+    python3 dev.py bench [NAME...]  install, then run the benchmarks as the README quotes them
+                                    (about 35 minutes; NAME: grading, web, ... to pick some)
+    python3 dev.py bench --full     the same with every bench at its full length (hours: the
+                                    drill alone is three 5-minute drills of 2,000 trainees)
 
 The virtual environment is created in .venv beside this file and re-installed only
 when pyproject.toml changes. Set TRAINER_VENV to use another location.
@@ -59,8 +62,7 @@ def ensure_venv(extras: str = "") -> None:
     _run(PY, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "on",
          "-e", target)  # fmt: skip
     stamp.write_text(f"{digest}:{extras}")
-    minutes, seconds = divmod(round(time.monotonic() - started), 60)
-    print(f"Installed in {minutes} min {seconds} s.", flush=True)
+    print(f"Installed in {_minutes(time.monotonic() - started)}.", flush=True)
 
 
 LLM_VENV = ROOT / ".venv-llm"
@@ -176,6 +178,46 @@ def ensure_foreign_botapi() -> None:
     stamp.write_text(digest)
 
 
+BENCHES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("grading", ()),
+    ("bulk", ()),
+    ("session", ()),
+    ("charts", ()),
+    ("memory", ()),
+    ("llm", ()),
+    ("web", ("--quick",)),
+    ("telegram", ("--quick",)),
+    ("drill", ("--quick",)),
+    ("pg_driver", ()),
+)
+"""Every bench/bench_NAME.py and the arguments the README's figures come from (--full drops them)."""
+
+
+def bench(names: list[str], full: bool) -> None:
+    """Run the benches named (all by default) one after another, with progress and times."""
+    known = [name for name, _ in BENCHES]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        print(f"Unknown bench {', '.join(unknown)}: choose from {', '.join(known)}")
+        sys.exit(2)
+    chosen = [(name, args) for name, args in BENCHES if not names or name in names]
+    ensure_venv()
+    ensure_services()  # bench_pg_driver and `bench_drill --db postgresql` need PostgreSQL
+    started = time.monotonic()
+    took: list[str] = []
+    for number, (name, args) in enumerate(chosen, 1):
+        print(f"\n[{number}/{len(chosen)}] bench_{name}.py", flush=True)
+        begun = time.monotonic()
+        _run(PY, ROOT / "bench" / f"bench_{name}.py", *(() if full else args))
+        took.append(f"{name} {_minutes(time.monotonic() - begun)}")
+    print(f"\nBenches done in {_minutes(time.monotonic() - started)}: {', '.join(took)}")
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in {"play", "web", "test", "bench"}:
         print(__doc__)
@@ -210,9 +252,7 @@ def main(argv: list[str]) -> None:
                 hog.kill()
                 hog.wait()
     else:
-        ensure_venv()
-        for script in sorted((ROOT / "bench").glob("bench_*.py")):
-            _run(PY, script)
+        bench([arg for arg in rest if arg != "--full"], full="--full" in rest)
 
 
 if __name__ == "__main__":
