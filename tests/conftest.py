@@ -115,11 +115,24 @@ def library() -> ScenarioLibrary:
 BACKENDS = ("sqlite", "postgresql")
 
 
+_PG_SCHEMAS: list[PgSchemas] = []  # the session's, once a test asked for it
+
+
 @pytest.fixture(scope="session")
 def pg_schemas() -> Iterator[PgSchemas]:
     schemas = PgSchemas()
+    _PG_SCHEMAS.append(schemas)
     yield schemas
+    _PG_SCHEMAS.remove(schemas)
     schemas.close()
+
+
+@pytest.fixture(autouse=True)
+def _retire_pg_schemas() -> Iterator[None]:
+    """After each test (its stores closed), its PostgreSQL schemas are dropped meanwhile."""
+    yield
+    for schemas in _PG_SCHEMAS:
+        schemas.retire()
 
 
 @pytest.fixture(params=BACKENDS)
