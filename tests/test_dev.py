@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -25,19 +26,19 @@ def test_every_bench_script_is_run_by_dev_bench() -> None:
     assert listed == scripts
 
 
-def test_the_arguments_dev_bench_passes_are_accepted() -> None:
+def test_the_arguments_dev_bench_passes_are_declared_by_each_bench() -> None:
     for name, args in load_dev().BENCHES:
-        if not args:
-            continue
-        done = subprocess.run(
-            [sys.executable, ROOT / "bench" / f"bench_{name}.py", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
-        for arg in args:
-            assert arg in done.stdout, (name, arg)
+        tree = ast.parse((ROOT / "bench" / f"bench_{name}.py").read_text())
+        declared = {
+            node.args[0].value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        }
+        assert set(args) <= declared, (name, args)
 
 
 def test_an_unknown_bench_name_gets_one_line_and_installs_nothing() -> None:
