@@ -168,7 +168,9 @@ class ChartRenderer:
 
     async def _spawn(self) -> None:
         while len(self._workers) < self.processes:
-            self._workers.append(_Worker(await self.start()))
+            proc = await self.start()
+            # Appended to the list as it is now: `_ready` may have replaced it meanwhile.
+            self._workers.append(_Worker(proc))
 
     async def _ready(self) -> list[_Worker]:
         self._workers = [w for w in self._workers if not w.dead]

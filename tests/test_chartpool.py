@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 from procs import alive
 
-from bot.chartpool import ChartRenderer
+from bot.chartpool import ChartProcess, ChartRenderer, start_process
 from bot.charts import scorecard_chart
 
 DIMS = [
@@ -49,6 +49,40 @@ def test_a_worker_draws_the_same_chart_and_a_killed_worker_is_replaced() -> None
         finally:
             await renderer.close()
         assert renderer.pids == []
+
+    asyncio.run(run())
+
+
+def test_a_chart_asked_for_while_a_process_starts_loses_no_process() -> None:
+    async def run() -> None:
+        started: list[ChartProcess] = []
+        starting, go_on = asyncio.Event(), asyncio.Event()
+
+        async def start() -> ChartProcess:
+            starting.set()
+            await go_on.wait()
+            proc = await start_process()
+            started.append(proc)
+            return proc
+
+        renderer = ChartRenderer(2, start=start)
+        try:
+            first = asyncio.create_task(renderer.render(DIMS, [10.0], **KW))
+            await starting.wait()  # the first process is on its way ...
+            second = asyncio.create_task(renderer.render(DIMS, [20.0], **KW))
+            await asyncio.sleep(0.1)  # ... when the second chart is asked for
+            go_on.set()
+            for task, value in ((first, 10.0), (second, 20.0)):
+                assert image(await task) == image(scorecard_chart(DIMS, [value], **KW))
+            assert sorted(renderer.pids) == sorted(proc.pid for proc in started)  # none lost
+        finally:
+            await renderer.close()
+        for proc in started:
+            for _ in range(1200):  # 60 s: a generous bound for a loaded machine
+                if not alive(proc.pid):
+                    break
+                await asyncio.sleep(0.05)
+            assert not alive(proc.pid)  # each one stopped with the renderer
 
     asyncio.run(run())
 
