@@ -24,7 +24,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -78,6 +78,8 @@ async def _reference(
 ) -> tuple[object, ...]:
     """The drill run unbroken in-process, with the same replies at the same times."""
     store = Store.open(path)
+    if store.backend.dialect == "sqlite":  # a copy thrown away after: no waiting for the disk
+        store.backend.execute("PRAGMA synchronous=OFF")
     clock = Clock()
     runner = DrillRunner(store, library, Engine(store, library), clock=clock)
     for second in SECONDS:
@@ -129,11 +131,36 @@ class FakeTime:
         }
 
 
-async def _logged(folder: Path, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+QUICK_CLOCK = {"bot.drill.runner.CLOCK_S": 0.02}
+"""The server moves its drills on every 20 ms, not every 200: each step of a test waits
+for its next pass, and nothing it asserts depends on how often that comes."""
+
+
+def trainer(constants: Mapping[str, float] | None = None) -> list[str]:
+    """The ``trainer`` command, run by this Python with some module constants set first.
+
+    A test shortens a wait this way (the drill clock's interval, a lease) without a
+    setting users would see; a constant that does not exist (renamed) fails the start.
+    """
+    code = ["import importlib"]
+    for dotted, value in (constants or {}).items():
+        module, name = dotted.rsplit(".", 1)
+        code += [f"m = importlib.import_module({module!r})", f"assert hasattr(m, {name!r})",
+                 f"m.{name} = {value!r}"]  # fmt: skip
+    code.append("from bot.launch import main; main()")
+    return [sys.executable, "-c", "\n".join(code)]
+
+
+async def _logged(
+    folder: Path,
+    *args: str,
+    env: dict[str, str],
+    constants: Mapping[str, float] | None = None,
+) -> asyncio.subprocess.Process:
     """A ``trainer`` process writing its output to ``server.log`` in ``folder``."""
     with (folder / "server.log").open("ab") as log:
         return await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("trainer")),
+            *trainer(constants),
             *args,
             env=env,
             cwd=str(folder),
@@ -165,7 +192,7 @@ async def _settled(db: Path, drill: int, second: float, *, outbox: bool) -> None
         if not due and not pending and (ended or now < T0 + MINUTES * 60):
             return
         assert time.monotonic() < deadline, f"at {second} s: {due} due, {pending} unsent"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
 
 
 async def _drive(
@@ -231,7 +258,11 @@ def test_a_telegram_server_killed_mid_drill_ends_where_an_unbroken_run_does(
 
             async def spawn() -> asyncio.subprocess.Process:
                 return await _logged(
-                    tmp_path, "serve", "telegram", env={**bot_env(api, db), **clock.env()}
+                    tmp_path,
+                    "serve",
+                    "telegram",
+                    env={**bot_env(api, db), **clock.env()},
+                    constants=QUICK_CLOCK,
                 )
 
             async def answer(who: int, label: str, second: int) -> None:
@@ -283,12 +314,12 @@ def test_a_web_server_killed_mid_drill_ends_where_an_unbroken_run_does(
             start = log.stat().st_size if log.exists() else 0
             proc = await _logged(
                 tmp_path, "--db", str(db), "serve", "web", "--port", str(port),
-                env={**os.environ, **clock.env()},
+                env={**os.environ, **clock.env()}, constants=QUICK_CLOCK,
             )  # fmt: skip
             deadline = time.monotonic() + 120
             while "Web app on" not in log.read_text(errors="replace")[start:]:
                 assert proc.returncode is None and time.monotonic() < deadline, log.read_text()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
             return proc
 
         browsers = []

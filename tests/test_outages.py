@@ -10,16 +10,19 @@ Redis.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import re
 import secrets
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 from yarl import URL
 
@@ -48,16 +51,57 @@ def _answered_once(store: Store, session_id: str) -> list[str]:
     return [t.role for t in turns]
 
 
-@pytest.fixture
-def postgres() -> Any:
+QUICK_REFUSAL = {"bot.storage.backends.BUSY_TIMEOUT_S": 2.0}
+"""How long a server waits for a database connection before it refuses (5 s in production).
+
+While the database is down every request waits that long; 2 s is libpq's shortest connect
+timeout, and a connection to a database that is up comes in milliseconds."""
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[PrivatePostgres]:
+    """One private server for the module's tests (making one takes seconds)."""
     server = PrivatePostgres()
     server.start()
     yield server
     server.close()
 
 
+class OwnDatabase:
+    """A database of the test's own on the private server, which it may stop and start."""
+
+    def __init__(self, server: PrivatePostgres, name: str) -> None:
+        self.server = server
+        self.url = f"{server.url.rsplit('/', 1)[0]}/{name}"
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the whole server (``immediate``: as a crash would)."""
+        self.server.stop(mode)
+
+    def start(self) -> None:
+        """Start the server again and wait until it takes connections."""
+        self.server.start()
+
+
+@pytest.fixture
+def postgres(_server: PrivatePostgres, monkeypatch: pytest.MonkeyPatch) -> OwnDatabase:
+    """A new database on the module's server, running (a test before may have left it down)."""
+    try:
+        admin = psycopg.connect(_server.url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        _server.start()
+        admin = psycopg.connect(_server.url, autocommit=True, connect_timeout=5)
+    name = f"outage_{secrets.token_hex(4)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    for constant, value in QUICK_REFUSAL.items():  # stores the test opens here
+        module, attribute = constant.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), attribute, value)
+    return OwnDatabase(_server, name)
+
+
 def test_a_reply_cut_off_by_a_database_restart_is_answered_once_it_is_back(
-    library: ScenarioLibrary, postgres: PrivatePostgres
+    library: ScenarioLibrary, postgres: OwnDatabase
 ) -> None:
     store = Store.open(postgres.url)
     svc = Training(store, library, Engine(store, library), platform="web")
@@ -91,7 +135,7 @@ def test_a_reply_cut_off_by_a_database_restart_is_answered_once_it_is_back(
 
 @pytest.mark.slow
 def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
-    postgres: PrivatePostgres, tmp_path: Path
+    postgres: OwnDatabase, tmp_path: Path
 ) -> None:
     store = Store.open(postgres.url)
     user = store.upsert_user("web", "ann", name="Ann", lang="en")
@@ -113,6 +157,7 @@ def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
             "--port",
             str(port),
             env=dict(os.environ),
+            constants=QUICK_REFUSAL,
         )
         deadline = time.monotonic() + 120
         while "Web app on" not in (tmp_path / "server.log").read_text(errors="replace"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botapi import FakeBotAPI
 from redis import Redis
-from tgharness import TRAINER, bot_env
+from tgharness import bot_env
 
 from bot.coordination import LocalCoordinator
 from bot.storage import Store
@@ -22,9 +22,13 @@ from bot.telegram.app import _while_held
 from bot.telegram.standby import BotLease
 from tests.databases import PgSchemas
 from tests.fakeclock import FakeTime
+from tests.test_drill_restart import trainer
 from tests.test_telegram import KETTLE_EN
 
 REDIS = "redis://127.0.0.1:6379/0"
+SHORT_LEASE = {"bot.telegram.standby.LEASE_S": 3.0}
+"""The bot's lease outlives a killed process by 3 s, not 10: the standby waits that long.
+The web processes' lease is as short in production (``bot.cluster.LEASE_S``)."""
 
 
 class RedisAway(LocalCoordinator):
@@ -219,7 +223,7 @@ def test_two_bot_processes_one_killed_one_stopped_every_reply_answered_once(
 
             async def spawn() -> Logged:
                 proc = await asyncio.create_subprocess_exec(
-                    *TRAINER,
+                    *trainer(SHORT_LEASE),
                     "serve",
                     "telegram",
                     env=env,

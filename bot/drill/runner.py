@@ -769,17 +769,18 @@ def _lang(user: UserRow) -> Lang:
 
 async def run_clock(
     runner: DrillRunner,
-    every: float = CLOCK_S,
+    every: float | None = None,
     after: Callable[[], None] | None = None,
     part: Callable[[], Part | None] | None = None,
 ) -> None:
-    """Move every started drill on every ``every`` seconds until cancelled.
+    """Move every started drill on every ``every`` seconds (:data:`CLOCK_S`) until cancelled.
 
     ``after`` is called whenever something happened (a channel then delivers what the
     events owe). With ``part``, only the parts of the clock it says this process holds
     now (one process of several). A failure is logged and the clock goes on: one broken
     drill never stops the server.
     """
+    every = CLOCK_S if every is None else every  # read now: tests shorten it in a server
     held: frozenset[int] = frozenset()
     waiting = False
     while True:
