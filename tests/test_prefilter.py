@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from pathlib import Path
 
 from graders.lexicon import LEXICON
@@ -23,6 +24,7 @@ def _lexicon_patterns() -> list[tuple[str, re.Pattern[str]]]:
     return out
 
 
+@cache
 def _corpus() -> list[str]:
     """Every labelled reply and conversation turn, once each (histories repeat a lot)."""
     texts = []
@@ -44,28 +46,47 @@ def test_required_literals_come_from_the_mandatory_parts() -> None:
     assert required_literals(r"(?:full|top) MARKS", re.IGNORECASE) == {" marks"}
 
 
+Spans = dict[int, list[tuple[int, int]]]
+
+
+@cache
+def _matches() -> list[tuple[str, re.Pattern[str], Spans]]:
+    """Each lexicon pattern with every match in every corpus text (by text index).
+
+    Running every pattern on every text is the slow part of both tests below, so it runs
+    once for both; ``search`` picks the texts (most match nothing), ``finditer`` the spans.
+    """
+    texts = _corpus()
+    found = []
+    for key, pattern in _lexicon_patterns():
+        spans = {
+            i: [(m.start(), m.end()) for m in pattern.finditer(texts[i])]
+            for i, hit in enumerate(map(pattern.search, texts))
+            if hit is not None
+        }
+        found.append((key, pattern, spans))
+    return found
+
+
 def test_a_gate_opens_on_every_text_its_pattern_matches() -> None:
     texts = _corpus()
     assert len(texts) > 800
-    patterns = _lexicon_patterns()
-    assert len(patterns) > 200
-    for key, pattern in patterns:
+    matches = _matches()
+    assert len(matches) > 200
+    for key, pattern, spans in matches:
         gate = Gate(pattern)
-        for text in texts:
-            if pattern.search(text):
-                assert gate.open(text), (key, pattern.pattern, text)
+        for i in spans:  # every text the pattern matches (search), none left out
+            assert gate.open(texts[i]), (key, pattern.pattern, texts[i])
 
 
 def test_the_gated_scan_finds_what_running_every_pattern_finds() -> None:
     """Same hits once overlaps are settled (a category's patterns run as one alternation)."""
     matcher = _lexicon_matcher()
-    patterns = _lexicon_patterns()
-    for text in _corpus():
+    texts = _corpus()
+    expected: dict[int, list[tuple[str, int, int]]] = {}
+    for key, _, spans in _matches():
+        for i, found in spans.items():
+            expected.setdefault(i, []).extend((key, s, e) for s, e in found if e > s)
+    for i, text in enumerate(texts):  # texts no pattern matches too: no hit from the scan
         scanned = [(k, s, e) for k, s, e, check in matcher.scan(text) if check == "none"]
-        expected = [
-            (key, m.start(), m.end())
-            for key, pattern in patterns
-            for m in pattern.finditer(text)
-            if m.end() > m.start()
-        ]
-        assert _dedupe(scanned) == _dedupe(expected), text
+        assert _dedupe(scanned) == _dedupe(expected.get(i, [])), text
