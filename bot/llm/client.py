@@ -413,9 +413,11 @@ class LLMClient:
         root = (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
         if not root:
             return None  # a hosted default: it reports nothing of the kind
+        # A hung server must not cost more than the role's own timeout here either.
+        timeout = min(5.0, self.settings.timeout_s)
         try:
             props: Any = await self._openai.get(
-                f"{root}/props", cast_to=object, options={"max_retries": 0, "timeout": 5.0}
+                f"{root}/props", cast_to=object, options={"max_retries": 0, "timeout": timeout}
             )
         except (openai.APIError, ValueError):
             return None
