@@ -199,7 +199,8 @@ def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
     store = Store.open(shared_db)
 
     async def run() -> None:
-        async with BotHarness(store, webhook=True, workers=2) as h:
+        # The trainee's worker finds the notice when it next looks (every 10 s in production).
+        async with BotHarness(store, webhook=True, workers=2, sweep_seconds=0.5) as h:
             _, mentor, trainee = await _team(h)
             assert worker_of(mentor, 2) != worker_of(trainee, 2)
             before = len(h.api.texts(trainee))

@@ -105,6 +105,9 @@ class TelegramConfig:
     workers: int = 0
     """Worker processes that answer updates; 0: this process answers them. With workers,
     this process only stores and routes them (:mod:`bot.telegram.workers`)."""
+    sweep_seconds: float = 10.0
+    """How often owed messages another process stored for this one's chats are looked for
+    (a worker's notices to another worker's chats); not a setting, tests shorten it."""
     redis_url: str | None = None
     """Redis shared by every process sending with this token: the send limits are then
     counted across all of them (otherwise each process keeps its own share)."""
@@ -383,8 +386,6 @@ class TelegramApp:
 
     IDLE_POLL_MAX_S = 2.0
     """Longest wait before asking again a server that answers an empty long poll at once."""
-    SWEEP_S = 10.0
-    """How often owed messages another process stored for this one's chats are looked for."""
     RETRY_FIRST_S = 1.0
     RETRY_MAX_S = 60.0
     """Owed messages the Bot API did not take are tried again after 1, 2, 4 … 60 s."""
@@ -472,7 +473,7 @@ class TelegramApp:
         gc.freeze()
         self._accepting = True
         self._sweep()  # what a crash left owed goes out before anything new
-        self._sweeper = asyncio.create_task(self._sweep_every(self.SWEEP_S))
+        self._sweeper = asyncio.create_task(self._sweep_every(self.config.sweep_seconds))
         self._checkpoints = asyncio.create_task(checkpoints(self.store.checkpoint))
         if not worker:  # one clock per bot: the front of a pool, or the only process
             self._drills = asyncio.create_task(run_clock(self.svc.drills, after=self._sweep))
