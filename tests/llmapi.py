@@ -371,6 +371,9 @@ class FakeLLM:
         self.models = list(models)
         self.latency = latency
         """Seconds slept before handling every request (faults included)."""
+        self.hold: asyncio.Event | None = None
+        """If set to an Event, chat completions wait (after ``latency``) until it is set: the
+        test decides when a call in flight is answered."""
         self.slots = None if slots is None else asyncio.Semaphore(slots)
         self.props = None if props is None else dict(props)
         """Answered to ``GET /props`` (llama.cpp's server reports ``total_slots`` there);
@@ -528,6 +531,8 @@ class FakeLLM:
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
+            if self.hold is not None and request.path == "/v1/chat/completions":
+                await self.hold.wait()
             if request.path.startswith("/v1/") and self._faults:
                 fault = self._faults.popleft()
                 call.fault = fault.kind

@@ -2,9 +2,9 @@
 
 The points: while the program loads, while the customer writes the opening line, while
 the trainee types, while a reply is graded and while the customer answers it. A model
-(the fake OpenAI-compatible server, slow on purpose) makes the last three last long
-enough to be caught. Ctrl-C pressed once lets the work in flight finish, then ends and
-saves the session; pressed twice, it stops at once and says how to resume.
+(the fake OpenAI-compatible server) makes the last three last until Ctrl-C is pressed: it
+holds its answer until then. Ctrl-C pressed once lets the work in flight finish, then ends
+and saves the session; pressed twice, it stops at once and says how to resume.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from llmapi import FakeLLM
 TRAINER = [str(Path(sys.executable).with_name("trainer"))]
 REPLY = "I'm so sorry your kettle arrived cracked. Could you send the order number and photos?"
 SLOW_S = 2.0
-"""How long the fake model takes to answer: the window in which Ctrl-C is pressed."""
+"""How long the fake model takes to write the opening while the program loads."""
 
 
 class Play:
@@ -79,12 +79,22 @@ def _count(db: Path, table: str, where: str = "1=1") -> int:
 
 
 def _run(
-    tmp_path: Path, roles: tuple[str, ...], scene: Callable[[Play, FakeLLM], Awaitable[None]]
+    tmp_path: Path,
+    roles: tuple[str, ...],
+    scene: Callable[[Play, FakeLLM], Awaitable[None]],
+    *,
+    latency: float = 0.0,
+    held: bool = False,
 ) -> None:
-    """Start `trainer play` (``roles`` played by the slow model) and act ``scene`` on it."""
+    """Start `trainer play` (``roles`` played by the model) and act ``scene`` on it.
+
+    ``held``: the model holds its answers from the start, until ``api.hold`` is set.
+    """
 
     async def main() -> None:
-        async with FakeLLM(api_key="sk-test", latency=SLOW_S) as api:
+        async with FakeLLM(api_key="sk-test", latency=latency) as api:
+            if held:
+                api.hold = asyncio.Event()
             env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
             env.update(
                 OPENAI_BASE_URL=api.base_url, OPENAI_API_KEY="sk-test", TRAINER_LLM_MODEL="m"
@@ -114,6 +124,17 @@ async def _asked(api: FakeLLM, calls: int) -> None:
     raise AssertionError(f"the model was asked {_completions(api)} times, not {calls}")
 
 
+def _hold(api: FakeLLM) -> None:
+    """Hold the model's next answers until :func:`_answer` (Ctrl-C comes in between)."""
+    api.hold = asyncio.Event()
+
+
+def _answer(api: FakeLLM) -> None:
+    """Let the model answer what it holds, and answer at once from now on."""
+    assert api.hold is not None
+    api.hold.set()
+
+
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0])
 def test_ctrl_c_while_the_program_loads_stops_it_in_one_line(tmp_path: Path, delay: float) -> None:
     """Whenever the press comes while starting, it ends cleanly: said in one line while the
@@ -131,7 +152,7 @@ def test_ctrl_c_while_the_program_loads_stops_it_in_one_line(tmp_path: Path, del
             assert code == 0 and "Interrupted: the session was ended and saved." in play.output
         assert all(status == "ended" for status, _ in _sessions(tmp_path / "t.db"))
 
-    _run(tmp_path, ("customer",), scene)
+    _run(tmp_path, ("customer",), scene, latency=SLOW_S)
 
 
 def test_ctrl_c_while_the_customer_writes_the_opening_ends_the_session_after_it(
@@ -140,12 +161,13 @@ def test_ctrl_c_while_the_customer_writes_the_opening_ends_the_session_after_it(
     async def scene(play: Play, api: FakeLLM) -> None:
         await _asked(api, 1)
         await play.ctrl_c()
+        _answer(api)
         assert await play.finish() == 0
         assert "Interrupted: the session was ended and saved." in play.output
         assert _sessions(tmp_path / "t.db") == [("ended", "trainee_ended")]
         assert _count(tmp_path / "t.db", "turns", "role = 'customer'") == 1  # the opening
 
-    _run(tmp_path, ("customer",), scene)
+    _run(tmp_path, ("customer",), scene, held=True)
 
 
 def test_ctrl_c_twice_while_the_customer_writes_the_opening_stops_at_once_and_resumes(
@@ -154,11 +176,12 @@ def test_ctrl_c_twice_while_the_customer_writes_the_opening_stops_at_once_and_re
     async def scene(play: Play, api: FakeLLM) -> None:
         await _asked(api, 1)
         await play.ctrl_c(2)
+        _answer(api)  # too late: the program stopped waiting for it
         assert await play.finish() == 130
         assert "trainer play --resume" in play.output.replace("\n", " ")
         assert _sessions(tmp_path / "t.db") == [("active", None)]
 
-    _run(tmp_path, ("customer",), scene)
+    _run(tmp_path, ("customer",), scene, held=True)
 
 
 def test_ctrl_c_while_the_trainee_types_ends_and_saves(tmp_path: Path) -> None:
@@ -175,9 +198,11 @@ def test_ctrl_c_while_the_trainee_types_ends_and_saves(tmp_path: Path) -> None:
 def test_ctrl_c_while_a_reply_is_graded_finishes_the_grade_then_ends(tmp_path: Path) -> None:
     async def scene(play: Play, api: FakeLLM) -> None:
         await play.shows("You ›")
+        _hold(api)
         play.type(REPLY)
         await _asked(api, 1)  # the judge is reading the reply
         await play.ctrl_c()
+        _answer(api)
         assert await play.finish() == 0
         assert "Interrupted" in play.output and "Scorecard" in play.output
         assert _sessions(tmp_path / "t.db") == [("ended", "trainee_ended")]
@@ -189,9 +214,11 @@ def test_ctrl_c_while_a_reply_is_graded_finishes_the_grade_then_ends(tmp_path: P
 def test_ctrl_c_while_the_customer_answers_keeps_the_answer_then_ends(tmp_path: Path) -> None:
     async def scene(play: Play, api: FakeLLM) -> None:
         await play.shows("You ›")
+        _hold(api)
         play.type(REPLY)
         await _asked(api, 2)  # the opening, then the answer to the reply
         await play.ctrl_c()
+        _answer(api)
         assert await play.finish() == 0
         assert "Interrupted" in play.output
         assert _sessions(tmp_path / "t.db") == [("ended", "trainee_ended")]
