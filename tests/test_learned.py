@@ -195,24 +195,28 @@ def test_training_gives_the_same_file_twice_and_a_model_the_graders_load(tmp_pat
         "\n".join(line for line in lines if '"id": "dev-' in line or '"id": "dev2' in line),
         encoding="utf-8",
     )
-    outputs = []
-    for name in ("a.json", "b.json"):
-        run = subprocess.run(
-            [
-                sys.executable,
-                ROOT / "scripts/train_clause_model.py",
-                "--labels",
-                small,
-                "--out",
-                name,
-            ],
+    names = ("a.json", "b.json")
+    script = ROOT / "scripts/train_clause_model.py"
+    runs = [  # two separate processes, side by side: nothing shared but the input
+        subprocess.Popen(
+            [sys.executable, script, "--labels", small, "--out", name],
             cwd=tmp_path,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
         )
-        assert run.returncode == 0, run.stderr
-        outputs.append((tmp_path / name).read_bytes())
+        for name in names
+    ]
+    try:
+        for run in runs:
+            _, stderr = run.communicate(timeout=600)
+            assert run.returncode == 0, stderr
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    outputs = [(tmp_path / name).read_bytes() for name in names]
     assert outputs[0] == outputs[1]
     model = ClauseModel(json.loads(outputs[0]))
     assert model.heads and model.trained_on["replies"] == 704
