@@ -72,6 +72,7 @@ class Cluster:
         """Trainees whose changes are still to be announced."""
         self._listening: asyncio.Task[None] | None = None
         self._balancing: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self, heard: Callable[[int], None] | None = None) -> None:
         """Take this process's lease, stand for the drill clock, listen for changes.
@@ -131,7 +132,8 @@ class Cluster:
                 self._held[k] = sent + LEASE_S * (1 - CLOCK_TOLERANCE)
 
     async def _keep_balancing(self) -> None:
-        while True:
+        # Until stopped: a cancellation a Redis call swallowed must not keep it going.
+        while not self._stopping:
             await self._sleep(LEASE_S / 3)
             try:
                 await self._balance()
@@ -173,6 +175,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Give up the leases (another process takes the clock at once) and close."""
+        self._stopping = True
         if self._listening is not None:
             self._listening.cancel()
             await asyncio.gather(self._listening, return_exceptions=True)

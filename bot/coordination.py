@@ -534,13 +534,14 @@ class RedisCoordinator:
         from then on; messages published in between are lost.
         """
         subscription = Subscription(channel)
-        ready = asyncio.Event()
+        ready, stopped = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
-            self._receive(subscription, ready), name=f"coordination-subscriber:{channel}"
+            self._receive(subscription, ready, stopped), name=f"coordination-subscriber:{channel}"
         )
 
         async def stop() -> None:
             self._subscriptions.discard(subscription)
+            stopped.set()  # ends the loops even if a Redis call swallows the cancellation
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -550,11 +551,17 @@ class RedisCoordinator:
         await ready.wait()
         return subscription
 
-    async def _receive(self, subscription: Subscription, ready: asyncio.Event) -> None:
-        """Keep ``subscription`` subscribed and fed, reconnecting with capped backoff."""
+    async def _receive(
+        self, subscription: Subscription, ready: asyncio.Event, stopped: asyncio.Event
+    ) -> None:
+        """Keep ``subscription`` subscribed and fed, reconnecting with capped backoff.
+
+        Until ``stopped``, not only until cancelled: a cancellation that arrives as a
+        read's timeout expires can be lost inside the client library (a stop then hung).
+        """
         backoff = 0.05
         failing = False
-        while True:
+        while not stopped.is_set():
             pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel(subscription.channel))
@@ -563,7 +570,7 @@ class RedisCoordinator:
                 failing = False
                 backoff = 0.05
                 ready.set()
-                await self._pump(pubsub, subscription)
+                await self._pump(pubsub, subscription, stopped)
             except (RedisError, OSError) as error:
                 if not failing:
                     log.warning(
@@ -583,11 +590,13 @@ class RedisCoordinator:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_CAP_S)
 
-    async def _pump(self, pubsub: PubSub, subscription: Subscription) -> None:
-        """Deliver messages until the connection fails or stays silent after a PING."""
+    async def _pump(
+        self, pubsub: PubSub, subscription: Subscription, stopped: asyncio.Event
+    ) -> None:
+        """Deliver messages until stopped, or the connection fails or stays silent after a PING."""
         heard = pinged = self._clock()
         poll_s = min(1.0, self._keepalive_s / 2)
-        while True:
+        while not stopped.is_set():
             message: dict[str, Any] | None = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=poll_s
             )
@@ -685,6 +694,9 @@ class Leader:
             log.info("%s %s lease %r", self.holder, "took" if held else "lost", self.name)
 
     async def _run(self) -> None:
-        while True:
+        # Until stopped: a cancellation a Redis call swallowed must not keep it renewing.
+        me = asyncio.current_task()
+        while self._task is me:
             await self._sleep(self.ttl_s / 3)
-            await self._attempt()
+            if self._task is me:
+                await self._attempt()

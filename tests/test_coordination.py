@@ -10,6 +10,7 @@ checked against clock readings taken around each call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import shutil
@@ -572,6 +573,31 @@ def test_leader_stops_leading_when_redis_stops_answering() -> None:
             await other.close()
             await proxy.close()
             await drop_keys(prefix)
+
+    asyncio.run(main())
+
+
+def test_a_leader_stops_even_when_a_renewal_swallows_its_cancellation() -> None:
+    renewing = asyncio.Event()
+
+    class Swallowing(LocalCoordinator):
+        async def hold(self, name: str, holder: str, ttl_s: float) -> bool:
+            if not renewing.is_set() and await self.holder(name) == holder:  # a renewal
+                renewing.set()
+                # Swallowed, as a client library may do when a cancel meets its timeout.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(60)
+            return await super().hold(name, holder, ttl_s)
+
+    async def main() -> None:
+        coord = Swallowing()
+        leader = Leader(coord, "jobs", "A", ttl_s=0.3)
+        await leader.start()  # takes the lease
+        await asyncio.wait_for(renewing.wait(), WAIT_S)  # a renewal hangs ...
+        stopping = asyncio.ensure_future(leader.stop())  # ... is cancelled ...
+        await asyncio.wait({stopping}, timeout=WAIT_S)  # (waiting cancels nothing)
+        assert stopping.done()  # ... and stop returns
+        assert not leader.is_leader and await coord.holder("jobs") is None
 
     asyncio.run(main())
 
