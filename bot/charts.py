@@ -77,6 +77,7 @@ DEFAULT_PASS_MARK = 80.0
 
 _BASE_FAMILY = "DejaVu Sans"  # ships with matplotlib, so it is always there
 _PROBE = "评分未得总历次及格线场"  # characters a usable CJK font must have
+_PROBE_LINE = "Ag评"  # a title line's height: Latin ascender and descender, a CJK glyph
 
 _UNSCORED: Bilingual = {"zh": "未评分", "en": "unscored"}
 _DIMENSIONS: Bilingual = {"zh": "本次各项得分", "en": "This session"}
@@ -390,7 +391,11 @@ def _title(title: str, families: tuple[str, ...]) -> _Title:
         renderer = FigureCanvasAgg(fig).get_renderer()  # type: ignore[no-untyped-call]
         measure = _measuring.measure = _Measure(fig, renderer)
     size, text = _fit_title(title, list(families), measure)
-    height = measure(text, FontProperties(family=list(families), size=size))[1] if text else 0.0
+    # The height of as many lines of tall and deep glyphs, not of this title's own: titles
+    # of one size and line count then share a template (their measured heights differ by
+    # fractions of a pixel, one template each).
+    probe = "\n".join([_PROBE_LINE if len(families) > 1 else "Ag"] * (text.count("\n") + 1))
+    height = measure(probe, FontProperties(family=list(families), size=size))[1] if text else 0.0
     return _Title(text, size, height)
 
 

@@ -207,8 +207,11 @@ def test_titles_of_the_same_height_share_one_template() -> None:
     }
     assert len(images) == 30  # each title is drawn ...
     assert len(charts._TEMPLATES) == 1  # ... on the one template of its layout
+    for title in ("水壶裂了", "预售定金不退", "赠品没收到", "发票抬头错了"):  # other glyphs
+        render_case({"title": {"zh": title, "en": "x"}, "lang": "zh"})
+    assert len(charts._TEMPLATES) == 2  # one for Chinese
     render_case({"title": LONG_TITLE})  # wraps: the panels move down
-    assert len(charts._TEMPLATES) == 2
+    assert len(charts._TEMPLATES) == 3
 
 
 def test_charts_for_the_same_texts_reuse_one_template() -> None:
