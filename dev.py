@@ -9,7 +9,7 @@
     python3 dev.py test --real-llm  only the tests against a real llama.cpp server (opt-in;
                                     builds it into .venv-llm once: ~10 minutes, a C++ compiler)
     python3 dev.py bench [NAME...]  install, then run the benchmarks as the README quotes them
-                                    (about 35 minutes; NAME: grading, web, ... to pick some)
+                                    (~15 minutes on 2 cores; NAME: grading, web, ... picks some)
     python3 dev.py bench --full     the same with every bench at its full length (hours: the
                                     drill alone is three 5-minute drills of 2,000 trainees)
 
