@@ -12,12 +12,14 @@ A chart costs a few milliseconds, not the ~100 ms of a full matplotlib draw:
 * Everything that depends only on the texts (labels, headings, axes, grey tracks, pass
   line) is drawn once into a template whose pixels are kept (``copy_from_bbox``). A chart
   restores them and draws only its data: the bars, the trend line and its markers, and
-  the trend's x ticks. The title is not in the template, only its height (which moves the
-  panels): it is stamped like the data texts, so one template serves every scenario whose
-  title fits the same lines and size. Templates are pooled (:class:`_Pool`, LRU-bounded, lock-guarded):
-  a thread takes one out, draws on it alone and gives it back, so threads never share one.
-* Data texts (the title, bar values, "unscored", the last total, x tick labels) come from a bounded
-  cache of pre-rendered text images (:class:`_Stamps`), blended in with Agg's ``draw_image``.
+  the trend's x ticks. The title is not in the template, only its size and line count
+  (which move the panels): it is stamped like the data texts, so one template serves
+  every scenario whose title fits the same lines and size. Templates are pooled
+  (:class:`_Pool`, LRU-bounded, lock-guarded): a thread takes one out, draws on it alone
+  and gives it back, so threads never share one.
+* Texts that change between charts (the title, bar values, "unscored", the last total, x
+  tick labels) come from a bounded cache of pre-rendered text images (:class:`_Stamps`),
+  blended in with Agg's ``draw_image``.
 * The PNG is written directly from the canvas's RGBA buffer (opaque: alpha is always 255),
   no row filter, deflated by ISA-L at level 1: ~0.2 ms and ~20-45 KB, where converting to
   RGB and zlib took ~2 ms, the most expensive step of a chart.
