@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -199,6 +200,7 @@ def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once
         page = await browser.new_page(viewport=DESKTOP, locale="en-US")
         dropped: list[str] = []
         connections: list[WebSocketRoute] = []
+        sent: list[str] = []
 
         async def route(socket: WebSocketRoute) -> None:
             connections.append(socket)
@@ -207,6 +209,7 @@ def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once
                 return  # later connections pass through untouched
 
             async def from_page(message: str | bytes) -> None:
+                sent.append(str(message))
                 server.send(message)
                 if '"reply"' in str(message):  # the reply reached the server; the page loses it
                     dropped.append(str(message))
@@ -217,6 +220,10 @@ def test_a_websocket_dropped_mid_reply_reconnects_and_the_reply_is_answered_once
         await page.route_web_socket("**/live", route)
         await join(page, invite, "Alice")
         await page.click(".choices li:first-child button")
+        deadline = time.monotonic() + 60
+        while not sent:  # the socket is open (its first message, a sync, went out): a reply
+            assert time.monotonic() < deadline, "the page never opened its socket"
+            await asyncio.sleep(0.05)  # typed before that is posted as a form instead
         await page.fill("textarea[name=text]", "Hello Ms Wang, I am so sorry about the kettle.")
         await page.press("textarea[name=text]", "Enter")
         await page.locator(".msg.customer").nth(1).wait_for()
