@@ -23,7 +23,6 @@ import secrets
 import signal
 import socket
 import sqlite3
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from botapi import FakeBotAPI
-from tgharness import bot_env
+from tgharness import bot_env, trainer
 from yarl import URL
 
 from bot.content import ScenarioLibrary
@@ -134,21 +133,6 @@ class FakeTime:
 QUICK_CLOCK = {"bot.drill.runner.CLOCK_S": 0.02}
 """The server moves its drills on every 20 ms, not every 200: each step of a test waits
 for its next pass, and nothing it asserts depends on how often that comes."""
-
-
-def trainer(constants: Mapping[str, float] | None = None) -> list[str]:
-    """The ``trainer`` command, run by this Python with some module constants set first.
-
-    A test shortens a wait this way (the drill clock's interval, a lease) without a
-    setting users would see; a constant that does not exist (renamed) fails the start.
-    """
-    code = ["import importlib"]
-    for dotted, value in (constants or {}).items():
-        module, name = dotted.rsplit(".", 1)
-        code += [f"m = importlib.import_module({module!r})", f"assert hasattr(m, {name!r})",
-                 f"m.{name} = {value!r}"]  # fmt: skip
-    code.append("from bot.launch import main; main()")
-    return [sys.executable, "-c", "\n".join(code)]
 
 
 async def _logged(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botapi import FakeBotAPI
 from redis import Redis
-from tgharness import bot_env
+from tgharness import bot_env, trainer
 
 from bot.coordination import LocalCoordinator
 from bot.storage import Store
@@ -22,7 +22,6 @@ from bot.telegram.app import _while_held
 from bot.telegram.standby import BotLease
 from tests.databases import PgSchemas
 from tests.fakeclock import FakeTime
-from tests.test_drill_restart import trainer
 from tests.test_telegram import KETTLE_EN
 
 REDIS = "redis://127.0.0.1:6379/0"

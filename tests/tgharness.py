@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,21 @@ class BotHarness:
 
 TRAINER = [sys.executable, "-c", "from bot.cli import main; main()"]
 """The ``trainer`` command, run by this Python."""
+
+
+def trainer(constants: Mapping[str, float] | None = None) -> list[str]:
+    """The ``trainer`` command, run by this Python with some module constants set first.
+
+    A test shortens a wait this way (the drill clock's interval, a lease) without a
+    setting users would see; a constant that does not exist (renamed) fails the start.
+    """
+    code = ["import importlib"]
+    for dotted, value in (constants or {}).items():
+        module, name = dotted.rsplit(".", 1)
+        code += [f"m = importlib.import_module({module!r})", f"assert hasattr(m, {name!r})",
+                 f"m.{name} = {value!r}"]  # fmt: skip
+    code.append("from bot.launch import main; main()")
+    return [sys.executable, "-c", "\n".join(code)]
 
 
 def bot_env(api: FakeBotAPI, db: Path, **more: str) -> dict[str, str]:
