@@ -10,12 +10,14 @@ Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import re
 import secrets
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,8 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from aiohttp.test_utils import TestServer
+from tgharness import BotHarness
 from yarl import URL
 
 from bot.cluster import Cluster
@@ -32,8 +36,11 @@ from bot.drill.runner import DrillRunner
 from bot.engine import Engine
 from bot.service import Training, token_digest
 from bot.storage import Store, StoreUnavailable
-from bot.web.app import COOKIE
+from bot.storage.backends import PostgresBackend
+from bot.storage.breaker import RETRY_S
+from bot.web.app import COOKIE, WebApp
 from tests.databases import PgSchemas, PrivatePostgres
+from tests.fakeclock import FakeTime
 from tests.test_coordination import RedisServer
 from tests.test_drill import GOOD, T0, solo
 from tests.test_drill_restart import _logged
@@ -49,6 +56,17 @@ def _answered_once(store: Store, session_id: str) -> list[str]:
             dimensions = [g.dimension for g in grades.get(turn.idx, [])]
             assert dimensions and len(dimensions) == len(set(dimensions)), (turn.idx, grades)
     return [t.role for t in turns]
+
+
+async def _answering_again(store: Store) -> None:
+    """Wait until the store answers again (it tries the database in the background)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(StoreUnavailable):
+            if store.ping():
+                return
+        assert time.monotonic() < deadline, "the store never answered again"
+        await asyncio.sleep(0.1)
 
 
 QUICK_REFUSAL = {"bot.storage.backends.BUSY_TIMEOUT_S": 2.0}
@@ -121,6 +139,7 @@ def test_a_reply_cut_off_by_a_database_restart_is_answered_once_it_is_back(
         with pytest.raises(StoreUnavailable):
             await svc.reply(session, KETTLE_EN[1], ref="r2", postbox=None)
         postgres.start()
+        await _answering_again(store)
         again, pending = await svc.session_for(actor)  # read afresh from the store
         assert again is not None and again is not session and pending is not None
         assert await svc.reply(again, KETTLE_EN[1], ref="r2", postbox=None) is None  # kept
@@ -129,6 +148,69 @@ def test_a_reply_cut_off_by_a_database_restart_is_answered_once_it_is_back(
 
     try:
         asyncio.run(run())
+    finally:
+        store.close()
+
+
+def _asking(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that ask the backend's pool for a connection, in order."""
+    pool = backend.pool
+    getconn = pool.getconn
+    asked: list[str] = []
+
+    def counted(timeout: float | None = None) -> Any:
+        asked.append(threading.current_thread().name)
+        return getconn(timeout)
+
+    monkeypatch.setattr(pool, "getconn", counted)
+    return asked
+
+
+def test_while_the_database_is_down_the_store_refuses_at_once_and_tries_it_once_per_interval(
+    postgres: OwnDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the call that finds it down waits; then one probe per interval, in a thread."""
+    store = Store.open(postgres.url)
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    clock = FakeTime()
+    backend.breaker.clock = clock.clock
+    asked = _asking(backend, monkeypatch)
+    me = threading.current_thread().name
+
+    def refused() -> None:
+        with pytest.raises(StoreUnavailable):
+            store.ping()
+
+    try:
+        postgres.stop("immediate")
+        refused()  # this call waited for a connection and found the database down
+        asked.clear()
+        for _ in range(10):
+            refused()
+        with pytest.raises(StoreUnavailable), store.transaction():
+            pass
+        assert asked == []  # nobody waits for the database within the interval
+        clock.now += RETRY_S
+        for _ in range(10):  # the first starts one probe; all are refused meanwhile
+            refused()
+        backend.breaker.wait()
+        refused()  # the probe found it still down: the next is an interval away
+        assert asked == ["store-probe"]
+        postgres.start()
+        refused()
+        assert asked == ["store-probe"]
+        deadline = time.monotonic() + 60
+        while True:  # back once a probe gets a connection (the pool reconnects meanwhile)
+            clock.now += RETRY_S
+            with contextlib.suppress(StoreUnavailable):
+                store.ping()
+            backend.breaker.wait()
+            with contextlib.suppress(StoreUnavailable):
+                if store.ping():
+                    break
+            assert time.monotonic() < deadline, "the store never answered again"
+        assert set(asked[:-1]) == {"store-probe"} and asked[-1] == me  # probes until then
     finally:
         store.close()
 
@@ -180,7 +262,11 @@ def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
         try:
             status, _ = await form("/practice", scenario="damaged-kettle", mode="coach")
             assert status == 200
-            (session_id,) = [s.id for s in Store.open(postgres.url).sessions()]
+            look = Store.open(postgres.url)
+            try:
+                (session_id,) = [s.id for s in look.sessions()]
+            finally:
+                look.close()
             path = f"/practice/{session_id}/reply"
             assert (await form(path, text=KETTLE_EN[0], ref="r1"))[0] == 200
 
@@ -214,6 +300,114 @@ def test_the_web_app_refuses_while_the_database_is_down_and_carries_on_after(
         assert "Traceback" not in said, said[-3000:]
 
     asyncio.run(run())
+
+
+def test_a_statement_that_fails_on_a_server_that_answers_refuses_nothing_after_it(
+    pg_schemas: PgSchemas,
+) -> None:
+    """A cancelled statement is unavailable too (503), but the server is there: no breaker."""
+    store = Store.open(pg_schemas.new_url())
+    try:
+        with pytest.raises(StoreUnavailable, match="statement timeout"), store.transaction() as tx:
+            tx.execute("SET LOCAL statement_timeout = 50")
+            tx.fetchone("SELECT pg_sleep(5)")
+        assert store.ping()
+    finally:
+        store.close()
+
+
+def test_while_the_database_is_down_pages_are_refused_without_waiting_for_it(
+    library: ScenarioLibrary, postgres: OwnDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a request found the database down, the event loop waits for it no more.
+
+    Many pages at once, liveness and readiness all answer (503 for what needs the
+    database) without a request asking the connection pool on the loop, and pages are
+    served again by themselves once the database is back.
+    """
+    store = Store.open(postgres.url)
+    svc = Training(store, library, Engine(store, library), platform="web")
+    user = store.upsert_user("web", "ann", name="Ann", lang="en")
+    token = secrets.token_urlsafe(32)
+    store.add_device(user.id, token_digest(token), "test")
+    assert isinstance(store.backend, PostgresBackend)
+    asked = _asking(store.backend, monkeypatch)
+
+    async def run() -> None:
+        server = TestServer(WebApp(svc).app, host="127.0.0.1")
+        await server.start_server()
+        jar = aiohttp.CookieJar(unsafe=True)
+        jar.update_cookies({COOKIE: token}, server.make_url("/"))
+        http = aiohttp.ClientSession(cookie_jar=jar, headers={"Accept-Language": "en"})
+
+        async def get(path: str) -> tuple[int, str, str | None]:
+            async with http.get(server.make_url(path)) as answer:
+                return answer.status, await answer.text(), answer.headers.get("Retry-After")
+
+        try:
+            assert (await get("/"))[0] == 200
+            postgres.stop("immediate")
+            status, page, retry = await get("/")  # finds the database down
+            assert status == 503 and "database cannot be reached" in page and retry
+            asked.clear()
+            *pages, alive, ready = await asyncio.gather(
+                *(get("/") for _ in range(8)), get("/healthz"), get("/readyz")
+            )
+            assert all(s == 503 and "database cannot be reached" in p and r for s, p, r in pages)
+            assert alive[0] == 200 and ready[0] == 503
+            on_the_loop = [t for t in asked if t == threading.current_thread().name]
+            assert not on_the_loop, f"{len(on_the_loop)} requests waited for the database"
+            postgres.start()
+            deadline = time.monotonic() + 60
+            while (await get("/"))[0] != 200:  # tried again in the background meanwhile
+                assert time.monotonic() < deadline, "pages never came back"
+                await asyncio.sleep(0.2)
+            assert (await get("/readyz"))[0] == 200
+        finally:
+            await http.close()
+            await server.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+
+
+def test_while_the_database_is_down_the_telegram_bot_refuses_updates_without_waiting_for_it(
+    postgres: OwnDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Webhook calls are refused (Telegram sends them again) without a wait on the loop.
+
+    Once the database is back, each update sent again is taken and answered once.
+    """
+    store = Store.open(postgres.url)
+    assert isinstance(store.backend, PostgresBackend)
+    asked = _asking(store.backend, monkeypatch)
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True) as h:
+            await h.say(31, "/start")
+            sent = len(h.api.texts(31))
+            postgres.stop("immediate")
+            updates = [h.api.message(31, "/help") for _ in range(9)]
+            assert await h.deliver(updates[0]) == 500  # found the database down
+            asked.clear()
+            assert await asyncio.gather(*(h.deliver(u) for u in updates[1:])) == [500] * 8
+            on_the_loop = [t for t in asked if t == threading.current_thread().name]
+            assert not on_the_loop, f"{len(on_the_loop)} calls waited for the database"
+            postgres.start()
+            deadline = time.monotonic() + 60
+            for update in updates:  # as Telegram sends them again, in order
+                while await h.deliver(update) != 200:
+                    assert time.monotonic() < deadline, "the bot never took updates again"
+                    await asyncio.sleep(0.2)
+            await h.idle()
+            assert len(h.api.texts(31)) == sent + 9  # each answered once
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
 
 
 def test_live_updates_between_processes_outlive_a_redis_restart(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlite_utils import Database
 
+from bot.storage.breaker import Breaker
 from bot.storage.rows import Conflict, StoreBusy, StoreError, StoreUnavailable, utc_now
 from bot.storage.schema import postgres_steps, sqlite_migrations
 
@@ -338,7 +339,8 @@ class PostgresBackend:
     """PostgreSQL through a psycopg 3 connection pool.
 
     Statements outside a transaction autocommit; a broken connection (a server restart)
-    is replaced once per call.
+    is replaced once per call. While the server cannot be reached, calls fail at once
+    (:class:`~bot.storage.breaker.Breaker`) instead of each waiting for a connection.
     """
 
     dialect = "postgresql"
@@ -353,6 +355,7 @@ class PostgresBackend:
         self.location: str | None = url
         self._local = threading.local()
         self._sql: dict[str, str] = {}
+        self.breaker = Breaker(f"PostgreSQL at {self.url}", self._probe)
         self.pool = ConnectionPool(
             url,
             min_size=1,
@@ -412,6 +415,42 @@ class PostgresBackend:
                     yield pooled
 
     @contextmanager
+    def _reach(self) -> Iterator[None]:
+        """Refuse a call at once while the breaker is open; open it if the server is gone.
+
+        Around a call that takes a pooled connection; inside a transaction, nothing (the
+        transaction's own call decides).
+        """
+        if self.in_transaction:
+            yield
+            return
+        self.breaker.check()
+        try:
+            yield
+        except StoreUnavailable as exc:
+            if self._unreachable(exc.__cause__):
+                self.breaker.trip(str(exc.__cause__).strip())
+            raise
+
+    def _unreachable(self, error: BaseException | None) -> bool:
+        """Whether ``error`` says the server is out of reach (not that a statement failed)."""
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(error, PoolTimeout):
+            return True
+        if not isinstance(error, self._psycopg.OperationalError):
+            return False
+        # No state: the connection was refused or lost; classes 08 and 57P: the server says
+        # so. A deadlock or a cancelled statement has a state of its own.
+        return (error.sqlstate or "08").startswith(("08", "57P"))
+
+    def _probe(self) -> None:
+        """The breaker's probe: a pooled connection answers (broken idle ones dropped)."""
+        self.pool.check()
+        with self.pool.connection() as conn:
+            conn.execute("SELECT 1")
+
+    @contextmanager
     def _errors(self) -> Iterator[None]:
         from psycopg_pool import PoolTimeout
 
@@ -429,22 +468,23 @@ class PostgresBackend:
 
     def _run(self, sql: str, params: Params, fetch: str) -> Any:
         query = self._query(sql)
-        for attempt in (1, 2):
-            outside = getattr(self._local, "conn", None) is None
-            try:
-                with self._connection() as conn:
-                    cursor = conn.execute(query, params)
-                    if fetch == "all":
-                        return cursor.fetchall()
-                    if fetch == "one":
-                        return cursor.fetchone()
-                    return cursor.rowcount
-            except StoreUnavailable as exc:
-                from psycopg_pool import PoolTimeout
+        with self._reach():
+            for attempt in (1, 2):
+                outside = getattr(self._local, "conn", None) is None
+                try:
+                    with self._connection() as conn:
+                        cursor = conn.execute(query, params)
+                        if fetch == "all":
+                            return cursor.fetchall()
+                        if fetch == "one":
+                            return cursor.fetchone()
+                        return cursor.rowcount
+                except StoreUnavailable as exc:
+                    from psycopg_pool import PoolTimeout
 
-                if attempt == 2 or not outside or isinstance(exc.__cause__, PoolTimeout):
-                    raise
-                self.pool.check()  # a server restart broke the idle ones too: drop them
+                    if attempt == 2 or not outside or isinstance(exc.__cause__, PoolTimeout):
+                        raise
+                    self.pool.check()  # a server restart broke the idle ones too: drop them
 
     def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Rows of a query."""
@@ -464,7 +504,7 @@ class PostgresBackend:
         """Run a statement once per row (pipelined by psycopg)."""
         if not rows:
             return
-        with self._connection() as conn, self._errors(), conn.cursor() as cursor:
+        with self._reach(), self._connection() as conn, self._errors(), conn.cursor() as cursor:
             cursor.executemany(self._query(sql), rows)
 
     def insert(self, sql: str, params: Params = ()) -> int:
@@ -501,7 +541,7 @@ class PostgresBackend:
             finally:
                 self._local.depth = depth - 1
             return
-        with self._errors(), self.pool.connection() as conn:
+        with self._reach(), self._errors(), self.pool.connection() as conn:
             try:
                 conn.execute("BEGIN")
             except self._psycopg.OperationalError:
@@ -601,8 +641,9 @@ class PostgresBackend:
         """Nothing: a commit returns once it is durable."""
 
     def close(self) -> None:
-        """Close the pool."""
+        """Close the pool (a probe waiting for a connection gives up)."""
         self.pool.close()
+        self.breaker.wait()
 
 
 def without_password(url: str) -> str:
