@@ -30,7 +30,7 @@ from bot.llm.roles import Assistants
 from bot.scenario import AgendaItem, Difficulty, ResolvedScenario
 from bot.storage import Owed, SessionRow, Store
 from graders._base import Bilingual, Grade
-from graders.context import GradingContext
+from graders.injection import strip as strip_injections
 from graders.rubric import RUBRICS, Outcome, Scorecard, scorecard
 from graders.session import ReplyRecord, SessionGrader, stage_of
 from graders.text import clean
@@ -358,8 +358,7 @@ class Session:
         separator = "" if self.lang == "zh" else " "
         before = separator.join(r.text for r in records[:-1])[-_SPLIT_WINDOW:]
         window = before + separator + record.text if before else record.text
-        context = GradingContext(self.scenario, self.lang, record.state)
-        return bool(context.findings(window).injection_quote)
+        return bool(strip_injections(window).injected)  # only that: not the whole findings
 
     async def _speak(self, reaction: Reaction) -> Spoken:
         turn = self.mind.mood.turn

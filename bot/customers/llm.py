@@ -214,6 +214,6 @@ class LLMVoice:
         if self.lang == "en" and (_CJK.search(text) or not _LATIN.search(text)):
             return "wrong_language"
         written = numbers_in(text)  # without a number in it, no need to read the rest
-        if written and written - numbers_in(" ".join(said)):
+        if written and written.difference(*(numbers_in(t) for t in said)):  # each read once
             return "invented_number"
         return None
