@@ -230,6 +230,26 @@ def test_plain_completion() -> None:
     run(scenario)
 
 
+def test_requests_say_nothing_of_the_machine() -> None:
+    """No SDK telemetry about the machine (OS, CPU, Python) goes to the model server."""
+
+    async def scenario(api: FakeLLM) -> None:
+        async with LLMClient(settings(api)) as client:
+            await client.complete(USER)
+            await client.complete(SYSTEM, schema=SCHEMA, schema_name="grade")
+
+    api = run(scenario)
+    assert len(api.completions) >= 2
+    for call in api.completions:
+        sent = {name for name in call.headers if name.startswith("x-stainless")}
+        assert sent <= {
+            "x-stainless-retry-count",
+            "x-stainless-read-timeout",
+            "x-stainless-raw-response",
+        }
+        assert call.headers["content-type"] == "application/json"
+
+
 def test_json_schema_mode_sends_a_strict_schema() -> None:
     async def scenario(api: FakeLLM) -> None:
         async with LLMClient(settings(api, structured="json_schema")) as client:
