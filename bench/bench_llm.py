@@ -63,6 +63,7 @@ from bot.llm.config import RoleSettings
 from bot.llm.judge import JUDGED
 from bot.llm.roles import Assistants
 from bot.storage import Store
+from graders import tune_gc, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:  # tests/llmapi.py is made to be imported
@@ -444,6 +445,8 @@ def print_single_slot(results: list[tuple[int, Phase]], args: argparse.Namespace
 async def bench(args: argparse.Namespace) -> None:
     library = ScenarioLibrary.load()
     cases = load_cases()
+    warm_up(library.scenarios.values())  # as `trainer serve` does before it serves
+    tune_gc()  # as `trainer` does before grading
     server = Server(args.latency, args.inline_server)
     await server.start()
     # A server that serves many requests at once (vLLM, a hosted API): what our code adds,
