@@ -5,7 +5,9 @@ English, the quoted evidence and the policy clause ids involved. See docs/grader
 """
 
 import gc
+from collections.abc import Iterable
 
+from bot.scenario import ResolvedScenario
 from graders import accuracy as _accuracy
 from graders import context
 from graders import empathy as _empathy
@@ -25,6 +27,22 @@ from graders.dialogue import DialogueState
 from graders.findings import Findings
 
 del _accuracy, _empathy, _policy  # imported for their registrations
+
+
+def warm_up(scenarios: Iterable[ResolvedScenario] = ()) -> None:
+    """Load what grading reads now (about a second), not on the event loop at the first reply.
+
+    The word model, the matcher of every lexicon phrase (hundreds of patterns compiled),
+    the clause model and each scenario's compiled rules; a server calls this before it
+    serves and before ``gc.freeze()``.
+    """
+    from graders import findings, learned, segment, text
+
+    segment.warm_up()
+    text.warm_up()
+    learned.shipped()
+    for scenario in scenarios:
+        findings.rules_for(scenario)
 
 
 def tune_gc() -> None:
@@ -62,4 +80,5 @@ __all__ = [
     "grade_reply",
     "grader",
     "tune_gc",
+    "warm_up",
 ]

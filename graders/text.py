@@ -309,6 +309,11 @@ class Matcher:
         return found
 
 
+def warm_up() -> None:
+    """Compile the lexicons' matcher now (the first analysis would)."""
+    _lexicon_matcher()
+
+
 @cache
 def _lexicon_matcher() -> Matcher:
     categories: list[tuple[str, Sequence[str]]] = []

@@ -75,7 +75,7 @@ from bot.telegram.standby import BotLease
 from bot.telegram.state import DisputeCb, StoreStorage
 from bot.telegram.throttle import Throttle
 from bot.telegram.workers import WorkerError, WorkerPool, worker_of
-from graders.segment import warm_up as warm_up_word_model
+from graders import warm_up as warm_up_graders
 
 log = logging.getLogger("trainer.telegram")
 
@@ -465,8 +465,8 @@ class TelegramApp:
         if self.pool is not None:
             await self.pool.start()
         else:  # (chart processes start with the first chart)
-            # Loading the word model takes a moment; off the loop, before the first reply.
-            await asyncio.to_thread(warm_up_word_model)
+            # Loading what grading reads takes a second; off the loop, before the first reply.
+            await asyncio.to_thread(warm_up_graders, self.library.scenarios.values())
         # aiogram's pydantic models alone are ~190k objects that live as long as the
         # process; a full garbage collection walked them all (~0.1 s, the whole bot
         # stalled). Frozen, they are skipped; what is created from now on is collected.

@@ -395,7 +395,7 @@ def _load(scenarios: Path, models: bool) -> ScenarioLibrary:
     from aiogram import methods, types
 
     from bot.content import ScenarioLibrary
-    from graders.segment import warm_up as warm_up_word_model
+    from graders import warm_up as warm_up_graders
 
     for module in ("bot.storage", "bot.telegram.app", *(["openai"] if models else [])):
         importlib.import_module(module)  # what a worker runs
@@ -408,8 +408,8 @@ def _load(scenarios: Path, models: bool) -> ScenarioLibrary:
         methods.EditMessageReplyMarkup,
     ):
         model.model_rebuild()
-    warm_up_word_model()
     library = ScenarioLibrary.load(scenarios)
+    warm_up_graders(library.scenarios.values())
     try:
         asyncio.run(_rehearse(library))
     except Exception:  # only a warm-up: each worker loads what it lacks when it needs it

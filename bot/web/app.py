@@ -67,9 +67,9 @@ from bot.storage import (
 from bot.web.desk import DeskLine
 from bot.web.texts import FLAGS, dimension, mood, t
 from bot.web.texts import notice as web_notice
+from graders import warm_up as warm_up_graders
 from graders._base import Bilingual
 from graders.rubric import response_seconds
-from graders.segment import warm_up as warm_up_word_model
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger(__name__)
@@ -1225,7 +1225,8 @@ async def serve(
     With a ``cluster`` sharing Redis, this process is one of several on the database.
     """
     cluster = cluster or Cluster(None)
-    await asyncio.to_thread(warm_up_word_model)  # the first replies are not the slow ones
+    # the first replies are not the slow ones
+    await asyncio.to_thread(warm_up_graders, svc.library.scenarios.values())
     # Commits no longer wait for the disk on the event loop; a change waits (one fsync in
     # a thread, shared by the changes made meanwhile) before the page that shows it.
     svc.store.sync_at_inbox()
