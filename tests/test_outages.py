@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import re
 import secrets
@@ -213,6 +214,38 @@ def test_while_the_database_is_down_the_store_refuses_at_once_and_tries_it_once_
         assert set(asked[:-1]) == {"store-probe"} and asked[-1] == me  # probes until then
     finally:
         store.close()
+
+
+def test_closing_while_the_database_is_down_releases_the_pool_and_logs_the_writes_lost(
+    postgres: OwnDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server shutting down during an outage: its deferred writes cannot be flushed.
+
+    The pool, its threads and the breaker's probe are released all the same, and an error
+    line says how many writes of which kind were lost.
+    """
+    before = set(threading.enumerate())
+    store = Store.open(postgres.url)
+    backend = store.backend
+    assert isinstance(backend, PostgresBackend)
+    clock = FakeTime()
+    backend.breaker.clock = clock.clock
+    store.remember_verdict("key", "answer", "model")
+    store.inbox_done(1, 7, defer=True)
+    store.inbox_done(1, 8, defer=True)
+    postgres.stop("immediate")
+    with pytest.raises(StoreUnavailable):
+        store.ping()  # finds it down
+    clock.now += RETRY_S
+    with pytest.raises(StoreUnavailable):
+        store.ping()  # starts a probe, which waits for a connection
+    with caplog.at_level(logging.ERROR, logger="bot.storage"):
+        store.close()
+    assert backend.pool.closed
+    assert [t.name for t in threading.enumerate() if t not in before] == []
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "3 deferred writes lost (updates: 2, judge_cache: 1)" in said, said
+    assert "cannot be reached" in said, said
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -230,6 +231,26 @@ def test_a_writer_gives_up_when_the_lock_is_never_released(
     assert store.inbox_add(1, 7, "{}")  # nothing was half-written; it works now
     other.close()
     store.close()
+
+
+def test_closing_when_the_deferred_writes_fail_still_closes_and_logs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(backends, "BUSY_TIMEOUT_S", 0.05)
+    store = Store.open(tmp_path / "x.db")
+    store.checkpoint_aside()
+    store.inbox_done(1, 7, defer=True)
+    other = sqlite3.connect(str(tmp_path / "x.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the flush never gets the lock
+    with caplog.at_level(logging.ERROR, logger="bot.storage"):
+        store.close()
+    other.close()
+    backend = store.backend
+    assert isinstance(backend, backends.SqliteBackend) and backend._checkpointer is None
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        backend.conn.execute("SELECT 1")
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "1 deferred write lost (updates: 1)" in said and "locked" in said, said
 
 
 def test_what_a_model_server_decodes_at_once_is_kept_per_base_url(tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bot.storage.backends import Backend, open_backend
 from bot.storage.drills import DrillStore
@@ -10,7 +14,10 @@ from bot.storage.grades import GradeStore
 from bot.storage.mailbox import MailboxStore
 from bot.storage.models import ModelServerStore
 from bot.storage.people import PeopleStore
+from bot.storage.rows import StoreError
 from bot.storage.sessions import SessionStore
+
+log = logging.getLogger(__name__)
 
 
 class Store(SessionStore, PeopleStore, GradeStore, MailboxStore, DrillStore, ModelServerStore):
@@ -88,6 +95,25 @@ class Store(SessionStore, PeopleStore, GradeStore, MailboxStore, DrillStore, Mod
         self.backend.checkpoint()
 
     def close(self) -> None:
-        """Write what was deferred and close the connections."""
-        self.flush()
-        self.backend.close()
+        """Write what was deferred and close the connections, even if that write fails.
+
+        Deferred writes the database refuses (it cannot be reached, say) are lost, and an
+        error line says how many of each table: an update marked done is processed again
+        at the next start, a judge verdict is asked for again.
+        """
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.error("closing the store at %s: %s: %s", self.url, _lost(self._deferred), exc)
+        finally:
+            self.backend.close()
+
+
+def _lost(deferred: list[tuple[str, list[Any]]]) -> str:
+    """``3 deferred writes lost (updates: 2, judge_cache: 1)``."""
+    tables = Counter(
+        found.group(1) if (found := re.search(r"(?:INTO|UPDATE)\s+(\w+)", sql)) else "?"
+        for sql, _ in deferred
+    )
+    each = ", ".join(f"{table}: {n}" for table, n in tables.most_common())
+    return f"{len(deferred)} deferred write{'s' if len(deferred) != 1 else ''} lost ({each})"
