@@ -20,7 +20,7 @@ def test_the_public_api_is_exactly_what_is_documented() -> None:
     assert sorted(graders.__all__) == sorted(
         ["Deduction", "DialogueState", "DialogueTracker", "Findings", "Grade", "Grader",
          "GradingContext", "RuleGrader", "Status", "UnknownGrader", "available_graders",
-         "get_grader", "grade_reply", "grader", "tune_gc"]
+         "get_grader", "grade_reply", "grader", "tune_gc", "warm_up"]
     )  # fmt: skip
 
 
