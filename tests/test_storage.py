@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.content import ScenarioLibrary
@@ -231,6 +232,33 @@ def test_a_writer_gives_up_when_the_lock_is_never_released(
     assert store.inbox_add(1, 7, "{}")  # nothing was half-written; it works now
     other.close()
     store.close()
+
+
+def test_a_commit_the_database_refuses_raises_a_store_error_and_writes_nothing(
+    store: Store, backend: str
+) -> None:
+    """A constraint checked only at COMMIT fails it: a Conflict, the transaction undone."""
+    if backend == "postgresql":
+        store.backend.execute("CREATE TABLE once (x INT UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        breaking = "INSERT INTO once (x) VALUES (1), (1)"
+    else:
+        breaking = (
+            "INSERT INTO turns (session_id, idx, role, text, created_at)"
+            " VALUES ('gone', 0, 'trainee', 'hi', '')"
+        )
+    with pytest.raises(Conflict) as raised, store.backend.transaction():
+        if backend == "sqlite":
+            store.backend.execute("PRAGMA defer_foreign_keys=ON")
+        store.create_session(trainee="ann", scenario_id="s", scenario_version=1,
+                             scenario_source="", lang="zh", difficulty="easy",
+                             mode="coach", rubric="default", seed=1)  # fmt: skip
+        store.backend.execute(breaking)
+    driver_error = sqlite3.IntegrityError if backend == "sqlite" else psycopg.IntegrityError
+    assert isinstance(raised.value.__cause__, driver_error)
+    assert not store.backend.in_transaction
+    assert store.backend.fetchall("SELECT id FROM sessions") == []  # nothing half-written
+    assert store.inbox_add(1, 7, "{}")  # the store goes on working
+    assert store.inbox_pending(1) == [(7, "{}")]
 
 
 def test_closing_when_the_deferred_writes_fail_still_closes_and_logs_them(

@@ -205,10 +205,10 @@ class SqliteBackend:
         self._begin_immediate(wait)
         try:
             yield self
-            self.conn.execute("COMMIT")
+            self.execute("COMMIT")  # can fail too: a deferred constraint, a full disk
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                self.execute("ROLLBACK")
             raise
 
     def _begin_immediate(self, wait: bool) -> None:
