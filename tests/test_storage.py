@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from bot.content import ScenarioLibrary
 from bot.engine import Engine
-from bot.storage import Conflict, Store, StoreBusy, StoreError, backends
+from bot.storage import Conflict, Store, StoreBusy, StoreError, StoreUnavailable, backends, breaker
 from graders import Grade
 from tests.databases import PgSchemas
 
@@ -259,6 +260,135 @@ def test_a_commit_the_database_refuses_raises_a_store_error_and_writes_nothing(
     assert store.backend.fetchall("SELECT id FROM sessions") == []  # nothing half-written
     assert store.inbox_add(1, 7, "{}")  # the store goes on working
     assert store.inbox_pending(1) == [(7, "{}")]
+
+
+def _deny(conn: sqlite3.Connection, action: int, what: str, value: str | None = None) -> None:
+    """Make SQLite refuse one kind of statement on ``conn`` (``value``: that one only)."""
+
+    def authorize(asked: int, first: str | None, second: str | None, *_: object) -> int:
+        refused = asked == action and first == what and value in (None, second)
+        return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+    conn.set_authorizer(authorize)
+
+
+def test_a_savepoint_that_cannot_be_rolled_back_raises_a_store_error_and_writes_nothing(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nested transaction's body fails after its ROLLBACK TO became impossible.
+
+    On PostgreSQL the server ended the connection meanwhile (a restart, an administrator);
+    SQLite's fails only when refused, here by an authorizer. A caller between the nested
+    and the outer transaction gets a StoreError too, and the outer one writes nothing.
+    """
+    monkeypatch.setattr(breaker, "RETRY_S", 0.0)  # a lost connection opens the breaker
+    caught: list[StoreError] = []
+    with pytest.raises(StoreError) as raised, store.backend.transaction():
+        store.create_session(trainee="ann", scenario_id="s", scenario_version=1,
+                             scenario_source="", lang="zh", difficulty="easy",
+                             mode="coach", rubric="default", seed=1)  # fmt: skip
+        try:
+            with store.backend.transaction():
+                store.inbox_add(1, 7, "{}")
+                if backend == "postgresql":
+                    pid = store.backend.fetchone("SELECT pg_backend_pid()")
+                    with psycopg.connect(str(store.backend.location), autocommit=True) as admin:
+                        admin.execute("SELECT pg_terminate_backend(%s, 5000)", pid)
+                else:
+                    _deny(store.backend.conn, sqlite3.SQLITE_SAVEPOINT, "ROLLBACK")
+                raise RuntimeError("the grader failed")
+        except StoreError as exc:  # a caller that answers 503 and passes it on
+            caught.append(exc)
+            raise
+    assert caught == [raised.value]
+    driver_error = sqlite3.DatabaseError if backend == "sqlite" else psycopg.OperationalError
+    assert isinstance(raised.value.__cause__, driver_error)
+    assert not store.backend.in_transaction
+    if backend == "sqlite":
+        store.backend.conn.set_authorizer(None)
+    else:
+        with pytest.raises(StoreUnavailable):  # the breaker; its probe finds the server again
+            store.ping()
+        store.backend.breaker.wait()
+    assert store.backend.fetchall("SELECT id FROM sessions") == []  # nothing half-written
+    assert store.inbox_pending(1) == []
+    assert store.inbox_add(1, 7, "{}")  # the store goes on working
+    assert store.inbox_pending(1) == [(7, "{}")]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_raw_sqlite_error_in_a_transaction_reaches_its_callers_as_a_store_error(
+    sqlite_store: Store, nested: bool
+) -> None:
+    """The body used the sqlite3 connection itself: a Conflict all the same, nothing kept."""
+    store = sqlite_store
+    assert store.inbox_add(1, 7, "{}")
+    with pytest.raises(Conflict) as raised, store.backend.transaction():
+        store.create_session(trainee="ann", scenario_id="s", scenario_version=1,
+                             scenario_source="", lang="zh", difficulty="easy",
+                             mode="coach", rubric="default", seed=1)  # fmt: skip
+        with store.backend.transaction() if nested else contextlib.nullcontext():
+            store.inbox_add(1, 8, "{}")
+            store.backend.db.execute(
+                "INSERT INTO updates (bot_id, update_id, payload, status, received_at)"
+                " VALUES (1, 7, '{}', 'received', '')"
+            )
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
+    assert not store.backend.in_transaction
+    assert store.backend.fetchall("SELECT id FROM sessions") == []
+    assert store.inbox_pending(1) == [(7, "{}")]
+    assert store.inbox_add(1, 8, "{}")
+    assert store.inbox_pending(1) == [(7, "{}"), (8, "{}")]
+
+
+def test_changing_the_disk_sync_inside_a_transaction_raises_a_store_error(
+    tmp_path: Path,
+) -> None:
+    """SQLite refuses to change ``synchronous`` inside a transaction."""
+    store = Store.open(tmp_path / "x.db")
+    with pytest.raises(StoreError) as raised, store.transaction():
+        store.sync_at_inbox()
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    store.sync_at_inbox()
+    with pytest.raises(StoreError) as raised, store.transaction():
+        store.inbox_add(1, 7, "{}")  # this commit would wait for the disk
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert store.inbox_pending(1) == []
+    assert store.inbox_add(1, 7, "{}")
+    assert store.inbox_pending(1) == [(7, "{}")]
+    assert store.backend.fetchone("PRAGMA synchronous")[0] == 1  # NORMAL, as before
+    store.close()
+
+
+@pytest.mark.parametrize("value", ["0", "5000"])
+def test_a_busy_timeout_the_database_refuses_raises_a_store_error_and_ends_the_transaction(
+    sqlite_store: Store, value: str
+) -> None:
+    """A write sets the busy timeout to 0 before BEGIN IMMEDIATE and back after it."""
+    conn = sqlite_store.backend.conn
+    _deny(conn, sqlite3.SQLITE_PRAGMA, "busy_timeout", value)
+    with pytest.raises(StoreError) as raised:
+        sqlite_store.inbox_add(1, 7, "{}")
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+    assert not sqlite_store.backend.in_transaction  # a BEGIN taken is undone
+    conn.set_authorizer(None)
+    assert sqlite_store.inbox_pending(1) == []
+    assert sqlite_store.inbox_add(1, 7, "{}")
+    assert sqlite_store.inbox_pending(1) == [(7, "{}")]
+
+
+def test_a_checkpoint_the_database_refuses_raises_a_store_error(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "x.db")
+    store.checkpoint_aside()
+    checkpointer = store.backend._checkpointer
+    assert checkpointer is not None
+    _deny(checkpointer, sqlite3.SQLITE_PRAGMA, "wal_checkpoint")
+    with pytest.raises(StoreError) as raised:
+        store.checkpoint()
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+    checkpointer.set_authorizer(None)
+    store.checkpoint()  # tried again next time
+    store.close()
 
 
 def test_closing_when_the_deferred_writes_fail_still_closes_and_logs_them(

@@ -195,21 +195,30 @@ class SqliteBackend:
     def transaction(self, *, wait: bool = True) -> Iterator[SqliteBackend]:
         """BEGIN IMMEDIATE ... COMMIT (nested: a savepoint)."""
         if self.conn.in_transaction:
-            with self.db.atomic():
+            with self._errors(), self.db.atomic():  # its SAVEPOINT statements are unmapped
                 yield self
             return
         # IMMEDIATE takes the write lock up front. With several processes on one file (the
         # Telegram workers), a transaction that reads first and then writes could otherwise
         # find its snapshot stale and fail at once with "database is locked", without the
         # busy timeout ever waiting.
-        self._begin_immediate(wait)
+        with self._errors():  # a body that used the connection itself raises sqlite3 errors
+            try:
+                self._begin_immediate(wait)  # in the try: its BEGIN too is undone on errors
+                yield self
+                self.execute("COMMIT")  # can fail too: a deferred constraint, a full disk
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite3 errors raised inside as :class:`StoreError` (others as they are)."""
         try:
-            yield self
-            self.execute("COMMIT")  # can fail too: a deferred constraint, a full disk
-        except BaseException:
-            if self.conn.in_transaction:
-                self.execute("ROLLBACK")
-            raise
+            yield
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
 
     def _begin_immediate(self, wait: bool) -> None:
         """Take the write lock, polling every 0.2 ms while another process holds it.
@@ -219,13 +228,12 @@ class SqliteBackend:
         lock that is free again within a millisecond. Other statements keep the 5 s busy
         timeout. Without ``wait``, a held lock raises :class:`StoreBusy` at once.
         """
-        conn = self.conn
-        conn.execute("PRAGMA busy_timeout=0")
+        self.execute("PRAGMA busy_timeout=0")
         try:
             deadline = None
             while True:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    self.conn.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
@@ -238,7 +246,7 @@ class SqliteBackend:
                         raise StoreError(f"the database stayed locked: {exc}") from exc
                 time.sleep(0.0002)
         finally:
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            self.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
     def next_turn(self, session_id: str) -> int:
         """One past the highest index (the transaction holds the database)."""
@@ -278,12 +286,12 @@ class SqliteBackend:
     def durable_commits(self, on: bool) -> None:
         """Switch ``synchronous`` between FULL and NORMAL after :meth:`sync_at_inbox`."""
         if self._sync_at_inbox:
-            self.conn.execute(f"PRAGMA synchronous={'FULL' if on else 'NORMAL'}")
+            self.execute(f"PRAGMA synchronous={'FULL' if on else 'NORMAL'}")
 
     def sync_at_inbox(self) -> bool:
         """``synchronous=NORMAL`` for a file; whether it is now in that mode."""
         if self.path is not None and not self._sync_at_inbox:
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.execute("PRAGMA synchronous=NORMAL")  # refused inside a transaction
             self._sync_at_inbox = True
         return self._sync_at_inbox
 
@@ -297,7 +305,7 @@ class SqliteBackend:
 
     def checkpoint(self) -> None:
         """A passive checkpoint on the checkpointer's own connection."""
-        with self._checkpointing:
+        with self._checkpointing, self._errors():
             if self._checkpointer is not None:
                 self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -536,7 +544,8 @@ class PostgresBackend:
                     conn.execute(f"RELEASE SAVEPOINT s{depth}")
             except BaseException:
                 if not conn.broken:
-                    conn.execute(f"ROLLBACK TO SAVEPOINT s{depth}")
+                    with self._errors():  # the connection may be lost without psycopg knowing
+                        conn.execute(f"ROLLBACK TO SAVEPOINT s{depth}")
                 raise
             finally:
                 self._local.depth = depth - 1
