@@ -225,6 +225,30 @@ def test_nobody_reads_another_trainees_session_or_pages_without_signing_in(
     run(check, library, store)
 
 
+def test_stylesheets_and_scripts_are_served_with_an_etag_and_nothing_else_is(
+    library: ScenarioLibrary, store: Store
+) -> None:
+    static = Path(__file__).resolve().parent.parent / "bot" / "web" / "static"
+
+    async def check(world: World) -> None:
+        _, browser = world
+        visitor = await browser()
+        for name, kind in (("web.css", "text/css"), ("practice.js", "text/javascript")):
+            async with visitor.http.get(visitor.url(f"/static/{name}")) as answer:
+                assert answer.status == 200
+                assert answer.content_type == kind and answer.charset == "utf-8"
+                assert await answer.read() == (static / name).read_bytes()
+                etag = answer.headers["ETag"]
+            headers = {"If-None-Match": etag}
+            async with visitor.http.get(visitor.url(f"/static/{name}"), headers=headers) as again:
+                assert again.status == 304 and not await again.read()
+        for missing in ("/static/nothing.css", "/static/..%2Fapp.py", "/static/"):
+            async with visitor.http.get(visitor.url(missing)) as answer:
+                assert answer.status == 404, missing
+
+    run(check, library, store)
+
+
 def test_sign_in_attempts_are_rate_limited(library: ScenarioLibrary, store: Store) -> None:
     async def check(world: World) -> None:
         _, new_browser = world

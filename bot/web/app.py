@@ -72,6 +72,24 @@ from graders._base import Bilingual
 from graders.rubric import response_seconds
 
 HERE = Path(__file__).resolve().parent
+
+_CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
+
+
+def _static_files(folder: Path) -> dict[str, tuple[bytes, str, str]]:
+    """Each file of ``folder`` by name: its bytes, content type and ETag.
+
+    Served from memory rather than by aiohttp's static route, which opens the file in a
+    thread: a page closed meanwhile left that file open (a ResourceWarning in a test).
+    """
+    files = {}
+    for path in sorted(folder.iterdir()):
+        body = path.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        files[path.name] = (body, _CONTENT_TYPES.get(path.suffix, "application/octet-stream"), etag)
+    return files
+
+
 log = logging.getLogger(__name__)
 COOKIE = "trainer_device"
 SIGN_INS_PER_MINUTE = 10
@@ -117,6 +135,7 @@ class WebApp:
         view; two drawn at once in threads once came out wrong in a test)."""
         self._replies: set[asyncio.Task[Any]] = set()
         """Replies being answered, kept running when their page goes away."""
+        self._static = _static_files(HERE / "static")
         self.app = web.Application(middlewares=[self._guard])
         self.app.add_routes(
             [
@@ -161,7 +180,7 @@ class WebApp:
                 web.post("/drills/{drill}/reply", self.drill_reply),
                 web.post("/drills/{drill}/follow-up", self.drill_follow_up),
                 web.post("/lang", self.switch_lang),
-                web.static("/static", HERE / "static"),
+                web.get("/static/{name}", self.static_file),
             ]
         )
 
@@ -196,6 +215,17 @@ class WebApp:
             response.headers["Retry-After"] = "5"
         _protect(response.headers)
         return response
+
+    async def static_file(self, request: web.Request) -> web.Response:
+        """A stylesheet or script, from memory (a few KB, read at start-up)."""
+        found = self._static.get(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, content_type, etag = found
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}  # revalidated on every page
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
     async def healthz(self, request: web.Request) -> web.Response:
         """The process answers (for a load balancer's liveness check)."""
