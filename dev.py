@@ -75,7 +75,10 @@ def ensure_llm_venv() -> Path:
     """Build .venv-llm with the llama.cpp server and its model unless already built."""
     python = LLM_VENV / ("Scripts" if os.name == "nt" else "bin") / PY.name
     stamp = LLM_VENV / ".dev-install-stamp"
-    wanted = " ".join(LLM_PACKAGES)
+    # A portable build: the one tuned to the CPU it was built on (GGML_NATIVE) crashed at
+    # its first completion on a 2-vCPU Intel Xeon that reports AMX (segmentation fault).
+    cmake_args = os.environ.get("CMAKE_ARGS", "-DGGML_NATIVE=OFF")
+    wanted = " ".join([*LLM_PACKAGES, f"CMAKE_ARGS={cmake_args}"])
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     if not python.exists():
@@ -85,8 +88,15 @@ def ensure_llm_venv() -> Path:
         "needs a C++ compiler and CMake, e.g. Debian's build-essential cmake)",
         flush=True,
     )
-    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+    env = {
+        **os.environ,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+        "CMAKE_ARGS": cmake_args,
+    }
+    # --no-cache-dir: pip's wheel cache does not key on CMAKE_ARGS, so a wheel built with
+    # other flags would be reused; a venv built with other flags is built again.
     command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    command += ["--no-cache-dir", *(["--force-reinstall"] if stamp.exists() else [])]
     code = subprocess.call([str(c) for c in [*command, *LLM_PACKAGES]], cwd=ROOT, env=env)
     if code:
         sys.exit(code)
