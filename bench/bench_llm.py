@@ -15,10 +15,11 @@ session at once (5 per session: customer, three judge dimensions, rewriter; at l
 to a server that serves many (vLLM, a hosted API): the figure is what our code adds, not a
 queue in front of the server. The sessions start spread over one server latency (as
 trainees' replies arrive at different moments) and then reply back to back, with no time to
-think: a load of ~60 replies/s, far more than 20 typing trainees make. The store is a file-backed SQLite database in a temp dir,
-committed as the Telegram bot and the web app commit (the wait for the disk off the event
-loop; ``--sync-every-commit``: every commit waits on the loop, as the terminal's one session
-does).
+think: a load of ~70 replies/s, far more than 20 typing trainees make. The store is a
+file-backed SQLite database in a temp dir, committed as the Telegram bot and the web app
+commit (the wait for the disk off the event loop; ``--sync-every-commit``: every commit
+waits on the loop, as the terminal's one session does). Before measuring, the bench warms
+the graders up as the servers do and tunes garbage collection as ``trainer`` does.
 
 Turn latency is the wall time of ``Session.reply()``. The calls of one reply run together,
 so the ideal is one server latency; overhead = (turn latency - latency) / latency, at p50
