@@ -193,14 +193,14 @@ def test_serve_with_a_worker_survives_kill_9_and_stops_cleanly_on_sigterm(tmp_pa
 def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
     shared_db: str,
 ) -> None:
-    """The mentor's worker stores the assignment notice; the trainee's worker sends it."""
+    """The mentor's worker stores the assignment notice and wakes the trainee's worker
+    through the front, which sends it at once: no sweep comes within the test."""
     from test_telegram import _team
 
     store = Store.open(shared_db)
 
     async def run() -> None:
-        # The trainee's worker finds the notice when it next looks (every 10 s in production).
-        async with BotHarness(store, webhook=True, workers=2, sweep_seconds=0.5) as h:
+        async with BotHarness(store, webhook=True, workers=2, sweep_seconds=3600) as h:
             _, mentor, trainee = await _team(h)
             assert worker_of(mentor, 2) != worker_of(trainee, 2)
             before = len(h.api.texts(trainee))
@@ -213,6 +213,31 @@ def test_a_notice_for_a_chat_of_another_worker_is_delivered_by_that_worker(
                 await asyncio.sleep(0.1)
             assert set(store.outbox_counts()) == {"sent"}
             assert len(h.api.texts(trainee)) == before + 1  # once
+
+    asyncio.run(run())
+    store.close()
+
+
+def test_a_drill_customer_the_fronts_clock_brings_reaches_a_workers_chat(
+    shared_db: str,
+) -> None:
+    """The front moves the drills on and wakes the trainee's worker, which sends the
+    customer's line (and the notice of the drill before it): no sweep comes in the test."""
+    store = Store.open(shared_db)
+
+    async def run() -> None:
+        async with BotHarness(store, webhook=True, workers=2, sweep_seconds=3600) as h:
+            assert h.app is not None
+            svc = h.app.svc
+            team = svc.create_team("Alpha")
+            trainee = 41
+            await h.say(trainee, f"/start {svc.create_invite('trainee', team)}", lang="zh")
+            before = len(h.api.texts(trainee))
+            drill, _, members = svc.plan_drill(None, "618-warmup", teams=[team], seed=3)
+            assert len(members) == 1
+            texts = await h.api.wait_texts(trainee, before + 2, timeout=90)
+            assert f"演练 #{drill.id}" in texts[before]
+            assert any(text.startswith("【C1 · ") for text in texts[before + 1 :])
 
     asyncio.run(run())
     store.close()

@@ -106,8 +106,10 @@ class TelegramConfig:
     """Worker processes that answer updates; 0: this process answers them. With workers,
     this process only stores and routes them (:mod:`bot.telegram.workers`)."""
     sweep_seconds: float = 10.0
-    """How often owed messages another process stored for this one's chats are looked for
-    (a worker's notices to another worker's chats); not a setting, tests shorten it."""
+    """How often owed messages another process stored for this one's chats are looked for:
+    the safety net, as the processes of a pool wake a chat's owner at once (see
+    :meth:`TelegramApp.owed`) but a wake-up dies with its process, and the web app and the
+    command line wake no one; not a setting, tests lengthen it."""
     redis_url: str | None = None
     """Redis shared by every process sending with this token: the send limits are then
     counted across all of them (otherwise each process keeps its own share)."""
@@ -436,6 +438,9 @@ class TelegramApp:
         self._flush_soon = False
         self.shard: tuple[int, int] | None = None
         """(index, count) of a worker of a pool: it delivers to the chats it answers."""
+        self.relay: Callable[[int], None] | None = None if pool is None else pool.wake
+        """Tells the process that owns a chat this one does not that the chat is owed
+        messages: the front tells the chat's worker; a worker tells the front."""
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = self.RETRY_FIRST_S
         self._sweeper: asyncio.Task[None] | None = None
@@ -611,8 +616,7 @@ class TelegramApp:
             await self.deliver(chat)
         others = {chat_of(a) for a in self.store.outbox_addresses(PREFIX, str(update_id))}
         for other in others - {chat}:  # notices to other users: in those chats' turn
-            if self.owns(other):
-                self._in_chat(other, partial(self._deliver_quietly, other))
+            self.owed(other)
         # Several updates finishing together share one commit of their marks.
         self.store.inbox_done(self.bot.id, update_id, error, defer=True)
         if not self._flush_soon:
@@ -863,19 +867,30 @@ class TelegramApp:
                 self.store.outbox_done(row.id)
         return True
 
+    def owed(self, chat: int) -> None:
+        """Have what a chat is owed delivered soon: here, or by the process that owns it."""
+        if self.owns(chat):
+            self._in_chat(chat, partial(self._deliver_quietly, chat))
+        elif self.relay is not None:
+            self.relay(chat)
+
     def _sweep(self) -> None:
-        """Schedule delivery to every chat of this process that is owed messages."""
+        """Schedule delivery to every chat of this process that is owed messages.
+
+        The front of a pool, which owns no chat, wakes their workers instead: so the drill
+        clock's lines it stores go out at once. A worker leaves other workers' chats alone.
+        """
         for addr in self.store.outbox_addresses(PREFIX):
             chat = chat_of(addr)
-            if self.owns(chat):
-                self._in_chat(chat, partial(self._deliver_quietly, chat))
+            if self.pool is not None or self.owns(chat):
+                self.owed(chat)
 
     def _retry_now(self) -> None:
         self._retry = None
         self._sweep()
 
     async def _sweep_every(self, seconds: float) -> None:
-        """Deliver what other processes owed this one's chats (a worker's notices)."""
+        """Deliver what other processes owed this one's chats and did not wake it for."""
         while True:
             await asyncio.sleep(seconds)
             try:

@@ -31,6 +31,11 @@ JSON>``, and ``stop`` asks it to finish what it has and exit. The end of input w
 ``stop`` means the front died: the worker drops its work in flight at once (those updates
 stay in the inbox for the next start, which must not find them still running here). The
 worker writes ``ready`` once it can take updates, and its send counters when it exits.
+
+``owed <chat id>`` goes both ways: a worker that stored messages for a chat of another
+worker (a notice) tells the front, and the front, which stores the drill clock's lines
+and owns no chat, tells the chat's worker, which then delivers them at once. The periodic
+sweep (``sweep_seconds``) is the safety net for a wake-up lost with a process.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ log = logging.getLogger("trainer.telegram.workers")
 READY = b"ready\n"
 STATS = b"stats "
 STOP = b"stop\n"
+OWED = b"owed "
+"""``owed <chat id>``: another process stored messages for that chat (see the module)."""
 START_TIMEOUT = 120.0
 """Seconds the zygote may take to load the bot, and then each worker to start."""
 INPUT_LIMIT = 64 * 1024 * 1024
@@ -145,6 +152,8 @@ class WorkerPool:
         self._codes: dict[int, asyncio.Future[int | None]] = {}
         self._reports: asyncio.Task[None] | None = None
         self._watchers: list[asyncio.Task[None]] = []
+        self._listeners: list[asyncio.Task[None]] = []
+        """Each worker's output read, from its ``ready`` until it ends."""
         self._stopping = False
         self.stats: list[ThrottleStats] = []
         """Each worker's send counters, reported when it stopped."""
@@ -176,6 +185,7 @@ class WorkerPool:
         except BaseException:
             await self._kill()
             raise
+        self._listeners = [asyncio.create_task(self._listen(proc)) for proc in self._procs]
         self._watchers = [asyncio.create_task(self._watch(i)) for i in range(self.size)]
         self._watchers.append(asyncio.create_task(self._watch_zygote()))
 
@@ -290,10 +300,17 @@ class WorkerPool:
 
     def forward(self, chat: int, update_id: int, payload: str) -> None:
         """Hand a stored update (its JSON, one line) to the worker of its chat."""
+        self._tell(chat, b"%d %s\n" % (update_id, payload.encode()))
+
+    def wake(self, chat: int) -> None:
+        """Tell the worker of a chat that another process stored messages owed to it."""
+        self._tell(chat, b"%s%d\n" % (OWED, chat))
+
+    def _tell(self, chat: int, line: bytes) -> None:
         proc = self._procs[worker_of(chat, self.size)]
         if proc.stdin.is_closing() or proc.ended():
-            return  # a dead worker stops the bot; the update waits in the inbox
-        proc.stdin.write(b"%d %s\n" % (update_id, payload.encode()))
+            return  # a dead worker stops the bot; what it was told is in the store
+        proc.stdin.write(line)
 
     async def stop(self, grace: float) -> None:
         """Let each worker finish what it has (up to ``grace`` s), then end them.
@@ -307,7 +324,7 @@ class WorkerPool:
                 proc.stdin.close()
         if grace <= 0:
             await self._kill()
-        waiting = [asyncio.create_task(self._finish(p)) for p in self._procs]
+        waiting = self._listeners or [asyncio.create_task(self._listen(p)) for p in self._procs]
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=grace + 10.0)
             if late:
@@ -319,9 +336,12 @@ class WorkerPool:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await self._end_zygote()
 
-    async def _finish(self, proc: forkserver.Forked) -> None:
+    async def _listen(self, proc: forkserver.Forked) -> None:
+        """Pass on a worker's wake-ups and keep its send counters, until it has ended."""
         async for line in proc.stdout:
-            if line.startswith(STATS):
+            if line.startswith(OWED):
+                self.wake(int(line[len(OWED) :]))
+            elif line.startswith(STATS):
                 self.stats.append(ThrottleStats(**json.loads(line[len(STATS) :])))
         await proc.wait()
 
@@ -484,6 +504,12 @@ async def run_worker(conn: socket.socket, library: ScenarioLibrary, zygote: str)
         config.chart_processes, start=partial(forkserver.fork, zygote, "chart")
     )
     app.shard = (spec.index, spec.of)
+
+    def relay(chat: int) -> None:  # the front tells the chat's worker
+        if not to_front.is_closing():
+            to_front.write(b"%s%d\n" % (OWED, chat))
+
+    app.relay = relay
     stopping = False
 
     def halt() -> None:
@@ -510,6 +536,9 @@ async def run_worker(conn: socket.socket, library: ScenarioLibrary, zygote: str)
                 )
                 app.config = replace(app.config, grace_seconds=0.0)
                 break
+            if line.startswith(OWED):
+                app.owed(int(line[len(OWED) :]))
+                continue
             update_id, _, payload = line.partition(b" ")
             app.take(int(update_id), json.loads(payload))
     finally:
