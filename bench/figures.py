@@ -11,6 +11,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,13 +39,32 @@ def load() -> str:
         return "unknown"
 
 
+def interpreter() -> str:
+    """Python's version, and whether libpython is a shared library in this process.
+
+    The same code ran the grading bench 10-15 % slower on a Python whose executable calls
+    into ``libpython3.x.so`` (pyenv's default ``--enable-shared`` build) than on Debian's
+    (libpython linked into the executable), so figures of different builds differ.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    except OSError:
+        return f"Python {platform.python_version()}"
+    shared = "libpython" in maps
+    linked = "a shared libpython" if shared else "libpython linked in"
+    return f"Python {platform.python_version()} from {sys.base_prefix}, {linked}"
+
+
 def machine_line() -> str:
-    """One line for the head of a bench's output: CPU model, cores, load average.
+    """One line for the head of a bench's output: CPU model, cores, interpreter, load average.
 
     Figures from a machine whose load average is well above zero are not comparable with
     those from a quiet one (the README's are from a load under 1.3 on 2 cores).
     """
-    return f"machine: {cpu_model()}, {os.cpu_count()} cores; load average {load()} at start"
+    return (
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {interpreter()}; "
+        f"load average {load()} at start"
+    )
 
 
 def load_line() -> str:
