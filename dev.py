@@ -9,9 +9,9 @@
     python3 dev.py test --real-llm  only the tests against a real llama.cpp server (opt-in;
                                     builds it into .venv-llm once: ~10 minutes, a C++ compiler)
     python3 dev.py bench [NAME...]  install, then run the benchmarks as the README quotes them
-                                    (~15 minutes on 2 cores; NAME: grading, web, ... picks some)
-    python3 dev.py bench --full     the same with every bench at its full length (hours: the
-                                    drill alone is three 5-minute drills of 2,000 trainees)
+                                    (~11 minutes on 2 cores; NAME: grading, web, ... picks some)
+    python3 dev.py bench --full     the same with every bench at its full length (~30 minutes:
+                                    18 of them three 5-minute drills of 2,000 trainees)
 
 The virtual environment is created in .venv beside this file and re-installed only
 when pyproject.toml changes. Set TRAINER_VENV to use another location.
