@@ -42,7 +42,7 @@ def load() -> str:
 def interpreter() -> str:
     """Python's version, and whether libpython is a shared library in this process.
 
-    The same code ran the grading bench 10-15 % slower on a Python whose executable calls
+    The same code ran the grading bench 12-15 % slower on a Python whose executable calls
     into ``libpython3.x.so`` (pyenv's default ``--enable-shared`` build) than on Debian's
     (libpython linked into the executable), so figures of different builds differ.
     """

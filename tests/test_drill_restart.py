@@ -145,14 +145,10 @@ def _prepared(library: ScenarioLibrary, path: Path) -> tuple[list[UserRow], int]
 
 
 async def _reference(
-    library: ScenarioLibrary,
-    path: Path,
-    users: list[UserRow],
-    drill: int,
-    replies: Sequence[Reply] = REPLIES,
+    library: ScenarioLibrary, path: Path, users: list[UserRow], drill: int
 ) -> tuple[object, ...]:
     """The drill run unbroken in-process, with the same replies at the same times."""
-    return (await _replay(library, path, users, drill, replies))[0]
+    return (await _replay(library, path, users, drill, REPLIES))[0]
 
 
 async def _replay(
